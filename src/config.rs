@@ -1,0 +1,201 @@
+//! Settings from flags, `CHATD_*` environment variables and an optional TOML file.
+//! Precedence: flag, then environment (both handled by clap), then file, then default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::core::ChatLimits;
+use crate::store::sqlite::Synchronous;
+
+/// Every setting, as given; `None` means "not set here". Shared by `serve`, `token` and
+/// `migrate` so they all find the same data directory and key.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with any of these settings (keys as the flag names, with underscores).
+    #[arg(long, env = "CHATD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address and port to listen on for every transport [default: 127.0.0.1:3000].
+    #[arg(long, env = "CHATD_BIND", value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+
+    /// Directory for the SQLite database and the generated JWT secret; created if missing
+    /// [default: ./chatd-data].
+    #[arg(long, env = "CHATD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database to use. Unset: SQLite in the data directory. `sqlite:PATH` picks another
+    /// SQLite file.
+    #[arg(long, env = "CHATD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Redis for the bus and presence across nodes. Unset: in-process bus (one node).
+    #[arg(long, env = "CHATD_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// HS256 secret the platform signs tokens with (at least 16 bytes). Unset: one is
+    /// generated once and kept in the data directory (file `jwt-secret`).
+    #[arg(long, env = "CHATD_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key file (RSA → RS256, EC P-256 → ES256); replaces the shared secret.
+    #[arg(long, env = "CHATD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `aud` claim. Unset: not checked.
+    #[arg(long, env = "CHATD_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim. Unset: not checked.
+    #[arg(long, env = "CHATD_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// Bearer key of the admin API. Unset: admin API off.
+    #[arg(long, env = "CHATD_ADMIN_KEY", value_name = "KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Development mode: enables `POST /api/dev/token`, which hands a token to anyone.
+    /// Never use it in production.
+    #[arg(long, env = "CHATD_DEV", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub dev: Option<bool>,
+
+    /// Message writes (send/edit/delete) per user per second; 0 disables [default: 10].
+    #[arg(long, env = "CHATD_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    /// Burst size of the per-user message rate limit [default: 20].
+    #[arg(long, env = "CHATD_RATE_LIMIT_BURST", value_name = "N")]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Longest message content in characters [default: 4000].
+    #[arg(long, env = "CHATD_MAX_CONTENT_CHARS", value_name = "N")]
+    pub max_content_chars: Option<usize>,
+
+    /// Mask phone and bank account numbers in stored message content (see docs/protocol.md).
+    #[arg(long, env = "CHATD_MASK_PII", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub mask_pii: Option<bool>,
+
+    /// SQLite durability: `normal` survives a process crash, `full` also power loss
+    /// [default: normal].
+    #[arg(long, env = "CHATD_SQLITE_SYNCHRONOUS", value_name = "MODE")]
+    pub sqlite_synchronous: Option<Synchronous>,
+}
+
+macro_rules! or_file {
+    ($cli:ident, $file:ident: $($field:ident),+) => {
+        Settings { config: $cli.config, $($field: $cli.$field.or($file.$field)),+ }
+    };
+}
+
+impl Settings {
+    /// Fills what flags and environment left unset from the TOML file, if one is given.
+    pub fn with_file(self) -> anyhow::Result<Settings> {
+        let Some(path) = &self.config else { return Ok(self) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let cli = self;
+        Ok(or_file!(cli, file: bind, data_dir, database_url, redis_url, jwt_secret, jwt_public_key,
+            jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
+            max_content_chars, mask_pii, sqlite_synchronous))
+    }
+
+    /// Applies defaults and checks combinations.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let settings = self.with_file()?;
+        let data_dir = settings.data_dir.unwrap_or_else(|| PathBuf::from("./chatd-data"));
+        let database = match settings.database_url.as_deref() {
+            None => Database::Sqlite(data_dir.join("chatd.db")),
+            Some(url) => {
+                if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+                    Database::Sqlite(PathBuf::from(path))
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    anyhow::bail!(
+                        "the PostgreSQL store is not available in this version; unset --database-url to use SQLite"
+                    );
+                } else {
+                    anyhow::bail!("unsupported --database-url {url:?}: expected sqlite:PATH");
+                }
+            }
+        };
+        if settings.redis_url.is_some() {
+            anyhow::bail!(
+                "the Redis bus is not available in this version; unset --redis-url to run one node"
+            );
+        }
+        let defaults = ChatLimits::default();
+        Ok(Config {
+            bind: settings.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
+            data_dir,
+            database,
+            jwt: JwtConfig {
+                secret: settings.jwt_secret,
+                public_key: settings.jwt_public_key,
+                audience: settings.jwt_audience,
+                issuer: settings.jwt_issuer,
+            },
+            admin_key: settings.admin_key,
+            dev: settings.dev.unwrap_or(false),
+            limits: ChatLimits {
+                messages_per_second: settings.rate_limit.unwrap_or(defaults.messages_per_second),
+                message_burst: settings.rate_limit_burst.unwrap_or(defaults.message_burst),
+                max_content_chars: settings.max_content_chars.unwrap_or(defaults.max_content_chars),
+                mask_pii: settings.mask_pii.unwrap_or(false),
+                ..defaults
+            },
+            sqlite_synchronous: settings.sqlite_synchronous.unwrap_or_default(),
+        })
+    }
+}
+
+/// Which store backend to open.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// How tokens are verified.
+#[derive(Debug, Clone, Default)]
+pub struct JwtConfig {
+    /// Shared HS256 secret; generated into the data dir when neither this nor a key is set.
+    pub secret: Option<String>,
+    /// PEM public key file.
+    pub public_key: Option<PathBuf>,
+    /// Required audience.
+    pub audience: Option<String>,
+    /// Required issuer.
+    pub issuer: Option<String>,
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Data directory (SQLite file, generated secret).
+    pub data_dir: PathBuf,
+    /// Store backend.
+    pub database: Database,
+    /// Token verification.
+    pub jwt: JwtConfig,
+    /// Admin API key.
+    pub admin_key: Option<String>,
+    /// Development mode.
+    pub dev: bool,
+    /// Limits enforced by the core.
+    pub limits: ChatLimits,
+    /// SQLite durability.
+    pub sqlite_synchronous: Synchronous,
+}
+
+impl Config {
+    /// A configuration with every default, rooted at `data_dir` (handy for tests and tools).
+    pub fn with_data_dir(data_dir: impl AsRef<Path>) -> anyhow::Result<Config> {
+        Settings { data_dir: Some(data_dir.as_ref().to_owned()), ..Settings::default() }.resolve()
+    }
+}

@@ -1,0 +1,493 @@
+//! The chat service: one method per client request, shared by every transport. Every rule
+//! (membership, roles, limits, idempotency, read markers) is enforced here and nowhere else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::error::ChatError;
+use super::events::{
+    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, SendMessage,
+    UpdateConversation,
+};
+use super::model::{Conversation, ConversationType, Member, Message, MessageType, Role, User};
+use super::pii;
+use super::ports::{ActivityCursor, HistoryRange, Membership, NewConversation, NewMessage, Store};
+use super::rate_limit::UserRateLimiter;
+use super::time::Timestamp;
+use super::validate;
+
+/// Limits the core enforces; defaults are the contract's.
+#[derive(Debug, Clone)]
+pub struct ChatLimits {
+    /// Longest message content, in characters.
+    pub max_content_chars: usize,
+    /// Most attachments on one message.
+    pub max_attachments: usize,
+    /// Most members in a group conversation.
+    pub max_members: usize,
+    /// Message writes (send, edit, delete) per user per second; 0 disables the limit.
+    pub messages_per_second: u32,
+    /// Burst size of the per-user message bucket.
+    pub message_burst: u32,
+    /// Mask phone and bank account numbers in stored content.
+    pub mask_pii: bool,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        ChatLimits {
+            max_content_chars: 4000,
+            max_attachments: 10,
+            max_members: 1000,
+            messages_per_second: 10,
+            message_burst: 20,
+            mask_pii: false,
+        }
+    }
+}
+
+const HISTORY_DEFAULT: usize = 30;
+const HISTORY_MAX: usize = 100;
+const LIST_DEFAULT: usize = 20;
+const LIST_MAX: usize = 100;
+
+/// A page of the caller's conversations.
+#[derive(Debug, Serialize)]
+pub struct ConversationPage {
+    /// Newest activity first.
+    pub conversations: Vec<Conversation>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a conversation's history.
+#[derive(Debug, Serialize)]
+pub struct MessagePage {
+    /// Ascending by seq.
+    pub messages: Vec<Message>,
+    /// Whether more messages lie beyond this page in its direction.
+    pub has_more: bool,
+}
+
+/// Result of a send.
+#[derive(Debug)]
+pub struct Sent {
+    /// The committed message.
+    pub message: Message,
+    /// True when this was a `client_id` repeat and the original is returned.
+    pub duplicate: bool,
+}
+
+/// The caller's unread counts.
+#[derive(Debug, Serialize)]
+pub struct Unread {
+    /// Sum over all conversations.
+    pub total: i64,
+    /// Per conversation, only those with unread messages.
+    pub conversations: BTreeMap<String, i64>,
+}
+
+/// The chat service. Cheap to share: hold it in an `Arc`.
+pub struct Chat {
+    store: Arc<dyn Store>,
+    limits: ChatLimits,
+    message_limiter: UserRateLimiter,
+}
+
+/// A fresh time-ordered id.
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Chat {
+    /// A service over `store` enforcing `limits`.
+    pub fn new(store: Arc<dyn Store>, limits: ChatLimits) -> Self {
+        let message_limiter = UserRateLimiter::new(limits.messages_per_second, limits.message_burst);
+        Chat { store, limits, message_limiter }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &ChatLimits {
+        &self.limits
+    }
+
+    /// Whether the store answers (for readiness probes).
+    pub async fn ready(&self) -> Result<(), ChatError> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Periodic housekeeping: forgets rate-limit state of idle users.
+    pub fn housekeeping(&self) {
+        self.message_limiter.forget_idle();
+    }
+
+    /// The caller's member entry and the conversation type, or `not_found` / `not_a_member`.
+    async fn require_member(
+        &self,
+        conversation_id: &str,
+        user: &User,
+    ) -> Result<(Member, ConversationType), ChatError> {
+        match self.store.membership(conversation_id, &user.id).await? {
+            Membership::Member { member, kind } => Ok((member, kind)),
+            Membership::NotMember => Err(ChatError::NotAMember),
+            Membership::NoConversation => Err(ChatError::not_found("no such conversation")),
+        }
+    }
+
+    /// Loads the conversation as the caller sees it (after a write, to answer with it).
+    async fn load_conversation(&self, id: &str, user: &User) -> Result<Conversation, ChatError> {
+        self.store
+            .conversation(id, &user.id)
+            .await?
+            .ok_or_else(|| ChatError::not_found("no such conversation"))
+    }
+
+    /// # Create a conversation
+    /// The caller becomes the owner. A direct conversation is unique per pair of users and
+    /// context: creating it again returns the existing one with `created == false`.
+    pub async fn create_conversation(
+        &self,
+        user: &User,
+        req: CreateConversation,
+    ) -> Result<(Conversation, bool), ChatError> {
+        if let Some(name) = &req.name {
+            validate::label("name", name, validate::MAX_LABEL_CHARS)?;
+        }
+        if let Some(context) = &req.context {
+            validate::label("context", context, validate::MAX_LABEL_CHARS)?;
+        }
+        let mut others: Vec<String> = Vec::with_capacity(req.members.len());
+        for id in req.members {
+            validate::identifier("members[]", &id)?;
+            if id != user.id && !others.contains(&id) {
+                others.push(id);
+            }
+        }
+        let direct_key = match req.kind {
+            ConversationType::Direct => {
+                let [other] = others.as_slice() else {
+                    return Err(ChatError::invalid("a direct conversation needs exactly one other member"));
+                };
+                let (a, b) = if user.id < *other { (&user.id, other) } else { (other, &user.id) };
+                Some(serde_json::json!([a, b, req.context]).to_string())
+            }
+            ConversationType::Group => {
+                if others.len() + 1 > self.limits.max_members {
+                    return Err(ChatError::TooLarge(format!(
+                        "a group has at most {} members",
+                        self.limits.max_members
+                    )));
+                }
+                None
+            }
+        };
+        let mut members = Vec::with_capacity(others.len() + 1);
+        members.push((user.id.clone(), Role::Owner));
+        members.extend(others.into_iter().map(|id| (id, Role::Member)));
+        let created = self
+            .store
+            .create_conversation(NewConversation {
+                id: new_id(),
+                kind: req.kind,
+                name: req.name,
+                context: req.context,
+                metadata: req.metadata.unwrap_or_default(),
+                direct_key,
+                members,
+                created_at: Timestamp::now(),
+            })
+            .await?;
+        let conversation = self.load_conversation(&created.id, user).await?;
+        Ok((conversation, created.created))
+    }
+
+    /// # List the caller's conversations
+    /// Newest activity (last message, else creation) first, in cursor pages.
+    pub async fn list_conversations(
+        &self,
+        user: &User,
+        req: ListConversations,
+    ) -> Result<ConversationPage, ChatError> {
+        let limit = validate::page_limit(req.limit, LIST_DEFAULT, LIST_MAX)?;
+        let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
+        let mut conversations = self.store.conversations_of(&user.id, after, limit + 1).await?;
+        let next_cursor = if conversations.len() > limit {
+            conversations.truncate(limit);
+            conversations.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(ConversationPage { conversations, next_cursor })
+    }
+
+    /// # Get one conversation (members only)
+    pub async fn conversation(&self, user: &User, id: &str) -> Result<Conversation, ChatError> {
+        let conversation = self.load_conversation(id, user).await?;
+        if conversation.member(&user.id).is_none() {
+            return Err(ChatError::NotAMember);
+        }
+        Ok(conversation)
+    }
+
+    /// # Rename or re-describe a conversation (owner/admin)
+    pub async fn update_conversation(
+        &self,
+        user: &User,
+        id: &str,
+        req: UpdateConversation,
+    ) -> Result<Conversation, ChatError> {
+        let (member, _) = self.require_member(id, user).await?;
+        if !member.role.is_manager() {
+            return Err(ChatError::forbidden("only the owner or an admin may change the conversation"));
+        }
+        if let Some(name) = &req.name {
+            validate::label("name", name, validate::MAX_LABEL_CHARS)?;
+        }
+        if req.name.is_some() || req.metadata.is_some() {
+            self.store.update_conversation(id, req.name, req.metadata).await?;
+        }
+        self.load_conversation(id, user).await
+    }
+
+    /// # Add members (owner/admin; groups only)
+    /// Admins may add ordinary members; only the owner may add admins.
+    pub async fn add_members(
+        &self,
+        user: &User,
+        id: &str,
+        req: AddMembers,
+    ) -> Result<Conversation, ChatError> {
+        let (member, kind) = self.require_member(id, user).await?;
+        if kind == ConversationType::Direct {
+            return Err(ChatError::conflict("a direct conversation has fixed members"));
+        }
+        if !member.role.is_manager() {
+            return Err(ChatError::forbidden("only the owner or an admin may add members"));
+        }
+        let role = req.role.unwrap_or(Role::Member);
+        match role {
+            Role::Owner => return Err(ChatError::invalid("role must be member or admin")),
+            Role::Admin if member.role != Role::Owner => {
+                return Err(ChatError::forbidden("only the owner may add admins"));
+            }
+            _ => {}
+        }
+        if req.user_ids.is_empty() {
+            return Err(ChatError::invalid("user_ids must not be empty"));
+        }
+        for uid in &req.user_ids {
+            validate::identifier("user_ids[]", uid)?;
+        }
+        let current = self.load_conversation(id, user).await?;
+        let newcomers = req.user_ids.iter().filter(|uid| current.member(uid).is_none()).count();
+        if current.members.len() + newcomers > self.limits.max_members {
+            return Err(ChatError::TooLarge(format!(
+                "a group has at most {} members",
+                self.limits.max_members
+            )));
+        }
+        self.store.add_members(id, req.user_ids, role, Timestamp::now()).await?;
+        self.load_conversation(id, user).await
+    }
+
+    /// # Remove a member
+    /// Anyone may leave; the owner may remove anyone, an admin only ordinary members. When
+    /// the owner leaves a group, the longest-standing admin (else member) becomes owner.
+    pub async fn remove_member(&self, user: &User, id: &str, target: &str) -> Result<(), ChatError> {
+        let (member, kind) = self.require_member(id, user).await?;
+        if kind == ConversationType::Direct {
+            return Err(ChatError::conflict("a direct conversation has fixed members"));
+        }
+        let conversation = self.load_conversation(id, user).await?;
+        let Some(target_member) = conversation.member(target) else {
+            return Err(ChatError::not_found("no such member"));
+        };
+        if target != user.id {
+            let allowed = match member.role {
+                Role::Owner => true,
+                Role::Admin => target_member.role == Role::Member,
+                Role::Member => false,
+            };
+            if !allowed {
+                return Err(ChatError::forbidden("your role does not allow removing this member"));
+            }
+        }
+        let new_owner = (target_member.role == Role::Owner)
+            .then(|| {
+                conversation
+                    .members
+                    .iter()
+                    .filter(|m| m.user_id != target)
+                    .max_by_key(|m| (m.role, std::cmp::Reverse(m.joined_at)))
+                    .map(|m| m.user_id.clone())
+            })
+            .flatten();
+        self.store.remove_member(id, target, new_owner).await?;
+        Ok(())
+    }
+
+    /// # Read history (members only)
+    /// Default: the newest 30. `before_seq` pages backward, `after_seq` forward; ascending.
+    pub async fn history(&self, user: &User, id: &str, req: HistoryQuery) -> Result<MessagePage, ChatError> {
+        let limit = validate::page_limit(req.limit, HISTORY_DEFAULT, HISTORY_MAX)?;
+        let after_seq = req.after_seq.map(|s| validate::seq("after_seq", s)).transpose()?;
+        let before_seq = req.before_seq.map(|s| validate::seq("before_seq", s)).transpose()?;
+        self.require_member(id, user).await?;
+        let (messages, has_more) =
+            self.store.messages(id, HistoryRange { after_seq, before_seq, limit }).await?;
+        Ok(MessagePage { messages, has_more })
+    }
+
+    /// # Send a message (members only)
+    /// Validate → rate limit → membership → durable append. Returns only after commit; a
+    /// `client_id` repeat returns the original message with `duplicate == true`.
+    pub async fn send_message(&self, user: &User, req: SendMessage) -> Result<Sent, ChatError> {
+        let conversation_id =
+            req.conversation_id.ok_or_else(|| ChatError::invalid("conversation_id is required"))?;
+        if req.kind == MessageType::System {
+            return Err(ChatError::invalid("system messages cannot be sent by users"));
+        }
+        let content = match req.content {
+            Some(content) => {
+                validate::text("content", &content, self.limits.max_content_chars)?;
+                if content.trim().is_empty() {
+                    return Err(ChatError::invalid("content must not be blank"));
+                }
+                Some(self.masked(content))
+            }
+            None if req.kind == MessageType::Text => {
+                return Err(ChatError::invalid("content is required for text messages"));
+            }
+            None => None,
+        };
+        if let Some(client_id) = &req.client_id {
+            validate::identifier("client_id", client_id)?;
+        }
+        if req.attachments.len() > self.limits.max_attachments {
+            return Err(ChatError::invalid(format!(
+                "at most {} attachments per message",
+                self.limits.max_attachments
+            )));
+        }
+        self.message_limiter.check(&user.id)?;
+        self.require_member(&conversation_id, user).await?;
+        if let Some(reply_to) = &req.reply_to_id {
+            let same_conversation =
+                self.store.message(reply_to).await?.is_some_and(|m| m.conversation_id == conversation_id);
+            if !same_conversation {
+                return Err(ChatError::invalid("reply_to_id is not a message of this conversation"));
+            }
+        }
+        let appended = self
+            .store
+            .append_message(NewMessage {
+                id: new_id(),
+                conversation_id,
+                sender_id: user.id.clone(),
+                kind: req.kind,
+                content,
+                client_id: req.client_id,
+                reply_to_id: req.reply_to_id,
+                attachments: req.attachments,
+                metadata: req.metadata,
+            })
+            .await?;
+        Ok(Sent { message: appended.message, duplicate: appended.duplicate })
+    }
+
+    /// The message and the caller's member entry in its conversation.
+    async fn message_as_member(&self, user: &User, message_id: &str) -> Result<(Message, Member), ChatError> {
+        let message =
+            self.store.message(message_id).await?.ok_or_else(|| ChatError::not_found("no such message"))?;
+        let (member, _) = self.require_member(&message.conversation_id, user).await?;
+        Ok((message, member))
+    }
+
+    /// # Edit a message (its sender only; not once deleted)
+    pub async fn edit_message(&self, user: &User, req: EditMessage) -> Result<Message, ChatError> {
+        let message_id = req.message_id.ok_or_else(|| ChatError::invalid("message_id is required"))?;
+        validate::text("content", &req.content, self.limits.max_content_chars)?;
+        if req.content.trim().is_empty() {
+            return Err(ChatError::invalid("content must not be blank"));
+        }
+        self.message_limiter.check(&user.id)?;
+        let (message, _) = self.message_as_member(user, &message_id).await?;
+        if message.sender_id != user.id {
+            return Err(ChatError::forbidden("only the sender may edit a message"));
+        }
+        if message.deleted_at.is_some() {
+            return Err(ChatError::conflict("the message was deleted"));
+        }
+        let content = self.masked(req.content);
+        self.store
+            .edit_message(&message_id, content, Timestamp::now())
+            .await?
+            .ok_or_else(|| ChatError::conflict("the message was deleted"))
+    }
+
+    /// # Delete a message (its sender, or the conversation's owner/admin)
+    /// Soft delete: the seq stays, content becomes null. Deleting twice is harmless.
+    pub async fn delete_message(&self, user: &User, message_id: &str) -> Result<Message, ChatError> {
+        self.message_limiter.check(&user.id)?;
+        let (message, member) = self.message_as_member(user, message_id).await?;
+        if message.sender_id != user.id && !member.role.is_manager() {
+            return Err(ChatError::forbidden("only the sender, the owner or an admin may delete a message"));
+        }
+        self.store
+            .delete_message(message_id, Timestamp::now())
+            .await?
+            .ok_or_else(|| ChatError::not_found("no such message"))
+    }
+
+    /// # Mark read up to a seq (members only; never moves backwards)
+    pub async fn mark_read(&self, user: &User, req: MarkRead) -> Result<i64, ChatError> {
+        let conversation_id =
+            req.conversation_id.ok_or_else(|| ChatError::invalid("conversation_id is required"))?;
+        let seq = validate::seq("seq", req.seq)?;
+        self.require_member(&conversation_id, user).await?;
+        self.store.mark_read(&conversation_id, &user.id, seq).await?.ok_or(ChatError::NotAMember)
+    }
+
+    /// # Switch push notifications for one conversation (members only)
+    pub async fn set_notifications(&self, user: &User, id: &str, enabled: bool) -> Result<(), ChatError> {
+        self.require_member(id, user).await?;
+        if !self.store.set_notifications(id, &user.id, enabled).await? {
+            return Err(ChatError::NotAMember);
+        }
+        Ok(())
+    }
+
+    /// # The caller's unread counts
+    pub async fn unread(&self, user: &User) -> Result<Unread, ChatError> {
+        let conversations: BTreeMap<String, i64> =
+            self.store.unread_counts(&user.id).await?.into_iter().collect();
+        Ok(Unread { total: conversations.values().sum(), conversations })
+    }
+
+    /// Content as stored: masked when `mask_pii` is on.
+    fn masked(&self, content: String) -> String {
+        if self.limits.mask_pii { pii::mask(&content).into_owned() } else { content }
+    }
+}
+
+/// The activity time a conversation sorts by.
+fn activity_at(conversation: &Conversation) -> Timestamp {
+    conversation.last_message_at.unwrap_or(conversation.created_at)
+}
+
+/// Opaque list cursor: `<activity millis>.<id>` of the last conversation of a page.
+fn encode_cursor(conversation: &Conversation) -> String {
+    format!("{}.{}", activity_at(conversation).millis(), conversation.id)
+}
+
+fn decode_cursor(cursor: &str) -> Result<ActivityCursor, ChatError> {
+    let bad = || ChatError::invalid("cursor is not one this server issued");
+    let (millis, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let millis: i64 = millis.parse().map_err(|_| bad())?;
+    if id.is_empty() {
+        return Err(bad());
+    }
+    Ok(ActivityCursor { activity_at: Timestamp(millis), id: id.to_owned() })
+}

@@ -1,0 +1,143 @@
+//! Typed requests shared by every transport. Each struct is one client request as it
+//! arrives on the wire (REST body, Socket.IO or WebSocket event payload); serde rejects
+//! unknown fields and wrong types, which transports report as `invalid`.
+
+use serde::Deserialize;
+
+use super::model::{ConversationType, JsonObject, MessageType, Role};
+
+/// `POST /api/conversations`: create a conversation; the caller becomes its owner.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversation {
+    /// Direct (exactly one other member) or group.
+    #[serde(rename = "type")]
+    pub kind: ConversationType,
+    /// The other members; the caller may be listed too.
+    pub members: Vec<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the conversation is about; a direct chat is unique per pair and context.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Free-form data for the platform.
+    #[serde(default)]
+    pub metadata: Option<JsonObject>,
+}
+
+/// `PATCH /api/conversations/{id}`: fields present are replaced.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConversation {
+    /// New display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New metadata (replaces the old object).
+    #[serde(default)]
+    pub metadata: Option<JsonObject>,
+}
+
+/// `POST /api/conversations/{id}/members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembers {
+    /// Users to add; those already members are left as they are.
+    pub user_ids: Vec<String>,
+    /// Role of the new members (default `member`; `owner` is not grantable).
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+/// `message:send` / `POST /api/conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// Target conversation; REST takes it from the path.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// The text; required for `text` messages.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Kind of message (default `text`).
+    #[serde(rename = "type", default)]
+    pub kind: MessageType,
+    /// Idempotency key: a repeat from the same sender in the same conversation returns
+    /// the original message.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// A message of the same conversation this one replies to.
+    #[serde(default)]
+    pub reply_to_id: Option<String>,
+    /// Attachment descriptors.
+    #[serde(default)]
+    pub attachments: Vec<JsonObject>,
+    /// Free-form data for the platform.
+    #[serde(default)]
+    pub metadata: JsonObject,
+}
+
+/// `message:edit` / `PATCH /api/messages/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessage {
+    /// The message to edit; REST takes it from the path.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// The new text.
+    pub content: String,
+}
+
+/// `message:delete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteMessage {
+    /// The message to delete.
+    pub message_id: String,
+}
+
+/// `message:read` / `POST /api/conversations/{id}/read`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    /// The conversation; REST takes it from the path.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Everything up to and including this seq has been read.
+    pub seq: i64,
+}
+
+/// `PUT /api/conversations/{id}/notifications`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetNotifications {
+    /// Whether pushes are sent for this conversation.
+    pub enabled: bool,
+}
+
+/// `GET /api/conversations/{id}/messages` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only messages with a smaller seq.
+    #[serde(default)]
+    pub before_seq: Option<i64>,
+    /// Only messages with a larger seq; the page then starts right after it.
+    #[serde(default)]
+    pub after_seq: Option<i64>,
+    /// Page size (default 30, at most 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// `GET /api/conversations` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConversations {
+    /// Page size (default 20, at most 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}

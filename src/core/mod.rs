@@ -1,0 +1,20 @@
+//! The domain core: every chat rule lives here, once.
+//!
+//! Transports (REST, Socket.IO, plain WebSocket) decode requests into the types of
+//! [`events`], call one method of [`chat::Chat`], and encode the result. The core talks to
+//! storage only through the [`ports`] traits, so it compiles and is tested without axum,
+//! socketioxide or any database driver.
+
+pub mod chat;
+pub mod error;
+pub mod events;
+pub mod model;
+pub mod pii;
+pub mod ports;
+pub mod rate_limit;
+pub mod time;
+pub mod validate;
+
+pub use chat::{Chat, ChatLimits};
+pub use error::ChatError;
+pub use model::*;

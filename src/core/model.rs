@@ -1,0 +1,174 @@
+//! The chat domain's data: conversations, members, messages, exactly as the wire contract
+//! shapes them (snake_case JSON, RFC 3339 timestamps).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::time::Timestamp;
+
+/// A JSON object, as used for `metadata` fields and attachment descriptors.
+pub type JsonObject = Map<String, Value>;
+
+/// Identity of the caller, established by a verified JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The platform's user id (the token's `sub`).
+    pub id: String,
+    /// Optional display name (the token's `name`).
+    pub name: Option<String>,
+}
+
+/// Kind of conversation. A direct conversation has exactly two members, fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationType {
+    /// One-to-one; unique per pair of users and `context`.
+    Direct,
+    /// Any number of members with roles.
+    Group,
+}
+
+/// A member's role. Owners and admins manage the conversation; owners outrank admins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ordinary member.
+    Member,
+    /// May rename, add members and remove ordinary members or messages.
+    Admin,
+    /// The creator; may do everything an admin may, and manage admins.
+    Owner,
+}
+
+impl Role {
+    /// Whether this role may manage the conversation (rename, add, remove, moderate).
+    pub fn is_manager(self) -> bool {
+        self >= Role::Admin
+    }
+}
+
+/// Kind of message content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    /// Plain text (the default); `content` is required.
+    #[default]
+    Text,
+    /// An image; described by `attachments`.
+    Image,
+    /// A file; described by `attachments`.
+    File,
+    /// A location; described by `metadata`.
+    Location,
+    /// A product card (marketplace); described by `metadata`.
+    Product,
+    /// Posted by the server or an operator, never by a user.
+    System,
+}
+
+/// A member of a conversation, as listed in the conversation object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    /// The member's user id.
+    pub user_id: String,
+    /// The member's role.
+    pub role: Role,
+    /// When the user joined the conversation.
+    pub joined_at: Timestamp,
+    /// The highest seq the user has read; never moves backwards.
+    pub last_read_seq: i64,
+    /// Whether the user receives push notifications for this conversation.
+    pub notifications: bool,
+}
+
+/// A message. `seq` is per conversation, starts at 1 and has no gaps; a deleted message
+/// keeps its seq, has `deleted_at` set and `content` null.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    /// Time-ordered id (UUIDv7).
+    pub id: String,
+    /// The conversation this message belongs to.
+    pub conversation_id: String,
+    /// Position in the conversation, assigned at commit.
+    pub seq: i64,
+    /// Who sent it.
+    pub sender_id: String,
+    /// Kind of content.
+    #[serde(rename = "type")]
+    pub kind: MessageType,
+    /// The text; null for deleted messages and for media without a caption.
+    pub content: Option<String>,
+    /// The sender's idempotency key, if given.
+    pub client_id: Option<String>,
+    /// The message this one replies to, in the same conversation.
+    pub reply_to_id: Option<String>,
+    /// Attachment descriptors (objects), at most the configured number.
+    pub attachments: Vec<JsonObject>,
+    /// Free-form data for the platform (product ids, coordinates, ...).
+    pub metadata: JsonObject,
+    /// When the message was committed.
+    pub created_at: Timestamp,
+    /// When the content was last edited.
+    pub edited_at: Option<Timestamp>,
+    /// When the message was deleted.
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// A conversation as seen by one user (`unread_count` is that user's).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conversation {
+    /// Time-ordered id (UUIDv7).
+    pub id: String,
+    /// Direct or group.
+    #[serde(rename = "type")]
+    pub kind: ConversationType,
+    /// Display name (groups, usually).
+    pub name: Option<String>,
+    /// What the conversation is about, e.g. `product:981`; part of a direct chat's identity.
+    pub context: Option<String>,
+    /// Free-form data for the platform.
+    pub metadata: JsonObject,
+    /// Every member, oldest first.
+    pub members: Vec<Member>,
+    /// Seq of the newest message; 0 when there is none.
+    pub last_seq: i64,
+    /// The newest message, if any.
+    pub last_message: Option<Message>,
+    /// When the newest message was sent.
+    pub last_message_at: Option<Timestamp>,
+    /// When the conversation was created.
+    pub created_at: Timestamp,
+    /// Messages after the viewer's `last_read_seq`, not sent by the viewer, not deleted.
+    pub unread_count: i64,
+}
+
+impl Conversation {
+    /// The member entry of `user_id`, if they are a member.
+    pub fn member(&self, user_id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.user_id == user_id)
+    }
+}
+
+/// Lower-case names, identical to the wire form, for storage backends.
+macro_rules! names {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The wire (and storage) name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$ty>::$variant => $name),+ }
+            }
+
+            /// Parses the wire (and storage) name.
+            pub fn parse(name: &str) -> Option<Self> {
+                match name { $($name => Some(<$ty>::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+names!(ConversationType { Direct => "direct", Group => "group" });
+names!(Role { Member => "member", Admin => "admin", Owner => "owner" });
+names!(MessageType {
+    Text => "text", Image => "image", File => "file",
+    Location => "location", Product => "product", System => "system",
+});

@@ -1,0 +1,208 @@
+//! The ports the core needs from the outside world. Backends implement them; only the
+//! wiring in `state.rs` names a concrete backend.
+
+use async_trait::async_trait;
+
+use super::error::StoreError;
+use super::model::{Conversation, ConversationType, JsonObject, Member, Message, MessageType, Role};
+use super::time::Timestamp;
+
+/// A conversation to create. For a direct conversation `direct_key` identifies the pair and
+/// context; the store returns the existing conversation instead of creating a second one.
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    /// Fresh time-ordered id.
+    pub id: String,
+    /// Direct or group.
+    pub kind: ConversationType,
+    /// Display name.
+    pub name: Option<String>,
+    /// Context, e.g. `product:981`.
+    pub context: Option<String>,
+    /// Free-form data.
+    pub metadata: JsonObject,
+    /// Unique key of a direct conversation (pair + context); `None` for groups.
+    pub direct_key: Option<String>,
+    /// Members and their roles; exactly one owner.
+    pub members: Vec<(String, Role)>,
+    /// Creation time; also the joined_at of the members.
+    pub created_at: Timestamp,
+}
+
+/// A message to append. The store assigns `seq` and `created_at` inside the transaction.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Fresh time-ordered id.
+    pub id: String,
+    /// Target conversation.
+    pub conversation_id: String,
+    /// Sender.
+    pub sender_id: String,
+    /// Kind of content.
+    pub kind: MessageType,
+    /// The text.
+    pub content: Option<String>,
+    /// Idempotency key.
+    pub client_id: Option<String>,
+    /// Replied-to message (already checked to be in the same conversation).
+    pub reply_to_id: Option<String>,
+    /// Attachment descriptors.
+    pub attachments: Vec<JsonObject>,
+    /// Free-form data.
+    pub metadata: JsonObject,
+}
+
+/// Result of [`Store::append_message`].
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The committed message (the original one on a `client_id` repeat).
+    pub message: Message,
+    /// True when `client_id` matched an existing message and nothing was written.
+    pub duplicate: bool,
+}
+
+/// Result of [`Store::create_conversation`].
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Id of the new (or, for a repeated direct conversation, existing) conversation.
+    pub id: String,
+    /// False when an existing direct conversation was returned.
+    pub created: bool,
+}
+
+/// A user's standing in a conversation, looked up in one query.
+#[derive(Debug, Clone)]
+pub enum Membership {
+    /// No conversation has that id.
+    NoConversation,
+    /// The conversation exists; the user is not in it.
+    NotMember,
+    /// The user is a member.
+    Member {
+        /// The member entry.
+        member: Member,
+        /// The conversation's type.
+        kind: ConversationType,
+    },
+}
+
+/// Which slice of a conversation's history to read. With `after_seq` the page runs forward
+/// from it; otherwise it runs backward from `before_seq` (or the newest message). Either
+/// way the result is ascending by seq.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRange {
+    /// Exclusive lower bound.
+    pub after_seq: Option<i64>,
+    /// Exclusive upper bound.
+    pub before_seq: Option<i64>,
+    /// Page size (at least 1).
+    pub limit: usize,
+}
+
+/// Position in a user's conversation list: activity time, then id, both descending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityCursor {
+    /// Activity time of the last conversation on the previous page.
+    pub activity_at: Timestamp,
+    /// Its id, to break ties.
+    pub id: String,
+}
+
+/// Durable storage of conversations, members and messages.
+///
+/// Invariants every backend keeps: `seq` is gap-free per conversation and assigned at
+/// commit; `(conversation_id, sender_id, client_id)` is unique; a method returns only after
+/// its write is durably committed.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds when the store can serve requests (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a conversation with its members, or returns the existing direct one.
+    async fn create_conversation(&self, new: NewConversation) -> Result<Created, StoreError>;
+
+    /// The conversation as seen by `viewer` (their unread count), with members and last message.
+    async fn conversation(&self, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError>;
+
+    /// The user's standing in a conversation.
+    async fn membership(&self, conversation_id: &str, user_id: &str) -> Result<Membership, StoreError>;
+
+    /// The user's conversations, newest activity first, starting after `after`.
+    async fn conversations_of(
+        &self,
+        user_id: &str,
+        after: Option<ActivityCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError>;
+
+    /// Replaces the given fields; false when the conversation does not exist.
+    async fn update_conversation(
+        &self,
+        id: &str,
+        name: Option<String>,
+        metadata: Option<JsonObject>,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds users who are not yet members with `role`; returns those actually added.
+    async fn add_members(
+        &self,
+        conversation_id: &str,
+        user_ids: Vec<String>,
+        role: Role,
+        joined_at: Timestamp,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Removes a member and, if given, makes `new_owner` the owner in the same transaction.
+    /// False when the user was not a member.
+    async fn remove_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        new_owner: Option<String>,
+    ) -> Result<bool, StoreError>;
+
+    /// Appends a message with the next seq, or returns the original on a `client_id` repeat.
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError>;
+
+    /// A message by id.
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// Replaces the content of a message that is not deleted; `None` if there is none.
+    async fn edit_message(
+        &self,
+        id: &str,
+        content: String,
+        at: Timestamp,
+    ) -> Result<Option<Message>, StoreError>;
+
+    /// Soft-deletes a message (content cleared); returns it, `None` if it does not exist.
+    /// Deleting a deleted message returns it unchanged.
+    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<Message>, StoreError>;
+
+    /// A page of history, ascending, and whether more lies beyond it in the page's direction.
+    async fn messages(
+        &self,
+        conversation_id: &str,
+        range: HistoryRange,
+    ) -> Result<(Vec<Message>, bool), StoreError>;
+
+    /// Raises the member's `last_read_seq` to `seq` (capped at the conversation's last seq,
+    /// never lowered); returns the resulting value, `None` if not a member.
+    async fn mark_read(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        seq: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Sets the member's notification switch; false if not a member.
+    async fn set_notifications(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// Unread counts of every conversation of the user that has unread messages.
+    async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError>;
+}

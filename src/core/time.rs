@@ -1,0 +1,44 @@
+//! Wall-clock timestamps as stored (milliseconds since the Unix epoch) and as shown on the
+//! wire (RFC 3339, UTC, millisecond precision, `Z` suffix).
+
+use serde::{Serialize, Serializer};
+
+/// A point in time with millisecond precision. Stored as an integer, serialized as
+/// `2026-11-23T10:00:00.000Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time, truncated to milliseconds.
+    pub fn now() -> Self {
+        Timestamp(chrono::Utc::now().timestamp_millis())
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// The RFC 3339 form used on the wire.
+    pub fn to_rfc3339(self) -> String {
+        chrono::DateTime::from_timestamp_millis(self.0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_as_rfc3339_with_millis_in_utc() {
+        assert_eq!(Timestamp(1_795_428_000_007).to_rfc3339(), "2026-11-23T10:00:00.007Z");
+    }
+}

@@ -1,0 +1,85 @@
+//! Input checks shared by every operation: text rules, identifier rules, limits.
+
+use super::error::ChatError;
+
+/// Longest accepted user id, client id, name or context, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest accepted conversation name or context, in characters.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// Accepts stored-as-given text: valid UTF-8 (guaranteed by `&str`) without control
+/// characters other than `\n` and `\t`, at most `max_chars` characters.
+pub fn text(field: &str, value: &str, max_chars: usize) -> Result<(), ChatError> {
+    if let Some(bad) = value.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+        return Err(ChatError::invalid(format!(
+            "{field} contains a control character (U+{:04X})",
+            bad as u32
+        )));
+    }
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(ChatError::TooLarge(format!("{field} has {chars} characters, the limit is {max_chars}")));
+    }
+    Ok(())
+}
+
+/// Accepts a short identifier-like string: non-empty, no control characters, not too long.
+pub fn identifier(field: &str, value: &str) -> Result<(), ChatError> {
+    if value.is_empty() {
+        return Err(ChatError::invalid(format!("{field} must not be empty")));
+    }
+    label(field, value, MAX_ID_CHARS)
+}
+
+/// Accepts an optional label (name, context): no control characters, not too long.
+pub fn label(field: &str, value: &str, max_chars: usize) -> Result<(), ChatError> {
+    if value.chars().any(char::is_control) {
+        return Err(ChatError::invalid(format!("{field} contains a control character")));
+    }
+    if value.chars().count() > max_chars {
+        return Err(ChatError::invalid(format!("{field} is longer than {max_chars} characters")));
+    }
+    Ok(())
+}
+
+/// A page size: `None` → `default`; 1..=`max` accepted; larger values are capped at `max`.
+pub fn page_limit(limit: Option<i64>, default: usize, max: usize) -> Result<usize, ChatError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if n < 1 => Err(ChatError::invalid("limit must be at least 1")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(max).min(max)),
+    }
+}
+
+/// A seq bound from a client: not negative.
+pub fn seq(field: &str, value: i64) -> Result<i64, ChatError> {
+    if value < 0 {
+        return Err(ChatError::invalid(format!("{field} must not be negative")));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_keeps_newlines_and_tabs_and_rejects_other_controls() {
+        assert!(text("content", "a\nb\tc 안녕 🙂", 10).is_ok());
+        assert_eq!(text("content", "a\rb", 10).unwrap_err().code(), "invalid");
+        assert_eq!(text("content", "a\u{0}b", 10).unwrap_err().code(), "invalid");
+    }
+
+    #[test]
+    fn text_limit_counts_characters_not_bytes() {
+        assert!(text("content", &"가".repeat(4000), 4000).is_ok());
+        assert_eq!(text("content", &"a".repeat(4001), 4000).unwrap_err().code(), "too_large");
+    }
+
+    #[test]
+    fn page_limit_defaults_caps_and_rejects_zero() {
+        assert_eq!(page_limit(None, 30, 100).unwrap(), 30);
+        assert_eq!(page_limit(Some(500), 30, 100).unwrap(), 100);
+        assert!(page_limit(Some(0), 30, 100).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! chatd: a real-time chat backend. Conversations, durable gap-free messages, receipts and
+//! notification routing, served over REST (and, later, Socket.IO and plain WebSocket) on
+//! one port.
+//!
+//! Layers: [`core`] holds every chat rule and the ports it needs; [`store`] implements the
+//! storage port; [`transport`] adapts protocols to the core; [`state`] wires them; [`server`]
+//! runs them.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod transport;

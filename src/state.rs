@@ -1,0 +1,101 @@
+//! The wiring: picks backends from the configuration and hands transports one cloneable
+//! [`AppState`]. The only module that names concrete backends.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+
+use crate::auth::{Authenticator, KeySource};
+use crate::config::{Config, Database};
+use crate::core::Chat;
+use crate::core::ports::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// File in the data directory holding the generated HS256 secret.
+const SECRET_FILE: &str = "jwt-secret";
+
+/// Shared handles of a running node; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The resolved configuration.
+    pub config: Arc<Config>,
+    /// The chat core.
+    pub chat: Arc<Chat>,
+    /// Token verification.
+    pub auth: Arc<Authenticator>,
+    /// Set when shutting down: readiness turns false.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Opens the store and builds the core. Must run inside a Tokio runtime.
+    pub async fn build(config: Config) -> anyhow::Result<AppState> {
+        let auth = authenticator(&config)?;
+        let store: Arc<dyn Store> = match &config.database {
+            Database::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                Arc::new(
+                    SqliteStore::open(path, config.sqlite_synchronous)
+                        .with_context(|| format!("opening SQLite database {}", path.display()))?,
+                )
+            }
+        };
+        let chat = Arc::new(Chat::new(store, config.limits.clone()));
+        Ok(AppState {
+            config: Arc::new(config),
+            chat,
+            auth: Arc::new(auth),
+            draining: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The token verifier for `config`: public key, configured secret, or the secret generated
+/// once into the data directory.
+pub fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    let jwt = &config.jwt;
+    let key = match (&jwt.public_key, &jwt.secret) {
+        (Some(path), _) => KeySource::PublicKeyPem(
+            std::fs::read(path).with_context(|| format!("reading JWT public key {}", path.display()))?,
+        ),
+        (None, Some(secret)) => KeySource::Secret(secret.as_bytes().to_vec()),
+        (None, None) => KeySource::Secret(stored_secret(&config.data_dir)?),
+    };
+    Authenticator::new(key, jwt.audience.clone(), jwt.issuer.clone())
+}
+
+/// Reads the generated secret, creating it (readable by the owner only) on first use.
+fn stored_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok(text.trim().as_bytes().to_vec()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => {
+            std::io::Write::write_all(&mut file, secret.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(path = %path.display(), "generated a JWT secret");
+            Ok(secret.into_bytes())
+        }
+        // Another process created it first: use theirs.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => stored_secret(data_dir),
+        Err(err) => Err(err).with_context(|| format!("creating {}", path.display())),
+    }
+}

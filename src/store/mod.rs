@@ -1,0 +1,3 @@
+//! Storage backends implementing [`crate::core::ports::Store`].
+
+pub mod sqlite;

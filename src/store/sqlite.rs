@@ -1,0 +1,784 @@
+//! SQLite backend: the zero-config default.
+//!
+//! One dedicated writer thread owns the only write connection and group-commits: it takes
+//! every write job that is pending (up to [`MAX_BATCH`]), runs each inside its own savepoint
+//! of one transaction, commits once, and only then answers each job. A failing job rolls
+//! back to its savepoint and cannot leave a gap in `seq`. Reads run on a small pool of
+//! read-only connections (WAL lets them proceed while the writer commits).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::error::StoreError;
+use crate::core::model::{Conversation, ConversationType, JsonObject, Member, Message, MessageType, Role};
+use crate::core::ports::{
+    ActivityCursor, Appended, Created, HistoryRange, Membership, NewConversation, NewMessage, Store,
+};
+use crate::core::time::Timestamp;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Write jobs that may wait for the writer before senders are slowed down.
+const WRITE_QUEUE: usize = 8192;
+/// Read connections.
+const READERS: usize = 4;
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
+     reply_to_id, attachments, metadata, created_at, edited_at, deleted_at";
+
+/// How hard SQLite syncs a commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Survives a crash of the process (WAL `synchronous=NORMAL`); the default.
+    #[default]
+    Normal,
+    /// Also survives power loss (`synchronous=FULL`), at several times the commit cost.
+    Full,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
+fn json_error(err: serde_json::Error) -> StoreError {
+    StoreError::Backend(Box::new(err))
+}
+
+/// A write to run inside the writer's transaction, answered after the commit.
+trait WriteJob: Send {
+    /// Runs the work; false if it failed (its savepoint is then rolled back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else { return false };
+        let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Backend("write job panicked".into())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let outcome = match (commit, self.result) {
+            (Err(err), _) => Err(StoreError::Backend(format!("commit failed: {err}").into())),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Backend("write job was not run".into())),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Read connections; each call takes a free one, or waits for one.
+struct ReaderPool {
+    connections: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl ReaderPool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.connections.len();
+        for i in 0..n {
+            if let Ok(conn) = self.connections[(start + i) % n].try_lock() {
+                return f(&conn);
+            }
+        }
+        // All busy: wait on one. A poisoned lock only means an earlier reader panicked; the
+        // connection itself is still usable.
+        let conn = self.connections[start % n].lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+}
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<ReaderPool>,
+}
+
+fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
+         PRAGMA cache_size = -16000;"
+    ))
+}
+
+/// Applies every migration newer than the database's `user_version`.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let applied = usize::try_from(version).unwrap_or(0);
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
+    /// writer thread. Must be called inside a Tokio runtime.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        configure(&conn, synchronous)?;
+        migrate(&mut conn)?;
+
+        let mut connections = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&reader, synchronous)?;
+            connections.push(Mutex::new(reader));
+        }
+
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(conn, rx))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(ReaderPool { connections, next: AtomicUsize::new(0) }),
+        })
+    }
+
+    /// Runs `work` in the writer's next transaction; returns after it committed.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, reply });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+    }
+
+    /// Runs `work` on a read connection off the async threads.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(work))
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+}
+
+/// The writer loop: group-commits whatever is pending until every sender is gone.
+fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = jobs.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = commit_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
+        if let Err(err) = &commit {
+            tracing::error!(error = %err, jobs = batch.len(), "SQLite batch failed");
+        }
+        for job in batch.drain(..) {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+/// Runs every job of the batch in one transaction, each in its own savepoint.
+fn commit_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for job in batch.iter_mut() {
+        tx.execute_batch("SAVEPOINT job")?;
+        if !job.run(&tx) {
+            tx.execute_batch("ROLLBACK TO job")?;
+        }
+        tx.execute_batch("RELEASE job")?;
+    }
+    tx.commit()
+}
+
+fn timestamp(millis: Option<i64>) -> Option<Timestamp> {
+    millis.map(Timestamp)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(json_error)
+}
+
+fn unknown_name(column: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("unknown {column} {value:?} in the database").into())
+}
+
+/// Raw message columns, converted outside rusqlite's row callback so JSON errors surface.
+struct MessageRow {
+    id: String,
+    conversation_id: String,
+    seq: i64,
+    sender_id: String,
+    kind: String,
+    content: Option<String>,
+    client_id: Option<String>,
+    reply_to_id: Option<String>,
+    attachments: String,
+    metadata: String,
+    created_at: i64,
+    edited_at: Option<i64>,
+    deleted_at: Option<i64>,
+}
+
+impl MessageRow {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(MessageRow {
+            id: row.get(0)?,
+            conversation_id: row.get(1)?,
+            seq: row.get(2)?,
+            sender_id: row.get(3)?,
+            kind: row.get(4)?,
+            content: row.get(5)?,
+            client_id: row.get(6)?,
+            reply_to_id: row.get(7)?,
+            attachments: row.get(8)?,
+            metadata: row.get(9)?,
+            created_at: row.get(10)?,
+            edited_at: row.get(11)?,
+            deleted_at: row.get(12)?,
+        })
+    }
+
+    fn into_message(self) -> Result<Message, StoreError> {
+        Ok(Message {
+            kind: MessageType::parse(&self.kind).ok_or_else(|| unknown_name("message type", &self.kind))?,
+            attachments: parse_json(&self.attachments)?,
+            metadata: parse_json(&self.metadata)?,
+            id: self.id,
+            conversation_id: self.conversation_id,
+            seq: self.seq,
+            sender_id: self.sender_id,
+            content: self.content,
+            client_id: self.client_id,
+            reply_to_id: self.reply_to_id,
+            created_at: Timestamp(self.created_at),
+            edited_at: timestamp(self.edited_at),
+            deleted_at: timestamp(self.deleted_at),
+        })
+    }
+}
+
+fn query_messages(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Message>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, MessageRow::from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(MessageRow::into_message).collect()
+}
+
+fn message_by_id(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+    Ok(query_messages(conn, &sql, [id])?.pop())
+}
+
+fn member_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, i64, i64, bool)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+}
+
+fn into_member(
+    (user_id, role, joined_at, last_read_seq, notifications): (String, String, i64, i64, bool),
+) -> Result<Member, StoreError> {
+    Ok(Member {
+        role: Role::parse(&role).ok_or_else(|| unknown_name("role", &role))?,
+        user_id,
+        joined_at: Timestamp(joined_at),
+        last_read_seq,
+        notifications,
+    })
+}
+
+/// Loads a conversation with members, last message and `viewer`'s unread count.
+fn load_conversation(conn: &Connection, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError> {
+    let head = conn
+        .prepare_cached(
+            "SELECT type, name, context, metadata, last_seq, last_message_at, created_at \
+             FROM conversations WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((kind, name, context, metadata, last_seq, last_message_at, created_at)) = head else {
+        return Ok(None);
+    };
+    let members = conn
+        .prepare_cached(
+            "SELECT user_id, role, joined_at, last_read_seq, notifications FROM members \
+             WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
+        )?
+        .query_map([id], member_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(into_member)
+        .collect::<Result<Vec<_>, _>>()?;
+    let last_message = if last_seq > 0 {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2");
+        query_messages(conn, &sql, params![id, last_seq])?.pop()
+    } else {
+        None
+    };
+    let unread_count = match members.iter().find(|m| m.user_id == viewer) {
+        Some(m) if m.last_read_seq < last_seq => unread_after(conn, id, viewer, m.last_read_seq)?,
+        _ => 0,
+    };
+    Ok(Some(Conversation {
+        id: id.to_owned(),
+        kind: ConversationType::parse(&kind).ok_or_else(|| unknown_name("conversation type", &kind))?,
+        name,
+        context,
+        metadata: parse_json(&metadata)?,
+        members,
+        last_seq,
+        last_message,
+        last_message_at: timestamp(last_message_at),
+        created_at: Timestamp(created_at),
+        unread_count,
+    }))
+}
+
+fn unread_after(
+    conn: &Connection,
+    conversation_id: &str,
+    user_id: &str,
+    last_read_seq: i64,
+) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND seq > ?3 \
+             AND sender_id <> ?2 AND deleted_at IS NULL",
+        )?
+        .query_row(params![conversation_id, user_id, last_read_seq], |r| r.get(0))?)
+}
+
+fn append(conn: &Connection, new: NewMessage) -> Result<Appended, StoreError> {
+    if let Some(client_id) = &new.client_id {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE conversation_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+        );
+        if let Some(original) =
+            query_messages(conn, &sql, params![new.conversation_id, new.sender_id, client_id])?.pop()
+        {
+            return Ok(Appended { message: original, duplicate: true });
+        }
+    }
+    let now = Timestamp::now();
+    let seq: i64 = conn
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ?2, activity_at = ?2 \
+             WHERE id = ?1 RETURNING last_seq",
+        )?
+        .query_row(params![new.conversation_id, now.millis()], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| {
+            StoreError::Backend(format!("conversation {} vanished", new.conversation_id).into())
+        })?;
+    let attachments = serde_json::to_string(&new.attachments).map_err(json_error)?;
+    let metadata = serde_json::to_string(&new.metadata).map_err(json_error)?;
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, client_id, \
+         reply_to_id, attachments, metadata, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        new.id,
+        new.conversation_id,
+        seq,
+        new.sender_id,
+        new.kind.as_str(),
+        new.content,
+        new.client_id,
+        new.reply_to_id,
+        attachments,
+        metadata,
+        now.millis(),
+    ])?;
+    Ok(Appended {
+        message: Message {
+            id: new.id,
+            conversation_id: new.conversation_id,
+            seq,
+            sender_id: new.sender_id,
+            kind: new.kind,
+            content: new.content,
+            client_id: new.client_id,
+            reply_to_id: new.reply_to_id,
+            attachments: new.attachments,
+            metadata: new.metadata,
+            created_at: now,
+            edited_at: None,
+            deleted_at: None,
+        },
+        duplicate: false,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await?;
+        if self.writer.is_closed() {
+            return Err(StoreError::Unavailable("the SQLite writer has stopped".into()));
+        }
+        Ok(())
+    }
+
+    async fn create_conversation(&self, new: NewConversation) -> Result<Created, StoreError> {
+        self.write(move |conn| {
+            if let Some(key) = &new.direct_key {
+                let existing: Option<String> = conn
+                    .prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?;
+                if let Some(id) = existing {
+                    return Ok(Created { id, created: false });
+                }
+            }
+            let metadata = serde_json::to_string(&new.metadata).map_err(json_error)?;
+            let at = new.created_at.millis();
+            conn.prepare_cached(
+                "INSERT INTO conversations (id, type, name, context, metadata, direct_key, activity_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )?
+            .execute(params![new.id, new.kind.as_str(), new.name, new.context, metadata, new.direct_key, at])?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (user_id, role) in &new.members {
+                insert.execute(params![new.id, user_id, role.as_str(), at])?;
+            }
+            Ok(Created { id: new.id, created: true })
+        })
+        .await
+    }
+
+    async fn conversation(&self, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError> {
+        let (id, viewer) = (id.to_owned(), viewer.to_owned());
+        self.read(move |conn| load_conversation(conn, &id, &viewer)).await
+    }
+
+    async fn membership(&self, conversation_id: &str, user_id: &str) -> Result<Membership, StoreError> {
+        let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications \
+                     FROM conversations c LEFT JOIN members m \
+                       ON m.conversation_id = c.id AND m.user_id = ?2 \
+                     WHERE c.id = ?1",
+                )?
+                .query_row(params![conversation_id, user_id], |r| {
+                    let kind: String = r.get(0)?;
+                    let member: Option<String> = r.get(1)?;
+                    Ok((
+                        kind,
+                        member.map(|uid| {
+                            Ok::<_, rusqlite::Error>((uid, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        }),
+                    ))
+                })
+                .optional()?;
+            let Some((kind, member)) = row else { return Ok(Membership::NoConversation) };
+            let kind =
+                ConversationType::parse(&kind).ok_or_else(|| unknown_name("conversation type", &kind))?;
+            match member {
+                None => Ok(Membership::NotMember),
+                Some(fields) => Ok(Membership::Member { member: into_member(fields?)?, kind }),
+            }
+        })
+        .await
+    }
+
+    async fn conversations_of(
+        &self,
+        user_id: &str,
+        after: Option<ActivityCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            let (after_at, after_id) = match &after {
+                Some(c) => (Some(c.activity_at.millis()), Some(c.id.as_str())),
+                None => (None, None),
+            };
+            let ids = conn
+                .prepare_cached(
+                    "SELECT c.id FROM members m JOIN conversations c ON c.id = m.conversation_id \
+                     WHERE m.user_id = ?1 \
+                       AND (?2 IS NULL OR c.activity_at < ?2 OR (c.activity_at = ?2 AND c.id < ?3)) \
+                     ORDER BY c.activity_at DESC, c.id DESC LIMIT ?4",
+                )?
+                .query_map(params![user_id, after_at, after_id, limit as i64], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut conversations = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(c) = load_conversation(conn, &id, &user_id)? {
+                    conversations.push(c);
+                }
+            }
+            Ok(conversations)
+        })
+        .await
+    }
+
+    async fn update_conversation(
+        &self,
+        id: &str,
+        name: Option<String>,
+        metadata: Option<JsonObject>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let metadata = metadata.map(|m| serde_json::to_string(&m)).transpose().map_err(json_error)?;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE conversations SET name = COALESCE(?2, name), metadata = COALESCE(?3, metadata) \
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, name, metadata])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn add_members(
+        &self,
+        conversation_id: &str,
+        user_ids: Vec<String>,
+        role: Role,
+        joined_at: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let conversation_id = conversation_id.to_owned();
+        self.write(move |conn| {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING",
+            )?;
+            let mut added = Vec::new();
+            for user_id in user_ids {
+                if insert.execute(params![conversation_id, user_id, role.as_str(), joined_at.millis()])? == 1
+                {
+                    added.push(user_id);
+                }
+            }
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        new_owner: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
+        self.write(move |conn| {
+            let removed = conn
+                .prepare_cached("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+                .execute(params![conversation_id, user_id])?;
+            if let Some(owner) = new_owner {
+                conn.prepare_cached(
+                    "UPDATE members SET role = 'owner' WHERE conversation_id = ?1 AND user_id = ?2",
+                )?
+                .execute(params![conversation_id, owner])?;
+            }
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
+        self.write(move |conn| append(conn, new)).await
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| message_by_id(conn, &id)).await
+    }
+
+    async fn edit_message(
+        &self,
+        id: &str,
+        content: String,
+        at: Timestamp,
+    ) -> Result<Option<Message>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE messages SET content = ?2, edited_at = ?3 WHERE id = ?1 AND deleted_at IS NULL",
+                )?
+                .execute(params![id, content, at.millis()])?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            message_by_id(conn, &id)
+        })
+        .await
+    }
+
+    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<Message>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE messages SET content = NULL, attachments = '[]', metadata = '{}', deleted_at = ?2 \
+                 WHERE id = ?1 AND deleted_at IS NULL",
+            )?
+            .execute(params![id, at.millis()])?;
+            message_by_id(conn, &id)
+        })
+        .await
+    }
+
+    async fn messages(
+        &self,
+        conversation_id: &str,
+        range: HistoryRange,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let conversation_id = conversation_id.to_owned();
+        self.read(move |conn| {
+            let after = range.after_seq.unwrap_or(0);
+            let before = range.before_seq.unwrap_or(i64::MAX);
+            let fetch = range.limit as i64 + 1;
+            let mut messages = if range.after_seq.is_some() {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 \
+                     ORDER BY seq ASC LIMIT ?4"
+                );
+                query_messages(conn, &sql, params![conversation_id, after, before, fetch])?
+            } else {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3 \
+                     ORDER BY seq DESC LIMIT ?4"
+                );
+                query_messages(conn, &sql, params![conversation_id, after, before, fetch])?
+            };
+            let has_more = messages.len() > range.limit;
+            messages.truncate(range.limit);
+            if range.after_seq.is_none() {
+                messages.reverse();
+            }
+            Ok((messages, has_more))
+        })
+        .await
+    }
+
+    async fn mark_read(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        seq: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE members SET last_read_seq = max(last_read_seq, \
+                       min(?3, (SELECT last_seq FROM conversations WHERE id = ?1))) \
+                     WHERE conversation_id = ?1 AND user_id = ?2 RETURNING last_read_seq",
+                )?
+                .query_row(params![conversation_id, user_id, seq], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_notifications(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
+        let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE members SET notifications = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+                )?
+                .execute(params![conversation_id, user_id, enabled])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            let candidates = conn
+                .prepare_cached(
+                    "SELECT m.conversation_id, m.last_read_seq FROM members m \
+                     JOIN conversations c ON c.id = m.conversation_id \
+                     WHERE m.user_id = ?1 AND c.last_seq > m.last_read_seq",
+                )?
+                .query_map([&user_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut counts = Vec::with_capacity(candidates.len());
+            for (conversation_id, last_read_seq) in candidates {
+                let n = unread_after(conn, &conversation_id, &user_id, last_read_seq)?;
+                if n > 0 {
+                    counts.push((conversation_id, n));
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+}

@@ -1,0 +1,4 @@
+//! Transports: thin adapters that decode requests, call the core, and encode results.
+//! No chat rule lives here.
+
+pub mod http;
