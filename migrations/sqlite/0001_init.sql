@@ -42,6 +42,9 @@ CREATE TABLE messages (
     created_at      INTEGER NOT NULL,
     edited_at       INTEGER,
     deleted_at      INTEGER,
-    UNIQUE (conversation_id, seq),
-    UNIQUE (conversation_id, sender_id, client_id)
+    UNIQUE (conversation_id, seq)
 );
+
+-- Idempotency key; partial, so messages without one cost no index write.
+CREATE UNIQUE INDEX messages_client_id ON messages (conversation_id, sender_id, client_id)
+    WHERE client_id IS NOT NULL;

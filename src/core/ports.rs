@@ -44,7 +44,7 @@ pub struct NewMessage {
     pub content: Option<String>,
     /// Idempotency key.
     pub client_id: Option<String>,
-    /// Replied-to message (already checked to be in the same conversation).
+    /// Replied-to message; must be in the same conversation.
     pub reply_to_id: Option<String>,
     /// Attachment descriptors.
     pub attachments: Vec<JsonObject>,
@@ -52,13 +52,21 @@ pub struct NewMessage {
     pub metadata: JsonObject,
 }
 
-/// Result of [`Store::append_message`].
+/// Result of [`Store::append_message`]. The store checks the sender's membership and the
+/// replied-to message inside the appending transaction, so a member removed concurrently
+/// cannot slip a message in.
 #[derive(Debug, Clone)]
-pub struct Appended {
-    /// The committed message (the original one on a `client_id` repeat).
-    pub message: Message,
-    /// True when `client_id` matched an existing message and nothing was written.
-    pub duplicate: bool,
+pub enum AppendOutcome {
+    /// Written with the next seq and committed.
+    Committed(Message),
+    /// `client_id` matched an earlier message of this sender here; nothing was written.
+    Duplicate(Message),
+    /// The sender is not a member of the conversation.
+    NotMember,
+    /// No conversation has that id.
+    NoConversation,
+    /// `reply_to_id` is not a message of this conversation.
+    ReplyNotFound,
 }
 
 /// Result of [`Store::create_conversation`].
@@ -143,7 +151,8 @@ pub trait Store: Send + Sync + 'static {
         metadata: Option<JsonObject>,
     ) -> Result<bool, StoreError>;
 
-    /// Adds users who are not yet members with `role`; returns those actually added.
+    /// Adds users who are not yet members with `role`, their read marker at the current
+    /// last seq (earlier history is visible but not unread); returns those actually added.
     async fn add_members(
         &self,
         conversation_id: &str,
@@ -161,8 +170,9 @@ pub trait Store: Send + Sync + 'static {
         new_owner: Option<String>,
     ) -> Result<bool, StoreError>;
 
-    /// Appends a message with the next seq, or returns the original on a `client_id` repeat.
-    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError>;
+    /// Appends a message with the next seq if the sender is a member (and the replied-to
+    /// message is in the conversation), or returns the original on a `client_id` repeat.
+    async fn append_message(&self, new: NewMessage) -> Result<AppendOutcome, StoreError>;
 
     /// A message by id.
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;

@@ -10,6 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -18,12 +19,15 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::error::StoreError;
 use crate::core::model::{Conversation, ConversationType, JsonObject, Member, Message, MessageType, Role};
 use crate::core::ports::{
-    ActivityCursor, Appended, Created, HistoryRange, Membership, NewConversation, NewMessage, Store,
+    ActivityCursor, AppendOutcome, Created, HistoryRange, Membership, NewConversation, NewMessage, Store,
 };
 use crate::core::time::Timestamp;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How long the writer waits for more jobs before committing a batch, when the previous
+/// batch showed concurrent writers (a lone writer never waits).
+const LINGER: Duration = Duration::from_micros(250);
 /// Write jobs that may wait for the writer before senders are slowed down.
 const WRITE_QUEUE: usize = 8192;
 /// Read connections.
@@ -123,13 +127,18 @@ pub struct SqliteStore {
 
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Plan each statement once. Without this, the bundled SQLite (built with STAT4)
+    // re-prepares cached join queries whenever a bound value changes, which cost more than
+    // the queries themselves.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     let sync = match synchronous {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
-         PRAGMA cache_size = -16000;"
+         PRAGMA cache_size = -16000; \
+         PRAGMA mmap_size = 268435456;"
     ))
 }
 
@@ -204,17 +213,32 @@ impl SqliteStore {
     }
 }
 
-/// The writer loop: group-commits whatever is pending until every sender is gone.
+/// Moves pending jobs into `batch` until it is full or nothing is pending.
+fn drain(jobs: &mut mpsc::Receiver<Box<dyn WriteJob>>, batch: &mut Vec<Box<dyn WriteJob>>) {
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The writer loop: group-commits whatever is pending until every sender is gone. Under
+/// concurrency it lingers up to [`LINGER`] so a batch fills before paying for a commit.
 fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    let mut concurrent = false;
     while let Some(job) = jobs.blocking_recv() {
         batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        drain(&mut jobs, &mut batch);
+        if concurrent && batch.len() < MAX_BATCH {
+            let deadline = Instant::now() + LINGER;
+            while batch.len() < MAX_BATCH && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(50));
+                drain(&mut jobs, &mut batch);
             }
         }
+        concurrent = batch.len() > 1;
         let commit = commit_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
         if let Err(err) = &commit {
             tracing::error!(error = %err, jobs = batch.len(), "SQLite batch failed");
@@ -229,11 +253,11 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>)
 fn commit_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for job in batch.iter_mut() {
-        tx.execute_batch("SAVEPOINT job")?;
+        tx.prepare_cached("SAVEPOINT job")?.execute([])?;
         if !job.run(&tx) {
-            tx.execute_batch("ROLLBACK TO job")?;
+            tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
         }
-        tx.execute_batch("RELEASE job")?;
+        tx.prepare_cached("RELEASE job")?.execute([])?;
     }
     tx.commit()
 }
@@ -407,7 +431,16 @@ fn unread_after(
         .query_row(params![conversation_id, user_id, last_read_seq], |r| r.get(0))?)
 }
 
-fn append(conn: &Connection, new: NewMessage) -> Result<Appended, StoreError> {
+fn append(conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
+    let is_member = conn
+        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+        .exists(params![new.conversation_id, new.sender_id])?;
+    if !is_member {
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
+            .exists([&new.conversation_id])?;
+        return Ok(if exists { AppendOutcome::NotMember } else { AppendOutcome::NoConversation });
+    }
     if let Some(client_id) = &new.client_id {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
@@ -416,7 +449,15 @@ fn append(conn: &Connection, new: NewMessage) -> Result<Appended, StoreError> {
         if let Some(original) =
             query_messages(conn, &sql, params![new.conversation_id, new.sender_id, client_id])?.pop()
         {
-            return Ok(Appended { message: original, duplicate: true });
+            return Ok(AppendOutcome::Duplicate(original));
+        }
+    }
+    if let Some(reply_to) = &new.reply_to_id {
+        let in_conversation = conn
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2")?
+            .exists(params![reply_to, new.conversation_id])?;
+        if !in_conversation {
+            return Ok(AppendOutcome::ReplyNotFound);
         }
     }
     let now = Timestamp::now();
@@ -450,24 +491,21 @@ fn append(conn: &Connection, new: NewMessage) -> Result<Appended, StoreError> {
         metadata,
         now.millis(),
     ])?;
-    Ok(Appended {
-        message: Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq,
-            sender_id: new.sender_id,
-            kind: new.kind,
-            content: new.content,
-            client_id: new.client_id,
-            reply_to_id: new.reply_to_id,
-            attachments: new.attachments,
-            metadata: new.metadata,
-            created_at: now,
-            edited_at: None,
-            deleted_at: None,
-        },
-        duplicate: false,
-    })
+    Ok(AppendOutcome::Committed(Message {
+        id: new.id,
+        conversation_id: new.conversation_id,
+        seq,
+        sender_id: new.sender_id,
+        kind: new.kind,
+        content: new.content,
+        client_id: new.client_id,
+        reply_to_id: new.reply_to_id,
+        attachments: new.attachments,
+        metadata: new.metadata,
+        created_at: now,
+        edited_at: None,
+        deleted_at: None,
+    }))
 }
 
 #[async_trait]
@@ -608,7 +646,8 @@ impl Store for SqliteStore {
         let conversation_id = conversation_id.to_owned();
         self.write(move |conn| {
             let mut insert = conn.prepare_cached(
-                "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO members (conversation_id, user_id, role, joined_at, last_read_seq) \
+                 VALUES (?1, ?2, ?3, ?4, (SELECT last_seq FROM conversations WHERE id = ?1)) \
                  ON CONFLICT DO NOTHING",
             )?;
             let mut added = Vec::new();
@@ -645,7 +684,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_message(&self, new: NewMessage) -> Result<Appended, StoreError> {
+    async fn append_message(&self, new: NewMessage) -> Result<AppendOutcome, StoreError> {
         self.write(move |conn| append(conn, new)).await
     }
 
