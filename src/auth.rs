@@ -28,12 +28,22 @@ pub struct Claims {
     pub name: Option<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-    /// Audience, when the deployment checks it.
+    /// Audience, when the deployment checks it: one, or several (RFC 7519 §4.1.3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
     /// Issuer, when the deployment checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+}
+
+/// The `aud` claim: a single audience or an array of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "chat-api"`
+    One(String),
+    /// `"aud": ["chat-api", "billing"]`
+    Many(Vec<String>),
 }
 
 /// Where the verification key comes from.
@@ -74,14 +84,21 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `aud`/`iss` only when the token has them: a configured one
+        // must also be present.
+        let mut required = vec!["exp", "sub"];
         match &audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Authenticator { decoding, encoding, algorithm, validation, audience, issuer })
     }
 
@@ -128,7 +145,7 @@ impl Authenticator {
             sub: user_id.to_owned(),
             name,
             exp: now.as_secs() + ttl.as_secs(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
             iss: self.issuer.clone(),
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, encoding)

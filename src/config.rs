@@ -61,7 +61,8 @@ pub struct Settings {
 
     /// Development mode: enables `POST /api/dev/token`, which hands a token to anyone.
     /// Never use it in production.
-    #[arg(long, env = "CHATD_DEV", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, env = "CHATD_DEV", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub dev: Option<bool>,
 
     /// Message writes (send/edit/delete) per user per second; 0 disables [default: 10].
@@ -77,7 +78,8 @@ pub struct Settings {
     pub max_content_chars: Option<usize>,
 
     /// Mask phone and bank account numbers in stored message content (see docs/protocol.md).
-    #[arg(long, env = "CHATD_MASK_PII", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, env = "CHATD_MASK_PII", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub mask_pii: Option<bool>,
 
     /// SQLite durability: `normal` survives a process crash, `full` also power loss

@@ -83,14 +83,23 @@ fn stored_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let secret: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    // Write it complete under a unique temporary name, then hard-link it into place: the link
+    // either creates `jwt-secret` with its content, or fails because another process (a
+    // concurrent `chatd token`, say) created it first. Creating `jwt-secret` directly would
+    // let a concurrent reader find it still empty.
+    let tmp = data_dir.join(format!(".{SECRET_FILE}.{}.{:016x}", std::process::id(), rand::random::<u64>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            std::io::Write::write_all(&mut file, secret.as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+    let written = options.open(&tmp).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, secret.as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
             tracing::info!(path = %path.display(), "generated a JWT secret");
             Ok(secret.into_bytes())
         }

@@ -13,7 +13,9 @@ use super::events::{
 };
 use super::model::{Conversation, ConversationType, Member, Message, MessageType, Role, User};
 use super::pii;
-use super::ports::{ActivityCursor, HistoryRange, Membership, NewConversation, NewMessage, Store};
+use super::ports::{
+    ActivityCursor, AppendOutcome, HistoryRange, Membership, NewConversation, NewMessage, Store,
+};
 use super::rate_limit::UserRateLimiter;
 use super::time::Timestamp;
 use super::validate;
@@ -320,7 +322,9 @@ impl Chat {
                     .members
                     .iter()
                     .filter(|m| m.user_id != target)
-                    .max_by_key(|m| (m.role, std::cmp::Reverse(m.joined_at)))
+                    // Highest role, then earliest join; ties go to the first listed (members
+                    // are listed oldest first), as `min_by_key` keeps the first minimum.
+                    .min_by_key(|m| (std::cmp::Reverse(m.role), m.joined_at))
                     .map(|m| m.user_id.clone())
             })
             .flatten();
@@ -341,7 +345,7 @@ impl Chat {
     }
 
     /// # Send a message (members only)
-    /// Validate → rate limit → membership → durable append. Returns only after commit; a
+    /// Validate → rate limit → durable append, conditional on membership. Returns only after commit; a
     /// `client_id` repeat returns the original message with `duplicate == true`.
     pub async fn send_message(&self, user: &User, req: SendMessage) -> Result<Sent, ChatError> {
         let conversation_id =
@@ -371,16 +375,13 @@ impl Chat {
                 self.limits.max_attachments
             )));
         }
-        self.message_limiter.check(&user.id)?;
-        self.require_member(&conversation_id, user).await?;
         if let Some(reply_to) = &req.reply_to_id {
-            let same_conversation =
-                self.store.message(reply_to).await?.is_some_and(|m| m.conversation_id == conversation_id);
-            if !same_conversation {
-                return Err(ChatError::invalid("reply_to_id is not a message of this conversation"));
-            }
+            validate::identifier("reply_to_id", reply_to)?;
         }
-        let appended = self
+        self.message_limiter.check(&user.id)?;
+        // Membership and the reply target are checked by the store inside the appending
+        // transaction (one round trip, and no race with a concurrent removal).
+        let outcome = self
             .store
             .append_message(NewMessage {
                 id: new_id(),
@@ -394,15 +395,27 @@ impl Chat {
                 metadata: req.metadata,
             })
             .await?;
-        Ok(Sent { message: appended.message, duplicate: appended.duplicate })
+        match outcome {
+            AppendOutcome::Committed(message) => Ok(Sent { message, duplicate: false }),
+            AppendOutcome::Duplicate(message) => Ok(Sent { message, duplicate: true }),
+            AppendOutcome::NotMember => Err(ChatError::NotAMember),
+            AppendOutcome::NoConversation => Err(ChatError::not_found("no such conversation")),
+            AppendOutcome::ReplyNotFound => {
+                Err(ChatError::invalid("reply_to_id is not a message of this conversation"))
+            }
+        }
     }
 
-    /// The message and the caller's member entry in its conversation.
-    async fn message_as_member(&self, user: &User, message_id: &str) -> Result<(Message, Member), ChatError> {
+    /// The message, the caller's member entry in its conversation, and the conversation type.
+    async fn message_as_member(
+        &self,
+        user: &User,
+        message_id: &str,
+    ) -> Result<(Message, Member, ConversationType), ChatError> {
         let message =
             self.store.message(message_id).await?.ok_or_else(|| ChatError::not_found("no such message"))?;
-        let (member, _) = self.require_member(&message.conversation_id, user).await?;
-        Ok((message, member))
+        let (member, kind) = self.require_member(&message.conversation_id, user).await?;
+        Ok((message, member, kind))
     }
 
     /// # Edit a message (its sender only; not once deleted)
@@ -413,7 +426,7 @@ impl Chat {
             return Err(ChatError::invalid("content must not be blank"));
         }
         self.message_limiter.check(&user.id)?;
-        let (message, _) = self.message_as_member(user, &message_id).await?;
+        let (message, _, _) = self.message_as_member(user, &message_id).await?;
         if message.sender_id != user.id {
             return Err(ChatError::forbidden("only the sender may edit a message"));
         }
@@ -427,13 +440,17 @@ impl Chat {
             .ok_or_else(|| ChatError::conflict("the message was deleted"))
     }
 
-    /// # Delete a message (its sender, or the conversation's owner/admin)
-    /// Soft delete: the seq stays, content becomes null. Deleting twice is harmless.
+    /// # Delete a message (its sender, or a group's owner/admin)
+    /// Soft delete: the seq stays, content becomes null. Deleting twice is harmless. In a
+    /// direct conversation nobody moderates: only the sender may delete.
     pub async fn delete_message(&self, user: &User, message_id: &str) -> Result<Message, ChatError> {
         self.message_limiter.check(&user.id)?;
-        let (message, member) = self.message_as_member(user, message_id).await?;
-        if message.sender_id != user.id && !member.role.is_manager() {
-            return Err(ChatError::forbidden("only the sender, the owner or an admin may delete a message"));
+        let (message, member, kind) = self.message_as_member(user, message_id).await?;
+        let moderator = kind == ConversationType::Group && member.role.is_manager();
+        if message.sender_id != user.id && !moderator {
+            return Err(ChatError::forbidden(
+                "only the sender or a group's owner or admin may delete a message",
+            ));
         }
         self.store
             .delete_message(message_id, Timestamp::now())

@@ -2,7 +2,7 @@
 //! arrives on the wire (REST body, Socket.IO or WebSocket event payload); serde rejects
 //! unknown fields and wrong types, which transports report as `invalid`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::model::{ConversationType, JsonObject, MessageType, Role};
 
@@ -69,11 +69,11 @@ pub struct SendMessage {
     /// A message of the same conversation this one replies to.
     #[serde(default)]
     pub reply_to_id: Option<String>,
-    /// Attachment descriptors.
-    #[serde(default)]
+    /// Attachment descriptors (absent or null: none).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub attachments: Vec<JsonObject>,
-    /// Free-form data for the platform.
-    #[serde(default)]
+    /// Free-form data for the platform (absent or null: `{}`).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: JsonObject,
 }
 
@@ -140,4 +140,14 @@ pub struct ListConversations {
     /// `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
+}
+
+/// Reads an explicit JSON `null` as the type's default, as clients often send it for
+/// "nothing" (`attachments: null`).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
