@@ -1,9 +1,8 @@
 //! SQLite backend: the zero-config default.
 //!
 //! One dedicated writer thread owns the only write connection and group-commits: it takes
-//! every write job that is pending (up to [`MAX_BATCH`]), runs each inside its own savepoint
-//! of one transaction, commits once, and only then answers each job. A failing job rolls
-//! back to its savepoint and cannot leave a gap in `seq`. Reads run on a small pool of
+//! every write job that is pending (up to [`MAX_BATCH`]), runs them in one transaction,
+//! commits once, and only then answers each job (see [`commit_batch`] for failures). Reads run on a small pool of
 //! read-only connections (WAL lets them proceed while the writer commits).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -61,7 +60,7 @@ fn json_error(err: serde_json::Error) -> StoreError {
 
 /// A write to run inside the writer's transaction, answered after the commit.
 trait WriteJob: Send {
-    /// Runs the work; false if it failed (its savepoint is then rolled back).
+    /// Runs the work; false if it failed.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), String>);
@@ -239,7 +238,7 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>)
             }
         }
         concurrent = batch.len() > 1;
-        let commit = commit_batch(&mut conn, &mut batch).map_err(|e| e.to_string());
+        let commit = commit_batch(&mut conn, &mut batch);
         if let Err(err) = &commit {
             tracing::error!(error = %err, jobs = batch.len(), "SQLite batch failed");
         }
@@ -249,17 +248,24 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>)
     }
 }
 
-/// Runs every job of the batch in one transaction, each in its own savepoint.
-fn commit_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+/// Runs every job of the batch in one transaction and commits it.
+///
+/// Jobs check before they write, so a job that fails has usually written nothing and the
+/// batch goes on without it. A job that fails after writing (an I/O error, say) cannot be
+/// separated from its batch-mates: the whole batch is rolled back and every job fails, so
+/// nothing unacknowledged is ever committed and no seq is ever skipped. (This replaces a
+/// savepoint per job, whose page journaling cost more than the writes themselves.)
+fn commit_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
-        tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-        if !job.run(&tx) {
-            tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
+        let changes_before = tx.total_changes();
+        if !job.run(&tx) && tx.total_changes() != changes_before {
+            return Err("a write failed after changing rows; the batch was rolled back".into());
         }
-        tx.prepare_cached("RELEASE job")?.execute([])?;
     }
-    tx.commit()
+    tx.commit().map_err(|e| e.to_string())
 }
 
 fn timestamp(millis: Option<i64>) -> Option<Timestamp> {
@@ -819,5 +825,74 @@ impl Store for SqliteStore {
             Ok(counts)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job<T: Send + 'static>(
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        (Box::new(Job { work: Some(work), result: None, reply }), answer)
+    }
+
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+        migrate(&mut conn).expect("migrate");
+        conn.execute(
+            "INSERT INTO conversations (id, type, activity_at, created_at) VALUES ('c', 'group', 0, 0)",
+            [],
+        )
+        .expect("conversation");
+        (dir, conn)
+    }
+
+    fn bump(conn: &Connection) -> Result<i64, StoreError> {
+        Ok(conn.query_row(
+            "UPDATE conversations SET last_seq = last_seq + 1 RETURNING last_seq",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn run(conn: &mut Connection, mut batch: Vec<Box<dyn WriteJob>>) -> Result<(), String> {
+        let commit = commit_batch(conn, &mut batch);
+        for job in batch {
+            job.finish(commit.clone());
+        }
+        commit
+    }
+
+    #[test]
+    fn a_job_failing_before_it_writes_leaves_its_batch_mates_committed() {
+        let (_dir, mut conn) = database();
+        let (first, first_answer) = job(bump);
+        let (failing, failing_answer) = job(|_: &Connection| -> Result<(), StoreError> {
+            Err(StoreError::Backend("refused before writing".into()))
+        });
+        let (second, second_answer) = job(bump);
+        assert!(run(&mut conn, vec![first, failing, second]).is_ok());
+        assert_eq!(first_answer.blocking_recv().expect("answer").expect("first"), 1);
+        assert!(failing_answer.blocking_recv().expect("answer").is_err());
+        assert_eq!(second_answer.blocking_recv().expect("answer").expect("second"), 2);
+    }
+
+    #[test]
+    fn a_job_failing_after_it_wrote_rolls_back_the_whole_batch() {
+        let (_dir, mut conn) = database();
+        let (first, first_answer) = job(bump);
+        let (failing, _) = job(|conn: &Connection| -> Result<(), StoreError> {
+            bump(conn)?;
+            Err(StoreError::Backend("failed midway".into()))
+        });
+        assert!(run(&mut conn, vec![first, failing]).is_err());
+        assert!(first_answer.blocking_recv().expect("answer").is_err(), "nothing uncommitted is acked");
+        let last_seq: i64 =
+            conn.query_row("SELECT last_seq FROM conversations", [], |r| r.get(0)).expect("read");
+        assert_eq!(last_seq, 0, "no seq was consumed");
     }
 }
