@@ -7,6 +7,7 @@
 //! runs them.
 
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -9,6 +9,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
+use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
@@ -16,12 +17,15 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
+use crate::transport::socketio;
 
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
-/// The complete service: every route with its layers.
-pub fn app(state: AppState) -> Router {
+/// The complete service: every route with its layers, and the Socket.IO handle (to close
+/// its sockets at shutdown). Must be called inside a Tokio runtime.
+pub fn app(state: AppState) -> (Router, SocketIo) {
+    let (socketio_layer, io) = socketio::layer(&state);
     let request_span = |request: &Request<_>| {
         let id = request
             .extensions()
@@ -30,17 +34,19 @@ pub fn app(state: AppState) -> Router {
             .unwrap_or("-");
         tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
     };
-    http::router(&state)
+    let router = http::router(&state)
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))
         })
+        .layer(socketio_layer)
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
         .layer(CatchPanicLayer::custom(|_| panic_response()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    (router, io)
 }
 
 fn panic_response() -> Response {
@@ -71,11 +77,13 @@ pub async fn serve(
             tracing::warn!(error = %err, "could not set TCP_NODELAY");
         }
     });
-    let result = axum::serve(listener, app(state))
+    let (router, io) = app(state);
+    let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             draining.store(true, Ordering::Relaxed);
-            tracing::info!("shutting down: finishing in-flight requests");
+            tracing::info!("shutting down: closing realtime connections, finishing in-flight requests");
+            io.close().await;
         })
         .await;
     housekeeping.abort();

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 
 use crate::auth::{Authenticator, KeySource};
+use crate::bus::local::LocalBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
-use crate::core::ports::Store;
+use crate::core::ports::{Bus, Store};
 use crate::store::sqlite::SqliteStore;
 
 /// File in the data directory holding the generated HS256 secret.
@@ -23,6 +24,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The chat core.
     pub chat: Arc<Chat>,
+    /// The store behind the core (for probes and operator tools).
+    pub store: Arc<dyn Store>,
+    /// The bus the core publishes on; realtime transports subscribe to it.
+    pub bus: Arc<dyn Bus>,
     /// Token verification.
     pub auth: Arc<Authenticator>,
     /// Set when shutting down: readiness turns false.
@@ -44,10 +49,13 @@ impl AppState {
                 )
             }
         };
-        let chat = Arc::new(Chat::new(store, config.limits.clone()));
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let chat = Arc::new(Chat::new(store.clone(), bus.clone(), config.limits.clone()));
         Ok(AppState {
             config: Arc::new(config),
             chat,
+            store,
+            bus,
             auth: Arc::new(auth),
             draining: Arc::new(AtomicBool::new(false)),
         })

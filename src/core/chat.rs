@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -14,9 +15,13 @@ use super::events::{
 use super::model::{Conversation, ConversationType, Member, Message, MessageType, Role, User};
 use super::pii;
 use super::ports::{
-    ActivityCursor, AppendOutcome, HistoryRange, Membership, NewConversation, NewMessage, Store,
+    ActivityCursor, AppendOutcome, Bus, HistoryRange, Membership, NewConversation, NewMessage, Store,
 };
+use super::presence::Presence;
 use super::rate_limit::UserRateLimiter;
+use super::realtime::{Audience, BusMessage, Delivery, ReadReceipt, ServerEvent};
+use super::routing;
+use super::session::TypingTracker;
 use super::time::Timestamp;
 use super::validate;
 
@@ -35,6 +40,10 @@ pub struct ChatLimits {
     pub message_burst: u32,
     /// Mask phone and bank account numbers in stored content.
     pub mask_pii: bool,
+    /// After this long without a new `typing:start`, the server sends `typing:stop`.
+    pub typing_timeout: Duration,
+    /// Most characters of a message shown in a notification's `preview`.
+    pub preview_chars: usize,
 }
 
 impl Default for ChatLimits {
@@ -46,6 +55,8 @@ impl Default for ChatLimits {
             messages_per_second: 10,
             message_burst: 20,
             mask_pii: false,
+            typing_timeout: Duration::from_secs(5),
+            preview_chars: 100,
         }
     }
 }
@@ -93,21 +104,61 @@ pub struct Unread {
 
 /// The chat service. Cheap to share: hold it in an `Arc`.
 pub struct Chat {
-    store: Arc<dyn Store>,
-    limits: ChatLimits,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) bus: Arc<dyn Bus>,
+    pub(super) presence: Arc<Presence>,
+    pub(super) typing: Arc<TypingTracker>,
+    pub(super) limits: ChatLimits,
     message_limiter: UserRateLimiter,
 }
 
 /// A fresh time-ordered id.
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
 impl Chat {
-    /// A service over `store` enforcing `limits`.
-    pub fn new(store: Arc<dyn Store>, limits: ChatLimits) -> Self {
+    /// A service over `store`, publishing on `bus`, enforcing `limits`.
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, limits: ChatLimits) -> Self {
         let message_limiter = UserRateLimiter::new(limits.messages_per_second, limits.message_burst);
-        Chat { store, limits, message_limiter }
+        let typing = Arc::new(TypingTracker::new(bus.clone(), limits.typing_timeout));
+        Chat { store, bus, presence: Arc::new(Presence::default()), typing, limits, message_limiter }
+    }
+
+    /// Publishes `event` to `to`, leaving out the actor's own connection.
+    pub(super) fn deliver(&self, to: Audience, actor: &User, event: ServerEvent) {
+        self.bus.publish(BusMessage::Deliver(Delivery {
+            to,
+            except_connection: actor.connection.clone(),
+            except_user: None,
+            event,
+        }));
+    }
+
+    /// Publishes `event` to a conversation's members other than `user_id`.
+    pub(super) fn deliver_to_others(&self, conversation_id: &str, user_id: &str, event: ServerEvent) {
+        self.bus.publish(BusMessage::Deliver(Delivery {
+            to: Audience::Conversation(conversation_id.to_owned()),
+            except_connection: None,
+            except_user: Some(user_id.to_owned()),
+            event,
+        }));
+    }
+
+    /// Subscribes every connection of `user_ids` to a conversation and tells them.
+    fn announce_new_members(&self, conversation: &Conversation, user_ids: &[String]) {
+        for user_id in user_ids {
+            self.bus.publish(BusMessage::Subscribe {
+                user_id: user_id.clone(),
+                conversation_id: conversation.id.clone(),
+            });
+        }
+        self.bus.publish(BusMessage::Deliver(Delivery {
+            to: Audience::Users(user_ids.to_vec()),
+            except_connection: None,
+            except_user: None,
+            event: ServerEvent::ConversationNew(conversation.clone()),
+        }));
     }
 
     /// The limits in force.
@@ -126,7 +177,7 @@ impl Chat {
     }
 
     /// The caller's member entry and the conversation type, or `not_found` / `not_a_member`.
-    async fn require_member(
+    pub(super) async fn require_member(
         &self,
         conversation_id: &str,
         user: &User,
@@ -202,6 +253,10 @@ impl Chat {
             })
             .await?;
         let conversation = self.load_conversation(&created.id, user).await?;
+        if created.created {
+            let members: Vec<String> = conversation.members.iter().map(|m| m.user_id.clone()).collect();
+            self.announce_new_members(&conversation, &members);
+        }
         Ok((conversation, created.created))
     }
 
@@ -247,10 +302,16 @@ impl Chat {
         if let Some(name) = &req.name {
             validate::label("name", name, validate::MAX_LABEL_CHARS)?;
         }
-        if req.name.is_some() || req.metadata.is_some() {
+        let changed = req.name.is_some() || req.metadata.is_some();
+        if changed {
             self.store.update_conversation(id, req.name, req.metadata).await?;
         }
-        self.load_conversation(id, user).await
+        let conversation = self.load_conversation(id, user).await?;
+        if changed {
+            let event = ServerEvent::ConversationUpdated(conversation.clone());
+            self.deliver(Audience::Conversation(id.to_owned()), user, event);
+        }
+        Ok(conversation)
     }
 
     /// # Add members (owner/admin; groups only)
@@ -290,8 +351,14 @@ impl Chat {
                 self.limits.max_members
             )));
         }
-        self.store.add_members(id, req.user_ids, role, Timestamp::now()).await?;
-        self.load_conversation(id, user).await
+        let added = self.store.add_members(id, req.user_ids, role, Timestamp::now()).await?;
+        let conversation = self.load_conversation(id, user).await?;
+        if !added.is_empty() {
+            let event = ServerEvent::ConversationUpdated(conversation.clone());
+            self.deliver(Audience::Conversation(id.to_owned()), user, event);
+            self.announce_new_members(&conversation, &added);
+        }
+        Ok(conversation)
     }
 
     /// # Remove a member
@@ -328,7 +395,19 @@ impl Chat {
                     .map(|m| m.user_id.clone())
             })
             .flatten();
-        self.store.remove_member(id, target, new_owner).await?;
+        if self.store.remove_member(id, target, new_owner).await? {
+            // The removed user's connections still see this update, then leave the room.
+            let conversation = self.load_conversation(id, user).await?;
+            self.deliver(
+                Audience::Conversation(id.to_owned()),
+                user,
+                ServerEvent::ConversationUpdated(conversation),
+            );
+            self.bus.publish(BusMessage::Unsubscribe {
+                user_id: target.to_owned(),
+                conversation_id: id.to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -396,7 +475,18 @@ impl Chat {
             })
             .await?;
         match outcome {
-            AppendOutcome::Committed(message) => Ok(Sent { message, duplicate: false }),
+            AppendOutcome::Committed(message) => {
+                let to = Audience::Conversation(message.conversation_id.clone());
+                self.deliver(to, user, ServerEvent::MessageNew(message.clone()));
+                tokio::spawn(routing::route_new_message(
+                    self.store.clone(),
+                    self.bus.clone(),
+                    self.presence.clone(),
+                    message.clone(),
+                    self.limits.preview_chars,
+                ));
+                Ok(Sent { message, duplicate: false })
+            }
             AppendOutcome::Duplicate(message) => Ok(Sent { message, duplicate: true }),
             AppendOutcome::NotMember => Err(ChatError::NotAMember),
             AppendOutcome::NoConversation => Err(ChatError::not_found("no such conversation")),
@@ -434,10 +524,14 @@ impl Chat {
             return Err(ChatError::conflict("the message was deleted"));
         }
         let content = self.masked(req.content);
-        self.store
+        let edited = self
+            .store
             .edit_message(&message_id, content, Timestamp::now())
             .await?
-            .ok_or_else(|| ChatError::conflict("the message was deleted"))
+            .ok_or_else(|| ChatError::conflict("the message was deleted"))?;
+        let to = Audience::Conversation(edited.conversation_id.clone());
+        self.deliver(to, user, ServerEvent::MessageUpdated(edited.clone()));
+        Ok(edited)
     }
 
     /// # Delete a message (its sender, or a group's owner/admin)
@@ -452,10 +546,16 @@ impl Chat {
                 "only the sender or a group's owner or admin may delete a message",
             ));
         }
-        self.store
+        let deleted = self
+            .store
             .delete_message(message_id, Timestamp::now())
             .await?
-            .ok_or_else(|| ChatError::not_found("no such message"))
+            .ok_or_else(|| ChatError::not_found("no such message"))?;
+        if message.deleted_at.is_none() {
+            let to = Audience::Conversation(deleted.conversation_id.clone());
+            self.deliver(to, user, ServerEvent::MessageDeleted(deleted.clone()));
+        }
+        Ok(deleted)
     }
 
     /// # Mark read up to a seq (members only; never moves backwards)
@@ -463,8 +563,18 @@ impl Chat {
         let conversation_id =
             req.conversation_id.ok_or_else(|| ChatError::invalid("conversation_id is required"))?;
         let seq = validate::seq("seq", req.seq)?;
-        self.require_member(&conversation_id, user).await?;
-        self.store.mark_read(&conversation_id, &user.id, seq).await?.ok_or(ChatError::NotAMember)
+        let (member, _) = self.require_member(&conversation_id, user).await?;
+        let last_read_seq =
+            self.store.mark_read(&conversation_id, &user.id, seq).await?.ok_or(ChatError::NotAMember)?;
+        if last_read_seq > member.last_read_seq {
+            let receipt = ReadReceipt {
+                conversation_id: conversation_id.clone(),
+                user_id: user.id.clone(),
+                seq: last_read_seq,
+            };
+            self.deliver_to_others(&conversation_id, &user.id, ServerEvent::MessageRead(receipt));
+        }
+        Ok(last_read_seq)
     }
 
     /// # Switch push notifications for one conversation (members only)

@@ -11,7 +11,11 @@ pub mod events;
 pub mod model;
 pub mod pii;
 pub mod ports;
+pub mod presence;
 pub mod rate_limit;
+pub mod realtime;
+pub mod routing;
+pub mod session;
 pub mod time;
 pub mod validate;
 

@@ -9,13 +9,16 @@ use super::time::Timestamp;
 /// A JSON object, as used for `metadata` fields and attachment descriptors.
 pub type JsonObject = Map<String, Value>;
 
-/// Identity of the caller, established by a verified JWT.
+/// The caller: identity established by a verified JWT, and the realtime connection the
+/// request came from, if any (so the core can leave that connection out of echoes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The platform's user id (the token's `sub`).
     pub id: String,
     /// Optional display name (the token's `name`).
     pub name: Option<String>,
+    /// The realtime connection making the request; `None` for REST.
+    pub connection: Option<super::realtime::ConnectionId>,
 }
 
 /// Kind of conversation. A direct conversation has exactly two members, fixed at creation.

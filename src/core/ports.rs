@@ -3,8 +3,13 @@
 
 use async_trait::async_trait;
 
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
 use super::error::StoreError;
 use super::model::{Conversation, ConversationType, JsonObject, Member, Message, MessageType, Role};
+use super::realtime::{BusMessage, ConversationHead};
 use super::time::Timestamp;
 
 /// A conversation to create. For a direct conversation `direct_key` identifies the pair and
@@ -116,6 +121,34 @@ pub struct ActivityCursor {
     pub id: String,
 }
 
+/// A push notification owed to an offline member, recorded durably (the outbox) and sent
+/// later by a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushJob {
+    /// Fresh time-ordered id.
+    pub id: String,
+    /// Recipient.
+    pub user_id: String,
+    /// Conversation of the message.
+    pub conversation_id: String,
+    /// The message.
+    pub message_id: String,
+    /// Its seq.
+    pub seq: i64,
+    /// When the job was recorded.
+    pub created_at: Timestamp,
+}
+
+/// Carries committed events to the connections that should see them, on this node and (with
+/// a shared bus) on others. Delivery is best effort: clients repair gaps with `sync`.
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes a message to every subscriber, in publication order.
+    fn publish(&self, message: BusMessage);
+
+    /// A stream of everything published from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>>;
+}
+
 /// Durable storage of conversations, members and messages.
 ///
 /// Invariants every backend keeps: `seq` is gap-free per conversation and assigned at
@@ -215,4 +248,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Unread counts of every conversation of the user that has unread messages.
     async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Every conversation of the user with its newest seq.
+    async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError>;
+
+    /// The members of a conversation (empty if it does not exist).
+    async fn members(&self, conversation_id: &str) -> Result<Vec<Member>, StoreError>;
+
+    /// Everyone who shares at least one conversation with the user (not the user).
+    async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Unread counts in one conversation for the given members.
+    async fn unread_in(
+        &self,
+        conversation_id: &str,
+        user_ids: Vec<String>,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Records push jobs durably.
+    async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError>;
+
+    /// Push jobs not yet sent, oldest first.
+    async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError>;
 }

@@ -18,8 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::error::StoreError;
 use crate::core::model::{Conversation, ConversationType, JsonObject, Member, Message, MessageType, Role};
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, Created, HistoryRange, Membership, NewConversation, NewMessage, Store,
+    ActivityCursor, AppendOutcome, Created, HistoryRange, Membership, NewConversation, NewMessage, PushJob,
+    Store,
 };
+use crate::core::realtime::ConversationHead;
 use crate::core::time::Timestamp;
 
 /// Most jobs committed in one transaction.
@@ -32,7 +34,10 @@ const WRITE_QUEUE: usize = 8192;
 /// Read connections.
 const READERS: usize = 4;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_push_jobs.sql"),
+];
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
      reply_to_id, attachments, metadata, created_at, edited_at, deleted_at";
@@ -366,6 +371,19 @@ fn into_member(
     })
 }
 
+/// The members of a conversation, oldest first.
+fn load_members(conn: &Connection, conversation_id: &str) -> Result<Vec<Member>, StoreError> {
+    conn.prepare_cached(
+        "SELECT user_id, role, joined_at, last_read_seq, notifications FROM members \
+         WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
+    )?
+    .query_map([conversation_id], member_from_row)?
+    .collect::<rusqlite::Result<Vec<_>>>()?
+    .into_iter()
+    .map(into_member)
+    .collect()
+}
+
 /// Loads a conversation with members, last message and `viewer`'s unread count.
 fn load_conversation(conn: &Connection, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError> {
     let head = conn
@@ -388,16 +406,7 @@ fn load_conversation(conn: &Connection, id: &str, viewer: &str) -> Result<Option
     let Some((kind, name, context, metadata, last_seq, last_message_at, created_at)) = head else {
         return Ok(None);
     };
-    let members = conn
-        .prepare_cached(
-            "SELECT user_id, role, joined_at, last_read_seq, notifications FROM members \
-             WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
-        )?
-        .query_map([id], member_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .into_iter()
-        .map(into_member)
-        .collect::<Result<Vec<_>, _>>()?;
+    let members = load_members(conn, id)?;
     let last_message = if last_seq > 0 {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2");
         query_messages(conn, &sql, params![id, last_seq])?.pop()
@@ -823,6 +832,108 @@ impl Store for SqliteStore {
                 }
             }
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
+                     WHERE m.user_id = ?1 ORDER BY c.id",
+                )?
+                .query_map([&user_id], |r| Ok(ConversationHead { id: r.get(0)?, last_seq: r.get(1)? }))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn members(&self, conversation_id: &str) -> Result<Vec<Member>, StoreError> {
+        let conversation_id = conversation_id.to_owned();
+        self.read(move |conn| load_members(conn, &conversation_id)).await
+    }
+
+    async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT DISTINCT other.user_id FROM members mine \
+                     JOIN members other ON other.conversation_id = mine.conversation_id \
+                     WHERE mine.user_id = ?1 AND other.user_id <> ?1",
+                )?
+                .query_map([&user_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn unread_in(
+        &self,
+        conversation_id: &str,
+        user_ids: Vec<String>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let conversation_id = conversation_id.to_owned();
+        self.read(move |conn| {
+            let mut counts = Vec::with_capacity(user_ids.len());
+            for user_id in user_ids {
+                let last_read_seq: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT last_read_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+                    )?
+                    .query_row(params![conversation_id, user_id], |r| r.get(0))
+                    .optional()?;
+                if let Some(last_read_seq) = last_read_seq {
+                    let n = unread_after(conn, &conversation_id, &user_id, last_read_seq)?;
+                    counts.push((user_id, n));
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT DO NOTHING",
+            )?;
+            for job in jobs {
+                insert.execute(params![
+                    job.id,
+                    job.user_id,
+                    job.conversation_id,
+                    job.message_id,
+                    job.seq,
+                    job.created_at.millis()
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
+                     WHERE sent_at IS NULL ORDER BY id LIMIT ?1",
+                )?
+                .query_map([limit as i64], |r| {
+                    Ok(PushJob {
+                        id: r.get(0)?,
+                        user_id: r.get(1)?,
+                        conversation_id: r.get(2)?,
+                        message_id: r.get(3)?,
+                        seq: r.get(4)?,
+                        created_at: Timestamp(r.get(5)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -2,3 +2,4 @@
 //! No chat rule lives here.
 
 pub mod http;
+pub mod socketio;

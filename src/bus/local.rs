@@ -1,0 +1,34 @@
+//! The in-process bus: one node, no network. A broadcast channel; a subscriber that falls
+//! more than [`CAPACITY`] messages behind skips ahead (its clients repair with `sync`).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::core::ports::Bus;
+use crate::core::realtime::BusMessage;
+
+/// Messages buffered per subscriber.
+pub const CAPACITY: usize = 65_536;
+
+/// The in-process [`Bus`].
+pub struct LocalBus {
+    sender: broadcast::Sender<Arc<BusMessage>>,
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        LocalBus { sender: broadcast::channel(CAPACITY).0 }
+    }
+}
+
+impl Bus for LocalBus {
+    fn publish(&self, message: BusMessage) {
+        // No subscriber (no realtime transport running) is not an error.
+        let _ = self.sender.send(Arc::new(message));
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
+        self.sender.subscribe()
+    }
+}

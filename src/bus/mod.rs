@@ -1,0 +1,3 @@
+//! Bus backends implementing [`crate::core::ports::Bus`].
+
+pub mod local;

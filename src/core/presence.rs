@@ -1,0 +1,112 @@
+//! Who is connected and what each connection is looking at, on this node.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::realtime::{ConnectionId, PresenceInfo};
+use super::time::Timestamp;
+
+#[derive(Default)]
+struct UserPresence {
+    /// Open connections and the conversation each is focused on.
+    connections: HashMap<ConnectionId, Option<String>>,
+    /// When the last connection closed.
+    last_seen_at: Option<Timestamp>,
+}
+
+/// The presence registry. A `std::sync::Mutex` is right here: every operation is a few map
+/// operations with no `.await` inside.
+#[derive(Default)]
+pub struct Presence {
+    users: Mutex<HashMap<String, UserPresence>>,
+}
+
+impl Presence {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, UserPresence>) -> T) -> T {
+        let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut users)
+    }
+
+    /// Registers a connection; true when the user thereby came online.
+    pub fn connect(&self, user_id: &str, connection: &ConnectionId) -> bool {
+        self.with(|users| {
+            let user = users.entry(user_id.to_owned()).or_default();
+            user.connections.insert(connection.clone(), None);
+            user.connections.len() == 1
+        })
+    }
+
+    /// Removes a connection; returns the time the user went offline if it was their last.
+    pub fn disconnect(&self, user_id: &str, connection: &ConnectionId) -> Option<Timestamp> {
+        self.with(|users| {
+            let user = users.get_mut(user_id)?;
+            user.connections.remove(connection)?;
+            if !user.connections.is_empty() {
+                return None;
+            }
+            let now = Timestamp::now();
+            user.last_seen_at = Some(now);
+            Some(now)
+        })
+    }
+
+    /// Marks what a connection is looking at (`None`: nothing).
+    pub fn focus(&self, user_id: &str, connection: &ConnectionId, conversation_id: Option<String>) {
+        self.with(|users| {
+            if let Some(focus) = users.get_mut(user_id).and_then(|u| u.connections.get_mut(connection)) {
+                *focus = conversation_id;
+            }
+        });
+    }
+
+    /// Whether any connection of the user is focused on the conversation.
+    pub fn is_focused(&self, user_id: &str, conversation_id: &str) -> bool {
+        self.with(|users| {
+            users
+                .get(user_id)
+                .is_some_and(|u| u.connections.values().any(|f| f.as_deref() == Some(conversation_id)))
+        })
+    }
+
+    /// Whether the user has an open connection.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.with(|users| users.get(user_id).is_some_and(|u| !u.connections.is_empty()))
+    }
+
+    /// Presence of one user.
+    pub fn info(&self, user_id: &str) -> PresenceInfo {
+        self.with(|users| match users.get(user_id) {
+            Some(u) if !u.connections.is_empty() => PresenceInfo { online: true, last_seen_at: None },
+            Some(u) => PresenceInfo { online: false, last_seen_at: u.last_seen_at },
+            None => PresenceInfo { online: false, last_seen_at: None },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_goes_offline_only_when_the_last_connection_closes() {
+        let presence = Presence::default();
+        assert!(presence.connect("bob", &"tab1".to_owned()));
+        assert!(!presence.connect("bob", &"tab2".to_owned()));
+        assert_eq!(presence.disconnect("bob", &"tab1".to_owned()), None);
+        assert!(presence.is_online("bob"));
+        assert!(presence.disconnect("bob", &"tab2".to_owned()).is_some());
+        let info = presence.info("bob");
+        assert!(!info.online && info.last_seen_at.is_some());
+    }
+
+    #[test]
+    fn focus_is_per_connection() {
+        let presence = Presence::default();
+        presence.connect("bob", &"tab1".to_owned());
+        presence.connect("bob", &"tab2".to_owned());
+        presence.focus("bob", &"tab1".to_owned(), Some("c1".into()));
+        assert!(presence.is_focused("bob", "c1"));
+        presence.disconnect("bob", &"tab1".to_owned());
+        assert!(!presence.is_focused("bob", "c1"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Realtime vocabulary shared by every transport: server→client events, who receives them,
+//! and the messages the core publishes on the [`Bus`](super::ports::Bus).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Conversation, Message};
+use super::time::Timestamp;
+
+/// Identifies one realtime connection (a Socket.IO socket, a WebSocket) across the node.
+pub type ConnectionId = String;
+
+/// `message:read` payload: `user_id` has read `conversation_id` up to `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadReceipt {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Who read.
+    pub user_id: String,
+    /// Their new read marker.
+    pub seq: i64,
+}
+
+/// `typing:start` / `typing:stop` payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Typing {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Who is (or stopped) typing.
+    pub user_id: String,
+}
+
+/// `user:online` / `user:offline` payload; `last_seen_at` only when going offline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PresenceChange {
+    /// Whose presence changed.
+    pub user_id: String,
+    /// When their last connection closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<Timestamp>,
+}
+
+/// `notification` payload: a new message for a member online but not looking at it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    /// Always `"message"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The conversation.
+    pub conversation_id: String,
+    /// The new message.
+    pub message_id: String,
+    /// Its seq.
+    pub seq: i64,
+    /// Its sender.
+    pub sender_id: String,
+    /// The start of its content (null for media without text).
+    pub preview: Option<String>,
+    /// The recipient's unread messages in this conversation.
+    pub unread_count: i64,
+}
+
+/// An event pushed to clients. Serializes as its payload; [`ServerEvent::name`] is the event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ServerEvent {
+    /// `message:new`
+    MessageNew(Message),
+    /// `message:updated`
+    MessageUpdated(Message),
+    /// `message:deleted`
+    MessageDeleted(Message),
+    /// `message:read`
+    MessageRead(ReadReceipt),
+    /// `typing:start`
+    TypingStart(Typing),
+    /// `typing:stop`
+    TypingStop(Typing),
+    /// `user:online`
+    UserOnline(PresenceChange),
+    /// `user:offline`
+    UserOffline(PresenceChange),
+    /// `notification`
+    Notification(Notification),
+    /// `conversation:new`
+    ConversationNew(Conversation),
+    /// `conversation:updated`
+    ConversationUpdated(Conversation),
+}
+
+impl ServerEvent {
+    /// The wire name of the event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::MessageNew(_) => "message:new",
+            ServerEvent::MessageUpdated(_) => "message:updated",
+            ServerEvent::MessageDeleted(_) => "message:deleted",
+            ServerEvent::MessageRead(_) => "message:read",
+            ServerEvent::TypingStart(_) => "typing:start",
+            ServerEvent::TypingStop(_) => "typing:stop",
+            ServerEvent::UserOnline(_) => "user:online",
+            ServerEvent::UserOffline(_) => "user:offline",
+            ServerEvent::Notification(_) => "notification",
+            ServerEvent::ConversationNew(_) => "conversation:new",
+            ServerEvent::ConversationUpdated(_) => "conversation:updated",
+        }
+    }
+}
+
+/// Who receives a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Audience {
+    /// Every connection subscribed to the conversation.
+    Conversation(String),
+    /// Every connection of these users (each connection once).
+    Users(Vec<String>),
+}
+
+/// An event for an audience, minus one connection or one user's connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Who receives it.
+    pub to: Audience,
+    /// Left out: the connection the action came from.
+    pub except_connection: Option<ConnectionId>,
+    /// Left out: every connection of this user (the actor).
+    pub except_user: Option<String>,
+    /// What they receive.
+    pub event: ServerEvent,
+}
+
+/// What the core publishes on the bus, in order; transports apply it to their connections.
+// Each message is built once and shared behind an `Arc`, so the variants' size difference
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusMessage {
+    /// Push an event.
+    Deliver(Delivery),
+    /// Subscribe every connection of a user to a conversation (they were added to it).
+    Subscribe {
+        /// The user.
+        user_id: String,
+        /// The conversation.
+        conversation_id: String,
+    },
+    /// Unsubscribe every connection of a user from a conversation (they left or were removed).
+    Unsubscribe {
+        /// The user.
+        user_id: String,
+        /// The conversation.
+        conversation_id: String,
+    },
+}
+
+/// `ready` payload, sent when a connection is established.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ready {
+    /// The authenticated user.
+    pub user_id: String,
+    /// Every conversation of the user with its newest seq.
+    pub conversations: Vec<ConversationHead>,
+}
+
+/// A conversation id and its newest seq.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationHead {
+    /// Conversation id.
+    pub id: String,
+    /// Seq of its newest message.
+    pub last_seq: i64,
+}
+
+/// `sync` request: the newest seq the client has per conversation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Known newest seq per conversation id; conversations not listed sync from seq 0.
+    #[serde(default)]
+    pub conversations: BTreeMap<String, i64>,
+    /// Most messages in this answer (default 500, at most 1000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// `sync` answer.
+#[derive(Debug, Serialize)]
+pub struct SyncPage {
+    /// Missed messages, ascending per conversation.
+    pub messages: Vec<Message>,
+    /// Whether another call would return more.
+    pub has_more: bool,
+    /// Every conversation of the user with its newest seq.
+    pub conversations: Vec<ConversationHead>,
+}
+
+/// `presence:query` request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceQuery {
+    /// Users to look up (at most 500).
+    pub user_ids: Vec<String>,
+}
+
+/// One user's presence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PresenceInfo {
+    /// At least one connection open.
+    pub online: bool,
+    /// When the last connection closed (null when online or never seen).
+    pub last_seen_at: Option<Timestamp>,
+}
+
+/// A `{conversation_id}` payload (typing, focus, join, leave).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationRef {
+    /// The conversation.
+    pub conversation_id: String,
+}
+
+/// An empty payload (`conversation:unfocus`); tolerates `{}` or nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}

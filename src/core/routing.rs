@@ -1,0 +1,102 @@
+//! Notification routing for a committed message, per recipient (the sender gets none):
+//! focused on the conversation (any connection) → their read marker advances and the others
+//! get `message:read`; online elsewhere → `notification` with their unread count; offline
+//! with notifications on → a durable push job. `message:new` itself goes to the whole
+//! conversation before this runs.
+
+use std::sync::Arc;
+
+use super::chat::new_id;
+use super::model::Message;
+use super::ports::{Bus, PushJob, Store};
+use super::presence::Presence;
+use super::realtime::{Audience, BusMessage, Delivery, Notification, ReadReceipt, ServerEvent};
+
+/// The start of a message for previews: at most `max_chars` characters, none when deleted.
+pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
+    let content = message.content.as_deref()?;
+    Some(content.chars().take(max_chars).collect())
+}
+
+/// Routes one committed message. Runs after the sender's ack; failures are logged (the
+/// message itself is safe; clients repair with `sync`).
+pub async fn route_new_message(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    presence: Arc<Presence>,
+    message: Message,
+    preview_chars: usize,
+) {
+    if let Err(err) = route(&*store, &*bus, &presence, &message, preview_chars).await {
+        tracing::warn!(error = %err, message_id = %message.id, "notification routing failed");
+    }
+}
+
+async fn route(
+    store: &dyn Store,
+    bus: &dyn Bus,
+    presence: &Presence,
+    message: &Message,
+    preview_chars: usize,
+) -> Result<(), super::error::StoreError> {
+    let conversation_id = &message.conversation_id;
+    let mut online = Vec::new();
+    let mut push = Vec::new();
+    for member in store.members(conversation_id).await? {
+        if member.user_id == message.sender_id {
+            continue;
+        }
+        if presence.is_focused(&member.user_id, conversation_id) {
+            let Some(seq) = store.mark_read(conversation_id, &member.user_id, message.seq).await? else {
+                continue;
+            };
+            if seq > member.last_read_seq {
+                let receipt = ReadReceipt {
+                    conversation_id: conversation_id.clone(),
+                    user_id: member.user_id.clone(),
+                    seq,
+                };
+                bus.publish(BusMessage::Deliver(Delivery {
+                    to: Audience::Conversation(conversation_id.clone()),
+                    except_connection: None,
+                    except_user: Some(member.user_id),
+                    event: ServerEvent::MessageRead(receipt),
+                }));
+            }
+        } else if presence.is_online(&member.user_id) {
+            online.push(member.user_id);
+        } else if member.notifications {
+            push.push(PushJob {
+                id: new_id(),
+                user_id: member.user_id,
+                conversation_id: conversation_id.clone(),
+                message_id: message.id.clone(),
+                seq: message.seq,
+                created_at: message.created_at,
+            });
+        }
+    }
+    if !online.is_empty() {
+        let preview = preview(message, preview_chars);
+        for (user_id, unread_count) in store.unread_in(conversation_id, online).await? {
+            bus.publish(BusMessage::Deliver(Delivery {
+                to: Audience::Users(vec![user_id]),
+                except_connection: None,
+                except_user: None,
+                event: ServerEvent::Notification(Notification {
+                    kind: "message",
+                    conversation_id: conversation_id.clone(),
+                    message_id: message.id.clone(),
+                    seq: message.seq,
+                    sender_id: message.sender_id.clone(),
+                    preview: preview.clone(),
+                    unread_count,
+                }),
+            }));
+        }
+    }
+    if !push.is_empty() {
+        store.enqueue_push(push).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Realtime sessions: connecting, presence, focus, typing, subscriptions and `sync`. Shared
+//! by the Socket.IO and plain WebSocket transports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::chat::Chat;
+use super::error::ChatError;
+use super::model::User;
+use super::ports::{Bus, HistoryRange};
+use super::realtime::{
+    Audience, BusMessage, ConnectionId, Delivery, PresenceChange, PresenceInfo, PresenceQuery, Ready,
+    ServerEvent, SyncPage, SyncRequest, Typing,
+};
+use super::validate;
+
+const SYNC_DEFAULT: usize = 500;
+const SYNC_MAX: usize = 1000;
+const PRESENCE_QUERY_MAX: usize = 500;
+
+/// (conversation, user).
+type TypingKey = (String, String);
+/// (generation of the newest start, connection that sent it).
+type TypingEntry = (u64, Option<ConnectionId>);
+
+/// Who is typing where. Each `typing:start` arms a timer; the server sends `typing:stop` when
+/// it fires without a newer start, when the client stops, or when the connection closes.
+pub struct TypingTracker {
+    /// `std::sync::Mutex`: short map operations, never held across `.await`.
+    active: Mutex<HashMap<TypingKey, TypingEntry>>,
+    generation: AtomicU64,
+    bus: Arc<dyn Bus>,
+    timeout: Duration,
+}
+
+impl TypingTracker {
+    /// A tracker publishing on `bus`, expiring after `timeout`.
+    pub fn new(bus: Arc<dyn Bus>, timeout: Duration) -> Self {
+        TypingTracker { active: Mutex::default(), generation: AtomicU64::new(0), bus, timeout }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<TypingKey, TypingEntry>) -> T) -> T {
+        f(&mut self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn publish(&self, conversation_id: String, user_id: String, start: bool) {
+        let typing = Typing { conversation_id: conversation_id.clone(), user_id: user_id.clone() };
+        let event = if start { ServerEvent::TypingStart(typing) } else { ServerEvent::TypingStop(typing) };
+        self.bus.publish(BusMessage::Deliver(Delivery {
+            to: Audience::Conversation(conversation_id),
+            except_connection: None,
+            except_user: Some(user_id),
+            event,
+        }));
+    }
+
+    /// Records a start; announces it unless the user was already typing there.
+    fn start(self: &Arc<Self>, conversation_id: &str, user: &User) {
+        let key = (conversation_id.to_owned(), user.id.clone());
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let was_typing =
+            self.with(|active| active.insert(key.clone(), (generation, user.connection.clone()))).is_some();
+        if !was_typing {
+            self.publish(key.0.clone(), key.1.clone(), true);
+        }
+        let tracker = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(tracker.timeout).await;
+            let expired = tracker.with(|active| match active.get(&key) {
+                Some((g, _)) if *g == generation => active.remove(&key).is_some(),
+                _ => false,
+            });
+            if expired {
+                tracker.publish(key.0, key.1, false);
+            }
+        });
+    }
+
+    /// Records a stop; announces it if the user was typing there.
+    fn stop(&self, conversation_id: &str, user_id: &str) {
+        let key = (conversation_id.to_owned(), user_id.to_owned());
+        if self.with(|active| active.remove(&key)).is_some() {
+            self.publish(key.0, key.1, false);
+        }
+    }
+
+    /// Stops everything a closing connection was typing.
+    fn stop_connection(&self, connection: &ConnectionId) {
+        let stopped: Vec<TypingKey> = self.with(|active| {
+            let keys: Vec<_> = active
+                .iter()
+                .filter(|(_, (_, c))| c.as_ref() == Some(connection))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in &keys {
+                active.remove(key);
+            }
+            keys
+        });
+        for (conversation_id, user_id) in stopped {
+            self.publish(conversation_id, user_id, false);
+        }
+    }
+}
+
+impl Chat {
+    fn connection_of(user: &User) -> Result<&ConnectionId, ChatError> {
+        user.connection.as_ref().ok_or_else(|| ChatError::invalid("this request needs a realtime connection"))
+    }
+
+    /// Publishes a presence change to everyone sharing a conversation with the user.
+    async fn announce_presence(&self, user_id: &str, event: ServerEvent) -> Result<(), ChatError> {
+        let contacts = self.store.contacts(user_id).await?;
+        if !contacts.is_empty() {
+            self.bus.publish(BusMessage::Deliver(Delivery {
+                to: Audience::Users(contacts),
+                except_connection: None,
+                except_user: None,
+                event,
+            }));
+        }
+        Ok(())
+    }
+
+    /// # A connection opened
+    /// Registers it, announces `user:online` if it is the user's first, and returns `ready`
+    /// (the transport subscribes the connection to every listed conversation).
+    pub async fn connect(&self, user: &User) -> Result<Ready, ChatError> {
+        let connection = Self::connection_of(user)?;
+        if self.presence.connect(&user.id, connection) {
+            let change = PresenceChange { user_id: user.id.clone(), last_seen_at: None };
+            self.announce_presence(&user.id, ServerEvent::UserOnline(change)).await?;
+        }
+        let conversations = self.store.conversation_heads(&user.id).await?;
+        Ok(Ready { user_id: user.id.clone(), conversations })
+    }
+
+    /// # A connection closed
+    /// Stops its typing indicators; announces `user:offline` if it was the user's last.
+    pub async fn disconnect(&self, user: &User) -> Result<(), ChatError> {
+        let connection = Self::connection_of(user)?;
+        self.typing.stop_connection(connection);
+        if let Some(last_seen_at) = self.presence.disconnect(&user.id, connection) {
+            let change = PresenceChange { user_id: user.id.clone(), last_seen_at: Some(last_seen_at) };
+            self.announce_presence(&user.id, ServerEvent::UserOffline(change)).await?;
+        }
+        Ok(())
+    }
+
+    /// # `conversation:focus`: this connection is looking at the conversation (members only)
+    pub async fn focus(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
+        let connection = Self::connection_of(user)?;
+        self.require_member(conversation_id, user).await?;
+        self.presence.focus(&user.id, connection, Some(conversation_id.to_owned()));
+        Ok(())
+    }
+
+    /// # `conversation:unfocus`: this connection is looking at no conversation
+    pub fn unfocus(&self, user: &User) -> Result<(), ChatError> {
+        let connection = Self::connection_of(user)?;
+        self.presence.focus(&user.id, connection, None);
+        Ok(())
+    }
+
+    /// # `conversation:join`: may this connection subscribe? (members only)
+    pub async fn join(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
+        self.require_member(conversation_id, user).await.map(|_| ())
+    }
+
+    /// # `typing:start` (members only)
+    pub async fn typing_start(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
+        self.require_member(conversation_id, user).await?;
+        self.typing.start(conversation_id, user);
+        Ok(())
+    }
+
+    /// # `typing:stop` (members only)
+    pub async fn typing_stop(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
+        self.require_member(conversation_id, user).await?;
+        self.typing.stop(conversation_id, &user.id);
+        Ok(())
+    }
+
+    /// # `sync`: every message the user missed
+    /// After the given seq per conversation (from 0 for conversations not listed), ascending
+    /// per conversation, at most `limit`; `has_more` says to call again with the new seqs.
+    pub async fn sync(&self, user: &User, req: SyncRequest) -> Result<SyncPage, ChatError> {
+        let limit = validate::page_limit(req.limit, SYNC_DEFAULT, SYNC_MAX)?;
+        for (id, seq) in &req.conversations {
+            validate::identifier("conversations key", id)?;
+            validate::seq("conversations value", *seq)?;
+        }
+        let conversations = self.store.conversation_heads(&user.id).await?;
+        let mut messages = Vec::new();
+        let mut has_more = false;
+        for head in &conversations {
+            let known = req.conversations.get(&head.id).copied().unwrap_or(0);
+            if head.last_seq <= known {
+                continue;
+            }
+            let remaining = limit - messages.len();
+            if remaining == 0 {
+                has_more = true;
+                break;
+            }
+            let range = HistoryRange { after_seq: Some(known), before_seq: None, limit: remaining };
+            let (page, more) = self.store.messages(&head.id, range).await?;
+            messages.extend(page);
+            if more {
+                has_more = true;
+                break;
+            }
+        }
+        Ok(SyncPage { messages, has_more, conversations })
+    }
+
+    /// # `presence:query`
+    pub fn presence(&self, req: PresenceQuery) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
+        if req.user_ids.len() > PRESENCE_QUERY_MAX {
+            return Err(ChatError::invalid(format!("at most {PRESENCE_QUERY_MAX} user_ids per query")));
+        }
+        let mut answer = BTreeMap::new();
+        for user_id in req.user_ids {
+            validate::identifier("user_ids[]", &user_id)?;
+            let info = self.presence.info(&user_id);
+            answer.insert(user_id, info);
+        }
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::local::LocalBus;
+
+    fn user(id: &str, connection: &str) -> User {
+        User { id: id.into(), name: None, connection: Some(connection.into()) }
+    }
+
+    fn next_event(rx: &mut tokio::sync::broadcast::Receiver<Arc<BusMessage>>) -> Option<String> {
+        match rx.try_recv().ok()?.as_ref() {
+            BusMessage::Deliver(d) => Some(d.event.name().to_owned()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn typing_stops_by_itself_after_the_timeout_without_a_new_start() {
+        let bus = Arc::new(LocalBus::default());
+        let mut rx = bus.subscribe();
+        let tracker = Arc::new(TypingTracker::new(bus, Duration::from_secs(5)));
+        tracker.start("c1", &user("alice", "s1"));
+        assert_eq!(next_event(&mut rx).as_deref(), Some("typing:start"));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tracker.start("c1", &user("alice", "s1"));
+        assert_eq!(next_event(&mut rx), None, "a repeated start is not re-announced");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(next_event(&mut rx), None, "the second start re-armed the timer");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(next_event(&mut rx).as_deref(), Some("typing:stop"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_a_connection_stops_its_typing() {
+        let bus = Arc::new(LocalBus::default());
+        let mut rx = bus.subscribe();
+        let tracker = Arc::new(TypingTracker::new(bus, Duration::from_secs(5)));
+        tracker.start("c1", &user("alice", "s1"));
+        tracker.start("c2", &user("bob", "s2"));
+        next_event(&mut rx);
+        next_event(&mut rx);
+        tracker.stop_connection(&"s1".to_owned());
+        assert_eq!(next_event(&mut rx).as_deref(), Some("typing:stop"));
+        assert_eq!(next_event(&mut rx), None, "bob keeps typing");
+    }
+}

@@ -1,0 +1,319 @@
+//! Socket.IO v4 (Engine.IO v4, websocket + polling) via socketioxide: authenticates the
+//! handshake, decodes each event into the core's request types, answers through the ack,
+//! and turns bus messages into room emits. No chat rule lives here.
+//!
+//! Rooms: `c:<conversation id>` (subscribers of a conversation), `u:<user id>` (every
+//! connection of a user), `s:<socket id>` (one connection, for "everyone but the sender").
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::Socket;
+use socketioxide::{ParserError, SocketIo};
+use tokio::sync::broadcast;
+
+use crate::core::ChatError;
+use crate::core::events::{DeleteMessage, EditMessage, MarkRead, SendMessage};
+use crate::core::model::User;
+use crate::core::realtime::{Audience, BusMessage, ConversationRef, Empty, PresenceQuery, SyncRequest};
+use crate::server::MAX_PAYLOAD_BYTES;
+use crate::state::AppState;
+
+fn conversation_room(id: &str) -> String {
+    format!("c:{id}")
+}
+
+fn user_room(id: &str) -> String {
+    format!("u:{id}")
+}
+
+fn socket_room(id: &str) -> String {
+    format!("s:{id}")
+}
+
+/// Builds the Socket.IO layer for the router and starts relaying bus messages to sockets.
+/// Must be called inside a Tokio runtime.
+pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
+    let (layer, io) = SocketIo::builder()
+        .max_payload(MAX_PAYLOAD_BYTES as u64)
+        .ws_max_message_size(MAX_PAYLOAD_BYTES)
+        .ws_max_frame_size(MAX_PAYLOAD_BYTES)
+        .with_state(state.clone())
+        .build_layer();
+    io.ns("/", on_connect.with(authenticate));
+    tokio::spawn(relay(io.clone(), state.bus.subscribe()));
+    (layer, io)
+}
+
+/// The handshake's `auth` object (other fields are the client's business).
+#[derive(Deserialize)]
+struct HandshakeAuth {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// A refused handshake; the client sees `connect_error` with `err.message` = the code.
+#[derive(Debug)]
+struct Refused(&'static str);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The token from `auth: {token}`, else `?token=`, else `Authorization: Bearer`.
+fn handshake_token(socket: &Socket, auth: Option<HandshakeAuth>) -> Option<String> {
+    if let Some(token) = auth.and_then(|a| a.token).filter(|t| !t.is_empty()) {
+        return Some(token);
+    }
+    let parts = socket.req_parts();
+    let from_query = parts.uri.query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(|t| t.to_owned())
+            .filter(|t| !t.is_empty())
+    });
+    from_query.or_else(|| super::http::bearer_token(parts).map(str::to_owned))
+}
+
+/// Connect middleware: verifies the JWT and attaches the [`User`] to the socket.
+async fn authenticate(
+    socket: SocketRef,
+    State(state): State<AppState>,
+    TryData(auth): TryData<HandshakeAuth>,
+) -> Result<(), Refused> {
+    let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
+    let mut user = state.auth.verify(&token).map_err(|err| Refused(err.code()))?;
+    user.connection = Some(socket.id.to_string());
+    socket.extensions.insert(user);
+    Ok(())
+}
+
+/// A connected socket: join its rooms, register the events, say `ready`.
+async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>) {
+    on(&socket, "message:send", |chat, user, req: SendMessage| async move {
+        let sent = chat.send_message(&user, req).await?;
+        Ok(json!({ "message": sent.message }))
+    });
+    on(&socket, "message:edit", |chat, user, req: EditMessage| async move {
+        Ok(json!({ "message": chat.edit_message(&user, req).await? }))
+    });
+    on(&socket, "message:delete", |chat, user, req: DeleteMessage| async move {
+        Ok(json!({ "message": chat.delete_message(&user, &req.message_id).await? }))
+    });
+    on(&socket, "message:read", |chat, user, req: MarkRead| async move {
+        Ok(json!({ "last_read_seq": chat.mark_read(&user, req).await? }))
+    });
+    on(&socket, "typing:start", |chat, user, req: ConversationRef| async move {
+        chat.typing_start(&user, &req.conversation_id).await.map(|()| json!({}))
+    });
+    on(&socket, "typing:stop", |chat, user, req: ConversationRef| async move {
+        chat.typing_stop(&user, &req.conversation_id).await.map(|()| json!({}))
+    });
+    on(&socket, "conversation:focus", |chat, user, req: ConversationRef| async move {
+        chat.focus(&user, &req.conversation_id).await.map(|()| json!({}))
+    });
+    on(&socket, "conversation:unfocus", |chat, user, _: Empty| async move {
+        chat.unfocus(&user).map(|()| json!({}))
+    });
+    on(&socket, "sync", |chat, user, req: SyncRequest| async move {
+        let page = chat.sync(&user, req).await?;
+        Ok(
+            json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations }),
+        )
+    });
+    on(&socket, "presence:query", |chat, _user, req: PresenceQuery| async move {
+        Ok(json!({ "presence": chat.presence(req)? }))
+    });
+    // Joining and leaving act on this socket's rooms, so they are written out here.
+    socket.on(
+        "conversation:join",
+        |socket: SocketRef,
+         State(state): State<AppState>,
+         Extension(user): Extension<User>,
+         TryData(data): TryData<Value>,
+         AckRequested(wants_ack): AckRequested,
+         ack: AckSender| async move {
+            let result = match decode::<ConversationRef>(data) {
+                Ok(req) => state.chat.join(&user, &req.conversation_id).await.map(|()| {
+                    socket.join(conversation_room(&req.conversation_id));
+                    json!({})
+                }),
+                Err(err) => Err(err),
+            };
+            respond(&socket, "conversation:join", wants_ack, ack, result);
+        },
+    );
+    socket.on(
+        "conversation:leave",
+        |socket: SocketRef,
+         TryData(data): TryData<Value>,
+         AckRequested(wants_ack): AckRequested,
+         ack: AckSender| async move {
+            let result = decode::<ConversationRef>(data).map(|req| {
+                socket.leave(conversation_room(&req.conversation_id));
+                json!({})
+            });
+            respond(&socket, "conversation:leave", wants_ack, ack, result);
+        },
+    );
+    socket.on_disconnect(|State(state): State<AppState>, Extension(user): Extension<User>| async move {
+        if let Err(err) = state.chat.disconnect(&user).await {
+            tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
+        }
+    });
+
+    socket.join(user_room(&user.id));
+    socket.join(socket_room(&socket.id.to_string()));
+    match state.chat.connect(&user).await {
+        Ok(ready) => {
+            let rooms: Vec<String> = ready.conversations.iter().map(|c| conversation_room(&c.id)).collect();
+            socket.join(rooms);
+            if let Err(err) = socket.emit("ready", &ready) {
+                tracing::debug!(error = %err, "could not send ready");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, user = %user.id, "connect failed");
+            let _ = socket.emit("error", &error_body(None, &err));
+            let _ = socket.disconnect();
+        }
+    }
+}
+
+/// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
+struct AckRequested(bool);
+
+impl<A: Adapter> FromMessageParts<A> for AckRequested {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        _: &Arc<Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(AckRequested(ack_id.is_some()))
+    }
+}
+
+/// Decodes an event payload; a missing payload reads as `{}`.
+fn decode<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Result<T, ChatError> {
+    let value = match data {
+        Ok(Value::Null) | Err(_) => Value::Object(Map::new()),
+        Ok(value) => value,
+    };
+    serde_json::from_value(value).map_err(|err| ChatError::invalid(format!("invalid payload: {err}")))
+}
+
+/// Registers `event`: decode the payload as `Req`, run `handle` with the core and the caller,
+/// and answer `{ok:true, …}` or `{ok:false, error}`.
+fn on<Req, Handle, Fut>(socket: &SocketRef, event: &'static str, handle: Handle)
+where
+    Req: DeserializeOwned + Send + 'static,
+    Handle: Fn(Arc<crate::core::Chat>, User, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, ChatError>> + Send + 'static,
+{
+    socket.on(
+        event,
+        move |socket: SocketRef,
+              State(state): State<AppState>,
+              Extension(user): Extension<User>,
+              TryData(data): TryData<Value>,
+              AckRequested(wants_ack): AckRequested,
+              ack: AckSender| {
+            let handle = handle.clone();
+            async move {
+                let result = match decode::<Req>(data) {
+                    Ok(req) => handle(state.chat.clone(), user, req).await,
+                    Err(err) => Err(err),
+                };
+                respond(&socket, event, wants_ack, ack, result);
+            }
+        },
+    );
+}
+
+/// `{code, message}`, plus the event name when it goes out as an `error` event.
+fn error_body(event: Option<&str>, err: &ChatError) -> Value {
+    if let ChatError::Internal(source) = err {
+        tracing::error!(error = %source, event, "internal error");
+    }
+    let mut body = json!({ "code": err.code(), "message": err.to_string() });
+    if let Some(event) = event {
+        body["event"] = json!(event);
+    }
+    body
+}
+
+/// Answers through the ack; a failure without an ack callback becomes an `error` event.
+fn respond(
+    socket: &SocketRef,
+    event: &str,
+    wants_ack: bool,
+    ack: AckSender,
+    result: Result<Value, ChatError>,
+) {
+    let sent = match result {
+        Ok(mut body) => {
+            if let Value::Object(fields) = &mut body {
+                fields.insert("ok".into(), Value::Bool(true));
+            }
+            ack.send(&body)
+        }
+        Err(err) if wants_ack => ack.send(&json!({ "ok": false, "error": error_body(None, &err) })),
+        Err(err) => socket.emit("error", &error_body(Some(event), &err)),
+    };
+    if let Err(err) = sent {
+        tracing::debug!(error = %err, event, "could not answer");
+    }
+}
+
+/// Applies bus messages to sockets, in order, until the bus closes.
+async fn relay(io: SocketIo, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
+    loop {
+        match messages.recv().await {
+            Ok(message) => apply(&io, &message).await,
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                tracing::warn!(skipped, "socket.io relay fell behind; clients repair with sync");
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+async fn apply(io: &SocketIo, message: &BusMessage) {
+    match message {
+        BusMessage::Deliver(delivery) => {
+            let rooms: Vec<String> = match &delivery.to {
+                Audience::Conversation(id) => vec![conversation_room(id)],
+                Audience::Users(ids) => ids.iter().map(|id| user_room(id)).collect(),
+            };
+            let mut target = io.to(rooms);
+            if let Some(connection) = &delivery.except_connection {
+                target = target.except(socket_room(connection));
+            }
+            if let Some(user) = &delivery.except_user {
+                target = target.except(user_room(user));
+            }
+            if let Err(err) = target.emit(delivery.event.name(), &delivery.event).await {
+                tracing::debug!(error = %err, event = delivery.event.name(), "emit failed");
+            }
+        }
+        BusMessage::Subscribe { user_id, conversation_id } => {
+            let _ = io.to(user_room(user_id)).join(conversation_room(conversation_id)).await;
+        }
+        BusMessage::Unsubscribe { user_id, conversation_id } => {
+            let _ = io.to(user_room(user_id)).leave(conversation_room(conversation_id)).await;
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Socket.IO gateway, driven by the official `socket.io-client` from npm (tests/node): each
+//! test starts a real server and runs one scenario of tests/node/driver.mjs against it.
+//! `npm ci --prefix tests/node` must have run (`.ci/run` does it).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::Value;
+
+/// A server whose typing indicators expire after 1 s (the contract default is 5 s), so the
+/// expiry scenario stays short; rate limiting is off.
+async fn server() -> TestServer {
+    TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        config.limits.typing_timeout = Duration::from_secs(1);
+    })
+    .await
+}
+
+/// Runs one driver scenario against `server`; returns the JSON it printed.
+async fn scenario(server: &TestServer, name: &str) -> Value {
+    let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        node_dir.join("node_modules/socket.io-client").exists(),
+        "socket.io-client is not installed: run `npm ci --prefix tests/node`"
+    );
+    let secret = std::fs::read_to_string(server.data_dir.path().join("jwt-secret")).expect("jwt secret");
+    let run = tokio::process::Command::new("node")
+        .arg(node_dir.join("driver.mjs"))
+        .arg(name)
+        .env("CHATD_URL", &server.base)
+        .env("CHATD_SECRET", secret.trim())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .unwrap_or_else(|_| panic!("scenario {name} did not finish"))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "scenario {name} failed:\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("scenario result is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_accepts_valid_tokens_from_auth_query_or_header_and_refuses_bad_ones_with_the_code() {
+    scenario(&server().await, "auth").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_acked_after_commit_and_reaches_the_other_member_and_the_senders_other_tab_once() {
+    scenario(&server().await, "send_fanout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_deletes_reach_the_conversation() {
+    scenario(&server().await, "edit_delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_reach_the_other_members_and_never_move_backwards() {
+    scenario(&server().await, "read_receipts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_starts_stops_and_expires_and_stops_on_disconnect() {
+    scenario(&server().await, "typing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_goes_offline_only_when_the_last_tab_closes_and_only_contacts_hear_it() {
+    scenario(&server().await, "presence").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_follow_focus_online_and_offline_branches() {
+    let server = server().await;
+    let result = scenario(&server, "notification_branches").await;
+    let offline_message = result["offline_message_id"].as_str().expect("message id");
+    // Routing runs after the ack; give it a bounded moment to record the job.
+    let mut jobs = Vec::new();
+    for _ in 0..100 {
+        jobs = server.state.store.pending_push_jobs(100).await.expect("outbox");
+        if !jobs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(jobs.len(), 1, "exactly one push job, for the offline branch: {jobs:?}");
+    assert_eq!(jobs[0].user_id, "bob");
+    assert_eq!(jobs[0].message_id, offline_message);
+    assert_eq!(jobs[0].seq, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_members_can_join_and_leave_unsubscribes_one_socket() {
+    scenario(&server().await, "join_leave").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_members_are_subscribed_and_told_and_removed_members_stop_receiving() {
+    scenario(&server().await, "membership_changes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_after_a_disconnect_returns_all_200_missed_messages_in_order_once() {
+    scenario(&server().await, "sync_after_disconnect").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_events_get_error_acks_and_the_socket_stays_connected() {
+    scenario(&server().await, "invalid_events").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_long_polling_transport_works() {
+    scenario(&server().await, "polling_transport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_use_chat_flow_works_end_to_end() {
+    scenario(&server().await, "use_chat_flow").await;
+}
