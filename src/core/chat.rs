@@ -9,13 +9,16 @@ use serde::Serialize;
 
 use super::error::ChatError;
 use super::events::{
-    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, SendMessage,
-    UpdateConversation,
+    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, RegisterDevice,
+    SendMessage, UpdateConversation,
 };
-use super::model::{Conversation, ConversationType, Member, Message, MessageType, Role, User};
+use super::model::{
+    Conversation, ConversationType, Device, Member, Message, MessageType, Platform, Role, User,
+};
 use super::pii;
 use super::ports::{
-    ActivityCursor, AppendOutcome, Bus, HistoryRange, Membership, NewConversation, NewMessage, Store,
+    ActivityCursor, AppendOutcome, Bus, HistoryRange, Membership, NewConversation, NewDevice, NewMessage,
+    Store,
 };
 use super::presence::Presence;
 use super::rate_limit::UserRateLimiter;
@@ -61,6 +64,8 @@ impl Default for ChatLimits {
     }
 }
 
+/// Longest device token or endpoint, in characters.
+const MAX_DEVICE_FIELD_CHARS: usize = 4096;
 const HISTORY_DEFAULT: usize = 30;
 const HISTORY_MAX: usize = 100;
 const LIST_DEFAULT: usize = 20;
@@ -475,7 +480,7 @@ impl Chat {
             })
             .await?;
         match outcome {
-            AppendOutcome::Committed(message) => {
+            AppendOutcome::Committed { message, recipients } => {
                 let to = Audience::Conversation(message.conversation_id.clone());
                 self.deliver(to, user, ServerEvent::MessageNew(message.clone()));
                 tokio::spawn(routing::route_new_message(
@@ -483,6 +488,7 @@ impl Chat {
                     self.bus.clone(),
                     self.presence.clone(),
                     message.clone(),
+                    recipients,
                     self.limits.preview_chars,
                 ));
                 Ok(Sent { message, duplicate: false })
@@ -582,6 +588,62 @@ impl Chat {
         self.require_member(id, user).await?;
         if !self.store.set_notifications(id, &user.id, enabled).await? {
             return Err(ChatError::NotAMember);
+        }
+        Ok(())
+    }
+
+    /// # Register a device for push notifications
+    /// Registering the same `(platform, token)` again refreshes it and returns the same id.
+    pub async fn register_device(&self, user: &User, req: RegisterDevice) -> Result<Device, ChatError> {
+        validate::text("token", &req.token, MAX_DEVICE_FIELD_CHARS)?;
+        if req.token.trim().is_empty() {
+            return Err(ChatError::invalid("token must not be empty"));
+        }
+        if let Some(endpoint) = &req.endpoint {
+            validate::text("endpoint", endpoint, MAX_DEVICE_FIELD_CHARS)?;
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                return Err(ChatError::invalid("endpoint must be an http(s) URL"));
+            }
+        }
+        match req.platform {
+            Platform::Webpush => {
+                let keys = req.keys.as_ref().ok_or_else(|| ChatError::invalid("webpush needs keys"))?;
+                if req.endpoint.is_none() {
+                    return Err(ChatError::invalid("webpush needs an endpoint"));
+                }
+                for key in ["p256dh", "auth"] {
+                    let present = keys.get(key).and_then(|v| v.as_str()).is_some_and(|s| !s.is_empty());
+                    if !present {
+                        return Err(ChatError::invalid(format!("webpush keys need a {key} string")));
+                    }
+                }
+            }
+            Platform::Webhook if req.endpoint.is_none() => {
+                return Err(ChatError::invalid("webhook needs an endpoint"));
+            }
+            _ => {}
+        }
+        let device = NewDevice {
+            id: new_id(),
+            user_id: user.id.clone(),
+            platform: req.platform,
+            token: req.token,
+            endpoint: req.endpoint,
+            keys: req.keys,
+            created_at: Timestamp::now(),
+        };
+        Ok(self.store.upsert_device(device).await?)
+    }
+
+    /// # The caller's devices
+    pub async fn devices(&self, user: &User) -> Result<Vec<Device>, ChatError> {
+        Ok(self.store.devices(&user.id).await?)
+    }
+
+    /// # Remove one of the caller's devices
+    pub async fn remove_device(&self, user: &User, device_id: &str) -> Result<(), ChatError> {
+        if !self.store.remove_device(&user.id, device_id).await? {
+            return Err(ChatError::not_found("no such device"));
         }
         Ok(())
     }

@@ -151,3 +151,19 @@ where
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
+
+/// `POST /api/devices`: register (or refresh) a device for push notifications.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    /// Push service.
+    pub platform: super::model::Platform,
+    /// Provider token.
+    pub token: String,
+    /// Push endpoint URL (required for `webpush` and `webhook`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Web Push keys `{p256dh, auth}` (required for `webpush`).
+    #[serde(default)]
+    pub keys: Option<JsonObject>,
+}

@@ -175,3 +175,36 @@ names!(MessageType {
     Text => "text", Image => "image", File => "file",
     Location => "location", Product => "product", System => "system",
 });
+
+/// Push service a device is reached through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// Firebase Cloud Messaging (Android, web); `token` is the registration token.
+    Fcm,
+    /// Apple Push Notification service; `token` is the device token.
+    Apns,
+    /// Web Push (RFC 8030/8291); `endpoint` and `keys` {p256dh, auth} are required.
+    Webpush,
+    /// A signed JSON POST to the platform's own `endpoint`.
+    Webhook,
+}
+
+names!(Platform { Fcm => "fcm", Apns => "apns", Webpush => "webpush", Webhook => "webhook" });
+
+/// A device registered by a user to receive push notifications.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Device {
+    /// Time-ordered id.
+    pub id: String,
+    /// Push service.
+    pub platform: Platform,
+    /// Provider token (registration token, device token, or the platform's label).
+    pub token: String,
+    /// Push endpoint URL (Web Push, webhook).
+    pub endpoint: Option<String>,
+    /// Web Push subscription keys (`p256dh`, `auth`).
+    pub keys: Option<JsonObject>,
+    /// When it was registered.
+    pub created_at: Timestamp,
+}

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::error::StoreError;
-use super::model::{Conversation, ConversationType, JsonObject, Member, Message, MessageType, Role};
+use super::model::{
+    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
+};
 use super::realtime::{BusMessage, ConversationHead};
 use super::time::Timestamp;
 
@@ -62,8 +64,14 @@ pub struct NewMessage {
 /// cannot slip a message in.
 #[derive(Debug, Clone)]
 pub enum AppendOutcome {
-    /// Written with the next seq and committed.
-    Committed(Message),
+    /// Written with the next seq and committed; `recipients` are the conversation's members
+    /// as of that commit (for notification routing).
+    Committed {
+        /// The committed message.
+        message: Message,
+        /// Every member, the sender included.
+        recipients: Vec<Recipient>,
+    },
     /// `client_id` matched an earlier message of this sender here; nothing was written.
     Duplicate(Message),
     /// The sender is not a member of the conversation.
@@ -137,6 +145,34 @@ pub struct PushJob {
     pub seq: i64,
     /// When the job was recorded.
     pub created_at: Timestamp,
+}
+
+/// A device to register for a user.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Fresh time-ordered id (kept only if the device is new).
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Push service.
+    pub platform: Platform,
+    /// Provider token; `(user, platform, token)` is unique.
+    pub token: String,
+    /// Push endpoint URL.
+    pub endpoint: Option<String>,
+    /// Web Push keys.
+    pub keys: Option<JsonObject>,
+    /// Registration time.
+    pub created_at: Timestamp,
+}
+
+/// A member as notification routing needs it.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// The member entry.
+    pub member: Member,
+    /// Whether the user has at least one registered device.
+    pub has_devices: bool,
 }
 
 /// Carries committed events to the connections that should see them, on this node and (with
@@ -252,9 +288,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every conversation of the user with its newest seq.
     async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError>;
 
-    /// The members of a conversation (empty if it does not exist).
-    async fn members(&self, conversation_id: &str) -> Result<Vec<Member>, StoreError>;
-
     /// Everyone who shares at least one conversation with the user (not the user).
     async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError>;
 
@@ -270,4 +303,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Push jobs not yet sent, oldest first.
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError>;
+
+    /// Registers a device, or refreshes the endpoint and keys of the same
+    /// `(user, platform, token)`; returns it.
+    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError>;
+
+    /// The user's devices, oldest first.
+    async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StoreError>;
+
+    /// Removes one of the user's devices; false if they have none with that id.
+    async fn remove_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError>;
 }

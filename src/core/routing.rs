@@ -1,14 +1,14 @@
 //! Notification routing for a committed message, per recipient (the sender gets none):
 //! focused on the conversation (any connection) → their read marker advances and the others
 //! get `message:read`; online elsewhere → `notification` with their unread count; offline
-//! with notifications on → a durable push job. `message:new` itself goes to the whole
+//! with notifications on and a registered device → a durable push job. `message:new` itself goes to the whole
 //! conversation before this runs.
 
 use std::sync::Arc;
 
 use super::chat::new_id;
 use super::model::Message;
-use super::ports::{Bus, PushJob, Store};
+use super::ports::{Bus, PushJob, Recipient, Store};
 use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, Notification, ReadReceipt, ServerEvent};
 
@@ -18,16 +18,18 @@ pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
     Some(content.chars().take(max_chars).collect())
 }
 
-/// Routes one committed message. Runs after the sender's ack; failures are logged (the
-/// message itself is safe; clients repair with `sync`).
+/// Routes one committed message to `recipients` (the members as of its commit). Runs after
+/// the sender's ack; failures are logged (the message itself is safe; clients repair with
+/// `sync`).
 pub async fn route_new_message(
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     presence: Arc<Presence>,
     message: Message,
+    recipients: Vec<Recipient>,
     preview_chars: usize,
 ) {
-    if let Err(err) = route(&*store, &*bus, &presence, &message, preview_chars).await {
+    if let Err(err) = route(&*store, &*bus, &presence, &message, recipients, preview_chars).await {
         tracing::warn!(error = %err, message_id = %message.id, "notification routing failed");
     }
 }
@@ -37,12 +39,14 @@ async fn route(
     bus: &dyn Bus,
     presence: &Presence,
     message: &Message,
+    recipients: Vec<Recipient>,
     preview_chars: usize,
 ) -> Result<(), super::error::StoreError> {
     let conversation_id = &message.conversation_id;
     let mut online = Vec::new();
     let mut push = Vec::new();
-    for member in store.members(conversation_id).await? {
+    for recipient in recipients {
+        let member = recipient.member;
         if member.user_id == message.sender_id {
             continue;
         }
@@ -65,7 +69,7 @@ async fn route(
             }
         } else if presence.is_online(&member.user_id) {
             online.push(member.user_id);
-        } else if member.notifications {
+        } else if member.notifications && recipient.has_devices {
             push.push(PushJob {
                 id: new_id(),
                 user_id: member.user_id,

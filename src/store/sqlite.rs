@@ -16,10 +16,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::error::StoreError;
-use crate::core::model::{Conversation, ConversationType, JsonObject, Member, Message, MessageType, Role};
+use crate::core::model::{
+    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
+};
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, Created, HistoryRange, Membership, NewConversation, NewMessage, PushJob,
-    Store,
+    ActivityCursor, AppendOutcome, Created, HistoryRange, Membership, NewConversation, NewDevice, NewMessage,
+    PushJob, Recipient, Store,
 };
 use crate::core::realtime::ConversationHead;
 use crate::core::time::Timestamp;
@@ -36,7 +38,7 @@ const READERS: usize = 4;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0002_push_jobs.sql"),
+    include_str!("../../migrations/sqlite/0002_push.sql"),
 ];
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
@@ -141,8 +143,7 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
-         PRAGMA cache_size = -16000; \
-         PRAGMA mmap_size = 268435456;"
+         PRAGMA cache_size = -16000; PRAGMA mmap_size = 268435456;"
     ))
 }
 
@@ -371,6 +372,20 @@ fn into_member(
     })
 }
 
+/// The members of a conversation with whether each has a device to push to.
+fn load_recipients(conn: &Connection, conversation_id: &str) -> Result<Vec<Recipient>, StoreError> {
+    conn.prepare_cached(
+        "SELECT m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, \
+           EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id) \
+         FROM members m WHERE m.conversation_id = ?1",
+    )?
+    .query_map([conversation_id], |r| Ok((member_from_row(r)?, r.get::<_, bool>(5)?)))?
+    .collect::<rusqlite::Result<Vec<_>>>()?
+    .into_iter()
+    .map(|(fields, has_devices)| Ok(Recipient { member: into_member(fields)?, has_devices }))
+    .collect()
+}
+
 /// The members of a conversation, oldest first.
 fn load_members(conn: &Connection, conversation_id: &str) -> Result<Vec<Member>, StoreError> {
     conn.prepare_cached(
@@ -447,10 +462,9 @@ fn unread_after(
 }
 
 fn append(conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
-    let is_member = conn
-        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-        .exists(params![new.conversation_id, new.sender_id])?;
-    if !is_member {
+    // The members as of this commit: the sender must be one, and routing gets them all.
+    let recipients = load_recipients(conn, &new.conversation_id)?;
+    if !recipients.iter().any(|r| r.member.user_id == new.sender_id) {
         let exists = conn
             .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
             .exists([&new.conversation_id])?;
@@ -506,21 +520,24 @@ fn append(conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreErro
         metadata,
         now.millis(),
     ])?;
-    Ok(AppendOutcome::Committed(Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        seq,
-        sender_id: new.sender_id,
-        kind: new.kind,
-        content: new.content,
-        client_id: new.client_id,
-        reply_to_id: new.reply_to_id,
-        attachments: new.attachments,
-        metadata: new.metadata,
-        created_at: now,
-        edited_at: None,
-        deleted_at: None,
-    }))
+    Ok(AppendOutcome::Committed {
+        message: Message {
+            id: new.id,
+            conversation_id: new.conversation_id,
+            seq,
+            sender_id: new.sender_id,
+            kind: new.kind,
+            content: new.content,
+            client_id: new.client_id,
+            reply_to_id: new.reply_to_id,
+            attachments: new.attachments,
+            metadata: new.metadata,
+            created_at: now,
+            edited_at: None,
+            deleted_at: None,
+        },
+        recipients,
+    })
 }
 
 #[async_trait]
@@ -850,11 +867,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn members(&self, conversation_id: &str) -> Result<Vec<Member>, StoreError> {
-        let conversation_id = conversation_id.to_owned();
-        self.read(move |conn| load_members(conn, &conversation_id)).await
-    }
-
     async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
         let user_id = user_id.to_owned();
         self.read(move |conn| {
@@ -899,7 +911,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let mut insert = conn.prepare_cached(
                 "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             )?;
             for job in jobs {
                 insert.execute(params![
@@ -937,6 +949,83 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError> {
+        self.write(move |conn| {
+            let keys = device.keys.as_ref().map(serde_json::to_string).transpose().map_err(json_error)?;
+            let id: String = conn
+                .prepare_cached(
+                    "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (user_id, platform, token) DO UPDATE SET endpoint = ?5, keys = ?6 \
+                     RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        device.id,
+                        device.user_id,
+                        device.platform.as_str(),
+                        device.token,
+                        device.endpoint,
+                        keys,
+                        device.created_at.millis()
+                    ],
+                    |r| r.get(0),
+                )?;
+            load_devices(conn, &device.user_id, Some(&id))?
+                .pop()
+                .ok_or_else(|| StoreError::Backend("the device just written is missing".into()))
+        })
+        .await
+    }
+
+    async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| load_devices(conn, &user_id, None)).await
+    }
+
+    async fn remove_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.write(move |conn| {
+            let removed = conn
+                .prepare_cached("DELETE FROM devices WHERE id = ?1 AND user_id = ?2")?
+                .execute(params![device_id, user_id])?;
+            Ok(removed == 1)
+        })
+        .await
+    }
+}
+
+/// The user's devices (only `only_id`, if given), oldest first.
+fn load_devices(conn: &Connection, user_id: &str, only_id: Option<&str>) -> Result<Vec<Device>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, platform, token, endpoint, keys, created_at FROM devices \
+             WHERE user_id = ?1 AND (?2 IS NULL OR id = ?2) ORDER BY id",
+        )?
+        .query_map(params![user_id, only_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(id, platform, token, endpoint, keys, created_at)| {
+            Ok(Device {
+                id,
+                platform: Platform::parse(&platform).ok_or_else(|| unknown_name("platform", &platform))?,
+                token,
+                endpoint,
+                keys: keys.as_deref().map(parse_json).transpose()?,
+                created_at: Timestamp(created_at),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::core::ChatError;
 use crate::core::events::{
-    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, SendMessage,
-    SetNotifications, UpdateConversation,
+    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, RegisterDevice,
+    SendMessage, SetNotifications, UpdateConversation,
 };
 use crate::core::model::User;
 use crate::state::AppState;
@@ -172,7 +172,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/conversations/{id}/read", post(mark_read))
         .route("/api/conversations/{id}/notifications", put(set_notifications))
         .route("/api/messages/{id}", axum::routing::patch(edit_message).delete(delete_message))
-        .route("/api/unread", get(unread));
+        .route("/api/unread", get(unread))
+        .route("/api/devices", post(register_device).get(list_devices))
+        .route("/api/devices/{id}", axum::routing::delete(remove_device));
     if state.config.dev {
         router = router.route("/api/dev/token", post(dev_token));
     }
@@ -325,6 +327,31 @@ async fn set_notifications(
 /// # `GET /api/unread`
 async fn unread(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
     Ok(Json(state.chat.unread(&user).await?).into_response())
+}
+
+/// # `POST /api/devices`
+/// 201 with the device (the same id when `(platform, token)` was registered before).
+async fn register_device(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(req): ApiJson<RegisterDevice>,
+) -> ApiResult<Response> {
+    Ok((StatusCode::CREATED, Json(state.chat.register_device(&user, req).await?)).into_response())
+}
+
+/// # `GET /api/devices`
+async fn list_devices(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
+    Ok(Json(json!({ "devices": state.chat.devices(&user).await? })).into_response())
+}
+
+/// # `DELETE /api/devices/{id}`
+async fn remove_device(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.chat.remove_device(&user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Body of `POST /api/dev/token`.

@@ -263,7 +263,10 @@ const scenarios = {
   },
 
   async notification_branches() {
-    const conv = await group("alice", ["bob"]);
+    // carol stays offline throughout but has no device: she never gets a push job.
+    const conv = await group("alice", ["bob", "carol"]);
+    const device = await api("bob", "POST", "/api/devices", { platform: "fcm", token: "bob-phone" });
+    assert.equal(device.status, 201, JSON.stringify(device.body));
     const [alice, bob] = await Promise.all([connect("alice"), connect("bob")]);
     // Focused: message:new only; the server advances bob's read marker and says so.
     assert.deepEqual(await bob.ack("conversation:focus", { conversation_id: conv.id }), { ok: true });
