@@ -1411,6 +1411,24 @@ async fn deleted_messages_do_not_count_as_unread() {
 }
 
 #[tokio::test]
+async fn deleting_an_already_read_message_leaves_the_unread_count_alone() {
+    let server = TestServer::start().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    let id = group(&alice, &["bob"]).await;
+    let sent = send_many(&alice, &id, 4).await;
+    mark_read(&bob, &id, 2).await;
+    assert_eq!(unread_count(&bob, &id).await, 2);
+    alice.delete(&message_path(&id_of(&sent[0]))).await.expect(200);
+    assert_eq!(unread_count(&bob, &id).await, 2, "message 1 was already read");
+    alice.delete(&message_path(&id_of(&sent[2]))).await.expect(200);
+    assert_eq!(unread_count(&bob, &id).await, 1, "message 3 was not");
+    alice.delete(&message_path(&id_of(&sent[2]))).await.expect(200);
+    assert_eq!(unread_count(&bob, &id).await, 1, "deleting twice counts once");
+    mark_read(&bob, &id, 4).await;
+    assert_eq!(bob.get("/api/unread").await.expect(200), json!({ "total": 0, "conversations": {} }));
+}
+
+#[tokio::test]
 async fn marking_read_needs_membership_and_a_valid_seq() {
     let server = TestServer::start().await;
     let (alice, bob) = (server.client("alice"), server.client("bob"));

@@ -22,6 +22,9 @@ CREATE TABLE members (
     role            TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
     joined_at       INTEGER NOT NULL,
     last_read_seq   INTEGER NOT NULL DEFAULT 0,
+    -- Messages after last_read_seq not sent by this member and not deleted; maintained on
+    -- send, read and delete so no read ever has to count them.
+    unread_count    INTEGER NOT NULL DEFAULT 0,
     notifications   INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (conversation_id, user_id)
 ) WITHOUT ROWID;

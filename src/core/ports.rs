@@ -173,6 +173,8 @@ pub struct Recipient {
     pub member: Member,
     /// Whether the user has at least one registered device.
     pub has_devices: bool,
+    /// The member's unread count, this message included.
+    pub unread_count: i64,
 }
 
 /// Carries committed events to the connections that should see them, on this node and (with
@@ -290,13 +292,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Everyone who shares at least one conversation with the user (not the user).
     async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError>;
-
-    /// Unread counts in one conversation for the given members.
-    async fn unread_in(
-        &self,
-        conversation_id: &str,
-        user_ids: Vec<String>,
-    ) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Records push jobs durably.
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError>;

@@ -43,7 +43,7 @@ async fn route(
     preview_chars: usize,
 ) -> Result<(), super::error::StoreError> {
     let conversation_id = &message.conversation_id;
-    let mut online = Vec::new();
+    let preview = preview(message, preview_chars);
     let mut push = Vec::new();
     for recipient in recipients {
         let member = recipient.member;
@@ -68,23 +68,8 @@ async fn route(
                 }));
             }
         } else if presence.is_online(&member.user_id) {
-            online.push(member.user_id);
-        } else if member.notifications && recipient.has_devices {
-            push.push(PushJob {
-                id: new_id(),
-                user_id: member.user_id,
-                conversation_id: conversation_id.clone(),
-                message_id: message.id.clone(),
-                seq: message.seq,
-                created_at: message.created_at,
-            });
-        }
-    }
-    if !online.is_empty() {
-        let preview = preview(message, preview_chars);
-        for (user_id, unread_count) in store.unread_in(conversation_id, online).await? {
             bus.publish(BusMessage::Deliver(Delivery {
-                to: Audience::Users(vec![user_id]),
+                to: Audience::Users(vec![member.user_id]),
                 except_connection: None,
                 except_user: None,
                 event: ServerEvent::Notification(Notification {
@@ -94,9 +79,18 @@ async fn route(
                     seq: message.seq,
                     sender_id: message.sender_id.clone(),
                     preview: preview.clone(),
-                    unread_count,
+                    unread_count: recipient.unread_count,
                 }),
             }));
+        } else if member.notifications && recipient.has_devices {
+            push.push(PushJob {
+                id: new_id(),
+                user_id: member.user_id,
+                conversation_id: conversation_id.clone(),
+                message_id: message.id.clone(),
+                seq: message.seq,
+                created_at: message.created_at,
+            });
         }
     }
     if !push.is_empty() {

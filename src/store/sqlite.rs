@@ -376,13 +376,15 @@ fn into_member(
 fn load_recipients(conn: &Connection, conversation_id: &str) -> Result<Vec<Recipient>, StoreError> {
     conn.prepare_cached(
         "SELECT m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, \
-           EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id) \
+           EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id), m.unread_count \
          FROM members m WHERE m.conversation_id = ?1",
     )?
-    .query_map([conversation_id], |r| Ok((member_from_row(r)?, r.get::<_, bool>(5)?)))?
+    .query_map([conversation_id], |r| Ok((member_from_row(r)?, r.get::<_, bool>(5)?, r.get::<_, i64>(6)?)))?
     .collect::<rusqlite::Result<Vec<_>>>()?
     .into_iter()
-    .map(|(fields, has_devices)| Ok(Recipient { member: into_member(fields)?, has_devices }))
+    .map(|(fields, has_devices, unread_count)| {
+        Ok(Recipient { member: into_member(fields)?, has_devices, unread_count })
+    })
     .collect()
 }
 
@@ -428,10 +430,11 @@ fn load_conversation(conn: &Connection, id: &str, viewer: &str) -> Result<Option
     } else {
         None
     };
-    let unread_count = match members.iter().find(|m| m.user_id == viewer) {
-        Some(m) if m.last_read_seq < last_seq => unread_after(conn, id, viewer, m.last_read_seq)?,
-        _ => 0,
-    };
+    let unread_count: i64 = conn
+        .prepare_cached("SELECT unread_count FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+        .query_row(params![id, viewer], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
     Ok(Some(Conversation {
         id: id.to_owned(),
         kind: ConversationType::parse(&kind).ok_or_else(|| unknown_name("conversation type", &kind))?,
@@ -463,7 +466,7 @@ fn unread_after(
 
 fn append(conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
     // The members as of this commit: the sender must be one, and routing gets them all.
-    let recipients = load_recipients(conn, &new.conversation_id)?;
+    let mut recipients = load_recipients(conn, &new.conversation_id)?;
     if !recipients.iter().any(|r| r.member.user_id == new.sender_id) {
         let exists = conn
             .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
@@ -520,6 +523,13 @@ fn append(conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreErro
         metadata,
         now.millis(),
     ])?;
+    conn.prepare_cached(
+        "UPDATE members SET unread_count = unread_count + 1 WHERE conversation_id = ?1 AND user_id <> ?2",
+    )?
+    .execute(params![new.conversation_id, new.sender_id])?;
+    for recipient in recipients.iter_mut().filter(|r| r.member.user_id != new.sender_id) {
+        recipient.unread_count += 1;
+    }
     Ok(AppendOutcome::Committed {
         message: Message {
             id: new.id,
@@ -749,12 +759,22 @@ impl Store for SqliteStore {
     async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<Message>, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE messages SET content = NULL, attachments = '[]', metadata = '{}', deleted_at = ?2 \
-                 WHERE id = ?1 AND deleted_at IS NULL",
-            )?
-            .execute(params![id, at.millis()])?;
-            message_by_id(conn, &id)
+            let deleted = conn
+                .prepare_cached(
+                    "UPDATE messages SET content = NULL, attachments = '[]', metadata = '{}', deleted_at = ?2 \
+                     WHERE id = ?1 AND deleted_at IS NULL",
+                )?
+                .execute(params![id, at.millis()])?;
+            let message = message_by_id(conn, &id)?;
+            if let (1, Some(m)) = (deleted, &message) {
+                // It no longer counts as unread for those who had not read it.
+                conn.prepare_cached(
+                    "UPDATE members SET unread_count = unread_count - 1 \
+                     WHERE conversation_id = ?1 AND user_id <> ?2 AND last_read_seq < ?3 AND unread_count > 0",
+                )?
+                .execute(params![m.conversation_id, m.sender_id, m.seq])?;
+            }
+            Ok(message)
         })
         .await
     }
@@ -800,14 +820,23 @@ impl Store for SqliteStore {
     ) -> Result<Option<i64>, StoreError> {
         let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
         self.write(move |conn| {
-            Ok(conn
+            let last_read_seq: Option<i64> = conn
                 .prepare_cached(
                     "UPDATE members SET last_read_seq = max(last_read_seq, \
                        min(?3, (SELECT last_seq FROM conversations WHERE id = ?1))) \
                      WHERE conversation_id = ?1 AND user_id = ?2 RETURNING last_read_seq",
                 )?
                 .query_row(params![conversation_id, user_id, seq], |r| r.get(0))
-                .optional()?)
+                .optional()?;
+            if let Some(last_read_seq) = last_read_seq {
+                // Recount what is left after the marker: usually nothing, read to the end.
+                let unread = unread_after(conn, &conversation_id, &user_id, last_read_seq)?;
+                conn.prepare_cached(
+                    "UPDATE members SET unread_count = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+                )?
+                .execute(params![conversation_id, user_id, unread])?;
+            }
+            Ok(last_read_seq)
         })
         .await
     }
@@ -833,22 +862,12 @@ impl Store for SqliteStore {
     async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
         let user_id = user_id.to_owned();
         self.read(move |conn| {
-            let candidates = conn
+            Ok(conn
                 .prepare_cached(
-                    "SELECT m.conversation_id, m.last_read_seq FROM members m \
-                     JOIN conversations c ON c.id = m.conversation_id \
-                     WHERE m.user_id = ?1 AND c.last_seq > m.last_read_seq",
+                    "SELECT conversation_id, unread_count FROM members WHERE user_id = ?1 AND unread_count > 0",
                 )?
-                .query_map([&user_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut counts = Vec::with_capacity(candidates.len());
-            for (conversation_id, last_read_seq) in candidates {
-                let n = unread_after(conn, &conversation_id, &user_id, last_read_seq)?;
-                if n > 0 {
-                    counts.push((conversation_id, n));
-                }
-            }
-            Ok(counts)
+                .query_map([&user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -878,31 +897,6 @@ impl Store for SqliteStore {
                 )?
                 .query_map([&user_id], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    async fn unread_in(
-        &self,
-        conversation_id: &str,
-        user_ids: Vec<String>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let conversation_id = conversation_id.to_owned();
-        self.read(move |conn| {
-            let mut counts = Vec::with_capacity(user_ids.len());
-            for user_id in user_ids {
-                let last_read_seq: Option<i64> = conn
-                    .prepare_cached(
-                        "SELECT last_read_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
-                    )?
-                    .query_row(params![conversation_id, user_id], |r| r.get(0))
-                    .optional()?;
-                if let Some(last_read_seq) = last_read_seq {
-                    let n = unread_after(conn, &conversation_id, &user_id, last_read_seq)?;
-                    counts.push((user_id, n));
-                }
-            }
-            Ok(counts)
         })
         .await
     }
