@@ -1,10 +1,11 @@
 //! Socket.IO gateway, driven by the official `socket.io-client` from npm (tests/node): each
 //! test starts a real server and runs one scenario of tests/node/driver.mjs against it.
-//! `npm ci --prefix tests/node` must have run (`.ci/run` does it).
+//! The pinned client is installed with `npm ci` on first use if it is missing.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::TestServer;
@@ -20,13 +21,26 @@ async fn server() -> TestServer {
     .await
 }
 
+/// tests/node, with its npm dependencies installed (once per test run).
+fn node_driver_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+        if !dir.join("node_modules/socket.io-client").exists() {
+            let status = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm runs (Node.js and npm are needed for the Socket.IO tests)");
+            assert!(status.success(), "npm ci in tests/node failed");
+        }
+        dir
+    })
+}
+
 /// Runs one driver scenario against `server`; returns the JSON it printed.
 async fn scenario(server: &TestServer, name: &str) -> Value {
-    let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    assert!(
-        node_dir.join("node_modules/socket.io-client").exists(),
-        "socket.io-client is not installed: run `npm ci --prefix tests/node`"
-    );
+    let node_dir = node_driver_dir();
     let secret = std::fs::read_to_string(server.data_dir.path().join("jwt-secret")).expect("jwt secret");
     let run = tokio::process::Command::new("node")
         .arg(node_dir.join("driver.mjs"))
