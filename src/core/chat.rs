@@ -483,14 +483,14 @@ impl Chat {
             AppendOutcome::Committed { message, recipients } => {
                 let to = Audience::Conversation(message.conversation_id.clone());
                 self.deliver(to, user, ServerEvent::MessageNew(message.clone()));
-                tokio::spawn(routing::route_new_message(
-                    self.store.clone(),
-                    self.bus.clone(),
-                    self.presence.clone(),
-                    message.clone(),
+                routing::route_new_message(
+                    &self.store,
+                    &self.bus,
+                    &self.presence,
+                    &message,
                     recipients,
                     self.limits.preview_chars,
-                ));
+                );
                 Ok(Sent { message, duplicate: false })
             }
             AppendOutcome::Duplicate(message) => Ok(Sent { message, duplicate: true }),

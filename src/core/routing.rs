@@ -1,8 +1,8 @@
 //! Notification routing for a committed message, per recipient (the sender gets none):
 //! focused on the conversation (any connection) → their read marker advances and the others
 //! get `message:read`; online elsewhere → `notification` with their unread count; offline
-//! with notifications on and a registered device → a durable push job. `message:new` itself goes to the whole
-//! conversation before this runs.
+//! with notifications on and a registered device → a durable push job. `message:new` itself
+//! goes to the whole conversation before this runs.
 
 use std::sync::Arc;
 
@@ -18,32 +18,20 @@ pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
     Some(content.chars().take(max_chars).collect())
 }
 
-/// Routes one committed message to `recipients` (the members as of its commit). Runs after
-/// the sender's ack; failures are logged (the message itself is safe; clients repair with
-/// `sync`).
-pub async fn route_new_message(
-    store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
-    presence: Arc<Presence>,
-    message: Message,
-    recipients: Vec<Recipient>,
-    preview_chars: usize,
-) {
-    if let Err(err) = route(&*store, &*bus, &presence, &message, recipients, preview_chars).await {
-        tracing::warn!(error = %err, message_id = %message.id, "notification routing failed");
-    }
-}
-
-async fn route(
-    store: &dyn Store,
-    bus: &dyn Bus,
+/// Routes one committed message to `recipients` (the members as of its commit), after the
+/// sender's ack. Notifications go out at once; read markers of focused members and push jobs
+/// need the store, so they run in a task, only when there are any.
+pub fn route_new_message(
+    store: &Arc<dyn Store>,
+    bus: &Arc<dyn Bus>,
     presence: &Presence,
     message: &Message,
     recipients: Vec<Recipient>,
     preview_chars: usize,
-) -> Result<(), super::error::StoreError> {
+) {
     let conversation_id = &message.conversation_id;
     let preview = preview(message, preview_chars);
+    let mut focused = Vec::new();
     let mut push = Vec::new();
     for recipient in recipients {
         let member = recipient.member;
@@ -51,22 +39,7 @@ async fn route(
             continue;
         }
         if presence.is_focused(&member.user_id, conversation_id) {
-            let Some(seq) = store.mark_read(conversation_id, &member.user_id, message.seq).await? else {
-                continue;
-            };
-            if seq > member.last_read_seq {
-                let receipt = ReadReceipt {
-                    conversation_id: conversation_id.clone(),
-                    user_id: member.user_id.clone(),
-                    seq,
-                };
-                bus.publish(BusMessage::Deliver(Delivery {
-                    to: Audience::Conversation(conversation_id.clone()),
-                    except_connection: None,
-                    except_user: Some(member.user_id),
-                    event: ServerEvent::MessageRead(receipt),
-                }));
-            }
+            focused.push(member);
         } else if presence.is_online(&member.user_id) {
             bus.publish(BusMessage::Deliver(Delivery {
                 to: Audience::Users(vec![member.user_id]),
@@ -93,8 +66,38 @@ async fn route(
             });
         }
     }
-    if !push.is_empty() {
-        store.enqueue_push(push).await?;
+    if focused.is_empty() && push.is_empty() {
+        return;
     }
-    Ok(())
+    let (store, bus, message_id) = (store.clone(), bus.clone(), message.id.clone());
+    let (conversation_id, seq) = (conversation_id.clone(), message.seq);
+    tokio::spawn(async move {
+        let result = async {
+            for member in focused {
+                let Some(read) = store.mark_read(&conversation_id, &member.user_id, seq).await? else {
+                    continue;
+                };
+                if read > member.last_read_seq {
+                    let receipt = ReadReceipt {
+                        conversation_id: conversation_id.clone(),
+                        user_id: member.user_id.clone(),
+                        seq: read,
+                    };
+                    bus.publish(BusMessage::Deliver(Delivery {
+                        to: Audience::Conversation(conversation_id.clone()),
+                        except_connection: None,
+                        except_user: Some(member.user_id),
+                        event: ServerEvent::MessageRead(receipt),
+                    }));
+                }
+            }
+            if !push.is_empty() {
+                store.enqueue_push(push).await?;
+            }
+            Ok::<(), super::error::StoreError>(())
+        };
+        if let Err(err) = result.await {
+            tracing::warn!(error = %err, %message_id, "notification routing failed");
+        }
+    });
 }

@@ -341,14 +341,22 @@ impl MessageRow {
     }
 }
 
+/// Runs a cached query and collects every row through `map`.
+fn query_all<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    Ok(conn.prepare_cached(sql)?.query_map(params, map)?.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 fn query_messages(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<Message>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, MessageRow::from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter().map(MessageRow::into_message).collect()
+    query_all(conn, sql, params, MessageRow::from_row)?.into_iter().map(MessageRow::into_message).collect()
 }
 
 fn message_by_id(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
@@ -862,12 +870,12 @@ impl Store for SqliteStore {
     async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
         let user_id = user_id.to_owned();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT conversation_id, unread_count FROM members WHERE user_id = ?1 AND unread_count > 0",
-                )?
-                .query_map([&user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+            query_all(
+                conn,
+                "SELECT conversation_id, unread_count FROM members WHERE user_id = ?1 AND unread_count > 0",
+                [&user_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
         .await
     }
@@ -875,13 +883,13 @@ impl Store for SqliteStore {
     async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError> {
         let user_id = user_id.to_owned();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
+            query_all(
+                conn,
+                "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
                      WHERE m.user_id = ?1 ORDER BY c.id",
-                )?
-                .query_map([&user_id], |r| Ok(ConversationHead { id: r.get(0)?, last_seq: r.get(1)? }))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+                [&user_id],
+                |r| Ok(ConversationHead { id: r.get(0)?, last_seq: r.get(1)? }),
+            )
         })
         .await
     }
@@ -889,14 +897,14 @@ impl Store for SqliteStore {
     async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
         let user_id = user_id.to_owned();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT DISTINCT other.user_id FROM members mine \
+            query_all(
+                conn,
+                "SELECT DISTINCT other.user_id FROM members mine \
                      JOIN members other ON other.conversation_id = mine.conversation_id \
                      WHERE mine.user_id = ?1 AND other.user_id <> ?1",
-                )?
-                .query_map([&user_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+                [&user_id],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -924,12 +932,12 @@ impl Store for SqliteStore {
 
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
+            query_all(
+                conn,
+                "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
                      WHERE sent_at IS NULL ORDER BY id LIMIT ?1",
-                )?
-                .query_map([limit as i64], |r| {
+                [limit as i64],
+                |r| {
                     Ok(PushJob {
                         id: r.get(0)?,
                         user_id: r.get(1)?,
@@ -938,8 +946,8 @@ impl Store for SqliteStore {
                         seq: r.get(4)?,
                         created_at: Timestamp(r.get(5)?),
                     })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+                },
+            )
         })
         .await
     }

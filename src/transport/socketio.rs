@@ -298,14 +298,22 @@ async fn apply(io: &SocketIo, message: &BusMessage) {
                 Audience::Conversation(id) => vec![conversation_room(id)],
                 Audience::Users(ids) => ids.iter().map(|id| user_room(id)).collect(),
             };
-            let mut target = io.to(rooms);
-            if let Some(connection) = &delivery.except_connection {
-                target = target.except(socket_room(connection));
+            let target = || {
+                let mut target = io.to(rooms.clone());
+                if let Some(connection) = &delivery.except_connection {
+                    target = target.except(socket_room(connection));
+                }
+                if let Some(user) = &delivery.except_user {
+                    target = target.except(user_room(user));
+                }
+                target
+            };
+            // Most deliveries of a busy node have nobody listening here (offline members,
+            // REST-only users): a room lookup is far cheaper than encoding the event.
+            if target().sockets().is_empty() {
+                return;
             }
-            if let Some(user) = &delivery.except_user {
-                target = target.except(user_room(user));
-            }
-            if let Err(err) = target.emit(delivery.event.name(), &delivery.event).await {
+            if let Err(err) = target().emit(delivery.event.name(), &delivery.event).await {
                 tracing::debug!(error = %err, event = delivery.event.name(), "emit failed");
             }
         }
