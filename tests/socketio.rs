@@ -138,3 +138,46 @@ async fn the_long_polling_transport_works() {
 async fn the_seeds_use_chat_flow_works_end_to_end() {
     scenario(&server().await, "use_chat_flow").await;
 }
+
+/// Opens a raw Socket.IO (Engine.IO v4) WebSocket as `user` and waits for `ready`.
+async fn raw_socket(
+    server: &TestServer,
+    user: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+    let auth = serde_json::json!({ "token": server.token(user) });
+    socket.send(Frame::text(format!("40{auth}"))).await.expect("connect packet");
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("ready in time");
+        if let Some(Ok(Frame::Text(text))) = frame
+            && text.starts_with("42[\"ready\"")
+        {
+            return socket;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_closes_live_sockets_and_finishes_promptly() {
+    use futures::StreamExt;
+    let server = server().await;
+    let mut socket = raw_socket(&server, "alice").await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(server.stop());
+    // The client is told to go (a Socket.IO disconnect packet and/or the close of the socket).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = socket.next().await {
+            match frame {
+                Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the socket was not closed");
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("server stopped").expect("join");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
