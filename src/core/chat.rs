@@ -158,11 +158,13 @@ impl Chat {
                 conversation_id: conversation.id.clone(),
             });
         }
+        // New members have read nothing they could have missed: their count is 0.
+        let fresh = Conversation { unread_count: 0, ..conversation.clone() };
         self.bus.publish(BusMessage::Deliver(Delivery {
             to: Audience::Users(user_ids.to_vec()),
             except_connection: None,
             except_user: None,
-            event: ServerEvent::ConversationNew(conversation.clone()),
+            event: ServerEvent::ConversationNew(fresh),
         }));
     }
 
@@ -401,17 +403,15 @@ impl Chat {
             })
             .flatten();
         if self.store.remove_member(id, target, new_owner).await? {
-            // The removed user's connections still see this update, then leave the room.
-            let conversation = self.load_conversation(id, user).await?;
-            self.deliver(
-                Audience::Conversation(id.to_owned()),
-                user,
-                ServerEvent::ConversationUpdated(conversation),
-            );
+            // Stop their connections' traffic at once, then tell everyone, them included.
             self.bus.publish(BusMessage::Unsubscribe {
                 user_id: target.to_owned(),
                 conversation_id: id.to_owned(),
             });
+            let conversation = self.load_conversation(id, user).await?;
+            let event = ServerEvent::ConversationUpdated(conversation);
+            self.deliver(Audience::Conversation(id.to_owned()), user, event.clone());
+            self.deliver(Audience::Users(vec![target.to_owned()]), user, event);
         }
         Ok(())
     }
@@ -552,12 +552,12 @@ impl Chat {
                 "only the sender or a group's owner or admin may delete a message",
             ));
         }
-        let deleted = self
+        let (deleted, newly) = self
             .store
             .delete_message(message_id, Timestamp::now())
             .await?
             .ok_or_else(|| ChatError::not_found("no such message"))?;
-        if message.deleted_at.is_none() {
+        if newly {
             let to = Audience::Conversation(deleted.conversation_id.clone());
             self.deliver(to, user, ServerEvent::MessageDeleted(deleted.clone()));
         }
@@ -569,10 +569,10 @@ impl Chat {
         let conversation_id =
             req.conversation_id.ok_or_else(|| ChatError::invalid("conversation_id is required"))?;
         let seq = validate::seq("seq", req.seq)?;
-        let (member, _) = self.require_member(&conversation_id, user).await?;
-        let last_read_seq =
+        self.require_member(&conversation_id, user).await?;
+        let (before, last_read_seq) =
             self.store.mark_read(&conversation_id, &user.id, seq).await?.ok_or(ChatError::NotAMember)?;
-        if last_read_seq > member.last_read_seq {
+        if last_read_seq > before {
             let receipt = ReadReceipt {
                 conversation_id: conversation_id.clone(),
                 user_id: user.id.clone(),

@@ -256,9 +256,9 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<Option<Message>, StoreError>;
 
-    /// Soft-deletes a message (content cleared); returns it, `None` if it does not exist.
-    /// Deleting a deleted message returns it unchanged.
-    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<Message>, StoreError>;
+    /// Soft-deletes a message (content cleared); returns it and whether this call deleted it
+    /// (false when it already was), `None` if it does not exist.
+    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<(Message, bool)>, StoreError>;
 
     /// A page of history, ascending, and whether more lies beyond it in the page's direction.
     async fn messages(
@@ -268,13 +268,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Vec<Message>, bool), StoreError>;
 
     /// Raises the member's `last_read_seq` to `seq` (capped at the conversation's last seq,
-    /// never lowered); returns the resulting value, `None` if not a member.
+    /// never lowered); returns the marker before and after, `None` if not a member.
     async fn mark_read(
         &self,
         conversation_id: &str,
         user_id: &str,
         seq: i64,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Option<(i64, i64)>, StoreError>;
 
     /// Sets the member's notification switch; false if not a member.
     async fn set_notifications(

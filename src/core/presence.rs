@@ -27,27 +27,42 @@ impl Presence {
         f(&mut users)
     }
 
-    /// Registers a connection; true when the user thereby came online.
-    pub fn connect(&self, user_id: &str, connection: &ConnectionId) -> bool {
+    /// Registers a connection; calls `came_online` if it is the user's first. The call runs
+    /// under the registry's lock, so announcements leave in the order the changes happened.
+    pub fn connect(&self, user_id: &str, connection: &ConnectionId, came_online: impl FnOnce()) {
         self.with(|users| {
             let user = users.entry(user_id.to_owned()).or_default();
             user.connections.insert(connection.clone(), None);
-            user.connections.len() == 1
+            if user.connections.len() == 1 {
+                came_online();
+            }
         })
     }
 
-    /// Removes a connection; returns the time the user went offline if it was their last.
-    pub fn disconnect(&self, user_id: &str, connection: &ConnectionId) -> Option<Timestamp> {
+    /// Removes a connection; calls `went_offline` with the time if it was the user's last
+    /// (under the lock, like [`Presence::connect`]). Removing an unknown connection does
+    /// nothing, so a double disconnect is harmless.
+    pub fn disconnect(&self, user_id: &str, connection: &ConnectionId, went_offline: impl FnOnce(Timestamp)) {
         self.with(|users| {
-            let user = users.get_mut(user_id)?;
-            user.connections.remove(connection)?;
-            if !user.connections.is_empty() {
-                return None;
+            let Some(user) = users.get_mut(user_id) else { return };
+            if user.connections.remove(connection).is_none() || !user.connections.is_empty() {
+                return;
             }
             let now = Timestamp::now();
             user.last_seen_at = Some(now);
-            Some(now)
+            went_offline(now);
         })
+    }
+
+    /// Clears a connection's focus if it is on `conversation_id` (it stopped listening there).
+    pub fn unfocus_conversation(&self, user_id: &str, connection: &ConnectionId, conversation_id: &str) {
+        self.with(|users| {
+            if let Some(focus) = users.get_mut(user_id).and_then(|u| u.connections.get_mut(connection))
+                && focus.as_deref() == Some(conversation_id)
+            {
+                *focus = None;
+            }
+        });
     }
 
     /// Marks what a connection is looking at (`None`: nothing).
@@ -90,11 +105,14 @@ mod tests {
     #[test]
     fn a_user_goes_offline_only_when_the_last_connection_closes() {
         let presence = Presence::default();
-        assert!(presence.connect("bob", &"tab1".to_owned()));
-        assert!(!presence.connect("bob", &"tab2".to_owned()));
-        assert_eq!(presence.disconnect("bob", &"tab1".to_owned()), None);
+        let (mut online, mut offline) = (0, 0);
+        presence.connect("bob", &"tab1".to_owned(), || online += 1);
+        presence.connect("bob", &"tab2".to_owned(), || online += 1);
+        presence.disconnect("bob", &"tab1".to_owned(), |_| offline += 1);
         assert!(presence.is_online("bob"));
-        assert!(presence.disconnect("bob", &"tab2".to_owned()).is_some());
+        presence.disconnect("bob", &"tab2".to_owned(), |_| offline += 1);
+        presence.disconnect("bob", &"tab2".to_owned(), |_| offline += 1);
+        assert_eq!((online, offline), (1, 1));
         let info = presence.info("bob");
         assert!(!info.online && info.last_seen_at.is_some());
     }
@@ -102,11 +120,13 @@ mod tests {
     #[test]
     fn focus_is_per_connection() {
         let presence = Presence::default();
-        presence.connect("bob", &"tab1".to_owned());
-        presence.connect("bob", &"tab2".to_owned());
+        presence.connect("bob", &"tab1".to_owned(), || {});
+        presence.connect("bob", &"tab2".to_owned(), || {});
         presence.focus("bob", &"tab1".to_owned(), Some("c1".into()));
         assert!(presence.is_focused("bob", "c1"));
-        presence.disconnect("bob", &"tab1".to_owned());
+        presence.unfocus_conversation("bob", &"tab1".to_owned(), "c2");
+        assert!(presence.is_focused("bob", "c1"));
+        presence.disconnect("bob", &"tab1".to_owned(), |_| {});
         assert!(!presence.is_focused("bob", "c1"));
     }
 }

@@ -74,10 +74,11 @@ pub fn route_new_message(
     tokio::spawn(async move {
         let result = async {
             for member in focused {
-                let Some(read) = store.mark_read(&conversation_id, &member.user_id, seq).await? else {
+                let Some((before, read)) = store.mark_read(&conversation_id, &member.user_id, seq).await?
+                else {
                     continue;
                 };
-                if read > member.last_read_seq {
+                if read > before {
                     let receipt = ReadReceipt {
                         conversation_id: conversation_id.clone(),
                         user_id: member.user_id.clone(),

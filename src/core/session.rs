@@ -110,18 +110,16 @@ impl Chat {
         user.connection.as_ref().ok_or_else(|| ChatError::invalid("this request needs a realtime connection"))
     }
 
-    /// Publishes a presence change to everyone sharing a conversation with the user.
-    async fn announce_presence(&self, user_id: &str, event: ServerEvent) -> Result<(), ChatError> {
-        let contacts = self.store.contacts(user_id).await?;
+    /// Publishes a presence change to `contacts`.
+    fn announce_presence(&self, contacts: &[String], event: ServerEvent) {
         if !contacts.is_empty() {
             self.bus.publish(BusMessage::Deliver(Delivery {
-                to: Audience::Users(contacts),
+                to: Audience::Users(contacts.to_vec()),
                 except_connection: None,
                 except_user: None,
                 event,
             }));
         }
-        Ok(())
     }
 
     /// # A connection opened
@@ -129,23 +127,31 @@ impl Chat {
     /// (the transport subscribes the connection to every listed conversation).
     pub async fn connect(&self, user: &User) -> Result<Ready, ChatError> {
         let connection = Self::connection_of(user)?;
-        if self.presence.connect(&user.id, connection) {
-            let change = PresenceChange { user_id: user.id.clone(), last_seen_at: None };
-            self.announce_presence(&user.id, ServerEvent::UserOnline(change)).await?;
-        }
+        // Read first, then change and announce in one step (see Presence::connect).
+        let contacts = self.store.contacts(&user.id).await?;
         let conversations = self.store.conversation_heads(&user.id).await?;
+        self.presence.connect(&user.id, connection, || {
+            let change = PresenceChange { user_id: user.id.clone(), last_seen_at: None };
+            self.announce_presence(&contacts, ServerEvent::UserOnline(change));
+        });
         Ok(Ready { user_id: user.id.clone(), conversations })
     }
 
     /// # A connection closed
     /// Stops its typing indicators; announces `user:offline` if it was the user's last.
+    /// Safe to call more than once for a connection.
     pub async fn disconnect(&self, user: &User) -> Result<(), ChatError> {
         let connection = Self::connection_of(user)?;
         self.typing.stop_connection(connection);
-        if let Some(last_seen_at) = self.presence.disconnect(&user.id, connection) {
+        // The connection is gone whatever the store says: clean up even without contacts.
+        let contacts = self.store.contacts(&user.id).await.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, user = %user.id, "contacts unavailable; user:offline not announced");
+            Vec::new()
+        });
+        self.presence.disconnect(&user.id, connection, |last_seen_at| {
             let change = PresenceChange { user_id: user.id.clone(), last_seen_at: Some(last_seen_at) };
-            self.announce_presence(&user.id, ServerEvent::UserOffline(change)).await?;
-        }
+            self.announce_presence(&contacts, ServerEvent::UserOffline(change));
+        });
         Ok(())
     }
 
@@ -167,6 +173,14 @@ impl Chat {
     /// # `conversation:join`: may this connection subscribe? (members only)
     pub async fn join(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
         self.require_member(conversation_id, user).await.map(|_| ())
+    }
+
+    /// # `conversation:leave`: this connection stops listening to the conversation
+    /// (membership unchanged); a focus on it ends too, so its messages notify again.
+    pub fn leave(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
+        let connection = Self::connection_of(user)?;
+        self.presence.unfocus_conversation(&user.id, connection, conversation_id);
+        Ok(())
     }
 
     /// # `typing:start` (members only)

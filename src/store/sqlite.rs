@@ -764,7 +764,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<Message>, StoreError> {
+    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<(Message, bool)>, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
             let deleted = conn
@@ -782,7 +782,7 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![m.conversation_id, m.sender_id, m.seq])?;
             }
-            Ok(message)
+            Ok(message.map(|m| (m, deleted == 1)))
         })
         .await
     }
@@ -825,9 +825,16 @@ impl Store for SqliteStore {
         conversation_id: &str,
         user_id: &str,
         seq: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<(i64, i64)>, StoreError> {
         let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
         self.write(move |conn| {
+            let before: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT last_read_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+                )?
+                .query_row(params![conversation_id, user_id], |r| r.get(0))
+                .optional()?;
+            let Some(before) = before else { return Ok(None) };
             let last_read_seq: Option<i64> = conn
                 .prepare_cached(
                     "UPDATE members SET last_read_seq = max(last_read_seq, \
@@ -836,7 +843,7 @@ impl Store for SqliteStore {
                 )?
                 .query_row(params![conversation_id, user_id, seq], |r| r.get(0))
                 .optional()?;
-            if let Some(last_read_seq) = last_read_seq {
+            if let Some(last_read_seq) = last_read_seq.filter(|after| *after > before) {
                 // Recount what is left after the marker: usually nothing, read to the end.
                 let unread = unread_after(conn, &conversation_id, &user_id, last_read_seq)?;
                 conn.prepare_cached(
@@ -844,7 +851,7 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![conversation_id, user_id, unread])?;
             }
-            Ok(last_read_seq)
+            Ok(last_read_seq.map(|after| (before, after)))
         })
         .await
     }

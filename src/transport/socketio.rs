@@ -95,44 +95,73 @@ async fn authenticate(
     let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
     let mut user = state.auth.verify(&token).map_err(|err| Refused(err.code()))?;
     user.connection = Some(socket.id.to_string());
+    // Handlers and personal rooms are in place before the client learns it is connected,
+    // so an event sent right after `connect` is never dropped.
+    register_events(&socket);
+    socket.join(user_room(&user.id));
+    socket.join(socket_room(&socket.id.to_string()));
     socket.extensions.insert(user);
     Ok(())
 }
 
-/// A connected socket: join its rooms, register the events, say `ready`.
+/// A connected socket: register it with the core, subscribe it, say `ready`.
 async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>) {
-    on(&socket, "message:send", |chat, user, req: SendMessage| async move {
+    match state.chat.connect(&user).await {
+        Ok(ready) => {
+            let rooms: Vec<String> = ready.conversations.iter().map(|c| conversation_room(&c.id)).collect();
+            socket.join(rooms);
+            let sent = socket.emit("ready", &ready);
+            // A socket that closed during the handshake never sees its disconnect handler
+            // run: clean up here, or presence and rooms would keep it forever.
+            if sent.is_err() || !socket.connected() {
+                socket.leave_all();
+                if let Err(err) = state.chat.disconnect(&user).await {
+                    tracing::warn!(error = %err, user = %user.id, "cleanup after early close failed");
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, user = %user.id, "connect failed");
+            let _ = socket.emit("error", &error_body(None, &err));
+            let _ = socket.disconnect();
+        }
+    }
+}
+
+/// Registers every client event and the disconnect handler.
+fn register_events(socket: &SocketRef) {
+    on(socket, "message:send", |chat, user, req: SendMessage| async move {
         let sent = chat.send_message(&user, req).await?;
         Ok(json!({ "message": sent.message }))
     });
-    on(&socket, "message:edit", |chat, user, req: EditMessage| async move {
+    on(socket, "message:edit", |chat, user, req: EditMessage| async move {
         Ok(json!({ "message": chat.edit_message(&user, req).await? }))
     });
-    on(&socket, "message:delete", |chat, user, req: DeleteMessage| async move {
+    on(socket, "message:delete", |chat, user, req: DeleteMessage| async move {
         Ok(json!({ "message": chat.delete_message(&user, &req.message_id).await? }))
     });
-    on(&socket, "message:read", |chat, user, req: MarkRead| async move {
+    on(socket, "message:read", |chat, user, req: MarkRead| async move {
         Ok(json!({ "last_read_seq": chat.mark_read(&user, req).await? }))
     });
-    on(&socket, "typing:start", |chat, user, req: ConversationRef| async move {
+    on(socket, "typing:start", |chat, user, req: ConversationRef| async move {
         chat.typing_start(&user, &req.conversation_id).await.map(|()| json!({}))
     });
-    on(&socket, "typing:stop", |chat, user, req: ConversationRef| async move {
+    on(socket, "typing:stop", |chat, user, req: ConversationRef| async move {
         chat.typing_stop(&user, &req.conversation_id).await.map(|()| json!({}))
     });
-    on(&socket, "conversation:focus", |chat, user, req: ConversationRef| async move {
+    on(socket, "conversation:focus", |chat, user, req: ConversationRef| async move {
         chat.focus(&user, &req.conversation_id).await.map(|()| json!({}))
     });
-    on(&socket, "conversation:unfocus", |chat, user, _: Empty| async move {
+    on(socket, "conversation:unfocus", |chat, user, _: Empty| async move {
         chat.unfocus(&user).map(|()| json!({}))
     });
-    on(&socket, "sync", |chat, user, req: SyncRequest| async move {
+    on(socket, "sync", |chat, user, req: SyncRequest| async move {
         let page = chat.sync(&user, req).await?;
         Ok(
             json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations }),
         )
     });
-    on(&socket, "presence:query", |chat, _user, req: PresenceQuery| async move {
+    on(socket, "presence:query", |chat, _user, req: PresenceQuery| async move {
         Ok(json!({ "presence": chat.presence(req)? }))
     });
     // Joining and leaving act on this socket's rooms, so they are written out here.
@@ -157,12 +186,15 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(
     socket.on(
         "conversation:leave",
         |socket: SocketRef,
+         State(state): State<AppState>,
+         Extension(user): Extension<User>,
          TryData(data): TryData<Value>,
          AckRequested(wants_ack): AckRequested,
          ack: AckSender| async move {
-            let result = decode::<ConversationRef>(data).map(|req| {
+            let result = decode::<ConversationRef>(data).and_then(|req| {
+                state.chat.leave(&user, &req.conversation_id)?;
                 socket.leave(conversation_room(&req.conversation_id));
-                json!({})
+                Ok(json!({}))
             });
             respond(&socket, "conversation:leave", wants_ack, ack, result);
         },
@@ -172,23 +204,6 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(
             tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
         }
     });
-
-    socket.join(user_room(&user.id));
-    socket.join(socket_room(&socket.id.to_string()));
-    match state.chat.connect(&user).await {
-        Ok(ready) => {
-            let rooms: Vec<String> = ready.conversations.iter().map(|c| conversation_room(&c.id)).collect();
-            socket.join(rooms);
-            if let Err(err) = socket.emit("ready", &ready) {
-                tracing::debug!(error = %err, "could not send ready");
-            }
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, user = %user.id, "connect failed");
-            let _ = socket.emit("error", &error_body(None, &err));
-            let _ = socket.disconnect();
-        }
-    }
 }
 
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
@@ -209,8 +224,9 @@ impl<A: Adapter> FromMessageParts<A> for AckRequested {
 /// Decodes an event payload; a missing payload reads as `{}`.
 fn decode<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Result<T, ChatError> {
     let value = match data {
-        Ok(Value::Null) | Err(_) => Value::Object(Map::new()),
+        Ok(Value::Null) => Value::Object(Map::new()),
         Ok(value) => value,
+        Err(err) => return Err(ChatError::invalid(format!("unreadable payload: {err}"))),
     };
     serde_json::from_value(value).map_err(|err| ChatError::invalid(format!("invalid payload: {err}")))
 }

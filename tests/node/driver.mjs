@@ -193,6 +193,10 @@ const scenarios = {
     assert.equal(gone.content, null);
     assert.equal(gone.seq, 1);
     assert.ok(gone.deleted_at);
+    // Deleting again answers with the deleted message and announces nothing new.
+    const again = await alice.ack("message:delete", { message_id: sent.message.id });
+    assert.equal(again.ok, true);
+    await bob.none("message:deleted");
     await alice.none("message:updated", 50);
     alice.close();
     bob.close();
@@ -316,6 +320,11 @@ const scenarios = {
     assert.deepEqual(await alice.ack("conversation:join", { conversation_id: conv.id }), { ok: true });
     await api("bob", "POST", `/api/conversations/${conv.id}/messages`, { content: "heard" });
     assert.equal((await alice.next("message:new")).content, "heard");
+    // Leaving also ends a focus: the conversation's messages notify again.
+    await alice.ack("conversation:focus", { conversation_id: conv.id });
+    await alice.ack("conversation:leave", { conversation_id: conv.id });
+    const note = await api("bob", "POST", `/api/conversations/${conv.id}/messages`, { content: "ping" });
+    await alice.next("notification", (n) => n.message_id === note.body.id);
     alice.close();
     dave.close();
   },
