@@ -280,3 +280,30 @@ async fn concurrent_direct_creation_for_the_same_pair_and_context_yields_one_con
         assert_eq!(members, ["alice", "bob"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn message_new_is_published_in_seq_order_under_concurrent_sends() {
+    use chatd::core::realtime::{BusMessage, ServerEvent};
+    let server = TestServer::start().await;
+    let mut bus = server.state.bus.subscribe();
+    let alice = server.client("alice");
+    let conversation = alice.create("group", &["bob"]).await;
+    let id = conversation["id"].as_str().expect("id").to_owned();
+    let sends = (0..400).map(|i| {
+        let client = if i % 2 == 0 { server.client("alice") } else { server.client("bob") };
+        let id = id.clone();
+        tokio::spawn(async move { client.send(&id, &format!("m{i}")).await })
+    });
+    for send in futures::future::join_all(sends).await {
+        send.expect("send task");
+    }
+    let mut seqs = Vec::new();
+    while let Ok(message) = bus.try_recv() {
+        if let BusMessage::Deliver(delivery) = message.as_ref()
+            && let ServerEvent::MessageNew(m) = &delivery.event
+        {
+            seqs.push(m.seq);
+        }
+    }
+    assert_eq!(seqs, (1..=400).collect::<Vec<i64>>(), "message:new follows seq");
+}

@@ -17,8 +17,8 @@ use super::model::{
 };
 use super::pii;
 use super::ports::{
-    ActivityCursor, AppendOutcome, Bus, HistoryRange, Membership, NewConversation, NewDevice, NewMessage,
-    Store,
+    ActivityCursor, AppendOutcome, Bus, CommitHook, HistoryRange, Membership, NewConversation, NewDevice,
+    NewMessage, Store,
 };
 use super::presence::Presence;
 use super::rate_limit::UserRateLimiter;
@@ -465,34 +465,52 @@ impl Chat {
         self.message_limiter.check(&user.id)?;
         // Membership and the reply target are checked by the store inside the appending
         // transaction (one round trip, and no race with a concurrent removal).
+        // Fan-out runs on commit, in commit order (so `message:new` follows seq), and even
+        // if this request is cancelled after the commit.
+        let on_commit: CommitHook = {
+            let (store, bus, presence) = (self.store.clone(), self.bus.clone(), self.presence.clone());
+            let origin = user.connection.clone();
+            let preview_chars = self.limits.preview_chars;
+            let runtime = tokio::runtime::Handle::current();
+            Box::new(move |outcome| {
+                if let AppendOutcome::Committed { message, recipients } = outcome {
+                    bus.publish(BusMessage::Deliver(Delivery {
+                        to: Audience::Conversation(message.conversation_id.clone()),
+                        except_connection: origin,
+                        except_user: None,
+                        event: ServerEvent::MessageNew(message.clone()),
+                    }));
+                    routing::route_new_message(
+                        &runtime,
+                        &store,
+                        &bus,
+                        &presence,
+                        message,
+                        recipients.clone(),
+                        preview_chars,
+                    );
+                }
+            })
+        };
         let outcome = self
             .store
-            .append_message(NewMessage {
-                id: new_id(),
-                conversation_id,
-                sender_id: user.id.clone(),
-                kind: req.kind,
-                content,
-                client_id: req.client_id,
-                reply_to_id: req.reply_to_id,
-                attachments: req.attachments,
-                metadata: req.metadata,
-            })
+            .append_message(
+                NewMessage {
+                    id: new_id(),
+                    conversation_id,
+                    sender_id: user.id.clone(),
+                    kind: req.kind,
+                    content,
+                    client_id: req.client_id,
+                    reply_to_id: req.reply_to_id,
+                    attachments: req.attachments,
+                    metadata: req.metadata,
+                },
+                on_commit,
+            )
             .await?;
         match outcome {
-            AppendOutcome::Committed { message, recipients } => {
-                let to = Audience::Conversation(message.conversation_id.clone());
-                self.deliver(to, user, ServerEvent::MessageNew(message.clone()));
-                routing::route_new_message(
-                    &self.store,
-                    &self.bus,
-                    &self.presence,
-                    &message,
-                    recipients,
-                    self.limits.preview_chars,
-                );
-                Ok(Sent { message, duplicate: false })
-            }
+            AppendOutcome::Committed { message, .. } => Ok(Sent { message, duplicate: false }),
             AppendOutcome::Duplicate(message) => Ok(Sent { message, duplicate: true }),
             AppendOutcome::NotMember => Err(ChatError::NotAMember),
             AppendOutcome::NoConversation => Err(ChatError::not_found("no such conversation")),

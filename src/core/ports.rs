@@ -91,6 +91,9 @@ pub struct Created {
     pub created: bool,
 }
 
+/// Work to run right after an append committed (see [`Store::append_message`]).
+pub type CommitHook = Box<dyn FnOnce(&AppendOutcome) + Send>;
+
 /// A user's standing in a conversation, looked up in one query.
 #[derive(Debug, Clone)]
 pub enum Membership {
@@ -243,7 +246,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends a message with the next seq if the sender is a member (and the replied-to
     /// message is in the conversation), or returns the original on a `client_id` repeat.
-    async fn append_message(&self, new: NewMessage) -> Result<AppendOutcome, StoreError>;
+    /// `on_commit` runs once the append is durable, before this returns, in commit order
+    /// across all appends (so fan-out follows seq), even if the caller is cancelled meanwhile.
+    /// It must not block.
+    async fn append_message(
+        &self,
+        new: NewMessage,
+        on_commit: CommitHook,
+    ) -> Result<AppendOutcome, StoreError>;
 
     /// A message by id.
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;

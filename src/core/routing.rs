@@ -20,8 +20,10 @@ pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
 
 /// Routes one committed message to `recipients` (the members as of its commit), after the
 /// sender's ack. Notifications go out at once; read markers of focused members and push jobs
-/// need the store, so they run in a task, only when there are any.
+/// need the store, so they run in a task on `runtime`, only when there are any. Callable
+/// from any thread (it runs on the store's writer thread, in commit order).
 pub fn route_new_message(
+    runtime: &tokio::runtime::Handle,
     store: &Arc<dyn Store>,
     bus: &Arc<dyn Bus>,
     presence: &Presence,
@@ -71,7 +73,7 @@ pub fn route_new_message(
     }
     let (store, bus, message_id) = (store.clone(), bus.clone(), message.id.clone());
     let (conversation_id, seq) = (conversation_id.clone(), message.seq);
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         let result = async {
             for member in focused {
                 let Some((before, read)) = store.mark_read(&conversation_id, &member.user_id, seq).await?

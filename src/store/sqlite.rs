@@ -20,8 +20,8 @@ use crate::core::model::{
     Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, Created, HistoryRange, Membership, NewConversation, NewDevice, NewMessage,
-    PushJob, Recipient, Store,
+    ActivityCursor, AppendOutcome, CommitHook, Created, HistoryRange, Membership, NewConversation, NewDevice,
+    NewMessage, PushJob, Recipient, Store,
 };
 use crate::core::realtime::ConversationHead;
 use crate::core::time::Timestamp;
@@ -73,9 +73,14 @@ trait WriteJob: Send {
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
+/// Work run on the writer thread right after a job's commit.
+type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct Job<T, F> {
     work: Option<F>,
     result: Option<Result<T, StoreError>>,
+    /// Runs on the writer thread after a successful commit, in batch order.
+    on_commit: Option<OnCommit<T>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -99,6 +104,9 @@ where
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => Err(StoreError::Backend("write job was not run".into())),
         };
+        if let (Ok(value), Some(on_commit)) = (&outcome, self.on_commit) {
+            on_commit(value);
+        }
         let _ = self.reply.send(outcome);
     }
 }
@@ -196,8 +204,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_then(work, None).await
+    }
+
+    /// Like [`SqliteStore::write`], and runs `on_commit` on the writer thread right after the
+    /// commit (jobs are finished in batch order, so hooks run in commit order).
+    async fn write_then<T, F>(&self, work: F, on_commit: Option<OnCommit<T>>) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, reply });
+        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, on_commit, reply });
         self.writer
             .send(job)
             .await
@@ -734,8 +752,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_message(&self, new: NewMessage) -> Result<AppendOutcome, StoreError> {
-        self.write(move |conn| append(conn, new)).await
+    async fn append_message(
+        &self,
+        new: NewMessage,
+        on_commit: CommitHook,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.write_then(move |conn| append(conn, new), Some(on_commit)).await
     }
 
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
@@ -1045,7 +1067,7 @@ mod tests {
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, answer) = oneshot::channel();
-        (Box::new(Job { work: Some(work), result: None, reply }), answer)
+        (Box::new(Job { work: Some(work), result: None, on_commit: None, reply }), answer)
     }
 
     fn database() -> (tempfile::TempDir, Connection) {
