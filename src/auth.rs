@@ -123,7 +123,7 @@ impl Authenticator {
         let claims = data.claims;
         validate::identifier("sub", &claims.sub)
             .map_err(|e| ChatError::Unauthorized(format!("token {e}")))?;
-        Ok(User { id: claims.sub, name: claims.name, connection: None })
+        Ok(User { id: claims.sub, name: claims.name, connection: None, arrival: 0 })
     }
 
     /// Signs a token for `user_id` valid for `ttl`, with the configured audience and issuer.

@@ -110,6 +110,11 @@ async fn notifications_follow_focus_online_and_offline_branches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_unfocus_wins_over_an_earlier_focus_still_checking_membership() {
+    scenario(&server().await, "focus_order").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_members_can_join_and_leave_unsubscribes_one_socket() {
     scenario(&server().await, "join_leave").await;
 }

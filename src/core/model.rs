@@ -19,6 +19,9 @@ pub struct User {
     pub name: Option<String>,
     /// The realtime connection making the request; `None` for REST.
     pub connection: Option<super::realtime::ConnectionId>,
+    /// Arrival position of this request among its connection's events (0 for REST). Event
+    /// handlers run concurrently; per-connection state (focus) keeps the latest arrival.
+    pub arrival: u64,
 }
 
 /// Kind of conversation. A direct conversation has exactly two members, fixed at creation.

@@ -6,10 +6,17 @@ use std::sync::Mutex;
 use super::realtime::{ConnectionId, PresenceInfo};
 use super::time::Timestamp;
 
+/// What one connection is looking at, and the arrival of the event that said so.
+#[derive(Default)]
+struct Focus {
+    conversation: Option<String>,
+    arrival: u64,
+}
+
 #[derive(Default)]
 struct UserPresence {
-    /// Open connections and the conversation each is focused on.
-    connections: HashMap<ConnectionId, Option<String>>,
+    /// Open connections and what each is focused on.
+    connections: HashMap<ConnectionId, Focus>,
     /// When the last connection closed.
     last_seen_at: Option<Timestamp>,
 }
@@ -32,7 +39,7 @@ impl Presence {
     pub fn connect(&self, user_id: &str, connection: &ConnectionId, came_online: impl FnOnce()) {
         self.with(|users| {
             let user = users.entry(user_id.to_owned()).or_default();
-            user.connections.insert(connection.clone(), None);
+            user.connections.insert(connection.clone(), Focus::default());
             if user.connections.len() == 1 {
                 came_online();
             }
@@ -54,22 +61,39 @@ impl Presence {
         })
     }
 
-    /// Clears a connection's focus if it is on `conversation_id` (it stopped listening there).
-    pub fn unfocus_conversation(&self, user_id: &str, connection: &ConnectionId, conversation_id: &str) {
+    /// Sets what a connection is looking at (`None`: nothing), unless a later event of that
+    /// connection (higher `arrival`) already did.
+    pub fn focus(
+        &self,
+        user_id: &str,
+        connection: &ConnectionId,
+        conversation_id: Option<String>,
+        arrival: u64,
+    ) {
         self.with(|users| {
             if let Some(focus) = users.get_mut(user_id).and_then(|u| u.connections.get_mut(connection))
-                && focus.as_deref() == Some(conversation_id)
+                && arrival >= focus.arrival
             {
-                *focus = None;
+                *focus = Focus { conversation: conversation_id, arrival };
             }
         });
     }
 
-    /// Marks what a connection is looking at (`None`: nothing).
-    pub fn focus(&self, user_id: &str, connection: &ConnectionId, conversation_id: Option<String>) {
+    /// Clears a connection's focus if it is on `conversation_id` (it stopped listening there),
+    /// unless a later event of that connection already changed it.
+    pub fn unfocus_conversation(
+        &self,
+        user_id: &str,
+        connection: &ConnectionId,
+        conversation_id: &str,
+        arrival: u64,
+    ) {
         self.with(|users| {
-            if let Some(focus) = users.get_mut(user_id).and_then(|u| u.connections.get_mut(connection)) {
-                *focus = conversation_id;
+            if let Some(focus) = users.get_mut(user_id).and_then(|u| u.connections.get_mut(connection))
+                && arrival >= focus.arrival
+                && focus.conversation.as_deref() == Some(conversation_id)
+            {
+                *focus = Focus { conversation: None, arrival };
             }
         });
     }
@@ -77,9 +101,9 @@ impl Presence {
     /// Whether any connection of the user is focused on the conversation.
     pub fn is_focused(&self, user_id: &str, conversation_id: &str) -> bool {
         self.with(|users| {
-            users
-                .get(user_id)
-                .is_some_and(|u| u.connections.values().any(|f| f.as_deref() == Some(conversation_id)))
+            users.get(user_id).is_some_and(|u| {
+                u.connections.values().any(|f| f.conversation.as_deref() == Some(conversation_id))
+            })
         })
     }
 
@@ -122,11 +146,25 @@ mod tests {
         let presence = Presence::default();
         presence.connect("bob", &"tab1".to_owned(), || {});
         presence.connect("bob", &"tab2".to_owned(), || {});
-        presence.focus("bob", &"tab1".to_owned(), Some("c1".into()));
+        presence.focus("bob", &"tab1".to_owned(), Some("c1".into()), 1);
         assert!(presence.is_focused("bob", "c1"));
-        presence.unfocus_conversation("bob", &"tab1".to_owned(), "c2");
+        presence.unfocus_conversation("bob", &"tab1".to_owned(), "c2", 2);
         assert!(presence.is_focused("bob", "c1"));
         presence.disconnect("bob", &"tab1".to_owned(), |_| {});
         assert!(!presence.is_focused("bob", "c1"));
+    }
+
+    #[test]
+    fn a_focus_change_older_than_the_last_applied_one_is_ignored() {
+        let presence = Presence::default();
+        let tab = "tab1".to_owned();
+        presence.connect("bob", &tab, || {});
+        // unfocus (event 2) was applied before focus (event 1) finished its membership check.
+        presence.focus("bob", &tab, None, 2);
+        presence.focus("bob", &tab, Some("c1".into()), 1);
+        assert!(!presence.is_focused("bob", "c1"));
+        presence.focus("bob", &tab, Some("c2".into()), 3);
+        presence.unfocus_conversation("bob", &tab, "c2", 2);
+        assert!(presence.is_focused("bob", "c2"));
     }
 }

@@ -159,14 +159,14 @@ impl Chat {
     pub async fn focus(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
         let connection = Self::connection_of(user)?;
         self.require_member(conversation_id, user).await?;
-        self.presence.focus(&user.id, connection, Some(conversation_id.to_owned()));
+        self.presence.focus(&user.id, connection, Some(conversation_id.to_owned()), user.arrival);
         Ok(())
     }
 
     /// # `conversation:unfocus`: this connection is looking at no conversation
     pub fn unfocus(&self, user: &User) -> Result<(), ChatError> {
         let connection = Self::connection_of(user)?;
-        self.presence.focus(&user.id, connection, None);
+        self.presence.focus(&user.id, connection, None, user.arrival);
         Ok(())
     }
 
@@ -179,7 +179,7 @@ impl Chat {
     /// (membership unchanged); a focus on it ends too, so its messages notify again.
     pub fn leave(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
         let connection = Self::connection_of(user)?;
-        self.presence.unfocus_conversation(&user.id, connection, conversation_id);
+        self.presence.unfocus_conversation(&user.id, connection, conversation_id, user.arrival);
         Ok(())
     }
 
@@ -251,7 +251,7 @@ mod tests {
     use crate::bus::local::LocalBus;
 
     fn user(id: &str, connection: &str) -> User {
-        User { id: id.into(), name: None, connection: Some(connection.into()) }
+        User { id: id.into(), name: None, connection: Some(connection.into()), arrival: 0 }
     }
 
     fn next_event(rx: &mut tokio::sync::broadcast::Receiver<Arc<BusMessage>>) -> Option<String> {

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -101,6 +102,7 @@ async fn authenticate(
     socket.join(user_room(&user.id));
     socket.join(socket_room(&socket.id.to_string()));
     socket.extensions.insert(user);
+    socket.extensions.insert(Arc::new(AtomicU64::new(0)));
     Ok(())
 }
 
@@ -169,7 +171,7 @@ fn register_events(socket: &SocketRef) {
         "conversation:join",
         |socket: SocketRef,
          State(state): State<AppState>,
-         Extension(user): Extension<User>,
+         Caller(user): Caller,
          TryData(data): TryData<Value>,
          AckRequested(wants_ack): AckRequested,
          ack: AckSender| async move {
@@ -187,7 +189,7 @@ fn register_events(socket: &SocketRef) {
         "conversation:leave",
         |socket: SocketRef,
          State(state): State<AppState>,
-         Extension(user): Extension<User>,
+         Caller(user): Caller,
          TryData(data): TryData<Value>,
          AckRequested(wants_ack): AckRequested,
          ack: AckSender| async move {
@@ -204,6 +206,37 @@ fn register_events(socket: &SocketRef) {
             tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
         }
     });
+}
+
+/// The socket's user, stamped with this event's arrival position on the socket. Handlers run
+/// concurrently, but extractors run in the order events arrive, so the stamp orders them.
+struct Caller(User);
+
+/// The socket has no authenticated user (cannot happen after the connect middleware).
+#[derive(Debug)]
+struct NoCaller;
+
+impl std::fmt::Display for NoCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("socket without an authenticated user")
+    }
+}
+
+impl std::error::Error for NoCaller {}
+
+impl<A: Adapter> FromMessageParts<A> for Caller {
+    type Error = NoCaller;
+
+    fn from_message_parts(
+        socket: &Arc<Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, NoCaller> {
+        let mut user = socket.extensions.get::<User>().ok_or(NoCaller)?;
+        let arrivals = socket.extensions.get::<Arc<AtomicU64>>().ok_or(NoCaller)?;
+        user.arrival = arrivals.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Caller(user))
+    }
 }
 
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
@@ -243,7 +276,7 @@ where
         event,
         move |socket: SocketRef,
               State(state): State<AppState>,
-              Extension(user): Extension<User>,
+              Caller(user): Caller,
               TryData(data): TryData<Value>,
               AckRequested(wants_ack): AckRequested,
               ack: AckSender| {

@@ -303,6 +303,25 @@ const scenarios = {
     return { offline_message_id: third.message.id, online_message_ids: [first.message.id, second.message.id] };
   },
 
+  // focus then unfocus, sent back-to-back: the later event wins although the focus handler
+  // awaits a membership check and the unfocus handler does not.
+  async focus_order() {
+    const conv = await group("alice", ["bob"]);
+    const [alice, bob] = await Promise.all([connect("alice"), connect("bob")]);
+    for (let round = 0; round < 20; round++) {
+      const [focused, unfocused] = await Promise.all([
+        bob.ack("conversation:focus", { conversation_id: conv.id }),
+        bob.ack("conversation:unfocus", {}),
+      ]);
+      assert.deepEqual([focused, unfocused], [{ ok: true }, { ok: true }]);
+      const sent = await alice.ack("message:send", { conversation_id: conv.id, content: `round ${round}` });
+      const note = await bob.next("notification", (n) => n.message_id === sent.message.id);
+      assert.equal(note.seq, round + 1, `round ${round}: bob counted as focused`);
+    }
+    alice.close();
+    bob.close();
+  },
+
   async join_leave() {
     const conv = await group("alice", ["bob"]);
     const [alice, dave] = await Promise.all([connect("alice"), connect("dave")]);
