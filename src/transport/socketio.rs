@@ -132,75 +132,50 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(
 
 /// Registers every client event and the disconnect handler.
 fn register_events(socket: &SocketRef) {
-    on(socket, "message:send", |chat, user, req: SendMessage| async move {
+    on(socket, "message:send", |chat, user, req: SendMessage, _| async move {
         let sent = chat.send_message(&user, req).await?;
         Ok(json!({ "message": sent.message }))
     });
-    on(socket, "message:edit", |chat, user, req: EditMessage| async move {
+    on(socket, "message:edit", |chat, user, req: EditMessage, _| async move {
         Ok(json!({ "message": chat.edit_message(&user, req).await? }))
     });
-    on(socket, "message:delete", |chat, user, req: DeleteMessage| async move {
+    on(socket, "message:delete", |chat, user, req: DeleteMessage, _| async move {
         Ok(json!({ "message": chat.delete_message(&user, &req.message_id).await? }))
     });
-    on(socket, "message:read", |chat, user, req: MarkRead| async move {
+    on(socket, "message:read", |chat, user, req: MarkRead, _| async move {
         Ok(json!({ "last_read_seq": chat.mark_read(&user, req).await? }))
     });
-    on(socket, "typing:start", |chat, user, req: ConversationRef| async move {
+    on(socket, "typing:start", |chat, user, req: ConversationRef, _| async move {
         chat.typing_start(&user, &req.conversation_id).await.map(|()| json!({}))
     });
-    on(socket, "typing:stop", |chat, user, req: ConversationRef| async move {
+    on(socket, "typing:stop", |chat, user, req: ConversationRef, _| async move {
         chat.typing_stop(&user, &req.conversation_id).await.map(|()| json!({}))
     });
-    on(socket, "conversation:focus", |chat, user, req: ConversationRef| async move {
+    on(socket, "conversation:focus", |chat, user, req: ConversationRef, _| async move {
         chat.focus(&user, &req.conversation_id).await.map(|()| json!({}))
     });
-    on(socket, "conversation:unfocus", |chat, user, _: Empty| async move {
+    on(socket, "conversation:unfocus", |chat, user, _: Empty, _| async move {
         chat.unfocus(&user).map(|()| json!({}))
     });
-    on(socket, "sync", |chat, user, req: SyncRequest| async move {
+    on(socket, "sync", |chat, user, req: SyncRequest, _| async move {
         let page = chat.sync(&user, req).await?;
         Ok(
             json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations }),
         )
     });
-    on(socket, "presence:query", |chat, _user, req: PresenceQuery| async move {
+    on(socket, "presence:query", |chat, _user, req: PresenceQuery, _| async move {
         Ok(json!({ "presence": chat.presence(req)? }))
     });
-    // Joining and leaving act on this socket's rooms, so they are written out here.
-    socket.on(
-        "conversation:join",
-        |socket: SocketRef,
-         State(state): State<AppState>,
-         Caller(user): Caller,
-         TryData(data): TryData<Value>,
-         AckRequested(wants_ack): AckRequested,
-         ack: AckSender| async move {
-            let result = match decode::<ConversationRef>(data) {
-                Ok(req) => state.chat.join(&user, &req.conversation_id).await.map(|()| {
-                    socket.join(conversation_room(&req.conversation_id));
-                    json!({})
-                }),
-                Err(err) => Err(err),
-            };
-            respond(&socket, "conversation:join", wants_ack, ack, result);
-        },
-    );
-    socket.on(
-        "conversation:leave",
-        |socket: SocketRef,
-         State(state): State<AppState>,
-         Caller(user): Caller,
-         TryData(data): TryData<Value>,
-         AckRequested(wants_ack): AckRequested,
-         ack: AckSender| async move {
-            let result = decode::<ConversationRef>(data).and_then(|req| {
-                state.chat.leave(&user, &req.conversation_id)?;
-                socket.leave(conversation_room(&req.conversation_id));
-                Ok(json!({}))
-            });
-            respond(&socket, "conversation:leave", wants_ack, ack, result);
-        },
-    );
+    on(socket, "conversation:join", |chat, user, req: ConversationRef, socket| async move {
+        chat.join(&user, &req.conversation_id).await?;
+        socket.join(conversation_room(&req.conversation_id));
+        Ok(json!({}))
+    });
+    on(socket, "conversation:leave", |chat, user, req: ConversationRef, socket| async move {
+        chat.leave(&user, &req.conversation_id)?;
+        socket.leave(conversation_room(&req.conversation_id));
+        Ok(json!({}))
+    });
     socket.on_disconnect(|State(state): State<AppState>, Extension(user): Extension<User>| async move {
         if let Err(err) = state.chat.disconnect(&user).await {
             tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
@@ -264,12 +239,12 @@ fn decode<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Result<T, Ch
     serde_json::from_value(value).map_err(|err| ChatError::invalid(format!("invalid payload: {err}")))
 }
 
-/// Registers `event`: decode the payload as `Req`, run `handle` with the core and the caller,
-/// and answer `{ok:true, …}` or `{ok:false, error}`.
+/// Registers `event`: decode the payload as `Req`, run `handle` with the core, the caller and
+/// the socket (for room changes), and answer `{ok:true, …}` or `{ok:false, error}`.
 fn on<Req, Handle, Fut>(socket: &SocketRef, event: &'static str, handle: Handle)
 where
     Req: DeserializeOwned + Send + 'static,
-    Handle: Fn(Arc<crate::core::Chat>, User, Req) -> Fut + Clone + Send + Sync + 'static,
+    Handle: Fn(Arc<crate::core::Chat>, User, Req, SocketRef) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, ChatError>> + Send + 'static,
 {
     socket.on(
@@ -283,7 +258,7 @@ where
             let handle = handle.clone();
             async move {
                 let result = match decode::<Req>(data) {
-                    Ok(req) => handle(state.chat.clone(), user, req).await,
+                    Ok(req) => handle(state.chat.clone(), user, req, socket.clone()).await,
                     Err(err) => Err(err),
                 };
                 respond(&socket, event, wants_ack, ack, result);
