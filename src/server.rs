@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
-use crate::transport::socketio;
+use crate::transport::{socketio, web};
 
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -35,6 +35,7 @@ pub fn app(state: AppState) -> (Router, SocketIo) {
         tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
     };
     let router = http::router(&state)
+        .merge(web::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))

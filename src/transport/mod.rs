@@ -3,3 +3,4 @@
 
 pub mod http;
 pub mod socketio;
+pub mod web;
