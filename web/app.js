@@ -1,1 +1,1330 @@
+// chatd's bundled web chat: a small client of the REST API (lists, history, creating chats)
+// and the plain WebSocket transport /ws (live events, sends, receipts, typing, presence).
+// No framework and no build step. Every piece of user content reaches the page through
+// textContent or createTextNode (see h()), never as HTML.
+"use strict";
 
+(() => {
+  const TOKEN_KEY = "chatd.token";
+  const PAGE = 30; // messages per history page
+  const LIST_PAGE = 20; // conversations per list page
+  const TYPING_EVERY_MS = 2000; // at most one typing:start per this interval
+  const TYPING_FALLBACK_MS = 7000; // forget a remote typist the server never stopped
+  const ACK_TIMEOUT_MS = 10000;
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------------------------------
+  // DOM helpers
+
+  /** createElement with properties and children; strings become text nodes. */
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") el.className = value;
+      else if (key === "text") el.textContent = value;
+      else if (key === "dataset") Object.assign(el.dataset, value);
+      else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  /**
+   * Makes `container`'s children the elements of `items` ({key, sig, build}) in that order,
+   * reusing an element while its `sig` is unchanged. `cache` maps key → {sig, el}.
+   */
+  function reconcile(container, cache, items) {
+    const keep = new Set();
+    let cursor = container.firstChild;
+    for (const item of items) {
+      keep.add(item.key);
+      let entry = cache.get(item.key);
+      if (!entry || entry.sig !== item.sig) {
+        const el = item.build();
+        if (entry) entry.el.replaceWith(el);
+        entry = { sig: item.sig, el };
+        cache.set(item.key, entry);
+      }
+      if (entry.el !== cursor) container.insertBefore(entry.el, cursor);
+      else cursor = cursor.nextSibling;
+    }
+    for (const [key, entry] of cache) {
+      if (!keep.has(key)) {
+        entry.el.remove();
+        cache.delete(key);
+      }
+    }
+  }
+
+  let noticeTimer = null;
+  /** A short message at the bottom of the screen. */
+  function notice(text) {
+    const el = $("notice");
+    el.textContent = text;
+    el.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => (el.hidden = true), 6000);
+  }
+
+  function clockTime(iso) {
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // State
+
+  /** Everything the page knows; reset on sign-out. */
+  function freshState() {
+    return {
+      token: null,
+      me: null, // user id (the token's `sub`)
+      myName: null,
+      session: 0, // bumped on sign-in/out so late async results of an old session are dropped
+      conversations: new Map(), // id → conversation, kept current by events
+      nextCursor: null,
+      listLoaded: false, // first list page arrived (before it, "no conversations" is not shown)
+      chats: new Map(), // id → loaded history, see newChat()
+      pending: new Map(), // client_id → {conversation_id, content, state: queued|sending|failed, error}
+      presence: new Map(), // user_id → {online, last_seen_at}
+      typing: new Map(), // conversation_id → Map(user_id → fallback timer)
+      openId: null, // the conversation on screen
+      focusedId: null, // what the server was last told we look at
+      editing: null, // message id being edited
+      confirmDelete: null, // message id whose delete waits for a second click
+    };
+  }
+  let state = freshState();
+
+  function newChat() {
+    return {
+      messages: new Map(), // seq → message
+      top: 0, // every seq from the oldest loaded up to `top` is present
+      loaded: false, // first page fetched
+      hasOlder: false,
+      loadingOlder: false,
+      fillingGap: false,
+    };
+  }
+
+  /** The JWT's claims (unverified: only to show who we are and when it expires). */
+  function claims(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const json = decodeURIComponent(
+        Array.from(atob(part), (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
+      );
+      return JSON.parse(json);
+    } catch {
+      return null;
+    }
+  }
+
+  function tokenExpired(token) {
+    const exp = claims(token)?.exp;
+    return typeof exp === "number" && exp * 1000 < Date.now();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // REST
+
+  /** A REST call; resolves the parsed body, throws an Error with `.code` and `.status`. */
+  async function api(method, path, body, { auth = true } = {}) {
+    const session = state.session;
+    const headers = {};
+    if (auth) headers.authorization = `Bearer ${state.token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!res.ok) {
+      const err = new Error(data?.error?.message || `HTTP ${res.status}`);
+      err.code = data?.error?.code || `http_${res.status}`;
+      err.status = res.status;
+      if (auth && res.status === 401 && session === state.session && state.token) {
+        signOut(err.code === "token_expired" ? "Your session expired: sign in again." : "The server refused the token: sign in again.");
+      }
+      throw err;
+    }
+    if (session !== state.session) throw Object.assign(new Error("signed out"), { code: "stale" });
+    return data;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The WebSocket connection
+
+  const conn = {
+    ws: null,
+    ready: false, // `ready` received on the current socket
+    attempt: 0, // failed attempts since the last `ready`
+    timer: null, // reconnect timer
+    nextId: 1,
+    waiting: new Map(), // frame id → {resolve, reject, timer}
+  };
+
+  function wsUrl() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.host}/ws?token=${encodeURIComponent(state.token)}`;
+  }
+
+  function connect() {
+    clearTimeout(conn.timer);
+    conn.timer = null;
+    if (!state.token || conn.ws) return;
+    if (tokenExpired(state.token)) {
+      signOut("Your session expired: sign in again.");
+      return;
+    }
+    setStatus("connecting", "connecting…");
+    const ws = new WebSocket(wsUrl());
+    let opened = false;
+    conn.ws = ws;
+    conn.ready = false;
+    ws.onopen = () => (opened = true);
+    ws.onmessage = (event) => {
+      if (conn.ws === ws) onFrame(event.data);
+    };
+    ws.onclose = (event) => onClose(ws, event, opened);
+  }
+
+  /** Closes the current socket on purpose (sign-out, or the browser says it is offline). */
+  function dropSocket(reason) {
+    const ws = conn.ws;
+    if (!ws) return;
+    onClose(ws, { code: 1000, reason }, true);
+    ws.close(1000, reason);
+  }
+
+  async function onClose(ws, event, opened) {
+    if (conn.ws !== ws) return;
+    conn.ws = null;
+    conn.ready = false;
+    for (const waiter of conn.waiting.values()) {
+      clearTimeout(waiter.timer);
+      waiter.reject(Object.assign(new Error("disconnected"), { code: "disconnected" }));
+    }
+    conn.waiting.clear();
+    state.focusedId = null;
+    clearTyping();
+    for (const send of state.pending.values()) if (send.state === "sending") send.state = "queued";
+    scheduleRender();
+    if (!state.token) return;
+    if (event.code === 1008) {
+      signOut(event.reason === "token_expired" ? "Your session expired: sign in again." : `The server ended the session (${event.reason || "policy"}): sign in again.`);
+      return;
+    }
+    if (event.code === 1009) notice("The server refused an oversized frame; reconnecting.");
+    if (!opened) {
+      // A refused upgrade (HTTP 401) looks like any failed connection from here: ask REST
+      // whether the token is still good (a 401 there signs out).
+      try {
+        await api("GET", "/api/unread");
+      } catch {
+        if (!state.token) return;
+      }
+    }
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    if (!state.token || conn.ws || conn.timer) return;
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** conn.attempt);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2); // "equal jitter"
+    conn.attempt += 1;
+    setStatus("offline", `offline · retrying in ${Math.max(1, Math.round(delay / 1000))} s`);
+    conn.timer = setTimeout(() => {
+      conn.timer = null;
+      connect();
+    }, delay);
+  }
+
+  /** Sends `event` and resolves its ack's payload when `ok`; throws Error with `.code`. */
+  function call(event, data) {
+    return new Promise((resolve, reject) => {
+      const ws = conn.ws;
+      if (!ws || !conn.ready || ws.readyState !== WebSocket.OPEN) {
+        reject(Object.assign(new Error("not connected"), { code: "disconnected" }));
+        return;
+      }
+      const id = conn.nextId++;
+      const timer = setTimeout(() => {
+        conn.waiting.delete(id);
+        reject(Object.assign(new Error(`${event}: no answer`), { code: "timeout" }));
+      }, ACK_TIMEOUT_MS);
+      conn.waiting.set(id, {
+        timer,
+        reject,
+        resolve: (ack) => {
+          if (ack && ack.ok) resolve(ack);
+          else reject(Object.assign(new Error(ack?.error?.message || `${event} failed`), { code: ack?.error?.code || "error" }));
+        },
+      });
+      ws.send(JSON.stringify({ id, event, data }));
+    });
+  }
+
+  /** `call` for fire-and-forget events: a failure is only logged. */
+  function tell(event, data) {
+    call(event, data).catch((err) => {
+      if (err.code !== "disconnected") console.warn(event, err.code, err.message);
+    });
+  }
+
+  function onFrame(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      console.warn("unparsable frame", text);
+      return;
+    }
+    if (frame && frame.id !== undefined && frame.ack !== undefined) {
+      const waiter = conn.waiting.get(frame.id);
+      if (waiter) {
+        conn.waiting.delete(frame.id);
+        clearTimeout(waiter.timer);
+        waiter.resolve(frame.ack);
+      }
+      return;
+    }
+    if (frame && typeof frame.event === "string") onEvent(frame.event, frame.data || {});
+  }
+
+  function setStatus(kind, text) {
+    const el = $("status");
+    el.dataset.state = kind;
+    $("status-text").textContent = text;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Server events
+
+  function onEvent(event, data) {
+    switch (event) {
+      case "ready":
+        onReady(data);
+        break;
+      case "message:new":
+        applyMessage(data, true);
+        break;
+      case "message:updated":
+      case "message:deleted":
+        applyMessage(data, false);
+        break;
+      case "message:read":
+        applyRead(data.conversation_id, data.user_id, data.seq);
+        break;
+      case "typing:start":
+        setTyping(data.conversation_id, data.user_id, true);
+        break;
+      case "typing:stop":
+        setTyping(data.conversation_id, data.user_id, false);
+        break;
+      case "user:online":
+        state.presence.set(data.user_id, { online: true, last_seen_at: null });
+        scheduleRender();
+        break;
+      case "user:offline":
+        state.presence.set(data.user_id, { online: false, last_seen_at: data.last_seen_at || null });
+        scheduleRender();
+        break;
+      case "notification":
+        onNotification(data);
+        break;
+      case "conversation:new":
+        upsertConversation(data, { fresh: true });
+        break;
+      case "conversation:updated":
+        upsertConversation(data, { fresh: false });
+        break;
+      case "error":
+        notice(`${data.event || "request"} failed: ${data.message || data.code}`);
+        break;
+      default:
+        break; // newer servers may add events
+    }
+  }
+
+  /** After every (re)connect: catch up, then tell the server where we are, then resend. */
+  async function onReady(ready) {
+    const ws = conn.ws;
+    const current = () => conn.ws === ws && state.token;
+    conn.ready = true;
+    conn.attempt = 0;
+    if (!state.me && ready.user_id) state.me = ready.user_id;
+    setStatus("syncing", "syncing…");
+    try {
+      await catchUp(ready.conversations || []);
+      if (!current()) return;
+      setStatus("online", "online");
+      updateFocus();
+      markRead();
+      queryPresence();
+      flushPending();
+      refreshAfterReconnect();
+    } catch (err) {
+      if (!current()) return;
+      console.warn("catch-up failed", err);
+      setStatus("online", "online");
+      notice("Could not catch up with missed messages; reload to be sure.");
+    }
+  }
+
+  /**
+   * `sync` from what we have seen, page by page, until `has_more` is false. Messages are
+   * merged by seq, so nothing shows twice.
+   */
+  async function catchUp(heads) {
+    const since = {};
+    for (const head of heads) {
+      const conv = state.conversations.get(head.id);
+      const chat = state.chats.get(head.id);
+      if (chat && chat.loaded) since[head.id] = chat.top;
+      else if (conv) since[head.id] = Math.min(conv.last_seq || 0, head.last_seq);
+      else since[head.id] = head.last_seq; // not on screen yet: the list refresh brings it
+    }
+    for (let round = 0; round < 100; round++) {
+      const page = await call("sync", { conversations: since });
+      for (const message of page.messages || []) {
+        since[message.conversation_id] = Math.max(since[message.conversation_id] || 0, message.seq);
+        applyMessage(message, false);
+      }
+      if (!page.has_more) return;
+    }
+  }
+
+  /** After a reconnect: unread badges, new conversations and edits made while away. */
+  async function refreshAfterReconnect() {
+    try {
+      const unread = await api("GET", "/api/unread");
+      for (const conv of state.conversations.values()) {
+        if (conv.id === state.openId && document.visibilityState === "visible") continue;
+        conv.unread_count = unread.conversations?.[conv.id] || 0;
+      }
+      const first = await api("GET", `/api/conversations?limit=${LIST_PAGE}`);
+      for (const conv of first.conversations) upsertConversation(conv, { fresh: false, keepUnread: true });
+      if (state.openId) {
+        const id = state.openId;
+        const conv = await api("GET", `/api/conversations/${encodeURIComponent(id)}`);
+        upsertConversation(conv, { fresh: false, keepUnread: true });
+        const chat = state.chats.get(id);
+        if (chat && chat.loaded) {
+          const page = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=${PAGE}`);
+          for (const message of page.messages) addToChat(chat, message);
+        }
+      }
+      scheduleRender();
+    } catch (err) {
+      if (err.code !== "stale") console.warn("refresh failed", err);
+    }
+  }
+
+  function onNotification(data) {
+    const conv = state.conversations.get(data.conversation_id);
+    if (!conv) {
+      fetchConversation(data.conversation_id);
+      return;
+    }
+    if (data.conversation_id === state.openId && document.visibilityState === "visible") {
+      markRead();
+      return;
+    }
+    if (typeof data.unread_count === "number") conv.unread_count = data.unread_count;
+    else conv.unread_count = (conv.unread_count || 0) + 1;
+    scheduleRender();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Conversations
+
+  function member(conv, userId) {
+    return (conv?.members || []).find((m) => m.user_id === userId);
+  }
+
+  function otherMembers(conv) {
+    return (conv?.members || []).filter((m) => m.user_id !== state.me);
+  }
+
+  function peer(conv) {
+    return conv.type === "direct" ? otherMembers(conv)[0]?.user_id || state.me : null;
+  }
+
+  function conversationName(conv) {
+    if (conv.type === "direct") return peer(conv);
+    if (conv.name) return conv.name;
+    return otherMembers(conv).map((m) => m.user_id).join(", ") || "group";
+  }
+
+  function activity(conv) {
+    return conv.last_message_at || conv.created_at || "";
+  }
+
+  /** Merges a conversation from the server into the list. */
+  function upsertConversation(incoming, { fresh, keepUnread = !fresh } = {}) {
+    if (!incoming || !incoming.id) return;
+    const old = state.conversations.get(incoming.id);
+    if (state.me && !member(incoming, state.me) && incoming.members) {
+      // We were removed from it.
+      state.conversations.delete(incoming.id);
+      state.chats.delete(incoming.id);
+      if (state.openId === incoming.id) closeChat();
+      scheduleRender();
+      return;
+    }
+    const conv = { ...incoming };
+    if (old) {
+      // Keep what we learned live when the copy is older than that.
+      if ((old.last_seq || 0) > (conv.last_seq || 0)) {
+        conv.last_seq = old.last_seq;
+        conv.last_message = old.last_message;
+        conv.last_message_at = old.last_message_at;
+      }
+      if (keepUnread) conv.unread_count = old.unread_count; // the payload's is the actor's
+      for (const m of conv.members || []) {
+        const before = member(old, m.user_id);
+        if (before && (before.last_read_seq || 0) > (m.last_read_seq || 0)) m.last_read_seq = before.last_read_seq;
+      }
+    }
+    state.conversations.set(conv.id, conv);
+    if (!old && conv.type === "direct") queryPresence([peer(conv)]);
+    scheduleRender();
+  }
+
+  const fetching = new Set();
+  async function fetchConversation(id) {
+    if (fetching.has(id)) return;
+    fetching.add(id);
+    try {
+      upsertConversation(await api("GET", `/api/conversations/${encodeURIComponent(id)}`), { fresh: false, keepUnread: false });
+    } catch (err) {
+      if (err.code !== "stale") console.warn("conversation", id, err.code);
+    } finally {
+      fetching.delete(id);
+    }
+  }
+
+  async function loadConversations(more) {
+    const cursor = more && state.nextCursor ? `&cursor=${encodeURIComponent(state.nextCursor)}` : "";
+    try {
+      const page = await api("GET", `/api/conversations?limit=${LIST_PAGE}${cursor}`);
+      for (const conv of page.conversations) upsertConversation(conv, { fresh: false, keepUnread: false });
+      state.nextCursor = page.next_cursor || null;
+      state.listLoaded = true;
+      queryPresence();
+      scheduleRender();
+    } catch (err) {
+      if (err.code !== "stale") notice(`Could not load conversations: ${err.message}`);
+    }
+  }
+
+  /** Asks for the presence of direct-chat peers (all of them, or `ids`). */
+  function queryPresence(ids) {
+    if (!conn.ready) return; // done again on `ready`
+    const wanted = ids || [...state.conversations.values()].filter((c) => c.type === "direct").map(peer);
+    const userIds = [...new Set(wanted.filter((id) => id && id !== state.me))].slice(0, 500);
+    if (!userIds.length) return;
+    call("presence:query", { user_ids: userIds })
+      .then((ack) => {
+        for (const [id, info] of Object.entries(ack.presence || {})) state.presence.set(id, info);
+        scheduleRender();
+      })
+      .catch((err) => console.warn("presence", err.code));
+  }
+
+  async function createConversation(body) {
+    try {
+      const conv = await api("POST", "/api/conversations", body);
+      upsertConversation(conv, { fresh: false, keepUnread: false });
+      $("new-panel").hidden = true;
+      $("new-chat").setAttribute("aria-expanded", "false");
+      openChat(conv.id);
+      return true;
+    } catch (err) {
+      if (err.code !== "stale") notice(`Could not start the chat: ${err.message}`);
+      return false;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Messages
+
+  /** Of two versions of one message, the later (a delete wins, then the later edit). */
+  function newer(a, b) {
+    if (!a) return b;
+    if (a.deleted_at && !b.deleted_at) return a;
+    if (b.deleted_at) return b;
+    return (a.edited_at || "") > (b.edited_at || "") ? a : b;
+  }
+
+  function addToChat(chat, message) {
+    chat.messages.set(message.seq, newer(chat.messages.get(message.seq), message));
+    if (!chat.loaded) return;
+    while (chat.messages.has(chat.top + 1)) chat.top += 1;
+  }
+
+  /** A message from an event, an ack, `sync` or REST. `live`: a `message:new`. */
+  function applyMessage(message, live) {
+    if (!message || !message.conversation_id || typeof message.seq !== "number") return;
+    const id = message.conversation_id;
+    const conv = state.conversations.get(id);
+    if (!conv) {
+      fetchConversation(id);
+    } else if (message.seq > (conv.last_seq || 0)) {
+      conv.last_seq = message.seq;
+      conv.last_message = message;
+      conv.last_message_at = message.created_at;
+    } else if (message.seq === conv.last_seq) {
+      conv.last_message = newer(conv.last_message, message);
+    }
+    const chat = state.chats.get(id);
+    if (chat) {
+      addToChat(chat, message);
+      if (chat.loaded && maxSeq(chat) > chat.top) fillGap(id);
+    }
+    if (message.sender_id === state.me && message.client_id) {
+      const send = state.pending.get(message.client_id);
+      if (send && send.conversation_id === id) state.pending.delete(message.client_id);
+    }
+    if (live) {
+      setTyping(id, message.sender_id, false);
+      if (id === state.openId) markRead();
+    }
+    scheduleRender();
+  }
+
+  function maxSeq(chat) {
+    let max = 0;
+    for (const seq of chat.messages.keys()) if (seq > max) max = seq;
+    return max;
+  }
+
+  /** Loads what is missing between `top` and the newest message we hold (a seq gap). */
+  async function fillGap(id) {
+    const chat = state.chats.get(id);
+    if (!chat || chat.fillingGap) return;
+    chat.fillingGap = true;
+    try {
+      while (maxSeq(chat) > chat.top) {
+        const from = chat.top;
+        const page = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages?after_seq=${from}&limit=100`);
+        for (const message of page.messages) addToChat(chat, message);
+        if (chat.top === from) break; // the server has nothing more here
+      }
+    } catch (err) {
+      if (err.code !== "stale") console.warn("gap", err.code);
+    } finally {
+      chat.fillingGap = false;
+      scheduleRender();
+    }
+  }
+
+  async function loadLatest(id) {
+    const chat = state.chats.get(id);
+    try {
+      const page = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=${PAGE}`);
+      for (const message of page.messages) chat.messages.set(message.seq, newer(chat.messages.get(message.seq), message));
+      const newest = page.messages.length ? page.messages[page.messages.length - 1].seq : 0;
+      chat.top = newest;
+      chat.loaded = true;
+      while (chat.messages.has(chat.top + 1)) chat.top += 1;
+      chat.hasOlder = page.has_more;
+      if (maxSeq(chat) > chat.top) fillGap(id);
+      jumpToBottom = true;
+      scheduleRender();
+      markRead();
+    } catch (err) {
+      if (err.code === "stale") return;
+      state.chats.delete(id);
+      notice(`Could not load messages: ${err.message}`);
+    }
+  }
+
+  async function loadOlder() {
+    const id = state.openId;
+    const chat = state.chats.get(id);
+    if (!chat || !chat.loaded || !chat.hasOlder || chat.loadingOlder) return;
+    const oldest = Math.min(...chat.messages.keys());
+    chat.loadingOlder = true;
+    try {
+      const page = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages?before_seq=${oldest}&limit=${PAGE}`);
+      for (const message of page.messages) addToChat(chat, message);
+      chat.hasOlder = page.has_more;
+    } catch (err) {
+      if (err.code !== "stale") notice(`Could not load older messages: ${err.message}`);
+    } finally {
+      chat.loadingOlder = false;
+      scheduleRender();
+    }
+  }
+
+  function newClientId() {
+    if (crypto.randomUUID) return `web-${crypto.randomUUID()}`;
+    return `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  }
+
+  function send(conversationId, content) {
+    const clientId = newClientId();
+    state.pending.set(clientId, { conversation_id: conversationId, content, state: "queued", error: null, at: Date.now() });
+    jumpToBottom = true;
+    trySend(clientId);
+    scheduleRender();
+  }
+
+  /** Sends (or re-sends: same client_id, so never twice) one pending message. */
+  function trySend(clientId) {
+    const pending = state.pending.get(clientId);
+    if (!pending || pending.state === "sending" || !conn.ready) return;
+    pending.state = "sending";
+    pending.error = null;
+    call("message:send", { conversation_id: pending.conversation_id, content: pending.content, client_id: clientId })
+      .then((ack) => {
+        state.pending.delete(clientId);
+        applyMessage(ack.message, false);
+      })
+      .catch((err) => {
+        const now = state.pending.get(clientId);
+        if (!now) return;
+        if (err.code === "disconnected" || err.code === "timeout" || err.code === "unavailable") {
+          now.state = "queued"; // resent after the next `ready`
+        } else {
+          now.state = "failed";
+          now.error = err.message;
+        }
+        scheduleRender();
+      });
+    scheduleRender();
+  }
+
+  function flushPending() {
+    const queued = [...state.pending.entries()].filter(([, p]) => p.state === "queued").sort((a, b) => a[1].at - b[1].at);
+    for (const [clientId] of queued) trySend(clientId);
+  }
+
+  async function editMessage(messageId, content) {
+    try {
+      const ack = await call("message:edit", { message_id: messageId, content });
+      state.editing = null;
+      applyMessage(ack.message, false);
+    } catch (err) {
+      notice(`Could not edit: ${err.message}`);
+    }
+  }
+
+  async function deleteMessage(messageId) {
+    state.confirmDelete = null;
+    try {
+      const ack = await call("message:delete", { message_id: messageId });
+      applyMessage(ack.message, false);
+    } catch (err) {
+      notice(`Could not delete: ${err.message}`);
+    }
+    scheduleRender();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Receipts, focus, typing
+
+  function applyRead(conversationId, userId, seq) {
+    const conv = state.conversations.get(conversationId);
+    const m = member(conv, userId);
+    if (!m) return;
+    if (seq > (m.last_read_seq || 0)) m.last_read_seq = seq;
+    scheduleRender();
+  }
+
+  /** Marks the open conversation read up to its newest message, if the tab is visible. */
+  function markRead() {
+    const id = state.openId;
+    const chat = state.chats.get(id);
+    const conv = state.conversations.get(id);
+    if (!id || !chat || !chat.loaded || !conv || document.visibilityState !== "visible") return;
+    const mine = member(conv, state.me);
+    const latest = Math.max(chat.top, 0);
+    const unreadBadge = conv.unread_count > 0;
+    conv.unread_count = 0;
+    scheduleRender();
+    if (!conn.ready || latest === 0) return;
+    if (mine && (mine.last_read_seq || 0) >= latest && !unreadBadge) return;
+    call("message:read", { conversation_id: id, seq: latest })
+      .then((ack) => applyRead(id, state.me, ack.last_read_seq ?? latest))
+      .catch((err) => console.warn("read", err.code));
+  }
+
+  /** Tells the server which conversation this tab is looking at, if that changed. */
+  function updateFocus() {
+    const want = state.openId && document.visibilityState === "visible" && conn.ready ? state.openId : null;
+    if (want === state.focusedId || !conn.ready) return;
+    state.focusedId = want;
+    if (want) tell("conversation:focus", { conversation_id: want });
+    else tell("conversation:unfocus", {});
+  }
+
+  let typingSentAt = 0;
+  let typingIn = null; // conversation we told typing:start for
+
+  function onComposerInput() {
+    const id = state.openId;
+    if (!id || !$("composer-input").value.trim()) return;
+    const now = Date.now();
+    if (typingIn === id && now - typingSentAt < TYPING_EVERY_MS) return;
+    if (typingIn && typingIn !== id) stopTyping();
+    typingIn = id;
+    typingSentAt = now;
+    if (conn.ready) tell("typing:start", { conversation_id: id });
+  }
+
+  function stopTyping() {
+    if (!typingIn) return;
+    if (conn.ready) tell("typing:stop", { conversation_id: typingIn });
+    typingIn = null;
+    typingSentAt = 0;
+  }
+
+  function setTyping(conversationId, userId, on) {
+    if (!conversationId || !userId || userId === state.me) return;
+    let typists = state.typing.get(conversationId);
+    const timer = typists?.get(userId);
+    if (timer) clearTimeout(timer);
+    if (on) {
+      if (!typists) state.typing.set(conversationId, (typists = new Map()));
+      typists.set(userId, setTimeout(() => setTyping(conversationId, userId, false), TYPING_FALLBACK_MS));
+    } else if (typists) {
+      if (!timer) return;
+      typists.delete(userId);
+      if (!typists.size) state.typing.delete(conversationId);
+    }
+    scheduleRender();
+  }
+
+  function clearTyping() {
+    for (const typists of state.typing.values()) for (const timer of typists.values()) clearTimeout(timer);
+    state.typing.clear();
+  }
+
+  function typingText(conversationId) {
+    const names = [...(state.typing.get(conversationId)?.keys() || [])];
+    if (!names.length) return "";
+    if (names.length === 1) return `${names[0]} is typing…`;
+    if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+    return `${names.length} people are typing…`;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Navigation
+
+  function openChat(id) {
+    if (state.openId !== id) {
+      stopTyping();
+      state.editing = null;
+      state.confirmDelete = null;
+      $("composer-input").value = "";
+    }
+    state.openId = id;
+    $("app").dataset.screen = "chat";
+    if (!state.chats.has(id)) {
+      state.chats.set(id, newChat());
+      loadLatest(id);
+    } else {
+      jumpToBottom = true;
+    }
+    updateFocus();
+    markRead();
+    scheduleRender();
+    if (window.matchMedia("(min-width: 641px)").matches) $("composer-input").focus();
+  }
+
+  function closeChat() {
+    stopTyping();
+    state.openId = null;
+    $("app").dataset.screen = "list";
+    updateFocus();
+    scheduleRender();
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!state.token) return;
+    if (document.visibilityState !== "visible") stopTyping();
+    updateFocus();
+    markRead();
+  });
+
+  window.addEventListener("offline", () => {
+    if (!state.token) return;
+    dropSocket("offline");
+  });
+
+  window.addEventListener("online", () => {
+    if (!state.token || conn.ws) return;
+    conn.attempt = 0;
+    connect();
+  });
+
+  // ---------------------------------------------------------------------------------------
+  // Rendering
+
+  let renderQueued = false;
+  let jumpToBottom = false;
+  const listCache = new Map();
+  const messageCache = new Map();
+  let renderedChat = null;
+
+  /** Coalesces renders (not requestAnimationFrame: that stops while the tab is hidden). */
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    setTimeout(() => {
+      renderQueued = false;
+      if (state.token) render();
+    }, 0);
+  }
+
+  function render() {
+    renderList();
+    renderChat();
+  }
+
+  function previewText(conv) {
+    const typing = typingText(conv.id);
+    if (typing) return { text: typing, typing: true };
+    const m = conv.last_message;
+    if (!m) return { text: "No messages yet", typing: false };
+    const body = m.deleted_at ? "message deleted" : m.content ?? `[${m.type}]`;
+    const who = m.sender_id === state.me ? "You: " : conv.type === "group" ? `${m.sender_id}: ` : "";
+    return { text: who + body, typing: false };
+  }
+
+  function renderList() {
+    const convs = [...state.conversations.values()].sort((a, b) => (activity(a) < activity(b) ? 1 : activity(a) > activity(b) ? -1 : 0));
+    const items = convs.map((conv) => {
+      const name = conversationName(conv);
+      const preview = previewText(conv);
+      const presence = conv.type === "direct" ? state.presence.get(peer(conv)) : null;
+      const online = presence ? !!presence.online : null;
+      const unread = conv.unread_count || 0;
+      const active = conv.id === state.openId;
+      const when = conv.last_message_at ? clockTime(conv.last_message_at) : "";
+      return {
+        key: conv.id,
+        sig: JSON.stringify([name, preview, online, unread, active, when, conv.type]),
+        build: () =>
+          h(
+            "li",
+            {
+              class: `conversation${active ? " active" : ""}`,
+              dataset: { testid: "conversation-item", conversationId: conv.id },
+            },
+            h(
+              "button",
+              { type: "button", onclick: () => openChat(conv.id) },
+              conv.type === "direct"
+                ? h("span", {
+                    class: `presence ${online ? "on" : "off"}`,
+                    title: online ? "online" : "offline",
+                    dataset: { testid: "presence-dot", online: String(!!online) },
+                  })
+                : h("span", { class: "presence group", "aria-hidden": "true", text: "#" }),
+              h(
+                "span",
+                { class: "summary" },
+                h("span", { class: "name", dataset: { testid: "conversation-name" }, text: name }),
+                h("span", {
+                  class: `preview${preview.typing ? " is-typing" : ""}`,
+                  dataset: { testid: "conversation-preview" },
+                  text: preview.text,
+                }),
+              ),
+              h(
+                "span",
+                { class: "meta" },
+                h("span", { class: "time", text: when }),
+                unread > 0
+                  ? h("span", {
+                      class: "badge",
+                      "aria-label": `${unread} unread`,
+                      dataset: { testid: "unread-badge" },
+                      text: unread > 99 ? "99+" : String(unread),
+                    })
+                  : null,
+              ),
+            ),
+          ),
+      };
+    });
+    reconcile($("conversations"), listCache, items);
+    $("list-empty").hidden = state.conversations.size > 0 || !state.listLoaded;
+    $("more-conversations").hidden = !state.nextCursor;
+  }
+
+  /** How many other members have read `seq`, and how many there are. */
+  function readers(conv, seq) {
+    const others = otherMembers(conv);
+    return { read: others.filter((m) => (m.last_read_seq || 0) >= seq).length, of: others.length };
+  }
+
+  function messageItem(conv, message) {
+    const own = message.sender_id === state.me;
+    const deleted = !!message.deleted_at;
+    const editing = state.editing === message.id && !deleted;
+    const confirming = state.confirmDelete === message.id;
+    const receipt = own && !deleted ? readers(conv, message.seq) : null;
+    const sig = JSON.stringify([message.id, message.content, message.edited_at, message.deleted_at, receipt, editing, confirming]);
+    const build = () => {
+      const parts = [];
+      if (!own && conv.type === "group") parts.push(h("span", { class: "sender", text: message.sender_id }));
+      if (editing) {
+        const input = h("textarea", { class: "edit-input", rows: 2, maxlength: 4000, dataset: { testid: "edit-input" } });
+        input.value = message.content ?? "";
+        const save = () => {
+          const content = input.value.trim();
+          if (content && content !== message.content) editMessage(message.id, content);
+          else {
+            state.editing = null;
+            scheduleRender();
+          }
+        };
+        input.addEventListener("keydown", (e) => {
+          if (e.key === "Enter" && !e.shiftKey) {
+            e.preventDefault();
+            save();
+          } else if (e.key === "Escape") {
+            state.editing = null;
+            scheduleRender();
+          }
+        });
+        setTimeout(() => input.focus(), 0);
+        parts.push(
+          input,
+          h(
+            "span",
+            { class: "actions" },
+            h("button", { type: "button", class: "quiet", dataset: { testid: "edit-save" }, onclick: save, text: "Save" }),
+            h("button", {
+              type: "button",
+              class: "quiet",
+              dataset: { testid: "edit-cancel" },
+              onclick: () => {
+                state.editing = null;
+                scheduleRender();
+              },
+              text: "Cancel",
+            }),
+          ),
+        );
+      } else {
+        parts.push(
+          h("span", {
+            class: `content${deleted ? " deleted" : ""}`,
+            dataset: { testid: "message-content" },
+            text: deleted ? "message deleted" : message.content ?? `[${message.type}]`,
+          }),
+        );
+      }
+      const meta = [h("time", { datetime: message.created_at, text: clockTime(message.created_at) })];
+      if (message.edited_at && !deleted) meta.push(h("span", { class: "edited", dataset: { testid: "edited-mark" }, text: "edited" }));
+      if (receipt) {
+        const all = receipt.of > 0 && receipt.read === receipt.of;
+        if (all) meta.push(h("span", { class: "receipt read", dataset: { testid: "read-mark" }, text: "✓✓ read" }));
+        else if (receipt.read > 0) meta.push(h("span", { class: "receipt", dataset: { testid: "read-mark-partial" }, text: `✓ read by ${receipt.read}` }));
+        else meta.push(h("span", { class: "receipt", dataset: { testid: "sent-mark" }, text: "✓ sent" }));
+      }
+      if (own && !deleted && !editing) {
+        meta.push(
+          h("button", {
+            type: "button",
+            class: "link",
+            dataset: { testid: "edit-button" },
+            onclick: () => {
+              state.editing = message.id;
+              state.confirmDelete = null;
+              scheduleRender();
+            },
+            text: "edit",
+          }),
+          h("button", {
+            type: "button",
+            class: `link${confirming ? " danger" : ""}`,
+            dataset: { testid: "delete-button" },
+            onclick: () => {
+              if (confirming) deleteMessage(message.id);
+              else {
+                state.confirmDelete = message.id;
+                scheduleRender();
+              }
+            },
+            text: confirming ? "delete? click again" : "delete",
+          }),
+        );
+      }
+      parts.push(h("span", { class: "meta" }, meta));
+      return h(
+        "li",
+        {
+          class: `message${own ? " own" : ""}${deleted ? " is-deleted" : ""}`,
+          dataset: { testid: "message", seq: String(message.seq), messageId: message.id, own: String(own) },
+        },
+        parts,
+      );
+    };
+    return { key: `s${message.seq}`, sig, build };
+  }
+
+  function pendingItem(clientId, pending) {
+    const failed = pending.state === "failed";
+    return {
+      key: `p${clientId}`,
+      sig: JSON.stringify([pending.state, pending.error]),
+      build: () =>
+        h(
+          "li",
+          { class: `message own pending${failed ? " failed" : ""}`, dataset: { testid: "pending-message", clientId } },
+          h("span", { class: "content", text: pending.content }),
+          h(
+            "span",
+            { class: "meta" },
+            failed ? h("span", { class: "error", text: `not sent: ${pending.error}` }) : h("span", { text: "sending…" }),
+            failed
+              ? h("button", {
+                  type: "button",
+                  class: "link",
+                  onclick: () => {
+                    pending.state = "queued";
+                    trySend(clientId);
+                  },
+                  text: "retry",
+                })
+              : null,
+            failed
+              ? h("button", {
+                  type: "button",
+                  class: "link",
+                  onclick: () => {
+                    state.pending.delete(clientId);
+                    scheduleRender();
+                  },
+                  text: "discard",
+                })
+              : null,
+          ),
+        ),
+    };
+  }
+
+  function renderChat() {
+    const id = state.openId;
+    const conv = id ? state.conversations.get(id) : null;
+    const chat = id ? state.chats.get(id) : null;
+    $("chat-empty").hidden = !!conv;
+    $("chat-bar").hidden = !conv;
+    $("messages").hidden = !conv;
+    $("composer").hidden = !conv;
+    $("chat").dataset.conversationId = conv ? conv.id : "";
+    const list = $("message-items");
+    if (renderedChat !== id) {
+      list.replaceChildren();
+      messageCache.clear();
+      renderedChat = id;
+      jumpToBottom = true;
+    }
+    if (!conv) {
+      $("typing").textContent = "";
+      return;
+    }
+    $("chat-title").textContent = conversationName(conv);
+    let sub = "";
+    if (conv.type === "direct") {
+      const presence = state.presence.get(peer(conv));
+      if (presence?.online) sub = "online";
+      else if (presence?.last_seen_at) sub = `last seen ${new Date(presence.last_seen_at).toLocaleString()}`;
+    } else {
+      sub = `${(conv.members || []).length} members`;
+    }
+    $("chat-sub").textContent = sub;
+    $("typing").textContent = typingText(id);
+
+    const box = $("messages");
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    const firstBefore = list.firstChild;
+
+    const items = [];
+    if (chat) {
+      for (const seq of [...chat.messages.keys()].sort((a, b) => a - b)) items.push(messageItem(conv, chat.messages.get(seq)));
+    }
+    for (const [clientId, pending] of state.pending) {
+      if (pending.conversation_id === id) items.push(pendingItem(clientId, pending));
+    }
+    reconcile(list, messageCache, items);
+    $("load-older").hidden = !(chat && chat.loaded && chat.hasOlder);
+    $("load-older").disabled = !!chat?.loadingOlder;
+
+    if (jumpToBottom || atBottom) box.scrollTop = box.scrollHeight;
+    else if (firstBefore && list.firstChild !== firstBefore) box.scrollTop = box.scrollHeight - fromBottom;
+    if (chat && chat.loaded) jumpToBottom = false;
+    // A first page that does not fill the screen cannot be scrolled up: fetch more now.
+    if (chat && chat.loaded && chat.hasOlder && box.scrollHeight <= box.clientHeight) loadOlder();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Sign-in and sign-out
+
+  function showSignIn(message) {
+    $("app").hidden = true;
+    $("signin").hidden = false;
+    const error = $("signin-error");
+    error.textContent = message || "";
+    error.hidden = !message;
+    $("dev-user").focus();
+  }
+
+  function start(token) {
+    const session = state.session + 1;
+    state = freshState();
+    state.session = session;
+    state.token = token;
+    const c = claims(token) || {};
+    state.me = typeof c.sub === "string" ? c.sub : null;
+    state.myName = typeof c.name === "string" ? c.name : null;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("jwt").value = "";
+    listCache.clear();
+    $("conversations").replaceChildren();
+    renderedChat = undefined;
+    $("signin").hidden = true;
+    $("app").hidden = false;
+    $("app").dataset.screen = "list";
+    $("me").textContent = state.myName ? `${state.myName} (${state.me})` : state.me || "";
+    conn.attempt = 0;
+    scheduleRender();
+    loadConversations(false).then(connect);
+  }
+
+  function signOut(message) {
+    stopTyping();
+    const session = state.session + 1;
+    state.token = null;
+    dropSocket("signed out");
+    clearTimeout(conn.timer);
+    conn.timer = null;
+    clearTyping();
+    state = freshState();
+    state.session = session;
+    sessionStorage.removeItem(TOKEN_KEY);
+    showSignIn(message);
+  }
+
+  $("dev-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const userId = $("dev-user").value.trim();
+    const name = $("dev-name").value.trim();
+    if (!userId) return;
+    try {
+      const body = name ? { user_id: userId, name } : { user_id: userId };
+      const { token } = await api("POST", "/api/dev/token", body, { auth: false });
+      start(token);
+    } catch (err) {
+      if (err.status === 404) {
+        showSignIn("This server does not hand out dev tokens (it runs without --dev). Paste a JWT below.");
+        $("jwt-box").open = true;
+        $("jwt").focus();
+      } else {
+        showSignIn(`Sign-in failed: ${err.message}`);
+      }
+    }
+  });
+
+  $("jwt-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = $("jwt").value.trim();
+    const c = claims(token);
+    if (!c || typeof c.sub !== "string") {
+      showSignIn("That does not look like a JWT (three base64url parts with a `sub`).");
+      return;
+    }
+    if (tokenExpired(token)) {
+      showSignIn("That token has expired.");
+      return;
+    }
+    state.token = token; // checked with a real request before we switch screens
+    try {
+      await api("GET", "/api/unread");
+      start(token);
+    } catch (err) {
+      state.token = null;
+      showSignIn(`The server refused the token: ${err.message}`);
+    }
+  });
+
+  $("signout").addEventListener("click", () => signOut());
+  $("back").addEventListener("click", closeChat);
+  $("more-conversations").addEventListener("click", () => loadConversations(true));
+  $("load-older").addEventListener("click", loadOlder);
+  $("messages").addEventListener("scroll", () => {
+    if ($("messages").scrollTop < 60) loadOlder();
+  });
+
+  $("new-chat").addEventListener("click", () => {
+    const panel = $("new-panel");
+    panel.hidden = !panel.hidden;
+    $("new-chat").setAttribute("aria-expanded", String(!panel.hidden));
+    if (!panel.hidden) $("direct-user").focus();
+  });
+
+  $("new-direct").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const other = $("direct-user").value.trim();
+    if (!other) return;
+    if (await createConversation({ type: "direct", members: [other] })) $("direct-user").value = "";
+  });
+
+  $("new-group").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = $("group-name").value.trim();
+    const members = [...new Set($("group-members").value.split(",").map((s) => s.trim()).filter(Boolean))];
+    if (!name || !members.length) return;
+    if (await createConversation({ type: "group", name, members })) {
+      $("group-name").value = "";
+      $("group-members").value = "";
+    }
+  });
+
+  const composer = $("composer-input");
+  composer.addEventListener("input", onComposerInput);
+  composer.addEventListener("blur", stopTyping);
+  composer.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const content = composer.value.trim();
+    if (!content || !state.openId) return;
+    stopTyping();
+    composer.value = "";
+    send(state.openId, content);
+  });
+
+  // ---------------------------------------------------------------------------------------
+  // Boot
+
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved && !tokenExpired(saved)) start(saved);
+  else {
+    if (saved) sessionStorage.removeItem(TOKEN_KEY);
+    showSignIn(saved ? "Your session expired: sign in again." : "");
+  }
+})();
