@@ -5,3 +5,4 @@ pub mod dispatch;
 pub mod http;
 pub mod socketio;
 pub mod web;
+pub mod ws;
