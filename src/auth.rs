@@ -109,6 +109,12 @@ impl Authenticator {
 
     /// Verifies a token and returns its user, or `unauthorized` / `token_expired`.
     pub fn verify(&self, token: &str) -> Result<User, ChatError> {
+        self.verify_session(token).map(|(user, _)| user)
+    }
+
+    /// Like [`Auth::verify`], with the token's expiry (`exp`, Unix seconds), for connections
+    /// that outlive a request and must end when their token does.
+    pub fn verify_session(&self, token: &str) -> Result<(User, u64), ChatError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(
             |err| match err.kind() {
                 ErrorKind::ExpiredSignature => ChatError::TokenExpired,
@@ -123,7 +129,7 @@ impl Authenticator {
         let claims = data.claims;
         validate::identifier("sub", &claims.sub)
             .map_err(|e| ChatError::Unauthorized(format!("token {e}")))?;
-        Ok(User { id: claims.sub, name: claims.name, connection: None, arrival: 0 })
+        Ok((User { id: claims.sub, name: claims.name, connection: None, arrival: 0 }, claims.exp))
     }
 
     /// Signs a token for `user_id` valid for `ttl`, with the configured audience and issuer.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -86,6 +87,20 @@ pub struct Settings {
     /// [default: normal].
     #[arg(long, env = "CHATD_SQLITE_SYNCHRONOUS", value_name = "MODE")]
     pub sqlite_synchronous: Option<Synchronous>,
+
+    /// Seconds between WebSocket pings sent to `/ws` clients [default: 25].
+    #[arg(long, env = "CHATD_WS_PING_INTERVAL", value_name = "SECS")]
+    pub ws_ping_interval: Option<u64>,
+
+    /// A `/ws` connection that sends nothing (not even a pong) for this many seconds is
+    /// closed [default: 60].
+    #[arg(long, env = "CHATD_WS_IDLE_TIMEOUT", value_name = "SECS")]
+    pub ws_idle_timeout: Option<u64>,
+
+    /// Bytes of outbound frames a `/ws` connection may have waiting; a client that reads
+    /// slower than that is disconnected (close 1008) instead of buffered [default: 1048576].
+    #[arg(long, env = "CHATD_WS_MAX_QUEUED_BYTES", value_name = "BYTES")]
+    pub ws_max_queued_bytes: Option<usize>,
 }
 
 macro_rules! or_file {
@@ -103,7 +118,8 @@ impl Settings {
         let cli = self;
         Ok(or_file!(cli, file: bind, data_dir, database_url, redis_url, jwt_secret, jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
-            max_content_chars, mask_pii, sqlite_synchronous))
+            max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
+            ws_max_queued_bytes))
     }
 
     /// Applies defaults and checks combinations.
@@ -150,6 +166,11 @@ impl Settings {
                 ..defaults
             },
             sqlite_synchronous: settings.sqlite_synchronous.unwrap_or_default(),
+            ws: WsConfig {
+                ping_interval: Duration::from_secs(settings.ws_ping_interval.unwrap_or(25).max(1)),
+                idle_timeout: Duration::from_secs(settings.ws_idle_timeout.unwrap_or(60).max(1)),
+                max_queued_bytes: settings.ws_max_queued_bytes.unwrap_or(1 << 20),
+            },
         })
     }
 }
@@ -193,6 +214,19 @@ pub struct Config {
     pub limits: ChatLimits,
     /// SQLite durability.
     pub sqlite_synchronous: Synchronous,
+    /// Plain WebSocket keepalive and backpressure.
+    pub ws: WsConfig,
+}
+
+/// Keepalive and backpressure of `/ws` connections.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// How often the server pings each connection.
+    pub ping_interval: Duration,
+    /// Silence (no frame, no pong) after which a connection is closed.
+    pub idle_timeout: Duration,
+    /// Outbound bytes a connection may have waiting before it is cut off as a slow consumer.
+    pub max_queued_bytes: usize,
 }
 
 impl Config {

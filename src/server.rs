@@ -17,15 +17,16 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
-use crate::transport::{socketio, web};
+use crate::transport::{socketio, web, ws};
 
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
-/// The complete service: every route with its layers, and the Socket.IO handle (to close
-/// its sockets at shutdown). Must be called inside a Tokio runtime.
-pub fn app(state: AppState) -> (Router, SocketIo) {
+/// The complete service: every route with its layers, and the realtime transports' handles
+/// (to close their connections at shutdown). Must be called inside a Tokio runtime.
+pub fn app(state: AppState) -> (Router, Realtime) {
     let (socketio_layer, io) = socketio::layer(&state);
+    let (ws_router, hub) = ws::router(&state);
     let request_span = |request: &Request<_>| {
         let id = request
             .extensions()
@@ -36,6 +37,7 @@ pub fn app(state: AppState) -> (Router, SocketIo) {
     };
     let router = http::router(&state)
         .merge(web::router())
+        .merge(ws_router)
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))
@@ -47,7 +49,15 @@ pub fn app(state: AppState) -> (Router, SocketIo) {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
-    (router, io)
+    (router, Realtime { io, hub })
+}
+
+/// Handles on the realtime transports, to close their connections at shutdown.
+pub struct Realtime {
+    /// Socket.IO.
+    pub io: SocketIo,
+    /// Plain WebSocket.
+    pub hub: std::sync::Arc<ws::Hub>,
 }
 
 fn panic_response() -> Response {
@@ -78,13 +88,14 @@ pub async fn serve(
             tracing::warn!(error = %err, "could not set TCP_NODELAY");
         }
     });
-    let (router, io) = app(state);
+    let (router, realtime) = app(state);
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             draining.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: closing realtime connections, finishing in-flight requests");
-            io.close().await;
+            realtime.hub.close_all();
+            realtime.io.close().await;
         })
         .await;
     housekeeping.abort();

@@ -1,6 +1,8 @@
 //! Transports: thin adapters that decode requests, call the core, and encode results.
 //! No chat rule lives here.
 
+pub mod dispatch;
 pub mod http;
 pub mod socketio;
 pub mod web;
+pub mod ws;

@@ -6,27 +6,25 @@
 //! connection of a user), `s:<socket id>` (one connection, for "everyone but the sender").
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
-use socketioxide::{ParserError, SocketIo};
 use tokio::sync::broadcast;
 
 use crate::core::ChatError;
-use crate::core::events::{DeleteMessage, EditMessage, MarkRead, SendMessage};
 use crate::core::model::User;
-use crate::core::realtime::{Audience, BusMessage, ConversationRef, Empty, PresenceQuery, SyncRequest};
+use crate::core::realtime::{Audience, BusMessage};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
+use crate::transport::dispatch::{self, CLIENT_EVENTS, Subscriptions, dispatch, error_body};
 
 fn conversation_room(id: &str) -> String {
     format!("c:{id}")
@@ -132,55 +130,41 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(
 
 /// Registers every client event and the disconnect handler.
 fn register_events(socket: &SocketRef) {
-    on(socket, "message:send", |chat, user, req: SendMessage, _| async move {
-        let sent = chat.send_message(&user, req).await?;
-        Ok(json!({ "message": sent.message }))
-    });
-    on(socket, "message:edit", |chat, user, req: EditMessage, _| async move {
-        Ok(json!({ "message": chat.edit_message(&user, req).await? }))
-    });
-    on(socket, "message:delete", |chat, user, req: DeleteMessage, _| async move {
-        Ok(json!({ "message": chat.delete_message(&user, &req.message_id).await? }))
-    });
-    on(socket, "message:read", |chat, user, req: MarkRead, _| async move {
-        Ok(json!({ "last_read_seq": chat.mark_read(&user, req).await? }))
-    });
-    on(socket, "typing:start", |chat, user, req: ConversationRef, _| async move {
-        chat.typing_start(&user, &req.conversation_id).await.map(|()| json!({}))
-    });
-    on(socket, "typing:stop", |chat, user, req: ConversationRef, _| async move {
-        chat.typing_stop(&user, &req.conversation_id).await.map(|()| json!({}))
-    });
-    on(socket, "conversation:focus", |chat, user, req: ConversationRef, _| async move {
-        chat.focus(&user, &req.conversation_id).await.map(|()| json!({}))
-    });
-    on(socket, "conversation:unfocus", |chat, user, _: Empty, _| async move {
-        chat.unfocus(&user).map(|()| json!({}))
-    });
-    on(socket, "sync", |chat, user, req: SyncRequest, _| async move {
-        let page = chat.sync(&user, req).await?;
-        Ok(
-            json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations }),
-        )
-    });
-    on(socket, "presence:query", |chat, _user, req: PresenceQuery, _| async move {
-        Ok(json!({ "presence": chat.presence(req)? }))
-    });
-    on(socket, "conversation:join", |chat, user, req: ConversationRef, socket| async move {
-        chat.join(&user, &req.conversation_id).await?;
-        socket.join(conversation_room(&req.conversation_id));
-        Ok(json!({}))
-    });
-    on(socket, "conversation:leave", |chat, user, req: ConversationRef, socket| async move {
-        chat.leave(&user, &req.conversation_id)?;
-        socket.leave(conversation_room(&req.conversation_id));
-        Ok(json!({}))
-    });
+    for event in CLIENT_EVENTS {
+        socket.on(
+            event,
+            move |socket: SocketRef,
+                  State(state): State<AppState>,
+                  Caller(user): Caller,
+                  TryData(data): TryData<Value>,
+                  AckRequested(wants_ack): AckRequested,
+                  ack: AckSender| async move {
+                let result = match data {
+                    Ok(data) => dispatch(&state.chat, &user, event, data, &SocketRooms(&socket)).await,
+                    Err(err) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
+                };
+                respond(&socket, event, wants_ack, ack, result);
+            },
+        );
+    }
     socket.on_disconnect(|State(state): State<AppState>, Extension(user): Extension<User>| async move {
         if let Err(err) = state.chat.disconnect(&user).await {
             tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
         }
     });
+}
+
+/// A socket's conversation rooms.
+struct SocketRooms<'a>(&'a SocketRef);
+
+impl Subscriptions for SocketRooms<'_> {
+    fn subscribe(&self, conversation_id: &str) {
+        self.0.join(conversation_room(conversation_id));
+    }
+
+    fn unsubscribe(&self, conversation_id: &str) {
+        self.0.leave(conversation_room(conversation_id));
+    }
 }
 
 /// The socket's user, stamped with this event's arrival position on the socket. Handlers run
@@ -229,56 +213,6 @@ impl<A: Adapter> FromMessageParts<A> for AckRequested {
     }
 }
 
-/// Decodes an event payload; a missing payload reads as `{}`.
-fn decode<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Result<T, ChatError> {
-    let value = match data {
-        Ok(Value::Null) => Value::Object(Map::new()),
-        Ok(value) => value,
-        Err(err) => return Err(ChatError::invalid(format!("unreadable payload: {err}"))),
-    };
-    serde_json::from_value(value).map_err(|err| ChatError::invalid(format!("invalid payload: {err}")))
-}
-
-/// Registers `event`: decode the payload as `Req`, run `handle` with the core, the caller and
-/// the socket (for room changes), and answer `{ok:true, …}` or `{ok:false, error}`.
-fn on<Req, Handle, Fut>(socket: &SocketRef, event: &'static str, handle: Handle)
-where
-    Req: DeserializeOwned + Send + 'static,
-    Handle: Fn(Arc<crate::core::Chat>, User, Req, SocketRef) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, ChatError>> + Send + 'static,
-{
-    socket.on(
-        event,
-        move |socket: SocketRef,
-              State(state): State<AppState>,
-              Caller(user): Caller,
-              TryData(data): TryData<Value>,
-              AckRequested(wants_ack): AckRequested,
-              ack: AckSender| {
-            let handle = handle.clone();
-            async move {
-                let result = match decode::<Req>(data) {
-                    Ok(req) => handle(state.chat.clone(), user, req, socket.clone()).await,
-                    Err(err) => Err(err),
-                };
-                respond(&socket, event, wants_ack, ack, result);
-            }
-        },
-    );
-}
-
-/// `{code, message}`, plus the event name when it goes out as an `error` event.
-fn error_body(event: Option<&str>, err: &ChatError) -> Value {
-    if let ChatError::Internal(source) = err {
-        tracing::error!(error = %source, event, "internal error");
-    }
-    let mut body = json!({ "code": err.code(), "message": err.to_string() });
-    if let Some(event) = event {
-        body["event"] = json!(event);
-    }
-    body
-}
-
 /// Answers through the ack; a failure without an ack callback becomes an `error` event.
 fn respond(
     socket: &SocketRef,
@@ -288,14 +222,8 @@ fn respond(
     result: Result<Value, ChatError>,
 ) {
     let sent = match result {
-        Ok(mut body) => {
-            if let Value::Object(fields) = &mut body {
-                fields.insert("ok".into(), Value::Bool(true));
-            }
-            ack.send(&body)
-        }
-        Err(err) if wants_ack => ack.send(&json!({ "ok": false, "error": error_body(None, &err) })),
-        Err(err) => socket.emit("error", &error_body(Some(event), &err)),
+        Err(err) if !wants_ack => socket.emit("error", &error_body(Some(event), &err)),
+        result => ack.send(&dispatch::ack(result)),
     };
     if let Err(err) = sent {
         tracing::debug!(error = %err, event, "could not answer");
