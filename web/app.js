@@ -49,12 +49,15 @@
       let entry = cache.get(item.key);
       if (!entry || entry.sig !== item.sig) {
         const el = item.build();
-        if (entry) entry.el.replaceWith(el);
+        if (entry) {
+          if (entry.el === cursor) cursor = el;
+          entry.el.replaceWith(el);
+        }
         entry = { sig: item.sig, el };
         cache.set(item.key, entry);
       }
-      if (entry.el !== cursor) container.insertBefore(entry.el, cursor);
-      else cursor = cursor.nextSibling;
+      if (entry.el === cursor) cursor = cursor.nextSibling;
+      else container.insertBefore(entry.el, cursor);
     }
     for (const [key, entry] of cache) {
       if (!keep.has(key)) {
@@ -222,14 +225,15 @@
     for (const send of state.pending.values()) if (send.state === "sending") send.state = "queued";
     scheduleRender();
     if (!state.token) return;
-    if (event.code === 1008) {
-      signOut(event.reason === "token_expired" ? "Your session expired: sign in again." : `The server ended the session (${event.reason || "policy"}): sign in again.`);
+    if (event.code === 1008 && event.reason === "token_expired") {
+      signOut("Your session expired: sign in again.");
       return;
     }
     if (event.code === 1009) notice("The server refused an oversized frame; reconnecting.");
-    if (!opened) {
-      // A refused upgrade (HTTP 401) looks like any failed connection from here: ask REST
-      // whether the token is still good (a 401 there signs out).
+    if (!opened || event.code === 1008) {
+      // A refused upgrade (HTTP 401) looks like any failed connection from here, and a policy
+      // close may be a revoked token or a slow connection: ask REST whether the token is
+      // still good (a 401 there signs out), else reconnect.
       try {
         await api("GET", "/api/unread");
       } catch {

@@ -1,0 +1,378 @@
+// Drives chatd's bundled web page (GET /) in headless Chromium, one scenario per run:
+//   CHATD_URL=http://127.0.0.1:PORT CHATD_SECRET=... CHATD_SCREENSHOTS=DIR node browser.mjs <scenario>
+// Uses Debian's Chromium (CHROMIUM, default /usr/bin/chromium) through playwright-core; it
+// never downloads a browser. Exits 0 and prints a JSON line (the scenario's result) on
+// success; exits 1 with the failed assertion otherwise. Invoked by tests/browser.rs.
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const URL = process.env.CHATD_URL;
+const SECRET = process.env.CHATD_SECRET;
+const SHOTS = process.env.CHATD_SCREENSHOTS;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const WAIT_MS = 10000;
+const XSS = "<img src=x onerror=alert(1)>";
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+
+/** An HS256 JWT for `sub` signed with the server's secret, valid `ttl` seconds. */
+function token(sub, ttl = 3600) {
+  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + ttl })}`;
+  return `${unsigned}.${createHmac("sha256", SECRET).update(unsigned).digest("base64url")}`;
+}
+
+/** Every browser-side failure we must not see: uncaught errors and JS dialogs (alert). */
+const trouble = { pageErrors: [], dialogs: [] };
+/** Every page opened, for the failure screenshots and console logs. */
+const pages = [];
+
+/** A fresh browser context (one user) with one page on the chat. */
+async function openUser(browser, viewport = { width: 1000, height: 650 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const log = [];
+  pages.push({ page, log });
+  page.on("console", (msg) => log.push(`${msg.type()}: ${msg.text()}`));
+  page.on("pageerror", (err) => trouble.pageErrors.push(String(err)));
+  page.on("dialog", (dialog) => {
+    trouble.dialogs.push(`${dialog.type()}: ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  await page.goto(URL);
+  return { context, page };
+}
+
+const byTestId = (id) => `[data-testid="${id}"]`;
+const item = (page, conversationId) =>
+  page.locator(`${byTestId("conversation-item")}[data-conversation-id="${conversationId}"]`);
+
+/** Waits until `fn(arg)` is truthy in the page; `what` names it in the failure. */
+async function until(page, what, fn, arg) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: WAIT_MS });
+  } catch (err) {
+    throw new Error(`timed out waiting until ${what}: ${err.message.split("\n")[0]}`);
+  }
+}
+
+async function waitOnline(page, who) {
+  await until(page, `${who} is online`, () => document.querySelector('[data-testid="status"]')?.dataset.state === "online");
+}
+
+/** Signs in through the dev-token form. */
+async function signIn(page, userId, name) {
+  await page.fill(byTestId("signin-user"), userId);
+  await page.fill(byTestId("signin-name"), name);
+  await page.click(byTestId("signin-submit"));
+  await waitOnline(page, userId);
+  assert.equal(await page.textContent(byTestId("me")), `${name} (${userId})`);
+}
+
+/** The messages on screen: [{seq, text, own, read, edited, deleted}] (pending ones excluded). */
+function shownMessages(page) {
+  return page.$$eval(`${byTestId("message-list")} ${byTestId("message")}`, (items) =>
+    items.map((li) => ({
+      seq: Number(li.dataset.seq),
+      text: li.querySelector('[data-testid="message-content"]')?.textContent ?? null,
+      own: li.dataset.own === "true",
+      read: !!li.querySelector('[data-testid="read-mark"]'),
+      edited: !!li.querySelector('[data-testid="edited-mark"]'),
+      deleted: li.classList.contains("is-deleted"),
+    })),
+  );
+}
+
+/** Waits until a message with `text` shows in the open chat; returns it. */
+async function waitMessage(page, who, text) {
+  await until(
+    page,
+    `${who} shows the message ${JSON.stringify(text)}`,
+    (text) =>
+      [...document.querySelectorAll('[data-testid="message-list"] [data-testid="message"] [data-testid="message-content"]')].some(
+        (el) => el.textContent === text,
+      ),
+    text,
+  );
+  return (await shownMessages(page)).find((m) => m.text === text);
+}
+
+/** Types and sends `text` in the open chat; waits for the server's ack (the message gets a seq). */
+async function send(page, who, text) {
+  await page.fill(byTestId("composer-input"), text);
+  await page.press(byTestId("composer-input"), "Enter");
+  const message = await waitMessage(page, who, text);
+  await until(page, `${who}'s sends are all acked`, () => !document.querySelector('[data-testid="pending-message"]'));
+  return message;
+}
+
+async function messageBySeq(page, seq) {
+  return page.locator(`${byTestId("message-list")} ${byTestId("message")}[data-seq="${seq}"]`);
+}
+
+async function badge(page, conversationId) {
+  const badges = item(page, conversationId).locator(byTestId("unread-badge"));
+  return (await badges.count()) ? (await badges.textContent()).trim() : "";
+}
+
+async function waitBadge(page, who, conversationId, expected) {
+  await until(
+    page,
+    `${who}'s unread badge on ${conversationId} reads ${JSON.stringify(expected)}`,
+    ([id, expected]) => {
+      const el = document.querySelector(`[data-testid="conversation-item"][data-conversation-id="${id}"]`);
+      if (!el) return false;
+      return (el.querySelector('[data-testid="unread-badge"]')?.textContent ?? "") === expected;
+    },
+    [conversationId, expected],
+  );
+}
+
+async function openConversation(page, conversationId) {
+  await item(page, conversationId).locator("button").click();
+  await until(
+    page,
+    `chat ${conversationId} is open`,
+    (id) => document.querySelector('[data-testid="chat-view"]')?.dataset.conversationId === id,
+    conversationId,
+  );
+}
+
+/** Starts a direct chat from the "New chat" panel; returns the conversation id. */
+async function startDirect(page, other) {
+  await page.click(byTestId("new-chat"));
+  await page.fill(byTestId("new-direct-user"), other);
+  await page.click(byTestId("new-direct-submit"));
+  await until(page, `a chat with ${other} is open`, (other) => {
+    const view = document.querySelector('[data-testid="chat-view"]');
+    return view?.dataset.conversationId && document.querySelector('[data-testid="chat-title"]')?.textContent === other;
+  }, other);
+  return page.getAttribute(byTestId("chat-view"), "data-conversation-id");
+}
+
+async function screenshot(page, name) {
+  const path = join(SHOTS, name);
+  await page.screenshot({ path });
+  assert.ok(statSync(path).size > 1000, `${path} is not a real screenshot`);
+  return path;
+}
+
+const scenarios = {
+  /** Two users chat: typing, unread badges, read marks, escaping, edit/delete, offline catch-up. */
+  async chat(browser) {
+    const alice = await openUser(browser);
+    const bob = await openUser(browser);
+    const A = alice.page;
+    const B = bob.page;
+    await signIn(A, "alice", "Alice");
+    await signIn(B, "bob", "Bob");
+
+    // Alice starts a direct chat with Bob; it appears live in Bob's list, both show presence.
+    const conv = await startDirect(A, "bob");
+    await item(B, conv).waitFor();
+    assert.equal(await item(B, conv).locator(byTestId("conversation-name")).textContent(), "alice");
+    await until(A, "alice sees bob online", (id) =>
+      document.querySelector(`[data-conversation-id="${id}"] [data-testid="presence-dot"]`)?.dataset.online === "true", conv);
+    await until(B, "bob sees alice online", (id) =>
+      document.querySelector(`[data-conversation-id="${id}"] [data-testid="presence-dot"]`)?.dataset.online === "true", conv);
+
+    // Bob is on the list, not in the chat: Alice's message makes an unread badge and a preview.
+    const first = await send(A, "alice", "Hi Bob!");
+    assert.equal(first.seq, 1);
+    assert.equal(first.read, false, "not read yet");
+    await waitBadge(B, "bob", conv, "1");
+    assert.equal(await item(B, conv).locator(byTestId("conversation-preview")).textContent(), "Hi Bob!");
+
+    // Bob opens it: history over REST, badge gone, and Alice sees the read mark.
+    await openConversation(B, conv);
+    await waitMessage(B, "bob", "Hi Bob!");
+    await waitBadge(B, "bob", conv, "");
+    await until(A, "alice sees the read mark on seq 1", () =>
+      !!document.querySelector('[data-testid="message"][data-seq="1"] [data-testid="read-mark"]'));
+
+    // They exchange messages live.
+    const reply = await send(B, "bob", "Hi Alice, yes it is available");
+    const seen = await waitMessage(A, "alice", "Hi Alice, yes it is available");
+    assert.equal(seen.seq, reply.seq);
+    assert.equal(seen.own, false);
+
+    // Typing: Bob sees "alice is typing…" while she types, and it clears when she sends.
+    await A.click(byTestId("composer-input"));
+    await A.keyboard.type("Can you ship", { delay: 40 });
+    await until(B, "bob sees alice typing", () =>
+      document.querySelector('[data-testid="typing-indicator"]')?.textContent === "alice is typing…");
+    await A.keyboard.type(" tomorrow?", { delay: 10 });
+    await A.press(byTestId("composer-input"), "Enter");
+    await waitMessage(B, "bob", "Can you ship tomorrow?");
+    await until(B, "the typing indicator clears", () =>
+      document.querySelector('[data-testid="typing-indicator"]')?.textContent === "");
+
+    // Bob looks at another chat: a new message from Alice badges her conversation instead.
+    const other = await startDirect(B, "carol");
+    assert.notEqual(other, conv);
+    const unseen = await send(A, "alice", "Tomorrow works?");
+    await waitBadge(B, "bob", conv, "1");
+    assert.equal(await B.getAttribute(byTestId("chat-view"), "data-conversation-id"), other, "bob stayed in the other chat");
+    await sleep(300);
+    assert.equal((await shownMessages(A)).find((m) => m.seq === unseen.seq).read, false, "unread while bob looks elsewhere");
+    await openConversation(B, conv);
+    await waitBadge(B, "bob", conv, "");
+    await until(A, `alice sees the read mark on seq ${unseen.seq}`, (seq) =>
+      !!document.querySelector(`[data-testid="message"][data-seq="${seq}"] [data-testid="read-mark"]`), unseen.seq);
+
+    // User content is text, never markup: no <img> element, no alert.
+    const xss = await send(A, "alice", XSS);
+    const shown = await waitMessage(B, "bob", XSS);
+    assert.equal(shown.seq, xss.seq);
+    await sleep(500); // an onerror handler would have fired by now
+    for (const [who, page] of [["alice", A], ["bob", B]]) {
+      assert.equal(await page.locator("img").count(), 0, `${who}'s page created an img element`);
+      const contents = await page.$$eval('[data-testid="message-content"]', (els) => els.map((el) => el.textContent));
+      assert.ok(contents.includes(XSS), `${who} shows the markup as literal text`);
+    }
+    assert.equal(await item(B, conv).locator(byTestId("conversation-preview")).textContent(), XSS);
+    assert.equal(await item(A, conv).locator(byTestId("conversation-preview")).textContent(), `You: ${XSS}`);
+    assert.deepEqual(trouble.dialogs, [], "no dialog fired");
+
+    // Alice edits her first message and deletes another; Bob sees both.
+    await (await messageBySeq(A, 1)).locator(byTestId("edit-button")).click();
+    await A.fill(byTestId("edit-input"), "Hi Bob! (edited)");
+    await A.click(byTestId("edit-save"));
+    await until(B, "bob sees the edit", () => {
+      const li = document.querySelector('[data-testid="message"][data-seq="1"]');
+      return li?.querySelector('[data-testid="message-content"]')?.textContent === "Hi Bob! (edited)" &&
+        !!li.querySelector('[data-testid="edited-mark"]');
+    });
+    const doomed = (await shownMessages(A)).find((m) => m.text === "Tomorrow works?");
+    const deleteButton = (await messageBySeq(A, doomed.seq)).locator(byTestId("delete-button"));
+    await deleteButton.click(); // asks
+    await deleteButton.click(); // confirms
+    for (const [who, page] of [["bob", B], ["alice", A]]) {
+      await until(page, `${who} sees seq ${doomed.seq} deleted`, (seq) => {
+        const li = document.querySelector(`[data-testid="message"][data-seq="${seq}"]`);
+        return li?.classList.contains("is-deleted") && li.querySelector('[data-testid="message-content"]')?.textContent === "message deleted";
+      }, doomed.seq);
+    }
+
+    // A reload keeps Alice signed in (sessionStorage) with her conversation list.
+    await A.reload();
+    await waitOnline(A, "alice after reload");
+    assert.equal(await A.textContent(byTestId("me")), "Alice (alice)");
+    await openConversation(A, conv);
+    await waitMessage(A, "alice", XSS);
+
+    // Bob goes offline; Alice keeps sending; Bob writes too (queued). Back online, Bob
+    // catches up with every message exactly once and in order, and his queued one goes once.
+    const before = await shownMessages(B);
+    await bob.context.setOffline(true);
+    await until(B, "bob's status shows offline", () =>
+      document.querySelector('[data-testid="status"]')?.dataset.state === "offline");
+    const missed = [];
+    for (let i = 1; i <= 5; i++) missed.push(await send(A, "alice", `while you were away ${i}`));
+    await B.fill(byTestId("composer-input"), "written offline");
+    await B.press(byTestId("composer-input"), "Enter");
+    await sleep(500);
+    const during = await shownMessages(B);
+    assert.deepEqual(during.map((m) => m.seq), before.map((m) => m.seq), "nothing reached bob while offline");
+    assert.equal(await B.locator(byTestId("pending-message")).count(), 1, "bob's message waits in the outbox");
+    const offlineShot = await screenshot(B, "offline-bob.png");
+
+    await bob.context.setOffline(false);
+    await waitOnline(B, "bob after reconnecting");
+    await waitMessage(B, "bob", "while you were away 5");
+    await until(B, "bob's queued message is sent", () => !document.querySelector('[data-testid="pending-message"]'));
+    const sent = await waitMessage(A, "alice", "written offline");
+    await sleep(500); // time for any duplicate to show up
+    const after = await shownMessages(B);
+    const seqs = after.map((m) => m.seq);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "in seq order");
+    assert.equal(new Set(seqs).size, seqs.length, "no seq shown twice");
+    assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), "gap-free from 1");
+    const awayTexts = after.filter((m) => m.text?.startsWith("while you were away")).map((m) => [m.seq, m.text]);
+    assert.deepEqual(awayTexts, missed.map((m) => [m.seq, m.text]), "every missed message once, in order");
+    assert.equal(after.filter((m) => m.text === "written offline").length, 1, "the queued message shows once");
+    const onAlice = await shownMessages(A);
+    assert.equal(onAlice.filter((m) => m.text === "written offline").length, 1, "alice got the queued message once");
+    assert.equal(sent.seq, seqs[seqs.length - 1]);
+    assert.deepEqual(onAlice.map((m) => m.seq), seqs, "both sides show the same messages");
+    await until(A, "alice sees bob read what he missed", (seq) =>
+      !!document.querySelector(`[data-testid="message"][data-seq="${seq}"] [data-testid="read-mark"]`), missed[4].seq);
+
+    // Screenshots: desktop, and Bob's phone-width screens (chat, then back to the list).
+    const desktopShot = await screenshot(A, "desktop-alice.png");
+    await B.setViewportSize({ width: 390, height: 844 });
+    assert.equal(await B.locator(".sidebar").isVisible(), false, "phone width: the chat has the whole screen");
+    assert.ok(await B.locator(byTestId("back")).isVisible(), "phone width: a back button");
+    const phoneChat = await screenshot(B, "phone-chat.png");
+    await B.click(byTestId("back"));
+    await item(B, conv).waitFor();
+    assert.equal(await B.locator(byTestId("chat-view")).isVisible(), false, "phone width: the list has the whole screen");
+    const phoneList = await screenshot(B, "phone-list.png");
+
+    assert.deepEqual(trouble.dialogs, [], "no dialog fired");
+    assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
+    return { conversation: conv, screenshots: [offlineShot, desktopShot, phoneChat, phoneList] };
+  },
+
+  /** Without --dev: the page says so and signs in with a pasted JWT; an expired one ends the session. */
+  async paste_token(browser) {
+    const { page } = await openUser(browser);
+    await page.fill(byTestId("signin-user"), "dave");
+    await page.click(byTestId("signin-submit"));
+    await until(page, "the page explains dev tokens are off", () =>
+      document.querySelector('[data-testid="signin-error"]')?.textContent.includes("--dev"));
+    assert.equal(await page.getAttribute(byTestId("jwt-box"), "open"), "", "the paste field is opened");
+
+    await page.fill(byTestId("signin-jwt"), "not.a-token");
+    await page.click(byTestId("signin-jwt-submit"));
+    await until(page, "a malformed token is refused", () =>
+      document.querySelector('[data-testid="signin-error"]')?.textContent.includes("JWT"));
+
+    // Valid for a few seconds: signs in, then the server closes with 1008 token_expired.
+    await page.fill(byTestId("signin-jwt"), token("dave", 4));
+    await page.click(byTestId("signin-jwt-submit"));
+    await waitOnline(page, "dave");
+    assert.equal(await page.textContent(byTestId("me")), "dave");
+    await page.waitForFunction(
+      () => !document.querySelector('[data-testid="signin"]').hidden &&
+        document.querySelector('[data-testid="signin-error"]').textContent.includes("expired"),
+      null,
+      { timeout: 15000 },
+    );
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("chatd.token")), null, "the token is forgotten");
+
+    // A fresh token signs in again.
+    await page.fill(byTestId("signin-jwt"), token("dave"));
+    await page.click(byTestId("signin-jwt-submit"));
+    await waitOnline(page, "dave again");
+    const shot = await screenshot(page, "paste-token.png");
+    assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
+    return { screenshots: [shot] };
+  },
+};
+
+const name = process.argv[2];
+if (!scenarios[name]) {
+  console.error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(", ")}`);
+  process.exit(2);
+}
+assert.ok(URL && SECRET && SHOTS, "CHATD_URL, CHATD_SECRET and CHATD_SCREENSHOTS must be set");
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+try {
+  const result = await scenarios[name](browser);
+  console.log(JSON.stringify(result));
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+  // What each page looked like and said, for whoever reads the failure.
+  if (trouble.pageErrors.length) console.error(`uncaught page errors:\n  ${trouble.pageErrors.join("\n  ")}`);
+  for (const [i, { page, log }] of pages.entries()) {
+    const path = join(SHOTS, `failure-${name}-${i}.png`);
+    await page.screenshot({ path }).then(() => console.error(`screenshot: ${path}`), () => {});
+    if (log.length) console.error(`page ${i} console:\n  ${log.slice(-30).join("\n  ")}`);
+  }
+} finally {
+  await browser.close();
+}
