@@ -222,6 +222,7 @@
     conn.waiting.clear();
     state.focusedId = null;
     clearTyping();
+    state.presence.clear(); // unknown until the next presence:query
     for (const send of state.pending.values()) if (send.state === "sending") send.state = "queued";
     scheduleRender();
     if (!state.token) return;
@@ -248,7 +249,7 @@
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** conn.attempt);
     const delay = ceiling / 2 + Math.random() * (ceiling / 2); // "equal jitter"
     conn.attempt += 1;
-    setStatus("offline", `offline · retrying in ${Math.max(1, Math.round(delay / 1000))} s`);
+    setStatus("offline", `offline, retry in ${Math.max(1, Math.round(delay / 1000))} s`);
     conn.timer = setTimeout(() => {
       conn.timer = null;
       connect();

@@ -24,6 +24,18 @@ function token(sub, ttl = 3600) {
   return `${unsigned}.${createHmac("sha256", SECRET).update(unsigned).digest("base64url")}`;
 }
 
+/** A REST call as `user` (to seed data the way another client would). */
+async function api(user, method, path, body) {
+  const res = await fetch(URL + path, {
+    method,
+    headers: { authorization: `Bearer ${token(user)}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
 /** Every browser-side failure we must not see: uncaught errors and JS dialogs (alert). */
 const trouble = { pageErrors: [], dialogs: [] };
 /** Every page opened, for the failure screenshots and console logs. */
@@ -36,6 +48,19 @@ async function openUser(browser, viewport = { width: 1000, height: 650 }) {
   const log = [];
   pages.push({ page, log });
   page.on("console", (msg) => log.push(`${msg.type()}: ${msg.text()}`));
+  // Every /ws frame, parsed, so a scenario can check what went over the wire.
+  page.frames = [];
+  page.on("websocket", (ws) => {
+    const record = (dir) => (frame) => {
+      try {
+        page.frames.push({ dir, ...JSON.parse(frame.payload) });
+      } catch {
+        page.frames.push({ dir, raw: String(frame.payload) });
+      }
+    };
+    ws.on("framesent", record("sent"));
+    ws.on("framereceived", record("received"));
+  });
   page.on("pageerror", (err) => trouble.pageErrors.push(String(err)));
   page.on("dialog", (dialog) => {
     trouble.dialogs.push(`${dialog.type()}: ${dialog.message()}`);
@@ -256,6 +281,31 @@ const scenarios = {
       }, doomed.seq);
     }
 
+    // A group: Bob hears of it live, gets a badge per message, and pages back through history
+    // by scrolling up (the newest 30 first, then older ones with before_seq).
+    await A.click(byTestId("new-chat"));
+    await A.fill(byTestId("new-group-name"), "Launch team");
+    await A.fill(byTestId("new-group-members"), "bob, carol");
+    await A.click(byTestId("new-group-submit"));
+    await until(A, "the group is open", () => document.querySelector('[data-testid="chat-title"]')?.textContent === "Launch team");
+    const team = await A.getAttribute(byTestId("chat-view"), "data-conversation-id");
+    await item(B, team).waitFor();
+    assert.equal(await item(B, team).locator(byTestId("conversation-name")).textContent(), "Launch team");
+    await openConversation(A, conv);
+    for (let i = 1; i <= 44; i++) {
+      await api("alice", "POST", `/api/conversations/${team}/messages`, { content: `launch note ${i}`, client_id: `seed-${i}` });
+    }
+    await waitBadge(B, "bob", team, "44");
+    assert.equal(await item(B, team).locator(byTestId("conversation-preview")).textContent(), "alice: launch note 44");
+    await openConversation(B, team);
+    await waitMessage(B, "bob", "launch note 44");
+    assert.deepEqual((await shownMessages(B)).map((m) => m.seq), Array.from({ length: 30 }, (_, i) => i + 15), "the newest 30");
+    await B.$eval(byTestId("message-list"), (el) => (el.scrollTop = 0));
+    await waitMessage(B, "bob", "launch note 1");
+    assert.deepEqual((await shownMessages(B)).map((m) => m.seq), Array.from({ length: 44 }, (_, i) => i + 1), "all 44, once each");
+    await waitBadge(B, "bob", team, "");
+    await openConversation(B, conv);
+
     // A reload keeps Alice signed in (sessionStorage) with her conversation list.
     await A.reload();
     await waitOnline(A, "alice after reload");
@@ -269,9 +319,10 @@ const scenarios = {
     await bob.context.setOffline(true);
     await until(B, "bob's status shows offline", () =>
       document.querySelector('[data-testid="status"]')?.dataset.state === "offline");
+    const away = ["Are you still there?", "I can pick it up at 6", "Or tomorrow morning", "Let me know", "Thanks!"];
     const missed = [];
-    for (let i = 1; i <= 5; i++) missed.push(await send(A, "alice", `while you were away ${i}`));
-    await B.fill(byTestId("composer-input"), "written offline");
+    for (const text of away) missed.push(await send(A, "alice", text));
+    await B.fill(byTestId("composer-input"), "Back now, 6 works");
     await B.press(byTestId("composer-input"), "Enter");
     await sleep(500);
     const during = await shownMessages(B);
@@ -279,29 +330,47 @@ const scenarios = {
     assert.equal(await B.locator(byTestId("pending-message")).count(), 1, "bob's message waits in the outbox");
     const offlineShot = await screenshot(B, "offline-bob.png");
 
+    const framesBefore = B.frames.length;
     await bob.context.setOffline(false);
     await waitOnline(B, "bob after reconnecting");
-    await waitMessage(B, "bob", "while you were away 5");
+    await waitMessage(B, "bob", "Thanks!");
     await until(B, "bob's queued message is sent", () => !document.querySelector('[data-testid="pending-message"]'));
-    const sent = await waitMessage(A, "alice", "written offline");
+    const sent = await waitMessage(A, "alice", "Back now, 6 works");
     await sleep(500); // time for any duplicate to show up
     const after = await shownMessages(B);
     const seqs = after.map((m) => m.seq);
     assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "in seq order");
     assert.equal(new Set(seqs).size, seqs.length, "no seq shown twice");
     assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), "gap-free from 1");
-    const awayTexts = after.filter((m) => m.text?.startsWith("while you were away")).map((m) => [m.seq, m.text]);
+    const awayTexts = after.filter((m) => away.includes(m.text)).map((m) => [m.seq, m.text]);
     assert.deepEqual(awayTexts, missed.map((m) => [m.seq, m.text]), "every missed message once, in order");
-    assert.equal(after.filter((m) => m.text === "written offline").length, 1, "the queued message shows once");
+    // They came through `sync` on the new socket (not only the REST refresh).
+    const frames = B.frames.slice(framesBefore);
+    const syncs = frames.filter((f) => f.dir === "sent" && f.event === "sync");
+    assert.ok(syncs.length >= 1, "bob sent sync after reconnecting");
+    assert.equal(syncs[0].data.conversations[conv], before[before.length - 1].seq, "from the last seq bob had");
+    const synced = frames
+      .filter((f) => f.dir === "received" && syncs.some((s) => s.id === f.id))
+      .flatMap((f) => f.ack.messages)
+      .filter((m) => m.conversation_id === conv);
+    assert.deepEqual(synced.map((m) => m.seq), missed.map((m) => m.seq), "sync returned exactly the missed ones");
+    const resend = frames.filter((f) => f.dir === "sent" && f.event === "message:send");
+    assert.equal(resend.length, 1, "the queued message went out once");
+    assert.equal(after.filter((m) => m.text === "Back now, 6 works").length, 1, "the queued message shows once");
     const onAlice = await shownMessages(A);
-    assert.equal(onAlice.filter((m) => m.text === "written offline").length, 1, "alice got the queued message once");
+    assert.equal(onAlice.filter((m) => m.text === "Back now, 6 works").length, 1, "alice got the queued message once");
     assert.equal(sent.seq, seqs[seqs.length - 1]);
     assert.deepEqual(onAlice.map((m) => m.seq), seqs, "both sides show the same messages");
     await until(A, "alice sees bob read what he missed", (seq) =>
       !!document.querySelector(`[data-testid="message"][data-seq="${seq}"] [data-testid="read-mark"]`), missed[4].seq);
 
-    // Screenshots: desktop, and Bob's phone-width screens (chat, then back to the list).
-    const desktopShot = await screenshot(A, "desktop-alice.png");
+    // Screenshots: Bob's desktop while Alice types, and his phone-width screens (chat, then
+    // back to the list).
+    await A.click(byTestId("composer-input"));
+    await A.keyboard.type("See you at 6", { delay: 20 });
+    await until(B, "bob sees alice typing again", () =>
+      document.querySelector('[data-testid="typing-indicator"]')?.textContent === "alice is typing…");
+    const desktopShot = await screenshot(B, "desktop-bob.png");
     await B.setViewportSize({ width: 390, height: 844 });
     assert.equal(await B.locator(".sidebar").isVisible(), false, "phone width: the chat has the whole screen");
     assert.ok(await B.locator(byTestId("back")).isVisible(), "phone width: a back button");
