@@ -20,7 +20,9 @@ fn node_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-        if !dir.join("node_modules/playwright-core").exists() || !dir.join("node_modules/socket.io-client").exists() {
+        if !dir.join("node_modules/playwright-core").exists()
+            || !dir.join("node_modules/socket.io-client").exists()
+        {
             let status = std::process::Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(&dir)

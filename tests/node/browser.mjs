@@ -281,6 +281,31 @@ const scenarios = {
       }, doomed.seq);
     }
 
+    // Bob hides the tab with the chat open: the page unfocuses, so Alice's next message is
+    // unread (badge, no read mark) until the tab is visible again (focus + read).
+    const setVisibility = (page, visibility) =>
+      page.evaluate((visibility) => {
+        Object.defineProperty(document, "visibilityState", { value: visibility, configurable: true });
+        Object.defineProperty(document, "hidden", { value: visibility === "hidden", configurable: true });
+        document.dispatchEvent(new Event("visibilitychange"));
+      }, visibility);
+    const sentBy = (page, event, from) => page.frames.slice(from).filter((f) => f.dir === "sent" && f.event === event);
+    let mark = B.frames.length;
+    await setVisibility(B, "hidden");
+    await sleep(200);
+    assert.equal(sentBy(B, "conversation:unfocus", mark).length, 1, "unfocus when hidden");
+    const whileHidden = await send(A, "alice", "Did you see this?");
+    await waitBadge(B, "bob", conv, "1");
+    await sleep(300);
+    assert.equal((await shownMessages(A)).find((m) => m.seq === whileHidden.seq).read, false, "not read while hidden");
+    mark = B.frames.length;
+    await setVisibility(B, "visible");
+    await waitBadge(B, "bob", conv, "");
+    await until(A, "alice sees the read mark once bob's tab is visible", (seq) =>
+      !!document.querySelector(`[data-testid="message"][data-seq="${seq}"] [data-testid="read-mark"]`), whileHidden.seq);
+    assert.deepEqual(sentBy(B, "conversation:focus", mark).map((f) => f.data), [{ conversation_id: conv }], "focus when visible");
+    assert.deepEqual(sentBy(B, "message:read", mark).map((f) => f.data), [{ conversation_id: conv, seq: whileHidden.seq }]);
+
     // A group: Bob hears of it live, gets a badge per message, and pages back through history
     // by scrolling up (the newest 30 first, then older ones with before_seq).
     await A.click(byTestId("new-chat"));
