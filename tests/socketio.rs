@@ -43,6 +43,7 @@ async fn scenario(server: &TestServer, name: &str) -> Value {
     let node_dir = node_driver_dir();
     let secret = std::fs::read_to_string(server.data_dir.path().join("jwt-secret")).expect("jwt secret");
     let run = tokio::process::Command::new("node")
+        .arg("--experimental-websocket") // the plain-WS client of `cross_transport` (Node 20)
         .arg(node_dir.join("driver.mjs"))
         .arg(name)
         .env("CHATD_URL", &server.base)
@@ -185,4 +186,10 @@ async fn graceful_shutdown_closes_live_sockets_and_finishes_promptly() {
     assert!(closed.is_ok(), "the socket was not closed");
     tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("server stopped").expect("join");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socketio_user_and_a_plain_websocket_user_see_each_others_messages_typing_receipts_and_presence() {
+    let result = scenario(&server().await, "cross_transport").await;
+    assert_eq!(result["seqs"], serde_json::json!([1, 2]));
 }

@@ -243,7 +243,10 @@ async fn relay(io: SocketIo, mut messages: broadcast::Receiver<Arc<BusMessage>>)
     }
 }
 
+/// Applies one bus message. Operators come from `io.of("/")`, which is gone once the server
+/// closed Socket.IO at shutdown (then there is nobody to deliver to).
 async fn apply(io: &SocketIo, message: &BusMessage) {
+    let root = || io.of("/");
     match message {
         BusMessage::Deliver(delivery) => {
             let rooms: Vec<String> = match &delivery.to {
@@ -251,29 +254,34 @@ async fn apply(io: &SocketIo, message: &BusMessage) {
                 Audience::Users(ids) => ids.iter().map(|id| user_room(id)).collect(),
             };
             let target = || {
-                let mut target = io.to(rooms.clone());
+                let mut target = root()?.to(rooms.clone());
                 if let Some(connection) = &delivery.except_connection {
                     target = target.except(socket_room(connection));
                 }
                 if let Some(user) = &delivery.except_user {
                     target = target.except(user_room(user));
                 }
-                target
+                Some(target)
             };
             // Most deliveries of a busy node have nobody listening here (offline members,
             // REST-only users): a room lookup is far cheaper than encoding the event.
-            if target().sockets().is_empty() {
+            if target().is_none_or(|target| target.sockets().is_empty()) {
                 return;
             }
-            if let Err(err) = target().emit(delivery.event.name(), &delivery.event).await {
+            let Some(target) = target() else { return };
+            if let Err(err) = target.emit(delivery.event.name(), &delivery.event).await {
                 tracing::debug!(error = %err, event = delivery.event.name(), "emit failed");
             }
         }
         BusMessage::Subscribe { user_id, conversation_id } => {
-            let _ = io.to(user_room(user_id)).join(conversation_room(conversation_id)).await;
+            if let Some(root) = root() {
+                let _ = root.to(user_room(user_id)).join(conversation_room(conversation_id)).await;
+            }
         }
         BusMessage::Unsubscribe { user_id, conversation_id } => {
-            let _ = io.to(user_room(user_id)).leave(conversation_room(conversation_id)).await;
+            if let Some(root) = root() {
+                let _ = root.to(user_room(user_id)).leave(conversation_room(conversation_id)).await;
+            }
         }
     }
 }

@@ -475,7 +475,17 @@ async fn serve_connection(
         tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
     }
     if let Some(close) = connection.close_frame() {
-        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(close)))).await;
+        // The closing handshake: send ours, then read until the client's close (or give up).
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            socket.send(Message::Close(Some(close))).await?;
+            while let Some(frame) = socket.recv().await {
+                if let Message::Close(_) = frame? {
+                    break;
+                }
+            }
+            Ok::<(), axum::Error>(())
+        })
+        .await;
     }
 }
 

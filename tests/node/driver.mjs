@@ -97,6 +97,45 @@ class Client {
   }
 }
 
+/** A plain WebSocket (/ws, JSON frames) client with the same interface as `Client`. */
+class WsClient {
+  constructor(user) {
+    this.user = user;
+    this.events = [];
+    this.waiters = new Set();
+    this.acks = new Map();
+    this.nextId = 1;
+    this.socket = new WebSocket(`${URL.replace(/^http/, "ws")}/ws?token=${token(user)}`);
+    this.socket.onmessage = (message) => {
+      const frame = JSON.parse(message.data);
+      if (frame.id !== undefined) {
+        this.acks.get(frame.id)?.(frame.ack);
+        this.acks.delete(frame.id);
+        return;
+      }
+      this.events.push({ event: frame.event, data: frame.data });
+      for (const waiter of [...this.waiters]) waiter();
+    };
+  }
+
+  next(event, pred, ms) {
+    return Client.prototype.next.call(this, event, pred, ms);
+  }
+
+  async ack(event, data) {
+    const id = this.nextId++;
+    const answer = new Promise((resolve) => this.acks.set(id, resolve));
+    this.socket.send(JSON.stringify({ id, event, data }));
+    const ack = await answer;
+    assert.equal(ack.ok, true, `${event}: ${JSON.stringify(ack)}`);
+    return ack;
+  }
+
+  close() {
+    this.socket.close();
+  }
+}
+
 /** Connects and waits for `ready`; returns the client with `.ready` set. */
 async function connect(user, options) {
   const client = new Client(user, options);
@@ -120,6 +159,40 @@ function connectError(options) {
 }
 
 const scenarios = {
+  async cross_transport() {
+    const conv = await group("alice", ["bob"]);
+    const alice = await connect("alice");
+    const bob = new WsClient("bob");
+    bob.ready = await bob.next("ready");
+    assert.deepEqual(bob.ready.conversations.map((c) => c.id), [conv.id]);
+    await alice.next("user:online", (p) => p.user_id === "bob");
+    await alice.ack("conversation:focus", { conversation_id: conv.id });
+
+    const fromSocketIo = await alice.ack("message:send", { conversation_id: conv.id, content: "from socket.io" });
+    assert.deepEqual(await bob.next("message:new"), fromSocketIo.message);
+    assert.equal((await bob.next("notification")).message_id, fromSocketIo.message.id);
+
+    await bob.ack("typing:start", { conversation_id: conv.id });
+    assert.deepEqual(await alice.next("typing:start"), { conversation_id: conv.id, user_id: "bob" });
+    const fromWs = await bob.ack("message:send", { conversation_id: conv.id, content: "from plain ws", client_id: "w-1" });
+    assert.deepEqual(await alice.next("message:new"), fromWs.message);
+    // Alice is looking at the conversation: her marker advances and Bob sees the receipt.
+    assert.deepEqual(await bob.next("message:read"), { conversation_id: conv.id, user_id: "alice", seq: 2 });
+
+    await bob.ack("message:read", { conversation_id: conv.id, seq: 2 });
+    assert.deepEqual(await alice.next("message:read"), { conversation_id: conv.id, user_id: "bob", seq: 2 });
+    const edited = await alice.ack("message:edit", { message_id: fromSocketIo.message.id, content: "edited" });
+    assert.deepEqual(await bob.next("message:updated"), edited.message);
+    const deleted = await bob.ack("message:delete", { message_id: fromWs.message.id });
+    assert.deepEqual(await alice.next("message:deleted"), deleted.message);
+
+    bob.close();
+    const offline = await alice.next("user:offline", (p) => p.user_id === "bob");
+    assert.ok(offline.last_seen_at);
+    alice.close();
+    return { seqs: [fromSocketIo.message.seq, fromWs.message.seq] };
+  },
+
   async auth() {
     const alice = await connect("alice");
     assert.equal(alice.ready.user_id, "alice");

@@ -1,0 +1,475 @@
+//! Plain WebSocket transport (`/ws`, JSON frames), driven by a Rust WebSocket client against
+//! a real server: auth, every client event, error answers, close codes (1009 oversized,
+//! 1008 expired token and slow consumer, 1001 idle and shutdown).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use common::TestServer;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A `/ws` client that keeps pushes it has not looked at yet.
+struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    pushes: VecDeque<Value>,
+    ready: Value,
+}
+
+impl Ws {
+    /// Connects as `user` with `?token=` and waits for `ready`.
+    async fn connect(server: &TestServer, user: &str) -> Ws {
+        Self::open(&format!("ws://{}/ws?token={}", server.addr, server.token(user))).await
+    }
+
+    async fn open(request: impl IntoClientRequest + Unpin) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+        let mut ws = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
+        ws.ready = ws.next("ready").await;
+        ws
+    }
+
+    async fn send_frame(&mut self, frame: Value) {
+        self.stream.send(Message::text(frame.to_string())).await.expect("send");
+    }
+
+    /// The next JSON text frame (pings are answered by the client library while reading).
+    async fn frame(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("the connection is open")
+                .expect("a readable frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Close(close) => panic!("closed by the server: {close:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends `event` with an id and returns its ack; pushes that arrive meanwhile are kept.
+    async fn call(&mut self, event: &str, data: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send_frame(json!({ "id": id, "event": event, "data": data })).await;
+        loop {
+            let frame = self.frame().await;
+            if frame.get("id") == Some(&json!(id)) {
+                return frame["ack"].clone();
+            }
+            self.pushes.push_back(frame);
+        }
+    }
+
+    /// Like [`Ws::call`], asserting success.
+    async fn ok(&mut self, event: &str, data: Value) -> Value {
+        let ack = self.call(event, data).await;
+        assert_eq!(ack["ok"], true, "{event}: {ack}");
+        ack
+    }
+
+    /// The next push named `event` (earlier pushes of other names are kept).
+    async fn next(&mut self, event: &str) -> Value {
+        if let Some(i) = self.pushes.iter().position(|p| p["event"] == event) {
+            return self.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
+        }
+        loop {
+            let frame = self.frame().await;
+            assert!(frame.get("id").is_none(), "unexpected ack {frame}");
+            if frame["event"] == event {
+                return frame["data"].clone();
+            }
+            self.pushes.push_back(frame);
+        }
+    }
+
+    /// Asserts no push named `event` arrives within `within` (pushes kept from before are
+    /// not looked at).
+    async fn none(&mut self, event: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+                assert_ne!(frame["event"], event, "unexpected {frame}");
+                self.pushes.push_back(frame);
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns its close frame (None if the TCP connection
+    /// just ended).
+    async fn closed(&mut self, within: Duration) -> Option<CloseFrame> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await.expect("closed in time") {
+                Some(Ok(Message::Close(close))) => return close,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// The HTTP status and JSON body of a refused upgrade.
+async fn refused(request: impl IntoClientRequest + Unpin) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            (response.status().as_u16(), serde_json::from_slice(body).unwrap_or(Value::Null))
+        }
+        other => panic!("expected a refused upgrade, got {:?}", other.map(|(_, r)| r.status())),
+    }
+}
+
+fn expired_token(server: &TestServer, user: &str) -> String {
+    let secret = std::fs::read_to_string(server.data_dir.path().join("jwt-secret")).expect("secret");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let claims = chatd::auth::Claims { sub: user.into(), name: None, exp: now - 600, aud: None, iss: None };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.trim().as_bytes()),
+    )
+    .expect("token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_with_401_before_the_upgrade_and_good_ones_work_from_query_or_header() {
+    let server = TestServer::start().await;
+    let base = format!("ws://{}/ws", server.addr);
+
+    let (status, body) = refused(base.as_str()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (status, body) = refused(format!("{base}?token=not.a.jwt")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (status, body) = refused(format!("{base}?token={}", expired_token(&server, "alice"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("token_expired")));
+
+    let by_query = Ws::connect(&server, "alice").await;
+    assert_eq!(by_query.ready["user_id"], "alice");
+    let mut request = base.as_str().into_client_request().expect("request");
+    let bearer = format!("Bearer {}", server.token("bob")).parse().expect("header");
+    request.headers_mut().insert("authorization", bearer);
+    let by_header = Ws::open(request).await;
+    assert_eq!(by_header.ready["user_id"], "bob");
+
+    // A plain GET is not an upgrade.
+    let plain = server.http.get(format!("{}/ws?token={}", server.base, server.token("bob"))).send().await;
+    assert_eq!(plain.expect("response").status().as_u16(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_acked_after_commit_and_reaches_the_other_member_and_the_senders_other_connection_once() {
+    let server = TestServer::start().await;
+    let conv = server.client("alice").create("group", &["bob"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let mut alice = Ws::connect(&server, "alice").await;
+    let mut alice_tab = Ws::connect(&server, "alice").await;
+    let mut bob = Ws::connect(&server, "bob").await;
+    assert_eq!(bob.ready["conversations"], json!([{ "id": id, "last_seq": 0 }]));
+
+    let ack =
+        alice.ok("message:send", json!({ "conversation_id": id, "content": "hi", "client_id": "c-1" })).await;
+    let message = &ack["message"];
+    assert_eq!(message["seq"], 1);
+    let history = server.client("bob").get(&format!("/api/conversations/{id}/messages")).await.expect(200);
+    assert_eq!(&history["messages"][0], message, "acked only after commit");
+
+    assert_eq!(&bob.next("message:new").await, message);
+    assert_eq!(&alice_tab.next("message:new").await, message);
+    alice.none("message:new", Duration::from_millis(300)).await;
+
+    // A retry with the same client_id returns the original and fans out nothing.
+    let retry =
+        alice.ok("message:send", json!({ "conversation_id": id, "content": "hi", "client_id": "c-1" })).await;
+    assert_eq!(&retry["message"], message);
+    bob.none("message:new", Duration::from_millis(300)).await;
+
+    // One connection's sends are committed in the order it sent them.
+    for n in 0..20 {
+        let frame = json!({ "id": 100 + n, "event": "message:send",
+                            "data": { "conversation_id": id, "content": format!("m{n}") } });
+        alice.send_frame(frame).await;
+    }
+    for n in 0..20 {
+        let ack = alice.frame().await;
+        assert_eq!(ack["id"], 100 + n);
+        assert_eq!(ack["ack"]["message"]["content"], format!("m{n}"));
+        assert_eq!(ack["ack"]["message"]["seq"], 2 + n);
+    }
+    for n in 0..20 {
+        assert_eq!(bob.next("message:new").await["seq"], 2 + n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_event_works_over_plain_websocket() {
+    let server = TestServer::start().await;
+    let conv = server.client("alice").create("group", &["bob"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let mut alice = Ws::connect(&server, "alice").await;
+    let mut bob = Ws::connect(&server, "bob").await;
+
+    // Presence: query, and online/offline pushed to contacts.
+    let presence = alice.ok("presence:query", json!({ "user_ids": ["bob", "carol"] })).await;
+    assert_eq!(presence["presence"]["bob"]["online"], true);
+    assert_eq!(presence["presence"]["carol"]["online"], false);
+    let mut bob_tab = Ws::connect(&server, "bob").await;
+    drop(bob_tab.stream.close(None).await);
+    alice.none("user:offline", Duration::from_millis(300)).await;
+
+    // Typing.
+    bob.ok("typing:start", json!({ "conversation_id": id })).await;
+    assert_eq!(alice.next("typing:start").await, json!({ "conversation_id": id, "user_id": "bob" }));
+    bob.ok("typing:stop", json!({ "conversation_id": id })).await;
+    assert_eq!(alice.next("typing:stop").await, json!({ "conversation_id": id, "user_id": "bob" }));
+
+    // Online but not focused: message:new + notification with the unread count.
+    let sent =
+        alice.ok("message:send", json!({ "conversation_id": id, "content": "one" })).await["message"].clone();
+    assert_eq!(bob.next("message:new").await, sent);
+    let notification = bob.next("notification").await;
+    assert_eq!(
+        (notification["type"].as_str(), notification["seq"].as_i64(), notification["unread_count"].as_i64()),
+        (Some("message"), Some(1), Some(1))
+    );
+    assert_eq!(notification["preview"], "one");
+
+    // Focused: no notification; the marker advances and the sender gets the receipt.
+    bob.ok("conversation:focus", json!({ "conversation_id": id })).await;
+    let sent =
+        alice.ok("message:send", json!({ "conversation_id": id, "content": "two" })).await["message"].clone();
+    assert_eq!(bob.next("message:new").await, sent);
+    assert_eq!(
+        alice.next("message:read").await,
+        json!({ "conversation_id": id, "user_id": "bob", "seq": 2 })
+    );
+    bob.none("notification", Duration::from_millis(300)).await;
+    bob.ok("conversation:unfocus", json!({})).await;
+    alice.ok("message:send", json!({ "conversation_id": id, "content": "three" })).await;
+    assert_eq!(bob.next("notification").await["seq"], 3);
+
+    // Read marker: never backwards.
+    assert_eq!(bob.ok("message:read", json!({ "conversation_id": id, "seq": 3 })).await["last_read_seq"], 3);
+    assert_eq!(alice.next("message:read").await["seq"], 3);
+    assert_eq!(bob.ok("message:read", json!({ "conversation_id": id, "seq": 1 })).await["last_read_seq"], 3);
+
+    // Edit and delete.
+    let edited = alice.ok("message:edit", json!({ "message_id": sent["id"], "content": "two!" })).await;
+    assert_eq!(edited["message"]["content"], "two!");
+    assert_eq!(bob.next("message:updated").await, edited["message"]);
+    let deleted = alice.ok("message:delete", json!({ "message_id": sent["id"] })).await;
+    assert!(deleted["message"]["content"].is_null() && deleted["message"]["deleted_at"].is_string());
+    assert_eq!(bob.next("message:deleted").await, deleted["message"]);
+
+    // Leave stops this connection's deliveries; join resumes them.
+    bob.pushes.clear();
+    bob.ok("conversation:leave", json!({ "conversation_id": id })).await;
+    alice.ok("message:send", json!({ "conversation_id": id, "content": "unheard" })).await;
+    bob.none("message:new", Duration::from_millis(300)).await;
+    bob.ok("conversation:join", json!({ "conversation_id": id })).await;
+    alice.ok("message:send", json!({ "conversation_id": id, "content": "heard" })).await;
+    assert_eq!(bob.next("message:new").await["content"], "heard");
+
+    // Sync: everything after a seq, ascending.
+    let sync = bob.ok("sync", json!({ "conversations": { id: 2 } })).await;
+    let seqs: Vec<i64> =
+        sync["messages"].as_array().expect("messages").iter().filter_map(|m| m["seq"].as_i64()).collect();
+    assert_eq!(seqs, vec![3, 4, 5]);
+    assert_eq!(sync["has_more"], false);
+    assert_eq!(sync["conversations"], json!([{ "id": id, "last_seq": 5 }]));
+
+    // Added to a new conversation: conversation:new, and its messages arrive at once.
+    let later = server.client("carol").create("group", &["alice"]).await;
+    let later_id = later["id"].as_str().expect("id");
+    server
+        .client("carol")
+        .post(&format!("/api/conversations/{later_id}/members"), json!({ "user_ids": ["bob"] }))
+        .await
+        .expect(200);
+    assert_eq!(bob.next("conversation:new").await["id"], later_id);
+    server.client("carol").send(later_id, "welcome").await;
+    assert_eq!(bob.next("message:new").await["content"], "welcome");
+
+    drop(bob.stream.close(None).await);
+    let offline = alice.next("user:offline").await;
+    assert_eq!(offline["user_id"], "bob");
+    assert!(offline["last_seen_at"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_clear_errors_and_the_connection_stays_open() {
+    let server = TestServer::start().await;
+    let conv = server.client("alice").create("group", &["bob"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let mut mallory = Ws::connect(&server, "mallory").await;
+
+    mallory.stream.send(Message::text("{not json")).await.expect("send");
+    let error = mallory.next("error").await;
+    assert_eq!(error["code"], "invalid");
+    mallory.stream.send(Message::binary(vec![0xff, 0xfe])).await.expect("send");
+    assert_eq!(mallory.next("error").await["code"], "invalid");
+    // Without an id, a failed event comes back as an `error` push naming the event.
+    mallory
+        .send_frame(json!({ "event": "message:send", "data": { "conversation_id": id, "content": "x" } }))
+        .await;
+    let error = mallory.next("error").await;
+    assert_eq!(
+        (error["code"].as_str(), error["event"].as_str()),
+        (Some("not_a_member"), Some("message:send"))
+    );
+
+    let cases = [
+        (json!({ "id": 1, "event": "no:such", "data": {} }), "invalid"),
+        (json!({ "id": 2, "event": "message:send", "data": { "conversation_id": 5 } }), "invalid"),
+        (
+            json!({ "id": 3, "event": "message:send", "data": { "conversation_id": id, "content": "x", "extra": 1 } }),
+            "invalid",
+        ),
+        (json!({ "id": 4, "data": {} }), "invalid"),
+        (
+            json!({ "id": 5, "event": "message:send", "data": { "conversation_id": id, "content": "x" } }),
+            "not_a_member",
+        ),
+        (json!({ "id": 6, "event": "conversation:join", "data": { "conversation_id": id } }), "not_a_member"),
+        (
+            json!({ "id": 7, "event": "message:send", "data": { "conversation_id": "nope", "content": "x" } }),
+            "not_found",
+        ),
+        (
+            json!({ "id": 8, "event": "message:send", "data": { "conversation_id": id, "content": "x".repeat(4001) } }),
+            "too_large",
+        ),
+        (json!({ "id": "text-id", "event": "typing:start", "data": [] }), "invalid"),
+    ];
+    for (frame, code) in cases {
+        let expected_id = frame["id"].clone();
+        mallory.send_frame(frame).await;
+        let answer = mallory.frame().await;
+        assert_eq!(answer["id"], expected_id, "{answer}");
+        assert_eq!(answer["ack"]["ok"], false, "{answer}");
+        assert_eq!(answer["ack"]["error"]["code"], code, "{answer}");
+        assert!(answer["ack"]["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let presence = mallory.ok("presence:query", json!({ "user_ids": ["alice"] })).await;
+    assert_eq!(presence["presence"]["alice"]["online"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_closed_with_1009() {
+    let server = TestServer::start().await;
+    let mut alice = Ws::connect(&server, "alice").await;
+    let big = json!({ "id": 1, "event": "presence:query", "data": { "user_ids": ["x".repeat(70 * 1024)] } });
+    let _ = alice.stream.send(Message::text(big.to_string())).await;
+    let close = alice.closed(WAIT).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed_while_a_live_one_stays() {
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        config.ws.ping_interval = Duration::from_millis(100);
+        config.ws.idle_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let mut silent = Ws::connect(&server, "alice").await;
+    let mut live = Ws::connect(&server, "bob").await;
+    // The live client keeps reading (its library answers the pings); the silent one does not.
+    live.none("never", Duration::from_millis(1500)).await;
+    let close = silent.closed(WAIT).await.expect("a close frame");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (1001, "idle timeout"));
+    let presence = live.ok("presence:query", json!({ "user_ids": ["alice", "bob"] })).await;
+    assert_eq!(presence["presence"]["alice"]["online"], false);
+    assert_eq!(presence["presence"]["bob"]["online"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_with_1008_when_its_token_expires() {
+    let server = TestServer::start_with(|config| config.ws.ping_interval = Duration::from_millis(200)).await;
+    let token = server.state.auth.mint("alice", None, Duration::from_secs(2)).expect("token");
+    let mut alice = Ws::open(format!("ws://{}/ws?token={token}", server.addr)).await;
+    alice.ok("presence:query", json!({ "user_ids": [] })).await;
+    let close = alice.closed(Duration::from_secs(6)).await.expect("a close frame");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "token_expired"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_off_while_a_normal_client_in_the_conversation_keeps_receiving() {
+    const MESSAGES: usize = 2000;
+    const SENDERS: usize = 10;
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        config.ws.max_queued_bytes = 256 * 1024;
+    })
+    .await;
+    let conv = server.client("alice").create("group", &["bob", "carol"]).await;
+    let id = conv["id"].as_str().expect("id").to_owned();
+
+    // Carol's connection has a tiny receive window and she stops reading after `ready`.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let tcp = socket.connect(server.addr).await.expect("connect");
+    let url = format!("ws://{}/ws?token={}", server.addr, server.token("carol"));
+    let (stream, _) =
+        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
+    let mut carol = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
+    carol.ready = carol.next("ready").await;
+    let mut bob = Ws::connect(&server, "bob").await;
+
+    // ~8 MB of events: more than the kernel's socket buffers (up to 4 MB here) plus the
+    // 256 KiB outbox can hold for a client that does not read.
+    let content = "x".repeat(4000);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let (alice, id, content) = (server.client("alice"), id.clone(), content.clone());
+            tokio::spawn(async move {
+                for _ in 0..MESSAGES / SENDERS {
+                    alice.send(&id, &content).await;
+                }
+            })
+        })
+        .collect();
+    for seq in 1..=MESSAGES {
+        assert_eq!(bob.next("message:new").await["seq"], seq as i64, "bob keeps receiving, in order");
+    }
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+
+    let mut seen = 0;
+    let end = loop {
+        match tokio::time::timeout(WAIT, carol.stream.next()).await.expect("carol's connection ends") {
+            Some(Ok(Message::Text(_))) => seen += 1,
+            Some(Ok(Message::Close(close))) => break close.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert!(seen < MESSAGES, "carol was cut off before receiving everything (saw {seen})");
+    assert!(end.is_none() || end == Some(1008), "closed with {end:?}");
+    let presence = bob.ok("presence:query", json!({ "user_ids": ["carol"] })).await;
+    assert_eq!(presence["presence"]["carol"]["online"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_websocket_connections_with_1001() {
+    let server = TestServer::start().await;
+    let mut alice = Ws::connect(&server, "alice").await;
+    let stopping = tokio::spawn(server.stop());
+    let close = alice.closed(WAIT).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    stopping.await.expect("stopped");
+}
