@@ -473,3 +473,59 @@ async fn shutdown_closes_websocket_connections_with_1001() {
     assert_eq!(u16::from(close.code), 1001);
     stopping.await.expect("stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_initiated_close_is_answered_with_a_close_frame() {
+    let server = TestServer::start().await;
+    let mut alice = Ws::connect(&server, "alice").await;
+    let bye = CloseFrame { code: 1000.into(), reason: "bye".into() };
+    alice.stream.send(Message::Close(Some(bye))).await.expect("send close");
+    let answer = tokio::time::timeout(WAIT, alice.stream.next()).await.expect("an answer in time");
+    assert!(matches!(answer, Some(Ok(Message::Close(Some(_))))), "expected a close frame, got {answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_answer_larger_than_the_outbound_bound_reaches_a_client_that_reads() {
+    let server = TestServer::start().await; // the default bound: 1 MiB
+    let conv = server.client("alice").create("group", &["bob"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let content = "x".repeat(4000);
+    for _ in 0..300 {
+        server.client("alice").send(id, &content).await;
+    }
+    let mut bob = Ws::connect(&server, "bob").await;
+    let sync = bob.ok("sync", json!({ "conversations": {} })).await;
+    assert_eq!(sync["messages"].as_array().map(Vec::len), Some(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_is_the_first_push_even_while_contacts_come_and_go() {
+    let server = TestServer::start().await;
+    server.client("carol").create("group", &["bob"]).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let togglers: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, stop) =
+                (format!("ws://{}/ws?token={}", server.addr, server.token("carol")), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (mut carol, _) = tokio_tungstenite::connect_async(&url).await.expect("upgrade");
+                    let _ = carol.next().await;
+                    let _ = carol.close(None).await;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        let url = format!("ws://{}/ws?token={}", server.addr, server.token("bob"));
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+        let mut bob = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
+        let first = bob.frame().await;
+        assert_eq!(first["event"], "ready", "first push: {first}");
+        let _ = bob.stream.close(None).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for toggler in togglers {
+        let _ = toggler.await;
+    }
+}

@@ -80,6 +80,12 @@ pub async fn dispatch(
             let req: ConversationRef = decode(data)?;
             chat.join(user, &req.conversation_id).await?;
             connection.subscribe(&req.conversation_id);
+            // A removal committed between the check and the subscription published its
+            // unsubscribe too early to apply: check again now that the subscription exists.
+            if let Err(err) = chat.join(user, &req.conversation_id).await {
+                connection.unsubscribe(&req.conversation_id);
+                return Err(err);
+            }
             json!({})
         }
         "conversation:leave" => {

@@ -14,7 +14,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +28,7 @@ use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
 
 use super::dispatch::{self, Subscriptions, dispatch};
 use super::http::{ApiError, bearer_token, error_body};
@@ -44,10 +44,6 @@ const READ_BUFFER_BYTES: usize = 1024;
 
 /// How long a closing handshake may take before the connection is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// Connection ids on the wire of the core ([`User::connection`]) are `ws:<n>`; Socket.IO ids
-/// never contain a colon.
-const CONNECTION_PREFIX: &str = "ws:";
 
 /// The `/ws` route, and the tasks that feed it (bus relay, keepalive sweeper). Must be
 /// called inside a Tokio runtime; the returned [`Hub`] closes every connection at shutdown.
@@ -105,6 +101,9 @@ fn query_token(query: Option<&str>) -> Option<String> {
 /// Every connection of this node and what each is subscribed to.
 pub struct Hub {
     config: WsConfig,
+    /// Connection names in the core ([`User::connection`]) are `ws:<node tag>:<n>`: unique
+    /// across nodes sharing a bus (Socket.IO ids never contain a colon).
+    prefix: String,
     rooms: RwLock<Rooms>,
     next_id: AtomicU64,
     started: Instant,
@@ -141,12 +140,9 @@ impl Rooms {
         }
     }
 
-    /// The connections a delivery goes to.
-    fn audience(&self, delivery: &Delivery) -> Vec<Arc<Connection>> {
-        let except_connection = delivery
-            .except_connection
-            .as_deref()
-            .and_then(|c| c.strip_prefix(CONNECTION_PREFIX)?.parse().ok());
+    /// The connections a delivery goes to; `except_connection` is this node's id of the
+    /// connection left out, if it is one of ours.
+    fn audience(&self, delivery: &Delivery, except_connection: Option<u64>) -> Vec<Arc<Connection>> {
         let mut ids: Vec<u64> = match &delivery.to {
             Audience::Conversation(id) => {
                 self.by_conversation.get(id).map(|set| set.iter().copied().collect()).unwrap_or_default()
@@ -169,7 +165,13 @@ impl Rooms {
 
 impl Hub {
     fn new(config: WsConfig) -> Self {
-        Hub { config, rooms: RwLock::default(), next_id: AtomicU64::new(1), started: Instant::now() }
+        Hub {
+            config,
+            prefix: format!("ws:{:08x}:", rand::random::<u32>()),
+            rooms: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+        }
     }
 
     fn rooms(&self) -> std::sync::RwLockReadGuard<'_, Rooms> {
@@ -229,15 +231,23 @@ impl Hub {
 
     /// Closes every connection with 1001 (server going away), for graceful shutdown.
     pub fn close_all(&self) {
+        self.close_every(close_code::AWAY, "server shutting down");
+    }
+
+    fn close_every(&self, code: u16, reason: &'static str) {
         for entry in self.rooms().connections.values() {
-            entry.connection.close(close_code::AWAY, "server shutting down");
+            entry.connection.close(code, reason);
         }
     }
 
     fn apply(&self, message: &BusMessage) {
         match message {
             BusMessage::Deliver(delivery) => {
-                let targets = self.rooms().audience(delivery);
+                let except_connection = delivery
+                    .except_connection
+                    .as_deref()
+                    .and_then(|c| c.strip_prefix(self.prefix.as_str())?.parse().ok());
+                let targets = self.rooms().audience(delivery, except_connection);
                 if targets.is_empty() {
                     return;
                 }
@@ -328,10 +338,6 @@ struct Outbox {
 }
 
 impl Connection {
-    fn name(&self) -> String {
-        format!("{CONNECTION_PREFIX}{}", self.id)
-    }
-
     fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -344,7 +350,9 @@ impl Connection {
             if outbox.close.is_some() {
                 return;
             }
-            if outbox.bytes + size > self.max_queued_bytes {
+            // The bound is on the backlog: one frame larger than the bound (a big `sync`
+            // page) still goes to a client that has read everything before it.
+            if outbox.bytes > 0 && outbox.bytes + size > self.max_queued_bytes {
                 drop(outbox);
                 tracing::info!(connection = self.id, user = %self.user_id, "slow consumer disconnected");
                 self.close(close_code::POLICY, "slow consumer: outbound queue full");
@@ -376,13 +384,21 @@ impl Connection {
         }
     }
 
-    /// Moves every queued frame into `batch`; releases the queue's memory after a burst.
-    fn take_frames(&self, batch: &mut Vec<Message>) {
+    /// Takes every queued frame; the outbox keeps no memory while idle.
+    fn take_frames(&self) -> VecDeque<Message> {
         let mut outbox = self.outbox();
-        batch.extend(outbox.frames.drain(..));
         outbox.bytes = 0;
-        if outbox.frames.capacity() > 64 {
-            outbox.frames = VecDeque::new();
+        std::mem::take(&mut outbox.frames)
+    }
+
+    /// Queues `frame` ahead of everything else (for `ready`, which must come first).
+    fn push_first(&self, frame: Message) {
+        let mut outbox = self.outbox();
+        if outbox.close.is_none() {
+            outbox.bytes += frame_len(&frame);
+            outbox.frames.push_front(frame);
+            drop(outbox);
+            self.wake.notify_one();
         }
     }
 
@@ -443,7 +459,7 @@ async fn serve_connection(
     expires_at: u64,
 ) {
     let connection = hub.register(&user.id, expires_at);
-    user.connection = Some(connection.name());
+    user.connection = Some(format!("{}{}", hub.prefix, connection.id));
     let connected = match state.chat.connect(&user).await {
         Ok(ready) => {
             {
@@ -452,7 +468,12 @@ async fn serve_connection(
                     rooms.subscribe(connection.id, &conversation.id);
                 }
             }
-            connection.push_json(&Push { event: "ready", data: &ready });
+            // Pushes addressed to the user may already be queued (the connection was
+            // registered before the store was read); `ready` still goes first.
+            match encode(&Push { event: "ready", data: &ready }) {
+                Ok(frame) => connection.push_first(frame),
+                Err(err) => tracing::error!(error = %err, "could not encode ready"),
+            }
             true
         }
         Err(err) => {
@@ -489,9 +510,11 @@ async fn serve_connection(
     }
 }
 
-type EventFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// Moves frames both ways until the client goes away or the connection is closed.
+///
+/// Each event runs in its own task, awaited before the next frame is read: the order of a
+/// connection's events is kept, and an event already running finishes (and publishes what
+/// it committed) even when the connection is cut meanwhile; a panic stays in that task.
 async fn pump(
     socket: &mut WebSocket,
     connection: &Arc<Connection>,
@@ -499,13 +522,12 @@ async fn pump(
     state: &AppState,
     user: &User,
 ) {
-    let mut in_flight: Option<EventFuture> = None;
-    let mut batch = Vec::new();
+    let mut in_flight: Option<JoinHandle<()>> = None;
     let mut arrivals = 0;
     loop {
-        connection.take_frames(&mut batch);
-        if !batch.is_empty() {
-            for frame in batch.drain(..) {
+        let frames = connection.take_frames();
+        if !frames.is_empty() {
+            for frame in frames {
                 if socket.feed(frame).await.is_err() {
                     return;
                 }
@@ -516,8 +538,11 @@ async fn pump(
         }
         tokio::select! {
             () = connection.wake.notified() => {}
-            () = async { in_flight.as_mut().expect("guarded by the precondition").await }, if in_flight.is_some() => {
+            finished = async { in_flight.as_mut().expect("guarded by the precondition").await }, if in_flight.is_some() => {
                 in_flight = None;
+                if let Err(err) = finished {
+                    tracing::error!(error = %err, connection = connection.id, "event handler failed");
+                }
             }
             frame = socket.recv(), if in_flight.is_none() => {
                 let frame = match frame {
@@ -541,10 +566,14 @@ async fn pump(
                         }
                     },
                     Message::Ping(_) | Message::Pong(_) => continue,
-                    Message::Close(_) => return,
+                    Message::Close(_) => {
+                        // Sends the close reply the library has queued.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+                        return;
+                    }
                 };
                 arrivals += 1;
-                in_flight = handle_frame(text.as_str(), connection, hub, state, user, arrivals);
+                in_flight = handle_frame(text.as_str(), connection, hub, state, user, arrivals).map(tokio::spawn);
             }
         }
     }
@@ -568,7 +597,7 @@ fn handle_frame(
     state: &AppState,
     user: &User,
     arrival: u64,
-) -> Option<EventFuture> {
+) -> Option<impl Future<Output = ()> + Send + 'static> {
     let frame: ClientFrame = match serde_json::from_str(text) {
         Ok(frame) => frame,
         Err(err) => {
@@ -583,7 +612,7 @@ fn handle_frame(
     let (connection, hub, chat) = (connection.clone(), hub.clone(), state.chat.clone());
     let mut user = user.clone();
     user.arrival = arrival;
-    Some(Box::pin(async move {
+    Some(async move {
         let subscriptions = HubSubscriptions { hub: &hub, id: connection.id };
         let result = dispatch(&chat, &user, &frame.event, frame.data, &subscriptions).await;
         match (frame.id, result) {
@@ -592,7 +621,7 @@ fn handle_frame(
                 .push_json(&Push { event: "error", data: &dispatch::error_body(Some(&frame.event), &err) }),
             (None, Ok(_)) => {}
         }
-    }))
+    })
 }
 
 /// Answers a frame that could not be run: an error ack when it had an id, else an `error`.
@@ -609,7 +638,12 @@ async fn relay(hub: Weak<Hub>, mut messages: broadcast::Receiver<Arc<BusMessage>
         let message = match messages.recv().await {
             Ok(message) => message,
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                tracing::warn!(skipped, "websocket relay fell behind; clients repair with sync");
+                // Skipped subscription changes cannot be repaired by `sync`: make every client
+                // reconnect (which resubscribes it) and sync.
+                tracing::warn!(skipped, "websocket relay fell behind; closing connections (1013)");
+                if let Some(hub) = hub.upgrade() {
+                    hub.close_every(close_code::AGAIN, "server overloaded: reconnect and sync");
+                }
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => break,
