@@ -26,10 +26,16 @@ pub struct Server {
 impl Server {
     /// Starts `chatd serve` on a free port over a temp data dir, rate limiting off.
     pub async fn start() -> anyhow::Result<Server> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Server::start`], with extra `chatd serve` arguments.
+    pub async fn start_with(args: &[&str]) -> anyhow::Result<Server> {
         let data_dir = tempfile::tempdir()?;
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let child = Command::new(env!("CARGO_BIN_EXE_chatd"))
             .args(["serve", "--rate-limit", "0", "--jwt-secret", SECRET, "--bind", &addr.to_string()])
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir.path())
             .env("CHATD_LOG", "warn")
@@ -44,6 +50,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         bail!("chatd did not start listening on {addr}")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// CPU time (user + system) the server has used so far.

@@ -1,0 +1,293 @@
+//! Idle plain-WebSocket connections: the server's memory per connection, and its keepalive CPU.
+//!
+//! Runs the real `chatd` binary as its own process (SQLite on a temp dir) and opens idle
+//! `GET /ws` connections to it, each as its own user, each waiting for the server's `ready`
+//! frame (so the server side is fully set up: hub entry, presence, subscriptions). Clients
+//! keep reading, so they answer the server's pings; they never send anything else.
+//! At each count (10,000 then 18,000 by default) after a settle of one ping round, prints the
+//! server's RSS (VmRSS of /proc/<pid>/status), its growth over the baseline taken before the
+//! first connection, that growth per connection, and the marginal cost per connection between
+//! two counts (which leaves out one-time costs). At the last count it measures the server's
+//! CPU while everything idles (the keepalive: one ping + pong per connection per interval),
+//! then closes every connection and prints what RSS the server keeps.
+//!
+//! The server runs with `--ws-ping-interval` `BENCH_PING_SECS` (default 5, chatd's default is
+//! 25) so that every connection has been pinged (and has answered) before each measurement:
+//! the figures are the steady state of an idle connection, not of a fresh one.
+//!
+//! The per-process fd limit here is 20,000 (hard), and this process and the server each hold
+//! one fd per connection: 18,000 fits. Clients bind to source addresses 127.0.0.2..=127.0.0.9
+//! in turn, so no (source, destination) pair runs out of ephemeral ports.
+//!
+//! `cargo bench --bench ws_idle`; env:
+//! - `BENCH_CONNECTIONS` (default `10000,18000`): the counts to measure at, increasing.
+//! - `BENCH_PING_SECS` (default 5): the server's ping interval.
+//! - `BENCH_SETTLE_SECS` (default: ping interval + 1): wait before each measurement.
+//! - `BENCH_CPU_SECS` (default: 2 ping intervals): length of the idle CPU measurement.
+//! - `BENCH_ADDR` + `BENCH_PID`: use a server that is already running (started with
+//!   `--jwt-secret` = `support::SECRET`) instead, e.g. one under a heap profiler.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use support::{Server, tokens};
+use tokio::net::TcpSocket;
+use tokio::task::JoinSet;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Handshakes in flight at once (the server's listen backlog is 1,024).
+const CONCURRENCY: usize = 200;
+/// Client source addresses: 127.0.0.2 ..= 127.0.0.9.
+const SOURCES: u8 = 8;
+
+type Socket = WebSocketStream<tokio::net::TcpStream>;
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run())
+}
+
+fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
+    std::env::var(name).ok().map(|v| v.parse().with_context(|| format!("{name}={v}"))).transpose()
+}
+
+/// The server under test: our own child process, or one given by `BENCH_ADDR`/`BENCH_PID`.
+struct Target {
+    addr: SocketAddr,
+    pid: u32,
+    _own: Option<Server>,
+}
+
+async fn run() -> anyhow::Result<()> {
+    let counts: Vec<usize> = std::env::var("BENCH_CONNECTIONS")
+        .unwrap_or_else(|_| "10000,18000".into())
+        .split(',')
+        .map(|c| c.trim().parse().with_context(|| format!("BENCH_CONNECTIONS: {c}")))
+        .collect::<anyhow::Result<_>>()?;
+    if counts.is_empty() || counts.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("BENCH_CONNECTIONS must be increasing counts, e.g. 10000,18000");
+    }
+    let ping = env_u64("BENCH_PING_SECS")?.unwrap_or(5).max(1);
+    let settle = Duration::from_secs(env_u64("BENCH_SETTLE_SECS")?.unwrap_or(ping + 1));
+    let cpu_window = Duration::from_secs(env_u64("BENCH_CPU_SECS")?.unwrap_or(2 * ping).max(1));
+    let max = *counts.last().expect("checked non-empty");
+
+    let target = match std::env::var("BENCH_ADDR") {
+        Ok(addr) => Target {
+            addr: addr.parse().context("BENCH_ADDR")?,
+            pid: env_u64("BENCH_PID")?.context("BENCH_ADDR needs BENCH_PID")?.try_into()?,
+            _own: None,
+        },
+        Err(_) => {
+            let server = Server::start_with(&["--ws-ping-interval", &ping.to_string()]).await?;
+            Target { addr: server.addr, pid: server.pid(), _own: Some(server) }
+        }
+    };
+    let users: Vec<String> = (0..max).map(|i| format!("idle{i}")).collect();
+    let tokens = tokens(&users)?;
+
+    println!(
+        "chatd plain WebSocket (/ws), idle connections, one user each; server ping interval {ping} s, \
+         settle {} s",
+        settle.as_secs()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let baseline = rss(target.pid)?;
+    println!("baseline server RSS: {}\n", mib(baseline));
+    println!(
+        "{:>11} {:>10} {:>11} {:>10} {:>9} {:>14} {:>9}",
+        "connections", "open (s)", "RSS", "growth", "B/conn", "marginal B/conn", "KB/conn"
+    );
+
+    let open = Arc::new(AtomicUsize::new(0));
+    let pings = Arc::new(AtomicU64::new(0));
+    let mut readers = JoinSet::new();
+    let mut opened = 0;
+    let mut previous: Option<(usize, u64)> = None;
+    for &count in &counts {
+        let started = Instant::now();
+        let failures =
+            open_connections(target.addr, &tokens[opened..count], opened, &mut readers, &open, &pings).await;
+        opened = count;
+        let open_secs = started.elapsed().as_secs_f64();
+        if !failures.is_empty() {
+            eprintln!("connections that failed while opening up to {count}:");
+            for (error, n) in &failures {
+                eprintln!("  {n} × {error}");
+            }
+        }
+        tokio::time::sleep(settle).await;
+        let connections = open.load(Ordering::Relaxed);
+        let now = rss(target.pid)?;
+        let growth = now.saturating_sub(baseline);
+        let per = growth as f64 / connections.max(1) as f64;
+        let marginal = previous
+            .filter(|(n, _)| connections > *n)
+            .map(|(n, r)| format!("{:.0}", now.saturating_sub(r) as f64 / (connections - n) as f64))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>11} {:>10.1} {:>11} {:>10} {:>9.0} {:>14} {:>9.2}",
+            connections,
+            open_secs,
+            mib(now),
+            mib(growth),
+            per,
+            marginal,
+            per / 1024.0
+        );
+        if connections != count {
+            println!("  !! {} of {count} connections are open (see the errors above)", connections);
+        }
+        previous = Some((connections, now));
+    }
+
+    // Keepalive cost: CPU over whole ping rounds with everything idle.
+    let connections = open.load(Ordering::Relaxed);
+    let cpu_before = cpu_time(target.pid)?;
+    let pings_before = pings.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(cpu_window).await;
+    let cpu = cpu_time(target.pid)?.saturating_sub(cpu_before).as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
+    let pinged = pings.load(Ordering::Relaxed) - pings_before;
+    println!(
+        "\nidle CPU at {connections} connections over {elapsed:.1} s: server {:.2}% of a core, \
+         {pinged} pings answered, {:.1} µs server CPU per ping+pong",
+        cpu / elapsed * 100.0,
+        cpu * 1e6 / pinged.max(1) as f64
+    );
+    println!(
+        "  (at chatd's default 25 s ping interval: {:.2}% of a core)",
+        cpu * 1e6 / pinged.max(1) as f64 * connections as f64 / 25.0 / 1e6 * 100.0
+    );
+
+    // Close everything; what the server keeps afterwards.
+    let started = Instant::now();
+    readers.shutdown().await;
+    while open.load(Ordering::Relaxed) > 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(settle).await;
+    println!("after closing all: server RSS {} ({} over baseline)", mib(rss(target.pid)?), {
+        let after = rss(target.pid)?;
+        mib(after.saturating_sub(baseline))
+    });
+    Ok(())
+}
+
+/// Opens one idle connection per token, `CONCURRENCY` at a time, and leaves a reading task
+/// for each in `readers`. Returns the errors of those that failed, counted by message.
+async fn open_connections(
+    addr: SocketAddr,
+    tokens: &[String],
+    first_index: usize,
+    readers: &mut JoinSet<()>,
+    open: &Arc<AtomicUsize>,
+    pings: &Arc<AtomicU64>,
+) -> BTreeMap<String, usize> {
+    let mut failures = BTreeMap::new();
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    loop {
+        while pending.len() < CONCURRENCY && next < tokens.len() {
+            let index = first_index + next;
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % SOURCES as usize) as u8));
+            pending.push(connect(addr, source, &tokens[next]));
+            next += 1;
+        }
+        let Some(result) = pending.next().await else { break };
+        match result {
+            Ok(socket) => {
+                open.fetch_add(1, Ordering::Relaxed);
+                readers.spawn(idle(socket, open.clone(), pings.clone()));
+            }
+            Err(err) => *failures.entry(format!("{err:#}")).or_insert(0) += 1,
+        }
+    }
+    failures
+}
+
+/// Connects from `source` and waits for the server's `ready` frame.
+async fn connect(addr: SocketAddr, source: IpAddr, token: &str) -> anyhow::Result<Socket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("bind {source}"))?;
+    let stream = socket.connect(addr).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    let request = format!("ws://{addr}/ws?token={token}").into_client_request()?;
+    // Small buffers: the load generator holds as many connections as the server.
+    let config = WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(0);
+    let (mut socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .context("websocket handshake")?;
+    while let Some(frame) = socket.next().await {
+        match frame.context("waiting for ready")? {
+            Frame::Text(text) if text.starts_with(r#"{"event":"ready""#) => return Ok(socket),
+            Frame::Text(text) => bail!("unexpected frame before ready: {text}"),
+            Frame::Close(close) => bail!("closed before ready: {close:?}"),
+            _ => {}
+        }
+    }
+    bail!("connection ended before ready")
+}
+
+/// Reads until the connection ends (reading is what answers the server's pings).
+async fn idle(mut socket: Socket, open: Arc<AtomicUsize>, pings: Arc<AtomicU64>) {
+    /// Decrements the open count however the task ends (aborted included).
+    struct Open(Arc<AtomicUsize>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _open = Open(open);
+    while let Some(frame) = socket.next().await {
+        match frame {
+            Ok(Frame::Ping(_)) => {
+                pings.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Frame::Close(close)) => {
+                eprintln!("server closed an idle connection: {close:?}");
+                break;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                eprintln!("idle connection failed: {err}");
+                break;
+            }
+        }
+    }
+}
+
+/// Resident set size of `pid`, bytes.
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("server process gone")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")?;
+    Ok(kb * 1024)
+}
+
+/// CPU time (user + system) `pid` has used so far.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).map(|f| f.parse().unwrap_or(0)).sum();
+    Ok(Duration::from_millis(ticks * 1000 / 100)) // USER_HZ = 100
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
