@@ -31,8 +31,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -52,6 +52,31 @@ const CONCURRENCY: usize = 200;
 const SOURCES: u8 = 8;
 
 type Socket = WebSocketStream<tokio::net::TcpStream>;
+
+/// What the client tasks report.
+#[derive(Default)]
+struct Clients {
+    /// Connections open now.
+    open: AtomicUsize,
+    /// Server pings received (each answered with a pong).
+    pings: AtomicU64,
+    /// Why connections ended before the bench closed them, counted by reason.
+    lost: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Clients {
+    fn lose(&self, reason: String) {
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_insert(0) += 1;
+    }
+
+    /// Prints (and forgets) the connections lost since the last call.
+    fn report_lost(&self) {
+        let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|p| p.into_inner()));
+        for (reason, n) in lost {
+            println!("  !! {n} connection(s) ended early: {reason}");
+        }
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -106,29 +131,28 @@ async fn run() -> anyhow::Result<()> {
     let baseline = rss(target.pid)?;
     println!("baseline server RSS: {}\n", mib(baseline));
     println!(
-        "{:>11} {:>10} {:>11} {:>10} {:>9} {:>14} {:>9}",
-        "connections", "open (s)", "RSS", "growth", "B/conn", "marginal B/conn", "KB/conn"
+        "{:>11} {:>10} {:>11} {:>10} {:>9} {:>14} {:>9} {:>8}",
+        "connections", "open (s)", "RSS", "growth", "B/conn", "marginal B/conn", "KB/conn", "threads"
     );
 
-    let open = Arc::new(AtomicUsize::new(0));
-    let pings = Arc::new(AtomicU64::new(0));
+    let clients = Arc::new(Clients::default());
     let mut readers = JoinSet::new();
     let mut opened = 0;
     let mut previous: Option<(usize, u64)> = None;
     for &count in &counts {
         let started = Instant::now();
         let failures =
-            open_connections(target.addr, &tokens[opened..count], opened, &mut readers, &open, &pings).await;
+            open_connections(target.addr, &tokens[opened..count], opened, &mut readers, &clients).await;
         opened = count;
         let open_secs = started.elapsed().as_secs_f64();
         if !failures.is_empty() {
-            eprintln!("connections that failed while opening up to {count}:");
+            println!("  !! connections that failed while opening up to {count}:");
             for (error, n) in &failures {
-                eprintln!("  {n} × {error}");
+                println!("  !! {n} × {error}");
             }
         }
         tokio::time::sleep(settle).await;
-        let connections = open.load(Ordering::Relaxed);
+        let connections = clients.open.load(Ordering::Relaxed);
         let now = rss(target.pid)?;
         let growth = now.saturating_sub(baseline);
         let per = growth as f64 / connections.max(1) as f64;
@@ -137,30 +161,32 @@ async fn run() -> anyhow::Result<()> {
             .map(|(n, r)| format!("{:.0}", now.saturating_sub(r) as f64 / (connections - n) as f64))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:>11} {:>10.1} {:>11} {:>10} {:>9.0} {:>14} {:>9.2}",
+            "{:>11} {:>10.1} {:>11} {:>10} {:>9.0} {:>14} {:>9.2} {:>8}",
             connections,
             open_secs,
             mib(now),
             mib(growth),
             per,
             marginal,
-            per / 1024.0
+            per / 1024.0,
+            status_field(target.pid, "Threads:")?
         );
         if connections != count {
-            println!("  !! {} of {count} connections are open (see the errors above)", connections);
+            println!("  !! {connections} of {count} connections are open");
         }
+        clients.report_lost();
         previous = Some((connections, now));
     }
 
     // Keepalive cost: CPU over whole ping rounds with everything idle.
-    let connections = open.load(Ordering::Relaxed);
+    let connections = clients.open.load(Ordering::Relaxed);
     let cpu_before = cpu_time(target.pid)?;
-    let pings_before = pings.load(Ordering::Relaxed);
+    let pings_before = clients.pings.load(Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(cpu_window).await;
     let cpu = cpu_time(target.pid)?.saturating_sub(cpu_before).as_secs_f64();
     let elapsed = started.elapsed().as_secs_f64();
-    let pinged = pings.load(Ordering::Relaxed) - pings_before;
+    let pinged = clients.pings.load(Ordering::Relaxed) - pings_before;
     println!(
         "\nidle CPU at {connections} connections over {elapsed:.1} s: server {:.2}% of a core, \
          {pinged} pings answered, {:.1} µs server CPU per ping+pong",
@@ -174,15 +200,18 @@ async fn run() -> anyhow::Result<()> {
 
     // Close everything; what the server keeps afterwards.
     let started = Instant::now();
+    clients.report_lost();
     readers.shutdown().await;
-    while open.load(Ordering::Relaxed) > 0 && started.elapsed() < Duration::from_secs(10) {
+    while clients.open.load(Ordering::Relaxed) > 0 && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(settle).await;
-    println!("after closing all: server RSS {} ({} over baseline)", mib(rss(target.pid)?), {
-        let after = rss(target.pid)?;
+    let after = rss(target.pid)?;
+    println!(
+        "after closing all: server RSS {} ({} over baseline)",
+        mib(after),
         mib(after.saturating_sub(baseline))
-    });
+    );
     Ok(())
 }
 
@@ -193,8 +222,7 @@ async fn open_connections(
     tokens: &[String],
     first_index: usize,
     readers: &mut JoinSet<()>,
-    open: &Arc<AtomicUsize>,
-    pings: &Arc<AtomicU64>,
+    clients: &Arc<Clients>,
 ) -> BTreeMap<String, usize> {
     let mut failures = BTreeMap::new();
     let mut pending = FuturesUnordered::new();
@@ -209,8 +237,8 @@ async fn open_connections(
         let Some(result) = pending.next().await else { break };
         match result {
             Ok(socket) => {
-                open.fetch_add(1, Ordering::Relaxed);
-                readers.spawn(idle(socket, open.clone(), pings.clone()));
+                clients.open.fetch_add(1, Ordering::Relaxed);
+                readers.spawn(idle(socket, clients.clone()));
             }
             Err(err) => *failures.entry(format!("{err:#}")).or_insert(0) += 1,
         }
@@ -242,42 +270,41 @@ async fn connect(addr: SocketAddr, source: IpAddr, token: &str) -> anyhow::Resul
 }
 
 /// Reads until the connection ends (reading is what answers the server's pings).
-async fn idle(mut socket: Socket, open: Arc<AtomicUsize>, pings: Arc<AtomicU64>) {
+async fn idle(mut socket: Socket, clients: Arc<Clients>) {
     /// Decrements the open count however the task ends (aborted included).
-    struct Open(Arc<AtomicUsize>);
+    struct Open(Arc<Clients>);
     impl Drop for Open {
         fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
+            self.0.open.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    let _open = Open(open);
+    let open = Open(clients);
     while let Some(frame) = socket.next().await {
         match frame {
             Ok(Frame::Ping(_)) => {
-                pings.fetch_add(1, Ordering::Relaxed);
+                open.0.pings.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Frame::Close(close)) => {
-                eprintln!("server closed an idle connection: {close:?}");
-                break;
-            }
+            Ok(Frame::Close(close)) => return open.0.lose(format!("closed by the server: {close:?}")),
             Ok(_) => {}
-            Err(err) => {
-                eprintln!("idle connection failed: {err}");
-                break;
-            }
+            Err(err) => return open.0.lose(format!("failed: {err}")),
         }
     }
+    open.0.lose("ended without a close frame".into());
 }
 
 /// Resident set size of `pid`, bytes.
 fn rss(pid: u32) -> anyhow::Result<u64> {
+    Ok(status_field(pid, "VmRSS:")? * 1024)
+}
+
+/// A numeric field of /proc/<pid>/status (kB for sizes).
+fn status_field(pid: u32, name: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("server process gone")?;
-    let kb: u64 = status
+    status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(name))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")?;
-    Ok(kb * 1024)
+        .with_context(|| format!("no {name} in /proc/{pid}/status"))
 }
 
 /// CPU time (user + system) `pid` has used so far.
