@@ -24,6 +24,9 @@
 //! - `BENCH_PING_SECS` (default 5): the server's ping interval.
 //! - `BENCH_SETTLE_SECS` (default: ping interval + 1): wait before each measurement.
 //! - `BENCH_CPU_SECS` (default: 2 ping intervals): length of the idle CPU measurement.
+//! - `BENCH_CONVERSATIONS` (default 0): put every user in this many group conversations
+//!   first (so `ready` lists them and the connection is subscribed to each).
+//! - `BENCH_CONCURRENCY` (default 200): handshakes in flight at once.
 //! - `BENCH_ADDR` + `BENCH_PID`: use a server that is already running (started with
 //!   `--jwt-secret` = `support::SECRET`) instead, e.g. one under a heap profiler.
 
@@ -46,10 +49,12 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Handshakes in flight at once (the server's listen backlog is 1,024).
+/// Handshakes in flight at once by default (the server's listen backlog is 1,024).
 const CONCURRENCY: usize = 200;
 /// Client source addresses: 127.0.0.2 ..= 127.0.0.9.
 const SOURCES: u8 = 8;
+/// Members per group with `BENCH_CONVERSATIONS`.
+const GROUP_SIZE: usize = 10;
 
 type Socket = WebSocketStream<tokio::net::TcpStream>;
 
@@ -62,6 +67,8 @@ struct Clients {
     pings: AtomicU64,
     /// Why connections ended before the bench closed them, counted by reason.
     lost: Mutex<BTreeMap<String, usize>>,
+    /// Events that reached a connection before its `ready`, counted by name.
+    before_ready: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Clients {
@@ -69,11 +76,17 @@ impl Clients {
         *self.lost.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_insert(0) += 1;
     }
 
-    /// Prints (and forgets) the connections lost since the last call.
-    fn report_lost(&self) {
+    /// Prints (and forgets) the connections lost, and the events seen before `ready`, since
+    /// the last call.
+    fn report(&self) {
         let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|p| p.into_inner()));
         for (reason, n) in lost {
             println!("  !! {n} connection(s) ended early: {reason}");
+        }
+        let early = std::mem::take(&mut *self.before_ready.lock().unwrap_or_else(|p| p.into_inner()));
+        if !early.is_empty() {
+            let events: Vec<String> = early.iter().map(|(event, n)| format!("{n} × {event}")).collect();
+            println!("  note: events that arrived before the connection's ready: {}", events.join(", "));
         }
     }
 }
@@ -106,6 +119,8 @@ async fn run() -> anyhow::Result<()> {
     let ping = env_u64("BENCH_PING_SECS")?.unwrap_or(5).max(1);
     let settle = Duration::from_secs(env_u64("BENCH_SETTLE_SECS")?.unwrap_or(ping + 1));
     let cpu_window = Duration::from_secs(env_u64("BENCH_CPU_SECS")?.unwrap_or(2 * ping).max(1));
+    let concurrency = env_u64("BENCH_CONCURRENCY")?.map_or(CONCURRENCY, |c| c.max(1) as usize);
+    let conversations = env_u64("BENCH_CONVERSATIONS")?.unwrap_or(0) as usize;
     let max = *counts.last().expect("checked non-empty");
 
     let target = match std::env::var("BENCH_ADDR") {
@@ -127,6 +142,15 @@ async fn run() -> anyhow::Result<()> {
          settle {} s",
         settle.as_secs()
     );
+    if conversations > 0 {
+        let started = Instant::now();
+        let groups = create_groups(target.addr, &users, conversations).await?;
+        println!(
+            "each user is in {conversations} groups of {GROUP_SIZE} (+ the creator, not connected): \
+             {groups} groups created in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = rss(target.pid)?;
     println!("baseline server RSS: {}\n", mib(baseline));
@@ -141,14 +165,26 @@ async fn run() -> anyhow::Result<()> {
     let mut previous: Option<(usize, u64)> = None;
     for &count in &counts {
         let started = Instant::now();
-        let failures =
-            open_connections(target.addr, &tokens[opened..count], opened, &mut readers, &clients).await;
+        let failures = open_connections(
+            target.addr,
+            &tokens[opened..count],
+            opened,
+            &mut readers,
+            &clients,
+            concurrency,
+        )
+        .await;
         opened = count;
         let open_secs = started.elapsed().as_secs_f64();
         if !failures.is_empty() {
             println!("  !! connections that failed while opening up to {count}:");
-            for (error, n) in &failures {
+            let mut failures: Vec<_> = failures.into_iter().collect();
+            failures.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            for (error, n) in failures.iter().take(10) {
                 println!("  !! {n} × {error}");
+            }
+            if failures.len() > 10 {
+                println!("  !! … and {} other errors", failures.len() - 10);
             }
         }
         tokio::time::sleep(settle).await;
@@ -174,7 +210,7 @@ async fn run() -> anyhow::Result<()> {
         if connections != count {
             println!("  !! {connections} of {count} connections are open");
         }
-        clients.report_lost();
+        clients.report();
         previous = Some((connections, now));
     }
 
@@ -200,7 +236,7 @@ async fn run() -> anyhow::Result<()> {
 
     // Close everything; what the server keeps afterwards.
     let started = Instant::now();
-    clients.report_lost();
+    clients.report();
     readers.shutdown().await;
     while clients.open.load(Ordering::Relaxed) > 0 && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -215,7 +251,44 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens one idle connection per token, `CONCURRENCY` at a time, and leaves a reading task
+/// Puts every user in `per_user` groups of [`GROUP_SIZE`], each round grouping them
+/// differently (so users have different contacts), all created by one extra user over a few
+/// keep-alive connections. Returns how many groups were created.
+async fn create_groups(addr: SocketAddr, users: &[String], per_user: usize) -> anyhow::Result<usize> {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let n = users.len();
+    let mut groups = Vec::new();
+    let mut stride = 1;
+    for round in 0..per_user {
+        // Position j of this round's order is user j * stride + round: a permutation when
+        // stride is coprime to n, and a different grouping for every stride.
+        while gcd(stride, n) != 1 {
+            stride += 1;
+        }
+        let order: Vec<&String> = (0..n).map(|j| &users[(j * stride + round) % n]).collect();
+        groups.extend(
+            order
+                .chunks(GROUP_SIZE)
+                .map(|members| serde_json::json!({"type": "group", "members": members}).to_string()),
+        );
+    }
+    let owner = &tokens(&["bench-owner".to_owned()])?[0];
+    let next = AtomicUsize::new(0);
+    let create = |_| async {
+        let mut connection = support::Connection::open(addr, owner).await?;
+        loop {
+            let Some(body) = groups.get(next.fetch_add(1, Ordering::Relaxed)) else { return Ok(()) };
+            let (status, response) = connection.post("/api/conversations", body).await?;
+            anyhow::ensure!(status == 201, "create group: {status} {}", String::from_utf8_lossy(&response));
+        }
+    };
+    futures::future::try_join_all((0..16).map(create)).await?;
+    Ok(groups.len())
+}
+
+/// Opens one idle connection per token, `concurrency` at a time, and leaves a reading task
 /// for each in `readers`. Returns the errors of those that failed, counted by message.
 async fn open_connections(
     addr: SocketAddr,
@@ -223,15 +296,16 @@ async fn open_connections(
     first_index: usize,
     readers: &mut JoinSet<()>,
     clients: &Arc<Clients>,
+    concurrency: usize,
 ) -> BTreeMap<String, usize> {
     let mut failures = BTreeMap::new();
     let mut pending = FuturesUnordered::new();
     let mut next = 0;
     loop {
-        while pending.len() < CONCURRENCY && next < tokens.len() {
+        while pending.len() < concurrency && next < tokens.len() {
             let index = first_index + next;
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % SOURCES as usize) as u8));
-            pending.push(connect(addr, source, &tokens[next]));
+            pending.push(connect(addr, source, &tokens[next], clients));
             next += 1;
         }
         let Some(result) = pending.next().await else { break };
@@ -247,7 +321,7 @@ async fn open_connections(
 }
 
 /// Connects from `source` and waits for the server's `ready` frame.
-async fn connect(addr: SocketAddr, source: IpAddr, token: &str) -> anyhow::Result<Socket> {
+async fn connect(addr: SocketAddr, source: IpAddr, token: &str, clients: &Clients) -> anyhow::Result<Socket> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("bind {source}"))?;
     let stream = socket.connect(addr).await.context("connect")?;
@@ -261,7 +335,15 @@ async fn connect(addr: SocketAddr, source: IpAddr, token: &str) -> anyhow::Resul
     while let Some(frame) = socket.next().await {
         match frame.context("waiting for ready")? {
             Frame::Text(text) if text.starts_with(r#"{"event":"ready""#) => return Ok(socket),
-            Frame::Text(text) => bail!("unexpected frame before ready: {text}"),
+            Frame::Text(text) => {
+                // Events of the user's contacts (user:online …) may come first.
+                let event = text
+                    .strip_prefix(r#"{"event":""#)
+                    .and_then(|rest| rest.split('"').next())
+                    .with_context(|| format!("unexpected frame before ready: {text}"))?;
+                let mut early = clients.before_ready.lock().unwrap_or_else(|p| p.into_inner());
+                *early.entry(event.to_owned()).or_insert(0) += 1;
+            }
             Frame::Close(close) => bail!("closed before ready: {close:?}"),
             _ => {}
         }
