@@ -4,12 +4,15 @@
 //! `GET /ws` connections to it, each as its own user, each waiting for the server's `ready`
 //! frame (so the server side is fully set up: hub entry, presence, subscriptions). Clients
 //! keep reading, so they answer the server's pings; they never send anything else.
-//! At each count (10,000 then 18,000 by default) after a settle of one ping round, prints the
-//! server's RSS (VmRSS of /proc/<pid>/status), its growth over the baseline taken before the
-//! first connection, that growth per connection, and the marginal cost per connection between
-//! two counts (which leaves out one-time costs). At the last count it measures the server's
-//! CPU while everything idles (the keepalive: one ping + pong per connection per interval),
-//! then closes every connection and prints what RSS the server keeps.
+//! At each count (10,000 then 18,000 by default), after a settle of one ping round, prints
+//! the server's RSS (VmRSS of /proc/<pid>/status), its growth over the baseline taken before
+//! the first connection, that growth per connection (B/conn, KB/conn), the marginal cost per
+//! connection between two counts (leaves out one-time costs: blocking threads, map resizes),
+//! and the growth of anonymous memory alone per connection (without file pages such as
+//! SQLite's mmap of the database, which grow with `BENCH_CONVERSATIONS`, not with
+//! connections). At the last count it measures the server's CPU while everything idles (the
+//! keepalive: one ping + pong per connection per interval), then closes every connection and
+//! prints the RSS the server keeps.
 //!
 //! The server runs with `--ws-ping-interval` `BENCH_PING_SECS` (default 5, chatd's default is
 //! 25) so that every connection has been pinged (and has answered) before each measurement:
@@ -27,8 +30,9 @@
 //! - `BENCH_CONVERSATIONS` (default 0): put every user in this many group conversations
 //!   first (so `ready` lists them and the connection is subscribed to each).
 //! - `BENCH_CONCURRENCY` (default 200): handshakes in flight at once.
-//! - `BENCH_ADDR` + `BENCH_PID`: use a server that is already running (started with
-//!   `--jwt-secret` = `support::SECRET`) instead, e.g. one under a heap profiler.
+//! - `BENCH_ADDR` + `BENCH_PID`: use a server that is already running instead, e.g. one under
+//!   a heap profiler (start it with `--jwt-secret` = `support::SECRET`, `--rate-limit 0` and
+//!   `--ws-ping-interval` = `BENCH_PING_SECS`); `BENCH_PID` is whose memory is measured.
 
 mod support;
 
@@ -153,10 +157,11 @@ async fn run() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = rss(target.pid)?;
-    println!("baseline server RSS: {}\n", mib(baseline));
+    let baseline_anon = status_field(target.pid, "RssAnon:")? * 1024;
+    println!("baseline server RSS: {} ({} anonymous)\n", mib(baseline), mib(baseline_anon));
     println!(
-        "{:>11} {:>10} {:>11} {:>10} {:>9} {:>14} {:>9} {:>8}",
-        "connections", "open (s)", "RSS", "growth", "B/conn", "marginal B/conn", "KB/conn", "threads"
+        "{:>11} {:>8} {:>11} {:>10} {:>8} {:>8} {:>9} {:>9} {:>8}",
+        "connections", "open (s)", "RSS", "growth", "B/conn", "KB/conn", "marginal", "anon B/c", "threads"
     );
 
     let clients = Arc::new(Clients::default());
@@ -190,6 +195,7 @@ async fn run() -> anyhow::Result<()> {
         tokio::time::sleep(settle).await;
         let connections = clients.open.load(Ordering::Relaxed);
         let now = rss(target.pid)?;
+        let anon = (status_field(target.pid, "RssAnon:")? * 1024).saturating_sub(baseline_anon);
         let growth = now.saturating_sub(baseline);
         let per = growth as f64 / connections.max(1) as f64;
         let marginal = previous
@@ -197,14 +203,15 @@ async fn run() -> anyhow::Result<()> {
             .map(|(n, r)| format!("{:.0}", now.saturating_sub(r) as f64 / (connections - n) as f64))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:>11} {:>10.1} {:>11} {:>10} {:>9.0} {:>14} {:>9.2} {:>8}",
+            "{:>11} {:>8.1} {:>11} {:>10} {:>8.0} {:>8.2} {:>9} {:>9.0} {:>8}",
             connections,
             open_secs,
             mib(now),
             mib(growth),
             per,
-            marginal,
             per / 1024.0,
+            marginal,
+            anon as f64 / connections.max(1) as f64,
             status_field(target.pid, "Threads:")?
         );
         if connections != count {
