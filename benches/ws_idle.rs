@@ -29,6 +29,9 @@
 //! - `BENCH_CPU_SECS` (default: 2 ping intervals): length of the idle CPU measurement.
 //! - `BENCH_CONVERSATIONS` (default 0): put every user in this many group conversations
 //!   first (so `ready` lists them and the connection is subscribed to each).
+//! - `BENCH_PRESENCE_QUERY` (default 0): after `ready`, every client sends one
+//!   `presence:query` for this many user ids (at most 500) and waits for its ack before idling,
+//!   so each connection has read and written one large frame (~40 B and ~55 B per id).
 //! - `BENCH_CONCURRENCY` (default 200): handshakes in flight at once.
 //! - `BENCH_ADDR` + `BENCH_PID`: use a server that is already running instead, e.g. one under
 //!   a heap profiler (start it with `--jwt-secret` = `support::SECRET`, `--rate-limit 0` and
@@ -43,8 +46,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
 use support::{Server, tokens};
 use tokio::net::TcpSocket;
 use tokio::task::JoinSet;
@@ -61,6 +64,16 @@ const SOURCES: u8 = 8;
 const GROUP_SIZE: usize = 10;
 
 type Socket = WebSocketStream<tokio::net::TcpStream>;
+
+/// How connections are opened.
+struct Load {
+    addr: SocketAddr,
+    /// Handshakes in flight at once.
+    concurrency: usize,
+    /// Sent by every client after `ready` (`BENCH_PRESENCE_QUERY`).
+    query: Option<String>,
+    clients: Arc<Clients>,
+}
 
 /// What the client tasks report.
 #[derive(Default)]
@@ -125,6 +138,14 @@ async fn run() -> anyhow::Result<()> {
     let cpu_window = Duration::from_secs(env_u64("BENCH_CPU_SECS")?.unwrap_or(2 * ping).max(1));
     let concurrency = env_u64("BENCH_CONCURRENCY")?.map_or(CONCURRENCY, |c| c.max(1) as usize);
     let conversations = env_u64("BENCH_CONVERSATIONS")?.unwrap_or(0) as usize;
+    let query = match env_u64("BENCH_PRESENCE_QUERY")?.unwrap_or(0) as usize {
+        0 => None,
+        ids => {
+            let user_ids: Vec<String> = (0..ids).map(|i| format!("someone-not-connected-{i}")).collect();
+            let data = serde_json::json!({ "user_ids": user_ids });
+            Some(serde_json::json!({"id": 1, "event": "presence:query", "data": data}).to_string())
+        }
+    };
     let max = *counts.last().expect("checked non-empty");
 
     let target = match std::env::var("BENCH_ADDR") {
@@ -165,20 +186,13 @@ async fn run() -> anyhow::Result<()> {
     );
 
     let clients = Arc::new(Clients::default());
+    let load = Load { addr: target.addr, concurrency, query, clients: clients.clone() };
     let mut readers = JoinSet::new();
     let mut opened = 0;
     let mut previous: Option<(usize, u64)> = None;
     for &count in &counts {
         let started = Instant::now();
-        let failures = open_connections(
-            target.addr,
-            &tokens[opened..count],
-            opened,
-            &mut readers,
-            &clients,
-            concurrency,
-        )
-        .await;
+        let failures = open_connections(&load, &tokens[opened..count], opened, &mut readers).await;
         opened = count;
         let open_secs = started.elapsed().as_secs_f64();
         if !failures.is_empty() {
@@ -298,13 +312,13 @@ async fn create_groups(addr: SocketAddr, users: &[String], per_user: usize) -> a
 /// Opens one idle connection per token, `concurrency` at a time, and leaves a reading task
 /// for each in `readers`. Returns the errors of those that failed, counted by message.
 async fn open_connections(
-    addr: SocketAddr,
+    load: &Load,
     tokens: &[String],
     first_index: usize,
     readers: &mut JoinSet<()>,
-    clients: &Arc<Clients>,
-    concurrency: usize,
 ) -> BTreeMap<String, usize> {
+    let Load { addr, concurrency, ref query, ref clients } = *load;
+    let query = query.as_deref();
     let mut failures = BTreeMap::new();
     let mut pending = FuturesUnordered::new();
     let mut next = 0;
@@ -312,7 +326,7 @@ async fn open_connections(
         while pending.len() < concurrency && next < tokens.len() {
             let index = first_index + next;
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % SOURCES as usize) as u8));
-            pending.push(connect(addr, source, &tokens[next], clients));
+            pending.push(connect(addr, source, &tokens[next], query, clients));
             next += 1;
         }
         let Some(result) = pending.next().await else { break };
@@ -327,8 +341,15 @@ async fn open_connections(
     failures
 }
 
-/// Connects from `source` and waits for the server's `ready` frame.
-async fn connect(addr: SocketAddr, source: IpAddr, token: &str, clients: &Clients) -> anyhow::Result<Socket> {
+/// Connects from `source` and waits for the server's `ready` frame; then, with `query`,
+/// sends it and waits for its ack (id 1).
+async fn connect(
+    addr: SocketAddr,
+    source: IpAddr,
+    token: &str,
+    query: Option<&str>,
+    clients: &Clients,
+) -> anyhow::Result<Socket> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("bind {source}"))?;
     let stream = socket.connect(addr).await.context("connect")?;
@@ -339,10 +360,19 @@ async fn connect(addr: SocketAddr, source: IpAddr, token: &str, clients: &Client
     let (mut socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
         .context("websocket handshake")?;
+    let mut ready = false;
     while let Some(frame) = socket.next().await {
         match frame.context("waiting for ready")? {
-            Frame::Text(text) if text.starts_with(r#"{"event":"ready""#) => return Ok(socket),
-            Frame::Text(text) => {
+            Frame::Text(text) if !ready && text.starts_with(r#"{"event":"ready""#) => {
+                let Some(query) = query else { return Ok(socket) };
+                ready = true;
+                socket.send(Frame::text(query)).await?;
+            }
+            Frame::Text(text) if ready && text.starts_with(r#"{"id":1,"#) => {
+                anyhow::ensure!(text.starts_with(r#"{"id":1,"ack":{"ok":true"#), "query failed: {text}");
+                return Ok(socket);
+            }
+            Frame::Text(text) if !ready => {
                 // Events of the user's contacts (user:online …) may come first.
                 let event = text
                     .strip_prefix(r#"{"event":""#)
