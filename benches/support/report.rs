@@ -1,0 +1,370 @@
+//! RESULTS.md tables from the load generator's records (one JSON object per line).
+
+use std::fmt::Write as _;
+
+use super::scenarios::{Acks, Fanout, FanoutStep, Record, Storm};
+use super::servers::Target;
+
+/// Reads a results file.
+pub fn read(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn label(key: &str) -> &'static str {
+    Target::parse(key).map(Target::label).unwrap_or("?")
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v < 10.0 => format!("{v:.2}"),
+        Some(v) if v < 100.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.0}"),
+        None => "lost".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+fn order(key: &str) -> usize {
+    Target::ALL.iter().position(|t| t.key() == key).unwrap_or(9)
+}
+
+fn fanouts(records: &[Record]) -> Vec<&Fanout> {
+    let mut v: Vec<&Fanout> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Fanout(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|f| order(&f.target));
+    v
+}
+
+fn ackss(records: &[Record]) -> Vec<&Acks> {
+    let mut v: Vec<&Acks> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Acks(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|a| order(&a.target));
+    v
+}
+
+fn storms(records: &[Record]) -> Vec<&Storm> {
+    let mut v: Vec<&Storm> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Storm(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|s| order(&s.target));
+    v
+}
+
+fn best_deliveries(records: &[Record], key: &str) -> Option<f64> {
+    fanouts(records).into_iter().find(|f| f.target == key)?.best().map(|s| s.deliveries_per_s)
+}
+
+fn acks_per_s(records: &[Record], key: &str) -> Option<f64> {
+    ackss(records).into_iter().find(|a| a.target == key).map(|a| a.acks_per_s)
+}
+
+fn storm_of<'a>(records: &'a [Record], key: &str) -> Option<&'a Storm> {
+    storms(records).into_iter().find(|s| s.target == key)
+}
+
+/// The headline: chatd against the Node peer, side by side, with the targets.
+pub fn headline(records: &[Record]) -> String {
+    let mut out = String::new();
+    let ws = best_deliveries(records, "chatd-ws");
+    let sio = best_deliveries(records, "chatd-sio");
+    let node = best_deliveries(records, "node");
+    let ceiling = best_deliveries(records, "ceiling");
+    let cell = |v: Option<f64>| v.map_or("–".into(), thousands);
+    let _ = writeln!(
+        out,
+        "| | chatd plain WS | chatd Socket.IO | Node peer | plain WS / Node | Socket.IO / Node | issue's target |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        out,
+        "| fan-out: max sustained deliveries/s, p99 ≤ 100 ms | {} | {} | {} | **{}** | **{}** | WS ≥ 10×, Socket.IO ≥ 3× |",
+        cell(ws),
+        cell(sio),
+        cell(node),
+        ratio(ws, node),
+        ratio(sio, node)
+    );
+    let (aws, asio, anode) =
+        (acks_per_s(records, "chatd-ws"), acks_per_s(records, "chatd-sio"), acks_per_s(records, "node"));
+    let _ = writeln!(
+        out,
+        "| durable acked sends/s | {} | {} | {} | **{}** | **{}** | ≥ 5×, and ≥ 40k/s |",
+        cell(aws),
+        cell(asio),
+        cell(anode),
+        ratio(aws, anode),
+        ratio(asio, anode)
+    );
+    let storm_cell = |s: Option<&Storm>| {
+        s.map_or("–".into(), |s| match s.caught_up_secs {
+            Some(t) => format!("{t:.2} s, lost {}", s.lost),
+            None => format!("{} of {} caught up, lost {}", s.caught_up, s.clients, s.lost),
+        })
+    };
+    let (sws, ssio, snode) =
+        (storm_of(records, "chatd-ws"), storm_of(records, "chatd-sio"), storm_of(records, "node"));
+    let clients = sws.or(ssio).or(snode).map_or(0, |s| s.clients);
+    let secs = |s: Option<&Storm>| s.and_then(|s| s.caught_up_secs);
+    let inverse = |a: Option<f64>, b: Option<f64>| ratio(b, a);
+    let _ = writeln!(
+        out,
+        "| reconnect storm, {} clients: all caught up after | {} | {} | {} | {} faster | {} faster | < 10 s, 0 lost |",
+        thousands(clients as f64),
+        storm_cell(sws),
+        storm_cell(ssio),
+        storm_cell(snode),
+        inverse(secs(sws), secs(snode)),
+        inverse(secs(ssio), secs(snode))
+    );
+    if let Some(c) = ceiling {
+        let _ = writeln!(
+            out,
+            "\nCeiling (the relay that only writes pre-encoded frames): {} deliveries/s; chatd reaches {} (plain WS) and {} (Socket.IO) of it.",
+            thousands(c),
+            ws.map_or("–".into(), |w| format!("{:.0} %", 100.0 * w / c)),
+            sio.map_or("–".into(), |s| format!("{:.0} %", 100.0 * s / c)),
+        );
+    }
+    out
+}
+
+fn step_row(out: &mut String, s: &FanoutStep) {
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
+        s.rate,
+        thousands(s.offered_sends_per_s),
+        thousands(s.sends_per_s),
+        thousands(s.deliveries_per_s),
+        ms(s.p50_ms),
+        ms(s.p99_ms),
+        ms(s.p999_ms),
+        ms(s.max_ms),
+        s.server_cores,
+        s.loadgen_cores,
+        if s.pass { "ok".to_owned() } else { s.note.clone() }
+    );
+}
+
+/// Scenario 1's tables: the best step per server, then every step.
+pub fn fanout_tables(records: &[Record]) -> String {
+    let mut out = String::new();
+    let all = fanouts(records);
+    let Some(first) = all.first() else { return "(not run)\n".into() };
+    let node = best_deliveries(records, "node");
+    let ceiling = best_deliveries(records, "ceiling");
+    let _ = writeln!(
+        out,
+        "{} clients in rooms of {}, every client sends at a fixed rate from its own random offset; each message reaches the {} other members. Steps of {} s (after 1 s warm-up), stepped up until p99 > {} ms, then bisected. A step passes when p99 ≤ {} ms counting undelivered messages as infinitely late, every delivery arrived, no send failed, and the load generator kept the offered rate.\n",
+        thousands(first.clients as f64),
+        first.room_size,
+        first.room_size - 1,
+        first.step_secs,
+        first.p99_limit_ms,
+        first.p99_limit_ms
+    );
+    let _ = writeln!(
+        out,
+        "| server | max sustained deliveries/s | sends/s | p50 ms | p99 ms | p999 ms | server CPU (cores) | loadgen CPU | vs Node | of ceiling |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for f in &all {
+        match f.best() {
+            Some(b) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+                    label(&f.target),
+                    thousands(b.deliveries_per_s),
+                    thousands(b.sends_per_s),
+                    ms(b.p50_ms),
+                    ms(b.p99_ms),
+                    ms(b.p999_ms),
+                    b.server_cores,
+                    b.loadgen_cores,
+                    ratio(Some(b.deliveries_per_s), node),
+                    ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * b.deliveries_per_s / c)),
+                );
+            }
+            None => {
+                let _ = writeln!(out, "| {} | no step passed | | | | | | | | |", label(&f.target));
+            }
+        }
+    }
+    for f in &all {
+        let _ = writeln!(out, "\n<details><summary>{}: every step</summary>\n", label(&f.target));
+        let _ = writeln!(
+            out,
+            "| msg/s per client | offered sends/s | sends/s | deliveries/s | p50 ms | p99 ms | p999 ms | max ms | server cores | loadgen cores | |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let mut steps: Vec<&FanoutStep> = f.steps.iter().collect();
+        steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        for s in steps {
+            step_row(&mut out, s);
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
+    out
+}
+
+/// Scenario 2's table.
+pub fn acks_table(records: &[Record]) -> String {
+    let mut out = String::new();
+    let all = ackss(records);
+    let Some(first) = all.first() else { return "(not run)\n".into() };
+    let node = acks_per_s(records, "node");
+    let _ = writeln!(
+        out,
+        "{} senders in rooms of 2 (both online, so each message is also delivered once), each sending `message:send` and waiting for its ack before the next, for {} s after 1 s warm-up. An ack comes only after the message is committed (chatd: SQLite WAL, synchronous=NORMAL, group commit; the peer: better-sqlite3, WAL, synchronous=NORMAL, one transaction per message). The ceiling relay persists nothing: its row is the transport's limit, not a durable figure.\n",
+        first.senders, first.secs
+    );
+    let _ = writeln!(
+        out,
+        "| server | acks/s | p50 ms | p99 ms | p999 ms | max ms | server CPU (cores) | server CPU µs/ack | errors | vs Node |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for a in all {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {} | {} |",
+            label(&a.target),
+            thousands(a.acks_per_s),
+            ms(Some(a.p50_ms)),
+            ms(Some(a.p99_ms)),
+            ms(Some(a.p999_ms)),
+            ms(Some(a.max_ms)),
+            a.server_cores,
+            a.server_us_per_ack,
+            match &a.first_error {
+                Some(e) if a.errors > 0 =>
+                    format!("{} (`{}`)", a.errors, e.chars().take(80).collect::<String>()),
+                _ => a.errors.to_string(),
+            },
+            ratio(Some(a.acks_per_s), node)
+        );
+    }
+    out
+}
+
+/// Scenario 4's table.
+pub fn storm_table(records: &[Record]) -> String {
+    let mut out = String::new();
+    let all = storms(records);
+    let Some(first) = all.first() else { return "(not run)\n".into() };
+    let _ = writeln!(
+        out,
+        "{} clients in {} rooms of 10, plus {} sender clients (one per 10 rooms) sending {} messages/s in all throughout. All clients drop at once (abortive close); {} s later they reconnect, each after its own random delay within {} s, and call `sync` with the last contiguous seq they hold until `has_more` is false. Caught up = that final `sync` answered; timed from the reconnect signal. Lost = per client, seqs of its room up to the last acked one that it received neither live nor by `sync` (checked after the senders stop and everything lands).\n",
+        thousands(first.clients as f64),
+        thousands(first.rooms as f64),
+        first.senders,
+        first.send_rate,
+        first.offline_secs,
+        first.jitter_secs
+    );
+    let _ = writeln!(
+        out,
+        "| server | all caught up after | p50 / p99 per client | messages (while away) | expected deliveries | **lost** | duplicates | sync calls | reconnect failures | initial connect | server CPU s | peak RSS |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in all {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} / {} s | {} ({}) | {} | **{}**{} | {} | {} | {}{} | {:.1} s | {:.1} | {} |",
+            label(&s.target),
+            s.caught_up_secs
+                .map_or(format!("{} of {} only", s.caught_up, s.clients), |t| format!("{t:.2} s")),
+            s.caught_up_p50_secs.map_or("–".into(), |t| format!("{t:.2}")),
+            s.caught_up_p99_secs.map_or("–".into(), |t| format!("{t:.2}")),
+            thousands(s.messages as f64),
+            thousands(s.messages_while_away as f64),
+            thousands(s.expected_deliveries as f64),
+            s.lost,
+            if s.clients_with_loss > 0 {
+                format!(" ({} clients)", s.clients_with_loss)
+            } else {
+                String::new()
+            },
+            thousands(s.duplicates as f64),
+            thousands(s.sync_calls as f64),
+            s.reconnect_failures,
+            if s.unexpected_closes > 0 {
+                format!(", {} closed by the server", s.unexpected_closes)
+            } else {
+                String::new()
+            },
+            s.initial_connect_secs,
+            s.server_cpu_secs,
+            s.server_rss_mb.map_or("–".into(), |m| format!("{m:.0} MB")),
+        );
+    }
+    out
+}
+
+/// Where each server ran: allowed CPUs, threads, Tokio workers.
+pub fn servers_table(records: &[Record]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| server | scenario | CPUs allowed | threads | Tokio worker threads |");
+    let _ = writeln!(out, "|---|---|---|---:|---:|");
+    let mut rows: Vec<(usize, String)> = records
+        .iter()
+        .map(|r| {
+            let (scenario, server) = match r {
+                Record::Fanout(f) => ("fanout", &f.server),
+                Record::Acks(a) => ("acks", &a.server),
+                Record::Storm(s) => ("storm", &s.server),
+            };
+            let row = format!(
+                "| {} | {} | {} | {} | {} |",
+                label(r.target()),
+                scenario,
+                server["cpus_allowed"].as_str().unwrap_or("?"),
+                server["threads"],
+                server["tokio_workers"]
+            );
+            (order(r.target()), row)
+        })
+        .collect();
+    rows.sort();
+    for (_, row) in rows {
+        let _ = writeln!(out, "{row}");
+    }
+    out
+}
