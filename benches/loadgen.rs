@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = if flag("--smoke") { Config::smoke(target) } else { Config::full(target) };
     config.launch.cpu = value("--server-cpu").map(str::parse).transpose()?;
     config.launch.ceiling_exe = Some(std::env::current_exe()?);
+    config.launch.data_root = value("--data-root").map(Into::into);
     if let Some(addr) = value("--attach") {
         config.launch.attach = Some((addr.parse()?, value("--pid").map(str::parse).transpose()?));
     }

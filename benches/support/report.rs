@@ -23,7 +23,7 @@ fn thousands(v: f64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -168,17 +168,20 @@ pub fn headline(records: &[Record]) -> String {
 fn step_row(out: &mut String, s: &FanoutStep) {
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
         s.rate,
         thousands(s.offered_sends_per_s),
         thousands(s.sends_per_s),
         thousands(s.deliveries_per_s),
+        thousands(s.other_events_per_s),
         ms(s.p50_ms),
         ms(s.p99_ms),
         ms(s.p999_ms),
         ms(s.max_ms),
         s.server_cores,
         s.loadgen_cores,
+        s.other_cores,
+        s.max_send_lag_ms,
         if s.pass { "ok".to_owned() } else { s.note.clone() }
     );
 }
@@ -192,25 +195,26 @@ pub fn fanout_tables(records: &[Record]) -> String {
     let ceiling = best_deliveries(records, "ceiling");
     let _ = writeln!(
         out,
-        "{} clients in rooms of {}, every client sends at a fixed rate from its own random offset; each message reaches the {} other members. Steps of {} s (after 1 s warm-up), stepped up until p99 > {} ms, then bisected. A step passes when p99 ≤ {} ms counting undelivered messages as infinitely late, every delivery arrived, no send failed, and the load generator kept the offered rate.\n",
+        "{} clients in rooms of {}; every client sends `message:send` at a fixed rate from its own random offset, and each message reaches the {} other members as `message:new`. Steps of {} s (after {} s of warm-up) climb until p99 > {} ms, a failing step is run a second time before it is believed, then the knee is bisected. A step passes when p99 ≤ {} ms (messages never delivered count as infinitely late), every delivery arrived, no send failed, and the load generator kept the offered rate. CPU columns are cores' worth (1.00 = one CPU busy all the time): the server, the load generator, and everything else on the machine meanwhile (\"others\": the noise). \"lag\" is how late the load generator was against its send schedule, at worst.\n",
         thousands(first.clients as f64),
         first.room_size,
         first.room_size - 1,
         first.step_secs,
+        first.warmup_secs,
         first.p99_limit_ms,
         first.p99_limit_ms
     );
     let _ = writeln!(
         out,
-        "| server | max sustained deliveries/s | sends/s | p50 ms | p99 ms | p999 ms | server CPU (cores) | loadgen CPU | vs Node | of ceiling |"
+        "| server | max sustained deliveries/s | sends/s | p50 ms | p99 ms | p999 ms | server CPU | loadgen CPU | others | vs Node | of ceiling |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in &all {
         match f.best() {
             Some(b) => {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
                     label(&f.target),
                     thousands(b.deliveries_per_s),
                     thousands(b.sends_per_s),
@@ -219,22 +223,24 @@ pub fn fanout_tables(records: &[Record]) -> String {
                     ms(b.p999_ms),
                     b.server_cores,
                     b.loadgen_cores,
+                    b.other_cores,
                     ratio(Some(b.deliveries_per_s), node),
                     ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * b.deliveries_per_s / c)),
                 );
             }
             None => {
-                let _ = writeln!(out, "| {} | no step passed | | | | | | | | |", label(&f.target));
+                let _ = writeln!(out, "| {} | no step passed | | | | | | | | | |", label(&f.target));
             }
         }
     }
     for f in &all {
-        let _ = writeln!(out, "\n<details><summary>{}: every step</summary>\n", label(&f.target));
+        let _ =
+            writeln!(out, "\n<details><summary>{}: every step, in rate order</summary>\n", label(&f.target));
         let _ = writeln!(
             out,
-            "| msg/s per client | offered sends/s | sends/s | deliveries/s | p50 ms | p99 ms | p999 ms | max ms | server cores | loadgen cores | |"
+            "| msg/s per client | offered sends/s | sends/s | deliveries/s | other pushes/s | p50 ms | p99 ms | p999 ms | max ms | server CPU | loadgen CPU | others | lag ms | |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         let mut steps: Vec<&FanoutStep> = f.steps.iter().collect();
         steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         for s in steps {
@@ -253,18 +259,18 @@ pub fn acks_table(records: &[Record]) -> String {
     let node = acks_per_s(records, "node");
     let _ = writeln!(
         out,
-        "{} senders in rooms of 2 (both online, so each message is also delivered once), each sending `message:send` and waiting for its ack before the next, for {} s after 1 s warm-up. An ack comes only after the message is committed (chatd: SQLite WAL, synchronous=NORMAL, group commit; the peer: better-sqlite3, WAL, synchronous=NORMAL, one transaction per message). The ceiling relay persists nothing: its row is the transport's limit, not a durable figure.\n",
-        first.senders, first.secs
+        "{} senders in rooms of 2 (both online, so each message is also delivered once), each sending `message:send` and waiting for its ack before the next, for {} s after {} s of warm-up. An ack comes only after the message is committed (chatd: SQLite WAL, synchronous=NORMAL, group commit; the peer: better-sqlite3, WAL, synchronous=NORMAL, one transaction per message). The ceiling relay stores nothing: its row is the transport's limit, not a durable figure.\n",
+        first.senders, first.secs, first.warmup_secs
     );
     let _ = writeln!(
         out,
-        "| server | acks/s | p50 ms | p99 ms | p999 ms | max ms | server CPU (cores) | server CPU µs/ack | errors | vs Node |"
+        "| server | acks/s | p50 ms | p99 ms | p999 ms | max ms | server CPU | server CPU µs/ack | loadgen CPU | others | errors | vs Node |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for a in all {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} |",
             label(&a.target),
             thousands(a.acks_per_s),
             ms(Some(a.p50_ms)),
@@ -273,6 +279,8 @@ pub fn acks_table(records: &[Record]) -> String {
             ms(Some(a.max_ms)),
             a.server_cores,
             a.server_us_per_ack,
+            a.loadgen_cores,
+            a.other_cores,
             match &a.first_error {
                 Some(e) if a.errors > 0 =>
                     format!("{} (`{}`)", a.errors, e.chars().take(80).collect::<String>()),
@@ -291,7 +299,7 @@ pub fn storm_table(records: &[Record]) -> String {
     let Some(first) = all.first() else { return "(not run)\n".into() };
     let _ = writeln!(
         out,
-        "{} clients in {} rooms of 10, plus {} sender clients (one per 10 rooms) sending {} messages/s in all throughout. All clients drop at once (abortive close); {} s later they reconnect, each after its own random delay within {} s, and call `sync` with the last contiguous seq they hold until `has_more` is false. Caught up = that final `sync` answered; timed from the reconnect signal. Lost = per client, seqs of its room up to the last acked one that it received neither live nor by `sync` (checked after the senders stop and everything lands).\n",
+        "{} clients in {} rooms of 10, plus {} sender clients (each a member of 10 of the rooms) sending {} messages/s in all, before, during and after the storm. All clients drop at once (abortive close, as when a network goes away); {} s later they reconnect, each after its own random delay within {} s, and call `sync` with the last contiguous seq they hold until `has_more` is false. A reconnect attempt that has not seen `ready` after 20 s starts over after socket.io-client's default back-off (1 s doubling to 5 s, ± 50 %). A client that sees a hole in the live seqs calls `sync` too (\"gap syncs\": deliveries the server skipped). *Caught up* = that first `sync` loop finished, timed from the reconnect signal. *Lost* = per client, seqs of its room up to the last acked one that it never received, live or by `sync`, once the senders stopped and everything landed; *not stored* = still missing after one more `sync` at the very end (so: never committed).\n",
         thousands(first.clients as f64),
         thousands(first.rooms as f64),
         first.senders,
@@ -301,13 +309,13 @@ pub fn storm_table(records: &[Record]) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | all caught up after | p50 / p99 per client | messages (while away) | expected deliveries | **lost** | duplicates | sync calls | reconnect failures | initial connect | server CPU s | peak RSS |"
+        "| server | all caught up after | p50 / p99 per client | messages (while away) | expected deliveries | **lost** | not stored | gap syncs | duplicates | sync calls | reconnect failures | initial connect | server CPU s | peak RSS |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in all {
         let _ = writeln!(
             out,
-            "| {} | {} | {} / {} s | {} ({}) | {} | **{}**{} | {} | {} | {}{} | {:.1} s | {:.1} | {} |",
+            "| {} | {} | {} / {} s | {} ({}) | {} | **{}**{} | {} | {} | {} | {} | {}{} | {:.1} s | {:.1} | {} |",
             label(&s.target),
             s.caught_up_secs
                 .map_or(format!("{} of {} only", s.caught_up, s.clients), |t| format!("{t:.2} s")),
@@ -316,15 +324,21 @@ pub fn storm_table(records: &[Record]) -> String {
             thousands(s.messages as f64),
             thousands(s.messages_while_away as f64),
             thousands(s.expected_deliveries as f64),
-            s.lost,
+            thousands(s.lost as f64),
             if s.clients_with_loss > 0 {
                 format!(" ({} clients)", s.clients_with_loss)
             } else {
                 String::new()
             },
+            if s.verified < s.clients {
+                format!("{} ({} of {} clients checked)", s.not_stored, s.verified, s.clients)
+            } else {
+                s.not_stored.to_string()
+            },
+            thousands(s.gap_syncs as f64),
             thousands(s.duplicates as f64),
             thousands(s.sync_calls as f64),
-            s.reconnect_failures,
+            thousands(s.reconnect_failures as f64),
             if s.unexpected_closes > 0 {
                 format!(", {} closed by the server", s.unexpected_closes)
             } else {
@@ -338,33 +352,50 @@ pub fn storm_table(records: &[Record]) -> String {
     out
 }
 
-/// Where each server ran: allowed CPUs, threads, Tokio workers.
+/// Where each server ran (allowed CPUs, threads, Tokio workers) and what it logged.
 pub fn servers_table(records: &[Record]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| server | scenario | CPUs allowed | threads | Tokio worker threads |");
-    let _ = writeln!(out, "|---|---|---|---:|---:|");
-    let mut rows: Vec<(usize, String)> = records
-        .iter()
-        .map(|r| {
-            let (scenario, server) = match r {
-                Record::Fanout(f) => ("fanout", &f.server),
-                Record::Acks(a) => ("acks", &a.server),
-                Record::Storm(s) => ("storm", &s.server),
-            };
-            let row = format!(
-                "| {} | {} | {} | {} | {} |",
-                label(r.target()),
-                scenario,
-                server["cpus_allowed"].as_str().unwrap_or("?"),
-                server["threads"],
-                server["tokio_workers"]
-            );
-            (order(r.target()), row)
-        })
-        .collect();
+    let _ = writeln!(
+        out,
+        "| server | scenario | CPUs allowed | Tokio threads at start (= workers) | threads at the end | stderr lines | chatd \"relay fell behind\" reports (bus messages skipped) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|");
+    let mut rows: Vec<(usize, String)> = Vec::new();
+    let mut logs = String::new();
+    for r in records {
+        let (scenario, server) = match r {
+            Record::Fanout(f) => ("fanout", &f.server),
+            Record::Acks(a) => ("acks", &a.server),
+            Record::Storm(s) => ("storm", &s.server),
+        };
+        let lag = server["relay_lag_reports"].as_u64().unwrap_or(0);
+        let row = format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            label(r.target()),
+            scenario,
+            server["cpus_allowed"].as_str().unwrap_or("?"),
+            server["tokio_threads_at_start"],
+            server["threads"],
+            server["stderr_lines"],
+            if lag > 0 {
+                format!("**{lag}** ({})", thousands(server["relay_skipped"].as_f64().unwrap_or(0.0)))
+            } else {
+                "0".into()
+            }
+        );
+        rows.push((order(r.target()), row));
+        if let Some(first) = server["stderr_first"].as_array().filter(|a| !a.is_empty()) {
+            let _ = writeln!(logs, "\n{} ({scenario}), first lines of stderr:\n```", label(r.target()));
+            for line in first {
+                let _ = writeln!(logs, "{}", line.as_str().unwrap_or_default());
+            }
+            let _ = writeln!(logs, "```");
+        }
+    }
     rows.sort();
     for (_, row) in rows {
         let _ = writeln!(out, "{row}");
     }
+    out.push_str(&logs);
     out
 }

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -83,6 +84,8 @@ pub struct Launch {
     /// The program that serves the ceiling relay with `--serve-ceiling ADDR` (the load
     /// generator itself).
     pub ceiling_exe: Option<PathBuf>,
+    /// Where the servers' data directories go (default: the system temp dir).
+    pub data_root: Option<PathBuf>,
 }
 
 /// A running server; a started one is killed when dropped.
@@ -90,7 +93,39 @@ pub struct ServerProcess {
     child: Option<Child>,
     pid: Option<u32>,
     pub addr: SocketAddr,
+    log: Arc<Mutex<ServerLog>>,
+    /// Tokio threads right after start, before any blocking-pool thread exists: the workers.
+    tokio_at_start: Option<u64>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// What the server wrote to stderr: warnings and errors, and chatd's relay lag reports.
+#[derive(Default)]
+pub struct ServerLog {
+    pub lines: usize,
+    /// The first few lines.
+    pub first: Vec<String>,
+    /// chatd: "relay fell behind" reports and the bus messages they skipped.
+    pub relay_lag_reports: usize,
+    pub relay_skipped: u64,
+}
+
+/// Reads a server's stderr into `log` (on a thread of its own).
+fn collect_stderr(stderr: std::process::ChildStderr, log: Arc<Mutex<ServerLog>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            log.lines += 1;
+            if line.contains("fell behind") {
+                log.relay_lag_reports += 1;
+                let skipped = line.split("skipped=").nth(1).and_then(|s| s.split_whitespace().next());
+                log.relay_skipped += skipped.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+            }
+            if log.first.len() < 5 {
+                log.first.push(line.chars().take(300).collect());
+            }
+        }
+    });
 }
 
 /// The Node peer's directory.
@@ -116,9 +151,19 @@ fn pinned(cpu: Option<usize>, program: impl Into<PathBuf>) -> Command {
 impl ServerProcess {
     pub async fn start(target: Target, launch: &Launch) -> anyhow::Result<ServerProcess> {
         if let Some((addr, pid)) = launch.attach {
-            return Ok(ServerProcess { child: None, pid, addr, _dir: None });
+            return Ok(ServerProcess {
+                child: None,
+                pid,
+                addr,
+                log: Arc::default(),
+                tokio_at_start: None,
+                _dir: None,
+            });
         }
-        let dir = tempfile::tempdir()?;
+        let dir = match &launch.data_root {
+            Some(root) => tempfile::tempdir_in(root)?,
+            None => tempfile::tempdir()?,
+        };
         let (child, addr) = match target {
             Target::ChatdSio | Target::ChatdWs => {
                 let addr = free_addr()?;
@@ -129,7 +174,9 @@ impl ServerProcess {
                     // chatd has no worker-thread setting; Tokio's default builder reads this.
                     .env("TOKIO_WORKER_THREADS", "1")
                     .env("CHATD_LOG", "warn")
+                    .env("NO_COLOR", "1")
                     .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
                     .spawn()
                     .context("starting chatd")?;
                 (child, addr)
@@ -148,6 +195,7 @@ impl ServerProcess {
                     .env("DB_PATH", dir.path().join("peer.db"))
                     .env("NODE_ENV", "production")
                     .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
                     .spawn()
                     .context("starting node (is Node.js installed?)")?;
                 let stdout = child.stdout.take().context("node's stdout")?;
@@ -177,8 +225,14 @@ impl ServerProcess {
                 (child, addr)
             }
         };
+        let mut child = child;
         let pid = Some(child.id());
-        let mut server = ServerProcess { child: Some(child), pid, addr, _dir: Some(dir) };
+        let log = Arc::new(Mutex::new(ServerLog::default()));
+        if let Some(stderr) = child.stderr.take() {
+            collect_stderr(stderr, log.clone());
+        }
+        let mut server =
+            ServerProcess { child: Some(child), pid, addr, log, tokio_at_start: None, _dir: Some(dir) };
         let started = Instant::now();
         while TcpStream::connect(addr).await.is_err() {
             if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -189,6 +243,7 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        server.tokio_at_start = server.describe()["tokio_threads"].as_u64();
         Ok(server)
     }
 
@@ -238,8 +293,20 @@ impl ServerProcess {
             })
             .unwrap_or_default();
         names.sort();
-        let workers = names.iter().filter(|n| n.starts_with("tokio-runtime-w")).count();
-        json!({"cpus_allowed": cpus, "threads": names.len(), "tokio_workers": workers})
+        // Tokio names its workers (and its blocking-pool threads, which come and go)
+        // "tokio-rt-worker" ("tokio-runtime-worker" before 1.5x, cut to 15 characters).
+        let workers = names.iter().filter(|n| n.starts_with("tokio-r")).count();
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        json!({
+            "cpus_allowed": cpus,
+            "threads": names.len(),
+            "tokio_threads": workers,
+            "tokio_threads_at_start": self.tokio_at_start,
+            "stderr_lines": log.lines,
+            "stderr_first": log.first,
+            "relay_lag_reports": log.relay_lag_reports,
+            "relay_skipped": log.relay_skipped,
+        })
     }
 }
 
@@ -250,6 +317,17 @@ impl Drop for ServerProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// CPU time the whole machine has been busy (every CPU, every process, interrupts and
+/// steal included), from /proc/stat.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return Duration::ZERO };
+    // user nice system idle iowait irq softirq steal
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum::<u64>();
+    Duration::from_millis(busy * 10)
 }
 
 /// CPU time of `/proc/<pid>` ("self" for this process).

@@ -442,11 +442,11 @@ pub fn decode(proto: Proto, message: &[u8]) -> Incoming<'_> {
                 let data = rest[end + 1..].strip_prefix(b",\"data\":").and_then(|d| d.strip_suffix(b"}"));
                 return Incoming::Event(&rest[..end], data.unwrap_or(b"null"));
             }
-            if let Some(rest) = message.strip_prefix(b"{\"id\":") {
-                if let Some((id, rest)) = split_number(rest) {
-                    let body = rest.strip_prefix(b",\"ack\":").and_then(|b| b.strip_suffix(b"}"));
-                    return Incoming::Ack(id, body.unwrap_or(b"null"));
-                }
+            if let Some(rest) = message.strip_prefix(b"{\"id\":")
+                && let Some((id, rest)) = split_number(rest)
+            {
+                let body = rest.strip_prefix(b",\"ack\":").and_then(|b| b.strip_suffix(b"}"));
+                return Incoming::Ack(id, body.unwrap_or(b"null"));
             }
             Incoming::Other
         }
