@@ -80,6 +80,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(rates) = value("--rates") {
         config.rates = rates.split(',').map(str::parse).collect::<Result<_, _>>()?;
     }
+    if let Some(n) = value("--per-task") {
+        config.per_task = n.parse()?;
+    }
     if let Some(rate) = value("--storm-rate") {
         config.storm_rate = rate.parse()?;
     }

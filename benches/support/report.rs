@@ -3,7 +3,26 @@
 use std::fmt::Write as _;
 
 use super::scenarios::{Acks, Fanout, FanoutStep, Record, Storm};
-use super::servers::Target;
+use super::servers::{CpuReport, Target};
+
+/// Header cells for [`cpu_cells`].
+const CPU_HEADER: &str =
+    "server CPU | server's CPU: softirq / others | loadgen CPU | loadgen's CPU: softirq / others";
+const CPU_ALIGN: &str = "---:|---:|---:|---:";
+
+/// The CPU columns: each process, and what else ran on its CPU (kernel softirq work, mostly
+/// loopback TCP; other processes, interrupts and steal: the noise).
+fn cpu_cells(c: &CpuReport) -> String {
+    format!(
+        "{:.2} | {:.2} / {:.2} | {:.2} | {:.2} / {:.2}",
+        c.server,
+        c.server_cpu_softirq,
+        c.server_cpu_others,
+        c.loadgen,
+        c.loadgen_cpu_softirq,
+        c.loadgen_cpu_others
+    )
+}
 
 /// Reads a results file.
 pub fn read(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
@@ -168,7 +187,7 @@ pub fn headline(records: &[Record]) -> String {
 fn step_row(out: &mut String, s: &FanoutStep) {
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
         s.rate,
         thousands(s.offered_sends_per_s),
         thousands(s.sends_per_s),
@@ -178,9 +197,7 @@ fn step_row(out: &mut String, s: &FanoutStep) {
         ms(s.p99_ms),
         ms(s.p999_ms),
         ms(s.max_ms),
-        s.server_cores,
-        s.loadgen_cores,
-        s.other_cores,
+        cpu_cells(&s.cpu),
         s.max_send_lag_ms,
         if s.pass { "ok".to_owned() } else { s.note.clone() }
     );
@@ -195,7 +212,7 @@ pub fn fanout_tables(records: &[Record]) -> String {
     let ceiling = best_deliveries(records, "ceiling");
     let _ = writeln!(
         out,
-        "{} clients in rooms of {}; every client sends `message:send` at a fixed rate from its own random offset, and each message reaches the {} other members as `message:new`. Steps of {} s (after {} s of warm-up) climb until p99 > {} ms, a failing step is run a second time before it is believed, then the knee is bisected. A step passes when p99 ≤ {} ms (messages never delivered count as infinitely late), every delivery arrived, no send failed, and the load generator kept the offered rate. CPU columns are cores' worth (1.00 = one CPU busy all the time): the server, the load generator, and everything else on the machine meanwhile (\"others\": the noise). \"lag\" is how late the load generator was against its send schedule, at worst.\n",
+        "{} clients in rooms of {}; every client sends `message:send` at a fixed rate from its own random offset, and each message reaches the {} other members as `message:new`. Steps of {} s (after {} s of warm-up) climb until p99 > {} ms, a failing step is run a second time before it is believed, then the knee is bisected. A step passes when p99 ≤ {} ms (messages never delivered count as infinitely late), every delivery arrived, no send failed, and the load generator kept the offered rate. CPU columns are cores' worth (1.00 = one CPU busy all the time): each process, and what else ran on its CPU meanwhile: the kernel's softirq work (loopback TCP, mostly caused by the process itself) and *others* (other processes, interrupts, steal: the noise). \"lag\" is how late the load generator was against its send schedule, at worst.\n",
         thousands(first.clients as f64),
         first.room_size,
         first.room_size - 1,
@@ -206,24 +223,22 @@ pub fn fanout_tables(records: &[Record]) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | max sustained deliveries/s | sends/s | p50 ms | p99 ms | p999 ms | server CPU | loadgen CPU | others | vs Node | of ceiling |"
+        "| server | max sustained deliveries/s | sends/s | p50 ms | p99 ms | p999 ms | {CPU_HEADER} | vs Node | of ceiling |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|");
     for f in &all {
         match f.best() {
             Some(b) => {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     label(&f.target),
                     thousands(b.deliveries_per_s),
                     thousands(b.sends_per_s),
                     ms(b.p50_ms),
                     ms(b.p99_ms),
                     ms(b.p999_ms),
-                    b.server_cores,
-                    b.loadgen_cores,
-                    b.other_cores,
+                    cpu_cells(&b.cpu),
                     ratio(Some(b.deliveries_per_s), node),
                     ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * b.deliveries_per_s / c)),
                 );
@@ -238,9 +253,9 @@ pub fn fanout_tables(records: &[Record]) -> String {
             writeln!(out, "\n<details><summary>{}: every step, in rate order</summary>\n", label(&f.target));
         let _ = writeln!(
             out,
-            "| msg/s per client | offered sends/s | sends/s | deliveries/s | other pushes/s | p50 ms | p99 ms | p999 ms | max ms | server CPU | loadgen CPU | others | lag ms | |"
+            "| msg/s per client | offered sends/s | sends/s | deliveries/s | other pushes/s | p50 ms | p99 ms | p999 ms | max ms | {CPU_HEADER} | lag ms | |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---|");
         let mut steps: Vec<&FanoutStep> = f.steps.iter().collect();
         steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         for s in steps {
@@ -264,23 +279,21 @@ pub fn acks_table(records: &[Record]) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | acks/s | p50 ms | p99 ms | p999 ms | max ms | server CPU | server CPU µs/ack | loadgen CPU | others | errors | vs Node |"
+        "| server | acks/s | p50 ms | p99 ms | p999 ms | max ms | server CPU µs/ack | {CPU_HEADER} | errors | vs Node |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|");
     for a in all {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
             label(&a.target),
             thousands(a.acks_per_s),
             ms(Some(a.p50_ms)),
             ms(Some(a.p99_ms)),
             ms(Some(a.p999_ms)),
             ms(Some(a.max_ms)),
-            a.server_cores,
             a.server_us_per_ack,
-            a.loadgen_cores,
-            a.other_cores,
+            cpu_cells(&a.cpu),
             match &a.first_error {
                 Some(e) if a.errors > 0 =>
                     format!("{} (`{}`)", a.errors, e.chars().take(80).collect::<String>()),

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::servers::{Launch, ServerProcess, Target, cpu_time_of, create_rooms, machine_busy};
+use super::servers::{CpuReport, Launch, ServerProcess, Target, Usage, create_rooms};
 use super::wire::{
     Conn, ENGINE_IO_PONG, Emit, Incoming, Mux, Proto, ack_ok, call, connect_client, decode, find_u64,
     push_text, source_for,
@@ -178,12 +178,8 @@ pub struct FanoutStep {
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
-    /// Server CPU seconds per second during the step.
-    pub server_cores: f64,
-    pub loadgen_cores: f64,
-    /// CPU the rest of the machine used meanwhile (other processes, interrupts, steal):
-    /// the noise.
-    pub other_cores: f64,
+    /// CPU use during the step.
+    pub cpu: CpuReport,
     pub ack_errors: u64,
     pub closed: usize,
     /// Other pushes received per second (chatd's `notification`s).
@@ -213,10 +209,8 @@ pub struct Acks {
     pub errors: u64,
     pub first_error: Option<String>,
     pub deliveries_per_s: f64,
-    pub server_cores: f64,
+    pub cpu: CpuReport,
     pub server_us_per_ack: f64,
-    pub loadgen_cores: f64,
-    pub other_cores: f64,
     pub server: Value,
 }
 
@@ -265,18 +259,13 @@ pub struct Storm {
     pub server: Value,
 }
 
-/// Cores' worth of CPU used by neither the server nor the load generator over `secs`.
-fn other_cores(busy: Duration, server: Duration, loadgen: Duration, secs: f64) -> f64 {
-    (busy.as_secs_f64() - server.as_secs_f64() - loadgen.as_secs_f64()).max(0.0) / secs
-}
-
 /// `x` rounded to two significant digits.
 fn two_digits(x: f64) -> f64 {
     if x <= 0.0 {
         return 0.0;
     }
-    let scale = 10f64.powi(x.log10().floor() as i32 - 1);
-    (x / scale).round() * scale
+    let decimals = (1 - x.log10().floor() as i32).max(0) as usize;
+    format!("{x:.decimals$}").parse().unwrap_or(x)
 }
 
 /// Microseconds since `clock`.
@@ -574,7 +563,7 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
     }
 
     println!(
-        "{:>8} {:>9} {:>9} {:>12} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7}  note",
+        "{:>8} {:>9} {:>9} {:>12} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}  note",
         "msg/s/cl",
         "offered/s",
         "sends/s",
@@ -584,8 +573,9 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
         "p999 ms",
         "max ms",
         "server",
+        "+cpu0",
         "loadgen",
-        "others",
+        "+cpu1",
         "lag ms"
     );
     let mut steps: Vec<FanoutStep> = Vec::new();
@@ -652,7 +642,7 @@ fn fmt_ms(v: Option<f64>) -> String {
 
 fn print_step(s: &FanoutStep) {
     println!(
-        "{:>8} {:>9.0} {:>9.0} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>7.2} {:>7.2} {:>7.2} {:>7.1}  {}",
+        "{:>8} {:>9.0} {:>9.0} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.1}  {}",
         s.rate,
         s.offered_sends_per_s,
         s.sends_per_s,
@@ -661,9 +651,10 @@ fn print_step(s: &FanoutStep) {
         fmt_ms(s.p99_ms),
         fmt_ms(s.p999_ms),
         fmt_ms(s.max_ms),
-        s.server_cores,
-        s.loadgen_cores,
-        s.other_cores,
+        s.cpu.server,
+        s.cpu.server_cpu_softirq + s.cpu.server_cpu_others,
+        s.cpu.loadgen,
+        s.cpu.loadgen_cpu_softirq + s.cpu.loadgen_cpu_others,
         s.max_send_lag_ms,
         if s.pass { "ok" } else { &s.note }
     );
@@ -682,11 +673,9 @@ async fn fanout_step(
     take_fan_stats(all_stats); // only samples of this step's window are recorded from here on
     phase_tx.send(FanPhase::Rate { rate, from, to })?;
     tokio::time::sleep_until(tokio::time::Instant::from_std(clock + Duration::from_micros(from))).await;
-    let (server_before, self_before, busy_before) =
-        (server.cpu_time(), cpu_time_of("self").unwrap_or_default(), machine_busy());
+    let before = Usage::now(server);
     tokio::time::sleep_until(tokio::time::Instant::from_std(clock + Duration::from_micros(to))).await;
-    let (server_after, self_after, busy_after) =
-        (server.cpu_time(), cpu_time_of("self").unwrap_or_default(), machine_busy());
+    let after = Usage::now(server);
     phase_tx.send(FanPhase::Idle)?;
     let secs = config.step.as_secs_f64();
 
@@ -752,14 +741,7 @@ async fn fanout_step(
         p99_ms: p99,
         p999_ms: quantile_ms(&window.latencies, total, 0.999),
         max_ms: quantile_ms(&window.latencies, total, 1.0),
-        server_cores: (server_after.saturating_sub(server_before)).as_secs_f64() / secs,
-        loadgen_cores: (self_after.saturating_sub(self_before)).as_secs_f64() / secs,
-        other_cores: other_cores(
-            busy_after.saturating_sub(busy_before),
-            server_after.saturating_sub(server_before),
-            self_after.saturating_sub(self_before),
-            secs,
-        ),
+        cpu: after.since(&before, config.launch.cpu, secs),
         ack_errors: window.ack_errors,
         closed: window.closed,
         other_events_per_s: window.other_events as f64 / secs,
@@ -925,14 +907,12 @@ async fn acks(config: &Config) -> anyhow::Result<Acks> {
     let to = from + config.ack_time.as_micros() as u64;
     phase_tx.send(AckPhase::Flood { from, to })?;
     tokio::time::sleep_until(tokio::time::Instant::from_std(clock + Duration::from_micros(from))).await;
-    let (server_before, self_before, busy_before) =
-        (server.cpu_time(), cpu_time_of("self").unwrap_or_default(), machine_busy());
+    let before = Usage::now(&server);
     for s in &all_stats {
         lock(s).deliveries = 0;
     }
     tokio::time::sleep_until(tokio::time::Instant::from_std(clock + Duration::from_micros(to))).await;
-    let (server_after, self_after, busy_after) =
-        (server.cpu_time(), cpu_time_of("self").unwrap_or_default(), machine_busy());
+    let after = Usage::now(&server);
     let deliveries: u64 = all_stats.iter().map(|s| lock(s).deliveries).sum();
     phase_tx.send(AckPhase::Idle)?;
     let settle = Instant::now() + Duration::from_secs(10);
@@ -964,7 +944,7 @@ async fn acks(config: &Config) -> anyhow::Result<Acks> {
     let secs = config.ack_time.as_secs_f64();
     let acks = latencies.len() as u64;
     let q = |q| quantile_ms(&latencies, latencies.len(), q).unwrap_or(0.0);
-    let server_cpu = server_after.saturating_sub(server_before).as_secs_f64();
+    let cpu = after.since(&before, config.launch.cpu, secs);
     let record = Acks {
         target: target.key().into(),
         smoke: config.smoke,
@@ -980,15 +960,8 @@ async fn acks(config: &Config) -> anyhow::Result<Acks> {
         errors: errors + closed as u64,
         first_error,
         deliveries_per_s: deliveries as f64 / secs,
-        server_cores: server_cpu / secs,
-        server_us_per_ack: server_cpu * 1e6 / (acks.max(1) as f64),
-        loadgen_cores: self_after.saturating_sub(self_before).as_secs_f64() / secs,
-        other_cores: other_cores(
-            busy_after.saturating_sub(busy_before),
-            server_after.saturating_sub(server_before),
-            self_after.saturating_sub(self_before),
-            secs,
-        ),
+        server_us_per_ack: cpu.server * secs * 1e6 / (acks.max(1) as f64),
+        cpu,
         server: server.describe(),
     };
     println!(
@@ -1003,7 +976,7 @@ async fn acks(config: &Config) -> anyhow::Result<Acks> {
         record.p99_ms,
         record.p999_ms,
         record.max_ms,
-        record.server_cores,
+        record.cpu.server,
         record.server_us_per_ack,
         record.errors
     );

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
@@ -319,15 +320,89 @@ impl Drop for ServerProcess {
     }
 }
 
-/// CPU time the whole machine has been busy (every CPU, every process, interrupts and
-/// steal included), from /proc/stat.
-pub fn machine_busy() -> Duration {
+/// A CPU accounting snapshot: the server process, this process, and every CPU's counters
+/// (/proc/stat: user nice system idle iowait irq softirq steal, in 10 ms ticks).
+pub struct Usage {
+    server: Duration,
+    loadgen: Duration,
+    cpus: Vec<Vec<u64>>,
+}
+
+/// CPU use over an interval, in cores' worth (1.0 = one CPU busy all the time).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CpuReport {
+    /// The server process (all its threads).
+    pub server: f64,
+    /// The load generator process.
+    pub loadgen: f64,
+    /// On the server's CPU: the kernel's softirq work (loopback TCP, mostly) and everything
+    /// else that ran there (other processes, interrupts, steal). Unpinned: the whole machine.
+    pub server_cpu_softirq: f64,
+    pub server_cpu_others: f64,
+    /// The same on the load generator's CPU (zero when unpinned).
+    pub loadgen_cpu_softirq: f64,
+    pub loadgen_cpu_others: f64,
+}
+
+fn proc_stat_cpus() -> Vec<Vec<u64>> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return Duration::ZERO };
-    // user nice system idle iowait irq softirq steal
-    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum::<u64>();
-    Duration::from_millis(busy * 10)
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| l.split_whitespace().skip(1).take(8).filter_map(|v| v.parse().ok()).collect())
+        .collect()
+}
+
+/// The one CPU this process may run on, if it is pinned to one.
+pub fn own_cpu() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?.trim().parse().ok()
+}
+
+impl Usage {
+    pub fn now(server: &ServerProcess) -> Usage {
+        Usage {
+            server: server.cpu_time(),
+            loadgen: cpu_time_of("self").unwrap_or_default(),
+            cpus: proc_stat_cpus(),
+        }
+    }
+
+    /// What was used since `earlier`, over `secs`; `server_cpu` is where the server is pinned.
+    pub fn since(&self, earlier: &Usage, server_cpu: Option<usize>, secs: f64) -> CpuReport {
+        let ticks = |cpu: &[u64], before: &[u64], fields: &[usize]| -> f64 {
+            fields
+                .iter()
+                .map(|&i| cpu.get(i).unwrap_or(&0).saturating_sub(*before.get(i).unwrap_or(&0)))
+                .sum::<u64>() as f64
+                / 100.0
+        };
+        const BUSY: [usize; 5] = [0, 1, 2, 5, 7]; // user nice system irq steal
+        const SOFTIRQ: [usize; 1] = [6];
+        let server = self.server.saturating_sub(earlier.server).as_secs_f64();
+        let loadgen = self.loadgen.saturating_sub(earlier.loadgen).as_secs_f64();
+        let on = |cpu: Option<usize>, fields: &[usize]| -> Option<f64> {
+            let cpu = cpu?;
+            Some(ticks(self.cpus.get(cpu)?, earlier.cpus.get(cpu)?, fields))
+        };
+        let mut report = CpuReport { server: server / secs, loadgen: loadgen / secs, ..CpuReport::default() };
+        let loadgen_cpu = own_cpu();
+        match (on(server_cpu, &BUSY), on(loadgen_cpu, &BUSY)) {
+            (Some(server_busy), Some(loadgen_busy)) if server_cpu != loadgen_cpu => {
+                report.server_cpu_softirq = on(server_cpu, &SOFTIRQ).unwrap_or(0.0) / secs;
+                report.server_cpu_others = (server_busy - server).max(0.0) / secs;
+                report.loadgen_cpu_softirq = on(loadgen_cpu, &SOFTIRQ).unwrap_or(0.0) / secs;
+                report.loadgen_cpu_others = (loadgen_busy - loadgen).max(0.0) / secs;
+            }
+            _ => {
+                let all = |fields: &[usize]| -> f64 {
+                    self.cpus.iter().zip(&earlier.cpus).map(|(now, before)| ticks(now, before, fields)).sum()
+                };
+                report.server_cpu_softirq = all(&SOFTIRQ) / secs;
+                report.server_cpu_others = (all(&BUSY) - server - loadgen).max(0.0) / secs;
+            }
+        }
+        report
+    }
 }
 
 /// CPU time of `/proc/<pid>` ("self" for this process).
