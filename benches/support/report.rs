@@ -1,4 +1,5 @@
-//! RESULTS.md tables from the load generator's records (one JSON object per line).
+//! RESULTS.md tables from the load generator's records (one JSON object per line). A target
+//! may have several runs of a scenario: the tables show every run, the headline the best.
 
 use std::fmt::Write as _;
 
@@ -71,27 +72,23 @@ fn order(key: &str) -> usize {
 }
 
 fn fanouts(records: &[Record]) -> Vec<&Fanout> {
-    let mut v: Vec<&Fanout> = records
+    records
         .iter()
         .filter_map(|r| match r {
             Record::Fanout(f) => Some(f),
             _ => None,
         })
-        .collect();
-    v.sort_by_key(|f| order(&f.target));
-    v
+        .collect()
 }
 
 fn ackss(records: &[Record]) -> Vec<&Acks> {
-    let mut v: Vec<&Acks> = records
+    records
         .iter()
         .filter_map(|r| match r {
             Record::Acks(a) => Some(a),
             _ => None,
         })
-        .collect();
-    v.sort_by_key(|a| order(&a.target));
-    v
+        .collect()
 }
 
 fn storms(records: &[Record]) -> Vec<&Storm> {
@@ -106,12 +103,50 @@ fn storms(records: &[Record]) -> Vec<&Storm> {
     v
 }
 
+/// Per target (in table order), its records (in the order they ran).
+fn by_target<'a, T>(items: Vec<&'a T>, target: impl Fn(&T) -> &str) -> Vec<(String, Vec<&'a T>)> {
+    let mut groups: Vec<(String, Vec<&'a T>)> = Vec::new();
+    for item in items {
+        let key = target(item).to_owned();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(item),
+            None => groups.push((key, vec![item])),
+        }
+    }
+    groups.sort_by_key(|(key, _)| order(key));
+    groups
+}
+
+/// The best fan-out run of a target (the one whose best step delivered most) and that step.
+fn best_fanout<'a>(records: &'a [Record], key: &str) -> Option<(&'a Fanout, &'a FanoutStep)> {
+    fanouts(records)
+        .into_iter()
+        .filter(|f| f.target == key)
+        .filter_map(|f| Some((f, f.best()?)))
+        .max_by(|a, b| a.1.deliveries_per_s.total_cmp(&b.1.deliveries_per_s))
+}
+
 fn best_deliveries(records: &[Record], key: &str) -> Option<f64> {
-    fanouts(records).into_iter().find(|f| f.target == key)?.best().map(|s| s.deliveries_per_s)
+    best_fanout(records, key).map(|(_, s)| s.deliveries_per_s)
+}
+
+fn best_acks<'a>(records: &'a [Record], key: &str) -> Option<&'a Acks> {
+    ackss(records)
+        .into_iter()
+        .filter(|a| a.target == key)
+        .max_by(|a, b| a.acks_per_s.total_cmp(&b.acks_per_s))
 }
 
 fn acks_per_s(records: &[Record], key: &str) -> Option<f64> {
-    ackss(records).into_iter().find(|a| a.target == key).map(|a| a.acks_per_s)
+    best_acks(records, key).map(|a| a.acks_per_s)
+}
+
+/// "a / b" of every run's figure, when there was more than one.
+fn each_run(values: &[f64]) -> String {
+    if values.len() < 2 {
+        return "–".into();
+    }
+    values.iter().map(|v| thousands(*v)).collect::<Vec<_>>().join(" / ")
 }
 
 fn storm_of<'a>(records: &'a [Record], key: &str) -> Option<&'a Storm> {
@@ -124,7 +159,6 @@ pub fn headline(records: &[Record]) -> String {
     let ws = best_deliveries(records, "chatd-ws");
     let sio = best_deliveries(records, "chatd-sio");
     let node = best_deliveries(records, "node");
-    let ceiling = best_deliveries(records, "ceiling");
     let cell = |v: Option<f64>| v.map_or("–".into(), thousands);
     let _ = writeln!(
         out,
@@ -159,6 +193,10 @@ pub fn headline(records: &[Record]) -> String {
     };
     let (sws, ssio, snode) =
         (storm_of(records, "chatd-ws"), storm_of(records, "chatd-sio"), storm_of(records, "node"));
+    if sws.or(ssio).or(snode).is_none() {
+        out.push_str(&headline_notes(records));
+        return out;
+    }
     let clients = sws.or(ssio).or(snode).map_or(0, |s| s.clients);
     let secs = |s: Option<&Storm>| s.and_then(|s| s.caught_up_secs);
     let inverse = |a: Option<f64>, b: Option<f64>| ratio(b, a);
@@ -172,11 +210,34 @@ pub fn headline(records: &[Record]) -> String {
         inverse(secs(sws), secs(snode)),
         inverse(secs(ssio), secs(snode))
     );
-    if let Some(c) = ceiling {
+    out.push_str(&headline_notes(records));
+    out
+}
+
+/// What the headline's figures are: best of how many runs, and the ceiling.
+fn headline_notes(records: &[Record]) -> String {
+    let mut out = String::new();
+    let ws = best_deliveries(records, "chatd-ws");
+    let sio = best_deliveries(records, "chatd-sio");
+    let ceiling = best_deliveries(records, "ceiling");
+    let runs = fanouts(records).iter().filter(|f| f.target == "node").count();
+    if runs > 1 {
         let _ = writeln!(
             out,
-            "\nCeiling (the relay that only writes pre-encoded frames): {} deliveries/s; chatd reaches {} (plain WS) and {} (Socket.IO) of it.",
+            "\nFan-out and acks: the best of {runs} runs per server (each run on a fresh server process; the second round runs the servers in reverse order, so a noisy minute does not land on one server only). Every run is in the tables below."
+        );
+    }
+    if let Some(c) = ceiling {
+        let saturated = best_fanout(records, "ceiling").is_some_and(|(_, s)| s.cpu.loadgen >= 0.9);
+        let _ = writeln!(
+            out,
+            "\nCeiling (a relay that only writes pre-encoded frames; no auth, no storage): {} deliveries/s{}. chatd reaches {} of it over plain WS and {} over Socket.IO.",
             thousands(c),
+            if saturated {
+                ", and at that step the load generator's own CPU was saturated: that is what one load-generator core can take in, so the relay's real ceiling is higher"
+            } else {
+                ""
+            },
             ws.map_or("–".into(), |w| format!("{:.0} %", 100.0 * w / c)),
             sio.map_or("–".into(), |s| format!("{:.0} %", 100.0 * s / c)),
         );
@@ -203,7 +264,7 @@ fn step_row(out: &mut String, s: &FanoutStep) {
     );
 }
 
-/// Scenario 1's tables: the best step per server, then every step.
+/// Scenario 1's tables: the best step per server, then every step of every run.
 pub fn fanout_tables(records: &[Record]) -> String {
     let mut out = String::new();
     let all = fanouts(records);
@@ -223,50 +284,72 @@ pub fn fanout_tables(records: &[Record]) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | max sustained deliveries/s | sends/s | p50 ms | p99 ms | p999 ms | {CPU_HEADER} | vs Node | of ceiling |"
+        "| server | max sustained deliveries/s | each run | sends/s | p50 ms | p99 ms | p999 ms | {CPU_HEADER} | vs Node | of ceiling |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|");
-    for f in &all {
-        match f.best() {
-            Some(b) => {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    label(&f.target),
-                    thousands(b.deliveries_per_s),
-                    thousands(b.sends_per_s),
-                    ms(b.p50_ms),
-                    ms(b.p99_ms),
-                    ms(b.p999_ms),
-                    cpu_cells(&b.cpu),
-                    ratio(Some(b.deliveries_per_s), node),
-                    ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * b.deliveries_per_s / c)),
-                );
-            }
-            None => {
-                let _ = writeln!(out, "| {} | no step passed | | | | | | | | | |", label(&f.target));
-            }
-        }
-    }
-    for f in &all {
-        let _ =
-            writeln!(out, "\n<details><summary>{}: every step, in rate order</summary>\n", label(&f.target));
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|");
+    let groups = by_target(all, |f| &f.target);
+    let mut others = String::new();
+    for (key, runs) in &groups {
+        let each: Vec<f64> = runs.iter().map(|f| f.best().map_or(0.0, |b| b.deliveries_per_s)).collect();
+        let Some((_, b)) = best_fanout(records, key) else {
+            let _ = writeln!(out, "| {} | no step passed | | | | | | | | | | | |", label(key));
+            continue;
+        };
         let _ = writeln!(
             out,
-            "| msg/s per client | offered sends/s | sends/s | deliveries/s | other pushes/s | p50 ms | p99 ms | p999 ms | max ms | {CPU_HEADER} | lag ms | |"
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            label(key),
+            thousands(b.deliveries_per_s),
+            each_run(&each),
+            thousands(b.sends_per_s),
+            ms(b.p50_ms),
+            ms(b.p99_ms),
+            ms(b.p999_ms),
+            cpu_cells(&b.cpu),
+            ratio(Some(b.deliveries_per_s), node),
+            ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * b.deliveries_per_s / c)),
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---|");
-        let mut steps: Vec<&FanoutStep> = f.steps.iter().collect();
-        steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-        for s in steps {
-            step_row(&mut out, s);
+        if !b.other_events.is_empty() {
+            let per_message: Vec<String> = b
+                .other_events
+                .iter()
+                .map(|(name, n)| format!("`{name}` {:.2}", n / b.sends_per_s.max(1.0)))
+                .collect();
+            let _ = writeln!(others, "- {}: {} per message sent", label(key), per_message.join(", "));
         }
-        let _ = writeln!(out, "\n</details>");
+    }
+    if !others.is_empty() {
+        let _ = write!(
+            out,
+            "\nOther pushes the clients received at that step, besides `message:new`:\n\n{others}"
+        );
+    }
+    for (key, runs) in &groups {
+        for (i, f) in runs.iter().enumerate() {
+            let run =
+                if runs.len() > 1 { format!(" (run {} of {})", i + 1, runs.len()) } else { String::new() };
+            let _ = writeln!(
+                out,
+                "\n<details><summary>{}{run}: every step, in rate order</summary>\n",
+                label(key)
+            );
+            let _ = writeln!(
+                out,
+                "| msg/s per client | offered sends/s | sends/s | deliveries/s | other pushes/s | p50 ms | p99 ms | p999 ms | max ms | {CPU_HEADER} | lag ms | |"
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---|");
+            let mut steps: Vec<&FanoutStep> = f.steps.iter().collect();
+            steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+            for s in steps {
+                step_row(&mut out, s);
+            }
+            let _ = writeln!(out, "\n</details>");
+        }
     }
     out
 }
 
-/// Scenario 2's table.
+/// Scenario 2's table: the best run per server, with every run's figure.
 pub fn acks_table(records: &[Record]) -> String {
     let mut out = String::new();
     let all = ackss(records);
@@ -279,25 +362,29 @@ pub fn acks_table(records: &[Record]) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | acks/s | p50 ms | p99 ms | p999 ms | max ms | server CPU µs/ack | {CPU_HEADER} | errors | vs Node |"
+        "| server | acks/s | each run | p50 ms | p99 ms | p999 ms | max ms | server CPU µs/ack | {CPU_HEADER} | errors | vs Node |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|");
-    for a in all {
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|");
+    for (key, runs) in by_target(all, |a| &a.target) {
+        let Some(a) = best_acks(records, &key) else { continue };
+        let each: Vec<f64> = runs.iter().map(|a| a.acks_per_s).collect();
+        let errors: u64 = runs.iter().map(|a| a.errors).sum();
+        let first_error = runs.iter().find_map(|a| a.first_error.as_ref());
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
-            label(&a.target),
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
+            label(&key),
             thousands(a.acks_per_s),
+            each_run(&each),
             ms(Some(a.p50_ms)),
             ms(Some(a.p99_ms)),
             ms(Some(a.p999_ms)),
             ms(Some(a.max_ms)),
             a.server_us_per_ack,
             cpu_cells(&a.cpu),
-            match &a.first_error {
-                Some(e) if a.errors > 0 =>
-                    format!("{} (`{}`)", a.errors, e.chars().take(80).collect::<String>()),
-                _ => a.errors.to_string(),
+            match first_error {
+                Some(e) if errors > 0 => format!("{errors} (`{}`)", e.chars().take(80).collect::<String>()),
+                _ => errors.to_string(),
             },
             ratio(Some(a.acks_per_s), node)
         );
@@ -351,7 +438,16 @@ pub fn storm_table(records: &[Record]) -> String {
             thousands(s.gap_syncs as f64),
             thousands(s.duplicates as f64),
             thousands(s.sync_calls as f64),
-            thousands(s.reconnect_failures as f64),
+            if s.failure_kinds.is_empty() {
+                thousands(s.reconnect_failures as f64)
+            } else {
+                let kinds: Vec<String> = s
+                    .failure_kinds
+                    .iter()
+                    .map(|(kind, n)| format!("{} {kind}", thousands(*n as f64)))
+                    .collect();
+                format!("{} ({})", thousands(s.reconnect_failures as f64), kinds.join(", "))
+            },
             if s.unexpected_closes > 0 {
                 format!(", {} closed by the server", s.unexpected_closes)
             } else {

@@ -182,8 +182,10 @@ pub struct FanoutStep {
     pub cpu: CpuReport,
     pub ack_errors: u64,
     pub closed: usize,
-    /// Other pushes received per second (chatd's `notification`s).
+    /// Other pushes received per second (chatd's `notification`s), in all and by event.
     pub other_events_per_s: f64,
+    #[serde(default)]
+    pub other_events: std::collections::BTreeMap<String, f64>,
     /// The load generator's worst lateness against its send schedule, ms, and the share of
     /// sends more than 10 ms late: a stalled generator shows here.
     pub max_send_lag_ms: f64,
@@ -233,6 +235,9 @@ pub struct Storm {
     pub caught_up_p99_secs: Option<f64>,
     pub caught_up: usize,
     pub reconnect_failures: u64,
+    /// Failed reconnect attempts by kind.
+    #[serde(default)]
+    pub failure_kinds: std::collections::BTreeMap<String, u64>,
     /// Connections the server closed on its own (the client reconnected and synced).
     pub unexpected_closes: u64,
     pub sync_calls: u64,
@@ -366,10 +371,19 @@ struct FanStats {
     closed: usize,
     /// Messages pushed that are not `message:new` (chatd's `notification`s).
     other_events: u64,
+    /// The same by event name.
+    other_by_name: Vec<(Vec<u8>, u64)>,
     /// How late sends went out (µs) against their schedule, at worst.
     max_send_lag: u64,
     /// Sends more than 10 ms late.
     late_sends: u64,
+}
+
+fn count_name(counts: &mut Vec<(Vec<u8>, u64)>, name: &[u8], n: u64) {
+    match counts.iter_mut().find(|(known, _)| known == name) {
+        Some((_, count)) => *count += n,
+        None => counts.push((name.to_vec(), n)),
+    }
 }
 
 struct FanClient {
@@ -434,7 +448,10 @@ async fn fanout_task(
                                 }
                             }
                         }
-                        Incoming::Event(..) => local.other_events += 1,
+                        Incoming::Event(name, _) => {
+                            local.other_events += 1;
+                            count_name(&mut local.other_by_name, name, 1);
+                        }
                         Incoming::Ack(_, body) => {
                             if ack_ok(body) {
                                 local.ack_ok += 1;
@@ -489,6 +506,9 @@ async fn fanout_task(
         shared.ack_errors += std::mem::take(&mut local.ack_errors);
         shared.closed += std::mem::take(&mut local.closed);
         shared.other_events += std::mem::take(&mut local.other_events);
+        for (name, n) in local.other_by_name.drain(..) {
+            count_name(&mut shared.other_by_name, &name, n);
+        }
         shared.late_sends += std::mem::take(&mut local.late_sends);
         shared.max_send_lag = shared.max_send_lag.max(std::mem::take(&mut local.max_send_lag));
         if shared.first_error.is_none() {
@@ -509,6 +529,9 @@ fn take_fan_stats(all: &[Arc<Mutex<FanStats>>]) -> FanStats {
         total.ack_errors += std::mem::take(&mut s.ack_errors);
         total.closed += s.closed;
         total.other_events += std::mem::take(&mut s.other_events);
+        for (name, n) in s.other_by_name.drain(..) {
+            count_name(&mut total.other_by_name, &name, n);
+        }
         total.late_sends += std::mem::take(&mut s.late_sends);
         total.max_send_lag = total.max_send_lag.max(std::mem::take(&mut s.max_send_lag));
         if total.first_error.is_none() {
@@ -745,6 +768,11 @@ async fn fanout_step(
         ack_errors: window.ack_errors,
         closed: window.closed,
         other_events_per_s: window.other_events as f64 / secs,
+        other_events: window
+            .other_by_name
+            .iter()
+            .map(|(name, n)| (String::from_utf8_lossy(name).into_owned(), *n as f64 / secs))
+            .collect(),
         max_send_lag_ms: window.max_send_lag as f64 / 1e3,
         late_send_share: window.late_sends as f64 / window.sent.max(1) as f64,
         pass: notes.is_empty(),
@@ -1099,6 +1127,7 @@ struct StormStats {
     reconnect_failures: u64,
     sync_calls: u64,
     gap_syncs: u64,
+    failure_kinds: Vec<(Vec<u8>, u64)>,
     first_error: Option<String>,
 }
 
@@ -1219,7 +1248,20 @@ async fn storm_task(
                     }
                     Err(err) => {
                         local.reconnect_failures += 1;
-                        local.first_error.get_or_insert_with(|| format!("reconnect: {err:#}"));
+                        let text = format!("{err:#}");
+                        let kind = if text.contains("no `ready` within") {
+                            "timed out"
+                        } else if text.contains("reset by peer") {
+                            "connection reset"
+                        } else if text.contains("refused") {
+                            "connection refused"
+                        } else if text.contains("closed") {
+                            "closed by the server"
+                        } else {
+                            "other"
+                        };
+                        count_name(&mut local.failure_kinds, kind.as_bytes(), 1);
+                        local.first_error.get_or_insert_with(|| format!("reconnect: {text}"));
                         // Back off like a client would, then try again.
                         let at = micros(clock) + backoff_us(attempts[i]);
                         schedule_reconnect(&mut due, at, i);
@@ -1314,6 +1356,9 @@ async fn storm_task(
         shared.unexpected_closes += std::mem::take(&mut local.unexpected_closes);
         shared.sync_calls += std::mem::take(&mut local.sync_calls);
         shared.gap_syncs += std::mem::take(&mut local.gap_syncs);
+        for (kind, n) in local.failure_kinds.drain(..) {
+            count_name(&mut shared.failure_kinds, &kind, n);
+        }
         if shared.first_error.is_none() {
             shared.first_error = local.first_error.take();
         }
@@ -1619,6 +1664,9 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
         total.unexpected_closes += s.unexpected_closes;
         total.sync_calls += s.sync_calls;
         total.gap_syncs += s.gap_syncs;
+        for (kind, n) in s.failure_kinds.drain(..) {
+            count_name(&mut total.failure_kinds, &kind, n);
+        }
         total.verified += s.verified;
         if total.first_error.is_none() {
             total.first_error = s.first_error.take();
@@ -1646,6 +1694,11 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
         ),
         caught_up: catch_up.len(),
         reconnect_failures: stats.reconnect_failures,
+        failure_kinds: stats
+            .failure_kinds
+            .iter()
+            .map(|(kind, n)| (String::from_utf8_lossy(kind).into_owned(), *n))
+            .collect(),
         unexpected_closes: stats.unexpected_closes,
         sync_calls: stats.sync_calls,
         messages: senders.acked,
