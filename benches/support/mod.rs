@@ -1,6 +1,14 @@
 //! Shared by the benchmarks: the chatd server as a child process (with its CPU time), a
-//! lean keep-alive HTTP/1.1 client for setup and REST load, tokens, percentiles.
+//! lean keep-alive HTTP/1.1 client for setup and REST load, tokens, percentiles; and the
+//! load generator of issue 5 (`benches/loadgen.rs`, also run by `tests/bench_smoke.rs`):
+//! its WebSocket / Socket.IO client, server processes, scenarios, ceiling relay and report.
 #![allow(dead_code)]
+
+pub mod ceiling;
+pub mod report;
+pub mod scenarios;
+pub mod servers;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
