@@ -105,6 +105,15 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Most blocking threads: they only run store reads, which share a handful of SQLite
+/// connections, so more threads would just wait (each costing a stack and allocator caches:
+/// a burst of handshakes grew 80+ of them).
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the Tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")
 }
