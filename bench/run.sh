@@ -143,7 +143,7 @@ CEILING_NOTE=""
   echo
   report headline
   echo
-  echo "**The machine is shared and noisy.** Other jobs ran on both CPUs during this run (load average $LOAD_START at the start, $LOAD_END at the end, on $CPUS CPUs); the *others* figures below are the CPU that other processes, interrupts and steal took on the server's and on the load generator's CPU during each measurement (from /proc/stat; the kernel's softirq work for loopback TCP is shown apart). Pinning keeps each process on its CPU but does not keep other work off it, so absolute numbers move from run to run (and p99 spikes of tens of ms can be noise); every server was measured in the same run, and failing fan-out steps were repeated once before being believed. Compare ratios, not absolutes."
+  echo "**The machine is shared and noisy.** Other jobs ran on both CPUs during this run (load average $LOAD_START at the start, $LOAD_END at the end, on $CPUS CPUs); the *others* figures below are the CPU that other processes, interrupts and steal took on the server's and on the load generator's CPU during each measurement (from /proc/stat; the kernel's softirq work for loopback TCP is shown apart). Pinning keeps each process on its CPU but does not keep other work off it, so absolute numbers move from run to run (and p99 spikes of tens of ms can be noise); every server was measured in the same run, failing fan-out steps were repeated before being believed, and fan-out and acks keep each server's best of two rounds. Compare ratios, not absolutes."
   echo
   echo "## Machine, versions, method"
   echo
