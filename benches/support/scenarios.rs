@@ -459,8 +459,12 @@ async fn fanout_task(
                             }
                         }
                         Incoming::Event(name, _) => {
-                            local.other_events += 1;
-                            count_name(&mut local.other_by_name, name, 1);
+                            // Counted when they arrive within the window.
+                            let now = micros(clock);
+                            if now >= from && now < to {
+                                local.other_events += 1;
+                                count_name(&mut local.other_by_name, name, 1);
+                            }
                         }
                         Incoming::Ack(_, body) => {
                             if ack_ok(body) {
