@@ -83,7 +83,7 @@ impl Config {
             bisect: 2,
             retry_failed: true,
             warmup: Duration::from_secs(1),
-            step: Duration::from_secs(4),
+            step: Duration::from_secs(3),
             p99_limit_ms: 100.0,
             ack_senders: 256,
             ack_time: Duration::from_secs(5),
@@ -92,7 +92,7 @@ impl Config {
             storm_live: Duration::from_secs(3),
             storm_offline: Duration::from_secs(2),
             storm_jitter: Duration::from_secs(1),
-            storm_timeout: Duration::from_secs(60),
+            storm_timeout: Duration::from_secs(90),
             per_task: 50,
         }
     }
@@ -248,6 +248,9 @@ pub struct Storm {
     pub messages_while_away: u64,
     /// Σ over clients of the seqs of its room up to the last acked one.
     pub expected_deliveries: u64,
+    /// Clients not yet caught up when the loss check began (left out of `lost`).
+    #[serde(default)]
+    pub late_clients: usize,
     /// Of those, never received: neither live, nor by the reconnect `sync`, nor by a `sync`
     /// the client made on seeing a gap in the live seqs.
     pub lost: u64,
@@ -1640,6 +1643,7 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
     }
     tokio::time::sleep(Duration::from_millis(500).max(config.storm_offline / 2)).await;
     let cpu = server.cpu_time().saturating_sub(cpu_before);
+    let verify_at = micros(clock);
     phase_tx.send(StormPhase::Verify)?;
     let settle = Instant::now() + Duration::from_secs(20);
     while all_stats.iter().map(|s| lock(s).verified).sum::<usize>() < n && Instant::now() < settle {
@@ -1661,8 +1665,18 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
     let missing = |got: &Vec<u8>, last: u64| {
         (1..=last as usize).filter(|&seq| got.get(seq).is_none_or(|n| *n == 0)).count() as u64
     };
+    let mut late = 0usize;
     for (room, got, verified, caught_up_at) in &outcomes {
         let last = senders.room_max.get(room).copied().unwrap_or(0);
+        if caught_up_at.is_none_or(|at| at > verify_at) {
+            // Still reconnecting when the check began: not lost, late (counted apart).
+            late += 1;
+            if let Some(at) = caught_up_at {
+                catch_up.push(at.saturating_sub(reconnect_at));
+            }
+            not_stored += missing(verified, last);
+            continue;
+        }
         expected += last;
         let missed = missing(got, last);
         lost += missed;
@@ -1730,6 +1744,7 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
             .filter(|t| **t > dropped_at && **t < reconnect_at)
             .count() as u64,
         expected_deliveries: expected,
+        late_clients: late,
         lost,
         not_stored,
         verified: stats.verified,
