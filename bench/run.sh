@@ -43,13 +43,20 @@ say() { echo "== $*" | tee -a "$LOG"; }
 # -- pinning: server on CPU 0, load generator on CPU 1 (if there are two CPUs and taskset)
 CPUS=$(nproc)
 NICE=${BENCH_NICE:-$([ "$(id -u)" = 0 ] && [ "$SMOKE" != 1 ] && echo -10 || echo 0)}
+# Each run gets a session of its own. With the kernel's autogroup scheduling on, CPU is first
+# shared between sessions and nice only counts within one, so the new session's autogroup
+# gets the nice value too.
+PRIO=(nice -n "$NICE")
+if [ "$NICE" != 0 ] && [ -e /proc/self/autogroup ] && command -v setsid >/dev/null 2>&1; then
+  PRIO=(setsid -w bash -c 'echo "$0" > /proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$NICE")
+fi
 if [ "$CPUS" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
   SERVER_PIN=(--server-cpu 0)
-  GEN=(nice -n "$NICE" taskset -c 1)
+  GEN=("${PRIO[@]}" taskset -c 1)
   PINNING="each server pinned to CPU 0 (\`taskset -c 0\`), the load generator to CPU 1 (\`taskset -c 1\`)"
 else
   SERVER_PIN=()
-  GEN=(nice -n "$NICE")
+  GEN=("${PRIO[@]}")
   PINNING="not pinned ($CPUS CPU(s) or no taskset): server and load generator share the machine"
 fi
 
@@ -153,7 +160,7 @@ CEILING_NOTE=""
   echo "- Machine: $CPUS × $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1), $(free -g | awk '/^Mem:/ {print $2}') GB RAM, Linux $(uname -r)"
   echo "- Versions: $(rustc --version), Node.js $(node --version), socket.io $SIO_VERSION (peer; express $EXPRESS_VERSION, better-sqlite3 $SQLITE3_VERSION), socketioxide $SOCKETIOXIDE_VERSION (chatd)"
   echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")bench/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out and acks, one storm per server; the raw records are in \`target/bench/results.jsonl\`"
-  echo "- Priority: the load generator and the servers it starts run at nice $NICE$([ "$NICE" -lt 0 ] && echo ", so that other jobs on this shared machine (compiles, mostly) yield the CPU to them; what still ran beside them is in the *others* columns")."
+  echo "- Priority: the load generator and the servers it starts run at nice $NICE$([ "$NICE" -lt 0 ] && echo " in a session of their own whose autogroup has nice $NICE too, so that other jobs on this shared machine (compiles, mostly) yield the CPU to them; what still ran beside them is in the *others* columns")."
   echo "- Pinning: $PINNING. chatd runs \`serve --rate-limit 0\` with \`TOKIO_WORKER_THREADS=1\` (chatd has no worker-thread setting; Tokio's default builder reads that variable, and the table at the end shows 1 Tokio worker in every chatd process); its SQLite writer thread shares CPU 0. The Node peer runs \`node server.js\` with \`NODE_ENV=production\`. The ceiling relay is the load generator's own \`--serve-ceiling\` mode (one thread)."
   echo "- Storage: both servers' SQLite databases on ${DATA_ROOT:-the system temp dir}${DATA_ROOT:+ (tmpfs)}: WAL, synchronous=NORMAL on both (no fsync per commit either way). The shared disk of this machine stalls for hundreds of ms at WAL checkpoints, which made disk runs unrepeatable; \`BENCH_DATA_ROOT=/path bench/run.sh\` puts them elsewhere."
   echo "- Load generator: Rust (\`benches/loadgen.rs\`, \`benches/support/\`): a WebSocket client written for it (Socket.IO v5 / Engine.IO v4 over WebSocket, and chatd's plain-WS frames), 50 connections per task, source addresses 127.0.0.2–.9, TCP_NODELAY; it reads only the fields it needs from each frame. Latency = send → \`message:new\` at each other member, in one process clock. Its own CPU use is shown per step (\`loadgen\`), and how late it was against its send schedule, so a saturated generator is visible."
