@@ -9,7 +9,9 @@
 #                           # target/bench/RESULTS-smoke.md unless RESULTS is set
 #
 # Env: RESULTS (output file), BENCH_DATA_ROOT (where the servers' databases go; default
-# /dev/shm when it exists), SCENARIOS / TARGETS (space-separated subsets).
+# /dev/shm when it exists), SCENARIOS / TARGETS (space-separated subsets), ROUNDS (fan-out and
+# acks rounds; 2, smoke 1), BENCH_NICE (the nice value of the load generator and the servers
+# it starts; default -10 when run as root, so that other jobs on a shared machine yield).
 #
 # Each server runs pinned to CPU 0 (`taskset -c 0`; chatd with TOKIO_WORKER_THREADS=1, Node
 # is single-threaded), the load generator on CPU 1. Every run starts a fresh server process
@@ -40,13 +42,21 @@ say() { echo "== $*" | tee -a "$LOG"; }
 
 # -- pinning: server on CPU 0, load generator on CPU 1 (if there are two CPUs and taskset)
 CPUS=$(nproc)
+NICE=${BENCH_NICE:-$([ "$(id -u)" = 0 ] && [ "$SMOKE" != 1 ] && echo -10 || echo 0)}
+# Each run gets a session of its own. With the kernel's autogroup scheduling on, CPU is first
+# shared between sessions and nice only counts within one, so the new session's autogroup
+# gets the nice value too.
+PRIO=(nice -n "$NICE")
+if [ "$NICE" != 0 ] && [ -e /proc/self/autogroup ] && command -v setsid >/dev/null 2>&1; then
+  PRIO=(setsid -w bash -c 'echo "$0" > /proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$NICE")
+fi
 if [ "$CPUS" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
   SERVER_PIN=(--server-cpu 0)
-  GEN=(taskset -c 1)
+  GEN=("${PRIO[@]}" taskset -c 1)
   PINNING="each server pinned to CPU 0 (\`taskset -c 0\`), the load generator to CPU 1 (\`taskset -c 1\`)"
 else
   SERVER_PIN=()
-  GEN=()
+  GEN=("${PRIO[@]}")
   PINNING="not pinned ($CPUS CPU(s) or no taskset): server and load generator share the machine"
 fi
 
@@ -143,13 +153,14 @@ CEILING_NOTE=""
   echo
   report headline
   echo
-  echo "**The machine is shared and noisy.** Other jobs ran on both CPUs during this run (load average $LOAD_START at the start, $LOAD_END at the end, on $CPUS CPUs); the *others* figures below are the CPU that other processes, interrupts and steal took on the server's and on the load generator's CPU during each measurement (from /proc/stat; the kernel's softirq work for loopback TCP is shown apart). Pinning keeps each process on its CPU but does not keep other work off it, so absolute numbers move from run to run (and p99 spikes of tens of ms can be noise); every server was measured in the same run, and failing fan-out steps were repeated once before being believed. Compare ratios, not absolutes."
+  echo "**The machine is shared and noisy.** Other jobs ran on both CPUs during this run (load average $LOAD_START at the start, $LOAD_END at the end, on $CPUS CPUs). Pinning keeps each process on its CPU but does not keep other work off it; the benchmark runs at nice $NICE, and the *others* columns show the CPU that other processes, interrupts and steal still took on the server's and on the load generator's CPU during each measurement (from /proc/stat; the kernel's softirq work for loopback TCP is shown apart). Absolute numbers move from run to run and p99 spikes of hundreds of ms can be noise, so failing fan-out steps are repeated before being believed, fan-out and acks keep each server's best of $ROUNDS round(s), and the server's CPU time per message (measured by the kernel per process) is given beside the throughput: it is the figure noise disturbs least. Compare ratios, not absolutes."
   echo
   echo "## Machine, versions, method"
   echo
   echo "- Machine: $CPUS × $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1), $(free -g | awk '/^Mem:/ {print $2}') GB RAM, Linux $(uname -r)"
   echo "- Versions: $(rustc --version), Node.js $(node --version), socket.io $SIO_VERSION (peer; express $EXPRESS_VERSION, better-sqlite3 $SQLITE3_VERSION), socketioxide $SOCKETIOXIDE_VERSION (chatd)"
   echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")bench/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out and acks, one storm per server; the raw records are in \`target/bench/results.jsonl\`"
+  echo "- Priority: the load generator and the servers it starts run at nice $NICE$([ "$NICE" -lt 0 ] && echo " in a session of their own whose autogroup has nice $NICE too, so that other jobs on this shared machine (compiles, mostly) yield the CPU to them; what still ran beside them is in the *others* columns")."
   echo "- Pinning: $PINNING. chatd runs \`serve --rate-limit 0\` with \`TOKIO_WORKER_THREADS=1\` (chatd has no worker-thread setting; Tokio's default builder reads that variable, and the table at the end shows 1 Tokio worker in every chatd process); its SQLite writer thread shares CPU 0. The Node peer runs \`node server.js\` with \`NODE_ENV=production\`. The ceiling relay is the load generator's own \`--serve-ceiling\` mode (one thread)."
   echo "- Storage: both servers' SQLite databases on ${DATA_ROOT:-the system temp dir}${DATA_ROOT:+ (tmpfs)}: WAL, synchronous=NORMAL on both (no fsync per commit either way). The shared disk of this machine stalls for hundreds of ms at WAL checkpoints, which made disk runs unrepeatable; \`BENCH_DATA_ROOT=/path bench/run.sh\` puts them elsewhere."
   echo "- Load generator: Rust (\`benches/loadgen.rs\`, \`benches/support/\`): a WebSocket client written for it (Socket.IO v5 / Engine.IO v4 over WebSocket, and chatd's plain-WS frames), 50 connections per task, source addresses 127.0.0.2–.9, TCP_NODELAY; it reads only the fields it needs from each frame. Latency = send → \`message:new\` at each other member, in one process clock. Its own CPU use is shown per step (\`loadgen\`), and how late it was against its send schedule, so a saturated generator is visible."

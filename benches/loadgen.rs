@@ -7,10 +7,15 @@
 //! ```text
 //! cargo bench --bench loadgen -- --target chatd-sio|chatd-ws|node|ceiling \
 //!     --scenario fanout|acks|storm [--smoke] [--server-cpu 0] [--out results.jsonl]
-//!     [--clients N] [--senders N] [--step-secs S] [--rates 1,2,4] [--attach ADDR [--pid PID]]
+//!     [--data-root /dev/shm] [--clients N] [--senders N] [--step-secs S] [--rates 1,2,4]
+//!     [--storm-rate MSGS_PER_S] [--per-task N] [--attach ADDR [--pid PID]]
 //! cargo bench --bench loadgen -- --serve-ceiling 127.0.0.1:4100   # the ceiling relay alone
-//! cargo bench --bench loadgen -- --report results.jsonl           # RESULTS.md tables
+//! cargo bench --bench loadgen -- --report results.jsonl [--section headline|fanout|acks|storm|servers]
 //! ```
+//! `--clients` sets the fan-out and storm client counts, `--senders` the ack scenario's,
+//! `--data-root` where the servers' temporary data directories go, `--attach` measures a
+//! server that is already running. `STORM_DEBUG=1` prints every client's missing seqs after
+//! a storm that lost messages.
 //! Each run starts its own server process (fresh database), pinned with `taskset -c` when
 //! `--server-cpu` is given (pin the load generator itself from outside: `taskset -c 1 cargo
 //! bench ...`). chatd runs with `--rate-limit 0` and `TOKIO_WORKER_THREADS=1`.

@@ -141,6 +141,11 @@ fn acks_per_s(records: &[Record], key: &str) -> Option<f64> {
     best_acks(records, key).map(|a| a.acks_per_s)
 }
 
+/// Server CPU time per message sent at a step, µs (each message is delivered to 9 members).
+fn us_per_message(step: &FanoutStep) -> f64 {
+    step.cpu.server * 1e6 / step.sends_per_s.max(1.0)
+}
+
 /// "a / b" of every run's figure, when there was more than one.
 fn each_run(values: &[f64]) -> String {
     if values.len() < 2 {
@@ -173,6 +178,18 @@ pub fn headline(records: &[Record]) -> String {
         cell(node),
         ratio(ws, node),
         ratio(sio, node)
+    );
+    let cost = |key: &str| best_fanout(records, key).map(|(_, b)| us_per_message(b));
+    let (cws, csio, cnode) = (cost("chatd-ws"), cost("chatd-sio"), cost("node"));
+    let us = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0} µs"));
+    let _ = writeln!(
+        out,
+        "| fan-out: server CPU per message sent (9 deliveries), at that step; lower is better | {} | {} | {} | **{}** | **{}** | |",
+        us(cws),
+        us(csio),
+        us(cnode),
+        ratio(cnode, cws),
+        ratio(cnode, csio)
     );
     let (aws, asio, anode) =
         (acks_per_s(records, "chatd-ws"), acks_per_s(records, "chatd-sio"), acks_per_s(records, "node"));
@@ -273,7 +290,7 @@ pub fn fanout_tables(records: &[Record]) -> String {
     let ceiling = best_deliveries(records, "ceiling");
     let _ = writeln!(
         out,
-        "{} clients in rooms of {}; every client sends `message:send` at a fixed rate from its own random offset, and each message reaches the {} other members as `message:new`. Steps of {} s (after {} s of warm-up) climb until p99 > {} ms, a failing step is run a second time before it is believed, then the knee is bisected. A step passes when p99 ≤ {} ms (messages never delivered count as infinitely late), every delivery arrived, no send failed, and the load generator kept the offered rate. CPU columns are cores' worth (1.00 = one CPU busy all the time): each process, and what else ran on its CPU meanwhile: the kernel's softirq work (loopback TCP, mostly caused by the process itself) and *others* (other processes, interrupts, steal: the noise). \"lag\" is how late the load generator was against its send schedule, at worst.\n",
+        "{} clients in rooms of {}; every client sends `message:send` at a fixed rate from its own random offset, and each message reaches the {} other members as `message:new`. Steps of {} s (after {} s of warm-up) climb until p99 > {} ms, a failing step is run again before it is believed (and a third time if the server was not saturated: under 0.9 of its CPU, others taking 0.1 of a CPU, or the load generator 100 ms behind), then the knee is bisected. A step passes when p99 ≤ {} ms (messages never delivered count as infinitely late), every delivery arrived, no send failed, and the load generator kept the offered rate. CPU columns are cores' worth (1.00 = one CPU busy all the time): each process, and what else ran on its CPU meanwhile: the kernel's softirq work (loopback TCP, mostly caused by the process itself) and *others* (other processes, interrupts, steal: the noise). \"lag\" is how late the load generator was against its send schedule, at worst.\n",
         thousands(first.clients as f64),
         first.room_size,
         first.room_size - 1,
@@ -284,20 +301,20 @@ pub fn fanout_tables(records: &[Record]) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | max sustained deliveries/s | each run | sends/s | p50 ms | p99 ms | p999 ms | {CPU_HEADER} | vs Node | of ceiling |"
+        "| server | max sustained deliveries/s | each run | sends/s | p50 ms | p99 ms | p999 ms | {CPU_HEADER} | server µs per message | vs Node | of ceiling |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|{CPU_ALIGN}|---:|---:|---:|");
     let groups = by_target(all, |f| &f.target);
     let mut others = String::new();
     for (key, runs) in &groups {
         let each: Vec<f64> = runs.iter().map(|f| f.best().map_or(0.0, |b| b.deliveries_per_s)).collect();
         let Some((_, b)) = best_fanout(records, key) else {
-            let _ = writeln!(out, "| {} | no step passed | | | | | | | | | | | |", label(key));
+            let _ = writeln!(out, "| {} | no step passed | | | | | | | | | | | | |", label(key));
             continue;
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
             label(key),
             thousands(b.deliveries_per_s),
             each_run(&each),
@@ -306,6 +323,7 @@ pub fn fanout_tables(records: &[Record]) -> String {
             ms(b.p99_ms),
             ms(b.p999_ms),
             cpu_cells(&b.cpu),
+            us_per_message(b),
             ratio(Some(b.deliveries_per_s), node),
             ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * b.deliveries_per_s / c)),
         );
@@ -425,10 +443,14 @@ pub fn storm_table(records: &[Record]) -> String {
             thousands(s.messages_while_away as f64),
             thousands(s.expected_deliveries as f64),
             thousands(s.lost as f64),
-            if s.clients_with_loss > 0 {
-                format!(" ({} clients)", s.clients_with_loss)
-            } else {
-                String::new()
+            match (s.clients_with_loss, s.late_clients) {
+                (0, 0) => String::new(),
+                (with_loss, 0) => format!(" ({with_loss} clients)"),
+                (with_loss, late) => {
+                    format!(
+                        " ({with_loss} clients; {late} clients still reconnecting when checked are left out)"
+                    )
+                }
             },
             if s.verified < s.clients {
                 format!("{} ({} of {} clients checked)", s.not_stored, s.verified, s.clients)

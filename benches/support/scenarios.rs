@@ -83,7 +83,7 @@ impl Config {
             bisect: 2,
             retry_failed: true,
             warmup: Duration::from_secs(1),
-            step: Duration::from_secs(4),
+            step: Duration::from_secs(3),
             p99_limit_ms: 100.0,
             ack_senders: 256,
             ack_time: Duration::from_secs(5),
@@ -92,7 +92,7 @@ impl Config {
             storm_live: Duration::from_secs(3),
             storm_offline: Duration::from_secs(2),
             storm_jitter: Duration::from_secs(1),
-            storm_timeout: Duration::from_secs(60),
+            storm_timeout: Duration::from_secs(90),
             per_task: 50,
         }
     }
@@ -248,6 +248,9 @@ pub struct Storm {
     pub messages_while_away: u64,
     /// Σ over clients of the seqs of its room up to the last acked one.
     pub expected_deliveries: u64,
+    /// Clients not yet caught up when the loss check began (left out of `lost`).
+    #[serde(default)]
+    pub late_clients: usize,
     /// Of those, never received: neither live, nor by the reconnect `sync`, nor by a `sync`
     /// the client made on seeing a gap in the live seqs.
     pub lost: u64,
@@ -262,6 +265,16 @@ pub struct Storm {
     pub server_cpu_secs: f64,
     pub server_rss_mb: Option<f64>,
     pub server: Value,
+}
+
+/// Whether a failed step looks disturbed rather than saturated: the server had CPU to spare
+/// (under 0.9 of its core), something else took a tenth of a core on either CPU, or the load
+/// generator fell 100 ms behind its schedule.
+fn noisy(step: &FanoutStep) -> bool {
+    step.cpu.server < 0.9
+        || step.cpu.server_cpu_others > 0.1
+        || step.cpu.loadgen_cpu_others > 0.1
+        || step.max_send_lag_ms > 100.0
 }
 
 /// `x` rounded to two significant digits.
@@ -449,8 +462,12 @@ async fn fanout_task(
                             }
                         }
                         Incoming::Event(name, _) => {
-                            local.other_events += 1;
-                            count_name(&mut local.other_by_name, name, 1);
+                            // Counted when they arrive within the window.
+                            let now = micros(clock);
+                            if now >= from && now < to {
+                                local.other_events += 1;
+                                count_name(&mut local.other_by_name, name, 1);
+                            }
                         }
                         Incoming::Ack(_, body) => {
                             if ack_ok(body) {
@@ -624,11 +641,18 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
         };
         let mut step = fanout_step(config, &mut server, clock, &phase_tx, &all_stats, rate).await?;
         print_step(&step);
-        if !step.pass && step.closed == 0 && config.retry_failed {
-            // This machine is shared: one noisy step must not end the climb. Fail twice.
+        // This machine is shared: a noisy step must not end the climb. A failing step runs
+        // again, and a third time if the second failure does not look like saturation.
+        let mut attempts = 1;
+        while !step.pass
+            && step.closed == 0
+            && config.retry_failed
+            && (attempts == 1 || (attempts == 2 && noisy(&step)))
+        {
             steps.push(step);
             step = fanout_step(config, &mut server, clock, &phase_tx, &all_stats, rate).await?;
             print_step(&step);
+            attempts += 1;
         }
         let (pass, dead) = (step.pass, step.closed > 0);
         steps.push(step);
@@ -1619,6 +1643,7 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
     }
     tokio::time::sleep(Duration::from_millis(500).max(config.storm_offline / 2)).await;
     let cpu = server.cpu_time().saturating_sub(cpu_before);
+    let verify_at = micros(clock);
     phase_tx.send(StormPhase::Verify)?;
     let settle = Instant::now() + Duration::from_secs(20);
     while all_stats.iter().map(|s| lock(s).verified).sum::<usize>() < n && Instant::now() < settle {
@@ -1640,8 +1665,18 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
     let missing = |got: &Vec<u8>, last: u64| {
         (1..=last as usize).filter(|&seq| got.get(seq).is_none_or(|n| *n == 0)).count() as u64
     };
+    let mut late = 0usize;
     for (room, got, verified, caught_up_at) in &outcomes {
         let last = senders.room_max.get(room).copied().unwrap_or(0);
+        if caught_up_at.is_none_or(|at| at > verify_at) {
+            // Still reconnecting when the check began: not lost, late (counted apart).
+            late += 1;
+            if let Some(at) = caught_up_at {
+                catch_up.push(at.saturating_sub(reconnect_at));
+            }
+            not_stored += missing(verified, last);
+            continue;
+        }
         expected += last;
         let missed = missing(got, last);
         lost += missed;
@@ -1709,6 +1744,7 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
             .filter(|t| **t > dropped_at && **t < reconnect_at)
             .count() as u64,
         expected_deliveries: expected,
+        late_clients: late,
         lost,
         not_stored,
         verified: stats.verified,
