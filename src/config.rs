@@ -35,9 +35,14 @@ pub struct Settings {
     #[arg(long, env = "CHATD_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
 
-    /// Redis for the bus and presence across nodes. Unset: in-process bus (one node).
+    /// Redis for the bus across nodes (`redis://host:6379`). Unset: in-process bus (one node).
     #[arg(long, env = "CHATD_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
+
+    /// Prefix of every Redis channel and key, so deployments can share one Redis
+    /// [default: chatd].
+    #[arg(long, env = "CHATD_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
 
     /// HS256 secret the platform signs tokens with (at least 16 bytes). Unset: one is
     /// generated once and kept in the data directory (file `jwt-secret`).
@@ -116,10 +121,12 @@ impl Settings {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let cli = self;
-        Ok(or_file!(cli, file: bind, data_dir, database_url, redis_url, jwt_secret, jwt_public_key,
+        Ok(
+            or_file!(cli, file: bind, data_dir, database_url, redis_url, redis_prefix, jwt_secret, jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
-            ws_max_queued_bytes))
+            ws_max_queued_bytes),
+        )
     }
 
     /// Applies defaults and checks combinations.
@@ -140,16 +147,21 @@ impl Settings {
                 }
             }
         };
-        if settings.redis_url.is_some() {
-            anyhow::bail!(
-                "the Redis bus is not available in this version; unset --redis-url to run one node"
-            );
-        }
+        let redis = match settings.redis_url {
+            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                anyhow::bail!("unsupported --redis-url {url:?}: expected redis://HOST[:PORT][/DB]")
+            }
+            Some(url) => {
+                Some(RedisConfig { url, prefix: settings.redis_prefix.unwrap_or_else(|| "chatd".to_owned()) })
+            }
+            None => None,
+        };
         let defaults = ChatLimits::default();
         Ok(Config {
             bind: settings.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
             data_dir,
             database,
+            redis,
             jwt: JwtConfig {
                 secret: settings.jwt_secret,
                 public_key: settings.jwt_public_key,
@@ -182,6 +194,15 @@ pub enum Database {
     Sqlite(PathBuf),
 }
 
+/// Where the Redis bus lives.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://…` URL.
+    pub url: String,
+    /// Prefix of channel and key names.
+    pub prefix: String,
+}
+
 /// How tokens are verified.
 #[derive(Debug, Clone, Default)]
 pub struct JwtConfig {
@@ -204,6 +225,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Store backend.
     pub database: Database,
+    /// Redis bus; `None`: the in-process bus.
+    pub redis: Option<RedisConfig>,
     /// Token verification.
     pub jwt: JwtConfig,
     /// Admin API key.

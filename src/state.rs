@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use crate::auth::{Authenticator, KeySource};
 use crate::bus::local::LocalBus;
+use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
 use crate::core::ports::{Bus, Store};
@@ -49,7 +50,14 @@ impl AppState {
                 )
             }
         };
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let bus: Arc<dyn Bus> = match &config.redis {
+            None => Arc::new(LocalBus::default()),
+            Some(redis) => Arc::new(
+                RedisBus::connect(&redis.url, &redis.prefix)
+                    .await
+                    .with_context(|| format!("connecting to Redis at {}", redis.url))?,
+            ),
+        };
         let chat = Arc::new(Chat::new(store.clone(), bus.clone(), config.limits.clone()));
         Ok(AppState {
             config: Arc::new(config),

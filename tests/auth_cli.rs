@@ -573,9 +573,16 @@ fn serve_with_an_unknown_database_url_scheme_exits_non_zero_with_a_message() {
 }
 
 #[test]
-fn serve_with_a_redis_url_exits_non_zero_with_a_message() {
-    let message = serve_must_fail(&["--redis-url", "redis://127.0.0.1:6379"]);
-    assert!(message.contains("Redis") || message.contains("redis-url"), "stderr: {message}");
+fn serve_with_an_unreachable_redis_exits_non_zero_with_a_message() {
+    // Port 1 on loopback: nothing listens there.
+    let message = serve_must_fail(&["--redis-url", "redis://127.0.0.1:1"]);
+    assert!(message.contains("Redis at redis://127.0.0.1:1"), "stderr: {message}");
+}
+
+#[test]
+fn serve_with_an_unknown_redis_url_scheme_exits_non_zero_with_a_message() {
+    let message = serve_must_fail(&["--redis-url", "http://127.0.0.1:6379"]);
+    assert!(message.contains("redis-url"), "stderr: {message}");
 }
 
 #[test]

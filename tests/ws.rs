@@ -8,119 +8,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use common::TestServer;
+use common::ws::{WAIT, Ws};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A `/ws` client that keeps pushes it has not looked at yet.
-struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    pushes: VecDeque<Value>,
-    ready: Value,
-}
-
-impl Ws {
-    /// Connects as `user` with `?token=` and waits for `ready`.
-    async fn connect(server: &TestServer, user: &str) -> Ws {
-        Self::open(&format!("ws://{}/ws?token={}", server.addr, server.token(user))).await
-    }
-
-    async fn open(request: impl IntoClientRequest + Unpin) -> Ws {
-        let (stream, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
-        let mut ws = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
-        ws.ready = ws.next("ready").await;
-        ws
-    }
-
-    async fn send_frame(&mut self, frame: Value) {
-        self.stream.send(Message::text(frame.to_string())).await.expect("send");
-    }
-
-    /// The next JSON text frame (pings are answered by the client library while reading).
-    async fn frame(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
-                .await
-                .expect("a frame within 5 s")
-                .expect("the connection is open")
-                .expect("a readable frame");
-            match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
-                Message::Close(close) => panic!("closed by the server: {close:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    /// Sends `event` with an id and returns its ack; pushes that arrive meanwhile are kept.
-    async fn call(&mut self, event: &str, data: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.send_frame(json!({ "id": id, "event": event, "data": data })).await;
-        loop {
-            let frame = self.frame().await;
-            if frame.get("id") == Some(&json!(id)) {
-                return frame["ack"].clone();
-            }
-            self.pushes.push_back(frame);
-        }
-    }
-
-    /// Like [`Ws::call`], asserting success.
-    async fn ok(&mut self, event: &str, data: Value) -> Value {
-        let ack = self.call(event, data).await;
-        assert_eq!(ack["ok"], true, "{event}: {ack}");
-        ack
-    }
-
-    /// The next push named `event` (earlier pushes of other names are kept).
-    async fn next(&mut self, event: &str) -> Value {
-        if let Some(i) = self.pushes.iter().position(|p| p["event"] == event) {
-            return self.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
-        }
-        loop {
-            let frame = self.frame().await;
-            assert!(frame.get("id").is_none(), "unexpected ack {frame}");
-            if frame["event"] == event {
-                return frame["data"].clone();
-            }
-            self.pushes.push_back(frame);
-        }
-    }
-
-    /// Asserts no push named `event` arrives within `within` (pushes kept from before are
-    /// not looked at).
-    async fn none(&mut self, event: &str, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.stream.next()).await {
-            if let Message::Text(text) = message {
-                let frame: Value = serde_json::from_str(&text).expect("JSON frame");
-                assert_ne!(frame["event"], event, "unexpected {frame}");
-                self.pushes.push_back(frame);
-            }
-        }
-    }
-
-    /// Reads until the server closes; returns its close frame (None if the TCP connection
-    /// just ended).
-    async fn closed(&mut self, within: Duration) -> Option<CloseFrame> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.next()).await.expect("closed in time") {
-                Some(Ok(Message::Close(close))) => return close,
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    }
-}
 
 /// The HTTP status and JSON body of a refused upgrade.
 async fn refused(request: impl IntoClientRequest + Unpin) -> (u16, Value) {

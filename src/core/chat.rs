@@ -168,6 +168,11 @@ impl Chat {
         }));
     }
 
+    /// Resolves once the bus subscriptions the transports asked for so far are in effect.
+    pub async fn bus_settled(&self) {
+        self.bus.settled().await;
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &ChatLimits {
         &self.limits

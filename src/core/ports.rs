@@ -180,14 +180,43 @@ pub struct Recipient {
     pub unread_count: i64,
 }
 
+/// What a node can listen to on a shared bus: one conversation's events, or one user's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Deliveries to a conversation's subscribers.
+    Conversation(String),
+    /// Deliveries to a user's connections, and their subscription changes.
+    User(String),
+}
+
 /// Carries committed events to the connections that should see them, on this node and (with
 /// a shared bus) on others. Delivery is best effort: clients repair gaps with `sync`.
+///
+/// A node receives what is published on the topics it watches (see [`BusMessage::topic`]);
+/// transports watch the user of every connection and every conversation a connection is
+/// subscribed to, and unwatch exactly as often. A bus that carries everything to every
+/// subscriber (the in-process one) may ignore watching.
+#[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes a message to every subscriber, in publication order.
+    /// Publishes a message, in publication order; never blocks and never fails the caller
+    /// (a message that cannot be published is logged and dropped).
     fn publish(&self, message: BusMessage);
 
-    /// A stream of everything published from now on.
+    /// A stream of everything this node receives from now on.
     fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>>;
+
+    /// Starts receiving `topic` on this node. Counted: each call needs one [`Bus::unwatch`].
+    fn watch(&self, topic: Topic) {
+        let _ = topic;
+    }
+
+    /// Undoes one [`Bus::watch`]; the node stops receiving `topic` when none is left.
+    fn unwatch(&self, topic: Topic) {
+        let _ = topic;
+    }
+
+    /// Resolves once every earlier `watch` of this node is in effect (or the bus is down).
+    async fn settled(&self) {}
 }
 
 /// Durable storage of conversations, members and messages.

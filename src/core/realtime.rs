@@ -87,11 +87,34 @@ pub enum ServerEvent {
     ConversationNew(Conversation),
     /// `conversation:updated`
     ConversationUpdated(Conversation),
+    /// An event received from another node, already encoded there.
+    Relayed(RelayedEvent),
+}
+
+/// An event as it crossed a shared bus: its name and its payload's JSON, passed on as is.
+#[derive(Debug, Clone)]
+pub struct RelayedEvent {
+    /// The wire name of the event.
+    pub name: String,
+    /// The payload, encoded once by the publishing node.
+    pub data: Box<serde_json::value::RawValue>,
+}
+
+impl PartialEq for RelayedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.data.get() == other.data.get()
+    }
+}
+
+impl Serialize for RelayedEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(serializer)
+    }
 }
 
 impl ServerEvent {
     /// The wire name of the event.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             ServerEvent::MessageNew(_) => "message:new",
             ServerEvent::MessageUpdated(_) => "message:updated",
@@ -104,12 +127,14 @@ impl ServerEvent {
             ServerEvent::Notification(_) => "notification",
             ServerEvent::ConversationNew(_) => "conversation:new",
             ServerEvent::ConversationUpdated(_) => "conversation:updated",
+            ServerEvent::Relayed(event) => &event.name,
         }
     }
 }
 
 /// Who receives a delivery.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Audience {
     /// Every connection subscribed to the conversation.
     Conversation(String),
@@ -152,6 +177,30 @@ pub enum BusMessage {
         /// The conversation.
         conversation_id: String,
     },
+    /// Messages may have been lost before this one (the bus reconnected): connections must
+    /// catch up with `sync`. Never published; a bus backend puts it in its node's stream.
+    Gap,
+}
+
+impl BusMessage {
+    /// The topic a shared bus carries this message on; `None` for a delivery to several
+    /// users, which a shared bus publishes once per user.
+    pub fn topic(&self) -> Option<super::ports::Topic> {
+        use super::ports::Topic;
+        match self {
+            BusMessage::Deliver(Delivery { to: Audience::Conversation(id), .. }) => {
+                Some(Topic::Conversation(id.clone()))
+            }
+            BusMessage::Deliver(Delivery { to: Audience::Users(users), .. }) => match users.as_slice() {
+                [user] => Some(Topic::User(user.clone())),
+                _ => None,
+            },
+            BusMessage::Subscribe { user_id, .. } | BusMessage::Unsubscribe { user_id, .. } => {
+                Some(Topic::User(user_id.clone()))
+            }
+            BusMessage::Gap => None,
+        }
+    }
 }
 
 /// `ready` payload, sent when a connection is established.

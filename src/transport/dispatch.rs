@@ -80,6 +80,7 @@ pub async fn dispatch(
             let req: ConversationRef = decode(data)?;
             chat.join(user, &req.conversation_id).await?;
             connection.subscribe(&req.conversation_id);
+            chat.bus_settled().await;
             // A removal committed between the check and the subscription published its
             // unsubscribe too early to apply: check again now that the subscription exists.
             if let Err(err) = chat.join(user, &req.conversation_id).await {

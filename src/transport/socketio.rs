@@ -5,9 +5,10 @@
 //! Rooms: `c:<conversation id>` (subscribers of a conversation), `u:<user id>` (every
 //! connection of a user), `s:<socket id>` (one connection, for "everyone but the sender").
 
+use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,6 +22,7 @@ use tokio::sync::broadcast;
 
 use crate::core::ChatError;
 use crate::core::model::User;
+use crate::core::ports::{Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
@@ -38,6 +40,54 @@ fn socket_room(id: &str) -> String {
     format!("s:{id}")
 }
 
+/// The conversations a socket is subscribed to, kept beside its rooms so the node watches
+/// each conversation's bus topic once per subscribed socket; `None` once the socket is gone.
+#[derive(Clone, Default)]
+struct Watched(Arc<Mutex<Option<HashSet<String>>>>);
+
+impl Watched {
+    fn of(socket: &SocketRef) -> Option<Watched> {
+        socket.extensions.get::<Watched>()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Option<HashSet<String>>) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+/// Subscribes a socket to a conversation (its room, and the node to its topic).
+fn join_conversation(socket: &SocketRef, bus: &dyn Bus, conversation_id: &str) {
+    let Some(watched) = Watched::of(socket) else { return };
+    watched.with(|set| {
+        let Some(set) = set.as_mut() else { return };
+        socket.join(conversation_room(conversation_id));
+        if set.insert(conversation_id.to_owned()) {
+            bus.watch(Topic::Conversation(conversation_id.to_owned()));
+        }
+    });
+}
+
+/// Unsubscribes a socket from a conversation.
+fn leave_conversation(socket: &SocketRef, bus: &dyn Bus, conversation_id: &str) {
+    let Some(watched) = Watched::of(socket) else { return };
+    watched.with(|set| {
+        socket.leave(conversation_room(conversation_id));
+        if set.as_mut().is_some_and(|set| set.remove(conversation_id)) {
+            bus.unwatch(Topic::Conversation(conversation_id.to_owned()));
+        }
+    });
+}
+
+/// Undoes every watch of a socket that is gone; safe to call more than once.
+fn forget(socket: &SocketRef, bus: &dyn Bus, user_id: &str) {
+    let Some(watched) = Watched::of(socket) else { return };
+    let Some(conversations) = watched.with(Option::take) else { return };
+    for conversation_id in conversations {
+        bus.unwatch(Topic::Conversation(conversation_id));
+    }
+    bus.unwatch(Topic::User(user_id.to_owned()));
+}
+
 /// Builds the Socket.IO layer for the router and starts relaying bus messages to sockets.
 /// Must be called inside a Tokio runtime.
 pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
@@ -48,7 +98,7 @@ pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
         .with_state(state.clone())
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
-    tokio::spawn(relay(io.clone(), state.bus.subscribe()));
+    tokio::spawn(relay(io.clone(), state.bus.clone(), state.bus.subscribe()));
     (layer, io)
 }
 
@@ -99,6 +149,8 @@ async fn authenticate(
     register_events(&socket);
     socket.join(user_room(&user.id));
     socket.join(socket_room(&socket.id.to_string()));
+    state.bus.watch(Topic::User(user.id.clone()));
+    socket.extensions.insert(Watched(Arc::new(Mutex::new(Some(HashSet::new())))));
     socket.extensions.insert(user);
     socket.extensions.insert(Arc::new(AtomicU64::new(0)));
     Ok(())
@@ -108,13 +160,16 @@ async fn authenticate(
 async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>) {
     match state.chat.connect(&user).await {
         Ok(ready) => {
-            let rooms: Vec<String> = ready.conversations.iter().map(|c| conversation_room(&c.id)).collect();
-            socket.join(rooms);
+            for conversation in &ready.conversations {
+                join_conversation(&socket, state.bus.as_ref(), &conversation.id);
+            }
+            state.bus.settled().await;
             let sent = socket.emit("ready", &ready);
             // A socket that closed during the handshake never sees its disconnect handler
             // run: clean up here, or presence and rooms would keep it forever.
             if sent.is_err() || !socket.connected() {
                 socket.leave_all();
+                forget(&socket, state.bus.as_ref(), &user.id);
                 if let Err(err) = state.chat.disconnect(&user).await {
                     tracing::warn!(error = %err, user = %user.id, "cleanup after early close failed");
                 }
@@ -122,6 +177,7 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(
         }
         Err(err) => {
             tracing::warn!(error = %err, user = %user.id, "connect failed");
+            forget(&socket, state.bus.as_ref(), &user.id);
             let _ = socket.emit("error", &error_body(None, &err));
             let _ = socket.disconnect();
         }
@@ -140,30 +196,36 @@ fn register_events(socket: &SocketRef) {
                   AckRequested(wants_ack): AckRequested,
                   ack: AckSender| async move {
                 let result = match data {
-                    Ok(data) => dispatch(&state.chat, &user, event, data, &SocketRooms(&socket)).await,
+                    Ok(data) => {
+                        let rooms = SocketRooms(&socket, state.bus.as_ref());
+                        dispatch(&state.chat, &user, event, data, &rooms).await
+                    }
                     Err(err) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
                 };
                 respond(&socket, event, wants_ack, ack, result);
             },
         );
     }
-    socket.on_disconnect(|State(state): State<AppState>, Extension(user): Extension<User>| async move {
-        if let Err(err) = state.chat.disconnect(&user).await {
-            tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
-        }
-    });
+    socket.on_disconnect(
+        |socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>| async move {
+            forget(&socket, state.bus.as_ref(), &user.id);
+            if let Err(err) = state.chat.disconnect(&user).await {
+                tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
+            }
+        },
+    );
 }
 
 /// A socket's conversation rooms.
-struct SocketRooms<'a>(&'a SocketRef);
+struct SocketRooms<'a>(&'a SocketRef, &'a dyn Bus);
 
 impl Subscriptions for SocketRooms<'_> {
     fn subscribe(&self, conversation_id: &str) {
-        self.0.join(conversation_room(conversation_id));
+        join_conversation(self.0, self.1, conversation_id);
     }
 
     fn unsubscribe(&self, conversation_id: &str) {
-        self.0.leave(conversation_room(conversation_id));
+        leave_conversation(self.0, self.1, conversation_id);
     }
 }
 
@@ -231,10 +293,10 @@ fn respond(
 }
 
 /// Applies bus messages to sockets, in order, until the bus closes.
-async fn relay(io: SocketIo, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
+async fn relay(io: SocketIo, bus: Arc<dyn Bus>, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
     loop {
         match messages.recv().await {
-            Ok(message) => apply(&io, &message).await,
+            Ok(message) => apply(&io, bus.as_ref(), &message).await,
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 tracing::warn!(skipped, "socket.io relay fell behind; clients repair with sync");
             }
@@ -245,7 +307,7 @@ async fn relay(io: SocketIo, mut messages: broadcast::Receiver<Arc<BusMessage>>)
 
 /// Applies one bus message. Operators come from `io.of("/")`, which is gone once the server
 /// closed Socket.IO at shutdown (then there is nobody to deliver to).
-async fn apply(io: &SocketIo, message: &BusMessage) {
+async fn apply(io: &SocketIo, bus: &dyn Bus, message: &BusMessage) {
     let root = || io.of("/");
     match message {
         BusMessage::Deliver(delivery) => {
@@ -274,14 +336,18 @@ async fn apply(io: &SocketIo, message: &BusMessage) {
             }
         }
         BusMessage::Subscribe { user_id, conversation_id } => {
-            if let Some(root) = root() {
-                let _ = root.to(user_room(user_id)).join(conversation_room(conversation_id)).await;
+            for socket in root().map(|root| root.to(user_room(user_id)).sockets()).unwrap_or_default() {
+                join_conversation(&socket, bus, conversation_id);
             }
         }
         BusMessage::Unsubscribe { user_id, conversation_id } => {
-            if let Some(root) = root() {
-                let _ = root.to(user_room(user_id)).leave(conversation_room(conversation_id)).await;
+            for socket in root().map(|root| root.to(user_room(user_id)).sockets()).unwrap_or_default() {
+                leave_conversation(&socket, bus, conversation_id);
             }
+        }
+        BusMessage::Gap => {
+            // Socket.IO clients find the gap by seq on their next message and `sync`.
+            tracing::warn!("the bus may have lost messages; socket.io clients repair with sync");
         }
     }
 }

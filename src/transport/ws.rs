@@ -35,6 +35,7 @@ use super::http::{ApiError, bearer_token, error_body};
 use crate::config::WsConfig;
 use crate::core::ChatError;
 use crate::core::model::User;
+use crate::core::ports::{Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage, Delivery};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
@@ -48,7 +49,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The `/ws` route, and the tasks that feed it (bus relay, keepalive sweeper). Must be
 /// called inside a Tokio runtime; the returned [`Hub`] closes every connection at shutdown.
 pub fn router(state: &AppState) -> (Router<AppState>, Arc<Hub>) {
-    let hub = Arc::new(Hub::new(state.config.ws.clone()));
+    let hub = Arc::new(Hub::new(state.config.ws.clone(), state.bus.clone()));
     tokio::spawn(relay(Arc::downgrade(&hub), state.bus.subscribe()));
     tokio::spawn(sweep(Arc::downgrade(&hub)));
     let route_hub = hub.clone();
@@ -98,9 +99,11 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Every connection of this node and what each is subscribed to.
+/// Every connection of this node and what each is subscribed to. The node watches a user's
+/// and a conversation's bus topic while at least one of its connections needs it.
 pub struct Hub {
     config: WsConfig,
+    bus: Arc<dyn Bus>,
     /// Connection names in the core ([`User::connection`]) are `ws:<node tag>:<n>`: unique
     /// across nodes sharing a bus (Socket.IO ids never contain a colon).
     prefix: String,
@@ -122,22 +125,32 @@ struct Entry {
 }
 
 impl Rooms {
-    fn subscribe(&mut self, id: u64, conversation_id: &str) {
-        let Some(entry) = self.connections.get_mut(&id) else { return };
-        if self.by_conversation.entry(conversation_id.to_owned()).or_default().insert(id) {
+    /// Subscribes a connection; true when it is the node's first for the conversation.
+    fn subscribe(&mut self, id: u64, conversation_id: &str) -> bool {
+        let Some(entry) = self.connections.get_mut(&id) else { return false };
+        let members = self.by_conversation.entry(conversation_id.to_owned()).or_default();
+        let first = members.is_empty();
+        if members.insert(id) {
             entry.conversations.push(conversation_id.to_owned());
         }
+        first
     }
 
-    fn unsubscribe(&mut self, id: u64, conversation_id: &str) {
-        let Some(entry) = self.connections.get_mut(&id) else { return };
+    /// Unsubscribes a connection; true when it was the node's last for the conversation.
+    fn unsubscribe(&mut self, id: u64, conversation_id: &str) -> bool {
+        let Some(entry) = self.connections.get_mut(&id) else { return false };
         entry.conversations.retain(|c| c != conversation_id);
-        if let Some(members) = self.by_conversation.get_mut(conversation_id) {
-            members.remove(&id);
-            if members.is_empty() {
-                self.by_conversation.remove(conversation_id);
-            }
+        self.drop_subscriber(id, conversation_id)
+    }
+
+    /// Takes `id` out of a conversation's subscribers; true when none is left.
+    fn drop_subscriber(&mut self, id: u64, conversation_id: &str) -> bool {
+        let Some(members) = self.by_conversation.get_mut(conversation_id) else { return false };
+        if !members.remove(&id) || !members.is_empty() {
+            return false;
         }
+        self.by_conversation.remove(conversation_id);
+        true
     }
 
     /// The connections a delivery goes to; `except_connection` is this node's id of the
@@ -164,9 +177,10 @@ impl Rooms {
 }
 
 impl Hub {
-    fn new(config: WsConfig) -> Self {
+    fn new(config: WsConfig, bus: Arc<dyn Bus>) -> Self {
         Hub {
             config,
+            bus,
             prefix: format!("ws:{:08x}:", rand::random::<u32>()),
             rooms: RwLock::default(),
             next_id: AtomicU64::new(1),
@@ -206,7 +220,11 @@ impl Hub {
         });
         let mut rooms = self.rooms_mut();
         rooms.connections.insert(id, Entry { connection: connection.clone(), conversations: Vec::new() });
-        rooms.by_user.entry(user_id.to_owned()).or_default().push(id);
+        let ids = rooms.by_user.entry(user_id.to_owned()).or_default();
+        ids.push(id);
+        if ids.len() == 1 {
+            self.bus.watch(Topic::User(user_id.to_owned()));
+        }
         connection
     }
 
@@ -214,18 +232,30 @@ impl Hub {
         let mut rooms = self.rooms_mut();
         let Some(entry) = rooms.connections.remove(&connection.id) else { return };
         for conversation_id in entry.conversations {
-            if let Some(members) = rooms.by_conversation.get_mut(&conversation_id) {
-                members.remove(&connection.id);
-                if members.is_empty() {
-                    rooms.by_conversation.remove(&conversation_id);
-                }
+            if rooms.drop_subscriber(connection.id, &conversation_id) {
+                self.bus.unwatch(Topic::Conversation(conversation_id));
             }
         }
         if let Some(ids) = rooms.by_user.get_mut(&connection.user_id) {
             ids.retain(|id| *id != connection.id);
             if ids.is_empty() {
                 rooms.by_user.remove(&connection.user_id);
+                self.bus.unwatch(Topic::User(connection.user_id.clone()));
             }
+        }
+    }
+
+    /// Subscribes a connection to a conversation (under the caller's lock).
+    fn subscribe(&self, rooms: &mut Rooms, id: u64, conversation_id: &str) {
+        if rooms.subscribe(id, conversation_id) {
+            self.bus.watch(Topic::Conversation(conversation_id.to_owned()));
+        }
+    }
+
+    /// Unsubscribes a connection from a conversation (under the caller's lock).
+    fn unsubscribe(&self, rooms: &mut Rooms, id: u64, conversation_id: &str) {
+        if rooms.unsubscribe(id, conversation_id) {
+            self.bus.unwatch(Topic::Conversation(conversation_id.to_owned()));
         }
     }
 
@@ -265,14 +295,18 @@ impl Hub {
             BusMessage::Subscribe { user_id, conversation_id } => {
                 let mut rooms = self.rooms_mut();
                 for id in rooms.by_user.get(user_id).cloned().unwrap_or_default() {
-                    rooms.subscribe(id, conversation_id);
+                    self.subscribe(&mut rooms, id, conversation_id);
                 }
             }
             BusMessage::Unsubscribe { user_id, conversation_id } => {
                 let mut rooms = self.rooms_mut();
                 for id in rooms.by_user.get(user_id).cloned().unwrap_or_default() {
-                    rooms.unsubscribe(id, conversation_id);
+                    self.unsubscribe(&mut rooms, id, conversation_id);
                 }
+            }
+            BusMessage::Gap => {
+                tracing::warn!("the bus may have lost messages; closing connections (1013)");
+                self.close_every(close_code::AGAIN, "messages may have been missed: reconnect and sync");
             }
         }
     }
@@ -423,11 +457,11 @@ struct HubSubscriptions<'a> {
 
 impl Subscriptions for HubSubscriptions<'_> {
     fn subscribe(&self, conversation_id: &str) {
-        self.hub.rooms_mut().subscribe(self.id, conversation_id);
+        self.hub.subscribe(&mut self.hub.rooms_mut(), self.id, conversation_id);
     }
 
     fn unsubscribe(&self, conversation_id: &str) {
-        self.hub.rooms_mut().unsubscribe(self.id, conversation_id);
+        self.hub.unsubscribe(&mut self.hub.rooms_mut(), self.id, conversation_id);
     }
 }
 
@@ -465,9 +499,10 @@ async fn serve_connection(
             {
                 let mut rooms = hub.rooms_mut();
                 for conversation in &ready.conversations {
-                    rooms.subscribe(connection.id, &conversation.id);
+                    hub.subscribe(&mut rooms, connection.id, &conversation.id);
                 }
             }
+            state.bus.settled().await;
             // Pushes addressed to the user may already be queued (the connection was
             // registered before the store was read); `ready` still goes first.
             match encode(&Push { event: "ready", data: &ready }) {

@@ -2,6 +2,8 @@
 //! and a small HTTP client speaking the REST contract.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -301,6 +303,19 @@ impl ServerProcess {
         let mut server = ServerProcess { child: Some(child), base: format!("http://{addr}"), log };
         server.wait_until_up().await;
         server
+    }
+
+    /// `host:port` the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().expect("listen address")
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// What the server logged so far.
