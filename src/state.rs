@@ -12,6 +12,7 @@ use crate::bus::local::LocalBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
 use crate::core::ports::{Bus, Store};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
 /// File in the data directory holding the generated HS256 secret.
@@ -48,6 +49,11 @@ impl AppState {
                         .with_context(|| format!("opening SQLite database {}", path.display()))?,
                 )
             }
+            Database::Postgres(postgres) => Arc::new(
+                PostgresStore::connect(postgres)
+                    .await
+                    .with_context(|| format!("opening PostgreSQL database {}", postgres.describe()))?,
+            ),
         };
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         let chat = Arc::new(Chat::new(store.clone(), bus.clone(), config.limits.clone()));
