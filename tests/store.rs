@@ -1083,3 +1083,32 @@ async fn postgres_a_search_path_without_a_schema_is_an_error_not_a_panic() {
     let missing = PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url")).await;
     assert!(missing.is_err(), "nowhere to create tables is an error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_by_the_server_are_replaced() {
+    let schema = Schema::fresh();
+    let url = format!("{}&application_name={}", schema.url, schema.name);
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url")).await.expect("connect"),
+    );
+    let id = create(&store, group("alice", &["bob"])).await;
+    send(&store, &id, "alice", "before").await;
+
+    let (admin, connection) = tokio_postgres::connect(&common::pg::base_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&schema.name],
+        )
+        .await
+        .expect("terminate");
+    assert!(!killed.is_empty(), "the store had connections to kill");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    store.ping().await.expect("ping on a new connection");
+    assert_eq!(send(&store, &id, "bob", "after").await.seq, 2);
+    assert_eq!(seqs(&history(&store, &id).await), vec![1, 2]);
+}
