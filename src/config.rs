@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::core::ChatLimits;
+use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 use crate::store::sqlite::Synchronous;
 
 /// Every setting, as given; `None` means "not set here". Shared by `serve`, `token` and
@@ -31,9 +32,14 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
 
     /// Database to use. Unset: SQLite in the data directory. `sqlite:PATH` picks another
-    /// SQLite file.
-    #[arg(long, env = "CHATD_DATABASE_URL", value_name = "URL")]
+    /// SQLite file; `postgres://USER:PASSWORD@HOST:PORT/DB` (or `postgresql://`) uses
+    /// PostgreSQL, optionally with `?schema=NAME` to keep chatd's tables in that schema.
+    #[arg(long, env = "CHATD_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Most connections this node opens to PostgreSQL [default: 16].
+    #[arg(long, env = "CHATD_DATABASE_POOL_SIZE", value_name = "N")]
+    pub database_pool_size: Option<usize>,
 
     /// Redis for the bus across nodes (`redis://host:6379`). Unset: in-process bus (one node).
     #[arg(long, env = "CHATD_REDIS_URL", value_name = "URL")]
@@ -122,7 +128,8 @@ impl Settings {
         let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let cli = self;
         Ok(
-            or_file!(cli, file: bind, data_dir, database_url, redis_url, redis_prefix, jwt_secret, jwt_public_key,
+            or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, jwt_secret,
+            jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
             ws_max_queued_bytes),
@@ -139,11 +146,15 @@ impl Settings {
                 if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
                     Database::Sqlite(PathBuf::from(path))
                 } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    anyhow::bail!(
-                        "the PostgreSQL store is not available in this version; unset --database-url to use SQLite"
-                    );
+                    let pool_size = settings.database_pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+                    if pool_size == 0 {
+                        anyhow::bail!("--database-pool-size must be at least 1");
+                    }
+                    Database::Postgres(Box::new(PostgresConfig::from_url(url)?.with_pool_size(pool_size)))
                 } else {
-                    anyhow::bail!("unsupported --database-url {url:?}: expected sqlite:PATH");
+                    anyhow::bail!(
+                        "unsupported --database-url: expected sqlite:PATH or postgres://USER@HOST:PORT/DATABASE"
+                    );
                 }
             }
         };
@@ -192,6 +203,8 @@ impl Settings {
 pub enum Database {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (shared by every node).
+    Postgres(Box<PostgresConfig>),
 }
 
 /// Where the Redis bus lives.

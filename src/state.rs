@@ -13,6 +13,7 @@ use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
 use crate::core::ports::{Bus, Store};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
 /// File in the data directory holding the generated HS256 secret.
@@ -49,6 +50,11 @@ impl AppState {
                         .with_context(|| format!("opening SQLite database {}", path.display()))?,
                 )
             }
+            Database::Postgres(postgres) => Arc::new(
+                PostgresStore::connect(postgres)
+                    .await
+                    .with_context(|| format!("opening PostgreSQL database {}", postgres.describe()))?,
+            ),
         };
         let bus: Arc<dyn Bus> = match &config.redis {
             None => Arc::new(LocalBus::default()),

@@ -1,5 +1,5 @@
-//! Several chatd nodes as one service: separate `chatd serve` processes on one shared store
-//! and one Redis (a channel prefix of their own per test). Users on different nodes chat as
+//! Several chatd nodes as one service: separate `chatd serve` processes on one PostgreSQL
+//! schema and one Redis (a channel prefix of their own per test). Users on different nodes chat as
 //! on one server; a node subscribes only to the channels its connections need; a Redis
 //! restart loses nothing that was acked (clients reconnect and `sync`).
 
@@ -30,21 +30,25 @@ fn token(user: &str) -> String {
     auth.mint(user, None, Duration::from_secs(3600)).expect("mint")
 }
 
-/// Nodes sharing a store and a Redis.
+/// Nodes sharing a PostgreSQL schema and a Redis. Fields drop in order: the nodes stop
+/// before their schema is dropped.
 struct Cluster {
+    nodes: Vec<Option<ServerProcess>>,
     dir: tempfile::TempDir,
-    database: String,
+    schema: common::pg::Schema,
     redis: String,
     prefix: String,
-    nodes: Vec<Option<ServerProcess>>,
 }
 
 impl Cluster {
     async fn start(count: usize, redis: &str) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database = format!("sqlite:{}", dir.path().join("shared.db").display());
-        let mut cluster =
-            Cluster { dir, database, redis: redis.to_owned(), prefix: prefix(), nodes: Vec::new() };
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            schema: common::pg::Schema::fresh(),
+            redis: redis.to_owned(),
+            prefix: prefix(),
+        };
         for _ in 0..count {
             let node = cluster.start_node().await;
             cluster.nodes.push(Some(node));
@@ -56,7 +60,7 @@ impl Cluster {
         let n = self.nodes.len();
         let args = [
             "--database-url",
-            &self.database,
+            &self.schema.url,
             "--redis-url",
             &self.redis,
             "--redis-prefix",

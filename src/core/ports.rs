@@ -275,8 +275,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends a message with the next seq if the sender is a member (and the replied-to
     /// message is in the conversation), or returns the original on a `client_id` repeat.
-    /// `on_commit` runs once the append is durable, before this returns, in commit order
-    /// across all appends (so fan-out follows seq), even if the caller is cancelled meanwhile.
+    /// `on_commit` runs once the append is durable, before this returns, in seq order within
+    /// the conversation on this node (so fan-out follows seq), even if the caller is
+    /// cancelled meanwhile.
     /// It must not block.
     async fn append_message(
         &self,

@@ -1,3 +1,4 @@
 //! Storage backends implementing [`crate::core::ports::Store`].
 
+pub mod postgres;
 pub mod sqlite;

@@ -1,7 +1,9 @@
-//! Test harness: a real chatd server on an ephemeral port over a temporary SQLite file,
+//! Test harness: a real chatd server on an ephemeral port over a temporary SQLite file (or a
+//! fresh PostgreSQL schema, see [`pg`]),
 //! and a small HTTP client speaking the REST contract.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -1,0 +1,1037 @@
+//! PostgreSQL backend: one database shared by every chatd node.
+//!
+//! Each write is one transaction on a pooled connection. Appends to a conversation serialize
+//! on its row: an append bumps `conversations.last_seq` first and holds that row lock until
+//! it commits, so seqs are gap-free across nodes. Every other write that changes the members
+//! or their unread counts locks the same row first (one lock order, so no deadlocks), which
+//! keeps membership checks, recipients and unread counts exact under concurrency. On one
+//! node, appends to a conversation also take an in-process lock (striped by conversation id)
+//! held through commit and the commit hook, so hooks run in seq order.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio::sync::Mutex;
+use tokio_postgres::types::{FromSql, Json, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use crate::core::error::StoreError;
+use crate::core::model::{
+    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
+};
+use crate::core::ports::{
+    ActivityCursor, AppendOutcome, CommitHook, Created, HistoryRange, Membership, NewConversation, NewDevice,
+    NewMessage, PushJob, Recipient, Store,
+};
+use crate::core::realtime::ConversationHead;
+use crate::core::time::Timestamp;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_push.sql"),
+];
+
+/// Connections each node keeps at most, unless configured.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+/// In-process append locks; conversations hashing to the same one append one at a time.
+const APPEND_STRIPES: usize = 256;
+/// Longest wait for a free pooled connection before a request fails as unavailable.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a new connection to be established.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id, m.type, m.content, m.client_id, \
+     m.reply_to_id, m.attachments, m.metadata, m.created_at, m.edited_at, m.deleted_at";
+
+/// A `postgres://` (or `postgresql://`) URL that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid PostgreSQL URL: {0}")]
+pub struct InvalidUrl(String);
+
+/// Where and how to reach PostgreSQL, parsed from a libpq-style URL.
+///
+/// Besides the standard parameters (`options`, `application_name`, `connect_timeout`, ...),
+/// the URL may carry `schema=NAME`: chatd then creates that schema if needed and works only
+/// inside it (several deployments or tests can share one database).
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    connect: tokio_postgres::Config,
+    schema: Option<String>,
+    pool_size: usize,
+}
+
+impl PostgresConfig {
+    /// Parses `url`, taking out chatd's own `schema` parameter.
+    pub fn from_url(url: &str) -> Result<PostgresConfig, InvalidUrl> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut schema = None;
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            match pair.split_once('=') {
+                Some(("schema", name)) => {
+                    if !valid_schema_name(name) {
+                        return Err(InvalidUrl(format!(
+                            "schema {name:?} must be 1 to 63 of a-z, 0-9 and _, not starting with a digit"
+                        )));
+                    }
+                    schema = Some(name.to_owned());
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+        let mut connect = tokio_postgres::Config::from_str(&rest).map_err(|e| InvalidUrl(describe(&e)))?;
+        if let Some(schema) = &schema {
+            let options = match connect.get_options() {
+                Some(given) => format!("{given} -c search_path={schema}"),
+                None => format!("-c search_path={schema}"),
+            };
+            connect.options(options);
+        }
+        if connect.get_application_name().is_none() {
+            connect.application_name("chatd");
+        }
+        if connect.get_connect_timeout().is_none() {
+            connect.connect_timeout(CONNECT_TIMEOUT);
+        }
+        Ok(PostgresConfig { connect, schema, pool_size: DEFAULT_POOL_SIZE })
+    }
+
+    /// The same configuration with at most `size` pooled connections (at least 1).
+    pub fn with_pool_size(mut self, size: usize) -> PostgresConfig {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// The schema given with `schema=`, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Connections kept at most.
+    pub fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    /// `host:port/database` for messages (never the password).
+    pub fn describe(&self) -> String {
+        let host = match self.connect.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.connect.get_ports().first().copied().unwrap_or(5432);
+        let database = self.connect.get_dbname().or(self.connect.get_user()).unwrap_or("");
+        match &self.schema {
+            Some(schema) => format!("{host}:{port}/{database} (schema {schema})"),
+            None => format!("{host}:{port}/{database}"),
+        }
+    }
+}
+
+fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// An error with its causes, since tokio-postgres puts the detail in the source.
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether the error means the database cannot be reached or is refusing work for now.
+fn is_unavailable(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    if let Some(state) = err.code() {
+        // 08: connection exception; 53: insufficient resources; 57P: operator intervention
+        // (shutdown, cannot connect now); 28: invalid authorization; 3D000: no such database.
+        let code = state.code();
+        return ["08", "53", "57P", "28"].iter().any(|class| code.starts_with(class)) || code == "3D000";
+    }
+    std::error::Error::source(err).is_some_and(|source| source.is::<std::io::Error>())
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        if is_unavailable(&err) {
+            StoreError::Unavailable(format!("PostgreSQL: {}", describe(&err)))
+        } else {
+            StoreError::Backend(format!("PostgreSQL: {}", describe(&err)).into())
+        }
+    }
+}
+
+fn pool_error(err: PoolError) -> StoreError {
+    match err {
+        PoolError::Timeout(_) => StoreError::Unavailable(format!(
+            "PostgreSQL: no connection could be had within {} s",
+            WAIT_TIMEOUT.as_secs()
+        )),
+        PoolError::Backend(err) => {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", describe(&err)))
+        }
+        PoolError::Closed => StoreError::Unavailable("the PostgreSQL pool is closed".into()),
+        other => StoreError::Backend(format!("PostgreSQL pool: {other}").into()),
+    }
+}
+
+fn unknown_name(column: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("unknown {column} {value:?} in the database").into())
+}
+
+fn get<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StoreError> {
+    Ok(row.try_get(index)?)
+}
+
+/// A count or size as a query parameter.
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The message whose [`MESSAGE_COLUMNS`] start at column `at`; `None` when a left join
+/// found none.
+fn message_at(row: &Row, at: usize) -> Result<Option<Message>, StoreError> {
+    let Some(id) = get::<Option<String>>(row, at)? else { return Ok(None) };
+    let kind: String = get(row, at + 4)?;
+    Ok(Some(Message {
+        id,
+        conversation_id: get(row, at + 1)?,
+        seq: get(row, at + 2)?,
+        sender_id: get(row, at + 3)?,
+        kind: MessageType::parse(&kind).ok_or_else(|| unknown_name("message type", &kind))?,
+        content: get(row, at + 5)?,
+        client_id: get(row, at + 6)?,
+        reply_to_id: get(row, at + 7)?,
+        attachments: get::<Json<Vec<JsonObject>>>(row, at + 8)?.0,
+        metadata: get::<Json<JsonObject>>(row, at + 9)?.0,
+        created_at: Timestamp(get(row, at + 10)?),
+        edited_at: get::<Option<i64>>(row, at + 11)?.map(Timestamp),
+        deleted_at: get::<Option<i64>>(row, at + 12)?.map(Timestamp),
+    }))
+}
+
+fn messages_from(rows: &[Row]) -> Result<Vec<Message>, StoreError> {
+    rows.iter().filter_map(|row| message_at(row, 0).transpose()).collect()
+}
+
+/// The member whose columns (user_id, role, joined_at, last_read_seq, notifications) start
+/// at column `at`.
+fn member_at(row: &Row, at: usize) -> Result<Member, StoreError> {
+    let role: String = get(row, at + 1)?;
+    Ok(Member {
+        user_id: get(row, at)?,
+        role: Role::parse(&role).ok_or_else(|| unknown_name("role", &role))?,
+        joined_at: Timestamp(get(row, at + 2)?),
+        last_read_seq: get(row, at + 3)?,
+        notifications: get(row, at + 4)?,
+    })
+}
+
+fn device_from(row: &Row) -> Result<Device, StoreError> {
+    let platform: String = get(row, 1)?;
+    Ok(Device {
+        id: get(row, 0)?,
+        platform: Platform::parse(&platform).ok_or_else(|| unknown_name("platform", &platform))?,
+        token: get(row, 2)?,
+        endpoint: get(row, 3)?,
+        keys: get::<Option<Json<JsonObject>>>(row, 4)?.map(|keys| keys.0),
+        created_at: Timestamp(get(row, 5)?),
+    })
+}
+
+/// Conversation columns followed by the viewer's unread count and the last message, as
+/// [`conversations_from`] reads them.
+const CONVERSATION_COLUMNS: &str = "c.id, c.type, c.name, c.context, c.metadata, c.last_seq, \
+     c.last_message_at, c.created_at, COALESCE(v.unread_count, 0)";
+
+/// Builds conversations from rows of [`CONVERSATION_COLUMNS`] + [`MESSAGE_COLUMNS`], loading
+/// their members in one more query.
+async fn conversations_from(client: &Object, rows: Vec<Row>) -> Result<Vec<Conversation>, StoreError> {
+    let ids = rows.iter().map(|row| get::<String>(row, 0)).collect::<Result<Vec<_>, _>>()?;
+    let mut members: std::collections::HashMap<String, Vec<Member>> = std::collections::HashMap::new();
+    if !ids.is_empty() {
+        let statement = client
+            .prepare_cached(
+                "SELECT conversation_id, user_id, role, joined_at, last_read_seq, notifications FROM members \
+                 WHERE conversation_id = ANY($1) ORDER BY conversation_id, joined_at, user_id",
+            )
+            .await?;
+        for row in client.query(&statement, &[&ids]).await? {
+            members.entry(get(&row, 0)?).or_default().push(member_at(&row, 1)?);
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let id: String = get(row, 0)?;
+            let kind: String = get(row, 1)?;
+            Ok(Conversation {
+                kind: ConversationType::parse(&kind)
+                    .ok_or_else(|| unknown_name("conversation type", &kind))?,
+                name: get(row, 2)?,
+                context: get(row, 3)?,
+                metadata: get::<Json<JsonObject>>(row, 4)?.0,
+                members: members.remove(&id).unwrap_or_default(),
+                last_seq: get(row, 5)?,
+                last_message_at: get::<Option<i64>>(row, 6)?.map(Timestamp),
+                created_at: Timestamp(get(row, 7)?),
+                unread_count: get(row, 8)?,
+                last_message: message_at(row, 9)?,
+                id,
+            })
+        })
+        .collect()
+}
+
+/// Applies every migration not yet recorded in `chatd_migrations`, one node at a time.
+async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await?;
+    // Nodes starting together take turns; the lock is released at commit.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('chatd migrations ' || COALESCE($1::text, current_schema()::text, '')))",
+        &[&schema],
+    )
+    .await?;
+    if let Some(schema) = schema {
+        // The name was checked to be a plain lower-case identifier.
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS chatd_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let applied: i32 =
+        get(&tx.query_one("SELECT COALESCE(max(version), 0) FROM chatd_migrations", &[]).await?, 0)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(0)) {
+        tx.batch_execute(sql).await?;
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO chatd_migrations (version, applied_at) VALUES ($1, $2)",
+            &[&version, &Timestamp::now().millis()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The PostgreSQL [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    /// Held by a local append from before its seq is taken until its hook ran, so hooks run
+    /// in seq order (Tokio mutexes: they are held across awaits, and waiters queue fairly).
+    append_locks: Arc<[Mutex<()>]>,
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema if one is configured and applies migrations. Must be
+    /// called inside a Tokio runtime.
+    pub async fn connect(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let manager = Manager::from_config(
+            config.connect.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        migrate(&pool, config.schema()).await?;
+        Ok(PostgresStore { pool, append_locks: (0..APPEND_STRIPES).map(|_| Mutex::new(())).collect() })
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs one statement (prepared once per connection) and returns its rows.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+
+    /// Runs one statement and returns the number of rows it changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.execute(&statement, params).await?)
+    }
+}
+
+fn stripe(conversation_id: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    conversation_id.hash(&mut hasher);
+    (hasher.finish() % APPEND_STRIPES as u64) as usize
+}
+
+/// One append, in its own transaction; see the module docs for the locking.
+async fn append(pool: &Pool, new: NewMessage) -> Result<AppendOutcome, StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await?;
+    let now = Timestamp::now();
+    // Take the next seq first: the row lock orders this append after every earlier one and
+    // after every membership change, so what follows reads the state as of this commit.
+    let bump = tx
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = $2, activity_at = $2 \
+             WHERE id = $1 RETURNING last_seq",
+        )
+        .await?;
+    let Some(row) = tx.query_opt(&bump, &[&new.conversation_id, &now.millis()]).await? else {
+        tx.rollback().await?;
+        return Ok(AppendOutcome::NoConversation);
+    };
+    let seq: i64 = get(&row, 0)?;
+    let members = tx
+        .prepare_cached(
+            "SELECT mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.notifications, \
+               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count \
+             FROM members mb WHERE mb.conversation_id = $1",
+        )
+        .await?;
+    let mut recipients = tx
+        .query(&members, &[&new.conversation_id])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Recipient {
+                member: member_at(row, 0)?,
+                has_devices: get(row, 5)?,
+                unread_count: get(row, 6)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if !recipients.iter().any(|r| r.member.user_id == new.sender_id) {
+        tx.rollback().await?;
+        return Ok(AppendOutcome::NotMember);
+    }
+    if let Some(client_id) = &new.client_id {
+        let statement = tx
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m \
+                 WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
+            ))
+            .await?;
+        let rows = tx.query(&statement, &[&new.conversation_id, &new.sender_id, client_id]).await?;
+        if let Some(original) = messages_from(&rows)?.pop() {
+            tx.rollback().await?;
+            return Ok(AppendOutcome::Duplicate(original));
+        }
+    }
+    if let Some(reply_to) = &new.reply_to_id {
+        let statement =
+            tx.prepare_cached("SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2").await?;
+        if tx.query_opt(&statement, &[reply_to, &new.conversation_id]).await?.is_none() {
+            tx.rollback().await?;
+            return Ok(AppendOutcome::ReplyNotFound);
+        }
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, client_id, \
+               reply_to_id, attachments, metadata, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (conversation_id, sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
+        )
+        .await?;
+    let unread = tx
+        .prepare_cached(
+            "UPDATE members SET unread_count = unread_count + 1 WHERE conversation_id = $1 AND user_id <> $2",
+        )
+        .await?;
+    let kind = new.kind.as_str();
+    let attachments = Json(&new.attachments);
+    let metadata = Json(&new.metadata);
+    let created_at = now.millis();
+    let insert_params: [&(dyn ToSql + Sync); 11] = [
+        &new.id,
+        &new.conversation_id,
+        &seq,
+        &new.sender_id,
+        &kind,
+        &new.content,
+        &new.client_id,
+        &new.reply_to_id,
+        &attachments,
+        &metadata,
+        &created_at,
+    ];
+    let unread_params: [&(dyn ToSql + Sync); 2] = [&new.conversation_id, &new.sender_id];
+    // Both in one round trip (tokio-postgres pipelines queries issued together).
+    let (inserted, _) =
+        tokio::try_join!(tx.execute(&insert, &insert_params), tx.execute(&unread, &unread_params))?;
+    if inserted == 0 {
+        // The same client_id committed meanwhile through a path that did not wait on the
+        // conversation row: answer with that original, never with an error or a second row.
+        tx.rollback().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m \
+                 WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&new.conversation_id, &new.sender_id, &new.client_id]).await?;
+        return match messages_from(&rows)?.pop() {
+            Some(original) => Ok(AppendOutcome::Duplicate(original)),
+            None => Err(StoreError::Backend("a client_id conflict left no original message".into())),
+        };
+    }
+    tx.commit().await?;
+    for recipient in recipients.iter_mut().filter(|r| r.member.user_id != new.sender_id) {
+        recipient.unread_count += 1;
+    }
+    Ok(AppendOutcome::Committed {
+        message: Message {
+            id: new.id,
+            conversation_id: new.conversation_id,
+            seq,
+            sender_id: new.sender_id,
+            kind: new.kind,
+            content: new.content,
+            client_id: new.client_id,
+            reply_to_id: new.reply_to_id,
+            attachments: new.attachments,
+            metadata: new.metadata,
+            created_at: now,
+            edited_at: None,
+            deleted_at: None,
+        },
+        recipients,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[]).await.map(|_| ())
+    }
+
+    async fn create_conversation(&self, new: NewConversation) -> Result<Created, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let at = new.created_at.millis();
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO conversations (id, type, name, context, metadata, direct_key, activity_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (direct_key) DO NOTHING",
+            )
+            .await?;
+        let inserted = tx
+            .execute(
+                &insert,
+                &[
+                    &new.id,
+                    &new.kind.as_str(),
+                    &new.name,
+                    &new.context,
+                    &Json(&new.metadata),
+                    &new.direct_key,
+                    &at,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            // A direct conversation of this pair and context exists (perhaps just created by
+            // another node): return it.
+            tx.rollback().await?;
+            let rows =
+                self.query("SELECT id FROM conversations WHERE direct_key = $1", &[&new.direct_key]).await?;
+            let row = rows
+                .first()
+                .ok_or_else(|| StoreError::Backend("a direct_key conflict left no conversation".into()))?;
+            return Ok(Created { id: get(row, 0)?, created: false });
+        }
+        let (user_ids, roles): (Vec<&str>, Vec<&str>) =
+            new.members.iter().map(|(user_id, role)| (user_id.as_str(), role.as_str())).unzip();
+        let members = tx
+            .prepare_cached(
+                "INSERT INTO members (conversation_id, user_id, role, joined_at) \
+                 SELECT $1, u, r, $4 FROM unnest($2::text[], $3::text[]) AS t (u, r)",
+            )
+            .await?;
+        tx.execute(&members, &[&new.id, &user_ids, &roles, &at]).await?;
+        tx.commit().await?;
+        Ok(Created { id: new.id, created: true })
+    }
+
+    async fn conversation(&self, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CONVERSATION_COLUMNS}, {MESSAGE_COLUMNS} FROM conversations c \
+                 LEFT JOIN members v ON v.conversation_id = c.id AND v.user_id = $2 \
+                 LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
+                 WHERE c.id = $1"
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&id, &viewer]).await?;
+        Ok(conversations_from(&client, rows).await?.pop())
+    }
+
+    async fn membership(&self, conversation_id: &str, user_id: &str) -> Result<Membership, StoreError> {
+        let rows = self
+            .query(
+                "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications \
+                 FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 \
+                 WHERE c.id = $1",
+                &[&conversation_id, &user_id],
+            )
+            .await?;
+        let Some(row) = rows.first() else { return Ok(Membership::NoConversation) };
+        let kind: String = get(row, 0)?;
+        let kind = ConversationType::parse(&kind).ok_or_else(|| unknown_name("conversation type", &kind))?;
+        if get::<Option<String>>(row, 1)?.is_none() {
+            return Ok(Membership::NotMember);
+        }
+        Ok(Membership::Member { member: member_at(row, 1)?, kind })
+    }
+
+    async fn conversations_of(
+        &self,
+        user_id: &str,
+        after: Option<ActivityCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let (after_at, after_id) = match &after {
+            Some(cursor) => (Some(cursor.activity_at.millis()), Some(cursor.id.as_str())),
+            None => (None, None),
+        };
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CONVERSATION_COLUMNS}, {MESSAGE_COLUMNS} FROM members v \
+                 JOIN conversations c ON c.id = v.conversation_id \
+                 LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
+                 WHERE v.user_id = $1 \
+                   AND ($2::BIGINT IS NULL OR c.activity_at < $2 OR (c.activity_at = $2 AND c.id < $3)) \
+                 ORDER BY c.activity_at DESC, c.id DESC LIMIT $4"
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&user_id, &after_at, &after_id, &as_i64(limit)]).await?;
+        conversations_from(&client, rows).await
+    }
+
+    async fn update_conversation(
+        &self,
+        id: &str,
+        name: Option<String>,
+        metadata: Option<JsonObject>,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(
+                "UPDATE conversations SET name = COALESCE($2, name), metadata = COALESCE($3, metadata) WHERE id = $1",
+                &[&id, &name, &metadata.as_ref().map(Json)],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn add_members(
+        &self,
+        conversation_id: &str,
+        user_ids: Vec<String>,
+        role: Role,
+        joined_at: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Waits for appends in flight, so the new members' read markers are at the real last seq.
+        let lock = tx.prepare_cached("SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE").await?;
+        let Some(row) = tx.query_opt(&lock, &[&conversation_id]).await? else {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        };
+        let last_seq: i64 = get(&row, 0)?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO members (conversation_id, user_id, role, joined_at, last_read_seq) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let mut added = Vec::new();
+        for user_id in user_ids {
+            let inserted = tx
+                .execute(
+                    &insert,
+                    &[&conversation_id, &user_id, &role.as_str(), &joined_at.millis(), &last_seq],
+                )
+                .await?;
+            if inserted == 1 {
+                added.push(user_id);
+            }
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn remove_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        new_owner: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Waits for appends in flight: a removed member's append either committed before
+        // this or sees the removal.
+        let lock = tx.prepare_cached("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE").await?;
+        tx.query_opt(&lock, &[&conversation_id]).await?;
+        let delete =
+            tx.prepare_cached("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2").await?;
+        let removed = tx.execute(&delete, &[&conversation_id, &user_id]).await?;
+        if let Some(owner) = new_owner {
+            let promote = tx
+                .prepare_cached(
+                    "UPDATE members SET role = 'owner' WHERE conversation_id = $1 AND user_id = $2",
+                )
+                .await?;
+            tx.execute(&promote, &[&conversation_id, &owner]).await?;
+        }
+        tx.commit().await?;
+        Ok(removed == 1)
+    }
+
+    async fn append_message(
+        &self,
+        new: NewMessage,
+        on_commit: CommitHook,
+    ) -> Result<AppendOutcome, StoreError> {
+        let pool = self.pool.clone();
+        let locks = self.append_locks.clone();
+        // A task of its own: the append, its commit and the hook complete even when the
+        // caller's future is dropped.
+        let task = tokio::spawn(async move {
+            let _in_order = locks[stripe(&new.conversation_id)].lock().await;
+            let outcome = append(&pool, new).await?;
+            on_commit(&outcome);
+            Ok(outcome)
+        });
+        task.await.map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let rows =
+            self.query(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"), &[&id]).await?;
+        Ok(messages_from(&rows)?.pop())
+    }
+
+    async fn edit_message(
+        &self,
+        id: &str,
+        content: String,
+        at: Timestamp,
+    ) -> Result<Option<Message>, StoreError> {
+        let rows = self
+            .query(
+                &format!(
+                    "UPDATE messages AS m SET content = $2, edited_at = $3 WHERE m.id = $1 AND m.deleted_at IS NULL \
+                     RETURNING {MESSAGE_COLUMNS}"
+                ),
+                &[&id, &content, &at.millis()],
+            )
+            .await?;
+        Ok(messages_from(&rows)?.pop())
+    }
+
+    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<(Message, bool)>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let find = tx.prepare_cached("SELECT conversation_id FROM messages WHERE id = $1").await?;
+        let Some(row) = tx.query_opt(&find, &[&id]).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let conversation_id: String = get(&row, 0)?;
+        // Unread counts change below: the conversation row first, like appends.
+        let lock = tx.prepare_cached("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE").await?;
+        tx.query_opt(&lock, &[&conversation_id]).await?;
+        let delete = tx
+            .prepare_cached(&format!(
+                "UPDATE messages AS m SET content = NULL, attachments = '[]', metadata = '{{}}', deleted_at = $2 \
+                 WHERE m.id = $1 AND m.deleted_at IS NULL RETURNING {MESSAGE_COLUMNS}"
+            ))
+            .await?;
+        let result = match messages_from(&tx.query(&delete, &[&id, &at.millis()]).await?)?.pop() {
+            Some(message) => {
+                // It no longer counts as unread for those who had not read it.
+                let unread = tx
+                    .prepare_cached(
+                        "UPDATE members SET unread_count = unread_count - 1 \
+                         WHERE conversation_id = $1 AND user_id <> $2 AND last_read_seq < $3 AND unread_count > 0",
+                    )
+                    .await?;
+                tx.execute(&unread, &[&message.conversation_id, &message.sender_id, &message.seq]).await?;
+                Some((message, true))
+            }
+            None => {
+                let read = tx
+                    .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"))
+                    .await?;
+                messages_from(&tx.query(&read, &[&id]).await?)?.pop().map(|message| (message, false))
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn messages(
+        &self,
+        conversation_id: &str,
+        range: HistoryRange,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let after = range.after_seq.unwrap_or(0);
+        let before = range.before_seq.unwrap_or(i64::MAX);
+        let fetch = as_i64(range.limit).saturating_add(1);
+        let order = if range.after_seq.is_some() { "ASC" } else { "DESC" };
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m \
+                     WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq {order} LIMIT $4"
+                ),
+                &[&conversation_id, &after, &before, &fetch],
+            )
+            .await?;
+        let mut messages = messages_from(&rows)?;
+        let has_more = messages.len() > range.limit;
+        messages.truncate(range.limit);
+        if range.after_seq.is_none() {
+            messages.reverse();
+        }
+        Ok((messages, has_more))
+    }
+
+    async fn mark_read(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        seq: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT last_read_seq FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE",
+            )
+            .await?;
+        let Some(row) = tx.query_opt(&lock, &[&conversation_id, &user_id]).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let before: i64 = get(&row, 0)?;
+        // Capped at the last committed seq: an append in flight is not readable yet.
+        let raise = tx
+            .prepare_cached(
+                "UPDATE members SET last_read_seq = GREATEST(last_read_seq, \
+                   LEAST($3, (SELECT last_seq FROM conversations WHERE id = $1))) \
+                 WHERE conversation_id = $1 AND user_id = $2 RETURNING last_read_seq",
+            )
+            .await?;
+        let after: i64 = get(&tx.query_one(&raise, &[&conversation_id, &user_id, &seq]).await?, 0)?;
+        if after > before {
+            // Recount what is left after the marker: usually nothing, read to the end.
+            let recount = tx
+                .prepare_cached(
+                    "UPDATE members SET unread_count = (SELECT count(*) FROM messages \
+                       WHERE conversation_id = $1 AND seq > $3 AND sender_id <> $2 AND deleted_at IS NULL) \
+                     WHERE conversation_id = $1 AND user_id = $2",
+                )
+                .await?;
+            tx.execute(&recount, &[&conversation_id, &user_id, &after]).await?;
+        }
+        tx.commit().await?;
+        Ok(Some((before, after)))
+    }
+
+    async fn set_notifications(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(
+                "UPDATE members SET notifications = $3 WHERE conversation_id = $1 AND user_id = $2",
+                &[&conversation_id, &user_id, &enabled],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.query(
+            "SELECT conversation_id, unread_count FROM members WHERE user_id = $1 AND unread_count > 0",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .collect()
+    }
+
+    async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError> {
+        self.query(
+            "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.user_id = $1 ORDER BY c.id",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok(ConversationHead { id: get(row, 0)?, last_seq: get(row, 1)? }))
+        .collect()
+    }
+
+    async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "SELECT DISTINCT other.user_id FROM members mine \
+             JOIN members other ON other.conversation_id = mine.conversation_id \
+             WHERE mine.user_id = $1 AND other.user_id <> $1",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect()
+    }
+
+    async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        let users: Vec<&str> = jobs.iter().map(|j| j.user_id.as_str()).collect();
+        let conversations: Vec<&str> = jobs.iter().map(|j| j.conversation_id.as_str()).collect();
+        let messages: Vec<&str> = jobs.iter().map(|j| j.message_id.as_str()).collect();
+        let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
+        let created: Vec<i64> = jobs.iter().map(|j| j.created_at.millis()).collect();
+        self.execute(
+            "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
+             SELECT id, u, c, m, s, t, t \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) \
+               AS j (id, u, c, m, s, t)",
+            &[&ids, &users, &conversations, &messages, &seqs, &created],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
+        self.query(
+            "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
+             WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            &[&as_i64(limit)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(PushJob {
+                id: get(row, 0)?,
+                user_id: get(row, 1)?,
+                conversation_id: get(row, 2)?,
+                message_id: get(row, 3)?,
+                seq: get(row, 4)?,
+                created_at: Timestamp(get(row, 5)?),
+            })
+        })
+        .collect()
+    }
+
+    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError> {
+        let rows = self
+            .query(
+                "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (user_id, platform, token) DO UPDATE SET endpoint = EXCLUDED.endpoint, keys = EXCLUDED.keys \
+                 RETURNING id, platform, token, endpoint, keys, created_at",
+                &[
+                    &device.id,
+                    &device.user_id,
+                    &device.platform.as_str(),
+                    &device.token,
+                    &device.endpoint,
+                    &device.keys.as_ref().map(Json),
+                    &device.created_at.millis(),
+                ],
+            )
+            .await?;
+        rows.first()
+            .map(device_from)
+            .ok_or_else(|| StoreError::Backend("the device just written is missing".into()))?
+    }
+
+    async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {
+        self.query(
+            "SELECT id, platform, token, endpoint, keys, created_at FROM devices WHERE user_id = $1 ORDER BY id",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(device_from)
+        .collect()
+    }
+
+    async fn remove_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
+        let removed = self
+            .execute("DELETE FROM devices WHERE id = $1 AND user_id = $2", &[&device_id, &user_id])
+            .await?;
+        Ok(removed == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_parameter_becomes_the_search_path_and_leaves_the_rest() {
+        let config =
+            PostgresConfig::from_url("postgres://root@127.0.0.1:5432/test?schema=chat_a&application_name=x")
+                .expect("valid");
+        assert_eq!(config.schema(), Some("chat_a"));
+        assert_eq!(config.connect.get_options(), Some("-c search_path=chat_a"));
+        assert_eq!(config.connect.get_application_name(), Some("x"));
+        assert_eq!(config.describe(), "127.0.0.1:5432/test (schema chat_a)");
+    }
+
+    #[test]
+    fn a_schema_name_that_is_not_a_plain_identifier_is_refused() {
+        for bad in ["", "Chat", "1chat", "chat;drop", "a-b"] {
+            let url = format!("postgres://root@127.0.0.1/test?schema={bad}");
+            assert!(PostgresConfig::from_url(&url).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn unknown_url_parameters_are_refused() {
+        assert!(PostgresConfig::from_url("postgres://root@127.0.0.1/test?bogus=1").is_err());
+    }
+
+    #[test]
+    fn the_password_never_shows_in_descriptions() {
+        let config = PostgresConfig::from_url("postgresql://u:secret@db.internal:6543/chat").expect("valid");
+        assert!(!config.describe().contains("secret"));
+        assert!(!format!("{config:?}").contains("secret"));
+        assert_eq!(config.describe(), "db.internal:6543/chat");
+    }
+}

@@ -1,0 +1,1114 @@
+//! The `Store` contract, one suite run against both backends: every test below runs once on
+//! SQLite (a temporary file) and once on PostgreSQL (a fresh schema, dropped afterwards), as
+//! `sqlite::NAME` and `postgres::NAME`. "Another node" is a second store opened on the same
+//! database, as a second chatd process would.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatd::core::error::StoreError;
+use chatd::core::model::{ConversationType, JsonObject, Message, MessageType, Platform, Role};
+use chatd::core::ports::{
+    ActivityCursor, AppendOutcome, CommitHook, HistoryRange, Membership, NewConversation, NewDevice,
+    NewMessage, PushJob, Store,
+};
+use chatd::core::realtime::ConversationHead;
+use chatd::core::time::Timestamp;
+use chatd::store::postgres::{PostgresConfig, PostgresStore};
+use chatd::store::sqlite::{SqliteStore, Synchronous};
+use common::pg::Schema;
+use futures::future::join_all;
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------
+// The two backends.
+
+/// Where a test's database lives; kept alive (and cleaned up) for the whole test.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(Schema),
+}
+
+impl Place {
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Place::Sqlite(dir) => Arc::new(
+                SqliteStore::open(&dir.path().join("chatd.db"), Synchronous::Normal).expect("open SQLite"),
+            ),
+            Place::Postgres(schema) => {
+                Arc::new(PostgresStore::connect(&schema.config()).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is needed for these tests ({}; set CHATD_TEST_POSTGRES_URL): {e}",
+                        common::pg::base_url()
+                    )
+                }))
+            }
+        }
+    }
+}
+
+/// A test's store, and a way to open another node on the same database.
+struct Db {
+    place: Place,
+}
+
+impl Db {
+    /// Another store on the same database, as another chatd node (or a restart) would open.
+    async fn another_node(&self) -> Arc<dyn Store> {
+        self.place.open().await
+    }
+}
+
+async fn run<F, Fut>(place: Place, test: F)
+where
+    F: FnOnce(Arc<dyn Store>, Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let db = Db { place };
+    let store = db.place.open().await;
+    test(store, db).await;
+}
+
+/// Declares each test once per backend.
+macro_rules! store_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    super::run(super::Place::Sqlite(dir), super::$name).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::run(super::Place::Postgres(super::Schema::fresh()), super::$name).await;
+                }
+            )+
+        }
+    };
+}
+
+store_tests!(
+    ping_answers,
+    a_group_is_created_with_its_members_oldest_first,
+    a_repeated_direct_key_returns_the_existing_conversation,
+    a_direct_conversation_created_on_two_nodes_at_once_exists_once,
+    an_unknown_conversation_is_none_and_a_non_members_unread_count_is_zero,
+    membership_tells_no_conversation_not_member_and_member_with_kind,
+    conversations_are_listed_newest_activity_first_with_a_cursor,
+    update_conversation_replaces_only_the_given_fields,
+    added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_alone,
+    remove_member_reports_whether_it_removed_and_passes_ownership,
+    appends_get_gap_free_seqs_and_return_the_members_with_their_unread_counts,
+    a_message_keeps_every_field_it_was_sent_with,
+    refused_appends_write_nothing_and_consume_no_seq,
+    a_client_id_repeat_returns_the_original_per_sender_and_conversation,
+    the_commit_hook_runs_once_before_append_returns,
+    the_commit_hook_runs_even_if_the_caller_gives_up,
+    edit_replaces_content_of_live_messages_only,
+    delete_clears_the_message_once_and_fixes_unread_counts,
+    history_pages_run_backward_from_the_newest_or_forward_from_a_seq,
+    mark_read_raises_caps_and_never_lowers_the_marker,
+    set_notifications_switches_a_members_notifications,
+    unread_counts_list_only_conversations_with_unread_messages,
+    conversation_heads_and_contacts_cover_the_users_conversations,
+    push_jobs_are_recorded_and_listed_oldest_first,
+    devices_are_upserted_listed_and_removed_per_user,
+    everything_survives_reopening_the_store,
+    concurrent_appends_get_seqs_one_to_n_and_hooks_run_in_seq_order,
+    concurrent_appends_on_two_nodes_share_one_gap_free_sequence,
+    a_client_id_sent_concurrently_on_two_nodes_is_written_once,
+    a_member_removed_concurrently_cannot_append_after_the_removal,
+    read_markers_under_concurrent_appends_and_reads_stay_monotonic_and_counts_exact,
+    members_added_during_appends_get_exact_unread_counts,
+);
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn object(value: serde_json::Value) -> JsonObject {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn group(owner: &str, others: &[&str]) -> NewConversation {
+    let mut members = vec![(owner.to_owned(), Role::Owner)];
+    members.extend(others.iter().map(|u| (u.to_string(), Role::Member)));
+    NewConversation {
+        id: new_id(),
+        kind: ConversationType::Group,
+        name: Some("team".into()),
+        context: None,
+        metadata: JsonObject::new(),
+        direct_key: None,
+        members,
+        created_at: Timestamp::now(),
+    }
+}
+
+fn direct(a: &str, b: &str, key: &str) -> NewConversation {
+    NewConversation {
+        id: new_id(),
+        kind: ConversationType::Direct,
+        name: None,
+        context: Some("product:981".into()),
+        metadata: JsonObject::new(),
+        direct_key: Some(key.into()),
+        members: vec![(a.into(), Role::Owner), (b.into(), Role::Member)],
+        created_at: Timestamp::now(),
+    }
+}
+
+async fn create(store: &Arc<dyn Store>, new: NewConversation) -> String {
+    store.create_conversation(new).await.expect("create").id
+}
+
+fn text(conversation_id: &str, sender: &str, content: &str) -> NewMessage {
+    NewMessage {
+        id: new_id(),
+        conversation_id: conversation_id.into(),
+        sender_id: sender.into(),
+        kind: MessageType::Text,
+        content: Some(content.into()),
+        client_id: None,
+        reply_to_id: None,
+        attachments: Vec::new(),
+        metadata: JsonObject::new(),
+    }
+}
+
+fn with_client_id(mut new: NewMessage, client_id: &str) -> NewMessage {
+    new.client_id = Some(client_id.into());
+    new
+}
+
+fn no_hook() -> CommitHook {
+    Box::new(|_| {})
+}
+
+async fn append(store: &Arc<dyn Store>, new: NewMessage) -> AppendOutcome {
+    store.append_message(new, no_hook()).await.expect("append")
+}
+
+/// Appends and expects a commit; returns the message.
+async fn send(store: &Arc<dyn Store>, conversation_id: &str, sender: &str, content: &str) -> Message {
+    match append(store, text(conversation_id, sender, content)).await {
+        AppendOutcome::Committed { message, .. } => message,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+fn committed(outcome: &AppendOutcome) -> &Message {
+    match outcome {
+        AppendOutcome::Committed { message, .. } => message,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+async fn history(store: &Arc<dyn Store>, conversation_id: &str) -> Vec<Message> {
+    let range = HistoryRange { after_seq: Some(0), before_seq: None, limit: 100_000 };
+    store.messages(conversation_id, range).await.expect("history").0
+}
+
+async fn last_seq(store: &Arc<dyn Store>, conversation_id: &str) -> i64 {
+    store.conversation(conversation_id, "nobody").await.expect("read").expect("exists").last_seq
+}
+
+async fn unread_of(store: &Arc<dyn Store>, conversation_id: &str, user: &str) -> i64 {
+    store.conversation(conversation_id, user).await.expect("read").expect("exists").unread_count
+}
+
+async fn member_marker(store: &Arc<dyn Store>, conversation_id: &str, user: &str) -> i64 {
+    match store.membership(conversation_id, user).await.expect("membership") {
+        Membership::Member { member, .. } => member.last_read_seq,
+        other => panic!("{user} is not a member: {other:?}"),
+    }
+}
+
+/// Every member's stored unread count equals a recount from the history.
+async fn assert_unread_counts_exact(store: &Arc<dyn Store>, conversation_id: &str) {
+    let messages = history(store, conversation_id).await;
+    let conversation = store.conversation(conversation_id, "nobody").await.expect("read").expect("exists");
+    for member in &conversation.members {
+        let expected = messages
+            .iter()
+            .filter(|m| {
+                m.seq > member.last_read_seq && m.sender_id != member.user_id && m.deleted_at.is_none()
+            })
+            .count() as i64;
+        assert_eq!(
+            unread_of(store, conversation_id, &member.user_id).await,
+            expected,
+            "unread count of {} (read up to {})",
+            member.user_id,
+            member.last_read_seq
+        );
+    }
+}
+
+fn seqs(messages: &[Message]) -> Vec<i64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Every method's contract.
+
+async fn ping_answers(store: Arc<dyn Store>, _db: Db) {
+    store.ping().await.expect("ping");
+}
+
+async fn a_group_is_created_with_its_members_oldest_first(store: Arc<dyn Store>, _db: Db) {
+    let mut new = group("alice", &["bob", "carol"]);
+    new.context = Some("team:7".into());
+    new.metadata = object(json!({ "topic": "launch", "n": 1 }));
+    let created_at = new.created_at;
+    let created = store.create_conversation(new.clone()).await.expect("create");
+    assert!(created.created);
+    assert_eq!(created.id, new.id);
+
+    let conversation = store.conversation(&created.id, "bob").await.expect("read").expect("exists");
+    assert_eq!(conversation.kind, ConversationType::Group);
+    assert_eq!(conversation.name.as_deref(), Some("team"));
+    assert_eq!(conversation.context.as_deref(), Some("team:7"));
+    assert_eq!(conversation.metadata, new.metadata);
+    assert_eq!(conversation.created_at, created_at);
+    assert_eq!((conversation.last_seq, conversation.last_message.is_none()), (0, true));
+    assert_eq!(conversation.last_message_at, None);
+    assert_eq!(conversation.unread_count, 0);
+    let members: Vec<(&str, Role, i64, bool)> = conversation
+        .members
+        .iter()
+        .map(|m| (m.user_id.as_str(), m.role, m.last_read_seq, m.notifications))
+        .collect();
+    assert_eq!(
+        members,
+        vec![
+            ("alice", Role::Owner, 0, true),
+            ("bob", Role::Member, 0, true),
+            ("carol", Role::Member, 0, true)
+        ]
+    );
+    assert!(conversation.members.iter().all(|m| m.joined_at == created_at));
+}
+
+async fn a_repeated_direct_key_returns_the_existing_conversation(store: Arc<dyn Store>, _db: Db) {
+    let first =
+        store.create_conversation(direct("alice", "bob", "alice|bob|product:981")).await.expect("first");
+    assert!(first.created);
+    let again =
+        store.create_conversation(direct("bob", "alice", "alice|bob|product:981")).await.expect("again");
+    assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
+    let other =
+        store.create_conversation(direct("alice", "bob", "alice|bob|product:982")).await.expect("other");
+    assert!(other.created);
+    assert_ne!(other.id, first.id);
+    let conversation = store.conversation(&first.id, "alice").await.expect("read").expect("exists");
+    assert_eq!(conversation.kind, ConversationType::Direct);
+    assert_eq!(conversation.context.as_deref(), Some("product:981"));
+}
+
+async fn a_direct_conversation_created_on_two_nodes_at_once_exists_once(store: Arc<dyn Store>, db: Db) {
+    let other = db.another_node().await;
+    let attempts = (0..16).map(|n| {
+        let node = if n % 2 == 0 { store.clone() } else { other.clone() };
+        tokio::spawn(async move { node.create_conversation(direct("alice", "bob", "alice|bob|")).await })
+    });
+    let results: Vec<_> =
+        join_all(attempts).await.into_iter().map(|r| r.expect("task").expect("create")).collect();
+    let ids: BTreeSet<&str> = results.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one conversation: {results:?}");
+    assert_eq!(results.iter().filter(|c| c.created).count(), 1);
+    let heads = store.conversation_heads("alice").await.expect("heads");
+    assert_eq!(heads.len(), 1);
+}
+
+async fn an_unknown_conversation_is_none_and_a_non_members_unread_count_is_zero(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    assert!(store.conversation("nope", "alice").await.expect("read").is_none());
+    let id = create(&store, group("alice", &["bob"])).await;
+    send(&store, &id, "alice", "hi").await;
+    assert_eq!(unread_of(&store, &id, "bob").await, 1);
+    assert_eq!(unread_of(&store, &id, "mallory").await, 0);
+}
+
+async fn membership_tells_no_conversation_not_member_and_member_with_kind(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    assert!(matches!(store.membership("nope", "alice").await.expect("m"), Membership::NoConversation));
+    assert!(matches!(store.membership(&id, "mallory").await.expect("m"), Membership::NotMember));
+    match store.membership(&id, "alice").await.expect("m") {
+        Membership::Member { member, kind } => {
+            assert_eq!(
+                (member.user_id.as_str(), member.role, kind),
+                ("alice", Role::Owner, ConversationType::Group)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn conversations_are_listed_newest_activity_first_with_a_cursor(store: Arc<dyn Store>, _db: Db) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut new = group("alice", &["bob"]);
+        new.created_at = Timestamp(1_000 + n);
+        ids.push(create(&store, new).await);
+    }
+    // Two conversations with the same activity time are ordered by id, descending.
+    let mut tie = group("alice", &["bob"]);
+    tie.created_at = Timestamp(1_004);
+    ids.push(create(&store, tie).await);
+    create(&store, group("carol", &[])).await;
+
+    let listed: Vec<String> =
+        store.conversations_of("alice", None, 100).await.expect("list").into_iter().map(|c| c.id).collect();
+    let mut expected = vec![ids[5].clone(), ids[4].clone(), ids[3].clone(), ids[2].clone(), ids[1].clone()];
+    expected.push(ids[0].clone());
+    if ids[4] > ids[5] {
+        expected.swap(0, 1);
+    }
+    assert_eq!(listed, expected);
+
+    // A message moves its conversation to the top, with the message and the viewer's count.
+    let message = send(&store, &ids[0], "bob", "bump").await;
+    let page = store.conversations_of("alice", None, 2).await.expect("page");
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].id, ids[0]);
+    assert_eq!(page[0].last_message.as_ref(), Some(&message));
+    assert_eq!(page[0].last_message_at, Some(message.created_at));
+    assert_eq!(page[0].unread_count, 1);
+    assert_eq!(page[0].members.len(), 2);
+
+    // Paging with the cursor of the last item walks the rest without repeats.
+    let mut walked = vec![page[0].id.clone(), page[1].id.clone()];
+    let mut cursor = ActivityCursor {
+        activity_at: page[1].last_message_at.unwrap_or(page[1].created_at),
+        id: page[1].id.clone(),
+    };
+    loop {
+        let next = store.conversations_of("alice", Some(cursor.clone()), 2).await.expect("page");
+        let Some(last) = next.last() else { break };
+        cursor = ActivityCursor {
+            activity_at: last.last_message_at.unwrap_or(last.created_at),
+            id: last.id.clone(),
+        };
+        walked.extend(next.iter().map(|c| c.id.clone()));
+    }
+    let all: Vec<String> =
+        store.conversations_of("alice", None, 100).await.expect("list").into_iter().map(|c| c.id).collect();
+    assert_eq!(walked, all);
+    assert_eq!(all.len(), 6);
+}
+
+async fn update_conversation_replaces_only_the_given_fields(store: Arc<dyn Store>, _db: Db) {
+    let mut new = group("alice", &[]);
+    new.metadata = object(json!({ "a": 1 }));
+    let id = create(&store, new).await;
+    assert!(store.update_conversation(&id, Some("renamed".into()), None).await.expect("update"));
+    let read = store.conversation(&id, "alice").await.expect("read").expect("exists");
+    assert_eq!((read.name.as_deref(), read.metadata.clone()), (Some("renamed"), object(json!({ "a": 1 }))));
+    assert!(
+        store.update_conversation(&id, None, Some(object(json!({ "b": [1, 2] })))).await.expect("update")
+    );
+    let read = store.conversation(&id, "alice").await.expect("read").expect("exists");
+    assert_eq!((read.name.as_deref(), read.metadata), (Some("renamed"), object(json!({ "b": [1, 2] }))));
+    assert!(!store.update_conversation("nope", Some("x".into()), None).await.expect("update"));
+}
+
+async fn added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_alone(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    send(&store, &id, "alice", "one").await;
+    send(&store, &id, "alice", "two").await;
+    let added = store
+        .add_members(&id, vec!["carol".into(), "bob".into(), "dave".into()], Role::Admin, Timestamp(5_000))
+        .await
+        .expect("add");
+    assert_eq!(added, vec!["carol".to_owned(), "dave".to_owned()]);
+    let conversation = store.conversation(&id, "carol").await.expect("read").expect("exists");
+    let carol = conversation.member("carol").expect("carol");
+    assert_eq!((carol.role, carol.last_read_seq, carol.joined_at), (Role::Admin, 2, Timestamp(5_000)));
+    assert_eq!(conversation.unread_count, 0, "earlier history is visible but not unread");
+    assert_eq!(conversation.member("bob").expect("bob").role, Role::Member);
+    send(&store, &id, "alice", "three").await;
+    assert_eq!(unread_of(&store, &id, "carol").await, 1);
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+async fn remove_member_reports_whether_it_removed_and_passes_ownership(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob", "carol"])).await;
+    assert!(!store.remove_member(&id, "mallory", None).await.expect("remove"));
+    assert!(store.remove_member(&id, "carol", None).await.expect("remove"));
+    assert!(matches!(store.membership(&id, "carol").await.expect("m"), Membership::NotMember));
+    assert!(store.remove_member(&id, "alice", Some("bob".into())).await.expect("remove"));
+    let conversation = store.conversation(&id, "bob").await.expect("read").expect("exists");
+    let members: Vec<(&str, Role)> =
+        conversation.members.iter().map(|m| (m.user_id.as_str(), m.role)).collect();
+    assert_eq!(members, vec![("bob", Role::Owner)]);
+}
+
+async fn appends_get_gap_free_seqs_and_return_the_members_with_their_unread_counts(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let id = create(&store, group("alice", &["bob", "carol"])).await;
+    store
+        .upsert_device(NewDevice {
+            id: new_id(),
+            user_id: "bob".into(),
+            platform: Platform::Fcm,
+            token: "t".into(),
+            endpoint: None,
+            keys: None,
+            created_at: Timestamp::now(),
+        })
+        .await
+        .expect("device");
+    for n in 1..=3 {
+        let outcome = append(&store, text(&id, "alice", &format!("m{n}"))).await;
+        let AppendOutcome::Committed { message, mut recipients } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(message.seq, n);
+        recipients.sort_by(|a, b| a.member.user_id.cmp(&b.member.user_id));
+        let seen: Vec<(&str, bool, i64)> =
+            recipients.iter().map(|r| (r.member.user_id.as_str(), r.has_devices, r.unread_count)).collect();
+        assert_eq!(seen, vec![("alice", false, 0), ("bob", true, n), ("carol", false, n)]);
+    }
+    let before = Timestamp::now();
+    let fourth = send(&store, &id, "bob", "m4").await;
+    assert!(fourth.created_at >= Timestamp(before.millis() - 1000) && fourth.created_at <= Timestamp::now());
+    assert_eq!(seqs(&history(&store, &id).await), vec![1, 2, 3, 4]);
+    let conversation = store.conversation(&id, "alice").await.expect("read").expect("exists");
+    assert_eq!((conversation.last_seq, conversation.unread_count), (4, 1));
+    assert_eq!(conversation.last_message, Some(fourth.clone()));
+    assert_eq!(conversation.last_message_at, Some(fourth.created_at));
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+async fn a_message_keeps_every_field_it_was_sent_with(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let first = send(&store, &id, "bob", "first").await;
+    let new = NewMessage {
+        id: new_id(),
+        conversation_id: id.clone(),
+        sender_id: "alice".into(),
+        kind: MessageType::Image,
+        content: Some("caption ✓ \"quoted\"\nline".into()),
+        client_id: Some("c-1".into()),
+        reply_to_id: Some(first.id.clone()),
+        attachments: vec![object(json!({ "url": "https://x/y.png", "w": 10, "nested": { "a": [1, null] } }))],
+        metadata: object(json!({ "product_id": 981, "nul": "a\u{0}b", "big": 12345678901234_i64 })),
+    };
+    let message = committed(&append(&store, new.clone()).await).clone();
+    let read = store.message(&new.id).await.expect("read").expect("exists");
+    assert_eq!(read, message);
+    assert_eq!(
+        (read.kind, read.content.as_deref(), read.client_id.as_deref(), read.reply_to_id.as_deref()),
+        (MessageType::Image, new.content.as_deref(), Some("c-1"), Some(first.id.as_str()))
+    );
+    assert_eq!((read.attachments, read.metadata), (new.attachments, new.metadata));
+    assert_eq!((read.edited_at, read.deleted_at), (None, None));
+    assert!(store.message("nope").await.expect("read").is_none());
+}
+
+async fn refused_appends_write_nothing_and_consume_no_seq(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let other = create(&store, group("alice", &[])).await;
+    let elsewhere = send(&store, &other, "alice", "elsewhere").await;
+    send(&store, &id, "alice", "one").await;
+
+    assert!(matches!(append(&store, text(&id, "mallory", "x")).await, AppendOutcome::NotMember));
+    assert!(matches!(append(&store, text("nope", "alice", "x")).await, AppendOutcome::NoConversation));
+    let mut reply = text(&id, "alice", "x");
+    reply.reply_to_id = Some(elsewhere.id.clone());
+    assert!(matches!(append(&store, reply).await, AppendOutcome::ReplyNotFound));
+    let mut reply = text(&id, "alice", "x");
+    reply.reply_to_id = Some("nope".into());
+    assert!(matches!(append(&store, reply).await, AppendOutcome::ReplyNotFound));
+
+    assert_eq!(last_seq(&store, &id).await, 1);
+    assert_eq!(send(&store, &id, "bob", "two").await.seq, 2, "no seq was consumed");
+    assert_eq!(seqs(&history(&store, &id).await), vec![1, 2]);
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+async fn a_client_id_repeat_returns_the_original_per_sender_and_conversation(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let other = create(&store, group("alice", &[])).await;
+    let original = committed(&append(&store, with_client_id(text(&id, "alice", "hi"), "c-1")).await).clone();
+    match append(&store, with_client_id(text(&id, "alice", "different text"), "c-1")).await {
+        AppendOutcome::Duplicate(message) => assert_eq!(message, original),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    assert_eq!(last_seq(&store, &id).await, 1, "a duplicate consumes no seq");
+    assert_eq!(unread_of(&store, &id, "bob").await, 1, "nor counts as unread");
+    // The key is per sender and per conversation.
+    assert_eq!(committed(&append(&store, with_client_id(text(&id, "bob", "hi"), "c-1")).await).seq, 2);
+    assert_eq!(committed(&append(&store, with_client_id(text(&other, "alice", "hi"), "c-1")).await).seq, 1);
+    // Messages without a key never collide.
+    send(&store, &id, "alice", "a").await;
+    send(&store, &id, "alice", "a").await;
+    assert_eq!(seqs(&history(&store, &id).await), vec![1, 2, 3, 4]);
+}
+
+async fn the_commit_hook_runs_once_before_append_returns(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let hook: CommitHook = {
+        let seen = seen.clone();
+        Box::new(move |outcome| {
+            if let AppendOutcome::Committed { message, .. } = outcome {
+                seen.lock().expect("lock").push(message.seq);
+            }
+        })
+    };
+    let outcome = store.append_message(text(&id, "alice", "hi"), hook).await.expect("append");
+    assert_eq!(committed(&outcome).seq, 1);
+    assert_eq!(*seen.lock().expect("lock"), vec![1], "ran exactly once, before the return");
+}
+
+async fn the_commit_hook_runs_even_if_the_caller_gives_up(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let (ran, hooked) = tokio::sync::oneshot::channel::<i64>();
+    let hook: CommitHook = Box::new(move |outcome| {
+        if let AppendOutcome::Committed { message, .. } = outcome {
+            let _ = ran.send(message.seq);
+        }
+    });
+    let new = text(&id, "alice", "abandoned");
+    let message_id = new.id.clone();
+    {
+        let mut call = std::pin::pin!(store.append_message(new, hook));
+        // Started, then dropped: the caller is cancelled.
+        let _ = futures::poll!(call.as_mut());
+    }
+    let seq =
+        tokio::time::timeout(Duration::from_secs(10), hooked).await.expect("hook within 10 s").expect("ran");
+    assert_eq!(seq, 1);
+    assert_eq!(store.message(&message_id).await.expect("read").expect("committed").seq, 1);
+}
+
+async fn edit_replaces_content_of_live_messages_only(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let message = send(&store, &id, "alice", "draft").await;
+    let edited =
+        store.edit_message(&message.id, "final".into(), Timestamp(9_000)).await.expect("edit").expect("live");
+    assert_eq!((edited.content.as_deref(), edited.edited_at), (Some("final"), Some(Timestamp(9_000))));
+    assert_eq!((edited.seq, edited.created_at), (message.seq, message.created_at));
+    assert_eq!(store.message(&message.id).await.expect("read"), Some(edited));
+    store.delete_message(&message.id, Timestamp(9_500)).await.expect("delete");
+    assert!(
+        store.edit_message(&message.id, "again".into(), Timestamp(10_000)).await.expect("edit").is_none()
+    );
+    assert!(store.edit_message("nope", "x".into(), Timestamp(10_000)).await.expect("edit").is_none());
+}
+
+async fn delete_clears_the_message_once_and_fixes_unread_counts(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob", "carol"])).await;
+    let mut new = text(&id, "alice", "oops");
+    new.attachments = vec![object(json!({ "url": "u" }))];
+    new.metadata = object(json!({ "k": "v" }));
+    let message = committed(&append(&store, new).await).clone();
+    send(&store, &id, "alice", "kept").await;
+    store.mark_read(&id, "carol", 1).await.expect("read");
+    assert_eq!((unread_of(&store, &id, "bob").await, unread_of(&store, &id, "carol").await), (2, 1));
+
+    let (deleted, now) =
+        store.delete_message(&message.id, Timestamp(7_000)).await.expect("delete").expect("exists");
+    assert!(now);
+    assert_eq!(deleted.content, None);
+    assert!(deleted.attachments.is_empty() && deleted.metadata.is_empty());
+    assert_eq!((deleted.deleted_at, deleted.seq), (Some(Timestamp(7_000)), 1));
+    assert_eq!(unread_of(&store, &id, "bob").await, 1, "bob had not read it");
+    assert_eq!(unread_of(&store, &id, "carol").await, 1, "carol had read it");
+    assert_eq!(unread_of(&store, &id, "alice").await, 0);
+
+    let (again, now) =
+        store.delete_message(&message.id, Timestamp(8_000)).await.expect("delete").expect("exists");
+    assert!(!now);
+    assert_eq!(again.deleted_at, Some(Timestamp(7_000)));
+    assert_eq!(unread_of(&store, &id, "bob").await, 1, "counted down once");
+    assert!(store.delete_message("nope", Timestamp(8_000)).await.expect("delete").is_none());
+    assert_eq!(seqs(&history(&store, &id).await), vec![1, 2], "a deleted message keeps its seq");
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+async fn history_pages_run_backward_from_the_newest_or_forward_from_a_seq(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &[])).await;
+    for n in 1..=10 {
+        send(&store, &id, "alice", &format!("m{n}")).await;
+    }
+    let page = |after_seq, before_seq, limit| HistoryRange { after_seq, before_seq, limit };
+    let (newest, more) = store.messages(&id, page(None, None, 3)).await.expect("page");
+    assert_eq!((seqs(&newest), more), (vec![8, 9, 10], true));
+    let (older, more) = store.messages(&id, page(None, Some(8), 3)).await.expect("page");
+    assert_eq!((seqs(&older), more), (vec![5, 6, 7], true));
+    let (oldest, more) = store.messages(&id, page(None, Some(3), 3)).await.expect("page");
+    assert_eq!((seqs(&oldest), more), (vec![1, 2], false));
+    let (forward, more) = store.messages(&id, page(Some(2), None, 3)).await.expect("page");
+    assert_eq!((seqs(&forward), more), (vec![3, 4, 5], true));
+    let (tail, more) = store.messages(&id, page(Some(7), None, 3)).await.expect("page");
+    assert_eq!((seqs(&tail), more), (vec![8, 9, 10], false));
+    let (between, more) = store.messages(&id, page(Some(2), Some(6), 10)).await.expect("page");
+    assert_eq!((seqs(&between), more), (vec![3, 4, 5], false));
+    let (exact, more) = store.messages(&id, page(Some(0), None, 10)).await.expect("page");
+    assert_eq!((exact.len(), more), (10, false));
+    let (none, more) = store.messages("nope", page(None, None, 10)).await.expect("page");
+    assert_eq!((none.len(), more), (0, false));
+}
+
+async fn mark_read_raises_caps_and_never_lowers_the_marker(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    for n in 1..=5 {
+        send(&store, &id, "alice", &format!("m{n}")).await;
+    }
+    assert_eq!(store.mark_read(&id, "mallory", 3).await.expect("read"), None);
+    assert_eq!(store.mark_read("nope", "bob", 3).await.expect("read"), None);
+    assert_eq!(store.mark_read(&id, "bob", 3).await.expect("read"), Some((0, 3)));
+    assert_eq!(unread_of(&store, &id, "bob").await, 2);
+    assert_eq!(store.mark_read(&id, "bob", 1).await.expect("read"), Some((3, 3)), "never lowered");
+    assert_eq!(store.mark_read(&id, "bob", 99).await.expect("read"), Some((3, 5)), "capped at the last seq");
+    assert_eq!(unread_of(&store, &id, "bob").await, 0);
+    assert_eq!(member_marker(&store, &id, "bob").await, 5);
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+async fn set_notifications_switches_a_members_notifications(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    assert!(store.set_notifications(&id, "bob", false).await.expect("set"));
+    let Membership::Member { member, .. } = store.membership(&id, "bob").await.expect("m") else { panic!() };
+    assert!(!member.notifications);
+    assert!(store.set_notifications(&id, "bob", true).await.expect("set"));
+    let conversation = store.conversation(&id, "bob").await.expect("read").expect("exists");
+    assert!(conversation.member("bob").expect("bob").notifications);
+    assert!(!store.set_notifications(&id, "mallory", false).await.expect("set"));
+}
+
+async fn unread_counts_list_only_conversations_with_unread_messages(store: Arc<dyn Store>, _db: Db) {
+    let a = create(&store, group("alice", &["bob"])).await;
+    let b = create(&store, group("alice", &["bob"])).await;
+    create(&store, group("alice", &["bob"])).await;
+    send(&store, &a, "alice", "1").await;
+    send(&store, &a, "alice", "2").await;
+    send(&store, &b, "alice", "1").await;
+    send(&store, &b, "bob", "mine").await;
+    let mut counts = store.unread_counts("bob").await.expect("counts");
+    counts.sort();
+    let mut expected = vec![(a.clone(), 2), (b.clone(), 1)];
+    expected.sort();
+    assert_eq!(counts, expected);
+    store.mark_read(&b, "bob", 2).await.expect("read");
+    assert_eq!(store.unread_counts("bob").await.expect("counts"), vec![(a, 2)]);
+    assert!(store.unread_counts("nobody").await.expect("counts").is_empty());
+}
+
+async fn conversation_heads_and_contacts_cover_the_users_conversations(store: Arc<dyn Store>, _db: Db) {
+    let a = create(&store, group("alice", &["bob", "carol"])).await;
+    let b = create(&store, direct("alice", "dave", "alice|dave|")).await;
+    create(&store, group("erin", &["frank"])).await;
+    send(&store, &a, "bob", "1").await;
+    send(&store, &a, "bob", "2").await;
+    let heads = store.conversation_heads("alice").await.expect("heads");
+    let mut expected =
+        vec![ConversationHead { id: a.clone(), last_seq: 2 }, ConversationHead { id: b, last_seq: 0 }];
+    expected.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(heads, expected, "sorted by id");
+    let mut contacts = store.contacts("alice").await.expect("contacts");
+    contacts.sort();
+    assert_eq!(contacts, vec!["bob", "carol", "dave"]);
+    let mut contacts = store.contacts("bob").await.expect("contacts");
+    contacts.sort();
+    assert_eq!(contacts, vec!["alice", "carol"]);
+    assert!(store.contacts("nobody").await.expect("contacts").is_empty());
+}
+
+async fn push_jobs_are_recorded_and_listed_oldest_first(store: Arc<dyn Store>, _db: Db) {
+    store.enqueue_push(Vec::new()).await.expect("nothing to enqueue");
+    let jobs: Vec<PushJob> = (1..=5)
+        .map(|n| PushJob {
+            id: new_id(),
+            user_id: format!("user{n}"),
+            conversation_id: "c".into(),
+            message_id: format!("m{n}"),
+            seq: n,
+            created_at: Timestamp(1_000 + n),
+        })
+        .collect();
+    store.enqueue_push(jobs[3..].to_vec()).await.expect("enqueue");
+    store.enqueue_push(jobs[..3].to_vec()).await.expect("enqueue");
+    assert_eq!(store.pending_push_jobs(100).await.expect("pending"), jobs);
+    assert_eq!(store.pending_push_jobs(2).await.expect("pending"), jobs[..2].to_vec());
+}
+
+async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>, _db: Db) {
+    let device = |token: &str, endpoint: Option<&str>, keys: Option<JsonObject>, at| NewDevice {
+        id: new_id(),
+        user_id: "alice".into(),
+        platform: Platform::Webpush,
+        token: token.into(),
+        endpoint: endpoint.map(Into::into),
+        keys,
+        created_at: Timestamp(at),
+    };
+    let first = store
+        .upsert_device(device(
+            "t1",
+            Some("https://push/1"),
+            Some(object(json!({ "p256dh": "k", "auth": "a" }))),
+            1_000,
+        ))
+        .await
+        .expect("upsert");
+    assert_eq!(
+        (first.platform, first.token.as_str(), first.created_at),
+        (Platform::Webpush, "t1", Timestamp(1_000))
+    );
+    let refreshed = store
+        .upsert_device(device(
+            "t1",
+            Some("https://push/2"),
+            Some(object(json!({ "p256dh": "k2", "auth": "a2" }))),
+            2_000,
+        ))
+        .await
+        .expect("upsert");
+    assert_eq!(
+        (refreshed.id.as_str(), refreshed.created_at),
+        (first.id.as_str(), Timestamp(1_000)),
+        "same device"
+    );
+    assert_eq!(refreshed.endpoint.as_deref(), Some("https://push/2"));
+    assert_eq!(refreshed.keys, Some(object(json!({ "p256dh": "k2", "auth": "a2" }))));
+    let second = store.upsert_device(device("t2", None, None, 3_000)).await.expect("upsert");
+    assert_eq!((second.endpoint.clone(), second.keys.clone()), (None, None));
+    let mut bobs = device("t1", None, None, 4_000);
+    bobs.user_id = "bob".into();
+    let bobs = store.upsert_device(bobs).await.expect("upsert");
+    assert_ne!(bobs.id, first.id, "the token is per user");
+
+    assert_eq!(store.devices("alice").await.expect("devices"), vec![refreshed.clone(), second.clone()]);
+    assert!(!store.remove_device("alice", &bobs.id).await.expect("remove"), "not alice's");
+    assert!(store.remove_device("alice", &first.id).await.expect("remove"));
+    assert!(!store.remove_device("alice", &first.id).await.expect("remove"));
+    assert_eq!(store.devices("alice").await.expect("devices"), vec![second]);
+    assert_eq!(store.devices("bob").await.expect("devices"), vec![bobs]);
+}
+
+async fn everything_survives_reopening_the_store(store: Arc<dyn Store>, db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let sent = send(&store, &id, "alice", "durable").await;
+    store.mark_read(&id, "bob", 1).await.expect("read");
+    let before = store.conversation(&id, "bob").await.expect("read").expect("exists");
+    drop(store);
+    let reopened = db.another_node().await;
+    assert_eq!(reopened.conversation(&id, "bob").await.expect("read"), Some(before));
+    assert_eq!(history(&reopened, &id).await, vec![sent]);
+    assert_eq!(send(&reopened, &id, "bob", "next").await.seq, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency.
+
+async fn concurrent_appends_get_seqs_one_to_n_and_hooks_run_in_seq_order(store: Arc<dyn Store>, _db: Db) {
+    const N: i64 = 200;
+    let id = create(&store, group("alice", &["bob", "carol"])).await;
+    let hooked: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let senders = ["alice", "bob", "carol"];
+    let tasks = (0..N).map(|n| {
+        let (store, hooked, id) = (store.clone(), hooked.clone(), id.clone());
+        let sender = senders[n as usize % senders.len()];
+        tokio::spawn(async move {
+            let hook: CommitHook = Box::new(move |outcome| {
+                if let AppendOutcome::Committed { message, .. } = outcome {
+                    hooked.lock().expect("lock").push(message.seq);
+                }
+            });
+            store.append_message(text(&id, sender, &format!("m{n}")), hook).await
+        })
+    });
+    let mut acked: Vec<i64> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| committed(&r.expect("task").expect("append")).seq)
+        .collect();
+    acked.sort_unstable();
+    let all: Vec<i64> = (1..=N).collect();
+    assert_eq!(acked, all, "every seq once, no gap");
+    assert_eq!(*hooked.lock().expect("lock"), all, "hooks ran in seq order");
+    assert_eq!(seqs(&history(&store, &id).await), all);
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+async fn concurrent_appends_on_two_nodes_share_one_gap_free_sequence(store: Arc<dyn Store>, db: Db) {
+    const N: i64 = 120;
+    let other = db.another_node().await;
+    let id = create(&store, group("alice", &["bob"])).await;
+    let hooked: [Arc<Mutex<Vec<i64>>>; 2] = Default::default();
+    let tasks = (0..N).map(|n| {
+        let node = (n % 2) as usize;
+        let store = if node == 0 { store.clone() } else { other.clone() };
+        let (hooked, id) = (hooked[node].clone(), id.clone());
+        tokio::spawn(async move {
+            let hook: CommitHook = Box::new(move |outcome| {
+                if let AppendOutcome::Committed { message, .. } = outcome {
+                    hooked.lock().expect("lock").push(message.seq);
+                }
+            });
+            store.append_message(text(&id, if node == 0 { "alice" } else { "bob" }, "x"), hook).await
+        })
+    });
+    let mut acked: Vec<i64> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| committed(&r.expect("task").expect("append")).seq)
+        .collect();
+    acked.sort_unstable();
+    assert_eq!(acked, (1..=N).collect::<Vec<_>>());
+    for node in &hooked {
+        let seen = node.lock().expect("lock").clone();
+        assert_eq!(seen.len() as i64, N / 2);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "each node's hooks in seq order: {seen:?}");
+    }
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+async fn a_client_id_sent_concurrently_on_two_nodes_is_written_once(store: Arc<dyn Store>, db: Db) {
+    let other = db.another_node().await;
+    let id = create(&store, group("alice", &["bob"])).await;
+    for round in 0..5 {
+        let client_id = format!("retry-{round}");
+        let tasks = (0..12).map(|n| {
+            let store = if n % 2 == 0 { store.clone() } else { other.clone() };
+            let new = with_client_id(text(&id, "alice", "same"), &client_id);
+            tokio::spawn(async move { store.append_message(new, no_hook()).await })
+        });
+        let outcomes: Vec<AppendOutcome> =
+            join_all(tasks).await.into_iter().map(|r| r.expect("task").expect("never an error")).collect();
+        let originals: Vec<&Message> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                AppendOutcome::Committed { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(originals.len(), 1, "exactly one commit: {outcomes:?}");
+        for outcome in &outcomes {
+            match outcome {
+                AppendOutcome::Committed { .. } => {}
+                AppendOutcome::Duplicate(message) => assert_eq!(message, originals[0]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(seqs(&history(&store, &id).await), vec![1, 2, 3, 4, 5]);
+    assert_eq!(unread_of(&store, &id, "bob").await, 5);
+}
+
+async fn a_member_removed_concurrently_cannot_append_after_the_removal(store: Arc<dyn Store>, db: Db) {
+    let other = db.another_node().await;
+    for _round in 0..3 {
+        let id = create(&store, group("alice", &["bob", "carol"])).await;
+        // Several appenders on both nodes send as carol until refused a few times each.
+        let appenders = (0..6).map(|task| {
+            let store = if task % 2 == 0 { store.clone() } else { other.clone() };
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                let mut refused = 0;
+                for n in 0..2_000 {
+                    let started = tokio::time::Instant::now();
+                    let new = text(&id, "carol", &format!("t{task} m{n}"));
+                    let outcome = store.append_message(new, no_hook()).await.expect("append");
+                    if matches!(outcome, AppendOutcome::NotMember) {
+                        refused += 1;
+                    }
+                    outcomes.push((started, outcome));
+                    if refused == 3 {
+                        break;
+                    }
+                }
+                outcomes
+            })
+        });
+        let appenders: Vec<_> = appenders.collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(store.remove_member(&id, "carol", None).await.expect("remove"));
+        let removed_at = tokio::time::Instant::now();
+        let at_removal = history(&store, &id).await;
+
+        let mut acked = Vec::new();
+        for appender in appenders {
+            let outcomes = appender.await.expect("task");
+            for (started, outcome) in &outcomes {
+                match outcome {
+                    AppendOutcome::Committed { message, recipients } => {
+                        assert!(*started < removed_at, "an append started after the removal committed");
+                        assert!(
+                            recipients.iter().any(|r| r.member.user_id == "carol"),
+                            "a member as of the commit"
+                        );
+                        acked.push(message.seq);
+                    }
+                    AppendOutcome::NotMember => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            // Once refused, always refused.
+            let first_refused = outcomes.iter().position(|(_, o)| matches!(o, AppendOutcome::NotMember));
+            let first_refused = first_refused.expect("refused after the removal");
+            assert!(outcomes[first_refused..].iter().all(|(_, o)| matches!(o, AppendOutcome::NotMember)));
+        }
+        acked.sort_unstable();
+        let final_history = history(&store, &id).await;
+        assert_eq!(seqs(&final_history), seqs(&at_removal), "nothing of carol's committed after her removal");
+        assert_eq!(seqs(&final_history), acked, "exactly the acked messages");
+        assert_eq!(acked, (1..=acked.len() as i64).collect::<Vec<_>>(), "gap-free");
+        assert_unread_counts_exact(&store, &id).await;
+    }
+}
+
+async fn read_markers_under_concurrent_appends_and_reads_stay_monotonic_and_counts_exact(
+    store: Arc<dyn Store>,
+    db: Db,
+) {
+    let other = db.another_node().await;
+    let id = create(&store, group("alice", &["bob"])).await;
+    let appends = (0..80).map(|n| {
+        let store = if n % 2 == 0 { store.clone() } else { other.clone() };
+        let id = id.clone();
+        tokio::spawn(async move {
+            committed(&store.append_message(text(&id, "alice", "x"), no_hook()).await.expect("append")).seq
+        })
+    });
+    let reads = (0..80).map(|n| {
+        let store = if n % 2 == 0 { other.clone() } else { store.clone() };
+        let id = id.clone();
+        tokio::spawn(async move {
+            store.mark_read(&id, "bob", (n * 7) % 90).await.expect("read").expect("member")
+        })
+    });
+    let (appended, marks) = futures::join!(join_all(appends), join_all(reads));
+    let appended: Vec<i64> = appended.into_iter().map(|r| r.expect("task")).collect();
+    let highest_requested = (0..80).map(|n| (n * 7) % 90).max().unwrap_or(0);
+    for mark in marks {
+        let (before, after) = mark.expect("task");
+        assert!(after >= before, "never lowered: {before} -> {after}");
+        assert!(after <= 80, "capped at the last seq");
+    }
+    assert_eq!(appended.len(), 80);
+    let marker = member_marker(&store, &id, "bob").await;
+    assert!(marker <= highest_requested.min(80));
+    // A final read to the end: nothing unread, and every count exact along the way.
+    assert_unread_counts_exact(&store, &id).await;
+    assert_eq!(store.mark_read(&id, "bob", 80).await.expect("read").expect("member").1, 80);
+    assert_eq!(unread_of(&store, &id, "bob").await, 0);
+    assert_eq!(store.mark_read(&id, "bob", 3).await.expect("read").expect("member"), (80, 80));
+}
+
+async fn members_added_during_appends_get_exact_unread_counts(store: Arc<dyn Store>, db: Db) {
+    let other = db.another_node().await;
+    let id = create(&store, group("alice", &[])).await;
+    let appends = (0..60).map(|n| {
+        let store = if n % 2 == 0 { store.clone() } else { other.clone() };
+        let id = id.clone();
+        tokio::spawn(async move {
+            committed(&store.append_message(text(&id, "alice", "x"), no_hook()).await.expect("append")).seq
+        })
+    });
+    let adds = (0..10).map(|n| {
+        let store = if n % 2 == 0 { other.clone() } else { store.clone() };
+        let id = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(n * 3)).await;
+            store
+                .add_members(&id, vec![format!("user{n}")], Role::Member, Timestamp::now())
+                .await
+                .expect("add")
+        })
+    });
+    let (appended, added) = futures::join!(join_all(appends), join_all(adds));
+    assert!(appended.into_iter().all(|r| r.is_ok()));
+    assert!(added.into_iter().all(|r| r.expect("task").len() == 1));
+    assert_eq!(seqs(&history(&store, &id).await), (1..=60).collect::<Vec<_>>());
+    assert_unread_counts_exact(&store, &id).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL only: what has no SQLite counterpart.
+
+#[tokio::test]
+async fn postgres_an_unreachable_database_is_reported_unavailable_not_a_panic() {
+    let port = common::free_port();
+    let config = PostgresConfig::from_url(&format!("postgres://root@127.0.0.1:{port}/test")).expect("url");
+    match PostgresStore::connect(&config).await {
+        Err(StoreError::Unavailable(message)) => assert!(message.contains("connect"), "{message}"),
+        Err(other) => panic!("expected Unavailable, got {other}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_starting_together_migrate_one_fresh_schema_once() {
+    let schema = Schema::fresh();
+    let config = schema.config();
+    let opened = join_all((0..4).map(|_| PostgresStore::connect(&config))).await;
+    let stores: Vec<PostgresStore> = opened.into_iter().map(|r| r.expect("connect")).collect();
+    let id =
+        create(&(Arc::new(stores.into_iter().next().expect("one")) as Arc<dyn Store>), group("a", &[])).await;
+    let again: Arc<dyn Store> = Arc::new(PostgresStore::connect(&config).await.expect("reconnect"));
+    assert!(again.conversation(&id, "a").await.expect("read").is_some());
+}
+
+#[tokio::test]
+async fn postgres_a_search_path_without_a_schema_is_an_error_not_a_panic() {
+    let base = common::pg::base_url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3Dchatd_no_such_schema");
+    let missing = PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url")).await;
+    assert!(missing.is_err(), "nowhere to create tables is an error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_by_the_server_are_replaced() {
+    let schema = Schema::fresh();
+    let url = format!("{}&application_name={}", schema.url, schema.name);
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url")).await.expect("connect"),
+    );
+    let id = create(&store, group("alice", &["bob"])).await;
+    send(&store, &id, "alice", "before").await;
+
+    let (admin, connection) = tokio_postgres::connect(&common::pg::base_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&schema.name],
+        )
+        .await
+        .expect("terminate");
+    assert!(!killed.is_empty(), "the store had connections to kill");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    store.ping().await.expect("ping on a new connection");
+    assert_eq!(send(&store, &id, "bob", "after").await.seq, 2);
+    assert_eq!(seqs(&history(&store, &id).await), vec![1, 2]);
+}
