@@ -336,3 +336,177 @@ async fn a_redis_restart_loses_nothing_acked_and_delivery_resumes() {
     let history: Value = alice.get(&format!("/api/conversations/{id}/messages?limit=100")).await.expect(200);
     assert_eq!(history["messages"].as_array().expect("messages").len(), 15);
 }
+
+/// A `/ws` follower of one conversation that behaves as a client should: it takes a
+/// `message:new` whose seq is the next one, drops one it already has, and on a gap or a lost
+/// connection (reconnecting to the first node that answers) catches up with `sync`.
+struct Follower {
+    user: String,
+    conversation: String,
+    ws: Option<Ws>,
+    seqs: Vec<i64>,
+}
+
+impl Follower {
+    fn last(&self) -> i64 {
+        self.seqs.last().copied().unwrap_or(0)
+    }
+
+    async fn connect(&mut self, nodes: &[std::net::SocketAddr]) {
+        for addr in nodes {
+            let url = format!("ws://{addr}/ws?token={}", token(&self.user));
+            if let Ok(Ok((stream, _))) =
+                tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(url)).await
+            {
+                let mut ws = Ws { stream, next_id: 0, pushes: Default::default(), ready: Value::Null };
+                ws.ready = ws.next("ready").await;
+                self.ws = Some(ws);
+                self.sync().await;
+                return;
+            }
+        }
+        panic!("no node accepted {}", self.user);
+    }
+
+    /// Catches up until the server has nothing newer.
+    async fn sync(&mut self) {
+        let ws = self.ws.as_mut().expect("connected");
+        loop {
+            let page = ws.ok("sync", json!({ "conversations": { self.conversation.clone(): self.seqs.last().copied().unwrap_or(0) } })).await;
+            for message in page["messages"].as_array().expect("messages") {
+                let seq = message["seq"].as_i64().expect("seq");
+                if seq == self.seqs.last().copied().unwrap_or(0) + 1 {
+                    self.seqs.push(seq);
+                }
+            }
+            if page["has_more"] != true {
+                return;
+            }
+        }
+    }
+
+    /// Follows live traffic until `until`.
+    async fn follow(&mut self, nodes: &[std::net::SocketAddr], until: tokio::time::Instant) {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        while tokio::time::Instant::now() < until {
+            let ws = self.ws.as_mut().expect("connected");
+            let kept: Vec<Value> = ws.pushes.drain(..).collect();
+            let mut frames = kept;
+            match tokio::time::timeout(Duration::from_millis(100), ws.stream.next()).await {
+                Err(_) => {}
+                Ok(Some(Ok(Message::Text(text)))) => frames.push(serde_json::from_str(&text).expect("JSON")),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => {
+                    self.ws = None;
+                    self.connect(nodes).await;
+                    continue;
+                }
+            }
+            for frame in frames {
+                if frame["event"] != "message:new" {
+                    continue;
+                }
+                let seq = frame["data"]["seq"].as_i64().expect("seq");
+                if seq == self.last() + 1 {
+                    self.seqs.push(seq);
+                } else if seq > self.last() + 1 {
+                    self.sync().await;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_node_mid_traffic_loses_and_duplicates_nothing() {
+    const SENDERS: usize = 6;
+    const PER_SENDER: usize = 25;
+    let mut cluster = Cluster::start(3, REDIS_URL).await;
+    let users: Vec<String> = (0..SENDERS).map(|i| format!("u{i}")).collect();
+    let others: Vec<&str> = users[1..].iter().map(String::as_str).collect();
+    let conversation = cluster.node(0).client(&token("u0")).create("group", &others).await;
+    let id = conversation["id"].as_str().expect("id").to_owned();
+    let addrs: Vec<std::net::SocketAddr> = (0..3).map(|i| cluster.node(i).addr()).collect();
+
+    // Two followers per node; node 2's come back through nodes 0 and 1.
+    let mut followers = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let mut follower =
+            Follower { user: user.clone(), conversation: id.clone(), ws: None, seqs: Vec::new() };
+        let node = i % 3;
+        let order: Vec<_> = (0..3).map(|k| addrs[(node + k) % 3]).collect();
+        follower.connect(&order[..1]).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(8);
+        let fallback: Vec<_> = order.into_iter().filter(|a| *a != addrs[2] || node == 2).collect();
+        followers.push(tokio::spawn(async move {
+            follower.follow(&fallback, until).await;
+            follower.sync().await;
+            follower
+        }));
+    }
+
+    // Every user sends over REST through its node, retrying on another node (same
+    // client_id) when its node is gone.
+    let mut senders = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let clients: Vec<_> = (0..3).map(|k| cluster.node((i + k) % 3).client(&token(user))).collect();
+        let id = id.clone();
+        let user = user.clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0..PER_SENDER {
+                let body = json!({ "content": format!("{user} #{n}"), "client_id": format!("{user}-{n}") });
+                let path = format!("/api/conversations/{id}/messages");
+                let mut sent = false;
+                for client in clients.iter().cycle().take(6) {
+                    let reply =
+                        tokio::time::timeout(Duration::from_secs(3), client.try_post(&path, body.clone()))
+                            .await;
+                    if let Ok(Some(reply)) = reply
+                        && reply.status.is_success()
+                    {
+                        sent = true;
+                        break;
+                    }
+                }
+                assert!(sent, "{user} #{n} was never acked");
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cluster.nodes[2].take().expect("node 2").kill();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+
+    let total = (SENDERS * PER_SENDER) as i64;
+    let history = cluster.node(0).client(&token("u0"));
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = history
+            .get(&format!("/api/conversations/{id}/messages?after_seq={after}&limit=100"))
+            .await
+            .expect(200);
+        let messages = page["messages"].as_array().expect("messages").clone();
+        after = messages.last().map_or(after, |m| m["seq"].as_i64().expect("seq"));
+        stored.extend(messages);
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    let client_ids: BTreeSet<String> =
+        stored.iter().map(|m| m["client_id"].as_str().expect("client_id").to_owned()).collect();
+    assert_eq!(stored.len() as i64, total, "every acked send stored once");
+    assert_eq!(client_ids.len() as i64, total, "no client_id twice");
+    for follower in followers {
+        let follower = follower.await.expect("follower");
+        assert_eq!(
+            follower.seqs,
+            (1..=total).collect::<Vec<_>>(),
+            "{} saw every message once, in order",
+            follower.user
+        );
+    }
+}

@@ -173,17 +173,30 @@ impl Client {
     }
 
     async fn finish(req: reqwest::RequestBuilder) -> Reply {
-        let resp = req.send().await.expect("request");
+        Self::try_finish(req).await.expect("request")
+    }
+
+    /// A POST that may fail to reach the server (e.g. a killed node): `None` then.
+    pub async fn try_post(&self, path: &str, body: Value) -> Option<Reply> {
+        let mut req = self.http.post(format!("{}{}", self.base, path)).json(&body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        Self::try_finish(req).await.ok()
+    }
+
+    async fn try_finish(req: reqwest::RequestBuilder) -> reqwest::Result<Reply> {
+        let resp = req.send().await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.expect("body");
+        let bytes = resp.bytes().await?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Reply { status, body, headers }
+        Ok(Reply { status, body, headers })
     }
 
     pub async fn get(&self, path: &str) -> Reply {
