@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 START=$(date +%s)
 SMOKE=${SMOKE:-0}
-SCENARIOS=${SCENARIOS:-"fanout acks storm"}
+SCENARIOS=${SCENARIOS:-"fanout acks storm idle"}
 TARGETS=${TARGETS:-"node chatd-sio chatd-ws ceiling"}
 PEER=bench/peers/node-socketio
 WORK=target/bench
@@ -69,9 +69,6 @@ DATA_ARGS=()
 
 say "build (release)"
 cargo bench --bench loadgen --no-run 2>&1 | tail -n 3 | tee -a "$LOG"
-if [ -f benches/ws_idle.rs ]; then
-  cargo bench --bench ws_idle --no-run 2>&1 | tail -n 1 | tee -a "$LOG"
-fi
 
 say "Node peer dependencies"
 command -v node >/dev/null || { echo "Node.js is needed (apt-get install nodejs npm)"; exit 1; }
@@ -116,17 +113,11 @@ for target in $TARGETS; do
   [ "$target" != ceiling ] && wanted storm "$target" && run "$target" storm
 done
 
-IDLE_OUT=""
-if [ -f benches/ws_idle.rs ]; then
-  say "idle connections (benches/ws_idle.rs)"
-  if [ "$SMOKE" = 1 ]; then
-    export BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-200,400} BENCH_PING_SECS=${BENCH_PING_SECS:-1}
-  fi
-  if ! IDLE_OUT=$("${GEN[@]}" cargo bench -q --bench ws_idle 2>&1 | grep -v '^ *Running\|^ *Finished'); then
-    FAILED+=("ws_idle")
-  fi
-  echo "$IDLE_OUT" | tee -a "$LOG"
-fi
+# Idle connections: memory per connection, once per server (the ceiling relay is not a
+# server anyone would run; it has no idle run).
+for target in $TARGETS; do
+  [ "$target" != ceiling ] && wanted idle "$target" && run "$target" idle
+done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(( $(date +%s) - START ))
 
@@ -159,7 +150,7 @@ CEILING_NOTE=""
   echo
   echo "- Machine: $CPUS × $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1), $(free -g | awk '/^Mem:/ {print $2}') GB RAM, Linux $(uname -r)"
   echo "- Versions: $(rustc --version), Node.js $(node --version), socket.io $SIO_VERSION (peer; express $EXPRESS_VERSION, better-sqlite3 $SQLITE3_VERSION), socketioxide $SOCKETIOXIDE_VERSION (chatd)"
-  echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")bench/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out and acks, one storm per server; the raw records are in \`target/bench/results.jsonl\`"
+  echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")bench/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out and acks, one storm and one idle run per server; the raw records are in \`target/bench/results.jsonl\`"
   echo "- Priority: the load generator and the servers it starts run at nice $NICE$([ "$NICE" -lt 0 ] && echo " in a session of their own whose autogroup has nice $NICE too, so that other jobs on this shared machine (compiles, mostly) yield the CPU to them; what still ran beside them is in the *others* columns")."
   echo "- Pinning: $PINNING. chatd runs \`serve --rate-limit 0\` with \`TOKIO_WORKER_THREADS=1\` (chatd has no worker-thread setting; Tokio's default builder reads that variable, and the table at the end shows 1 Tokio worker in every chatd process); its SQLite writer thread shares CPU 0. The Node peer runs \`node server.js\` with \`NODE_ENV=production\`. The ceiling relay is the load generator's own \`--serve-ceiling\` mode (one thread)."
   echo "- Storage: both servers' SQLite databases on ${DATA_ROOT:-the system temp dir}${DATA_ROOT:+ (tmpfs)}: WAL, synchronous=NORMAL on both (no fsync per commit either way). The shared disk of this machine stalls for hundreds of ms at WAL checkpoints, which made disk runs unrepeatable; \`BENCH_DATA_ROOT=/path bench/run.sh\` puts them elsewhere."
@@ -176,15 +167,7 @@ CEILING_NOTE=""
   echo
   echo "## 3. Idle connections"
   echo
-  if [ -n "$IDLE_OUT" ]; then
-    echo "From \`cargo bench --bench ws_idle\` (chatd over plain WS), verbatim:"
-    echo
-    echo '```'
-    echo "$IDLE_OUT"
-    echo '```'
-  else
-    echo "(benches/ws_idle.rs is not on this branch yet; bench/run.sh runs it when it is.)"
-  fi
+  report idle
   echo
   echo "## 4. Reconnect storm"
   echo

@@ -6,14 +6,16 @@
 //!
 //! ```text
 //! cargo bench --bench loadgen -- --target chatd-sio|chatd-ws|node|ceiling \
-//!     --scenario fanout|acks|storm [--smoke] [--server-cpu 0] [--out results.jsonl]
+//!     --scenario fanout|acks|storm|idle [--smoke] [--server-cpu 0] [--out results.jsonl]
 //!     [--data-root /dev/shm] [--clients N] [--senders N] [--step-secs S] [--rates 1,2,4]
 //!     [--storm-rate MSGS_PER_S] [--per-task N] [--attach ADDR [--pid PID]]
+//!     [--counts 10000,18000] [--settle-secs S]
 //! cargo bench --bench loadgen -- --serve-ceiling 127.0.0.1:4100   # the ceiling relay alone
-//! cargo bench --bench loadgen -- --report results.jsonl [--section headline|fanout|acks|storm|servers]
+//! cargo bench --bench loadgen -- --report results.jsonl [--section headline|fanout|acks|storm|idle|servers]
 //! ```
 //! `--clients` sets the fan-out and storm client counts, `--senders` the ack scenario's,
-//! `--data-root` where the servers' temporary data directories go, `--attach` measures a
+//! `--counts` the idle scenario's connection counts and `--settle-secs` how long they idle
+//! before each measurement, `--data-root` where the servers' temporary data directories go, `--attach` measures a
 //! server that is already running. `STORM_DEBUG=1` prints every client's missing seqs after
 //! a storm that lost messages.
 //! Each run starts its own server process (fresh database), pinned with `taskset -c` when
@@ -48,12 +50,14 @@ fn main() -> anyhow::Result<()> {
             "fanout" => report::fanout_tables(&records),
             "acks" => report::acks_table(&records),
             "storm" => report::storm_table(&records),
+            "idle" => report::idle_table(&records),
             "servers" => report::servers_table(&records),
             _ => [
                 report::headline(&records),
                 report::fanout_tables(&records),
                 report::acks_table(&records),
                 report::storm_table(&records),
+                report::idle_table(&records),
                 report::servers_table(&records),
             ]
             .join("\n"),
@@ -63,7 +67,8 @@ fn main() -> anyhow::Result<()> {
     }
 
     let target = Target::parse(value("--target").context("--target is required")?)?;
-    let scenario = value("--scenario").context("--scenario is required (fanout, acks, storm)")?.to_owned();
+    let scenario =
+        value("--scenario").context("--scenario is required (fanout, acks, storm, idle)")?.to_owned();
     let mut config = if flag("--smoke") { Config::smoke(target) } else { Config::full(target) };
     config.launch.cpu = value("--server-cpu").map(str::parse).transpose()?;
     config.launch.ceiling_exe = Some(std::env::current_exe()?);
@@ -87,6 +92,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = value("--per-task") {
         config.per_task = n.parse()?;
+    }
+    if let Some(counts) = value("--counts") {
+        config.idle_counts = counts.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?;
+    }
+    if let Some(s) = value("--settle-secs") {
+        config.idle_settle = Duration::from_secs_f64(s.parse()?);
     }
     if let Some(rate) = value("--storm-rate") {
         config.storm_rate = rate.parse()?;

@@ -2,7 +2,7 @@
 //! (benches/loadgen.rs, code in benches/support/) runs every scenario with tiny numbers
 //! against chatd over Socket.IO, chatd over plain WS, the Node.js peer
 //! (bench/peers/node-socketio, whose npm dependencies are installed with `npm ci` on first
-//! use if missing) and the ceiling relay. Asserts only that numbers are produced and that no
+//! use if missing) and the ceiling relay (which has no storm and no idle scenario). Asserts only that numbers are produced and that no
 //! message was lost; nothing here measures anything.
 
 #[path = "../benches/support/mod.rs"]
@@ -57,6 +57,17 @@ fn check(record: &Record) {
             assert_eq!(s.not_stored, 0, "{}: messages not stored: {s:?}", s.target);
             assert_eq!(s.send_errors, 0, "{}: failed sends: {s:?}", s.target);
         }
+        Record::Idle(i) => {
+            assert_eq!(i.connect_failures, 0, "{}: connections failed to open: {i:?}", i.target);
+            assert_eq!(i.dropped, 0, "{}: the server closed idle connections: {i:?}", i.target);
+            assert!(i.baseline_rss > 0 && !i.points.is_empty(), "{}: no measurement: {i:?}", i.target);
+            for p in &i.points {
+                assert_eq!(p.connections, p.wanted, "{}: connections missing: {i:?}", i.target);
+                assert!(p.rss > 0 && p.anon > 0, "{}: no RSS: {i:?}", i.target);
+            }
+            assert!(i.marginal(i.points.len() - 1).is_some(), "{}: no marginal figure: {i:?}", i.target);
+            assert!(i.after_close_rss.is_some(), "{}: no RSS after closing: {i:?}", i.target);
+        }
     }
 }
 
@@ -74,18 +85,18 @@ fn smoke(target: Target, launch: Launch, scenarios: &[&str]) {
 
 #[test]
 fn chatd_over_socketio() {
-    smoke(Target::ChatdSio, Launch::default(), &["fanout", "acks", "storm"]);
+    smoke(Target::ChatdSio, Launch::default(), &["fanout", "acks", "storm", "idle"]);
 }
 
 #[test]
 fn chatd_over_plain_websocket() {
-    smoke(Target::ChatdWs, Launch::default(), &["fanout", "acks", "storm"]);
+    smoke(Target::ChatdWs, Launch::default(), &["fanout", "acks", "storm", "idle"]);
 }
 
 #[test]
 fn node_peer() {
     peer_dependencies();
-    smoke(Target::Node, Launch::default(), &["fanout", "acks", "storm"]);
+    smoke(Target::Node, Launch::default(), &["fanout", "acks", "storm", "idle"]);
 }
 
 /// The relay runs on a thread of this process here (the benchmark runs it as a process of

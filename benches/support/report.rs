@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::scenarios::{Acks, Fanout, FanoutStep, Record, Storm};
+use super::scenarios::{Acks, Fanout, FanoutStep, Idle, Record, Storm};
 use super::servers::{CpuReport, Target};
 
 /// Header cells for [`cpu_cells`].
@@ -154,6 +154,27 @@ fn each_run(values: &[f64]) -> String {
     values.iter().map(|v| thousands(*v)).collect::<Vec<_>>().join(" / ")
 }
 
+fn idles(records: &[Record]) -> Vec<&Idle> {
+    let mut v: Vec<&Idle> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Idle(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    v.sort_by_key(|i| order(&i.target));
+    v
+}
+
+/// The last idle run of a target.
+fn idle_of<'a>(records: &'a [Record], key: &str) -> Option<&'a Idle> {
+    idles(records).into_iter().rfind(|i| i.target == key)
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.1} KiB", bytes / 1024.0)
+}
+
 fn storm_of<'a>(records: &'a [Record], key: &str) -> Option<&'a Storm> {
     storms(records).into_iter().find(|s| s.target == key)
 }
@@ -202,6 +223,35 @@ pub fn headline(records: &[Record]) -> String {
         ratio(aws, anode),
         ratio(asio, anode)
     );
+    let (iws, isio, inode) =
+        (idle_of(records, "chatd-ws"), idle_of(records, "chatd-sio"), idle_of(records, "node"));
+    if let Some(top) = iws.or(isio).or(inode).and_then(|i| i.points.last()) {
+        // Growth over the baseline per connection at the top count, and the marginal cost
+        // between the last two counts.
+        let total = |i: Option<&Idle>| i.and_then(|i| i.points.last().map(|p| i.per_connection(p).0));
+        let idle_cell = |i: Option<&Idle>| {
+            i.and_then(|i| {
+                let p = i.points.last()?;
+                let marginal = i.marginal(i.points.len() - 1).map(|m| format!(" (marginal {})", kib(m.0)));
+                Some(format!("{}{}", kib(i.per_connection(p).0), marginal.unwrap_or_default()))
+            })
+            .unwrap_or_else(|| "–".into())
+        };
+        let less = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if a > 0.0 => format!("{:.1}× less", b / a),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| idle connections: server RSS per connection at {}, over its baseline; lower is better | {} | {} | {} | {} | {} | WS ≤ 6 KB, Socket.IO ≤ 12 KB |",
+            thousands(top.wanted as f64),
+            idle_cell(iws),
+            idle_cell(isio),
+            idle_cell(inode),
+            less(total(iws), total(inode)),
+            less(total(isio), total(inode)),
+        );
+    }
     let storm_cell = |s: Option<&Storm>| {
         s.map_or("–".into(), |s| match s.caught_up_secs {
             Some(t) => format!("{t:.2} s, lost {}", s.lost),
@@ -483,6 +533,82 @@ pub fn storm_table(records: &[Record]) -> String {
     out
 }
 
+/// Scenario 3's tables: memory per idle connection at each count, then what each server
+/// keeps after they close and what the keepalive costs.
+pub fn idle_table(records: &[Record]) -> String {
+    let mut out = String::new();
+    let all = idles(records);
+    let Some(first) = all.first() else { return "(not run)\n".into() };
+    let counts: Vec<String> = first.points.iter().map(|p| thousands(p.wanted as f64)).collect();
+    let _ = writeln!(
+        out,
+        "Idle connections to a fresh server process, each its own user with no conversations, each waiting for the server's `ready` (Socket.IO: after the namespace connect), opened {} handshakes at a time up to {} in turn; they then idle for {} s (at least one ping round: every server here pings every 25 s, and the clients answer Engine.IO's `2` with `3` and WebSocket pings with pongs) before the server's memory is read from /proc/<pid>/status. *RSS* is VmRSS, *anon* RssAnon (heap and stacks, without file and shared-memory pages such as the SQLite database on tmpfs). *Per connection* is the growth over the baseline (read before the first connection) divided by the connections open; *marginal* is the growth between two counts divided by the connections added, which leaves out one-time costs (thread stacks, allocator arenas, hash-table doublings). KiB = 1,024 bytes.\n",
+        first.concurrency,
+        counts.join(" then "),
+        first.settle_secs
+    );
+    let _ = writeln!(
+        out,
+        "| server | connections | RSS | over baseline | **per connection** | anon per connection | marginal per connection | marginal anon | threads | opened in |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
+    for i in &all {
+        for (n, p) in i.points.iter().enumerate() {
+            let (per, per_anon) = i.per_connection(p);
+            let marginal = i.marginal(n);
+            let open = if p.connections == p.wanted {
+                thousands(p.connections as f64)
+            } else {
+                format!("{} of {}", thousands(p.connections as f64), thousands(p.wanted as f64))
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {:.1} s |",
+                label(&i.target),
+                open,
+                mib(p.rss as f64),
+                mib(p.rss.saturating_sub(i.baseline_rss) as f64),
+                kib(per),
+                kib(per_anon),
+                marginal.map_or("–".into(), |m| kib(m.0)),
+                marginal.map_or("–".into(), |m| kib(m.1)),
+                p.threads,
+                p.open_secs
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n| server | baseline RSS (anon) | after closing all: RSS over baseline (anon) | keepalive: server CPU while the top count settled | pings answered meanwhile | server µs per ping | closed by the server | failed to open |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for i in &all {
+        let over = |after: Option<u64>, base: u64| {
+            after.map_or("–".into(), |a| format!("{:+.1} MiB", (a as f64 - base as f64) / 1048576.0))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} ({}) | {} ({}) | {:.2} % of a core over {:.0} s | {} | {:.1} | {} | {} |",
+            label(&i.target),
+            mib(i.baseline_rss as f64),
+            mib(i.baseline_anon as f64),
+            over(i.after_close_rss, i.baseline_rss),
+            over(i.after_close_anon, i.baseline_anon),
+            100.0 * i.idle_cpu_secs / i.idle_window_secs.max(1e-9),
+            i.idle_window_secs,
+            thousands(i.idle_pings as f64),
+            i.idle_cpu_secs * 1e6 / (i.idle_pings.max(1)) as f64,
+            i.dropped,
+            match &i.first_failure {
+                Some(e) => format!("{} (`{}`)", i.connect_failures, e.chars().take(80).collect::<String>()),
+                None => i.connect_failures.to_string(),
+            }
+        );
+    }
+    out
+}
+
 /// Where each server ran (allowed CPUs, threads, Tokio workers) and what it logged.
 pub fn servers_table(records: &[Record]) -> String {
     let mut out = String::new();
@@ -498,6 +624,7 @@ pub fn servers_table(records: &[Record]) -> String {
             Record::Fanout(f) => ("fanout", &f.server),
             Record::Acks(a) => ("acks", &a.server),
             Record::Storm(s) => ("storm", &s.server),
+            Record::Idle(i) => ("idle", &i.server),
         };
         let lag = server["relay_lag_reports"].as_u64().unwrap_or(0);
         let row = format!(

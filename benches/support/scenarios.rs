@@ -15,6 +15,14 @@
 //!    seq they hold until `has_more` is false. Reports the time until every client is caught
 //!    up and, after the senders stop and everything lands, the messages lost: per client,
 //!    every seq of its room up to the last acked one that it never received.
+//! 4. **idle**: the server's memory per idle connection. Opens connections (each its own
+//!    user, each waiting for the server's `ready`) up to each count in turn (10,000 then
+//!    18,000: the fd limit here is 20,000 per process), lets them idle for a settle time of
+//!    at least one ping round (the clients answer Engine.IO pings `2` with `3`, and WebSocket
+//!    pings with pongs), and reads the server's VmRSS and RssAnon at each count against the
+//!    baseline taken before the first connection: bytes per connection in all, and marginal
+//!    between two counts (without one-time costs); the server's CPU over the last settle
+//!    time (the keepalive); and the memory it keeps after every connection closed.
 //!
 //! Connections are driven many per task ([`Mux`]), bound to source addresses
 //! 127.0.0.2..=127.0.0.9, with TCP_NODELAY; everything is bounded in time and count.
@@ -68,6 +76,13 @@ pub struct Config {
     pub storm_timeout: Duration,
     /// Connections per task.
     pub per_task: usize,
+    /// Idle connections: the counts to measure at, increasing.
+    pub idle_counts: Vec<usize>,
+    /// Idle connections: how long they idle before each measurement (at least one ping
+    /// round: chatd's Socket.IO and plain-WS pings and the Node peer's come every 25 s).
+    pub idle_settle: Duration,
+    /// Idle connections: handshakes in flight at once.
+    pub idle_concurrency: usize,
 }
 
 impl Config {
@@ -94,6 +109,9 @@ impl Config {
             storm_jitter: Duration::from_secs(1),
             storm_timeout: Duration::from_secs(90),
             per_task: 50,
+            idle_counts: vec![10_000, 18_000],
+            idle_settle: Duration::from_secs(30),
+            idle_concurrency: 200,
         }
     }
 
@@ -118,6 +136,9 @@ impl Config {
             storm_jitter: Duration::from_millis(300),
             storm_timeout: Duration::from_secs(20),
             per_task: 16,
+            idle_counts: vec![30, 60],
+            idle_settle: Duration::from_millis(500),
+            idle_concurrency: 16,
             ..Config::full(target)
         }
     }
@@ -130,6 +151,7 @@ pub enum Record {
     Fanout(Fanout),
     Acks(Acks),
     Storm(Storm),
+    Idle(Idle),
 }
 
 impl Record {
@@ -138,6 +160,7 @@ impl Record {
             Record::Fanout(r) => &r.target,
             Record::Acks(r) => &r.target,
             Record::Storm(r) => &r.target,
+            Record::Idle(r) => &r.target,
         }
     }
 }
@@ -353,7 +376,8 @@ pub async fn run(config: &Config, scenario: &str) -> anyhow::Result<Record> {
         "fanout" => fanout(config).await.map(Record::Fanout),
         "acks" => acks(config).await.map(Record::Acks),
         "storm" => storm(config).await.map(Record::Storm),
-        other => bail!("unknown scenario {other:?} (fanout, acks, storm)"),
+        "idle" => idle(config).await.map(Record::Idle),
+        other => bail!("unknown scenario {other:?} (fanout, acks, storm, idle)"),
     }
 }
 
@@ -1775,4 +1799,310 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
         bail!("the server exited during the storm");
     }
     Ok(record)
+}
+
+// ---------------------------------------------------------------------------- idle
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Idle {
+    pub target: String,
+    pub smoke: bool,
+    pub settle_secs: f64,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+    /// The server's VmRSS and RssAnon before the first connection, bytes.
+    pub baseline_rss: u64,
+    pub baseline_anon: u64,
+    /// One per count, in order.
+    pub points: Vec<IdlePoint>,
+    /// After every connection closed (and a settle), bytes.
+    pub after_close_rss: Option<u64>,
+    pub after_close_anon: Option<u64>,
+    /// Handshakes that failed (or did not see `ready` within 30 s), and the first error.
+    pub connect_failures: u64,
+    pub first_failure: Option<String>,
+    /// Connections the server closed while they idled.
+    pub dropped: usize,
+    /// The server's CPU over the last count's settle time, every connection idle (the
+    /// keepalive), and the pings the clients answered meanwhile (Engine.IO and WebSocket).
+    pub idle_cpu_secs: f64,
+    pub idle_window_secs: f64,
+    pub idle_pings: u64,
+    pub server: Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdlePoint {
+    /// The count aimed at, and the connections open when measured.
+    pub wanted: usize,
+    pub connections: usize,
+    /// Time to open the connections since the previous count.
+    pub open_secs: f64,
+    /// VmRSS and RssAnon, bytes.
+    pub rss: u64,
+    pub anon: u64,
+    pub threads: u64,
+    /// Pings the clients had answered by then.
+    pub pings: u64,
+}
+
+impl Idle {
+    /// Growth over the baseline per connection at `point`: (all of RSS, anonymous), bytes.
+    pub fn per_connection(&self, point: &IdlePoint) -> (f64, f64) {
+        let n = point.connections.max(1) as f64;
+        (
+            point.rss.saturating_sub(self.baseline_rss) as f64 / n,
+            point.anon.saturating_sub(self.baseline_anon) as f64 / n,
+        )
+    }
+
+    /// Growth per connection between point `i - 1` and point `i`: (RSS, anonymous), bytes.
+    pub fn marginal(&self, i: usize) -> Option<(f64, f64)> {
+        let (a, b) = (self.points.get(i.checked_sub(1)?)?, self.points.get(i)?);
+        let n = b.connections.checked_sub(a.connections).filter(|n| *n > 0)? as f64;
+        Some(((b.rss as f64 - a.rss as f64) / n, (b.anon as f64 - a.anon as f64) / n))
+    }
+}
+
+#[derive(Default)]
+struct IdleStats {
+    /// Connections handed to the task and not closed by the server.
+    open: usize,
+    pings: u64,
+    dropped: usize,
+}
+
+/// Keeps `conns` open and answering pings until `stop` says so; then drops them (closing
+/// each connection).
+async fn idle_task(
+    mut conns: Vec<Conn>,
+    proto: Proto,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<Mutex<IdleStats>>,
+) {
+    let mux = Mux::new(conns.len());
+    let mut ready = Vec::new();
+    let mut gone = vec![false; conns.len()];
+    lock(&stats).open += conns.len();
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow_and_update() {
+                    break;
+                }
+            }
+            () = mux.ready() => {
+                mux.take(&mut ready);
+                let (mut pings, mut dropped) = (0u64, 0usize);
+                for &i in &ready {
+                    if gone[i] {
+                        continue;
+                    }
+                    let conn = &mut conns[i];
+                    let before = conn.pings;
+                    conn.pump(mux.waker(i), |message, out| {
+                        if decode(proto, message) == Incoming::Ping {
+                            pings += 1;
+                            push_text(out, ENGINE_IO_PONG);
+                        }
+                    });
+                    pings += conn.pings - before;
+                    if conn.closed {
+                        gone[i] = true;
+                        dropped += 1;
+                    }
+                }
+                if pings > 0 || dropped > 0 {
+                    let mut shared = lock(&stats);
+                    shared.pings += pings;
+                    shared.dropped += dropped;
+                    shared.open -= dropped;
+                }
+            }
+        }
+    }
+    let open = gone.iter().filter(|g| !**g).count();
+    drop(conns);
+    lock(&stats).open -= open;
+}
+
+async fn idle(config: &Config) -> anyhow::Result<Idle> {
+    let target = config.target;
+    ensure!(target.has_rest(), "the idle scenario measures chatd and the Node peer, not the ceiling relay");
+    let counts = &config.idle_counts;
+    ensure!(
+        !counts.is_empty() && counts.windows(2).all(|w| w[0] < w[1]),
+        "idle counts must be increasing, e.g. 10000,18000"
+    );
+    let max = *counts.last().unwrap_or(&0);
+    let mut server = ServerProcess::start(target, &config.launch).await?;
+    let addr = server.addr;
+    let proto = target.proto();
+    let (_, tokens) = users(max, "idle")?;
+    // Let the server finish starting (SQLite, first allocations) before the baseline.
+    tokio::time::sleep(Duration::from_secs(1).min(config.idle_settle * 2)).await;
+    let baseline_rss = server.rss().context("the server's VmRSS")?;
+    let baseline_anon = server.rss_anon().context("the server's RssAnon")?;
+    let settle = config.idle_settle;
+    println!(
+        "{} idle: counts {counts:?}, settle {:.1} s; baseline RSS {:.1} MiB ({:.1} MiB anonymous)",
+        target.key(),
+        settle.as_secs_f64(),
+        baseline_rss as f64 / 1048576.0,
+        baseline_anon as f64 / 1048576.0
+    );
+    println!(
+        "{:>11} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "connections", "open s", "RSS MiB", "B/conn", "anon B/c", "marginal", "marg anon", "threads"
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stats = Arc::new(Mutex::new(IdleStats::default()));
+    let mut tasks = Vec::new();
+    let mut points: Vec<IdlePoint> = Vec::new();
+    let (mut failures, mut first_failure) = (0u64, None::<String>);
+    let mut opened = 0;
+    let (mut idle_cpu_secs, mut idle_window_secs, mut idle_pings) = (0.0, 0.0, 0);
+    for &count in counts {
+        let started = Instant::now();
+        // In chunks, each handed to idling tasks at once, so that no connection waits
+        // unanswered through a ping round while the rest of a count is opened.
+        while opened < count {
+            let chunk = (count - opened).min(1000);
+            let results: Vec<anyhow::Result<Conn>> =
+                futures::stream::iter(tokens[opened..opened + chunk].iter().enumerate())
+                    .map(|(i, token)| async move {
+                        let source = Some(source_for(opened + i));
+                        tokio::time::timeout(
+                            Duration::from_secs(30),
+                            connect_client(addr, proto, source, token),
+                        )
+                        .await
+                        .map_err(|_| anyhow::anyhow!("no ready within 30 s"))?
+                    })
+                    .buffer_unordered(config.idle_concurrency)
+                    .collect()
+                    .await;
+            opened += chunk;
+            let mut conns = Vec::with_capacity(chunk);
+            for result in results {
+                match result {
+                    Ok(conn) => conns.push(conn),
+                    Err(err) => {
+                        failures += 1;
+                        first_failure.get_or_insert_with(|| format!("{err:#}"));
+                    }
+                }
+            }
+            while !conns.is_empty() {
+                let rest = conns.split_off(conns.len().min(config.per_task));
+                tasks.push(tokio::spawn(idle_task(conns, proto, stop_rx.clone(), stats.clone())));
+                conns = rest;
+            }
+        }
+        let open_secs = started.elapsed().as_secs_f64();
+        // The keepalive's cost: the server's CPU over the last count's settle time.
+        let (cpu_before, pings_before, window_start) =
+            (server.cpu_time(), lock(&stats).pings, Instant::now());
+        tokio::time::sleep(settle).await;
+        idle_cpu_secs = server.cpu_time().saturating_sub(cpu_before).as_secs_f64();
+        idle_window_secs = window_start.elapsed().as_secs_f64();
+        idle_pings = lock(&stats).pings - pings_before;
+        ensure!(server.alive(), "the server exited while {count} connections idled");
+        let (connections, pings) = {
+            let s = lock(&stats);
+            (s.open, s.pings)
+        };
+        let point = IdlePoint {
+            wanted: count,
+            connections,
+            open_secs,
+            rss: server.rss().context("VmRSS")?,
+            anon: server.rss_anon().context("RssAnon")?,
+            threads: server.threads().unwrap_or(0),
+            pings,
+        };
+        points.push(point);
+        let partial = Idle {
+            target: target.key().into(),
+            smoke: config.smoke,
+            settle_secs: settle.as_secs_f64(),
+            concurrency: config.idle_concurrency,
+            baseline_rss,
+            baseline_anon,
+            points: points.clone(),
+            after_close_rss: None,
+            after_close_anon: None,
+            connect_failures: failures,
+            first_failure: None,
+            dropped: 0,
+            idle_cpu_secs: 0.0,
+            idle_window_secs: 0.0,
+            idle_pings: 0,
+            server: Value::Null,
+        };
+        let last = partial.points.last().expect("just pushed");
+        let (per, per_anon) = partial.per_connection(last);
+        let marginal = partial.marginal(partial.points.len() - 1);
+        let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+        println!(
+            "{:>11} {:>8.1} {:>10.1} {:>10.0} {:>10.0} {:>10} {:>10} {:>8}",
+            last.connections,
+            open_secs,
+            last.rss as f64 / 1048576.0,
+            per,
+            per_anon,
+            cell(marginal.map(|m| m.0)),
+            cell(marginal.map(|m| m.1)),
+            last.threads
+        );
+        if connections != count {
+            println!("  !! {connections} of {count} connections are open ({failures} failed to open)");
+        }
+    }
+    if let Some(err) = &first_failure {
+        println!("  first connect failure: {err}");
+    }
+
+    let (dropped, open_at_end) = {
+        let s = lock(&stats);
+        (s.dropped, s.open)
+    };
+    println!(
+        "  idle CPU at {open_at_end} connections: {:.2} % of a core over {idle_window_secs:.1} s, {idle_pings} pings answered; {dropped} connections closed by the server",
+        idle_cpu_secs / idle_window_secs.max(1e-9) * 100.0
+    );
+
+    // Close everything; what the server keeps.
+    stop_tx.send(true)?;
+    for task in tasks {
+        task.await?;
+    }
+    tokio::time::sleep(settle.min(Duration::from_secs(10))).await;
+    let (after_close_rss, after_close_anon) = (server.rss(), server.rss_anon());
+    if let Some(after) = after_close_rss {
+        println!(
+            "  after closing all: RSS {:.1} MiB ({:+.1} MiB over the baseline)",
+            after as f64 / 1048576.0,
+            (after as f64 - baseline_rss as f64) / 1048576.0
+        );
+    }
+    ensure!(server.alive(), "the server exited");
+    Ok(Idle {
+        target: target.key().into(),
+        smoke: config.smoke,
+        settle_secs: settle.as_secs_f64(),
+        concurrency: config.idle_concurrency,
+        baseline_rss,
+        baseline_anon,
+        points,
+        after_close_rss,
+        after_close_anon,
+        connect_failures: failures,
+        first_failure,
+        dropped,
+        idle_cpu_secs,
+        idle_window_secs,
+        idle_pings,
+        server: server.describe(),
+    })
 }

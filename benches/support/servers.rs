@@ -265,18 +265,26 @@ impl ServerProcess {
         self.pid.and_then(|pid| cpu_time_of(&pid.to_string())).unwrap_or_default()
     }
 
-    /// Resident set size now, bytes.
+    /// Resident set size now, bytes (VmRSS).
     pub fn rss(&self) -> Option<u64> {
+        self.status_kb("VmRSS:").map(|kb| kb * 1024)
+    }
+
+    /// Anonymous resident memory now, bytes (RssAnon: heap and stacks, without file and
+    /// shared-memory pages such as SQLite's database on tmpfs).
+    pub fn rss_anon(&self) -> Option<u64> {
+        self.status_kb("RssAnon:").map(|kb| kb * 1024)
+    }
+
+    /// Threads now.
+    pub fn threads(&self) -> Option<u64> {
+        self.status_kb("Threads:")
+    }
+
+    /// A numeric field of /proc/<pid>/status (`name` with its colon; sizes are in kB).
+    pub fn status_kb(&self, name: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
+        status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches("kB").trim().parse().ok()
     }
 
     /// Where the process may run, its threads by name, and Tokio worker count.

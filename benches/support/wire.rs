@@ -150,6 +150,8 @@ pub struct Conn {
     frag: Vec<u8>,
     /// The server closed (close frame or EOF) or the socket failed.
     pub closed: bool,
+    /// WebSocket pings received (each answered with a pong).
+    pub pings: u64,
 }
 
 impl Conn {
@@ -198,7 +200,15 @@ impl Conn {
                 bail!("bad Sec-WebSocket-Accept in the upgrade response");
             }
             inbuf.drain(..head_len);
-            return Ok(Conn { stream, inbuf, pos: 0, out: Vec::new(), frag: Vec::new(), closed: false });
+            return Ok(Conn {
+                stream,
+                inbuf,
+                pos: 0,
+                out: Vec::new(),
+                frag: Vec::new(),
+                closed: false,
+                pings: 0,
+            });
         }
     }
 
@@ -227,6 +237,7 @@ impl Conn {
                     }
                 }
                 OP_PING => {
+                    self.pings += 1;
                     let data = self.inbuf[payload].to_vec();
                     push_client_frame(&mut self.out, OP_PONG, &data);
                 }
