@@ -6,83 +6,14 @@
 
 mod common;
 
-use std::collections::{BTreeSet, VecDeque};
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use chatd::config::Config;
 use common::pg::Schema;
+use common::ws::Ws;
 use common::{Client, ServerProcess, TestServer, chatd_command, cli_token, free_port, run_bounded};
 use futures::future::join_all;
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A `/ws` client that keeps pushes it has not looked at yet.
-struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    pushes: VecDeque<Value>,
-    ready: Value,
-}
-
-impl Ws {
-    async fn connect(server: &TestServer, user: &str) -> Ws {
-        let url = format!("ws://{}/ws?token={}", server.addr, server.token(user));
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
-        let mut ws = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
-        ws.ready = ws.next("ready").await;
-        ws
-    }
-
-    async fn frame(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
-                .await
-                .expect("a frame within 5 s")
-                .expect("the connection is open")
-                .expect("a readable frame");
-            match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
-                Message::Close(close) => panic!("closed by the server: {close:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    /// Sends `event` and returns its successful ack; pushes that arrive meanwhile are kept.
-    async fn ok(&mut self, event: &str, data: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let frame = json!({ "id": id, "event": event, "data": data });
-        self.stream.send(Message::text(frame.to_string())).await.expect("send");
-        loop {
-            let frame = self.frame().await;
-            if frame.get("id") == Some(&json!(id)) {
-                assert_eq!(frame["ack"]["ok"], true, "{event}: {frame}");
-                return frame["ack"].clone();
-            }
-            self.pushes.push_back(frame);
-        }
-    }
-
-    /// The next push named `event`.
-    async fn next(&mut self, event: &str) -> Value {
-        if let Some(i) = self.pushes.iter().position(|p| p["event"] == event) {
-            return self.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
-        }
-        loop {
-            let frame = self.frame().await;
-            if frame["event"] == event {
-                return frame["data"].clone();
-            }
-            self.pushes.push_back(frame);
-        }
-    }
-}
 
 fn seqs(history: &Value) -> Vec<i64> {
     history["messages"].as_array().expect("messages").iter().filter_map(|m| m["seq"].as_i64()).collect()
