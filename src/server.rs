@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> (Router, Realtime) {
             (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))
         })
         .layer(socketio_layer)
+        .layer(axum::middleware::map_request(socketio::detach_handshake))
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
         .layer(CatchPanicLayer::custom(|_| panic_response()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))

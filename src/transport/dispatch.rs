@@ -10,22 +10,6 @@ use crate::core::model::User;
 use crate::core::realtime::{ConversationRef, Empty, PresenceQuery, SyncRequest};
 use crate::core::{Chat, ChatError};
 
-/// Every event a client may send, as named on the wire.
-pub const CLIENT_EVENTS: [&str; 12] = [
-    "message:send",
-    "message:edit",
-    "message:delete",
-    "message:read",
-    "typing:start",
-    "typing:stop",
-    "conversation:focus",
-    "conversation:unfocus",
-    "conversation:join",
-    "conversation:leave",
-    "sync",
-    "presence:query",
-];
-
 /// The calling connection's subscriptions, as its transport keeps them.
 pub trait Subscriptions {
     /// Deliver the conversation's events to this connection from now on.

@@ -10,11 +10,13 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::extract::{OriginalUri, Request};
+use axum::http::{HeaderValue, Uri};
 use serde::Deserialize;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
@@ -26,7 +28,13 @@ use crate::core::ports::{Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
-use crate::transport::dispatch::{self, CLIENT_EVENTS, Subscriptions, dispatch, error_body};
+use crate::transport::dispatch::{self, Subscriptions, dispatch, error_body};
+
+/// Where socketioxide serves (its default).
+const SOCKET_IO_PATH: &str = "/socket.io/";
+
+/// Initial read buffer of a Socket.IO websocket.
+const WS_READ_BUFFER_BYTES: usize = 1024;
 
 fn conversation_room(id: &str) -> String {
     format!("c:{id}")
@@ -95,11 +103,39 @@ pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
         .max_payload(MAX_PAYLOAD_BYTES as u64)
         .ws_max_message_size(MAX_PAYLOAD_BYTES)
         .ws_max_frame_size(MAX_PAYLOAD_BYTES)
+        // Each websocket keeps this buffer for life; tungstenite's 128 KiB default is most
+        // of an idle connection's memory. Larger frames still arrive, in more reads.
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .with_state(state.clone())
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     tokio::spawn(relay(io.clone(), state.bus.clone(), state.bus.subscribe()));
     (layer, io)
+}
+
+/// Copies a Socket.IO request's URI and header values out of the connection's read buffer.
+/// socketioxide keeps each socket's handshake request for the socket's life, and hyper parses
+/// the URI and header values as slices of the (16 KiB) buffer the request was read into: left
+/// shared, every idle socket would pin a whole buffer. Other requests pass untouched.
+pub async fn detach_handshake(mut request: Request) -> Request {
+    if !request.uri().path().starts_with(SOCKET_IO_PATH) {
+        return request;
+    }
+    for value in request.headers_mut().values_mut() {
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
+        *request.uri_mut() = uri;
+    }
+    if let Some(OriginalUri(original)) = request.extensions_mut().get_mut::<OriginalUri>()
+        && let Ok(uri) = Uri::try_from(original.to_string())
+    {
+        *original = uri;
+    }
+    request
 }
 
 /// The handshake's `auth` object (other fields are the client's business).
@@ -184,28 +220,28 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(
     }
 }
 
-/// Registers every client event and the disconnect handler.
+/// Registers the event handler and the disconnect handler. One fallback handler serves every
+/// event (the dispatch table knows the names and refuses unknown ones): a handler per event
+/// name would cost each socket a dozen boxed closures.
 fn register_events(socket: &SocketRef) {
-    for event in CLIENT_EVENTS {
-        socket.on(
-            event,
-            move |socket: SocketRef,
-                  State(state): State<AppState>,
-                  Caller(user): Caller,
-                  TryData(data): TryData<Value>,
-                  AckRequested(wants_ack): AckRequested,
-                  ack: AckSender| async move {
-                let result = match data {
-                    Ok(data) => {
-                        let rooms = SocketRooms(&socket, state.bus.as_ref());
-                        dispatch(&state.chat, &user, event, data, &rooms).await
-                    }
-                    Err(err) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
-                };
-                respond(&socket, event, wants_ack, ack, result);
-            },
-        );
-    }
+    socket.on_fallback(
+        |socket: SocketRef,
+         State(state): State<AppState>,
+         Caller(user): Caller,
+         Event(event): Event,
+         TryData(data): TryData<Value>,
+         AckRequested(wants_ack): AckRequested,
+         ack: AckSender| async move {
+            let result = match data {
+                Ok(data) => {
+                    let rooms = SocketRooms(&socket, state.bus.as_ref());
+                    dispatch(&state.chat, &user, &event, data, &rooms).await
+                }
+                Err(err) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
+            };
+            respond(&socket, &event, wants_ack, ack, result);
+        },
+    );
     socket.on_disconnect(
         |socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>| async move {
             forget(&socket, state.bus.as_ref(), &user.id);

@@ -489,6 +489,8 @@ const scenarios = {
       [alice, { conversation_id: conv.id, content: "hi", surprise: true }, "invalid"],
       [alice, { conversation_id: "no-such-conversation", content: "hi" }, "not_found"],
       [alice, { conversation_id: conv.id, content: "x".repeat(4001) }, "too_large"],
+      // Near the 64 KiB frame cap: read whole through the small websocket read buffer.
+      [alice, { conversation_id: conv.id, content: "é".repeat(30000) }, "too_large"],
       [dave, { conversation_id: conv.id, content: "let me in" }, "not_a_member"],
     ];
     for (const [client, payload, code] of cases) {
@@ -499,6 +501,8 @@ const scenarios = {
     }
     const badRead = await alice.ack("message:read", { conversation_id: conv.id, seq: "two" });
     assert.equal(badRead.error.code, "invalid");
+    const unknown = await alice.ack("message:shout", { conversation_id: conv.id });
+    assert.equal(unknown.error.code, "invalid", JSON.stringify(unknown));
     // Without an ack callback, a failure comes back as an `error` event.
     alice.socket.emit("message:send", { conversation_id: conv.id });
     const error = await alice.next("error");
