@@ -578,6 +578,18 @@ pub fn idle_table(records: &[Record]) -> String {
             );
         }
     }
+    // Issue 5 asks for 100k connections shown across 6 processes or argued from the figure
+    // per connection: 6 processes of ≤ 16,667 stay under the fd limit of 20,000 each.
+    let _ = writeln!(
+        out,
+        "\n**100,000 connections**, argued from these figures: six processes of at most 16,667 connections each (under the fd limit of 20,000 per process) sharing the store and the bus need about six baselines plus 100,000 × the larger of the per-connection and marginal figures at the top count:"
+    );
+    for i in &all {
+        let Some(top) = i.points.last() else { continue };
+        let per = i.per_connection(top).0.max(i.marginal(i.points.len() - 1).map_or(0.0, |m| m.0));
+        let total = 6.0 * i.baseline_rss as f64 + 100_000.0 * per;
+        let _ = writeln!(out, "- {}: ≈ {} in all.", label(&i.target), mib(total));
+    }
     let _ = writeln!(
         out,
         "\n| server | baseline RSS (anon) | after closing all: RSS over baseline (anon) | keepalive: server CPU while the top count settled | pings answered meanwhile | server µs per ping | closed by the server | failed to open |"
