@@ -50,6 +50,11 @@ pub struct Settings {
     #[arg(long, env = "CHATD_REDIS_PREFIX", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
 
+    /// With Redis: seconds after which the users of a node that stopped answering (crashed,
+    /// cut off) are offline; each node renews itself every third of it [default: 30].
+    #[arg(long, env = "CHATD_PRESENCE_TTL", value_name = "SECS")]
+    pub presence_ttl: Option<u64>,
+
     /// HS256 secret the platform signs tokens with (at least 16 bytes). Unset: one is
     /// generated once and kept in the data directory (file `jwt-secret`).
     #[arg(long, env = "CHATD_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
@@ -128,7 +133,7 @@ impl Settings {
         let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let cli = self;
         Ok(
-            or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, jwt_secret,
+            or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
@@ -162,9 +167,11 @@ impl Settings {
             Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
                 anyhow::bail!("unsupported --redis-url {url:?}: expected redis://HOST[:PORT][/DB]")
             }
-            Some(url) => {
-                Some(RedisConfig { url, prefix: settings.redis_prefix.unwrap_or_else(|| "chatd".to_owned()) })
-            }
+            Some(url) => Some(RedisConfig {
+                url,
+                prefix: settings.redis_prefix.unwrap_or_else(|| "chatd".to_owned()),
+                presence_ttl: Duration::from_secs(settings.presence_ttl.unwrap_or(30).max(1)),
+            }),
             None => None,
         };
         let defaults = ChatLimits::default();
@@ -207,13 +214,15 @@ pub enum Database {
     Postgres(Box<PostgresConfig>),
 }
 
-/// Where the Redis bus lives.
+/// Where the Redis bus and presence directory live.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// `redis://…` URL.
     pub url: String,
     /// Prefix of channel and key names.
     pub prefix: String,
+    /// How long a node's users stay online after the node stopped answering.
+    pub presence_ttl: Duration,
 }
 
 /// How tokens are verified.

@@ -12,7 +12,8 @@ use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
-use crate::core::ports::{Bus, Store};
+use crate::core::ports::{Bus, PresenceDirectory, Store};
+use crate::presence::redis::RedisPresence;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -56,15 +57,19 @@ impl AppState {
                     .with_context(|| format!("opening PostgreSQL database {}", postgres.describe()))?,
             ),
         };
-        let bus: Arc<dyn Bus> = match &config.redis {
-            None => Arc::new(LocalBus::default()),
-            Some(redis) => Arc::new(
-                RedisBus::connect(&redis.url, &redis.prefix)
+        let (bus, directory): (Arc<dyn Bus>, Option<Arc<dyn PresenceDirectory>>) = match &config.redis {
+            None => (Arc::new(LocalBus::default()), None),
+            Some(redis) => {
+                let connecting = || format!("connecting to Redis at {}", redis.url);
+                let bus = RedisBus::connect(&redis.url, &redis.prefix).await.with_context(connecting)?;
+                let directory = RedisPresence::connect(&redis.url, &redis.prefix, redis.presence_ttl)
                     .await
-                    .with_context(|| format!("connecting to Redis at {}", redis.url))?,
-            ),
+                    .with_context(connecting)?;
+                (Arc::new(bus), Some(Arc::new(directory)))
+            }
         };
-        let chat = Arc::new(Chat::new(store.clone(), bus.clone(), config.limits.clone()));
+        let chat =
+            Arc::new(Chat::with_presence(store.clone(), bus.clone(), config.limits.clone(), directory));
         Ok(AppState {
             config: Arc::new(config),
             chat,

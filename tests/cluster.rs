@@ -38,16 +38,23 @@ struct Cluster {
     schema: common::pg::Schema,
     redis: String,
     prefix: String,
+    /// Flags every node gets besides the shared ones.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     async fn start(count: usize, redis: &str) -> Cluster {
+        Self::start_with(count, redis, &[]).await
+    }
+
+    async fn start_with(count: usize, redis: &str, extra: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             schema: common::pg::Schema::fresh(),
             redis: redis.to_owned(),
             prefix: prefix(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for _ in 0..count {
             let node = cluster.start_node().await;
@@ -58,7 +65,7 @@ impl Cluster {
 
     async fn start_node(&self) -> ServerProcess {
         let n = self.nodes.len();
-        let args = [
+        let mut args = vec![
             "--database-url",
             &self.schema.url,
             "--redis-url",
@@ -70,6 +77,7 @@ impl Cluster {
             "--rate-limit",
             "0",
         ];
+        args.extend(self.extra.iter().map(String::as_str));
         ServerProcess::start(self.dir.path(), &args, self.dir.path().join(format!("node{n}.log"))).await
     }
 
@@ -202,6 +210,135 @@ async fn a_node_subscribes_only_to_the_channels_its_connections_need() {
             && subscribers(&mut redis, &format!("{p}:u:bob")).await == 0
     })
     .await;
+}
+
+/// The next push named `event` for which `matches` holds, within `within` (others are kept).
+async fn next_matching(
+    client: &mut Ws,
+    event: &str,
+    within: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(i) = client.pushes.iter().position(|p| p["event"] == event && matches(&p["data"])) {
+            return client.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!remaining.is_zero(), "no matching {event} within {within:?}; kept {:?}", client.pushes);
+        client.gather(remaining.min(Duration::from_millis(100))).await;
+    }
+}
+
+/// Asserts no push named `event` about `user` arrives within `within`.
+async fn no_presence_change(client: &mut Ws, event: &str, user: &str, within: Duration) {
+    client.gather(within).await;
+    let found = client.pushes.iter().find(|p| p["event"] == event && p["data"]["user_id"] == user);
+    assert!(found.is_none(), "unexpected {found:?}");
+}
+
+/// `presence:query` for one user, asked through `client`.
+async fn presence_of(client: &mut Ws, user: &str) -> Value {
+    client.ok("presence:query", json!({ "user_ids": [user] })).await["presence"][user].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_and_notification_routing_span_nodes() {
+    let cluster = Cluster::start(3, REDIS_URL).await;
+    let long = Duration::from_secs(5);
+    let mut carol = cluster.ws(2, "carol").await;
+    let group = cluster.node(2).client(&token("carol")).create("group", &["alice", "bob"]).await;
+    let id = group["id"].as_str().expect("id").to_owned();
+
+    // alice's tabs on nodes 0 and 1: one user:online, and user:offline only after both close.
+    let alice_tab0 = cluster.ws(0, "alice").await;
+    next_matching(&mut carol, "user:online", long, |d| d["user_id"] == "alice").await;
+    let alice = cluster.ws(1, "alice").await;
+    no_presence_change(&mut carol, "user:online", "alice", Duration::from_millis(500)).await;
+    assert_eq!(presence_of(&mut carol, "alice").await, json!({ "online": true, "last_seen_at": null }));
+    drop(alice_tab0);
+    no_presence_change(&mut carol, "user:offline", "alice", Duration::from_millis(700)).await;
+    assert_eq!(presence_of(&mut carol, "alice").await["online"], true, "her tab on node 1 is open");
+
+    // bob on node 1 looks at the conversation: alice's message (sent on node 0) marks it read
+    // for him and gives no notification.
+    let mut bob = cluster.ws(1, "bob").await;
+    next_matching(&mut carol, "user:online", long, |d| d["user_id"] == "bob").await;
+    bob.ok("conversation:focus", json!({ "conversation_id": id })).await;
+    let mut alice_on_0 = cluster.ws(0, "alice").await;
+    alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "seen at once" })).await;
+    assert_eq!(bob.next("message:new").await["seq"], 1);
+    let receipt = next_matching(&mut alice_on_0, "message:read", long, |d| d["user_id"] == "bob").await;
+    assert_eq!(receipt["seq"], 1);
+    // carol (online on node 2, not looking) gets the notification.
+    let notification = next_matching(&mut carol, "notification", long, |d| d["seq"] == 1).await;
+    assert_eq!(notification["unread_count"], 1);
+    bob.none("notification", Duration::from_millis(500)).await;
+
+    // bob looks away: the next message notifies him.
+    bob.ok("conversation:unfocus", json!({})).await;
+    alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "now a notification" })).await;
+    let notification = next_matching(&mut bob, "notification", long, |d| d["seq"] == 2).await;
+    assert_eq!(notification["conversation_id"], id.as_str());
+
+    // bob goes offline everywhere (with a device): the next message becomes a push job.
+    cluster
+        .node(1)
+        .client(&token("bob"))
+        .post("/api/devices", json!({ "platform": "fcm", "token": "bob-phone" }))
+        .await
+        .expect(201);
+    drop(bob);
+    let offline = next_matching(&mut carol, "user:offline", long, |d| d["user_id"] == "bob").await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let sent = alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "for later" })).await;
+    let store =
+        chatd::store::postgres::PostgresStore::connect(&cluster.schema.config()).await.expect("store");
+    let mut jobs = Vec::new();
+    eventually("a push job for bob", async || {
+        jobs = chatd::core::ports::Store::pending_push_jobs(&store, 100).await.expect("outbox");
+        !jobs.is_empty()
+    })
+    .await;
+    let owed: Vec<(&str, &str)> = jobs.iter().map(|j| (j.user_id.as_str(), j.message_id.as_str())).collect();
+    assert_eq!(owed, vec![("bob", sent["message"]["id"].as_str().expect("id"))], "only bob is offline");
+
+    drop(alice_on_0);
+    drop(alice);
+    let offline = next_matching(&mut carol, "user:offline", long, |d| d["user_id"] == "alice").await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let presence = presence_of(&mut carol, "alice").await;
+    assert_eq!(presence["online"], false);
+    assert_eq!(presence["last_seen_at"], offline["last_seen_at"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_users_of_a_killed_node_go_offline_within_the_presence_ttl() {
+    let mut cluster = Cluster::start_with(3, REDIS_URL, &["--presence-ttl", "2"]).await;
+    let mut carol = cluster.ws(0, "carol").await;
+    cluster.node(0).client(&token("carol")).create("group", &["bob", "dave"]).await;
+    let _bob = cluster.ws(2, "bob").await;
+    let _dave_on_2 = cluster.ws(2, "dave").await;
+    let _dave_on_1 = cluster.ws(1, "dave").await;
+    for user in ["bob", "dave"] {
+        next_matching(&mut carol, "user:online", Duration::from_secs(5), |d| d["user_id"] == user).await;
+    }
+
+    let killed_at = tokio::time::Instant::now();
+    cluster.nodes[2].take().expect("node 2").kill();
+    // Within the TTL plus one renewal period (and a margin for a loaded machine).
+    let offline =
+        next_matching(&mut carol, "user:offline", Duration::from_secs(10), |d| d["user_id"] == "bob").await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    eprintln!("bob went offline {:?} after his node was killed", killed_at.elapsed());
+    assert_eq!(presence_of(&mut carol, "bob").await["online"], false);
+    // dave still has a tab on node 1.
+    no_presence_change(&mut carol, "user:offline", "dave", Duration::from_millis(500)).await;
+    assert_eq!(presence_of(&mut carol, "dave").await["online"], true);
+
+    // bob comes back through another node: online again.
+    let _bob = cluster.ws(1, "bob").await;
+    next_matching(&mut carol, "user:online", Duration::from_secs(5), |d| d["user_id"] == "bob").await;
 }
 
 /// A `redis-server` of the test's own, on a free port, so it can be killed and restarted.

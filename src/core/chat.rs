@@ -18,13 +18,13 @@ use super::model::{
 use super::pii;
 use super::ports::{
     ActivityCursor, AppendOutcome, Bus, CommitHook, HistoryRange, Membership, NewConversation, NewDevice,
-    NewMessage, Store,
+    NewMessage, PresenceDirectory, Store,
 };
 use super::presence::Presence;
 use super::rate_limit::UserRateLimiter;
 use super::realtime::{Audience, BusMessage, Delivery, ReadReceipt, ServerEvent};
 use super::routing;
-use super::session::TypingTracker;
+use super::session::{self, TypingTracker};
 use super::time::Timestamp;
 use super::validate;
 
@@ -123,11 +123,28 @@ pub(super) fn new_id() -> String {
 }
 
 impl Chat {
-    /// A service over `store`, publishing on `bus`, enforcing `limits`.
+    /// A service over `store`, publishing on `bus`, enforcing `limits`, with presence kept
+    /// on this node.
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, limits: ChatLimits) -> Self {
+        Self::with_presence(store, bus, limits, None)
+    }
+
+    /// A service whose presence is shared through `directory` when there is one (several
+    /// nodes). With a directory, must be called inside a Tokio runtime: it starts announcing
+    /// the users of nodes that die.
+    pub fn with_presence(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        limits: ChatLimits,
+        directory: Option<Arc<dyn PresenceDirectory>>,
+    ) -> Self {
         let message_limiter = UserRateLimiter::new(limits.messages_per_second, limits.message_burst);
         let typing = Arc::new(TypingTracker::new(bus.clone(), limits.typing_timeout));
-        Chat { store, bus, presence: Arc::new(Presence::default()), typing, limits, message_limiter }
+        if let Some(departures) = directory.as_ref().and_then(|d| d.departures()) {
+            tokio::spawn(session::announce_departures(store.clone(), bus.clone(), departures));
+        }
+        let presence = Arc::new(Presence::new(directory));
+        Chat { store, bus, presence, typing, limits, message_limiter }
     }
 
     /// Publishes `event` to `to`, leaving out the actor's own connection.
