@@ -12,7 +12,8 @@ use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
-use crate::core::ports::{Bus, Store};
+use crate::core::ports::{Bus, RateLimiter, Store};
+use crate::limit::local::LocalRateLimiter;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -64,7 +65,8 @@ impl AppState {
                     .with_context(|| format!("connecting to Redis at {}", redis.url))?,
             ),
         };
-        let chat = Arc::new(Chat::new(store.clone(), bus.clone(), config.limits.clone()));
+        let limiter = rate_limiter(&config).await?;
+        let chat = Arc::new(Chat::new(store.clone(), bus.clone(), limiter, config.limits.clone()));
         Ok(AppState {
             config: Arc::new(config),
             chat,
@@ -79,6 +81,12 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// The per-user message limiter: this node's own.
+async fn rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>> {
+    let (per_second, burst) = (config.limits.messages_per_second, config.limits.message_burst);
+    Ok(Arc::new(LocalRateLimiter::new(per_second, burst)))
 }
 
 /// The token verifier for `config`: public key, configured secret, or the secret generated
