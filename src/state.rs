@@ -14,6 +14,7 @@ use crate::config::{Config, Database};
 use crate::core::Chat;
 use crate::core::ports::{Bus, RateLimiter, Store};
 use crate::limit::local::LocalRateLimiter;
+use crate::limit::redis::RedisRateLimiter;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -83,10 +84,18 @@ impl AppState {
     }
 }
 
-/// The per-user message limiter: this node's own.
+/// The per-user message limiter: shared through Redis when the node runs with Redis (failing
+/// open to this node's own limiter while Redis is unreachable), else this node's own.
 async fn rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>> {
     let (per_second, burst) = (config.limits.messages_per_second, config.limits.message_burst);
-    Ok(Arc::new(LocalRateLimiter::new(per_second, burst)))
+    let local = Arc::new(LocalRateLimiter::new(per_second, burst));
+    let (Some(redis), Some(per_second)) = (&config.redis, std::num::NonZeroU32::new(per_second)) else {
+        return Ok(local);
+    };
+    let shared = RedisRateLimiter::connect(&redis.url, &redis.prefix, per_second, burst, local)
+        .await
+        .with_context(|| format!("connecting the rate limiter to Redis at {}", redis.url))?;
+    Ok(Arc::new(shared))
 }
 
 /// The token verifier for `config`: public key, configured secret, or the secret generated

@@ -1,6 +1,7 @@
 //! The node-local rate limiter: per-user token buckets (GCRA via `governor`) in this
 //! process's memory. Right for a single node; behind a load balancer each node keeps its own
-//! budget, so a user spreading writes over N nodes gets N times the limit.
+//! budget, so a user spreading writes over N nodes gets N times the limit (the Redis limiter
+//! shares one budget instead, and falls back to this one while Redis is unreachable).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
