@@ -6,24 +6,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatd::auth::{Authenticator, KeySource};
 use common::ServerProcess;
+use common::redis::OwnRedis;
 use common::ws::Ws;
 use serde_json::{Value, json};
 
 const SECRET: &str = "cluster-test-secret-0123456789";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-/// A unique Redis prefix, so tests sharing the machine's Redis never hear each other.
-fn prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("chatd-test-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 fn token(user: &str) -> String {
     let auth = Authenticator::new(KeySource::Secret(SECRET.as_bytes().to_vec()), None, None).expect("auth");
@@ -47,7 +39,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             schema: common::pg::Schema::fresh(),
             redis: redis.to_owned(),
-            prefix: prefix(),
+            prefix: common::redis::unique_prefix(),
         };
         for _ in 0..count {
             let node = cluster.start_node().await;
@@ -202,68 +194,6 @@ async fn a_node_subscribes_only_to_the_channels_its_connections_need() {
             && subscribers(&mut redis, &format!("{p}:u:bob")).await == 0
     })
     .await;
-}
-
-/// A `redis-server` of the test's own, on a free port, so it can be killed and restarted.
-struct OwnRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let mut redis =
-            OwnRedis { port: common::free_port(), dir: tempfile::tempdir().expect("dir"), child: None };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(self.url())
-                && client.get_multiplexed_async_connection().await.is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Seqs of the `message:new` pushes `client` holds or receives within `within`.
