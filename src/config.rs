@@ -41,7 +41,8 @@ pub struct Settings {
     #[arg(long, env = "CHATD_DATABASE_POOL_SIZE", value_name = "N")]
     pub database_pool_size: Option<usize>,
 
-    /// Redis for the bus across nodes (`redis://host:6379`). Unset: in-process bus (one node).
+    /// Redis for the bus and the per-user rate limits across nodes (`redis://host:6379`).
+    /// Unset: in-process bus and per-node limits (one node).
     #[arg(long, env = "CHATD_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
@@ -82,7 +83,8 @@ pub struct Settings {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub dev: Option<bool>,
 
-    /// Message writes (send/edit/delete) per user per second; 0 disables [default: 10].
+    /// Message writes (send/edit/delete) per user per second, shared by every node with
+    /// `--redis-url`; 0 disables [default: 10].
     #[arg(long, env = "CHATD_RATE_LIMIT", value_name = "N")]
     pub rate_limit: Option<u32>,
 
@@ -214,12 +216,12 @@ pub enum Database {
     Postgres(Box<PostgresConfig>),
 }
 
-/// Where the Redis bus and presence directory live.
+/// Where the Redis bus, presence directory and shared rate limits live.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// `redis://…` URL.
     pub url: String,
-    /// Prefix of channel and key names.
+    /// Prefix of channel and key names (`<prefix>:c:…`, `<prefix>:u:…`, `<prefix>:rl:…`).
     pub prefix: String,
     /// How long a node's users stay online after the node stopped answering.
     pub presence_ttl: Duration,

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod limit;
 pub mod presence;
 pub mod server;
 pub mod state;
