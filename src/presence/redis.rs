@@ -56,10 +56,20 @@ enum Op {
     Tick,
 }
 
-/// The Redis [`PresenceDirectory`].
+/// The Redis [`PresenceDirectory`]. Dropping it stops its tasks: the node stops renewing
+/// itself and is retired like a crashed one.
 pub struct RedisPresence {
     ops: mpsc::UnboundedSender<Op>,
     departures: Mutex<Option<mpsc::UnboundedReceiver<Departure>>>,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for RedisPresence {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl RedisPresence {
@@ -86,9 +96,9 @@ impl RedisPresence {
         };
         // The first tick registers the node before any other operation.
         let _ = ops.send(Op::Tick);
-        tokio::spawn(worker.run(queued));
+        let working = tokio::spawn(worker.run(queued)).abort_handle();
         let ticker = ops.clone();
-        tokio::spawn(async move {
+        let ticking = tokio::spawn(async move {
             let mut every = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
             every.tick().await;
             loop {
@@ -98,7 +108,11 @@ impl RedisPresence {
                 }
             }
         });
-        Ok(RedisPresence { ops, departures: Mutex::new(Some(departures)) })
+        Ok(RedisPresence {
+            ops,
+            departures: Mutex::new(Some(departures)),
+            tasks: [working, ticking.abort_handle()],
+        })
     }
 
     fn queue(&self, op: Op) {
