@@ -41,7 +41,8 @@ pub struct Settings {
     #[arg(long, env = "CHATD_DATABASE_POOL_SIZE", value_name = "N")]
     pub database_pool_size: Option<usize>,
 
-    /// Redis for the bus across nodes (`redis://host:6379`). Unset: in-process bus (one node).
+    /// Redis for the bus and the per-user rate limits across nodes (`redis://host:6379`).
+    /// Unset: in-process bus and per-node limits (one node).
     #[arg(long, env = "CHATD_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
@@ -49,6 +50,11 @@ pub struct Settings {
     /// [default: chatd].
     #[arg(long, env = "CHATD_REDIS_PREFIX", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
+
+    /// With Redis: seconds after which the users of a node that stopped answering (crashed,
+    /// cut off) are offline; each node renews itself every third of it [default: 30].
+    #[arg(long, env = "CHATD_PRESENCE_TTL", value_name = "SECS")]
+    pub presence_ttl: Option<u64>,
 
     /// HS256 secret the platform signs tokens with (at least 16 bytes). Unset: one is
     /// generated once and kept in the data directory (file `jwt-secret`).
@@ -77,7 +83,8 @@ pub struct Settings {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub dev: Option<bool>,
 
-    /// Message writes (send/edit/delete) per user per second; 0 disables [default: 10].
+    /// Message writes (send/edit/delete) per user per second, shared by every node with
+    /// `--redis-url`; 0 disables [default: 10].
     #[arg(long, env = "CHATD_RATE_LIMIT", value_name = "N")]
     pub rate_limit: Option<u32>,
 
@@ -128,7 +135,7 @@ impl Settings {
         let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let cli = self;
         Ok(
-            or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, jwt_secret,
+            or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
@@ -162,9 +169,11 @@ impl Settings {
             Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
                 anyhow::bail!("unsupported --redis-url {url:?}: expected redis://HOST[:PORT][/DB]")
             }
-            Some(url) => {
-                Some(RedisConfig { url, prefix: settings.redis_prefix.unwrap_or_else(|| "chatd".to_owned()) })
-            }
+            Some(url) => Some(RedisConfig {
+                url,
+                prefix: settings.redis_prefix.unwrap_or_else(|| "chatd".to_owned()),
+                presence_ttl: Duration::from_secs(settings.presence_ttl.unwrap_or(30).max(1)),
+            }),
             None => None,
         };
         let defaults = ChatLimits::default();
@@ -207,13 +216,15 @@ pub enum Database {
     Postgres(Box<PostgresConfig>),
 }
 
-/// Where the Redis bus lives.
+/// Where the Redis bus, presence directory and shared rate limits live.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// `redis://…` URL.
     pub url: String,
-    /// Prefix of channel and key names.
+    /// Prefix of channel and key names (`<prefix>:c:…`, `<prefix>:u:…`, `<prefix>:rl:…`).
     pub prefix: String,
+    /// How long a node's users stay online after the node stopped answering.
+    pub presence_ttl: Duration,
 }
 
 /// How tokens are verified.

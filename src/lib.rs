@@ -1,16 +1,17 @@
 //! chatd: a real-time chat backend. Conversations, durable gap-free messages, receipts and
-//! notification routing, served over REST (and, later, Socket.IO and plain WebSocket) on
-//! one port.
+//! notification routing, served over REST, Socket.IO and plain WebSocket on one port.
 //!
-//! Layers: [`core`] holds every chat rule and the ports it needs; [`store`] implements the
-//! storage port; [`transport`] adapts protocols to the core; [`state`] wires them; [`server`]
-//! runs them.
+//! Layers: [`core`] holds every chat rule and the ports it needs; [`store`], [`bus`] and
+//! [`presence`] implement the ports; [`transport`] adapts protocols to the core; [`state`]
+//! wires them; [`server`] runs them.
 
 pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod limit;
+pub mod presence;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -12,7 +12,10 @@ use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
-use crate::core::ports::{Bus, Store};
+use crate::core::ports::{Bus, PresenceDirectory, RateLimiter, Store};
+use crate::limit::local::LocalRateLimiter;
+use crate::limit::redis::RedisRateLimiter;
+use crate::presence::redis::RedisPresence;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -56,15 +59,25 @@ impl AppState {
                     .with_context(|| format!("opening PostgreSQL database {}", postgres.describe()))?,
             ),
         };
-        let bus: Arc<dyn Bus> = match &config.redis {
-            None => Arc::new(LocalBus::default()),
-            Some(redis) => Arc::new(
-                RedisBus::connect(&redis.url, &redis.prefix)
+        let (bus, directory): (Arc<dyn Bus>, Option<Arc<dyn PresenceDirectory>>) = match &config.redis {
+            None => (Arc::new(LocalBus::default()), None),
+            Some(redis) => {
+                let connecting = || format!("connecting to Redis at {}", redis.url);
+                let bus = RedisBus::connect(&redis.url, &redis.prefix).await.with_context(connecting)?;
+                let directory = RedisPresence::connect(&redis.url, &redis.prefix, redis.presence_ttl)
                     .await
-                    .with_context(|| format!("connecting to Redis at {}", redis.url))?,
-            ),
+                    .with_context(connecting)?;
+                (Arc::new(bus), Some(Arc::new(directory)))
+            }
         };
-        let chat = Arc::new(Chat::new(store.clone(), bus.clone(), config.limits.clone()));
+        let limiter = rate_limiter(&config).await?;
+        let chat = Arc::new(Chat::with_presence(
+            store.clone(),
+            bus.clone(),
+            limiter,
+            config.limits.clone(),
+            directory,
+        ));
         Ok(AppState {
             config: Arc::new(config),
             chat,
@@ -79,6 +92,20 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// The per-user message limiter: shared through Redis when the node runs with Redis (failing
+/// open to this node's own limiter while Redis is unreachable), else this node's own.
+async fn rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>> {
+    let (per_second, burst) = (config.limits.messages_per_second, config.limits.message_burst);
+    let local = Arc::new(LocalRateLimiter::new(per_second, burst));
+    let (Some(redis), Some(per_second)) = (&config.redis, std::num::NonZeroU32::new(per_second)) else {
+        return Ok(local);
+    };
+    let shared = RedisRateLimiter::connect(&redis.url, &redis.prefix, per_second, burst, local)
+        .await
+        .with_context(|| format!("connecting the rate limiter to Redis at {}", redis.url))?;
+    Ok(Arc::new(shared))
 }
 
 /// The token verifier for `config`: public key, configured secret, or the secret generated

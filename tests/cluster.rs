@@ -1,29 +1,22 @@
 //! Several chatd nodes as one service: separate `chatd serve` processes on one PostgreSQL
 //! schema and one Redis (a channel prefix of their own per test). Users on different nodes chat as
 //! on one server; a node subscribes only to the channels its connections need; a Redis
-//! restart loses nothing that was acked (clients reconnect and `sync`).
+//! restart loses nothing that was acked (clients reconnect and `sync`); a user's rate limit
+//! is one budget across nodes, and with Redis down each node enforces it on its own.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatd::auth::{Authenticator, KeySource};
 use common::ServerProcess;
+use common::redis::OwnRedis;
 use common::ws::Ws;
 use serde_json::{Value, json};
 
 const SECRET: &str = "cluster-test-secret-0123456789";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-/// A unique Redis prefix, so tests sharing the machine's Redis never hear each other.
-fn prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("chatd-test-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 fn token(user: &str) -> String {
     let auth = Authenticator::new(KeySource::Secret(SECRET.as_bytes().to_vec()), None, None).expect("auth");
@@ -38,16 +31,38 @@ struct Cluster {
     schema: common::pg::Schema,
     redis: String,
     prefix: String,
+    /// `--rate-limit N --rate-limit-burst B` of every node.
+    rate_limit: (u32, u32),
+    /// Flags every node gets besides the shared ones.
+    extra: Vec<String>,
 }
 
 impl Cluster {
+    /// `count` nodes without rate limits.
     async fn start(count: usize, redis: &str) -> Cluster {
+        Self::start_limited(count, redis, (0, 0)).await
+    }
+
+    /// `count` nodes allowing each user `per_second` message writes with bursts of `burst`.
+    async fn start_limited(count: usize, redis: &str, rate_limit: (u32, u32)) -> Cluster {
+        Self::start_with(count, redis, rate_limit, &[]).await
+    }
+
+    /// `count` nodes with a rate limit and `extra` flags.
+    async fn start_with(
+        count: usize,
+        redis: &str,
+        (per_second, burst): (u32, u32),
+        extra: &[&str],
+    ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             schema: common::pg::Schema::fresh(),
             redis: redis.to_owned(),
-            prefix: prefix(),
+            prefix: common::redis::unique_prefix(),
+            rate_limit: (per_second, burst),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for _ in 0..count {
             let node = cluster.start_node().await;
@@ -58,7 +73,8 @@ impl Cluster {
 
     async fn start_node(&self) -> ServerProcess {
         let n = self.nodes.len();
-        let args = [
+        let (per_second, burst) = (self.rate_limit.0.to_string(), self.rate_limit.1.to_string());
+        let mut args = vec![
             "--database-url",
             &self.schema.url,
             "--redis-url",
@@ -68,8 +84,11 @@ impl Cluster {
             "--jwt-secret",
             SECRET,
             "--rate-limit",
-            "0",
+            &per_second,
+            "--rate-limit-burst",
+            &burst,
         ];
+        args.extend(self.extra.iter().map(String::as_str));
         ServerProcess::start(self.dir.path(), &args, self.dir.path().join(format!("node{n}.log"))).await
     }
 
@@ -204,66 +223,133 @@ async fn a_node_subscribes_only_to_the_channels_its_connections_need() {
     .await;
 }
 
-/// A `redis-server` of the test's own, on a free port, so it can be killed and restarted.
-struct OwnRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let mut redis =
-            OwnRedis { port: common::free_port(), dir: tempfile::tempdir().expect("dir"), child: None };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(self.url())
-                && client.get_multiplexed_async_connection().await.is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// The next push named `event` for which `matches` holds, within `within` (others are kept).
+async fn next_matching(
+    client: &mut Ws,
+    event: &str,
+    within: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(i) = client.pushes.iter().position(|p| p["event"] == event && matches(&p["data"])) {
+            return client.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
         }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!remaining.is_zero(), "no matching {event} within {within:?}; kept {:?}", client.pushes);
+        client.gather(remaining.min(Duration::from_millis(100))).await;
     }
 }
 
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
+/// Asserts no push named `event` about `user` arrives within `within`.
+async fn no_presence_change(client: &mut Ws, event: &str, user: &str, within: Duration) {
+    client.gather(within).await;
+    let found = client.pushes.iter().find(|p| p["event"] == event && p["data"]["user_id"] == user);
+    assert!(found.is_none(), "unexpected {found:?}");
+}
+
+/// `presence:query` for one user, asked through `client`.
+async fn presence_of(client: &mut Ws, user: &str) -> Value {
+    client.ok("presence:query", json!({ "user_ids": [user] })).await["presence"][user].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_and_notification_routing_span_nodes() {
+    let cluster = Cluster::start(3, REDIS_URL).await;
+    let long = Duration::from_secs(5);
+    let mut carol = cluster.ws(2, "carol").await;
+    let group = cluster.node(2).client(&token("carol")).create("group", &["alice", "bob"]).await;
+    let id = group["id"].as_str().expect("id").to_owned();
+
+    // alice's tabs on nodes 0 and 1: one user:online, and user:offline only after both close.
+    let alice_tab0 = cluster.ws(0, "alice").await;
+    next_matching(&mut carol, "user:online", long, |d| d["user_id"] == "alice").await;
+    let alice = cluster.ws(1, "alice").await;
+    no_presence_change(&mut carol, "user:online", "alice", Duration::from_millis(500)).await;
+    assert_eq!(presence_of(&mut carol, "alice").await, json!({ "online": true, "last_seen_at": null }));
+    drop(alice_tab0);
+    no_presence_change(&mut carol, "user:offline", "alice", Duration::from_millis(700)).await;
+    assert_eq!(presence_of(&mut carol, "alice").await["online"], true, "her tab on node 1 is open");
+
+    // bob on node 1 looks at the conversation: alice's message (sent on node 0) marks it read
+    // for him and gives no notification.
+    let mut bob = cluster.ws(1, "bob").await;
+    next_matching(&mut carol, "user:online", long, |d| d["user_id"] == "bob").await;
+    bob.ok("conversation:focus", json!({ "conversation_id": id })).await;
+    let mut alice_on_0 = cluster.ws(0, "alice").await;
+    alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "seen at once" })).await;
+    assert_eq!(bob.next("message:new").await["seq"], 1);
+    let receipt = next_matching(&mut alice_on_0, "message:read", long, |d| d["user_id"] == "bob").await;
+    assert_eq!(receipt["seq"], 1);
+    // carol (online on node 2, not looking) gets the notification.
+    let notification = next_matching(&mut carol, "notification", long, |d| d["seq"] == 1).await;
+    assert_eq!(notification["unread_count"], 1);
+    bob.none("notification", Duration::from_millis(500)).await;
+
+    // bob looks away: the next message notifies him.
+    bob.ok("conversation:unfocus", json!({})).await;
+    alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "now a notification" })).await;
+    let notification = next_matching(&mut bob, "notification", long, |d| d["seq"] == 2).await;
+    assert_eq!(notification["conversation_id"], id.as_str());
+
+    // bob goes offline everywhere (with a device): the next message becomes a push job.
+    cluster
+        .node(1)
+        .client(&token("bob"))
+        .post("/api/devices", json!({ "platform": "fcm", "token": "bob-phone" }))
+        .await
+        .expect(201);
+    drop(bob);
+    let offline = next_matching(&mut carol, "user:offline", long, |d| d["user_id"] == "bob").await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let sent = alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "for later" })).await;
+    let store =
+        chatd::store::postgres::PostgresStore::connect(&cluster.schema.config()).await.expect("store");
+    let mut jobs = Vec::new();
+    eventually("a push job for bob", async || {
+        jobs = chatd::core::ports::Store::pending_push_jobs(&store, 100).await.expect("outbox");
+        !jobs.is_empty()
+    })
+    .await;
+    let owed: Vec<(&str, &str)> = jobs.iter().map(|j| (j.user_id.as_str(), j.message_id.as_str())).collect();
+    assert_eq!(owed, vec![("bob", sent["message"]["id"].as_str().expect("id"))], "only bob is offline");
+
+    drop(alice_on_0);
+    drop(alice);
+    let offline = next_matching(&mut carol, "user:offline", long, |d| d["user_id"] == "alice").await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let presence = presence_of(&mut carol, "alice").await;
+    assert_eq!(presence["online"], false);
+    assert_eq!(presence["last_seen_at"], offline["last_seen_at"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_users_of_a_killed_node_go_offline_within_the_presence_ttl() {
+    let mut cluster = Cluster::start_with(3, REDIS_URL, (0, 0), &["--presence-ttl", "2"]).await;
+    let mut carol = cluster.ws(0, "carol").await;
+    cluster.node(0).client(&token("carol")).create("group", &["bob", "dave"]).await;
+    let _bob = cluster.ws(2, "bob").await;
+    let _dave_on_2 = cluster.ws(2, "dave").await;
+    let _dave_on_1 = cluster.ws(1, "dave").await;
+    for user in ["bob", "dave"] {
+        next_matching(&mut carol, "user:online", Duration::from_secs(5), |d| d["user_id"] == user).await;
     }
+
+    let killed_at = tokio::time::Instant::now();
+    cluster.nodes[2].take().expect("node 2").kill();
+    // Within the TTL plus one renewal period (and a margin for a loaded machine).
+    let offline =
+        next_matching(&mut carol, "user:offline", Duration::from_secs(10), |d| d["user_id"] == "bob").await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    eprintln!("bob went offline {:?} after his node was killed", killed_at.elapsed());
+    assert_eq!(presence_of(&mut carol, "bob").await["online"], false);
+    // dave still has a tab on node 1.
+    no_presence_change(&mut carol, "user:offline", "dave", Duration::from_millis(500)).await;
+    assert_eq!(presence_of(&mut carol, "dave").await["online"], true);
+
+    // bob comes back through another node: online again.
+    let _bob = cluster.ws(1, "bob").await;
+    next_matching(&mut carol, "user:online", Duration::from_secs(5), |d| d["user_id"] == "bob").await;
 }
 
 /// Seqs of the `message:new` pushes `client` holds or receives within `within`.
@@ -509,4 +595,94 @@ async fn killing_a_node_mid_traffic_loses_and_duplicates_nothing() {
             follower.user
         );
     }
+}
+
+/// Whether `reply` is the contract's refusal for going over the rate limit: 429,
+/// `rate_limited`, and a `Retry-After` of one second (at 1 write/s, never longer).
+#[track_caller]
+fn assert_rate_limited(reply: &common::Reply) {
+    reply.assert_error(429, "rate_limited");
+    let retry_after = reply.headers.get("retry-after").map(|v| v.to_str().unwrap_or_default());
+    assert_eq!(retry_after, Some("1"), "Retry-After of {reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_rate_limit_is_one_budget_across_nodes() {
+    const BURST: usize = 10;
+    let cluster = Cluster::start_limited(2, REDIS_URL, (1, BURST as u32)).await;
+    let via = [cluster.node(0).client(&token("alice")), cluster.node(1).client(&token("alice"))];
+    let id = via[0].create("direct", &["bob"]).await["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/conversations/{id}/messages");
+
+    // 30 sends as fast as they go, alternately through node 0 and node 1. Each node alone
+    // would admit its burst of 10 (20 in all); together they admit 10, plus one per second
+    // the sends took.
+    let started = std::time::Instant::now();
+    let mut replies = Vec::new();
+    for i in 0..30 {
+        replies.push(via[i % 2].post(&path, json!({ "content": format!("#{i}") })).await);
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    let accepted = replies.iter().filter(|r| r.status.as_u16() == 201).count();
+    assert!(
+        (BURST..=BURST + seconds).contains(&accepted),
+        "{accepted} of 30 accepted in {seconds} s across two nodes; one budget admits {BURST} + 1/s"
+    );
+    for (i, reply) in replies.iter().enumerate() {
+        if reply.status.as_u16() != 201 {
+            assert_rate_limited(reply);
+            assert!(i >= BURST, "send #{i} was within the burst");
+        }
+    }
+    for node in 0..2 {
+        let refused = replies.iter().skip(node).step_by(2).filter(|r| r.status.as_u16() == 429).count();
+        assert!(refused > 0, "node {node} refuses too");
+    }
+    // Refused sends took no seq.
+    let page = via[1].get(&format!("{path}?limit=100")).await.expect(200);
+    let seqs: Vec<i64> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=accepted as i64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_down_a_node_still_accepts_sends_within_its_own_limit() {
+    const BURST: usize = 5;
+    let mut redis = OwnRedis::start().await;
+    let cluster = Cluster::start_limited(1, &redis.url(), (1, BURST as u32)).await;
+    let alice = cluster.node(0).client(&token("alice"));
+    let id = alice.create("direct", &["bob"]).await["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/conversations/{id}/messages");
+    for i in 0..3 {
+        alice.send(&id, &format!("before {i}")).await;
+    }
+
+    redis.kill();
+    // Fail open: the node's own limiter takes over with a fresh budget (Redis' count of 3
+    // is out of reach), so a full burst goes through, and the limit still holds after it.
+    let started = std::time::Instant::now();
+    for i in 0..BURST {
+        let reply = alice.post(&path, json!({ "content": format!("during {i}") })).await;
+        assert_eq!(reply.status.as_u16(), 201, "send {i} with Redis down: {reply:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "sends did not wait on Redis: {:?}",
+        started.elapsed()
+    );
+    let mut refused = None;
+    for i in 0..5 {
+        let reply = alice.post(&path, json!({ "content": format!("over {i}") })).await;
+        if reply.status.as_u16() == 429 {
+            refused = Some(reply);
+            break;
+        }
+    }
+    assert_rate_limited(&refused.expect("still rate limited while Redis is down"));
+    let log = cluster.node(0).log_text();
+    assert!(log.contains("redis rate limiter unavailable"), "a warning in the log:\n{log}");
 }

@@ -18,13 +18,12 @@ use super::model::{
 use super::pii;
 use super::ports::{
     ActivityCursor, AppendOutcome, Bus, CommitHook, HistoryRange, Membership, NewConversation, NewDevice,
-    NewMessage, Store,
+    NewMessage, PresenceDirectory, RateLimiter, Store,
 };
 use super::presence::Presence;
-use super::rate_limit::UserRateLimiter;
 use super::realtime::{Audience, BusMessage, Delivery, ReadReceipt, ServerEvent};
 use super::routing;
-use super::session::TypingTracker;
+use super::session::{self, TypingTracker};
 use super::time::Timestamp;
 use super::validate;
 
@@ -114,7 +113,7 @@ pub struct Chat {
     pub(super) presence: Arc<Presence>,
     pub(super) typing: Arc<TypingTracker>,
     pub(super) limits: ChatLimits,
-    message_limiter: UserRateLimiter,
+    message_limiter: Arc<dyn RateLimiter>,
 }
 
 /// A fresh time-ordered id.
@@ -123,11 +122,34 @@ pub(super) fn new_id() -> String {
 }
 
 impl Chat {
-    /// A service over `store`, publishing on `bus`, enforcing `limits`.
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, limits: ChatLimits) -> Self {
-        let message_limiter = UserRateLimiter::new(limits.messages_per_second, limits.message_burst);
+    /// A service over `store`, publishing on `bus`, enforcing `limits`, with presence kept
+    /// on this node; message writes are admitted by `message_limiter` (built for
+    /// `limits.messages_per_second`/`message_burst`).
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        message_limiter: Arc<dyn RateLimiter>,
+        limits: ChatLimits,
+    ) -> Self {
+        Self::with_presence(store, bus, message_limiter, limits, None)
+    }
+
+    /// [`Chat::new`] with presence shared through `directory` when there is one (several
+    /// nodes). With a directory, must be called inside a Tokio runtime: it starts announcing
+    /// the users of nodes that die.
+    pub fn with_presence(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        message_limiter: Arc<dyn RateLimiter>,
+        limits: ChatLimits,
+        directory: Option<Arc<dyn PresenceDirectory>>,
+    ) -> Self {
         let typing = Arc::new(TypingTracker::new(bus.clone(), limits.typing_timeout));
-        Chat { store, bus, presence: Arc::new(Presence::default()), typing, limits, message_limiter }
+        if let Some(departures) = directory.as_ref().and_then(|d| d.departures()) {
+            tokio::spawn(session::announce_departures(store.clone(), bus.clone(), departures));
+        }
+        let presence = Arc::new(Presence::new(directory));
+        Chat { store, bus, presence, typing, limits, message_limiter }
     }
 
     /// Publishes `event` to `to`, leaving out the actor's own connection.
@@ -467,7 +489,7 @@ impl Chat {
         if let Some(reply_to) = &req.reply_to_id {
             validate::identifier("reply_to_id", reply_to)?;
         }
-        self.message_limiter.check(&user.id)?;
+        self.message_limiter.check(&user.id).await?;
         // Membership and the reply target are checked by the store inside the appending
         // transaction (one round trip, and no race with a concurrent removal).
         // Fan-out runs on commit, in commit order (so `message:new` follows seq), and even
@@ -544,7 +566,7 @@ impl Chat {
         if req.content.trim().is_empty() {
             return Err(ChatError::invalid("content must not be blank"));
         }
-        self.message_limiter.check(&user.id)?;
+        self.message_limiter.check(&user.id).await?;
         let (message, _, _) = self.message_as_member(user, &message_id).await?;
         if message.sender_id != user.id {
             return Err(ChatError::forbidden("only the sender may edit a message"));
@@ -567,7 +589,7 @@ impl Chat {
     /// Soft delete: the seq stays, content becomes null. Deleting twice is harmless. In a
     /// direct conversation nobody moderates: only the sender may delete.
     pub async fn delete_message(&self, user: &User, message_id: &str) -> Result<Message, ChatError> {
-        self.message_limiter.check(&user.id)?;
+        self.message_limiter.check(&user.id).await?;
         let (message, member, kind) = self.message_as_member(user, message_id).await?;
         let moderator = kind == ConversationType::Group && member.role.is_manager();
         if message.sender_id != user.id && !moderator {

@@ -83,6 +83,20 @@ impl ChatError {
     }
 }
 
+/// A refusal by the [`crate::core::ports::RateLimiter`] port: over the per-user limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit exceeded, retry in {} ms", retry_after.as_millis())]
+pub struct RateLimited {
+    /// How long until the next write would be admitted (at least 1 ms).
+    pub retry_after: Duration,
+}
+
+impl From<RateLimited> for ChatError {
+    fn from(RateLimited { retry_after }: RateLimited) -> Self {
+        ChatError::RateLimited { retry_after }
+    }
+}
+
 /// A storage backend failure, as reported through the [`crate::core::ports::Store`] port.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -12,7 +12,6 @@ pub mod model;
 pub mod pii;
 pub mod ports;
 pub mod presence;
-pub mod rate_limit;
 pub mod realtime;
 pub mod routing;
 pub mod session;

@@ -1,8 +1,11 @@
-//! Who is connected and what each connection is looking at, on this node.
+//! Who is connected and what each connection is looking at. The registry holds this node's
+//! connections; with a [`PresenceDirectory`] (several nodes) it reports node-level changes to
+//! it and asks it the service-wide questions, falling back to its own view when it cannot.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use super::ports::{PresenceDirectory, Reach};
 use super::realtime::{ConnectionId, PresenceInfo};
 use super::time::Timestamp;
 
@@ -21,43 +24,110 @@ struct UserPresence {
     last_seen_at: Option<Timestamp>,
 }
 
+impl UserPresence {
+    /// Whether a connection other than `except` looks at the conversation.
+    fn others_focus(&self, conversation_id: &str, except: &ConnectionId) -> bool {
+        self.connections
+            .iter()
+            .any(|(id, focus)| id != except && focus.conversation.as_deref() == Some(conversation_id))
+    }
+
+    fn reach(&self, conversation_id: &str) -> Reach {
+        if self.connections.values().any(|f| f.conversation.as_deref() == Some(conversation_id)) {
+            Reach::Focused
+        } else if self.connections.is_empty() {
+            Reach::Offline
+        } else {
+            Reach::Online
+        }
+    }
+
+    fn info(&self) -> PresenceInfo {
+        if self.connections.is_empty() {
+            PresenceInfo { online: false, last_seen_at: self.last_seen_at }
+        } else {
+            PresenceInfo { online: true, last_seen_at: None }
+        }
+    }
+}
+
 /// The presence registry. A `std::sync::Mutex` is right here: every operation is a few map
-/// operations with no `.await` inside.
+/// operations with no `.await` inside. Changes are reported to the directory under the lock,
+/// so it hears them in the order they happened.
 #[derive(Default)]
 pub struct Presence {
     users: Mutex<HashMap<String, UserPresence>>,
+    directory: Option<Arc<dyn PresenceDirectory>>,
 }
 
 impl Presence {
+    /// A registry that shares presence through `directory`, or keeps it to this node.
+    pub fn new(directory: Option<Arc<dyn PresenceDirectory>>) -> Self {
+        Presence { users: Mutex::default(), directory }
+    }
+
+    /// The directory this registry reports to, if presence is shared.
+    pub fn directory(&self) -> Option<&Arc<dyn PresenceDirectory>> {
+        self.directory.as_ref()
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, UserPresence>) -> T) -> T {
         let mut users = self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut users)
     }
 
-    /// Registers a connection; calls `came_online` if it is the user's first. The call runs
-    /// under the registry's lock, so announcements leave in the order the changes happened.
-    pub fn connect(&self, user_id: &str, connection: &ConnectionId, came_online: impl FnOnce()) {
+    /// Registers a connection; calls `came_online` if it is the user's first (anywhere, when
+    /// shared). Announcements leave in the order the changes happened.
+    pub fn connect(
+        &self,
+        user_id: &str,
+        connection: &ConnectionId,
+        came_online: impl FnOnce() + Send + 'static,
+    ) {
         self.with(|users| {
             let user = users.entry(user_id.to_owned()).or_default();
             user.connections.insert(connection.clone(), Focus::default());
             if user.connections.len() == 1 {
-                came_online();
+                match &self.directory {
+                    Some(directory) => directory.node_joined(user_id, Box::new(came_online)),
+                    None => came_online(),
+                }
             }
         })
     }
 
     /// Removes a connection; calls `went_offline` with the time if it was the user's last
-    /// (under the lock, like [`Presence::connect`]). Removing an unknown connection does
-    /// nothing, so a double disconnect is harmless.
-    pub fn disconnect(&self, user_id: &str, connection: &ConnectionId, went_offline: impl FnOnce(Timestamp)) {
+    /// (anywhere, when shared). Removing an unknown connection does nothing, so a double
+    /// disconnect is harmless.
+    pub fn disconnect(
+        &self,
+        user_id: &str,
+        connection: &ConnectionId,
+        went_offline: impl FnOnce(Timestamp) + Send + 'static,
+    ) {
         self.with(|users| {
             let Some(user) = users.get_mut(user_id) else { return };
-            if user.connections.remove(connection).is_none() || !user.connections.is_empty() {
+            let Some(focus) = user.connections.remove(connection) else { return };
+            if !user.connections.is_empty() {
+                if let (Some(directory), Some(conversation)) = (&self.directory, focus.conversation)
+                    && !user.others_focus(&conversation, connection)
+                {
+                    directory.focus_changed(user_id, &conversation, false);
+                }
                 return;
             }
-            let now = Timestamp::now();
-            user.last_seen_at = Some(now);
-            went_offline(now);
+            match &self.directory {
+                // The directory keeps the last-seen time of users who are gone.
+                Some(directory) => {
+                    users.remove(user_id);
+                    directory.node_left(user_id, Box::new(went_offline));
+                }
+                None => {
+                    let now = Timestamp::now();
+                    user.last_seen_at = Some(now);
+                    went_offline(now);
+                }
+            }
         })
     }
 
@@ -70,13 +140,7 @@ impl Presence {
         conversation_id: Option<String>,
         arrival: u64,
     ) {
-        self.with(|users| {
-            if let Some(focus) = users.get_mut(user_id).and_then(|u| u.connections.get_mut(connection))
-                && arrival >= focus.arrival
-            {
-                *focus = Focus { conversation: conversation_id, arrival };
-            }
-        });
+        self.refocus(user_id, connection, arrival, |_| Some(conversation_id));
     }
 
     /// Clears a connection's focus if it is on `conversation_id` (it stopped listening there),
@@ -88,57 +152,114 @@ impl Presence {
         conversation_id: &str,
         arrival: u64,
     ) {
+        self.refocus(user_id, connection, arrival, |current| {
+            (current == Some(conversation_id)).then_some(None)
+        });
+    }
+
+    /// Replaces a connection's focus with what `change` returns for the current one (`None`:
+    /// no change) if the event is not older than the last applied one, and reports the
+    /// node-level change to the directory.
+    fn refocus(
+        &self,
+        user_id: &str,
+        connection: &ConnectionId,
+        arrival: u64,
+        change: impl FnOnce(Option<&str>) -> Option<Option<String>>,
+    ) {
         self.with(|users| {
-            if let Some(focus) = users.get_mut(user_id).and_then(|u| u.connections.get_mut(connection))
-                && arrival >= focus.arrival
-                && focus.conversation.as_deref() == Some(conversation_id)
+            let Some(user) = users.get_mut(user_id) else { return };
+            let Some(focus) = user.connections.get_mut(connection) else { return };
+            if arrival < focus.arrival {
+                return;
+            }
+            let Some(conversation) = change(focus.conversation.as_deref()) else { return };
+            let previous = std::mem::replace(focus, Focus { conversation, arrival }).conversation;
+            let Some(directory) = &self.directory else { return };
+            let current = user.connections.get(connection).and_then(|f| f.conversation.clone());
+            if previous == current {
+                return;
+            }
+            if let Some(previous) = previous
+                && !user.others_focus(&previous, connection)
             {
-                *focus = Focus { conversation: None, arrival };
+                directory.focus_changed(user_id, &previous, false);
+            }
+            if let Some(current) = current
+                && !user.others_focus(&current, connection)
+            {
+                directory.focus_changed(user_id, &current, true);
             }
         });
     }
 
-    /// Whether any connection of the user is focused on the conversation.
-    pub fn is_focused(&self, user_id: &str, conversation_id: &str) -> bool {
+    /// Where each user is with respect to the conversation as far as this node knows, one
+    /// entry per user in order (the whole answer on a single node; with a directory, the
+    /// fallback for [`PresenceDirectory::reach`]).
+    pub fn local_reach(&self, user_ids: &[String], conversation_id: &str) -> Vec<Reach> {
         self.with(|users| {
-            users.get(user_id).is_some_and(|u| {
-                u.connections.values().any(|f| f.conversation.as_deref() == Some(conversation_id))
+            user_ids
+                .iter()
+                .map(|id| users.get(id).map_or(Reach::Offline, |user| user.reach(conversation_id)))
+                .collect()
+        })
+    }
+
+    /// Presence of each user, one entry per user in order.
+    pub async fn info(&self, user_ids: &[String]) -> Vec<PresenceInfo> {
+        let local = || {
+            self.with(|users| {
+                let unknown = PresenceInfo { online: false, last_seen_at: None };
+                user_ids.iter().map(|id| users.get(id).map_or(unknown.clone(), UserPresence::info)).collect()
             })
-        })
-    }
-
-    /// Whether the user has an open connection.
-    pub fn is_online(&self, user_id: &str) -> bool {
-        self.with(|users| users.get(user_id).is_some_and(|u| !u.connections.is_empty()))
-    }
-
-    /// Presence of one user.
-    pub fn info(&self, user_id: &str) -> PresenceInfo {
-        self.with(|users| match users.get(user_id) {
-            Some(u) if !u.connections.is_empty() => PresenceInfo { online: true, last_seen_at: None },
-            Some(u) => PresenceInfo { online: false, last_seen_at: u.last_seen_at },
-            None => PresenceInfo { online: false, last_seen_at: None },
-        })
+        };
+        let Some(directory) = &self.directory else { return local() };
+        match directory.info(user_ids).await {
+            Ok(infos) => infos,
+            Err(err) => {
+                tracing::warn!(error = %err, "presence directory unavailable; answering for this node only");
+                local()
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
-    #[test]
-    fn a_user_goes_offline_only_when_the_last_connection_closes() {
+    fn reach_of(presence: &Presence, user_id: &str, conversation_id: &str) -> Reach {
+        presence.local_reach(&[user_id.to_owned()], conversation_id)[0]
+    }
+
+    #[tokio::test]
+    async fn a_user_goes_offline_only_when_the_last_connection_closes() {
         let presence = Presence::default();
-        let (mut online, mut offline) = (0, 0);
-        presence.connect("bob", &"tab1".to_owned(), || online += 1);
-        presence.connect("bob", &"tab2".to_owned(), || online += 1);
-        presence.disconnect("bob", &"tab1".to_owned(), |_| offline += 1);
-        assert!(presence.is_online("bob"));
-        presence.disconnect("bob", &"tab2".to_owned(), |_| offline += 1);
-        presence.disconnect("bob", &"tab2".to_owned(), |_| offline += 1);
-        assert_eq!((online, offline), (1, 1));
-        let info = presence.info("bob");
-        assert!(!info.online && info.last_seen_at.is_some());
+        let (online, offline) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let came = || {
+            let online = online.clone();
+            move || {
+                online.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let went = || {
+            let offline = offline.clone();
+            move |_| {
+                offline.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        presence.connect("bob", &"tab1".to_owned(), came());
+        presence.connect("bob", &"tab2".to_owned(), came());
+        presence.disconnect("bob", &"tab1".to_owned(), went());
+        assert_eq!(reach_of(&presence, "bob", "c1"), Reach::Online);
+        presence.disconnect("bob", &"tab2".to_owned(), went());
+        presence.disconnect("bob", &"tab2".to_owned(), went());
+        assert_eq!((online.load(Ordering::Relaxed), offline.load(Ordering::Relaxed)), (1, 1));
+        let info = presence.info(&["bob".to_owned()]).await;
+        assert!(!info[0].online && info[0].last_seen_at.is_some());
+        assert_eq!(reach_of(&presence, "bob", "c1"), Reach::Offline);
     }
 
     #[test]
@@ -147,11 +268,11 @@ mod tests {
         presence.connect("bob", &"tab1".to_owned(), || {});
         presence.connect("bob", &"tab2".to_owned(), || {});
         presence.focus("bob", &"tab1".to_owned(), Some("c1".into()), 1);
-        assert!(presence.is_focused("bob", "c1"));
+        assert_eq!(reach_of(&presence, "bob", "c1"), Reach::Focused);
         presence.unfocus_conversation("bob", &"tab1".to_owned(), "c2", 2);
-        assert!(presence.is_focused("bob", "c1"));
+        assert_eq!(reach_of(&presence, "bob", "c1"), Reach::Focused);
         presence.disconnect("bob", &"tab1".to_owned(), |_| {});
-        assert!(!presence.is_focused("bob", "c1"));
+        assert_eq!(reach_of(&presence, "bob", "c1"), Reach::Online);
     }
 
     #[test]
@@ -162,9 +283,63 @@ mod tests {
         // unfocus (event 2) was applied before focus (event 1) finished its membership check.
         presence.focus("bob", &tab, None, 2);
         presence.focus("bob", &tab, Some("c1".into()), 1);
-        assert!(!presence.is_focused("bob", "c1"));
+        assert_eq!(reach_of(&presence, "bob", "c1"), Reach::Online);
         presence.focus("bob", &tab, Some("c2".into()), 3);
         presence.unfocus_conversation("bob", &tab, "c2", 2);
-        assert!(presence.is_focused("bob", "c2"));
+        assert_eq!(reach_of(&presence, "bob", "c2"), Reach::Focused);
+    }
+
+    /// Records what a registry reports to its directory, answering as a lone node would.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl PresenceDirectory for Recorder {
+        fn node_joined(&self, user_id: &str, came_online: Box<dyn FnOnce() + Send>) {
+            self.0.lock().unwrap().push(format!("joined {user_id}"));
+            came_online();
+        }
+        fn node_left(&self, user_id: &str, went_offline: Box<dyn FnOnce(Timestamp) + Send>) {
+            self.0.lock().unwrap().push(format!("left {user_id}"));
+            went_offline(Timestamp::now());
+        }
+        fn focus_changed(&self, user_id: &str, conversation_id: &str, focused: bool) {
+            self.0.lock().unwrap().push(format!("{user_id} {conversation_id} {focused}"));
+        }
+        fn reach(
+            &self,
+            _: Vec<String>,
+            _: &str,
+            local: Vec<Reach>,
+            answer: Box<dyn FnOnce(Vec<Reach>) + Send>,
+        ) {
+            answer(local);
+        }
+        async fn info(&self, _: &[String]) -> Result<Vec<PresenceInfo>, crate::core::ports::PresenceError> {
+            Ok(Vec::new())
+        }
+        fn departures(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::core::ports::Departure>> {
+            None
+        }
+    }
+
+    #[test]
+    fn the_directory_hears_only_node_level_changes() {
+        let recorder = Arc::new(Recorder::default());
+        let presence = Presence::new(Some(recorder.clone()));
+        let (tab1, tab2) = ("tab1".to_owned(), "tab2".to_owned());
+        presence.connect("bob", &tab1, || {});
+        presence.connect("bob", &tab2, || {});
+        presence.focus("bob", &tab1, Some("c1".into()), 1);
+        presence.focus("bob", &tab2, Some("c1".into()), 1);
+        presence.focus("bob", &tab1, Some("c2".into()), 2);
+        presence.unfocus_conversation("bob", &tab2, "c1", 2);
+        presence.disconnect("bob", &tab1, |_| {});
+        presence.disconnect("bob", &tab2, |_| {});
+        presence.disconnect("bob", &tab2, |_| {});
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            ["joined bob", "bob c1 true", "bob c2 true", "bob c1 false", "bob c2 false", "left bob"]
+        );
     }
 }

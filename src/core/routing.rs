@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::chat::new_id;
 use super::model::Message;
-use super::ports::{Bus, PushJob, Recipient, Store};
+use super::ports::{Bus, PushJob, Reach, Recipient, Store};
 use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, Notification, ReadReceipt, ServerEvent};
 
@@ -19,9 +19,11 @@ pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
 }
 
 /// Routes one committed message to `recipients` (the members as of its commit), after the
-/// sender's ack. Notifications go out at once; read markers of focused members and push jobs
-/// need the store, so they run in a task on `runtime`, only when there are any. Callable
-/// from any thread (it runs on the store's writer thread, in commit order).
+/// sender's ack. Where each recipient is comes from `presence`: at once on a single node,
+/// from the shared directory (in commit order) with several. Notifications go out then; read markers of
+/// focused members and push jobs need the store, so they run in a task on `runtime`, only
+/// when there are any. Callable from any thread (it runs on the store's writer thread, in
+/// commit order).
 pub fn route_new_message(
     runtime: &tokio::runtime::Handle,
     store: &Arc<dyn Store>,
@@ -31,19 +33,45 @@ pub fn route_new_message(
     recipients: Vec<Recipient>,
     preview_chars: usize,
 ) {
-    let conversation_id = &message.conversation_id;
+    let recipients: Vec<Recipient> =
+        recipients.into_iter().filter(|r| r.member.user_id != message.sender_id).collect();
+    if recipients.is_empty() {
+        return;
+    }
+    let user_ids: Vec<String> = recipients.iter().map(|r| r.member.user_id.clone()).collect();
+    let local = presence.local_reach(&user_ids, &message.conversation_id);
     let preview = preview(message, preview_chars);
+    let Some(directory) = presence.directory() else {
+        return route(runtime, store.clone(), bus.clone(), message, recipients, &local, preview);
+    };
+    let (runtime, store, bus, message) = (runtime.clone(), store.clone(), bus.clone(), message.clone());
+    let conversation_id = message.conversation_id.clone();
+    directory.reach(
+        user_ids,
+        &conversation_id,
+        local,
+        Box::new(move |reaches| route(&runtime, store, bus, &message, recipients, &reaches, preview)),
+    );
+}
+
+/// Acts on where each recipient is (`reaches[i]` for `recipients[i]`).
+fn route(
+    runtime: &tokio::runtime::Handle,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    message: &Message,
+    recipients: Vec<Recipient>,
+    reaches: &[Reach],
+    preview: Option<String>,
+) {
+    let conversation_id = &message.conversation_id;
     let mut focused = Vec::new();
     let mut push = Vec::new();
-    for recipient in recipients {
+    for (recipient, reach) in recipients.into_iter().zip(reaches) {
         let member = recipient.member;
-        if member.user_id == message.sender_id {
-            continue;
-        }
-        if presence.is_focused(&member.user_id, conversation_id) {
-            focused.push(member);
-        } else if presence.is_online(&member.user_id) {
-            bus.publish(BusMessage::Deliver(Delivery {
+        match reach {
+            Reach::Focused => focused.push(member),
+            Reach::Online => bus.publish(BusMessage::Deliver(Delivery {
                 to: Audience::Users(vec![member.user_id]),
                 except_connection: None,
                 except_user: None,
@@ -56,22 +84,22 @@ pub fn route_new_message(
                     preview: preview.clone(),
                     unread_count: recipient.unread_count,
                 }),
-            }));
-        } else if member.notifications && recipient.has_devices {
-            push.push(PushJob {
+            })),
+            Reach::Offline if member.notifications && recipient.has_devices => push.push(PushJob {
                 id: new_id(),
                 user_id: member.user_id,
                 conversation_id: conversation_id.clone(),
                 message_id: message.id.clone(),
                 seq: message.seq,
                 created_at: message.created_at,
-            });
+            }),
+            Reach::Offline => {}
         }
     }
     if focused.is_empty() && push.is_empty() {
         return;
     }
-    let (store, bus, message_id) = (store.clone(), bus.clone(), message.id.clone());
+    let message_id = message.id.clone();
     let (conversation_id, seq) = (conversation_id.clone(), message.seq);
     runtime.spawn(async move {
         let result = async {

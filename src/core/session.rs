@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
 use super::chat::Chat;
 use super::error::ChatError;
 use super::model::User;
-use super::ports::{Bus, HistoryRange};
+use super::ports::{Bus, Departure, HistoryRange, Store};
 use super::realtime::{
     Audience, BusMessage, ConnectionId, Delivery, PresenceChange, PresenceInfo, PresenceQuery, Ready,
     ServerEvent, SyncPage, SyncRequest, Typing,
@@ -105,21 +107,41 @@ impl TypingTracker {
     }
 }
 
+/// Publishes a presence change to `contacts`.
+fn announce_presence(bus: &dyn Bus, contacts: &[String], event: ServerEvent) {
+    if !contacts.is_empty() {
+        bus.publish(BusMessage::Deliver(Delivery {
+            to: Audience::Users(contacts.to_vec()),
+            except_connection: None,
+            except_user: None,
+            event,
+        }));
+    }
+}
+
+/// Announces `user:offline` for users whose node died, as the presence directory finds them.
+pub(super) async fn announce_departures(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    mut departures: mpsc::UnboundedReceiver<Departure>,
+) {
+    while let Some(departure) = departures.recv().await {
+        match store.contacts(&departure.user_id).await {
+            Ok(contacts) => {
+                let change =
+                    PresenceChange { user_id: departure.user_id, last_seen_at: Some(departure.last_seen_at) };
+                announce_presence(bus.as_ref(), &contacts, ServerEvent::UserOffline(change));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, user = %departure.user_id, "contacts unavailable; user:offline not announced");
+            }
+        }
+    }
+}
+
 impl Chat {
     fn connection_of(user: &User) -> Result<&ConnectionId, ChatError> {
         user.connection.as_ref().ok_or_else(|| ChatError::invalid("this request needs a realtime connection"))
-    }
-
-    /// Publishes a presence change to `contacts`.
-    fn announce_presence(&self, contacts: &[String], event: ServerEvent) {
-        if !contacts.is_empty() {
-            self.bus.publish(BusMessage::Deliver(Delivery {
-                to: Audience::Users(contacts.to_vec()),
-                except_connection: None,
-                except_user: None,
-                event,
-            }));
-        }
     }
 
     /// # A connection opened
@@ -130,9 +152,10 @@ impl Chat {
         // Read first, then change and announce in one step (see Presence::connect).
         let contacts = self.store.contacts(&user.id).await?;
         let conversations = self.store.conversation_heads(&user.id).await?;
-        self.presence.connect(&user.id, connection, || {
-            let change = PresenceChange { user_id: user.id.clone(), last_seen_at: None };
-            self.announce_presence(&contacts, ServerEvent::UserOnline(change));
+        let (bus, user_id) = (self.bus.clone(), user.id.clone());
+        self.presence.connect(&user.id, connection, move || {
+            let change = PresenceChange { user_id, last_seen_at: None };
+            announce_presence(bus.as_ref(), &contacts, ServerEvent::UserOnline(change));
         });
         Ok(Ready { user_id: user.id.clone(), conversations })
     }
@@ -148,9 +171,10 @@ impl Chat {
             tracing::warn!(error = %err, user = %user.id, "contacts unavailable; user:offline not announced");
             Vec::new()
         });
-        self.presence.disconnect(&user.id, connection, |last_seen_at| {
-            let change = PresenceChange { user_id: user.id.clone(), last_seen_at: Some(last_seen_at) };
-            self.announce_presence(&contacts, ServerEvent::UserOffline(change));
+        let (bus, user_id) = (self.bus.clone(), user.id.clone());
+        self.presence.disconnect(&user.id, connection, move |last_seen_at| {
+            let change = PresenceChange { user_id, last_seen_at: Some(last_seen_at) };
+            announce_presence(bus.as_ref(), &contacts, ServerEvent::UserOffline(change));
         });
         Ok(())
     }
@@ -231,17 +255,15 @@ impl Chat {
     }
 
     /// # `presence:query`
-    pub fn presence(&self, req: PresenceQuery) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
+    pub async fn presence(&self, req: PresenceQuery) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
         if req.user_ids.len() > PRESENCE_QUERY_MAX {
             return Err(ChatError::invalid(format!("at most {PRESENCE_QUERY_MAX} user_ids per query")));
         }
-        let mut answer = BTreeMap::new();
-        for user_id in req.user_ids {
-            validate::identifier("user_ids[]", &user_id)?;
-            let info = self.presence.info(&user_id);
-            answer.insert(user_id, info);
+        for user_id in &req.user_ids {
+            validate::identifier("user_ids[]", user_id)?;
         }
-        Ok(answer)
+        let infos = self.presence.info(&req.user_ids).await;
+        Ok(req.user_ids.into_iter().zip(infos).collect())
     }
 }
 

@@ -83,7 +83,7 @@ pub async fn dispatch(
             let page = chat.sync(user, decode::<SyncRequest>(data)?).await?;
             json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations })
         }
-        "presence:query" => json!({ "presence": chat.presence(decode::<PresenceQuery>(data)?)? }),
+        "presence:query" => json!({ "presence": chat.presence(decode::<PresenceQuery>(data)?).await? }),
         other => return Err(ChatError::invalid(format!("unknown event {other:?}"))),
     })
 }

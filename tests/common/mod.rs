@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis;
 pub mod ws;
 
 use std::net::SocketAddr;
