@@ -336,7 +336,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records push jobs durably.
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError>;
 
-    /// Push jobs not yet sent, oldest first.
+    /// Push jobs not yet finished (neither sent nor dropped), oldest first.
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError>;
 
     /// Registers a device, or refreshes the endpoint and keys of the same

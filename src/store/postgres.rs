@@ -33,6 +33,7 @@ use crate::core::time::Timestamp;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_push.sql"),
+    include_str!("../../migrations/postgres/0003_push_claims.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -939,7 +940,7 @@ impl Store for PostgresStore {
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
         self.query(
             "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
-             WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+             WHERE finished_at IS NULL ORDER BY id LIMIT $1",
             &[&as_i64(limit)],
         )
         .await?

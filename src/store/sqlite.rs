@@ -39,6 +39,7 @@ const READERS: usize = 4;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_push.sql"),
+    include_str!("../../migrations/sqlite/0003_push_claims.sql"),
 ];
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
@@ -964,7 +965,7 @@ impl Store for SqliteStore {
             query_all(
                 conn,
                 "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
-                     WHERE sent_at IS NULL ORDER BY id LIMIT ?1",
+                     WHERE finished_at IS NULL ORDER BY id LIMIT ?1",
                 [limit as i64],
                 |r| {
                     Ok(PushJob {
