@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
@@ -150,6 +151,34 @@ pub struct PushJob {
     pub created_at: Timestamp,
 }
 
+/// A push job leased to one worker by [`Store::claim_push_jobs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedPushJob {
+    /// The job.
+    pub job: PushJob,
+    /// Which claim of the job this is, from 1; every claim counts, including those whose
+    /// lease ran out before the worker finished or rescheduled the job.
+    pub attempt: u32,
+    /// End of the lease: from then on the job is due again unless it was finished or
+    /// rescheduled meanwhile.
+    pub leased_until: Timestamp,
+    /// The error the last [`Store::retry_push_job`] recorded, if any.
+    pub last_error: Option<String>,
+}
+
+/// Longest error text (in bytes) a push job keeps; see [`clip_push_error`].
+pub const PUSH_ERROR_MAX_BYTES: usize = 1024;
+
+/// `error` cut to at most [`PUSH_ERROR_MAX_BYTES`] at a character boundary, as stores keep it
+/// (a provider's error body can be arbitrarily long).
+pub fn clip_push_error(error: &str) -> &str {
+    let mut end = error.len().min(PUSH_ERROR_MAX_BYTES);
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    error.get(..end).unwrap_or_default()
+}
+
 /// A device to register for a user.
 #[derive(Debug, Clone)]
 pub struct NewDevice {
@@ -223,7 +252,8 @@ pub trait Bus: Send + Sync + 'static {
 ///
 /// Invariants every backend keeps: `seq` is gap-free per conversation and assigned at
 /// commit; `(conversation_id, sender_id, client_id)` is unique; a method returns only after
-/// its write is durably committed.
+/// its write is durably committed; a push job is leased to at most one worker at a time
+/// (across nodes) and never claimed once finished (sent or dropped).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Succeeds when the store can serve requests (readiness).
@@ -336,8 +366,48 @@ pub trait Store: Send + Sync + 'static {
     /// Records push jobs durably.
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError>;
 
-    /// Push jobs not yet finished (neither sent nor dropped), oldest first.
+    /// Push jobs not yet finished (neither sent nor dropped), leased or not, oldest first.
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError>;
+
+    /// Leases up to `limit` due push jobs to the caller: jobs not finished whose
+    /// `next_attempt_at` is at or before now, earliest due first (which for jobs never retried
+    /// is oldest first), ties by id. Each claimed job's `next_attempt_at` becomes now + `lease`
+    /// and its attempt count goes up by one; the result is ordered by id.
+    ///
+    /// Atomic across every node sharing the database: concurrent claims never return the same
+    /// job, and never wait for one another (a job another claim is taking is skipped). While
+    /// leased, a job is not claimed again; once the lease runs out (its worker died or was
+    /// too slow) it is due again, with the attempt counted. A worker should therefore finish
+    /// or reschedule a job well within its lease; delivery is at least once. "Now" is this
+    /// node's clock, so nodes' clocks must agree to well within a lease.
+    async fn claim_push_jobs(&self, limit: usize, lease: Duration)
+    -> Result<Vec<ClaimedPushJob>, StoreError>;
+
+    /// Marks a job sent: it is finished and never claimed again (lease or not). False, and
+    /// nothing changes, when no unfinished job has that id (already sent, dropped, pruned).
+    async fn complete_push_job(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Reschedules an unfinished job: it is not claimed before `next_attempt_at`, and the
+    /// `error` (clipped by [`clip_push_error`]) is kept as its last error. The attempt count
+    /// is unchanged (the next claim counts). False, and nothing changes, when no unfinished
+    /// job has that id; a finished job is never revived.
+    async fn retry_push_job(
+        &self,
+        id: &str,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up on a job: it is finished without being sent and never claimed again; the row
+    /// is kept, with `reason` (clipped by [`clip_push_error`]) as its last error, until
+    /// [`Store::prune_push_jobs`] removes it. False, and nothing changes, when no unfinished
+    /// job has that id.
+    async fn drop_push_job(&self, id: &str, reason: &str) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` finished (sent or dropped) jobs that finished before
+    /// `finished_before`, earliest finished first; returns how many. Unfinished jobs are never
+    /// deleted. Bounded so a periodic call never holds the database for long.
+    async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// Registers a device, or refreshes the endpoint and keys of the same
     /// `(user, platform, token)`; returns it.

@@ -20,8 +20,8 @@ use crate::core::model::{
     Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, CommitHook, Created, HistoryRange, Membership, NewConversation, NewDevice,
-    NewMessage, PushJob, Recipient, Store,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, Created, HistoryRange, Membership,
+    NewConversation, NewDevice, NewMessage, PushJob, Recipient, Store, clip_push_error,
 };
 use crate::core::realtime::ConversationHead;
 use crate::core::time::Timestamp;
@@ -978,6 +978,117 @@ impl Store for SqliteStore {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn claim_push_jobs(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedPushJob>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The one writer runs claims one at a time, so no two can take the same job.
+        self.write(move |conn| {
+            let now = Timestamp::now();
+            let leased_until = now.plus(lease);
+            let mut claimed = query_all(
+                conn,
+                "UPDATE push_jobs SET next_attempt_at = ?1, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM push_jobs \
+                     WHERE finished_at IS NULL AND next_attempt_at <= ?2 \
+                     ORDER BY next_attempt_at, id LIMIT ?3) \
+                 RETURNING id, user_id, conversation_id, message_id, seq, created_at, attempts, last_error",
+                params![leased_until.millis(), now.millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok((
+                        PushJob {
+                            id: r.get(0)?,
+                            user_id: r.get(1)?,
+                            conversation_id: r.get(2)?,
+                            message_id: r.get(3)?,
+                            seq: r.get(4)?,
+                            created_at: Timestamp(r.get(5)?),
+                        },
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                },
+            )?
+            .into_iter()
+            .map(|(job, attempts, last_error)| {
+                let attempt = u32::try_from(attempts).map_err(|_| {
+                    StoreError::Backend(format!("push job {} has {attempts} attempts", job.id).into())
+                })?;
+                Ok(ClaimedPushJob { job, attempt, leased_until, last_error })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            claimed.sort_by(|a, b| a.job.id.cmp(&b.job.id));
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn complete_push_job(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let now = Timestamp::now().millis();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE push_jobs SET sent_at = ?2, finished_at = ?2 WHERE id = ?1 AND finished_at IS NULL",
+                )?
+                .execute(params![id, now])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn retry_push_job(
+        &self,
+        id: &str,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, error) = (id.to_owned(), clip_push_error(error).to_owned());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE push_jobs SET next_attempt_at = ?2, last_error = ?3 \
+                     WHERE id = ?1 AND finished_at IS NULL",
+                )?
+                .execute(params![id, next_attempt_at.millis(), error])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn drop_push_job(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        let (id, reason) = (id.to_owned(), clip_push_error(reason).to_owned());
+        self.write(move |conn| {
+            let now = Timestamp::now().millis();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE push_jobs SET finished_at = ?2, last_error = ?3 WHERE id = ?1 AND finished_at IS NULL",
+                )?
+                .execute(params![id, now, reason])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs \
+                     WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
+                )?
+                .execute(params![finished_before.millis(), i64::try_from(limit).unwrap_or(i64::MAX)])?)
         })
         .await
     }
