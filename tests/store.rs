@@ -127,6 +127,7 @@ store_tests!(
     a_retried_push_job_is_claimed_only_from_its_next_attempt_with_its_error,
     a_dropped_push_job_is_never_claimed_again,
     finished_push_jobs_are_pruned_within_the_limit_and_unfinished_ones_are_kept,
+    a_worker_whose_lease_ran_out_cannot_finish_or_reschedule_the_newer_claim,
     devices_are_upserted_listed_and_removed_per_user,
     everything_survives_reopening_the_store,
     concurrent_appends_get_seqs_one_to_n_and_hooks_run_in_seq_order,
@@ -858,16 +859,16 @@ async fn a_completed_push_job_is_never_claimed_again(store: Arc<dyn Store>, _db:
     let jobs = push_jobs(2);
     store.enqueue_push(jobs.clone()).await.expect("enqueue");
     assert_eq!(jobs_of(&claim(&store, 2, SHORT_LEASE).await), jobs);
-    assert!(store.complete_push_job(&jobs[0].id).await.expect("complete"));
-    assert!(!store.complete_push_job(&jobs[0].id).await.expect("complete"), "completed once only");
-    assert!(!store.complete_push_job("no-such-job").await.expect("complete"));
+    assert!(store.complete_push_job(&jobs[0].id, 1).await.expect("complete"));
+    assert!(!store.complete_push_job(&jobs[0].id, 1).await.expect("complete"), "completed once only");
+    assert!(!store.complete_push_job("no-such-job", 1).await.expect("complete"));
     sleep_past_short_lease().await;
 
     let again = claim(&store, 10, LONG_LEASE).await;
     assert_eq!(jobs_of(&again), jobs[1..].to_vec(), "the sent job's lease expiring does not matter");
     assert_eq!(attempts_of(&again), vec![2]);
     assert!(
-        !store.retry_push_job(&jobs[0].id, Timestamp(0), "late").await.expect("retry"),
+        !store.retry_push_job(&jobs[0].id, 1, Timestamp(0), "late").await.expect("retry"),
         "a sent job is not revived"
     );
     assert!(claim(&store, 10, LONG_LEASE).await.is_empty());
@@ -884,14 +885,14 @@ async fn a_retried_push_job_is_claimed_only_from_its_next_attempt_with_its_error
     let id = &jobs[0].id;
 
     let in_an_hour = Timestamp::now().plus(Duration::from_secs(3600));
-    assert!(store.retry_push_job(id, in_an_hour, "503 from the provider").await.expect("retry"));
-    assert!(!store.retry_push_job("no-such-job", in_an_hour, "x").await.expect("retry"));
+    assert!(store.retry_push_job(id, 1, in_an_hour, "503 from the provider").await.expect("retry"));
+    assert!(!store.retry_push_job("no-such-job", 1, in_an_hour, "x").await.expect("retry"));
     let others = claim(&store, 10, LONG_LEASE).await;
     assert_eq!(jobs_of(&others), jobs[1..].to_vec(), "not before its next attempt");
 
     let soon = Timestamp::now().plus(SHORT_LEASE);
     let long_error = "é".repeat(600);
-    assert!(store.retry_push_job(id, soon, &long_error).await.expect("retry"));
+    assert!(store.retry_push_job(id, 1, soon, &long_error).await.expect("retry"));
     sleep_past_short_lease().await;
     let again = claim(&store, 10, LONG_LEASE).await;
     assert_eq!(jobs_of(&again), jobs[..1].to_vec(), "due at its next attempt");
@@ -903,11 +904,11 @@ async fn a_dropped_push_job_is_never_claimed_again(store: Arc<dyn Store>, _db: D
     let jobs = push_jobs(2);
     store.enqueue_push(jobs.clone()).await.expect("enqueue");
     assert_eq!(jobs_of(&claim(&store, 2, SHORT_LEASE).await), jobs);
-    assert!(store.drop_push_job(&jobs[0].id, "the device is gone").await.expect("drop"));
-    assert!(!store.drop_push_job(&jobs[0].id, "again").await.expect("drop"), "dropped once only");
-    assert!(!store.drop_push_job("no-such-job", "x").await.expect("drop"));
-    assert!(!store.retry_push_job(&jobs[0].id, Timestamp(0), "x").await.expect("retry"), "not revived");
-    assert!(!store.complete_push_job(&jobs[0].id).await.expect("complete"), "not sent after all");
+    assert!(store.drop_push_job(&jobs[0].id, 1, "the device is gone").await.expect("drop"));
+    assert!(!store.drop_push_job(&jobs[0].id, 1, "again").await.expect("drop"), "dropped once only");
+    assert!(!store.drop_push_job("no-such-job", 1, "x").await.expect("drop"));
+    assert!(!store.retry_push_job(&jobs[0].id, 1, Timestamp(0), "x").await.expect("retry"), "not revived");
+    assert!(!store.complete_push_job(&jobs[0].id, 1).await.expect("complete"), "not sent after all");
     sleep_past_short_lease().await;
 
     assert_eq!(jobs_of(&claim(&store, 10, LONG_LEASE).await), jobs[1..].to_vec());
@@ -922,9 +923,9 @@ async fn finished_push_jobs_are_pruned_within_the_limit_and_unfinished_ones_are_
     store.enqueue_push(jobs.clone()).await.expect("enqueue");
     assert_eq!(jobs_of(&claim(&store, 5, LONG_LEASE).await), jobs[..5].to_vec());
     for job in &jobs[..3] {
-        assert!(store.complete_push_job(&job.id).await.expect("complete"));
+        assert!(store.complete_push_job(&job.id, 1).await.expect("complete"));
     }
-    assert!(store.drop_push_job(&jobs[3].id, "gone").await.expect("drop"));
+    assert!(store.drop_push_job(&jobs[3].id, 1, "gone").await.expect("drop"));
     // jobs[4] is leased, jobs[5] waits: neither is finished.
 
     assert_eq!(store.prune_push_jobs(Timestamp(0), 100).await.expect("prune"), 0, "none finished that early");
@@ -939,6 +940,41 @@ async fn finished_push_jobs_are_pruned_within_the_limit_and_unfinished_ones_are_
     assert_eq!(store.prune_push_jobs(cutoff, 100).await.expect("prune"), 0);
     assert_eq!(store.pending_push_jobs(100).await.expect("pending"), jobs[4..].to_vec());
     assert_eq!(jobs_of(&claim(&store, 10, LONG_LEASE).await), jobs[5..].to_vec());
+}
+
+async fn a_worker_whose_lease_ran_out_cannot_finish_or_reschedule_the_newer_claim(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let jobs = push_jobs(1);
+    let id = &jobs[0].id;
+    store.enqueue_push(jobs.clone()).await.expect("enqueue");
+    let stale = claim(&store, 1, SHORT_LEASE).await;
+    assert_eq!(attempts_of(&stale), vec![1]);
+    sleep_past_short_lease().await;
+    let fresh = claim(&store, 1, LONG_LEASE).await;
+    assert_eq!(jobs_of(&fresh), jobs, "the lease ran out: claimed again");
+    assert_eq!(attempts_of(&fresh), vec![2]);
+
+    // The first worker finally finishes: whatever it decides is ignored.
+    assert!(!store.complete_push_job(id, 1).await.expect("complete"), "stale complete");
+    assert!(!store.retry_push_job(id, 1, Timestamp(0), "stale").await.expect("retry"), "stale retry");
+    assert!(!store.drop_push_job(id, 1, "stale").await.expect("drop"), "stale drop");
+    assert!(!store.complete_push_job(id, 3).await.expect("complete"), "a claim that never was");
+    assert!(claim(&store, 1, LONG_LEASE).await.is_empty(), "still leased to the second worker");
+    assert_eq!(store.pending_push_jobs(10).await.expect("pending"), jobs, "still unfinished");
+
+    // The second worker's retry counts; once its retry is due, the third claim sees its error.
+    let soon = Timestamp::now().plus(SHORT_LEASE);
+    assert!(store.retry_push_job(id, 2, soon, "503").await.expect("retry"));
+    assert!(!store.complete_push_job(id, 1).await.expect("complete"), "still stale");
+    sleep_past_short_lease().await;
+    let third = claim(&store, 1, LONG_LEASE).await;
+    assert_eq!(attempts_of(&third), vec![3]);
+    assert_eq!(third[0].last_error.as_deref(), Some("503"), "the stale retry's error was not kept");
+    assert!(!store.drop_push_job(id, 2, "stale").await.expect("drop"));
+    assert!(store.complete_push_job(id, 3).await.expect("complete"));
+    assert!(store.pending_push_jobs(10).await.expect("pending").is_empty());
 }
 
 async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>, _db: Db) {
@@ -1252,7 +1288,11 @@ async fn claim_and_complete_concurrently(stores: &[Arc<dyn Store>], claimers: us
                     assert!(claimed.len() <= LIMIT, "claimed {} > {LIMIT}", claimed.len());
                     for job in claimed {
                         assert_eq!(job.attempt, 1, "{} claimed before", job.job.id);
-                        assert!(store.complete_push_job(&job.job.id).await?, "{} was finished", job.job.id);
+                        assert!(
+                            store.complete_push_job(&job.job.id, job.attempt).await?,
+                            "{} was finished",
+                            job.job.id
+                        );
                         taken.push(job.job.id);
                     }
                 }

@@ -384,16 +384,24 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Vec<ClaimedPushJob>, StoreError>;
 
     /// Marks a job sent: it is finished and never claimed again (lease or not). False, and
-    /// nothing changes, when no unfinished job has that id (already sent, dropped, pruned).
-    async fn complete_push_job(&self, id: &str) -> Result<bool, StoreError>;
+    /// nothing changes, when no unfinished job has that id (already sent, dropped, pruned),
+    /// or when it has been claimed again since claim `attempt` (see below).
+    ///
+    /// Fencing: this, [`Store::retry_push_job`] and [`Store::drop_push_job`] act only while
+    /// the job's attempt count is still `attempt` (the [`ClaimedPushJob::attempt`] of the
+    /// caller's claim), so a worker whose lease ran out and whose job was claimed again
+    /// cannot overwrite what the newer claim's worker decides.
+    async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError>;
 
     /// Reschedules an unfinished job: it is not claimed before `next_attempt_at`, and the
     /// `error` (clipped by [`clip_push_error`]) is kept as its last error. The attempt count
     /// is unchanged (the next claim counts). False, and nothing changes, when no unfinished
-    /// job has that id; a finished job is never revived.
+    /// job has that id, or it was claimed again since claim `attempt`; a finished job is
+    /// never revived.
     async fn retry_push_job(
         &self,
         id: &str,
+        attempt: u32,
         next_attempt_at: Timestamp,
         error: &str,
     ) -> Result<bool, StoreError>;
@@ -401,8 +409,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up on a job: it is finished without being sent and never claimed again; the row
     /// is kept, with `reason` (clipped by [`clip_push_error`]) as its last error, until
     /// [`Store::prune_push_jobs`] removes it. False, and nothing changes, when no unfinished
-    /// job has that id.
-    async fn drop_push_job(&self, id: &str, reason: &str) -> Result<bool, StoreError>;
+    /// job has that id, or it was claimed again since claim `attempt`.
+    async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError>;
 
     /// Deletes up to `limit` finished (sent or dropped) jobs that finished before
     /// `finished_before`, earliest finished first; returns how many. Unfinished jobs are never

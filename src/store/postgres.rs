@@ -208,6 +208,12 @@ fn as_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// A claim's attempt as the `INTEGER` column holds it; one beyond that range becomes -1,
+/// which no job's attempt count equals (so fenced updates change nothing).
+fn attempt_param(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(-1)
+}
+
 /// The message whose [`MESSAGE_COLUMNS`] start at column `at`; `None` when a left join
 /// found none.
 fn message_at(row: &Row, at: usize) -> Result<Option<Message>, StoreError> {
@@ -1003,11 +1009,12 @@ impl Store for PostgresStore {
         Ok(claimed)
     }
 
-    async fn complete_push_job(&self, id: &str) -> Result<bool, StoreError> {
+    async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         let changed = self
             .execute(
-                "UPDATE push_jobs SET sent_at = $2, finished_at = $2 WHERE id = $1 AND finished_at IS NULL",
-                &[&id, &Timestamp::now().millis()],
+                "UPDATE push_jobs SET sent_at = $2, finished_at = $2 \
+                 WHERE id = $1 AND attempts = $3 AND finished_at IS NULL",
+                &[&id, &Timestamp::now().millis(), &attempt_param(attempt)],
             )
             .await?;
         Ok(changed == 1)
@@ -1016,23 +1023,26 @@ impl Store for PostgresStore {
     async fn retry_push_job(
         &self,
         id: &str,
+        attempt: u32,
         next_attempt_at: Timestamp,
         error: &str,
     ) -> Result<bool, StoreError> {
         let changed = self
             .execute(
-                "UPDATE push_jobs SET next_attempt_at = $2, last_error = $3 WHERE id = $1 AND finished_at IS NULL",
-                &[&id, &next_attempt_at.millis(), &clip_push_error(error)],
+                "UPDATE push_jobs SET next_attempt_at = $2, last_error = $3 \
+                 WHERE id = $1 AND attempts = $4 AND finished_at IS NULL",
+                &[&id, &next_attempt_at.millis(), &clip_push_error(error), &attempt_param(attempt)],
             )
             .await?;
         Ok(changed == 1)
     }
 
-    async fn drop_push_job(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+    async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError> {
         let changed = self
             .execute(
-                "UPDATE push_jobs SET finished_at = $2, last_error = $3 WHERE id = $1 AND finished_at IS NULL",
-                &[&id, &Timestamp::now().millis(), &clip_push_error(reason)],
+                "UPDATE push_jobs SET finished_at = $2, last_error = $3 \
+                 WHERE id = $1 AND attempts = $4 AND finished_at IS NULL",
+                &[&id, &Timestamp::now().millis(), &clip_push_error(reason), &attempt_param(attempt)],
             )
             .await?;
         Ok(changed == 1)

@@ -1031,15 +1031,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn complete_push_job(&self, id: &str) -> Result<bool, StoreError> {
+    async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
             let now = Timestamp::now().millis();
             let changed = conn
                 .prepare_cached(
-                    "UPDATE push_jobs SET sent_at = ?2, finished_at = ?2 WHERE id = ?1 AND finished_at IS NULL",
+                    "UPDATE push_jobs SET sent_at = ?2, finished_at = ?2 \
+                     WHERE id = ?1 AND attempts = ?3 AND finished_at IS NULL",
                 )?
-                .execute(params![id, now])?;
+                .execute(params![id, now, attempt])?;
             Ok(changed == 1)
         })
         .await
@@ -1048,6 +1049,7 @@ impl Store for SqliteStore {
     async fn retry_push_job(
         &self,
         id: &str,
+        attempt: u32,
         next_attempt_at: Timestamp,
         error: &str,
     ) -> Result<bool, StoreError> {
@@ -1056,23 +1058,24 @@ impl Store for SqliteStore {
             let changed = conn
                 .prepare_cached(
                     "UPDATE push_jobs SET next_attempt_at = ?2, last_error = ?3 \
-                     WHERE id = ?1 AND finished_at IS NULL",
+                     WHERE id = ?1 AND attempts = ?4 AND finished_at IS NULL",
                 )?
-                .execute(params![id, next_attempt_at.millis(), error])?;
+                .execute(params![id, next_attempt_at.millis(), error, attempt])?;
             Ok(changed == 1)
         })
         .await
     }
 
-    async fn drop_push_job(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+    async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError> {
         let (id, reason) = (id.to_owned(), clip_push_error(reason).to_owned());
         self.write(move |conn| {
             let now = Timestamp::now().millis();
             let changed = conn
                 .prepare_cached(
-                    "UPDATE push_jobs SET finished_at = ?2, last_error = ?3 WHERE id = ?1 AND finished_at IS NULL",
+                    "UPDATE push_jobs SET finished_at = ?2, last_error = ?3 \
+                     WHERE id = ?1 AND attempts = ?4 AND finished_at IS NULL",
                 )?
-                .execute(params![id, now, reason])?;
+                .execute(params![id, now, reason, attempt])?;
             Ok(changed == 1)
         })
         .await
