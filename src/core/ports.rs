@@ -2,6 +2,7 @@
 //! wiring in `state.rs` names a concrete backend.
 
 use async_trait::async_trait;
+use serde::Serialize;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +178,58 @@ pub fn clip_push_error(error: &str) -> &str {
         end -= 1;
     }
     error.get(..end).unwrap_or_default()
+}
+
+/// What one push notification says, the same for every provider (each maps it onto its
+/// own request). Holds no more of the message than the configured preview length.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushPayload {
+    /// Always `"message"` for now.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Headline: the conversation's name, or the sender for an unnamed conversation.
+    pub title: String,
+    /// The message preview; `None` when there is no text to show.
+    pub body: Option<String>,
+    /// Conversation of the message.
+    pub conversation_id: String,
+    /// The message.
+    pub message_id: String,
+    /// Its seq.
+    pub seq: i64,
+    /// Who sent it.
+    pub sender_id: String,
+    /// The recipient's total unread count (the app icon badge).
+    pub badge: i64,
+}
+
+/// Why a push provider did not deliver a notification, classed by what the worker does next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PushError {
+    /// Transient (5xx, 408, 429, timeout, connection error): send again later, not before
+    /// `retry_after` if the provider said so.
+    #[error("{reason}")]
+    Retry {
+        /// What went wrong, for the log and the job's last error.
+        reason: String,
+        /// The provider's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The provider reports the device's token dead: the device is deleted.
+    #[error("device gone: {0}")]
+    DeviceGone(String),
+    /// Sending this again will not help (rejected request, misconfigured device).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Sends one notification to one device through one push service (FCM, APNs, Web Push, a
+/// webhook). Implementations bound each send by a timeout (the worker's lease assumes it)
+/// and never panic on what a provider answers.
+#[async_trait]
+pub trait Push: Send + Sync + 'static {
+    /// Delivers `payload` to `device` (of this provider's platform).
+    async fn send(&self, device: &Device, payload: &PushPayload) -> Result<(), PushError>;
 }
 
 /// A device to register for a user.
@@ -365,6 +418,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records push jobs durably.
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError>;
+
+    /// Resolves once [`Store::enqueue_push`] recorded jobs through this store (this node)
+    /// since the previous call resolved, at once if that already happened. Lets the push
+    /// worker wake up for new jobs instead of waiting for its next poll. A store that cannot
+    /// tell never resolves (the worker polls anyway, and jobs from other nodes are found by
+    /// polling).
+    async fn push_enqueued(&self) {
+        std::future::pending::<()>().await
+    }
 
     /// Push jobs not yet finished (neither sent nor dropped), leased or not, oldest first.
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError>;

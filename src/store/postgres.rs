@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio_postgres::types::{FromSql, Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
@@ -359,6 +359,8 @@ pub struct PostgresStore {
     /// Held by a local append from before its seq is taken until its hook ran, so hooks run
     /// in seq order (Tokio mutexes: they are held across awaits, and waiters queue fairly).
     append_locks: Arc<[Mutex<()>]>,
+    /// Signalled after push jobs are recorded (see [`Store::push_enqueued`]).
+    push_enqueued: Notify,
 }
 
 impl PostgresStore {
@@ -379,7 +381,11 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         migrate(&pool, config.schema()).await?;
-        Ok(PostgresStore { pool, append_locks: (0..APPEND_STRIPES).map(|_| Mutex::new(())).collect() })
+        Ok(PostgresStore {
+            pool,
+            append_locks: (0..APPEND_STRIPES).map(|_| Mutex::new(())).collect(),
+            push_enqueued: Notify::new(),
+        })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -955,7 +961,12 @@ impl Store for PostgresStore {
             &[&ids, &users, &conversations, &messages, &seqs, &created],
         )
         .await?;
+        self.push_enqueued.notify_one();
         Ok(())
+    }
+
+    async fn push_enqueued(&self) {
+        self.push_enqueued.notified().await
     }
 
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {

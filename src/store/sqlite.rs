@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::core::error::StoreError;
 use crate::core::model::{
@@ -138,6 +138,8 @@ impl ReaderPool {
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<ReaderPool>,
+    /// Signalled after push jobs are recorded (see [`Store::push_enqueued`]).
+    push_enqueued: Notify,
 }
 
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
@@ -196,6 +198,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReaderPool { connections, next: AtomicUsize::new(0) }),
+            push_enqueued: Notify::new(),
         })
     }
 
@@ -940,6 +943,9 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         self.write(move |conn| {
             let mut insert = conn.prepare_cached(
                 "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
@@ -957,7 +963,13 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.push_enqueued.notify_one();
+        Ok(())
+    }
+
+    async fn push_enqueued(&self) {
+        self.push_enqueued.notified().await
     }
 
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
