@@ -11,6 +11,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod push;
 pub mod server;
 pub mod state;
 pub mod store;
