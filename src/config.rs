@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::core::ChatLimits;
+use crate::core::push_worker::PushSettings;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 use crate::store::sqlite::Synchronous;
 
@@ -119,6 +120,36 @@ pub struct Settings {
     /// slower than that is disconnected (close 1008) instead of buffered [default: 1048576].
     #[arg(long, env = "CHATD_WS_MAX_QUEUED_BYTES", value_name = "BYTES")]
     pub ws_max_queued_bytes: Option<usize>,
+
+    /// Secret the `webhook` push provider signs each request body with (HMAC-SHA256, header
+    /// `X-Chatd-Signature`). Unset: webhook devices are not sent to.
+    #[arg(long, env = "CHATD_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Push jobs the worker claims and sends at once [default: 32].
+    #[arg(long, env = "CHATD_PUSH_BATCH_SIZE", value_name = "N")]
+    pub push_batch_size: Option<usize>,
+
+    /// Attempts after which an undeliverable push is dropped (and logged) [default: 8].
+    #[arg(long, env = "CHATD_PUSH_MAX_ATTEMPTS", value_name = "N")]
+    pub push_max_attempts: Option<u32>,
+
+    /// Delay before retrying a failed push, doubled per attempt, with jitter [default: 5000].
+    #[arg(long, env = "CHATD_PUSH_RETRY_BASE_MS", value_name = "MS")]
+    pub push_retry_base_ms: Option<u64>,
+
+    /// Longest delay between push attempts [default: 900000].
+    #[arg(long, env = "CHATD_PUSH_RETRY_MAX_MS", value_name = "MS")]
+    pub push_retry_max_ms: Option<u64>,
+
+    /// How often an idle push worker looks for due jobs (jobs recorded on this node wake it
+    /// at once) [default: 1000].
+    #[arg(long, env = "CHATD_PUSH_POLL_MS", value_name = "MS")]
+    pub push_poll_ms: Option<u64>,
+
+    /// Timeout of one request to a push provider [default: 10000].
+    #[arg(long, env = "CHATD_PUSH_TIMEOUT_MS", value_name = "MS")]
+    pub push_timeout_ms: Option<u64>,
 }
 
 macro_rules! or_file {
@@ -139,13 +170,15 @@ impl Settings {
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
-            ws_max_queued_bytes),
+            ws_max_queued_bytes, webhook_secret, push_batch_size, push_max_attempts, push_retry_base_ms,
+            push_retry_max_ms, push_poll_ms, push_timeout_ms),
         )
     }
 
     /// Applies defaults and checks combinations.
     pub fn resolve(self) -> anyhow::Result<Config> {
         let settings = self.with_file()?;
+        let push = push_config(&settings)?;
         let data_dir = settings.data_dir.unwrap_or_else(|| PathBuf::from("./chatd-data"));
         let database = match settings.database_url.as_deref() {
             None => Database::Sqlite(data_dir.join("chatd.db")),
@@ -203,8 +236,39 @@ impl Settings {
                 idle_timeout: Duration::from_secs(settings.ws_idle_timeout.unwrap_or(60).max(1)),
                 max_queued_bytes: settings.ws_max_queued_bytes.unwrap_or(1 << 20),
             },
+            push,
         })
     }
+}
+
+/// The push worker's settings and the providers' secrets from `settings`.
+fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
+    let defaults = PushSettings::default();
+    let ms = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
+    let request_timeout = ms(settings.push_timeout_ms, Duration::from_secs(10));
+    let worker = PushSettings {
+        batch_size: settings.push_batch_size.unwrap_or(defaults.batch_size),
+        // Sends are bounded by the request timeout; the lease leaves room for a few devices.
+        lease: defaults.lease.max(request_timeout.saturating_mul(3)),
+        max_attempts: settings.push_max_attempts.unwrap_or(defaults.max_attempts),
+        retry_base: ms(settings.push_retry_base_ms, defaults.retry_base),
+        retry_max: ms(settings.push_retry_max_ms, defaults.retry_max),
+        poll_interval: ms(settings.push_poll_ms, defaults.poll_interval),
+        // The wiring uses the core's limit (`ChatLimits::preview_chars`), as notifications do.
+        ..defaults
+    };
+    if worker.batch_size == 0 || worker.max_attempts == 0 {
+        anyhow::bail!("--push-batch-size and --push-max-attempts must be at least 1");
+    }
+    if worker.poll_interval.is_zero() || request_timeout.is_zero() {
+        anyhow::bail!("--push-poll-ms and --push-timeout-ms must be at least 1");
+    }
+    if let Some(secret) = &settings.webhook_secret
+        && secret.len() < 16
+    {
+        anyhow::bail!("--webhook-secret must be at least 16 bytes");
+    }
+    Ok(PushConfig { worker, request_timeout, webhook_secret: settings.webhook_secret.clone() })
 }
 
 /// Which store backend to open.
@@ -263,6 +327,20 @@ pub struct Config {
     pub sqlite_synchronous: Synchronous,
     /// Plain WebSocket keepalive and backpressure.
     pub ws: WsConfig,
+    /// The push worker and its providers.
+    pub push: PushConfig,
+}
+
+/// The push worker and its providers.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// How the worker claims, retries and gives up (its `preview_chars` is replaced by
+    /// [`ChatLimits::preview_chars`] when wired).
+    pub worker: PushSettings,
+    /// Timeout of one provider request.
+    pub request_timeout: Duration,
+    /// Key of the webhook signatures; `None`: webhook devices are not sent to.
+    pub webhook_secret: Option<String>,
 }
 
 /// Keepalive and backpressure of `/ws` connections.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod limit;
 pub mod presence;
+pub mod push;
 pub mod server;
 pub mod state;
 pub mod store;

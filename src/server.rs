@@ -83,6 +83,7 @@ pub async fn serve(
             }
         }
     });
+    let push_worker = state.push_worker.clone().map(|worker| worker.spawn());
     let draining = state.draining.clone();
     let listener = listener.tap_io(|stream| {
         if let Err(err) = stream.set_nodelay(true) {
@@ -100,6 +101,9 @@ pub async fn serve(
         })
         .await;
     housekeeping.abort();
+    if let Some(worker) = push_worker {
+        worker.stop().await;
+    }
     result
 }
 

@@ -12,10 +12,13 @@ use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
+use crate::core::model::Platform;
 use crate::core::ports::{Bus, PresenceDirectory, RateLimiter, Store};
+use crate::core::push_worker::{Providers, PushSettings, PushWorker};
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
 use crate::presence::redis::RedisPresence;
+use crate::push::webhook::WebhookPush;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -37,6 +40,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Set when shutting down: readiness turns false.
     pub draining: Arc<AtomicBool>,
+    /// Sends the push outbox; `None` when no push provider is configured.
+    pub push_worker: Option<Arc<PushWorker>>,
 }
 
 impl AppState {
@@ -78,6 +83,7 @@ impl AppState {
             config.limits.clone(),
             directory,
         ));
+        let push_worker = push_worker(&config, &store)?;
         Ok(AppState {
             config: Arc::new(config),
             chat,
@@ -85,6 +91,7 @@ impl AppState {
             bus,
             auth: Arc::new(auth),
             draining: Arc::new(AtomicBool::new(false)),
+            push_worker,
         })
     }
 
@@ -106,6 +113,26 @@ async fn rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>> {
         .await
         .with_context(|| format!("connecting the rate limiter to Redis at {}", redis.url))?;
     Ok(Arc::new(shared))
+}
+
+/// The push worker with the providers `config` enables; `None` (and said once in the log)
+/// when none is, as jobs could not be sent anyway (they stay recorded).
+fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option<Arc<PushWorker>>> {
+    let mut providers = Providers::default();
+    match &config.push.webhook_secret {
+        Some(secret) => {
+            let webhook = WebhookPush::new(secret, config.push.request_timeout)
+                .context("building the webhook push provider's HTTP client")?;
+            providers = providers.with(Platform::Webhook, Arc::new(webhook));
+        }
+        None => tracing::info!("no --webhook-secret: webhook devices are not sent to"),
+    }
+    if providers.is_empty() {
+        tracing::info!("no push provider configured: push jobs are recorded but not sent");
+        return Ok(None);
+    }
+    let settings = PushSettings { preview_chars: config.limits.preview_chars, ..config.push.worker.clone() };
+    Ok(Some(Arc::new(PushWorker::new(store.clone(), providers, settings))))
 }
 
 /// The token verifier for `config`: public key, configured secret, or the secret generated

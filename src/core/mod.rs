@@ -12,6 +12,7 @@ pub mod model;
 pub mod pii;
 pub mod ports;
 pub mod presence;
+pub mod push_worker;
 pub mod realtime;
 pub mod routing;
 pub mod session;

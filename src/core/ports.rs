@@ -2,8 +2,10 @@
 //! wiring in `state.rs` names a concrete backend.
 
 use async_trait::async_trait;
+use serde::Serialize;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
@@ -148,6 +150,86 @@ pub struct PushJob {
     pub seq: i64,
     /// When the job was recorded.
     pub created_at: Timestamp,
+}
+
+/// A push job leased to one worker by [`Store::claim_push_jobs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedPushJob {
+    /// The job.
+    pub job: PushJob,
+    /// Which claim of the job this is, from 1; every claim counts, including those whose
+    /// lease ran out before the worker finished or rescheduled the job.
+    pub attempt: u32,
+    /// End of the lease: from then on the job is due again unless it was finished or
+    /// rescheduled meanwhile.
+    pub leased_until: Timestamp,
+    /// The error the last [`Store::retry_push_job`] recorded, if any.
+    pub last_error: Option<String>,
+}
+
+/// Longest error text (in bytes) a push job keeps; see [`clip_push_error`].
+pub const PUSH_ERROR_MAX_BYTES: usize = 1024;
+
+/// `error` cut to at most [`PUSH_ERROR_MAX_BYTES`] at a character boundary, as stores keep it
+/// (a provider's error body can be arbitrarily long).
+pub fn clip_push_error(error: &str) -> &str {
+    let mut end = error.len().min(PUSH_ERROR_MAX_BYTES);
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    error.get(..end).unwrap_or_default()
+}
+
+/// What one push notification says, the same for every provider (each maps it onto its
+/// own request). Holds no more of the message than the configured preview length.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushPayload {
+    /// Always `"message"` for now.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Headline: the conversation's name, or the sender for an unnamed conversation.
+    pub title: String,
+    /// The message preview; `None` when there is no text to show.
+    pub body: Option<String>,
+    /// Conversation of the message.
+    pub conversation_id: String,
+    /// The message.
+    pub message_id: String,
+    /// Its seq.
+    pub seq: i64,
+    /// Who sent it.
+    pub sender_id: String,
+    /// The recipient's total unread count (the app icon badge).
+    pub badge: i64,
+}
+
+/// Why a push provider did not deliver a notification, classed by what the worker does next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PushError {
+    /// Transient (5xx, 408, 429, timeout, connection error): send again later, not before
+    /// `retry_after` if the provider said so.
+    #[error("{reason}")]
+    Retry {
+        /// What went wrong, for the log and the job's last error.
+        reason: String,
+        /// The provider's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The provider reports the device's token dead: the device is deleted.
+    #[error("device gone: {0}")]
+    DeviceGone(String),
+    /// Sending this again will not help (rejected request, misconfigured device).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Sends one notification to one device through one push service (FCM, APNs, Web Push, a
+/// webhook). Implementations bound each send by a timeout (the worker's lease assumes it)
+/// and never panic on what a provider answers.
+#[async_trait]
+pub trait Push: Send + Sync + 'static {
+    /// Delivers `payload` to `device` (of this provider's platform).
+    async fn send(&self, device: &Device, payload: &PushPayload) -> Result<(), PushError>;
 }
 
 /// A device to register for a user.
@@ -306,7 +388,8 @@ pub trait RateLimiter: Send + Sync + 'static {
 ///
 /// Invariants every backend keeps: `seq` is gap-free per conversation and assigned at
 /// commit; `(conversation_id, sender_id, client_id)` is unique; a method returns only after
-/// its write is durably committed.
+/// its write is durably committed; a push job is leased to at most one worker at a time
+/// (across nodes) and never claimed once finished (sent or dropped).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Succeeds when the store can serve requests (readiness).
@@ -419,8 +502,65 @@ pub trait Store: Send + Sync + 'static {
     /// Records push jobs durably.
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError>;
 
-    /// Push jobs not yet sent, oldest first.
+    /// Resolves once [`Store::enqueue_push`] recorded jobs through this store (this node)
+    /// since the previous call resolved, at once if that already happened. Lets the push
+    /// worker wake up for new jobs instead of waiting for its next poll. A store that cannot
+    /// tell never resolves (the worker polls anyway, and jobs from other nodes are found by
+    /// polling).
+    async fn push_enqueued(&self) {
+        std::future::pending::<()>().await
+    }
+
+    /// Push jobs not yet finished (neither sent nor dropped), leased or not, oldest first.
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError>;
+
+    /// Leases up to `limit` due push jobs to the caller: jobs not finished whose
+    /// `next_attempt_at` is at or before now, earliest due first (which for jobs never retried
+    /// is oldest first), ties by id. Each claimed job's `next_attempt_at` becomes now + `lease`
+    /// and its attempt count goes up by one; the result is ordered by id.
+    ///
+    /// Atomic across every node sharing the database: concurrent claims never return the same
+    /// job, and never wait for one another (a job another claim is taking is skipped). While
+    /// leased, a job is not claimed again; once the lease runs out (its worker died or was
+    /// too slow) it is due again, with the attempt counted. A worker should therefore finish
+    /// or reschedule a job well within its lease; delivery is at least once. "Now" is this
+    /// node's clock, so nodes' clocks must agree to well within a lease.
+    async fn claim_push_jobs(&self, limit: usize, lease: Duration)
+    -> Result<Vec<ClaimedPushJob>, StoreError>;
+
+    /// Marks a job sent: it is finished and never claimed again (lease or not). False, and
+    /// nothing changes, when no unfinished job has that id (already sent, dropped, pruned),
+    /// or when it has been claimed again since claim `attempt` (see below).
+    ///
+    /// Fencing: this, [`Store::retry_push_job`] and [`Store::drop_push_job`] act only while
+    /// the job's attempt count is still `attempt` (the [`ClaimedPushJob::attempt`] of the
+    /// caller's claim), so a worker whose lease ran out and whose job was claimed again
+    /// cannot overwrite what the newer claim's worker decides.
+    async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError>;
+
+    /// Reschedules an unfinished job: it is not claimed before `next_attempt_at`, and the
+    /// `error` (clipped by [`clip_push_error`]) is kept as its last error. The attempt count
+    /// is unchanged (the next claim counts). False, and nothing changes, when no unfinished
+    /// job has that id, or it was claimed again since claim `attempt`; a finished job is
+    /// never revived.
+    async fn retry_push_job(
+        &self,
+        id: &str,
+        attempt: u32,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up on a job: it is finished without being sent and never claimed again; the row
+    /// is kept, with `reason` (clipped by [`clip_push_error`]) as its last error, until
+    /// [`Store::prune_push_jobs`] removes it. False, and nothing changes, when no unfinished
+    /// job has that id, or it was claimed again since claim `attempt`.
+    async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` finished (sent or dropped) jobs that finished before
+    /// `finished_before`, earliest finished first; returns how many. Unfinished jobs are never
+    /// deleted. Bounded so a periodic call never holds the database for long.
+    async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// Registers a device, or refreshes the endpoint and keys of the same
     /// `(user, platform, token)`; returns it.

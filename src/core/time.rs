@@ -1,6 +1,8 @@
 //! Wall-clock timestamps as stored (milliseconds since the Unix epoch) and as shown on the
 //! wire (RFC 3339, UTC, millisecond precision, `Z` suffix).
 
+use std::time::Duration;
+
 use serde::{Serialize, Serializer};
 
 /// A point in time with millisecond precision. Stored as an integer, serialized as
@@ -17,6 +19,12 @@ impl Timestamp {
     /// Milliseconds since the Unix epoch.
     pub fn millis(self) -> i64 {
         self.0
+    }
+
+    /// This time moved `duration` later, in whole milliseconds, saturating at the far end.
+    pub fn plus(self, duration: Duration) -> Self {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(millis))
     }
 
     /// The RFC 3339 form used on the wire.
@@ -40,5 +48,11 @@ mod tests {
     #[test]
     fn formats_as_rfc3339_with_millis_in_utc() {
         assert_eq!(Timestamp(1_795_428_000_007).to_rfc3339(), "2026-11-23T10:00:00.007Z");
+    }
+
+    #[test]
+    fn plus_adds_whole_milliseconds_and_saturates() {
+        assert_eq!(Timestamp(1_000).plus(Duration::from_micros(50_999)), Timestamp(1_050));
+        assert_eq!(Timestamp(1_000).plus(Duration::MAX), Timestamp(i64::MAX));
     }
 }

@@ -7,6 +7,9 @@
 //! keeps membership checks, recipients and unread counts exact under concurrency. On one
 //! node, appends to a conversation also take an in-process lock (striped by conversation id)
 //! held through commit and the commit hook, so hooks run in seq order.
+//!
+//! Push workers on every node claim due jobs with one `UPDATE … WHERE id IN (SELECT … FOR
+//! UPDATE SKIP LOCKED) RETURNING …`, so they take disjoint jobs without waiting for each other.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::str::FromStr;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio_postgres::types::{FromSql, Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
@@ -24,8 +27,8 @@ use crate::core::model::{
     Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, CommitHook, Created, HistoryRange, Membership, NewConversation, NewDevice,
-    NewMessage, PushJob, Recipient, Store,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, Created, HistoryRange, Membership,
+    NewConversation, NewDevice, NewMessage, PushJob, Recipient, Store, clip_push_error,
 };
 use crate::core::realtime::ConversationHead;
 use crate::core::time::Timestamp;
@@ -33,6 +36,7 @@ use crate::core::time::Timestamp;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_push.sql"),
+    include_str!("../../migrations/postgres/0003_push_claims.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -204,6 +208,12 @@ fn as_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// A claim's attempt as the `INTEGER` column holds it; one beyond that range becomes -1,
+/// which no job's attempt count equals (so fenced updates change nothing).
+fn attempt_param(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(-1)
+}
+
 /// The message whose [`MESSAGE_COLUMNS`] start at column `at`; `None` when a left join
 /// found none.
 fn message_at(row: &Row, at: usize) -> Result<Option<Message>, StoreError> {
@@ -251,6 +261,18 @@ fn device_from(row: &Row) -> Result<Device, StoreError> {
         token: get(row, 2)?,
         endpoint: get(row, 3)?,
         keys: get::<Option<Json<JsonObject>>>(row, 4)?.map(|keys| keys.0),
+        created_at: Timestamp(get(row, 5)?),
+    })
+}
+
+/// A push job from a row starting (id, user_id, conversation_id, message_id, seq, created_at).
+fn push_job_from(row: &Row) -> Result<PushJob, StoreError> {
+    Ok(PushJob {
+        id: get(row, 0)?,
+        user_id: get(row, 1)?,
+        conversation_id: get(row, 2)?,
+        message_id: get(row, 3)?,
+        seq: get(row, 4)?,
         created_at: Timestamp(get(row, 5)?),
     })
 }
@@ -337,6 +359,8 @@ pub struct PostgresStore {
     /// Held by a local append from before its seq is taken until its hook ran, so hooks run
     /// in seq order (Tokio mutexes: they are held across awaits, and waiters queue fairly).
     append_locks: Arc<[Mutex<()>]>,
+    /// Signalled after push jobs are recorded (see [`Store::push_enqueued`]).
+    push_enqueued: Notify,
 }
 
 impl PostgresStore {
@@ -357,7 +381,11 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         migrate(&pool, config.schema()).await?;
-        Ok(PostgresStore { pool, append_locks: (0..APPEND_STRIPES).map(|_| Mutex::new(())).collect() })
+        Ok(PostgresStore {
+            pool,
+            append_locks: (0..APPEND_STRIPES).map(|_| Mutex::new(())).collect(),
+            push_enqueued: Notify::new(),
+        })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -933,28 +961,116 @@ impl Store for PostgresStore {
             &[&ids, &users, &conversations, &messages, &seqs, &created],
         )
         .await?;
+        self.push_enqueued.notify_one();
         Ok(())
+    }
+
+    async fn push_enqueued(&self) {
+        self.push_enqueued.notified().await
     }
 
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
         self.query(
             "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
-             WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+             WHERE finished_at IS NULL ORDER BY id LIMIT $1",
             &[&as_i64(limit)],
         )
         .await?
         .iter()
-        .map(|row| {
-            Ok(PushJob {
-                id: get(row, 0)?,
-                user_id: get(row, 1)?,
-                conversation_id: get(row, 2)?,
-                message_id: get(row, 3)?,
-                seq: get(row, 4)?,
-                created_at: Timestamp(get(row, 5)?),
-            })
-        })
+        .map(push_job_from)
         .collect()
+    }
+
+    async fn claim_push_jobs(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedPushJob>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now();
+        let leased_until = now.plus(lease);
+        // One statement: the subquery locks the due rows it picks and skips rows other claims
+        // hold, so concurrent claims on any node take disjoint jobs without waiting; a row
+        // another claim took and committed meanwhile fails the re-check of the due condition.
+        let rows = self
+            .query(
+                "UPDATE push_jobs SET next_attempt_at = $1, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM push_jobs \
+                     WHERE finished_at IS NULL AND next_attempt_at <= $2 \
+                     ORDER BY next_attempt_at, id LIMIT $3 \
+                     FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, user_id, conversation_id, message_id, seq, created_at, attempts, last_error",
+                &[&leased_until.millis(), &now.millis(), &as_i64(limit)],
+            )
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let job = push_job_from(row)?;
+                let attempts: i32 = get(row, 6)?;
+                let attempt = u32::try_from(attempts).map_err(|_| {
+                    StoreError::Backend(format!("push job {} has {attempts} attempts", job.id).into())
+                })?;
+                Ok(ClaimedPushJob { job, attempt, leased_until, last_error: get(row, 7)? })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by(|a, b| a.job.id.cmp(&b.job.id));
+        Ok(claimed)
+    }
+
+    async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(
+                "UPDATE push_jobs SET sent_at = $2, finished_at = $2 \
+                 WHERE id = $1 AND attempts = $3 AND finished_at IS NULL",
+                &[&id, &Timestamp::now().millis(), &attempt_param(attempt)],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn retry_push_job(
+        &self,
+        id: &str,
+        attempt: u32,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(
+                "UPDATE push_jobs SET next_attempt_at = $2, last_error = $3 \
+                 WHERE id = $1 AND attempts = $4 AND finished_at IS NULL",
+                &[&id, &next_attempt_at.millis(), &clip_push_error(error), &attempt_param(attempt)],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(
+                "UPDATE push_jobs SET finished_at = $2, last_error = $3 \
+                 WHERE id = $1 AND attempts = $4 AND finished_at IS NULL",
+                &[&id, &Timestamp::now().millis(), &clip_push_error(reason), &attempt_param(attempt)],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let deleted = self
+            .execute(
+                "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs \
+                 WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)",
+                &[&finished_before.millis(), &as_i64(limit)],
+            )
+            .await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
     async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError> {

@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::core::error::StoreError;
 use crate::core::model::{
     Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, CommitHook, Created, HistoryRange, Membership, NewConversation, NewDevice,
-    NewMessage, PushJob, Recipient, Store,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, Created, HistoryRange, Membership,
+    NewConversation, NewDevice, NewMessage, PushJob, Recipient, Store, clip_push_error,
 };
 use crate::core::realtime::ConversationHead;
 use crate::core::time::Timestamp;
@@ -39,6 +39,7 @@ const READERS: usize = 4;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_push.sql"),
+    include_str!("../../migrations/sqlite/0003_push_claims.sql"),
 ];
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
@@ -137,6 +138,8 @@ impl ReaderPool {
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<ReaderPool>,
+    /// Signalled after push jobs are recorded (see [`Store::push_enqueued`]).
+    push_enqueued: Notify,
 }
 
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
@@ -195,6 +198,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReaderPool { connections, next: AtomicUsize::new(0) }),
+            push_enqueued: Notify::new(),
         })
     }
 
@@ -939,6 +943,9 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         self.write(move |conn| {
             let mut insert = conn.prepare_cached(
                 "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
@@ -956,7 +963,13 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.push_enqueued.notify_one();
+        Ok(())
+    }
+
+    async fn push_enqueued(&self) {
+        self.push_enqueued.notified().await
     }
 
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
@@ -964,7 +977,7 @@ impl Store for SqliteStore {
             query_all(
                 conn,
                 "SELECT id, user_id, conversation_id, message_id, seq, created_at FROM push_jobs \
-                     WHERE sent_at IS NULL ORDER BY id LIMIT ?1",
+                     WHERE finished_at IS NULL ORDER BY id LIMIT ?1",
                 [limit as i64],
                 |r| {
                     Ok(PushJob {
@@ -977,6 +990,120 @@ impl Store for SqliteStore {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn claim_push_jobs(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedPushJob>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The one writer runs claims one at a time, so no two can take the same job.
+        self.write(move |conn| {
+            let now = Timestamp::now();
+            let leased_until = now.plus(lease);
+            let mut claimed = query_all(
+                conn,
+                "UPDATE push_jobs SET next_attempt_at = ?1, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM push_jobs \
+                     WHERE finished_at IS NULL AND next_attempt_at <= ?2 \
+                     ORDER BY next_attempt_at, id LIMIT ?3) \
+                 RETURNING id, user_id, conversation_id, message_id, seq, created_at, attempts, last_error",
+                params![leased_until.millis(), now.millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok((
+                        PushJob {
+                            id: r.get(0)?,
+                            user_id: r.get(1)?,
+                            conversation_id: r.get(2)?,
+                            message_id: r.get(3)?,
+                            seq: r.get(4)?,
+                            created_at: Timestamp(r.get(5)?),
+                        },
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                },
+            )?
+            .into_iter()
+            .map(|(job, attempts, last_error)| {
+                let attempt = u32::try_from(attempts).map_err(|_| {
+                    StoreError::Backend(format!("push job {} has {attempts} attempts", job.id).into())
+                })?;
+                Ok(ClaimedPushJob { job, attempt, leased_until, last_error })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            claimed.sort_by(|a, b| a.job.id.cmp(&b.job.id));
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let now = Timestamp::now().millis();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE push_jobs SET sent_at = ?2, finished_at = ?2 \
+                     WHERE id = ?1 AND attempts = ?3 AND finished_at IS NULL",
+                )?
+                .execute(params![id, now, attempt])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn retry_push_job(
+        &self,
+        id: &str,
+        attempt: u32,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, error) = (id.to_owned(), clip_push_error(error).to_owned());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE push_jobs SET next_attempt_at = ?2, last_error = ?3 \
+                     WHERE id = ?1 AND attempts = ?4 AND finished_at IS NULL",
+                )?
+                .execute(params![id, next_attempt_at.millis(), error, attempt])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError> {
+        let (id, reason) = (id.to_owned(), clip_push_error(reason).to_owned());
+        self.write(move |conn| {
+            let now = Timestamp::now().millis();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE push_jobs SET finished_at = ?2, last_error = ?3 \
+                     WHERE id = ?1 AND attempts = ?4 AND finished_at IS NULL",
+                )?
+                .execute(params![id, now, reason, attempt])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs \
+                     WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
+                )?
+                .execute(params![finished_before.millis(), i64::try_from(limit).unwrap_or(i64::MAX)])?)
         })
         .await
     }

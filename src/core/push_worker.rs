@@ -1,0 +1,395 @@
+//! The push worker: drains the durable outbox of push jobs (see [`Store::claim_push_jobs`]).
+//!
+//! One worker runs per node. It leases a batch of due jobs, builds each job's payload from
+//! the store (preview at most the configured length, badge = the recipient's total unread),
+//! sends it to every device of the recipient through the provider of the device's platform,
+//! then finishes the job: completed when at least one device got it; rescheduled with
+//! exponential backoff and jitter when a provider asked to retry and none got it; dropped
+//! (and logged) after the configured number of attempts, or when nothing can be delivered.
+//! Devices a provider reports gone are deleted. Every finishing call is fenced by the claim's
+//! attempt, so a worker that outlived its lease changes nothing.
+//!
+//! The worker never runs on the chat send path: routing only records jobs, and the store
+//! wakes the worker ([`Store::push_enqueued`]); jobs recorded on other nodes, or due again
+//! after a backoff, are found by polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::error::StoreError;
+use super::model::{Device, Platform};
+use super::ports::{ClaimedPushJob, Push, PushError, PushJob, PushPayload, Store};
+use super::routing::preview;
+use super::time::Timestamp;
+
+/// The longest a provider's `Retry-After` may postpone a job.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// How often finished jobs older than [`FINISHED_RETENTION`] are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// How long finished (sent or dropped) jobs are kept, for inspection.
+const FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most finished jobs one prune deletes.
+const PRUNE_BATCH: usize = 1000;
+
+/// How the worker claims, retries and gives up; defaults suit production.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Most jobs claimed (and sent concurrently) at once.
+    pub batch_size: usize,
+    /// How long a claimed job stays leased to this worker; sends are bounded well within it
+    /// by the providers' request timeouts.
+    pub lease: Duration,
+    /// Attempts after which a job that still could not be delivered is dropped.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; each later one doubles it (plus jitter).
+    pub retry_base: Duration,
+    /// Longest delay between attempts (before a provider's `Retry-After`).
+    pub retry_max: Duration,
+    /// Sleep between claims when nothing is due (new jobs on this node wake it earlier).
+    pub poll_interval: Duration,
+    /// Most characters of the message in a notification.
+    pub preview_chars: usize,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            batch_size: 32,
+            lease: Duration::from_secs(30),
+            max_attempts: 8,
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(900),
+            poll_interval: Duration::from_secs(1),
+            preview_chars: 100,
+        }
+    }
+}
+
+/// The delay before the attempt after `attempt` (from 1): `retry_base` doubled per earlier
+/// attempt, at most `retry_max`, of which the upper half is scaled by `jitter` (in [0, 1])
+/// so that jobs failing together do not retry together.
+pub fn backoff(attempt: u32, retry_base: Duration, retry_max: Duration, jitter: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(31);
+    let full = retry_base.saturating_mul(1 << doublings).min(retry_max);
+    let half = full / 2;
+    half.saturating_add(half.mul_f64(jitter.clamp(0.0, 1.0)))
+}
+
+/// The push providers a node has, one per platform.
+#[derive(Default, Clone)]
+pub struct Providers {
+    by_platform: Vec<(Platform, Arc<dyn Push>)>,
+}
+
+impl Providers {
+    /// Adds (or replaces) the provider of `platform`.
+    pub fn with(mut self, platform: Platform, provider: Arc<dyn Push>) -> Self {
+        self.by_platform.retain(|(p, _)| *p != platform);
+        self.by_platform.push((platform, provider));
+        self
+    }
+
+    /// The provider of `platform`, if there is one.
+    pub fn get(&self, platform: Platform) -> Option<&Arc<dyn Push>> {
+        self.by_platform.iter().find(|(p, _)| *p == platform).map(|(_, provider)| provider)
+    }
+
+    /// Whether there is no provider at all (then the worker has nothing to do).
+    pub fn is_empty(&self) -> bool {
+        self.by_platform.is_empty()
+    }
+}
+
+/// Drains the push outbox; see the module docs.
+pub struct PushWorker {
+    store: Arc<dyn Store>,
+    providers: Providers,
+    settings: PushSettings,
+}
+
+/// A running worker; [`PushWorkerHandle::stop`] ends it gracefully.
+pub struct PushWorkerHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl PushWorkerHandle {
+    /// Stops claiming, lets the jobs being sent finish (each send is bounded by its
+    /// provider's timeout) and returns once the worker has ended. Jobs it had not finished
+    /// stay leased and are claimed again when the lease runs out.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(err) = self.task.await
+            && err.is_panic()
+        {
+            tracing::error!("push worker panicked");
+        }
+    }
+}
+
+/// What became of one claimed job (for logs and tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    /// At least one device got it.
+    Delivered,
+    /// Rescheduled for `at`.
+    Retried {
+        /// When it is due again.
+        at: Timestamp,
+    },
+    /// Given up on, for `reason`.
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+    /// Another claim of the job has taken over (this worker's lease ran out).
+    Superseded,
+}
+
+impl PushWorker {
+    /// A worker over `store` sending through `providers`.
+    pub fn new(store: Arc<dyn Store>, providers: Providers, settings: PushSettings) -> PushWorker {
+        PushWorker { store, providers, settings }
+    }
+
+    /// Runs the worker in a task until [`PushWorkerHandle::stop`].
+    pub fn spawn(self: Arc<Self>) -> PushWorkerHandle {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(self.run(stopped));
+        PushWorkerHandle { stop, task }
+    }
+
+    /// The worker loop: claim a batch and send it, or sleep until polled, woken or stopped.
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tracing::info!(
+            batch = self.settings.batch_size,
+            max_attempts = self.settings.max_attempts,
+            "push worker started"
+        );
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        while !*stop.borrow() {
+            let claimed = match self.clone().run_once().await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::warn!(error = %err, "push worker: claiming jobs failed");
+                    0
+                }
+            };
+            if claimed > 0 {
+                continue;
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                last_prune = Some(tokio::time::Instant::now());
+                self.prune().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = self.store.push_enqueued() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        tracing::info!("push worker stopped");
+    }
+
+    /// Claims one batch of due jobs and sends them concurrently, returning once each is
+    /// finished or rescheduled; returns how many were claimed.
+    pub async fn run_once(self: Arc<Self>) -> Result<usize, StoreError> {
+        let claimed = self.store.claim_push_jobs(self.settings.batch_size, self.settings.lease).await?;
+        let count = claimed.len();
+        let mut sends = JoinSet::new();
+        for job in claimed {
+            let worker = self.clone();
+            sends.spawn(async move { worker.process(job).await });
+        }
+        while let Some(result) = sends.join_next().await {
+            if let Err(err) = result
+                && err.is_panic()
+            {
+                tracing::error!("push worker: a send panicked");
+            }
+        }
+        Ok(count)
+    }
+
+    /// Sends one claimed job and finishes it; store errors leave it leased (it is claimed
+    /// again when the lease runs out).
+    async fn process(&self, claimed: ClaimedPushJob) -> Option<JobOutcome> {
+        let job_id = claimed.job.id.clone();
+        match self.try_process(&claimed).await {
+            Ok(outcome) => {
+                match &outcome {
+                    JobOutcome::Delivered => {
+                        tracing::debug!(job = %job_id, attempt = claimed.attempt, "push delivered")
+                    }
+                    JobOutcome::Retried { at } => {
+                        tracing::debug!(job = %job_id, attempt = claimed.attempt, at = %at.to_rfc3339(), "push retried")
+                    }
+                    JobOutcome::Dropped { reason } => {
+                        tracing::info!(job = %job_id, attempt = claimed.attempt, %reason, "push dropped")
+                    }
+                    JobOutcome::Superseded => {
+                        tracing::warn!(job = %job_id, attempt = claimed.attempt, "push job lease ran out before it was finished")
+                    }
+                }
+                Some(outcome)
+            }
+            Err(err) => {
+                tracing::warn!(job = %job_id, error = %err, "push worker: store failed; the job is retried after its lease");
+                None
+            }
+        }
+    }
+
+    async fn try_process(&self, claimed: &ClaimedPushJob) -> Result<JobOutcome, StoreError> {
+        let (job, attempt) = (&claimed.job, claimed.attempt);
+        if attempt > self.settings.max_attempts {
+            // Earlier claims' leases ran out without a result (the worker died or hung).
+            let reason = format!(
+                "gave up after {} attempts; last error: {}",
+                self.settings.max_attempts,
+                claimed.last_error.as_deref().unwrap_or("none (leases ran out)")
+            );
+            return self.drop_job(claimed, reason).await;
+        }
+        let payload = match self.payload(job).await? {
+            Ok(payload) => payload,
+            Err(skip) => return self.drop_job(claimed, skip.to_owned()).await,
+        };
+        let devices = self.store.devices(&job.user_id).await?;
+        let mut delivered = false;
+        let mut retry: Option<(String, Option<Duration>)> = None;
+        let mut failures = Vec::new();
+        for device in &devices {
+            let Some(provider) = self.providers.get(device.platform) else {
+                failures.push(format!("{}: no provider configured", device.platform.as_str()));
+                continue;
+            };
+            match provider.send(device, &payload).await {
+                Ok(()) => delivered = true,
+                Err(PushError::Retry { reason, retry_after }) => {
+                    let later = retry.as_ref().and_then(|(_, after)| *after).max(retry_after);
+                    retry = Some((format!("device {}: {reason}", device.id), later));
+                }
+                Err(PushError::DeviceGone(reason)) => {
+                    self.remove_device(job, device, &reason).await?;
+                    failures.push(format!("device {} gone: {reason}", device.id));
+                }
+                Err(PushError::Permanent(reason)) => {
+                    tracing::warn!(job = %job.id, device = %device.id, %reason, "push refused by the provider");
+                    failures.push(format!("device {}: {reason}", device.id));
+                }
+            }
+        }
+        if delivered {
+            // A device that asked for a retry misses this one rather than the others getting
+            // it twice.
+            return Ok(
+                self.fenced(self.store.complete_push_job(&job.id, attempt).await?, JobOutcome::Delivered)
+            );
+        }
+        if let Some((error, retry_after)) = retry {
+            if attempt >= self.settings.max_attempts {
+                let reason = format!("gave up after {attempt} attempts; last error: {error}");
+                return self.drop_job(claimed, reason).await;
+            }
+            let delay = backoff(attempt, self.settings.retry_base, self.settings.retry_max, rand::random())
+                .max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
+            let at = Timestamp::now().plus(delay);
+            let retried = self.store.retry_push_job(&job.id, attempt, at, &error).await?;
+            return Ok(self.fenced(retried, JobOutcome::Retried { at }));
+        }
+        let reason = if devices.is_empty() { "no devices".to_owned() } else { failures.join("; ") };
+        self.drop_job(claimed, reason).await
+    }
+
+    /// The job's notification, or why none is owed any more.
+    async fn payload(&self, job: &PushJob) -> Result<Result<PushPayload, &'static str>, StoreError> {
+        let Some(conversation) = self.store.conversation(&job.conversation_id, &job.user_id).await? else {
+            return Ok(Err("the conversation is gone"));
+        };
+        let Some(member) = conversation.member(&job.user_id) else {
+            return Ok(Err("no longer a member"));
+        };
+        if !member.notifications {
+            return Ok(Err("notifications turned off"));
+        }
+        if member.last_read_seq >= job.seq {
+            return Ok(Err("read before it was sent"));
+        }
+        let Some(message) = self.store.message(&job.message_id).await? else {
+            return Ok(Err("the message is gone"));
+        };
+        if message.deleted_at.is_some() {
+            return Ok(Err("the message was deleted"));
+        }
+        let badge = self.store.unread_counts(&job.user_id).await?.iter().map(|(_, n)| n).sum();
+        Ok(Ok(PushPayload {
+            kind: "message",
+            title: conversation.name.clone().unwrap_or_else(|| message.sender_id.clone()),
+            body: preview(&message, self.settings.preview_chars),
+            conversation_id: job.conversation_id.clone(),
+            message_id: job.message_id.clone(),
+            seq: job.seq,
+            sender_id: message.sender_id,
+            badge,
+        }))
+    }
+
+    async fn remove_device(&self, job: &PushJob, device: &Device, reason: &str) -> Result<(), StoreError> {
+        if self.store.remove_device(&job.user_id, &device.id).await? {
+            tracing::info!(user = %job.user_id, device = %device.id, platform = device.platform.as_str(), %reason,
+                "push provider reports the device gone: removed it");
+        }
+        Ok(())
+    }
+
+    async fn drop_job(&self, claimed: &ClaimedPushJob, reason: String) -> Result<JobOutcome, StoreError> {
+        let dropped = self.store.drop_push_job(&claimed.job.id, claimed.attempt, &reason).await?;
+        if dropped && reason.starts_with("gave up") {
+            tracing::warn!(job = %claimed.job.id, user = %claimed.job.user_id, %reason, "push job dropped");
+        }
+        Ok(self.fenced(dropped, JobOutcome::Dropped { reason }))
+    }
+
+    fn fenced(&self, applied: bool, outcome: JobOutcome) -> JobOutcome {
+        if applied { outcome } else { JobOutcome::Superseded }
+    }
+
+    async fn prune(&self) {
+        let retention = i64::try_from(FINISHED_RETENTION.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = Timestamp::now().millis().saturating_sub(retention);
+        match self.store.prune_push_jobs(Timestamp(cutoff), PRUNE_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "pruned finished push jobs"),
+            Err(err) => tracing::warn!(error = %err, "pruning finished push jobs failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(900);
+
+    #[test]
+    fn backoff_doubles_per_attempt_with_the_upper_half_jittered() {
+        assert_eq!(backoff(1, BASE, MAX, 0.0), Duration::from_millis(2500));
+        assert_eq!(backoff(1, BASE, MAX, 1.0), BASE);
+        assert_eq!(backoff(2, BASE, MAX, 0.0), BASE);
+        assert_eq!(backoff(3, BASE, MAX, 0.5), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_never_overflows() {
+        assert_eq!(backoff(9, BASE, MAX, 1.0), MAX);
+        assert_eq!(backoff(u32::MAX, BASE, MAX, 1.0), MAX);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(backoff(u32::MAX, day, day, 1.0), day);
+        assert_eq!(backoff(0, BASE, MAX, 7.0), BASE, "attempt 0 counts as the first; jitter clamped");
+    }
+}

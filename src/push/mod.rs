@@ -1,0 +1,3 @@
+//! Push providers: each implements [`crate::core::ports::Push`] for one platform.
+
+pub mod webhook;

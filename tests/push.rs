@@ -1,0 +1,293 @@
+//! Offline push through the durable outbox, end to end with the webhook provider: a real
+//! chatd (in-process, or the binary as a child process for the restart case) and a local
+//! HTTP server standing in for the platform's webhook receiver, which records every request
+//! exactly as it arrived and answers with scripted statuses.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use chatd::config::Config;
+use common::{ServerProcess, TestServer, cli_token, free_port};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+const SECRET: &str = "test-webhook-secret-0123456789";
+/// Long enough for anything the test waits for; never reached when the code works.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// How long the tests watch for requests that must not come (many retry periods).
+const QUIET: Duration = Duration::from_millis(600);
+
+// ---------------------------------------------------------------------------------------
+// The stand-in webhook receiver.
+
+/// One request as the receiver got it.
+#[derive(Debug, Clone)]
+struct Received {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    requests: Mutex<Vec<Received>>,
+    /// Statuses to answer with, in order; 200 once they run out.
+    script: Mutex<VecDeque<u16>>,
+    arrived: Notify,
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    recorded: Arc<Recorded>,
+}
+
+impl Receiver {
+    /// A receiver on `listener` answering `script` first, then 200.
+    async fn start(listener: tokio::net::TcpListener, script: &[u16]) -> Receiver {
+        let recorded = Arc::new(Recorded::default());
+        recorded.script.lock().unwrap().extend(script);
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(record).with_state(recorded.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, recorded }
+    }
+
+    async fn bind(script: &[u16]) -> Receiver {
+        Receiver::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), script).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.recorded.requests.lock().unwrap().clone()
+    }
+
+    /// Waits (at most [`PATIENCE`]) until `n` requests have arrived; returns them all.
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let arrived = self.recorded.arrived.notified();
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "expected {n} webhook requests within {PATIENCE:?}, got {}: {requests:?}",
+                    requests.len()
+                );
+            }
+        }
+    }
+
+    /// Asserts that no request beyond the first `n` arrives for a while.
+    async fn assert_no_more_than(&self, n: usize) {
+        tokio::time::sleep(QUIET).await;
+        let requests = self.requests();
+        assert_eq!(requests.len(), n, "no further webhook requests: {requests:?}");
+    }
+}
+
+async fn record(
+    State(recorded): State<Arc<Recorded>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let status = recorded.script.lock().unwrap().pop_front().unwrap_or(200);
+    recorded.requests.lock().unwrap().push(Received { method, path: uri.path().to_owned(), headers, body });
+    recorded.arrived.notify_waiters();
+    StatusCode::from_u16(status).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+/// A server with the webhook provider on and fast retries.
+async fn server() -> TestServer {
+    TestServer::start_with(|config: &mut Config| {
+        config.limits.messages_per_second = 0;
+        config.push.webhook_secret = Some(SECRET.into());
+        config.push.worker.retry_base = Duration::from_millis(20);
+        config.push.worker.retry_max = Duration::from_millis(100);
+        config.push.worker.poll_interval = Duration::from_millis(50);
+    })
+    .await
+}
+
+/// `sha256=<hex>` of `body` under [`SECRET`], computed independently of chatd.
+fn expected_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn header<'a>(request: &'a Received, name: &str) -> &'a str {
+    request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no {name} header"))
+}
+
+/// Registers a webhook device for `client`'s user; returns its id.
+async fn webhook_device(client: &common::Client, token: &str, endpoint: &str) -> String {
+    let device = client
+        .post("/api/devices", json!({"platform": "webhook", "token": token, "endpoint": endpoint}))
+        .await
+        .expect(201);
+    device["id"].as_str().unwrap().to_owned()
+}
+
+fn id(value: &Value) -> String {
+    value["id"].as_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_user_with_a_webhook_device_gets_one_signed_post_per_message() {
+    let receiver = Receiver::bind(&[]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    let device_id = webhook_device(&bob, "bob-phone", &receiver.url("/hooks/bob")).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+
+    let long = "é".repeat(150);
+    let message = alice.send(&conversation, &long).await;
+    let requests = receiver.wait_for(1).await;
+    let request = &requests[0];
+    assert_eq!(request.method, Method::POST);
+    assert_eq!(request.path, "/hooks/bob");
+    assert_eq!(header(request, "content-type"), "application/json");
+    assert_eq!(header(request, "x-chatd-signature"), expected_signature(&request.body), "signed raw body");
+    let body = request.json();
+    let timestamp = header(request, "x-chatd-timestamp").parse::<i64>().expect("unix seconds");
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - 60..=now + 1).contains(&timestamp), "a current timestamp: {timestamp}");
+    assert_eq!(
+        body,
+        json!({
+            "type": "message",
+            "title": "alice",
+            "body": "é".repeat(100),
+            "conversation_id": conversation,
+            "message_id": message["id"],
+            "seq": 1,
+            "sender_id": "alice",
+            "badge": 1,
+            "device_id": device_id,
+            "token": "bob-phone",
+            "timestamp": timestamp,
+        }),
+        "the preview is cut to the configured 100 characters"
+    );
+    receiver.assert_no_more_than(1).await;
+
+    let second = alice.send(&conversation, "short").await;
+    let requests = receiver.wait_for(2).await;
+    let body = requests[1].json();
+    assert_eq!(body["message_id"], second["id"]);
+    assert_eq!((body["seq"].as_i64(), body["badge"].as_i64()), (Some(2), Some(2)), "badge = total unread");
+    assert_eq!(body["body"], "short");
+    receiver.assert_no_more_than(2).await;
+    assert!(server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "every job finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_failing_twice_with_500_gets_the_message_once_on_the_third_attempt() {
+    let receiver = Receiver::bind(&[500, 500]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    let message = alice.send(&conversation, "hello").await;
+
+    let requests = receiver.wait_for(3).await;
+    for request in &requests {
+        assert_eq!(request.json()["message_id"], message["id"], "the same notification each time");
+        assert_eq!(header(request, "x-chatd-signature"), expected_signature(&request.body));
+    }
+    receiver.assert_no_more_than(3).await;
+    assert!(server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "the job is finished");
+    assert_eq!(bob.get("/api/devices").await.expect(200)["devices"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_answering_410_removes_the_device_and_gets_nothing_more() {
+    let receiver = Receiver::bind(&[410]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    alice.send(&conversation, "hello").await;
+
+    receiver.wait_for(1).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let devices = bob.get("/api/devices").await.expect(200);
+        if devices["devices"] == json!([]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the device was not removed: {devices}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alice.send(&conversation, "anyone there?").await;
+    receiver.assert_no_more_than(1).await;
+    assert!(server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "nothing left to send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_owed_while_the_receiver_was_down_is_delivered_after_chatd_restarts() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let serve_args = [
+        "--webhook-secret",
+        SECRET,
+        "--push-retry-base-ms",
+        "50",
+        "--push-retry-max-ms",
+        "200",
+        "--push-poll-ms",
+        "50",
+        "--push-max-attempts",
+        "1000",
+    ];
+    let server = ServerProcess::start(cwd.path(), &serve_args, cwd.path().join("first.log")).await;
+    let (alice_token, bob_token) = (cli_token(cwd.path(), "alice", &[]), cli_token(cwd.path(), "bob", &[]));
+    let (alice, bob) = (server.client(&alice_token), server.client(&bob_token));
+    webhook_device(&bob, "bob-phone", &format!("http://127.0.0.1:{port}/hook")).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    let message = alice.send(&conversation, "while you were down").await;
+    // Several attempts fail (nobody listens on the port) before chatd stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = server.terminate().await;
+    assert!(status.success(), "chatd exits cleanly on SIGTERM, got {status}");
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the receiver's port");
+    let receiver = Receiver::start(listener, &[]).await;
+    let server = ServerProcess::start(cwd.path(), &serve_args, cwd.path().join("second.log")).await;
+    let requests = receiver.wait_for(1).await;
+    assert_eq!(requests[0].path, "/hook");
+    assert_eq!(requests[0].json()["message_id"], message["id"]);
+    assert_eq!(header(&requests[0], "x-chatd-signature"), expected_signature(&requests[0].body));
+    receiver.assert_no_more_than(1).await;
+    drop(server);
+}
