@@ -352,6 +352,48 @@ async fn the_users_of_a_killed_node_go_offline_within_the_presence_ttl() {
     next_matching(&mut carol, "user:online", Duration::from_secs(5), |d| d["user_id"] == "bob").await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_push_job_is_sent_once_while_three_nodes_claim_them() {
+    const MESSAGES: usize = 40;
+    let receiver = common::webhook::Receiver::bind(&[]).await;
+    let cluster = Cluster::start_with(
+        3,
+        REDIS_URL,
+        (0, 0),
+        &[
+            "--webhook-secret",
+            "cluster-webhook-secret-0123",
+            "--push-poll-ms",
+            "20",
+            "--push-batch-size",
+            "3",
+        ],
+    )
+    .await;
+    let bob = cluster.node(1).client(&token("bob"));
+    bob.post(
+        "/api/devices",
+        json!({ "platform": "webhook", "token": "bob-hook", "endpoint": receiver.url("/hook") }),
+    )
+    .await
+    .expect(201);
+    let conversation = cluster.node(0).client(&token("alice")).create("direct", &["bob"]).await;
+    let id = conversation["id"].as_str().expect("id").to_owned();
+    // bob never connects: every message is a push job, recorded by whichever node took the
+    // send and claimed by whichever node's worker gets there first.
+    let mut sent = BTreeSet::new();
+    for n in 0..MESSAGES {
+        let message = cluster.node(n % 3).client(&token("alice")).send(&id, &format!("m{n}")).await;
+        sent.insert(message["id"].as_str().expect("id").to_owned());
+    }
+    let requests = receiver.wait_for(MESSAGES).await;
+    receiver.assert_no_more_than(MESSAGES).await;
+    let pushed: Vec<String> =
+        requests.iter().map(|r| r.json()["message_id"].as_str().expect("message_id").to_owned()).collect();
+    assert_eq!(pushed.iter().cloned().collect::<BTreeSet<_>>(), sent, "every message pushed");
+    assert_eq!(pushed.len(), MESSAGES, "and each once");
+}
+
 /// Seqs of the `message:new` pushes `client` holds or receives within `within`.
 async fn collect_seqs(client: &mut Ws, seqs: &mut Vec<i64>, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;

@@ -5,6 +5,7 @@
 
 pub mod pg;
 pub mod redis;
+pub mod webhook;
 pub mod ws;
 
 use std::net::SocketAddr;
