@@ -147,6 +147,12 @@ pub struct Settings {
     #[arg(long, env = "CHATD_PUSH_POLL_MS", value_name = "MS")]
     pub push_poll_ms: Option<u64>,
 
+    /// How long a push waits for later messages of the same conversation to the same user,
+    /// which collapse it: one push for the newest, badge = total unread. 0: every message is
+    /// pushed [default: 0].
+    #[arg(long, env = "CHATD_PUSH_COLLAPSE_MS", value_name = "MS")]
+    pub push_collapse_ms: Option<u64>,
+
     /// Timeout of one request to a push provider [default: 10000].
     #[arg(long, env = "CHATD_PUSH_TIMEOUT_MS", value_name = "MS")]
     pub push_timeout_ms: Option<u64>,
@@ -171,7 +177,7 @@ impl Settings {
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, push_batch_size, push_max_attempts, push_retry_base_ms,
-            push_retry_max_ms, push_poll_ms, push_timeout_ms),
+            push_retry_max_ms, push_poll_ms, push_collapse_ms, push_timeout_ms),
         )
     }
 
@@ -228,6 +234,7 @@ impl Settings {
                 message_burst: settings.rate_limit_burst.unwrap_or(defaults.message_burst),
                 max_content_chars: settings.max_content_chars.unwrap_or(defaults.max_content_chars),
                 mask_pii: settings.mask_pii.unwrap_or(false),
+                push_collapse: Duration::from_millis(settings.push_collapse_ms.unwrap_or(0)),
                 ..defaults
             },
             sqlite_synchronous: settings.sqlite_synchronous.unwrap_or_default(),

@@ -131,7 +131,11 @@ fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option
         tracing::info!("no push provider configured: push jobs are recorded but not sent");
         return Ok(None);
     }
-    let settings = PushSettings { preview_chars: config.limits.preview_chars, ..config.push.worker.clone() };
+    let settings = PushSettings {
+        preview_chars: config.limits.preview_chars,
+        collapse: !config.limits.push_collapse.is_zero(),
+        ..config.push.worker.clone()
+    };
     Ok(Some(Arc::new(PushWorker::new(store.clone(), providers, settings))))
 }
 

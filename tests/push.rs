@@ -186,3 +186,74 @@ async fn a_push_owed_while_the_receiver_was_down_is_delivered_after_chatd_restar
     receiver.assert_no_more_than(1).await;
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_offline_messages_collapse_into_a_bounded_number_of_pushes_for_the_newest() {
+    const MESSAGES: usize = 1000;
+    const COLLAPSE: Duration = Duration::from_millis(300);
+    let receiver = Receiver::bind(&[]).await;
+    let server = TestServer::start_with(|config: &mut Config| {
+        config.limits.messages_per_second = 0;
+        config.limits.push_collapse = COLLAPSE;
+        config.push.webhook_secret = Some(SECRET.into());
+        config.push.worker.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+
+    let started = tokio::time::Instant::now();
+    let mut last = Value::Null;
+    for n in 1..=MESSAGES {
+        last = alice.send(&conversation, &format!("message {n}")).await;
+    }
+    let sending = started.elapsed();
+    // Every push but the newest is collapsed while a newer one waits: at most one push per
+    // collapse window while messages kept coming, plus the newest.
+    let bound = (sending.as_millis() / COLLAPSE.as_millis()) as usize + 2;
+    let mut requests = Vec::new();
+    for _ in 0..100 {
+        requests = receiver.requests();
+        if requests.last().is_some_and(|r| r.json()["message_id"] == last["id"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let newest = requests.last().expect("at least the newest message is pushed").json();
+    assert_eq!(newest["message_id"], last["id"], "the newest message is pushed");
+    assert_eq!(
+        (newest["seq"].as_i64(), newest["badge"].as_i64()),
+        (Some(1000), Some(1000)),
+        "badge = total unread"
+    );
+    receiver.assert_no_more_than(requests.len()).await;
+    eprintln!("{} pushes for {MESSAGES} messages sent in {sending:?}", requests.len());
+    assert!(
+        requests.len() <= bound && requests.len() < MESSAGES / 10,
+        "{} pushes for {MESSAGES} messages sent in {sending:?} (bound {bound})",
+        requests.len()
+    );
+    assert!(server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "every job finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_conversation_pushes_nothing_until_unmuted() {
+    let receiver = Receiver::bind(&[]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    let mute = |enabled: bool| json!({ "enabled": enabled });
+
+    bob.put(&format!("/api/conversations/{conversation}/notifications"), mute(false)).await.expect(204);
+    alice.send(&conversation, "while muted").await;
+    receiver.assert_no_more_than(0).await;
+
+    bob.put(&format!("/api/conversations/{conversation}/notifications"), mute(true)).await.expect(204);
+    let unmuted = alice.send(&conversation, "after unmuting").await;
+    let requests = receiver.wait_for(1).await;
+    assert_eq!(requests[0].json()["message_id"], unmuted["id"]);
+    assert_eq!(requests[0].json()["badge"], 2, "the muted message still counts as unread");
+    receiver.assert_no_more_than(1).await;
+}

@@ -137,6 +137,7 @@ store_tests!(
     read_markers_under_concurrent_appends_and_reads_stay_monotonic_and_counts_exact,
     members_added_during_appends_get_exact_unread_counts,
     concurrent_claimers_take_every_push_job_exactly_once,
+    a_delayed_push_job_is_due_only_after_its_delay_and_a_newer_one_collapses_it,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -898,6 +899,33 @@ async fn a_retried_push_job_is_claimed_only_from_its_next_attempt_with_its_error
     assert_eq!(jobs_of(&again), jobs[..1].to_vec(), "due at its next attempt");
     assert_eq!(attempts_of(&again), vec![2], "the claim counts, not the retry");
     assert_eq!(again[0].last_error.as_deref(), Some("é".repeat(512).as_str()), "clipped to 1024 bytes");
+}
+
+async fn a_delayed_push_job_is_due_only_after_its_delay_and_a_newer_one_collapses_it(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let now = Timestamp::now();
+    let job = |user: &str, seq: i64| PushJob {
+        id: new_id(),
+        user_id: user.into(),
+        conversation_id: "c".into(),
+        message_id: format!("m{seq}"),
+        seq,
+        created_at: now,
+    };
+    let (older, newer, other_user) = (job("bob", 1), job("bob", 2), job("carol", 3));
+    store.enqueue_push_delayed(vec![older.clone(), newer.clone()], SHORT_LEASE).await.expect("enqueue");
+    store.enqueue_push_delayed(vec![other_user.clone()], LONG_LEASE).await.expect("enqueue");
+    assert!(claim(&store, 10, LONG_LEASE).await.is_empty(), "nothing due before the delay");
+    assert!(store.newer_push_job(&older).await.expect("newer"), "bob's seq 2 collapses seq 1");
+    assert!(!store.newer_push_job(&newer).await.expect("newer"), "nothing newer than seq 2");
+    assert!(!store.newer_push_job(&other_user).await.expect("newer"), "other users do not count");
+    sleep_past_short_lease().await;
+    let claimed = claim(&store, 10, LONG_LEASE).await;
+    assert_eq!(jobs_of(&claimed).len(), 2, "bob's two are due, carol's is not yet");
+    assert!(store.complete_push_job(&newer.id, 1).await.expect("complete"));
+    assert!(!store.newer_push_job(&older).await.expect("newer"), "a finished job collapses nothing");
 }
 
 async fn a_dropped_push_job_is_never_claimed_again(store: Arc<dyn Store>, _db: Db) {

@@ -46,6 +46,9 @@ pub struct ChatLimits {
     pub typing_timeout: Duration,
     /// Most characters of a message shown in a notification's `preview`.
     pub preview_chars: usize,
+    /// How long a push waits for later messages of the same conversation, which collapse
+    /// it into one push for the newest (zero: off).
+    pub push_collapse: Duration,
 }
 
 impl Default for ChatLimits {
@@ -59,6 +62,7 @@ impl Default for ChatLimits {
             mask_pii: false,
             typing_timeout: Duration::from_secs(5),
             preview_chars: 100,
+            push_collapse: Duration::ZERO,
         }
     }
 }
@@ -497,7 +501,10 @@ impl Chat {
         let on_commit: CommitHook = {
             let (store, bus, presence) = (self.store.clone(), self.bus.clone(), self.presence.clone());
             let origin = user.connection.clone();
-            let preview_chars = self.limits.preview_chars;
+            let limits = routing::RoutingLimits {
+                preview_chars: self.limits.preview_chars,
+                push_delay: self.limits.push_collapse,
+            };
             let runtime = tokio::runtime::Handle::current();
             Box::new(move |outcome| {
                 if let AppendOutcome::Committed { message, recipients } = outcome {
@@ -514,7 +521,7 @@ impl Chat {
                         &presence,
                         message,
                         recipients.clone(),
-                        preview_chars,
+                        limits,
                     );
                 }
             })

@@ -499,8 +499,22 @@ pub trait Store: Send + Sync + 'static {
     /// Everyone who shares at least one conversation with the user (not the user).
     async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError>;
 
-    /// Records push jobs durably.
-    async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError>;
+    /// Records push jobs durably, due at once.
+    async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
+        self.enqueue_push_delayed(jobs, std::time::Duration::ZERO).await
+    }
+
+    /// Records push jobs durably, due `delay` after they were created (a later message of
+    /// the same conversation may collapse them meanwhile, see [`Store::newer_push_job`]).
+    async fn enqueue_push_delayed(
+        &self,
+        jobs: Vec<PushJob>,
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Whether an unfinished push job for the same user and conversation with a higher seq
+    /// exists (the job is collapsed into that one).
+    async fn newer_push_job(&self, job: &PushJob) -> Result<bool, StoreError>;
 
     /// Resolves once [`Store::enqueue_push`] recorded jobs through this store (this node)
     /// since the previous call resolved, at once if that already happened. Lets the push

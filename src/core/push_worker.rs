@@ -52,6 +52,9 @@ pub struct PushSettings {
     pub poll_interval: Duration,
     /// Most characters of the message in a notification.
     pub preview_chars: usize,
+    /// Skip a job when a newer one for the same user and conversation is pending (that one
+    /// carries the newest message and the badge); on when pushes wait to collapse.
+    pub collapse: bool,
 }
 
 impl Default for PushSettings {
@@ -64,6 +67,7 @@ impl Default for PushSettings {
             retry_max: Duration::from_secs(900),
             poll_interval: Duration::from_secs(1),
             preview_chars: 100,
+            collapse: false,
         }
     }
 }
@@ -318,6 +322,9 @@ impl PushWorker {
         }
         if member.last_read_seq >= job.seq {
             return Ok(Err("read before it was sent"));
+        }
+        if self.settings.collapse && self.store.newer_push_job(job).await? {
+            return Ok(Err("collapsed into the push of a newer message"));
         }
         let Some(message) = self.store.message(&job.message_id).await? else {
             return Ok(Err("the message is gone"));

@@ -18,6 +18,16 @@ pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
     Some(content.chars().take(max_chars).collect())
 }
 
+/// The settings routing follows.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutingLimits {
+    /// Most characters of a message shown in a notification's `preview`.
+    pub preview_chars: usize,
+    /// How long a push job waits before it is sent, so that a later message of the same
+    /// conversation to the same user collapses it (zero: every message is pushed).
+    pub push_delay: std::time::Duration,
+}
+
 /// Routes one committed message to `recipients` (the members as of its commit), after the
 /// sender's ack. Where each recipient is comes from `presence`: at once on a single node,
 /// from the shared directory (in commit order) with several. Notifications go out then; read markers of
@@ -31,7 +41,7 @@ pub fn route_new_message(
     presence: &Presence,
     message: &Message,
     recipients: Vec<Recipient>,
-    preview_chars: usize,
+    limits: RoutingLimits,
 ) {
     let recipients: Vec<Recipient> =
         recipients.into_iter().filter(|r| r.member.user_id != message.sender_id).collect();
@@ -40,9 +50,8 @@ pub fn route_new_message(
     }
     let user_ids: Vec<String> = recipients.iter().map(|r| r.member.user_id.clone()).collect();
     let local = presence.local_reach(&user_ids, &message.conversation_id);
-    let preview = preview(message, preview_chars);
     let Some(directory) = presence.directory() else {
-        return route(runtime, store.clone(), bus.clone(), message, recipients, &local, preview);
+        return route(runtime, store.clone(), bus.clone(), message, recipients, &local, limits);
     };
     let (runtime, store, bus, message) = (runtime.clone(), store.clone(), bus.clone(), message.clone());
     let conversation_id = message.conversation_id.clone();
@@ -50,7 +59,7 @@ pub fn route_new_message(
         user_ids,
         &conversation_id,
         local,
-        Box::new(move |reaches| route(&runtime, store, bus, &message, recipients, &reaches, preview)),
+        Box::new(move |reaches| route(&runtime, store, bus, &message, recipients, &reaches, limits)),
     );
 }
 
@@ -62,8 +71,9 @@ fn route(
     message: &Message,
     recipients: Vec<Recipient>,
     reaches: &[Reach],
-    preview: Option<String>,
+    limits: RoutingLimits,
 ) {
+    let preview = preview(message, limits.preview_chars);
     let conversation_id = &message.conversation_id;
     let mut focused = Vec::new();
     let mut push = Vec::new();
@@ -123,7 +133,7 @@ fn route(
                 }
             }
             if !push.is_empty() {
-                store.enqueue_push(push).await?;
+                store.enqueue_push_delayed(push, limits.push_delay).await?;
             }
             Ok::<(), super::error::StoreError>(())
         };

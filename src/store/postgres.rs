@@ -943,7 +943,7 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
+    async fn enqueue_push_delayed(&self, jobs: Vec<PushJob>, delay: Duration) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
         }
@@ -953,12 +953,13 @@ impl Store for PostgresStore {
         let messages: Vec<&str> = jobs.iter().map(|j| j.message_id.as_str()).collect();
         let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
         let created: Vec<i64> = jobs.iter().map(|j| j.created_at.millis()).collect();
+        let due: Vec<i64> = jobs.iter().map(|j| j.created_at.plus(delay).millis()).collect();
         self.execute(
             "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
-             SELECT id, u, c, m, s, t, t \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) \
-               AS j (id, u, c, m, s, t)",
-            &[&ids, &users, &conversations, &messages, &seqs, &created],
+             SELECT id, u, c, m, s, t, d \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[]) \
+               AS j (id, u, c, m, s, t, d)",
+            &[&ids, &users, &conversations, &messages, &seqs, &created, &due],
         )
         .await?;
         self.push_enqueued.notify_one();
@@ -967,6 +968,17 @@ impl Store for PostgresStore {
 
     async fn push_enqueued(&self) {
         self.push_enqueued.notified().await
+    }
+
+    async fn newer_push_job(&self, job: &PushJob) -> Result<bool, StoreError> {
+        let rows = self
+            .query(
+                "SELECT 1 FROM push_jobs WHERE user_id = $1 AND conversation_id = $2 AND seq > $3 \
+                 AND finished_at IS NULL LIMIT 1",
+                &[&job.user_id, &job.conversation_id, &job.seq],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {

@@ -942,14 +942,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
+    async fn enqueue_push_delayed(&self, jobs: Vec<PushJob>, delay: Duration) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
         }
         self.write(move |conn| {
             let mut insert = conn.prepare_cached(
                 "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for job in jobs {
                 insert.execute(params![
@@ -958,7 +958,8 @@ impl Store for SqliteStore {
                     job.conversation_id,
                     job.message_id,
                     job.seq,
-                    job.created_at.millis()
+                    job.created_at.millis(),
+                    job.created_at.plus(delay).millis()
                 ])?;
             }
             Ok(())
@@ -970,6 +971,20 @@ impl Store for SqliteStore {
 
     async fn push_enqueued(&self) {
         self.push_enqueued.notified().await
+    }
+
+    async fn newer_push_job(&self, job: &PushJob) -> Result<bool, StoreError> {
+        let (user, conversation, seq) = (job.user_id.clone(), job.conversation_id.clone(), job.seq);
+        self.read(move |conn| {
+            let found = conn
+                .prepare_cached(
+                    "SELECT 1 FROM push_jobs WHERE user_id = ?1 AND conversation_id = ?2 AND seq > ?3 \
+                     AND finished_at IS NULL LIMIT 1",
+                )?
+                .exists(params![user, conversation, seq])?;
+            Ok(found)
+        })
+        .await
     }
 
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError> {
