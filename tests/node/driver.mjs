@@ -372,8 +372,18 @@ const scenarios = {
     bob.close();
     await alice.next("user:offline");
     const third = await alice.ack("message:send", { conversation_id: conv.id, content: "call me" });
+    // Muted: offline with a device, but no push job; unmuted again: one.
+    const notify = (enabled) => api("bob", "PUT", `/api/conversations/${conv.id}/notifications`, { enabled });
+    assert.equal((await notify(false)).status, 204);
+    const muted = await alice.ack("message:send", { conversation_id: conv.id, content: "muted" });
+    assert.equal((await notify(true)).status, 204);
+    const fifth = await alice.ack("message:send", { conversation_id: conv.id, content: "unmuted" });
     alice.close();
-    return { offline_message_id: third.message.id, online_message_ids: [first.message.id, second.message.id] };
+    return {
+      offline_message_ids: [third.message.id, fifth.message.id],
+      muted_message_id: muted.message.id,
+      online_message_ids: [first.message.id, second.message.id],
+    };
   },
 
   // focus then unfocus, sent back-to-back: the later event wins although the focus handler
