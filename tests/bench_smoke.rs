@@ -106,7 +106,7 @@ fn ceiling_relay() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
     std::thread::spawn(move || support::ceiling::serve(listener));
-    let launch = Launch { attach: Some((addr, None)), ..Launch::default() };
+    let launch = Launch { attach: vec![(addr, None)], ..Launch::default() };
     smoke(Target::Ceiling, launch, &["fanout", "acks"]);
 }
 
