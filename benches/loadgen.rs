@@ -8,7 +8,7 @@
 //! cargo bench --bench loadgen -- --target chatd-sio|chatd-ws|node|ceiling \
 //!     --scenario fanout|acks|storm|idle [--smoke] [--server-cpu 0] [--out results.jsonl]
 //!     [--data-root /dev/shm] [--clients N] [--senders N] [--step-secs S] [--rates 1,2,4]
-//!     [--storm-rate MSGS_PER_S] [--per-task N] [--attach ADDR [--pid PID]]
+//!     [--storm-rate MSGS_PER_S] [--per-task N] [--attach ADDR[,ADDR…] [--pid PID[,PID…]]]
 //!     [--counts 10000,18000] [--settle-secs S]
 //! cargo bench --bench loadgen -- --serve-ceiling 127.0.0.1:4100   # the ceiling relay alone
 //! cargo bench --bench loadgen -- --report results.jsonl [--section headline|fanout|acks|storm|idle|servers]
@@ -16,7 +16,9 @@
 //! `--clients` sets the fan-out and storm client counts, `--senders` the ack scenario's,
 //! `--counts` the idle scenario's connection counts and `--settle-secs` how long they idle
 //! before each measurement, `--data-root` where the servers' temporary data directories go, `--attach` measures a
-//! server that is already running. `STORM_DEBUG=1` prints every client's missing seqs after
+//! server that is already running (several comma-separated addresses: the nodes of one
+//! cluster; the fan-out scenario connects its clients to them round-robin, so every room has
+//! members on several nodes, and the server CPU is the sum over the `--pid`s). `STORM_DEBUG=1` prints every client's missing seqs after
 //! a storm that lost messages.
 //! Each run starts its own server process (fresh database), pinned with `taskset -c` when
 //! `--server-cpu` is given (pin the load generator itself from outside: `taskset -c 1 cargo
@@ -73,8 +75,17 @@ fn main() -> anyhow::Result<()> {
     config.launch.cpu = value("--server-cpu").map(str::parse).transpose()?;
     config.launch.ceiling_exe = Some(std::env::current_exe()?);
     config.launch.data_root = value("--data-root").map(Into::into);
-    if let Some(addr) = value("--attach") {
-        config.launch.attach = Some((addr.parse()?, value("--pid").map(str::parse).transpose()?));
+    if let Some(addrs) = value("--attach") {
+        let pids: Vec<u32> = match value("--pid") {
+            Some(pids) => pids.split(',').map(|p| p.trim().parse()).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        for (i, addr) in addrs.split(',').enumerate() {
+            config.launch.attach.push((addr.trim().parse()?, pids.get(i).copied()));
+        }
+        if !pids.is_empty() && pids.len() != config.launch.attach.len() {
+            bail!("--pid needs one pid per --attach address");
+        }
     }
     if let Some(n) = value("--clients") {
         config.fanout_clients = n.parse()?;

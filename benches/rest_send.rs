@@ -13,6 +13,10 @@
 //! can; on this 2-core machine both share the cores.
 //!
 //! `cargo bench --bench rest_send`; env `BENCH_SECONDS` (default 5) sets each step's length.
+//!
+//! With `BENCH_DATABASE_URL=postgres://root@127.0.0.1:5432/test` the server runs on that
+//! PostgreSQL database instead, in a fresh schema (`chatd_bench_<pid>_<nanos>`, created by
+//! chatd) that is dropped again after the run, pass or fail.
 
 mod support;
 
@@ -27,12 +31,61 @@ const STEPS: [usize; 3] = [1, 16, 256];
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let postgres = std::env::var("BENCH_DATABASE_URL").ok().filter(|url| !url.is_empty());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run(Duration::from_secs(seconds)))
+    runtime.block_on(async {
+        let Some(base) = postgres else {
+            let server = Server::start().await?;
+            return run(&server, "SQLite synchronous=NORMAL", Duration::from_secs(seconds)).await;
+        };
+        let schema = PgSchema::fresh(&base);
+        let result = async {
+            let server = Server::start_with(&["--database-url", &schema.url]).await?;
+            let label = format!("PostgreSQL (schema {}, default pool)", schema.name);
+            run(&server, &label, Duration::from_secs(seconds)).await
+            // The server stops here, before its schema is dropped.
+        }
+        .await;
+        schema.drop().await;
+        result
+    })
 }
 
-async fn run(step_length: Duration) -> anyhow::Result<()> {
-    let server = Server::start().await?;
+/// A fresh PostgreSQL schema for one run (chatd creates it on start).
+struct PgSchema {
+    base: String,
+    name: String,
+    /// `base` with `schema=` set: what chatd gets as `--database-url`.
+    url: String,
+}
+
+impl PgSchema {
+    fn fresh(base: &str) -> PgSchema {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!("chatd_bench_{}_{nanos}", std::process::id());
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}schema={name}");
+        PgSchema { base: base.to_owned(), name, url }
+    }
+
+    /// Drops the schema (best effort: says so when it cannot).
+    async fn drop(self) {
+        let dropped = async {
+            let (client, connection) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).await
+        }
+        .await;
+        if let Err(err) = dropped {
+            eprintln!("note: could not drop schema {}: {err}", self.name);
+        }
+    }
+}
+
+async fn run(server: &Server, storage: &str, step_length: Duration) -> anyhow::Result<()> {
     let addr = server.addr;
     let max = *STEPS.iter().max().unwrap_or(&1);
     let users: Vec<String> = (0..max).map(|i| format!("user{i}")).collect();
@@ -45,7 +98,7 @@ async fn run(step_length: Duration) -> anyhow::Result<()> {
         conversations.push(create_group(addr, owner_token, &members).await?);
     }
 
-    println!("durable REST sends (ack after commit), chatd as its own process, SQLite synchronous=NORMAL,");
+    println!("durable REST sends (ack after commit), chatd as its own process, {storage},");
     println!(
         "{CONVERSATIONS} conversations, {} s per step, load generator on the same 2 cores",
         step_length.as_secs()

@@ -2,9 +2,12 @@
 //! (benches/loadgen.rs, code in benches/support/) runs every scenario with tiny numbers
 //! against chatd over Socket.IO, chatd over plain WS, the Node.js peer
 //! (bench/peers/node-socketio, whose npm dependencies are installed with `npm ci` on first
-//! use if missing) and the ceiling relay (which has no storm and no idle scenario). Asserts only that numbers are produced and that no
-//! message was lost; nothing here measures anything.
+//! use if missing) and the ceiling relay (which has no storm and no idle scenario), and the
+//! fan-out attached to two chatd nodes on PostgreSQL and Redis (bench/cluster.sh's path).
+//! Asserts only that numbers are produced and that no message was lost; nothing here
+//! measures anything.
 
+mod common;
 #[path = "../benches/support/mod.rs"]
 mod support;
 
@@ -106,8 +109,46 @@ fn ceiling_relay() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
     std::thread::spawn(move || support::ceiling::serve(listener));
-    let launch = Launch { attach: Some((addr, None)), ..Launch::default() };
+    let launch = Launch { attach: vec![(addr, None)], ..Launch::default() };
     smoke(Target::Ceiling, launch, &["fanout", "acks"]);
+}
+
+/// `--attach A,B` (bench/cluster.sh): two chatd nodes on one PostgreSQL schema and Redis,
+/// clients spread over them round-robin so every room spans both nodes; every delivery
+/// arrives. Needs PostgreSQL and Redis on 127.0.0.1, as tests/cluster.rs does.
+#[test]
+fn fanout_across_two_nodes() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // Dropped in reverse order: the nodes stop before their schema is dropped.
+    let schema = common::pg::Schema::fresh();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = common::redis::unique_prefix();
+    let nodes: Vec<common::ServerProcess> = runtime.block_on(async {
+        let mut nodes = Vec::new();
+        for i in 0..2 {
+            let args = [
+                "--database-url",
+                &schema.url,
+                "--redis-url",
+                "redis://127.0.0.1:6379",
+                "--redis-prefix",
+                &prefix,
+                "--jwt-secret",
+                support::SECRET,
+                "--rate-limit",
+                "0",
+            ];
+            nodes.push(
+                common::ServerProcess::start(dir.path(), &args, dir.path().join(format!("node{i}.log")))
+                    .await,
+            );
+        }
+        nodes
+    });
+    let launch =
+        Launch { attach: nodes.iter().map(|node| (node.addr(), None)).collect(), ..Launch::default() };
+    smoke(Target::ChatdWs, launch, &["fanout"]);
+    drop(nodes);
 }
 
 #[test]

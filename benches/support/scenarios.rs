@@ -335,10 +335,11 @@ fn users(n: usize, prefix: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     Ok((users, tokens))
 }
 
-/// Connects `tokens.len()` clients (`concurrency` handshakes at a time), in order; for the
-/// ceiling relay, each joins `joins[i]`.
+/// Connects `tokens.len()` clients (`concurrency` handshakes at a time), in order, client
+/// `i` to `addrs[i % addrs.len()]` (round-robin over a cluster's nodes); for the ceiling
+/// relay, each joins `joins[i]`.
 async fn connect_all(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     target: Target,
     tokens: &[String],
     joins: Option<&[String]>,
@@ -348,6 +349,7 @@ async fn connect_all(
     let proto = target.proto();
     futures::stream::iter(tokens.iter().enumerate())
         .map(|(i, token)| async move {
+            let addr = addrs[i % addrs.len()];
             let mut conn = connect_client(addr, proto, Some(source_for(first_source + i)), token)
                 .await
                 .with_context(|| format!("client {i}"))?;
@@ -372,6 +374,10 @@ async fn connect_all(
 
 /// Runs one scenario against a fresh server.
 pub async fn run(config: &Config, scenario: &str) -> anyhow::Result<Record> {
+    ensure!(
+        scenario == "fanout" || config.launch.attach.len() <= 1,
+        "only the fan-out scenario drives several nodes"
+    );
     match scenario {
         "fanout" => fanout(config).await.map(Record::Fanout),
         "acks" => acks(config).await.map(Record::Acks),
@@ -601,12 +607,17 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
     let room_ids = create_rooms(target, addr, &rooms, &users, &tokens).await?;
     let room_of: Vec<String> = (0..n).map(|i| room_ids[i / size].clone()).collect();
     let joins = (!target.has_rest()).then_some(&room_of[..]);
-    let conns = connect_all(addr, target, &tokens, joins, 0, 128).await?;
+    // On a cluster, consecutive clients go to different nodes: every room spans the nodes.
+    let conns = connect_all(&server.addrs, target, &tokens, joins, 0, 128).await?;
     println!(
-        "{} fan-out: {n} clients in {} rooms of {size}, {} tasks; connected",
+        "{} fan-out: {n} clients in {} rooms of {size}, {} tasks{}; connected",
         target.key(),
         rooms.len(),
-        n.div_ceil(config.per_task)
+        n.div_ceil(config.per_task),
+        match server.addrs.len() {
+            1 => String::new(),
+            nodes => format!(", round-robin over {nodes} nodes"),
+        }
     );
 
     let clock = Instant::now();
@@ -960,7 +971,7 @@ async fn acks(config: &Config) -> anyhow::Result<Acks> {
     let room_ids = create_rooms(target, addr, &rooms, &users, &tokens).await?;
     let room_of: Vec<String> = (0..n).map(|i| room_ids[i / 2].clone()).collect();
     let joins = (!target.has_rest()).then_some(&room_of[..]);
-    let conns = connect_all(addr, target, &tokens, joins, 0, 128).await?;
+    let conns = connect_all(&[addr], target, &tokens, joins, 0, 128).await?;
     println!("{} acks: {n} senders in {} rooms of 2, back to back", target.key(), rooms.len());
 
     let clock = Instant::now();
@@ -1562,9 +1573,9 @@ async fn storm(config: &Config) -> anyhow::Result<Storm> {
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let conns = connect_all(addr, target, &tokens[..n], None, 0, 256).await?;
+    let conns = connect_all(&[addr], target, &tokens[..n], None, 0, 256).await?;
     let initial_connect_secs = started.elapsed().as_secs_f64();
-    let sender_conns = connect_all(addr, target, &tokens[n..], None, n, 64).await?;
+    let sender_conns = connect_all(&[addr], target, &tokens[n..], None, n, 64).await?;
     println!("  {n} clients connected in {initial_connect_secs:.1} s");
 
     let clock = Instant::now();

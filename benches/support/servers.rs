@@ -80,8 +80,10 @@ impl Target {
 pub struct Launch {
     /// Pin the server to this CPU (`taskset -c`).
     pub cpu: Option<usize>,
-    /// Attach to a server that is already running instead of starting one.
-    pub attach: Option<(SocketAddr, Option<u32>)>,
+    /// Attach to servers that are already running instead of starting one: each node's
+    /// address and, for CPU accounting, its pid. Empty: start one. Several are nodes of one
+    /// cluster; only the fan-out scenario spreads its clients over them.
+    pub attach: Vec<(SocketAddr, Option<u32>)>,
     /// The program that serves the ceiling relay with `--serve-ceiling ADDR` (the load
     /// generator itself).
     pub ceiling_exe: Option<PathBuf>,
@@ -93,7 +95,12 @@ pub struct Launch {
 pub struct ServerProcess {
     child: Option<Child>,
     pid: Option<u32>,
+    /// Where it listens (the first node's address when attached to several).
     pub addr: SocketAddr,
+    /// Every node's address, `addr` first (one entry unless attached to several nodes).
+    pub addrs: Vec<SocketAddr>,
+    /// The other attached nodes' pids, counted in [`ServerProcess::cpu_time`].
+    other_pids: Vec<u32>,
     log: Arc<Mutex<ServerLog>>,
     /// Tokio threads right after start, before any blocking-pool thread exists: the workers.
     tokio_at_start: Option<u64>,
@@ -151,11 +158,13 @@ fn pinned(cpu: Option<usize>, program: impl Into<PathBuf>) -> Command {
 
 impl ServerProcess {
     pub async fn start(target: Target, launch: &Launch) -> anyhow::Result<ServerProcess> {
-        if let Some((addr, pid)) = launch.attach {
+        if let Some(&(addr, pid)) = launch.attach.first() {
             return Ok(ServerProcess {
                 child: None,
                 pid,
                 addr,
+                addrs: launch.attach.iter().map(|(addr, _)| *addr).collect(),
+                other_pids: launch.attach[1..].iter().filter_map(|(_, pid)| *pid).collect(),
                 log: Arc::default(),
                 tokio_at_start: None,
                 _dir: None,
@@ -232,8 +241,16 @@ impl ServerProcess {
         if let Some(stderr) = child.stderr.take() {
             collect_stderr(stderr, log.clone());
         }
-        let mut server =
-            ServerProcess { child: Some(child), pid, addr, log, tokio_at_start: None, _dir: Some(dir) };
+        let mut server = ServerProcess {
+            child: Some(child),
+            pid,
+            addr,
+            addrs: vec![addr],
+            other_pids: Vec::new(),
+            log,
+            tokio_at_start: None,
+            _dir: Some(dir),
+        };
         let started = Instant::now();
         while TcpStream::connect(addr).await.is_err() {
             if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -260,9 +277,10 @@ impl ServerProcess {
         }
     }
 
-    /// CPU time (user + system, all threads) used so far; zero when unknown.
+    /// CPU time (user + system, all threads) used so far, summed over every node with a
+    /// known pid; zero when unknown.
     pub fn cpu_time(&self) -> Duration {
-        self.pid.and_then(|pid| cpu_time_of(&pid.to_string())).unwrap_or_default()
+        self.pid.iter().chain(&self.other_pids).filter_map(|pid| cpu_time_of(&pid.to_string())).sum()
     }
 
     /// Resident set size now, bytes (VmRSS).
@@ -306,7 +324,7 @@ impl ServerProcess {
         // "tokio-rt-worker" ("tokio-runtime-worker" before 1.5x, cut to 15 characters).
         let workers = names.iter().filter(|n| n.starts_with("tokio-r")).count();
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        json!({
+        let mut info = json!({
             "cpus_allowed": cpus,
             "threads": names.len(),
             "tokio_threads": workers,
@@ -315,7 +333,13 @@ impl ServerProcess {
             "stderr_first": log.first,
             "relay_lag_reports": log.relay_lag_reports,
             "relay_skipped": log.relay_skipped,
-        })
+        });
+        // Attached to a cluster: the figures above are the first node's; CPU is everyone's.
+        if self.addrs.len() > 1 {
+            info["nodes"] = json!(self.addrs.len());
+            info["node_pids"] = json!(self.pid.iter().chain(&self.other_pids).collect::<Vec<_>>());
+        }
+        info
     }
 }
 
