@@ -17,6 +17,9 @@
 # pinned: three nodes, PostgreSQL, Redis and the load generator cannot be given cores of
 # their own on a 2-core machine, so they all share both.
 set -euo pipefail
+for tool in jq psql redis-cli; do
+  command -v "$tool" >/dev/null || { echo "bench/cluster.sh needs $tool (apt-get install jq postgresql-client redis-tools)"; exit 1; }
+done
 SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
 # Priority, as bench/run.sh: at nice -10 when run as root (BENCH_NICE overrides), in a session
