@@ -126,6 +126,21 @@ pub struct Settings {
     #[arg(long, env = "CHATD_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
+    /// PEM P-256 private key (SEC1 or PKCS#8) the `webpush` provider signs VAPID JWTs with;
+    /// its public key is the `applicationServerKey` browsers subscribe with. Needs
+    /// `--vapid-subject`. Unset: webpush devices are not sent to.
+    #[arg(long, env = "CHATD_VAPID_PRIVATE_KEY", value_name = "FILE")]
+    pub vapid_private_key: Option<PathBuf>,
+
+    /// Contact for the push services, the VAPID JWT's `sub`: `mailto:…` or `https://…`.
+    #[arg(long, env = "CHATD_VAPID_SUBJECT", value_name = "URI")]
+    pub vapid_subject: Option<String>,
+
+    /// Seconds a push service keeps an undelivered Web Push notification (`TTL`)
+    /// [default: 86400].
+    #[arg(long, env = "CHATD_WEBPUSH_TTL", value_name = "SECS")]
+    pub webpush_ttl: Option<u64>,
+
     /// Push jobs the worker claims and sends at once [default: 32].
     #[arg(long, env = "CHATD_PUSH_BATCH_SIZE", value_name = "N")]
     pub push_batch_size: Option<usize>,
@@ -176,8 +191,8 @@ impl Settings {
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
-            ws_max_queued_bytes, webhook_secret, push_batch_size, push_max_attempts, push_retry_base_ms,
-            push_retry_max_ms, push_poll_ms, push_collapse_ms, push_timeout_ms),
+            ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
+            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_timeout_ms),
         )
     }
 
@@ -275,7 +290,21 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
     {
         anyhow::bail!("--webhook-secret must be at least 16 bytes");
     }
-    Ok(PushConfig { worker, request_timeout, webhook_secret: settings.webhook_secret.clone() })
+    let webpush = match (&settings.vapid_private_key, &settings.vapid_subject) {
+        (None, None) => None,
+        (Some(private_key), Some(subject)) => {
+            if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
+                anyhow::bail!("--vapid-subject must be a mailto: or https:// URI");
+            }
+            Some(WebPushConfig {
+                private_key: private_key.clone(),
+                subject: subject.clone(),
+                ttl: Duration::from_secs(settings.webpush_ttl.unwrap_or(86_400)),
+            })
+        }
+        _ => anyhow::bail!("--vapid-private-key and --vapid-subject go together"),
+    };
+    Ok(PushConfig { worker, request_timeout, webhook_secret: settings.webhook_secret.clone(), webpush })
 }
 
 /// Which store backend to open.
@@ -348,6 +377,19 @@ pub struct PushConfig {
     pub request_timeout: Duration,
     /// Key of the webhook signatures; `None`: webhook devices are not sent to.
     pub webhook_secret: Option<String>,
+    /// The Web Push provider's VAPID identity; `None`: webpush devices are not sent to.
+    pub webpush: Option<WebPushConfig>,
+}
+
+/// The Web Push provider's settings.
+#[derive(Debug, Clone)]
+pub struct WebPushConfig {
+    /// PEM P-256 private key file (VAPID).
+    pub private_key: PathBuf,
+    /// The VAPID JWT's `sub`: `mailto:…` or `https://…`.
+    pub subject: String,
+    /// How long push services keep undelivered notifications (`TTL` header).
+    pub ttl: Duration,
 }
 
 /// Keepalive and backpressure of `/ws` connections.

@@ -19,6 +19,7 @@ use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
 use crate::presence::redis::RedisPresence;
 use crate::push::webhook::WebhookPush;
+use crate::push::webpush::{VapidKey, WebPush};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -126,6 +127,20 @@ fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option
             providers = providers.with(Platform::Webhook, Arc::new(webhook));
         }
         None => tracing::info!("no --webhook-secret: webhook devices are not sent to"),
+    }
+    match &config.push.webpush {
+        Some(webpush) => {
+            let path = webpush.private_key.display();
+            let pem = std::fs::read_to_string(&webpush.private_key)
+                .with_context(|| format!("reading VAPID private key {path}"))?;
+            let vapid =
+                VapidKey::from_pem(&pem).with_context(|| format!("loading VAPID private key {path}"))?;
+            tracing::info!(public_key = vapid.public_key(), "web push on: the VAPID public key");
+            let provider = WebPush::new(vapid, &webpush.subject, webpush.ttl, config.push.request_timeout)
+                .context("building the web push provider")?;
+            providers = providers.with(Platform::Webpush, Arc::new(provider));
+        }
+        None => tracing::info!("no --vapid-private-key: webpush devices are not sent to"),
     }
     if providers.is_empty() {
         tracing::info!("no push provider configured: push jobs are recorded but not sent");
