@@ -111,6 +111,10 @@ pub struct Settings {
     #[arg(long, env = "CHATD_WS_PING_INTERVAL", value_name = "SECS")]
     pub ws_ping_interval: Option<u64>,
 
+    /// Seconds between keep-alive comments on `GET /api/notifications/stream` [default: 15].
+    #[arg(long, env = "CHATD_SSE_KEEP_ALIVE", value_name = "SECS")]
+    pub sse_keep_alive: Option<u64>,
+
     /// A `/ws` connection that sends nothing (not even a pong) for this many seconds is
     /// closed [default: 60].
     #[arg(long, env = "CHATD_WS_IDLE_TIMEOUT", value_name = "SECS")]
@@ -190,7 +194,7 @@ impl Settings {
             or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
-            max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
+            max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
             push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_timeout_ms),
         )
@@ -259,6 +263,7 @@ impl Settings {
                 max_queued_bytes: settings.ws_max_queued_bytes.unwrap_or(1 << 20),
             },
             push,
+            sse_keep_alive: Duration::from_secs(settings.sse_keep_alive.unwrap_or(15).max(1)),
         })
     }
 }
@@ -365,6 +370,8 @@ pub struct Config {
     pub ws: WsConfig,
     /// The push worker and its providers.
     pub push: PushConfig,
+    /// Interval of the keep-alive comments on notification streams (SSE).
+    pub sse_keep_alive: Duration,
 }
 
 /// The push worker and its providers.

@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
-use crate::transport::{socketio, web, ws};
+use crate::transport::{socketio, sse, web, ws};
 
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -27,6 +27,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub fn app(state: AppState) -> (Router, Realtime) {
     let (socketio_layer, io) = socketio::layer(&state);
     let (ws_router, hub) = ws::router(&state);
+    let (sse_router, streams) = sse::router();
     let request_span = |request: &Request<_>| {
         let id = request
             .extensions()
@@ -38,6 +39,7 @@ pub fn app(state: AppState) -> (Router, Realtime) {
     let router = http::router(&state)
         .merge(web::router())
         .merge(ws_router)
+        .merge(sse_router)
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))
@@ -50,7 +52,7 @@ pub fn app(state: AppState) -> (Router, Realtime) {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
-    (router, Realtime { io, hub })
+    (router, Realtime { io, hub, streams })
 }
 
 /// Handles on the realtime transports, to close their connections at shutdown.
@@ -59,6 +61,8 @@ pub struct Realtime {
     pub io: SocketIo,
     /// Plain WebSocket.
     pub hub: std::sync::Arc<ws::Hub>,
+    /// Notification streams (SSE).
+    pub streams: sse::Streams,
 }
 
 fn panic_response() -> Response {
@@ -97,6 +101,7 @@ pub async fn serve(
             draining.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: closing realtime connections, finishing in-flight requests");
             realtime.hub.close_all();
+            realtime.streams.close_all();
             realtime.io.close().await;
         })
         .await;

@@ -49,6 +49,10 @@ pub struct ChatLimits {
     /// How long a push waits for later messages of the same conversation, which collapse
     /// it into one push for the newest (zero: off).
     pub push_collapse: Duration,
+    /// Notifications each user's log keeps at most (the newest), for SSE resumption.
+    pub notification_log_keep: usize,
+    /// Notifications older than this leave the log (at the next housekeeping round).
+    pub notification_log_max_age: Duration,
 }
 
 impl Default for ChatLimits {
@@ -63,6 +67,8 @@ impl Default for ChatLimits {
             typing_timeout: Duration::from_secs(5),
             preview_chars: 100,
             push_collapse: Duration::ZERO,
+            notification_log_keep: 1000,
+            notification_log_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -209,9 +215,26 @@ impl Chat {
         Ok(self.store.ping().await?)
     }
 
-    /// Periodic housekeeping: forgets rate-limit state of idle users.
+    /// Periodic housekeeping (about once a minute, inside a Tokio runtime): forgets
+    /// rate-limit state of idle users and prunes notifications past the log's age limit.
     pub fn housekeeping(&self) {
         self.message_limiter.forget_idle();
+        let store = self.store.clone();
+        let before = Timestamp::now().minus(self.limits.notification_log_max_age);
+        tokio::spawn(async move {
+            // Bounded rounds so no round holds the database for long.
+            const ROUND: usize = 10_000;
+            loop {
+                match store.prune_notifications(before, ROUND).await {
+                    Ok(n) if n == ROUND => continue,
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "pruning the notification log failed");
+                        break;
+                    }
+                }
+            }
+        });
     }
 
     /// The caller's member entry and the conversation type, or `not_found` / `not_a_member`.
@@ -504,6 +527,7 @@ impl Chat {
             let limits = routing::RoutingLimits {
                 preview_chars: self.limits.preview_chars,
                 push_delay: self.limits.push_collapse,
+                log_keep: self.limits.notification_log_keep,
             };
             let runtime = tokio::runtime::Handle::current();
             Box::new(move |outcome| {

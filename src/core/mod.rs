@@ -9,6 +9,7 @@ pub mod chat;
 pub mod error;
 pub mod events;
 pub mod model;
+pub mod notifications;
 pub mod pii;
 pub mod ports;
 pub mod presence;

@@ -13,7 +13,7 @@ use super::error::{RateLimited, StoreError};
 use super::model::{
     Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
 };
-use super::realtime::{BusMessage, ConversationHead, PresenceInfo};
+use super::realtime::{BusMessage, ConversationHead, Notification, PresenceInfo};
 use super::time::Timestamp;
 
 /// A conversation to create. For a direct conversation `direct_key` identifies the pair and
@@ -230,6 +230,17 @@ pub enum PushError {
 pub trait Push: Send + Sync + 'static {
     /// Delivers `payload` to `device` (of this provider's platform).
     async fn send(&self, device: &Device, payload: &PushPayload) -> Result<(), PushError>;
+}
+
+/// A notification to append to its recipient's log (see [`Store::record_notifications`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// The recipient, whose log it joins.
+    pub user_id: String,
+    /// What it says; its `id` is ignored (the store assigns it).
+    pub notification: Notification,
+    /// When it was recorded (what the age limit of the log counts from).
+    pub created_at: Timestamp,
 }
 
 /// A device to register for a user.
@@ -575,6 +586,33 @@ pub trait Store: Send + Sync + 'static {
     /// `finished_before`, earliest finished first; returns how many. Unfinished jobs are never
     /// deleted. Bounded so a periodic call never holds the database for long.
     async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError>;
+
+    /// Appends notifications to their recipients' logs, in order, in one transaction, and
+    /// returns the ids given (one per entry, in order). Ids are per user, from 1, gap-free,
+    /// and commit in id order per user, across every node sharing the database: once a
+    /// reader sees id `n` of a user, every id below `n` of that user is committed too (or
+    /// was trimmed). Each user's log then keeps only its newest `keep` entries (at least 1).
+    async fn record_notifications(
+        &self,
+        notifications: Vec<NewNotification>,
+        keep: usize,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Up to `limit` of the user's kept notifications with an id above `after`, ascending by
+    /// id, each with its `id` set.
+    async fn notifications_after(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
+
+    /// The newest id ever given to a notification of the user (kept or not); 0 if none.
+    async fn latest_notification_id(&self, user_id: &str) -> Result<i64, StoreError>;
+
+    /// Deletes up to `limit` notifications (of any user) recorded before `before`, oldest
+    /// first; returns how many. The users' counters stay, so ids are never reused.
+    async fn prune_notifications(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// Registers a device, or refreshes the endpoint and keys of the same
     /// `(user, platform, token)`; returns it.

@@ -44,6 +44,10 @@ pub struct PresenceChange {
 /// `notification` payload: a new message for a member online but not looking at it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Notification {
+    /// Its place in the recipient's notification log (per user, from 1, gap-free; the SSE
+    /// `id:`). Absent only when the log could not record it (the store failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     /// Always `"message"`.
     #[serde(rename = "type")]
     pub kind: &'static str,

@@ -2,15 +2,18 @@
 //! focused on the conversation (any connection) → their read marker advances and the others
 //! get `message:read`; online elsewhere → `notification` with their unread count; offline
 //! with notifications on and a registered device → a durable push job. `message:new` itself
-//! goes to the whole conversation before this runs.
+//! goes to the whole conversation before this runs. Each `notification` is recorded in the
+//! recipient's notification log first (which gives it its `id`, for the SSE stream), then
+//! published.
 
 use std::sync::Arc;
 
 use super::chat::new_id;
 use super::model::Message;
-use super::ports::{Bus, PushJob, Reach, Recipient, Store};
+use super::ports::{Bus, NewNotification, PushJob, Reach, Recipient, Store};
 use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, Notification, ReadReceipt, ServerEvent};
+use super::time::Timestamp;
 
 /// The start of a message for previews: at most `max_chars` characters, none when deleted.
 pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
@@ -26,6 +29,8 @@ pub struct RoutingLimits {
     /// How long a push job waits before it is sent, so that a later message of the same
     /// conversation to the same user collapses it (zero: every message is pushed).
     pub push_delay: std::time::Duration,
+    /// Notifications each user's log keeps at most (the newest).
+    pub log_keep: usize,
 }
 
 /// Routes one committed message to `recipients` (the members as of its commit), after the
@@ -34,6 +39,7 @@ pub struct RoutingLimits {
 /// focused members and push jobs need the store, so they run in a task on `runtime`, only
 /// when there are any. Callable from any thread (it runs on the store's writer thread, in
 /// commit order).
+#[allow(clippy::too_many_arguments)]
 pub fn route_new_message(
     runtime: &tokio::runtime::Handle,
     store: &Arc<dyn Store>,
@@ -64,6 +70,7 @@ pub fn route_new_message(
 }
 
 /// Acts on where each recipient is (`reaches[i]` for `recipients[i]`).
+#[allow(clippy::too_many_arguments)]
 fn route(
     runtime: &tokio::runtime::Handle,
     store: Arc<dyn Store>,
@@ -77,15 +84,15 @@ fn route(
     let conversation_id = &message.conversation_id;
     let mut focused = Vec::new();
     let mut push = Vec::new();
+    let mut notify = Vec::new();
     for (recipient, reach) in recipients.into_iter().zip(reaches) {
         let member = recipient.member;
         match reach {
             Reach::Focused => focused.push(member),
-            Reach::Online => bus.publish(BusMessage::Deliver(Delivery {
-                to: Audience::Users(vec![member.user_id]),
-                except_connection: None,
-                except_user: None,
-                event: ServerEvent::Notification(Notification {
+            Reach::Online => notify.push(NewNotification {
+                user_id: member.user_id,
+                notification: Notification {
+                    id: None,
                     kind: "message",
                     conversation_id: conversation_id.clone(),
                     message_id: message.id.clone(),
@@ -93,8 +100,9 @@ fn route(
                     sender_id: message.sender_id.clone(),
                     preview: preview.clone(),
                     unread_count: recipient.unread_count,
-                }),
-            })),
+                },
+                created_at: Timestamp::now(),
+            }),
             Reach::Offline if member.notifications && recipient.has_devices => push.push(PushJob {
                 id: new_id(),
                 user_id: member.user_id,
@@ -106,12 +114,15 @@ fn route(
             Reach::Offline => {}
         }
     }
-    if focused.is_empty() && push.is_empty() {
+    if focused.is_empty() && push.is_empty() && notify.is_empty() {
         return;
     }
     let message_id = message.id.clone();
     let (conversation_id, seq) = (conversation_id.clone(), message.seq);
     runtime.spawn(async move {
+        if !notify.is_empty() {
+            record_and_publish(store.as_ref(), bus.as_ref(), notify, limits.log_keep).await;
+        }
         let result = async {
             for member in focused {
                 let Some((before, read)) = store.mark_read(&conversation_id, &member.user_id, seq).await?
@@ -141,4 +152,25 @@ fn route(
             tracing::warn!(error = %err, %message_id, "notification routing failed");
         }
     });
+}
+
+/// Records notifications in their recipients' logs, then publishes each to its recipient
+/// with the id it got. If the log cannot record them they are published without an id:
+/// realtime connections still get them, streams find them missing from the log.
+async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNotification>, keep: usize) {
+    let ids = match store.record_notifications(notify.clone(), keep).await {
+        Ok(ids) => ids.into_iter().map(Some).collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, "notification log unavailable; notifications sent without an id");
+            vec![None; notify.len()]
+        }
+    };
+    for (new, id) in notify.into_iter().zip(ids) {
+        bus.publish(BusMessage::Deliver(Delivery {
+            to: Audience::Users(vec![new.user_id]),
+            except_connection: None,
+            except_user: None,
+            event: ServerEvent::Notification(Notification { id, ..new.notification }),
+        }));
+    }
 }

@@ -28,15 +28,16 @@ use crate::core::model::{
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, Created, HistoryRange, Membership,
-    NewConversation, NewDevice, NewMessage, PushJob, Recipient, Store, clip_push_error,
+    NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store, clip_push_error,
 };
-use crate::core::realtime::ConversationHead;
+use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_push.sql"),
     include_str!("../../migrations/postgres/0003_push_claims.sql"),
+    include_str!("../../migrations/postgres/0004_notifications.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -1080,6 +1081,129 @@ impl Store for PostgresStore {
                 "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs \
                  WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)",
                 &[&finished_before.millis(), &as_i64(limit)],
+            )
+            .await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
+    async fn record_notifications(
+        &self,
+        notifications: Vec<NewNotification>,
+        keep: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        if notifications.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keep = as_i64(keep.max(1));
+        // Entries by user, users in a fixed order: concurrent batches lock counter rows in
+        // the same order, so they never deadlock.
+        let mut by_user: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+        for (index, new) in notifications.iter().enumerate() {
+            by_user.entry(new.user_id.as_str()).or_default().push(index);
+        }
+        let mut ids = vec![0_i64; notifications.len()];
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The row lock taken here is held to commit: another node's ids for this user come
+        // after these and commit after them.
+        let bump = tx
+            .prepare_cached(
+                "INSERT INTO notification_counters (user_id, last_id) VALUES ($1, $2) \
+                 ON CONFLICT (user_id) DO UPDATE SET last_id = notification_counters.last_id + EXCLUDED.last_id \
+                 RETURNING last_id",
+            )
+            .await?;
+        for (user_id, indexes) in &by_user {
+            let count = as_i64(indexes.len());
+            let last: i64 = get(&tx.query_one(&bump, &[user_id, &count]).await?, 0)?;
+            for (offset, index) in indexes.iter().enumerate() {
+                if let Some(id) = ids.get_mut(*index) {
+                    *id = last - count + 1 + as_i64(offset);
+                }
+            }
+        }
+        let users: Vec<&str> = notifications.iter().map(|n| n.user_id.as_str()).collect();
+        let conversations: Vec<&str> =
+            notifications.iter().map(|n| n.notification.conversation_id.as_str()).collect();
+        let messages: Vec<&str> = notifications.iter().map(|n| n.notification.message_id.as_str()).collect();
+        let seqs: Vec<i64> = notifications.iter().map(|n| n.notification.seq).collect();
+        let senders: Vec<&str> = notifications.iter().map(|n| n.notification.sender_id.as_str()).collect();
+        let previews: Vec<Option<&str>> =
+            notifications.iter().map(|n| n.notification.preview.as_deref()).collect();
+        let unread: Vec<i64> = notifications.iter().map(|n| n.notification.unread_count).collect();
+        let created: Vec<i64> = notifications.iter().map(|n| n.created_at.millis()).collect();
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO notifications (user_id, id, conversation_id, message_id, seq, sender_id, \
+                 preview, unread_count, created_at) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], \
+                 $6::text[], $7::text[], $8::bigint[], $9::bigint[])",
+            )
+            .await?;
+        tx.execute(
+            &insert,
+            &[&users, &ids, &conversations, &messages, &seqs, &senders, &previews, &unread, &created],
+        )
+        .await?;
+        let trim = tx
+            .prepare_cached(
+                "DELETE FROM notifications n USING notification_counters c \
+                 WHERE c.user_id = ANY($1) AND n.user_id = c.user_id AND n.id <= c.last_id - $2",
+            )
+            .await?;
+        let distinct: Vec<&str> = by_user.keys().copied().collect();
+        tx.execute(&trim, &[&distinct, &keep]).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn notifications_after(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT id, conversation_id, message_id, seq, sender_id, preview, unread_count \
+                 FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &[&user_id, &after, &as_i64(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Notification {
+                    id: Some(get(row, 0)?),
+                    kind: "message",
+                    conversation_id: get(row, 1)?,
+                    message_id: get(row, 2)?,
+                    seq: get(row, 3)?,
+                    sender_id: get(row, 4)?,
+                    preview: get(row, 5)?,
+                    unread_count: get(row, 6)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn latest_notification_id(&self, user_id: &str) -> Result<i64, StoreError> {
+        let rows =
+            self.query("SELECT last_id FROM notification_counters WHERE user_id = $1", &[&user_id]).await?;
+        match rows.first() {
+            Some(row) => get(row, 0),
+            None => Ok(0),
+        }
+    }
+
+    async fn prune_notifications(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let deleted = self
+            .execute(
+                "DELETE FROM notifications WHERE (user_id, id) IN (SELECT user_id, id FROM notifications \
+                 WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+                &[&before.millis(), &as_i64(limit)],
             )
             .await?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))

@@ -21,9 +21,9 @@ use crate::core::model::{
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, Created, HistoryRange, Membership,
-    NewConversation, NewDevice, NewMessage, PushJob, Recipient, Store, clip_push_error,
+    NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store, clip_push_error,
 };
-use crate::core::realtime::ConversationHead;
+use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
 
 /// Most jobs committed in one transaction.
@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_push.sql"),
     include_str!("../../migrations/sqlite/0003_push_claims.sql"),
+    include_str!("../../migrations/sqlite/0004_notifications.sql"),
 ];
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
@@ -1119,6 +1120,111 @@ impl Store for SqliteStore {
                      WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
                 )?
                 .execute(params![finished_before.millis(), i64::try_from(limit).unwrap_or(i64::MAX)])?)
+        })
+        .await
+    }
+
+    async fn record_notifications(
+        &self,
+        notifications: Vec<NewNotification>,
+        keep: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        if notifications.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        self.write(move |conn| {
+            // The writer is the only writer: bumping the counter and inserting in one job
+            // commits ids in order.
+            let mut bump = conn.prepare_cached(
+                "INSERT INTO notification_counters (user_id, last_id) VALUES (?1, 1) \
+                 ON CONFLICT (user_id) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+            )?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO notifications (user_id, id, conversation_id, message_id, seq, sender_id, \
+                 preview, unread_count, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            let mut trim =
+                conn.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id <= ?2")?;
+            let mut ids = Vec::with_capacity(notifications.len());
+            for new in notifications {
+                let id: i64 = bump.query_row(params![new.user_id], |r| r.get(0))?;
+                let n = &new.notification;
+                insert.execute(params![
+                    new.user_id,
+                    id,
+                    n.conversation_id,
+                    n.message_id,
+                    n.seq,
+                    n.sender_id,
+                    n.preview,
+                    n.unread_count,
+                    new.created_at.millis()
+                ])?;
+                if id > keep {
+                    trim.execute(params![new.user_id, id - keep])?;
+                }
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn notifications_after(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let user_id = user_id.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT id, conversation_id, message_id, seq, sender_id, preview, unread_count \
+                 FROM notifications WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                params![user_id, after, limit],
+                |r| {
+                    Ok(Notification {
+                        id: Some(r.get(0)?),
+                        kind: "message",
+                        conversation_id: r.get(1)?,
+                        message_id: r.get(2)?,
+                        seq: r.get(3)?,
+                        sender_id: r.get(4)?,
+                        preview: r.get(5)?,
+                        unread_count: r.get(6)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn latest_notification_id(&self, user_id: &str) -> Result<i64, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT last_id FROM notification_counters WHERE user_id = ?1")?
+                .query_row([&user_id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn prune_notifications(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "DELETE FROM notifications WHERE (user_id, id) IN (SELECT user_id, id FROM notifications \
+                     WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+                )?
+                .execute(params![before.millis(), i64::try_from(limit).unwrap_or(i64::MAX)])?)
         })
         .await
     }

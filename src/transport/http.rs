@@ -93,6 +93,21 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+/// `token=` from a query string (where clients that cannot set headers put it).
+pub fn query_token(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned)
+}
+
+/// The token of a long-lived request (`/ws`, the SSE stream): `?token=`, else
+/// `Authorization: Bearer`.
+pub fn request_token(parts: &Parts) -> Option<String> {
+    query_token(parts.uri.query()).or_else(|| bearer_token(parts).map(str::to_owned))
+}
+
 /// A JSON body whose rejections are contract errors: 400 `invalid`, 413 `too_large`.
 pub struct ApiJson<T>(pub T);
 

@@ -4,5 +4,6 @@
 pub mod dispatch;
 pub mod http;
 pub mod socketio;
+pub mod sse;
 pub mod web;
 pub mod ws;

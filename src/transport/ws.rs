@@ -31,7 +31,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
 use super::dispatch::{self, Subscriptions, dispatch};
-use super::http::{ApiError, bearer_token, error_body};
+use super::http::{ApiError, error_body, request_token};
 use crate::config::WsConfig;
 use crate::core::ChatError;
 use crate::core::model::User;
@@ -64,7 +64,7 @@ pub fn router(state: &AppState) -> (Router<AppState>, Arc<Hub>) {
 /// usual `{error:{code,message}}` body; a non-WebSocket request gets 400.
 async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
-    let token = query_token(parts.uri.query()).or_else(|| bearer_token(&parts).map(str::to_owned));
+    let token = request_token(&parts);
     let Some(token) = token else {
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
             .into_response();
@@ -88,15 +88,6 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
         .max_message_size(MAX_PAYLOAD_BYTES)
         .max_frame_size(MAX_PAYLOAD_BYTES)
         .on_upgrade(move |socket| serve_connection(socket, hub, state, user, expires_at))
-}
-
-/// `token=` from a query string.
-fn query_token(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .filter(|token| !token.is_empty())
-        .map(str::to_owned)
 }
 
 /// Every connection of this node and what each is subscribed to. The node watches a user's

@@ -1,0 +1,244 @@
+//! A user's notification stream (`GET /api/notifications/stream`, SSE): their `notification`
+//! events, each with its id in the user's notification log, resumable from an id.
+//!
+//! Every `notification` is recorded in the recipient's log before it is published (see
+//! [`routing`](super::routing)), with an id per user that is gap-free and commits in order. A
+//! stream keeps a cursor (the last id it delivered) and only ever delivers the log's entries
+//! after it, in id order: a live event whose id is the cursor's successor goes out as it is;
+//! anything else (an id further ahead, a lagging or reconnected bus) makes the stream read
+//! the missing entries from the log. So nothing is lost or repeated between the replay of a
+//! resumed stream and its live events, nor when the bus drops messages and later ones arrive.
+//!
+//! An open stream counts as a connection of its user (online, focused on nothing): a user
+//! whose only client is a stream is "online elsewhere" and gets `notification`s (in the
+//! stream) rather than push jobs, and appears online to their contacts.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+
+use super::chat::{Chat, new_id};
+use super::error::{ChatError, StoreError};
+use super::model::User;
+use super::ports::Topic;
+use super::realtime::{Audience, BusMessage, Delivery, Notification, ServerEvent};
+
+/// Entries read from the log per query while catching up.
+const PAGE: usize = 200;
+/// Items a stream may have ready before its task waits for the client to read.
+const QUEUE: usize = 64;
+
+/// What a notification stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// A `notification`; its `id` is always set.
+    Notification(Notification),
+    /// The log no longer holds the notifications with ids `from..=to` (they aged out or
+    /// were trimmed before the client resumed): the client should refresh what it shows
+    /// (e.g. `GET /api/unread`). Sent once, before the entries that follow them.
+    Gap {
+        /// First id missing.
+        from: i64,
+        /// Last id missing.
+        to: i64,
+    },
+}
+
+/// An open notification stream. Dropping it closes the stream (the user's connection ends).
+pub struct NotificationStream {
+    items: mpsc::Receiver<StreamItem>,
+}
+
+impl NotificationStream {
+    /// The next item; `None` once the stream ended (the log became unreadable, or the node
+    /// is going away): the client reconnects with its last id and loses nothing.
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        self.items.recv().await
+    }
+}
+
+/// A `notification` as relayed by another node (only what the stream needs to re-emit it).
+#[derive(Deserialize)]
+struct RelayedNotification {
+    id: Option<i64>,
+    conversation_id: String,
+    message_id: String,
+    seq: i64,
+    sender_id: String,
+    preview: Option<String>,
+    unread_count: i64,
+}
+
+/// The notification for `user_id` that a bus message carries, if it carries one with an id.
+fn notification_for(message: &BusMessage, user_id: &str) -> Option<Notification> {
+    let BusMessage::Deliver(Delivery { to: Audience::Users(users), except_user, event, .. }) = message else {
+        return None;
+    };
+    if !users.iter().any(|u| u == user_id) || except_user.as_deref() == Some(user_id) {
+        return None;
+    }
+    let notification = match event {
+        ServerEvent::Notification(notification) => notification.clone(),
+        ServerEvent::Relayed(relayed) if relayed.name == "notification" => {
+            let wire: RelayedNotification = serde_json::from_str(relayed.data.get()).ok()?;
+            Notification {
+                id: wire.id,
+                kind: "message",
+                conversation_id: wire.conversation_id,
+                message_id: wire.message_id,
+                seq: wire.seq,
+                sender_id: wire.sender_id,
+                preview: wire.preview,
+                unread_count: wire.unread_count,
+            }
+        }
+        _ => return None,
+    };
+    notification.id.is_some().then_some(notification)
+}
+
+/// Why a stream's task stops.
+enum Stop {
+    /// The client went away.
+    Closed,
+    /// The log could not be read.
+    Store(StoreError),
+}
+
+/// The delivering half of a stream: its cursor and its queue.
+struct Feed {
+    chat: Arc<Chat>,
+    user_id: String,
+    /// The last id delivered (or skipped as before the stream's start).
+    cursor: i64,
+    items: mpsc::Sender<StreamItem>,
+}
+
+impl Feed {
+    async fn send(&self, item: StreamItem) -> Result<(), Stop> {
+        self.items.send(item).await.map_err(|_| Stop::Closed)
+    }
+
+    /// Delivers every logged entry after the cursor, saying first if some are gone.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let page = self
+                .chat
+                .store
+                .notifications_after(&self.user_id, self.cursor, PAGE)
+                .await
+                .map_err(Stop::Store)?;
+            let full = page.len() == PAGE;
+            for notification in page {
+                let Some(id) = notification.id else { continue };
+                if id > self.cursor + 1 {
+                    self.send(StreamItem::Gap { from: self.cursor + 1, to: id - 1 }).await?;
+                }
+                self.send(StreamItem::Notification(notification)).await?;
+                self.cursor = id;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies one live notification: the cursor's successor goes out as is, an older one
+    /// is dropped, a newer one means entries are missing here: read them from the log.
+    async fn live(&mut self, notification: Notification) -> Result<(), Stop> {
+        let Some(id) = notification.id else { return Ok(()) };
+        if id <= self.cursor {
+            return Ok(());
+        }
+        if id == self.cursor + 1 {
+            self.send(StreamItem::Notification(notification)).await?;
+            self.cursor = id;
+            return Ok(());
+        }
+        self.catch_up().await
+    }
+
+    /// Runs until the client goes away or the log fails; `resume` replays the log first.
+    async fn run(&mut self, mut bus: broadcast::Receiver<Arc<BusMessage>>, resume: bool) -> Stop {
+        let result = async {
+            if resume {
+                self.catch_up().await?;
+            }
+            loop {
+                let received = tokio::select! {
+                    () = self.items.closed() => return Err(Stop::Closed),
+                    received = bus.recv() => received,
+                };
+                match received {
+                    Ok(message) => match message.as_ref() {
+                        BusMessage::Gap => self.catch_up().await?,
+                        message => {
+                            if let Some(notification) = notification_for(message, &self.user_id) {
+                                self.live(notification).await?;
+                            }
+                        }
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
+                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
+                }
+            }
+        };
+        match result.await {
+            Ok(()) => Stop::Closed,
+            Err(stop) => stop,
+        }
+    }
+}
+
+impl Chat {
+    /// # `GET /api/notifications/stream`
+    /// Opens the user's notification stream. With `last_event_id` it first replays the log's
+    /// entries after that id (saying so with a [`StreamItem::Gap`] if some are no longer
+    /// kept), then goes on live; without, it starts with the next notification. An id beyond
+    /// the newest one given counts as the newest (the log was reset). The stream counts as
+    /// a connection of the user until it is dropped.
+    pub async fn notification_stream(
+        self: &Arc<Self>,
+        user: &User,
+        last_event_id: Option<i64>,
+    ) -> Result<NotificationStream, ChatError> {
+        if last_event_id.is_some_and(|id| id < 0) {
+            return Err(ChatError::invalid("Last-Event-ID must be a notification id (0 or more)"));
+        }
+        // Listen first: whatever is recorded from here on reaches this stream live or is
+        // found in the log.
+        let bus = self.bus.subscribe();
+        let topic = Topic::User(user.id.clone());
+        self.bus.watch(topic.clone());
+        let opened = async {
+            self.bus.settled().await;
+            let latest = self.store.latest_notification_id(&user.id).await?;
+            let connection = User { connection: Some(format!("sse:{}", new_id())), ..user.clone() };
+            self.connect(&connection).await?;
+            Ok::<_, ChatError>((latest, connection))
+        };
+        let (latest, connection) = match opened.await {
+            Ok(opened) => opened,
+            Err(err) => {
+                self.bus.unwatch(topic);
+                return Err(err);
+            }
+        };
+        let (tx, items) = mpsc::channel(QUEUE);
+        let cursor = last_event_id.map_or(latest, |id| id.min(latest));
+        let mut feed = Feed { chat: self.clone(), user_id: user.id.clone(), cursor, items: tx };
+        let resume = last_event_id.is_some();
+        tokio::spawn(async move {
+            if let Stop::Store(err) = feed.run(bus, resume).await {
+                tracing::warn!(error = %err, user = %feed.user_id, "notification log unreadable; stream closed");
+            }
+            let chat = feed.chat;
+            chat.bus.unwatch(topic);
+            if let Err(err) = chat.disconnect(&connection).await {
+                tracing::warn!(error = %err, "closing a notification stream");
+            }
+        });
+        Ok(NotificationStream { items })
+    }
+}

@@ -1,0 +1,148 @@
+//! Server-Sent Events: `GET /api/notifications/stream`, the user's `notification` events as
+//! an `EventSource` reads them. Authenticates (`Authorization: Bearer` or `?token=`, as
+//! `EventSource` cannot set headers), opens the core's
+//! [`NotificationStream`](crate::core::notifications::NotificationStream) and encodes its
+//! items; keep-alive comments every `--sse-keep-alive`. A stream ends when its token
+//! expires or the node shuts down (the client reconnects with `Last-Event-ID`).
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::http::{ApiError, ApiQuery, request_token};
+use crate::core::ChatError;
+use crate::core::notifications::{NotificationStream, StreamItem};
+use crate::state::AppState;
+
+/// Closes every open notification stream of this node (at shutdown), so a graceful
+/// shutdown does not wait for clients that would never leave.
+#[derive(Clone)]
+pub struct Streams {
+    closing: watch::Sender<bool>,
+}
+
+impl Streams {
+    /// Ends every stream, open or opened from now on.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+}
+
+/// The SSE route and the handle that closes its streams.
+pub fn router() -> (Router<AppState>, Streams) {
+    let streams = Streams { closing: watch::channel(false).0 };
+    let closing = streams.closing.clone();
+    let router = Router::new().route(
+        "/api/notifications/stream",
+        get(move |state: State<AppState>, request: Request| {
+            notification_stream(state, closing.subscribe(), request)
+        }),
+    );
+    (router, streams)
+}
+
+/// Query parameters of the stream (`token` is read by [`request_token`]).
+#[derive(Deserialize)]
+struct StreamQuery {
+    /// Resume after this id, for clients that cannot send `Last-Event-ID`.
+    last_event_id: Option<i64>,
+}
+
+/// # `GET /api/notifications/stream`
+/// `text/event-stream` of `event: notification` with `id:` (per user, increasing); resumes
+/// after `Last-Event-ID` (header, or `?last_event_id=`). 401 with the usual error body for a
+/// missing or bad token, 400 for an id that is not a non-negative integer.
+async fn notification_stream(
+    State(state): State<AppState>,
+    closing: watch::Receiver<bool>,
+    request: Request,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let Some(token) = request_token(&parts) else {
+        return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
+            .into_response();
+    };
+    let (user, expires_at) = match state.auth.verify_session(&token) {
+        Ok(verified) => verified,
+        Err(err) => return ApiError(err).into_response(),
+    };
+    if state.is_draining() || *closing.borrow() {
+        return ApiError(ChatError::Unavailable("draining".into())).into_response();
+    }
+    let query = match ApiQuery::<StreamQuery>::from_request_parts(&mut parts, &state).await {
+        Ok(ApiQuery(query)) => query,
+        Err(err) => return err.into_response(),
+    };
+    let header = match parts.headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
+        None | Some(Ok("")) => None,
+        Some(Ok(text)) => match text.parse::<i64>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return ApiError(ChatError::invalid("Last-Event-ID must be an integer")).into_response();
+            }
+        },
+        Some(Err(_)) => {
+            return ApiError(ChatError::invalid("Last-Event-ID must be an integer")).into_response();
+        }
+    };
+    let stream = match state.chat.notification_stream(&user, header.or(query.last_event_id)).await {
+        Ok(stream) => stream,
+        Err(err) => return ApiError(err).into_response(),
+    };
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let expires = Instant::now() + Duration::from_secs(expires_at.saturating_sub(unix_now));
+    let events = stream::unfold(Open { stream, closing, expires }, |mut open| async move {
+        let item = open.next().await?;
+        Some((Ok::<_, Infallible>(item), open))
+    });
+    let keep_alive = KeepAlive::new().interval(state.config.sse_keep_alive).text("keep-alive");
+    // Tells nginx not to buffer the stream.
+    let no_buffering = (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    ([no_buffering], Sse::new(events).keep_alive(keep_alive)).into_response()
+}
+
+/// An open stream until the token expires or the node shuts down.
+struct Open {
+    stream: NotificationStream,
+    closing: watch::Receiver<bool>,
+    expires: Instant,
+}
+
+impl Open {
+    /// The next event, `None` when the stream ends.
+    async fn next(&mut self) -> Option<Event> {
+        let item = tokio::select! {
+            item = self.stream.next() => item?,
+            _ = self.closing.wait_for(|closing| *closing) => return None,
+            () = tokio::time::sleep_until(self.expires) => return None,
+        };
+        Some(encode(item))
+    }
+}
+
+/// The SSE form of a stream item.
+fn encode(item: StreamItem) -> Event {
+    match item {
+        StreamItem::Notification(notification) => {
+            let id = notification.id.unwrap_or_default();
+            // Serializing plain fields cannot fail; an empty object would be the fallback.
+            let data = serde_json::to_string(&notification).unwrap_or_else(|_| "{}".to_owned());
+            Event::default().event("notification").id(id.to_string()).data(data)
+        }
+        StreamItem::Gap { from, to } => Event::default()
+            .event("notification:gap")
+            .id(to.to_string())
+            .data(json!({ "from": from, "to": to }).to_string()),
+    }
+}
