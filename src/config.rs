@@ -150,6 +150,15 @@ pub struct Settings {
     /// Timeout of one request to a push provider [default: 10000].
     #[arg(long, env = "CHATD_PUSH_TIMEOUT_MS", value_name = "MS")]
     pub push_timeout_ms: Option<u64>,
+
+    /// Google service-account JSON key file of the Firebase project; enables the `fcm` push
+    /// provider (FCM HTTP v1). Unset: fcm devices are not sent to.
+    #[arg(long, env = "CHATD_FCM_SERVICE_ACCOUNT", value_name = "FILE")]
+    pub fcm_service_account: Option<PathBuf>,
+
+    /// Base URL of the FCM API [default: https://fcm.googleapis.com].
+    #[arg(long, env = "CHATD_FCM_ENDPOINT", value_name = "URL")]
+    pub fcm_endpoint: Option<String>,
 }
 
 macro_rules! or_file {
@@ -171,7 +180,7 @@ impl Settings {
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, push_batch_size, push_max_attempts, push_retry_base_ms,
-            push_retry_max_ms, push_poll_ms, push_timeout_ms),
+            push_retry_max_ms, push_poll_ms, push_timeout_ms, fcm_service_account, fcm_endpoint),
         )
     }
 
@@ -268,7 +277,20 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
     {
         anyhow::bail!("--webhook-secret must be at least 16 bytes");
     }
-    Ok(PushConfig { worker, request_timeout, webhook_secret: settings.webhook_secret.clone() })
+    let fcm_endpoint =
+        settings.fcm_endpoint.clone().unwrap_or_else(|| crate::push::fcm::DEFAULT_ENDPOINT.into());
+    for (flag, url) in [("--fcm-endpoint", &fcm_endpoint)] {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            anyhow::bail!("{flag} must be an http(s) URL, got {url:?}");
+        }
+    }
+    Ok(PushConfig {
+        worker,
+        request_timeout,
+        webhook_secret: settings.webhook_secret.clone(),
+        fcm_service_account: settings.fcm_service_account.clone(),
+        fcm_endpoint,
+    })
 }
 
 /// Which store backend to open.
@@ -341,6 +363,10 @@ pub struct PushConfig {
     pub request_timeout: Duration,
     /// Key of the webhook signatures; `None`: webhook devices are not sent to.
     pub webhook_secret: Option<String>,
+    /// Service-account key file of the FCM provider; `None`: fcm devices are not sent to.
+    pub fcm_service_account: Option<PathBuf>,
+    /// Base URL of the FCM API.
+    pub fcm_endpoint: String,
 }
 
 /// Keepalive and backpressure of `/ws` connections.

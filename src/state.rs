@@ -18,6 +18,7 @@ use crate::core::push_worker::{Providers, PushSettings, PushWorker};
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
 use crate::presence::redis::RedisPresence;
+use crate::push::fcm::{FcmPush, ServiceAccount};
 use crate::push::webhook::WebhookPush;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -126,6 +127,14 @@ fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option
             providers = providers.with(Platform::Webhook, Arc::new(webhook));
         }
         None => tracing::info!("no --webhook-secret: webhook devices are not sent to"),
+    }
+    match &config.push.fcm_service_account {
+        Some(path) => {
+            let account = ServiceAccount::from_file(path)?;
+            let fcm = FcmPush::new(account, &config.push.fcm_endpoint, config.push.request_timeout)?;
+            providers = providers.with(Platform::Fcm, Arc::new(fcm));
+        }
+        None => tracing::info!("no --fcm-service-account: fcm devices are not sent to"),
     }
     if providers.is_empty() {
         tracing::info!("no push provider configured: push jobs are recorded but not sent");

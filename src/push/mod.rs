@@ -1,3 +1,4 @@
 //! Push providers: each implements [`crate::core::ports::Push`] for one platform.
 
+pub mod fcm;
 pub mod webhook;
