@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::core::ChatLimits;
 use crate::core::push_worker::PushSettings;
+use crate::push::apns::ApnsConfig;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 use crate::store::sqlite::Synchronous;
 
@@ -159,6 +160,28 @@ pub struct Settings {
     /// Base URL of the FCM API [default: https://fcm.googleapis.com].
     #[arg(long, env = "CHATD_FCM_ENDPOINT", value_name = "URL")]
     pub fcm_endpoint: Option<String>,
+
+    /// APNs token-auth signing key (`.p8` PEM); with the key id, team id and topic, enables
+    /// the `apns` push provider. Unset: apns devices are not sent to.
+    #[arg(long, env = "CHATD_APNS_KEY_FILE", value_name = "FILE")]
+    pub apns_key_file: Option<PathBuf>,
+
+    /// Id of the APNs signing key (the provider token's `kid`).
+    #[arg(long, env = "CHATD_APNS_KEY_ID", value_name = "ID")]
+    pub apns_key_id: Option<String>,
+
+    /// Apple developer team id (the provider token's `iss`).
+    #[arg(long, env = "CHATD_APNS_TEAM_ID", value_name = "ID")]
+    pub apns_team_id: Option<String>,
+
+    /// The app's bundle id, sent as `apns-topic`.
+    #[arg(long, env = "CHATD_APNS_TOPIC", value_name = "BUNDLE_ID")]
+    pub apns_topic: Option<String>,
+
+    /// Base URL of APNs [default: https://api.push.apple.com; the sandbox is
+    /// https://api.sandbox.push.apple.com].
+    #[arg(long, env = "CHATD_APNS_ENDPOINT", value_name = "URL")]
+    pub apns_endpoint: Option<String>,
 }
 
 macro_rules! or_file {
@@ -180,7 +203,8 @@ impl Settings {
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, push_batch_size, push_max_attempts, push_retry_base_ms,
-            push_retry_max_ms, push_poll_ms, push_timeout_ms, fcm_service_account, fcm_endpoint),
+            push_retry_max_ms, push_poll_ms, push_timeout_ms, fcm_service_account, fcm_endpoint,
+            apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint),
         )
     }
 
@@ -279,17 +303,38 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
     }
     let fcm_endpoint =
         settings.fcm_endpoint.clone().unwrap_or_else(|| crate::push::fcm::DEFAULT_ENDPOINT.into());
-    for (flag, url) in [("--fcm-endpoint", &fcm_endpoint)] {
+    let apns_endpoint =
+        settings.apns_endpoint.clone().unwrap_or_else(|| crate::push::apns::DEFAULT_ENDPOINT.into());
+    for (flag, url) in [("--fcm-endpoint", &fcm_endpoint), ("--apns-endpoint", &apns_endpoint)] {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             anyhow::bail!("{flag} must be an http(s) URL, got {url:?}");
         }
     }
+    let apns = match (
+        &settings.apns_key_file,
+        &settings.apns_key_id,
+        &settings.apns_team_id,
+        &settings.apns_topic,
+    ) {
+        (None, None, None, None) => None,
+        (Some(key_file), Some(key_id), Some(team_id), Some(topic)) => Some(ApnsConfig {
+            key_file: key_file.clone(),
+            key_id: key_id.clone(),
+            team_id: team_id.clone(),
+            topic: topic.clone(),
+            endpoint: apns_endpoint,
+        }),
+        _ => {
+            anyhow::bail!("APNs needs all of --apns-key-file, --apns-key-id, --apns-team-id and --apns-topic")
+        }
+    };
     Ok(PushConfig {
         worker,
         request_timeout,
         webhook_secret: settings.webhook_secret.clone(),
         fcm_service_account: settings.fcm_service_account.clone(),
         fcm_endpoint,
+        apns,
     })
 }
 
@@ -367,6 +412,8 @@ pub struct PushConfig {
     pub fcm_service_account: Option<PathBuf>,
     /// Base URL of the FCM API.
     pub fcm_endpoint: String,
+    /// The APNs provider's key and app; `None`: apns devices are not sent to.
+    pub apns: Option<ApnsConfig>,
 }
 
 /// Keepalive and backpressure of `/ws` connections.

@@ -18,6 +18,7 @@ use crate::core::push_worker::{Providers, PushSettings, PushWorker};
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
 use crate::presence::redis::RedisPresence;
+use crate::push::apns::ApnsPush;
 use crate::push::fcm::{FcmPush, ServiceAccount};
 use crate::push::webhook::WebhookPush;
 use crate::store::postgres::PostgresStore;
@@ -135,6 +136,13 @@ fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option
             providers = providers.with(Platform::Fcm, Arc::new(fcm));
         }
         None => tracing::info!("no --fcm-service-account: fcm devices are not sent to"),
+    }
+    match &config.push.apns {
+        Some(apns) => {
+            let apns = ApnsPush::new(apns, config.push.request_timeout)?;
+            providers = providers.with(Platform::Apns, Arc::new(apns));
+        }
+        None => tracing::info!("no --apns-key-file: apns devices are not sent to"),
     }
     if providers.is_empty() {
         tracing::info!("no push provider configured: push jobs are recorded but not sent");

@@ -1,14 +1,16 @@
-//! Offline push through the FCM HTTP v1 provider, end to end: a real chatd (in-process) and
-//! local servers standing in for Google's OAuth token endpoint and the FCM API, which record
-//! every request exactly as it arrived. Keys are generated per test; the tests verify chatd's
-//! JWTs with the public halves.
+//! Offline push through the FCM HTTP v1 and APNs providers, end to end: a real chatd
+//! (in-process) and local servers standing in for Google's OAuth token endpoint, the FCM API
+//! and APNs (HTTP/2 cleartext), which record every request exactly as it arrived. Keys are
+//! generated per test; the tests verify chatd's JWTs with the public halves.
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::http::Method;
+use axum::http::{Method, Version};
 use chatd::config::Config;
+use chatd::push::apns::ApnsConfig;
 use common::webhook::{PATIENCE, Received, Receiver, Reply};
 use common::{Client, TestServer};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -18,6 +20,10 @@ const PROJECT: &str = "chatd-test";
 const CLIENT_EMAIL: &str = "chatd-push@chatd-test.iam.gserviceaccount.com";
 const ACCESS_TOKEN: &str = "ya29.test-access-token";
 const FCM_TOKEN: &str = "bob-fcm-registration-token";
+const KEY_ID: &str = "ABC123DEFG";
+const TEAM_ID: &str = "TEAM456XYZ";
+const TOPIC: &str = "com.example.chat";
+const APNS_TOKEN: &str = "7f3a9c0e1b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a";
 
 /// A fresh RSA key pair as (PKCS#8 private PEM, public PEM).
 fn rsa_keys() -> (String, String) {
@@ -27,6 +33,16 @@ fn rsa_keys() -> (String, String) {
     (
         private.to_pkcs8_pem(LineEnding::LF).expect("private PEM").to_string(),
         public.to_public_key_pem(LineEnding::LF).expect("public PEM"),
+    )
+}
+
+/// A fresh P-256 key pair as (PKCS#8 private PEM, as in an APNs `.p8` file; public PEM).
+fn p256_keys() -> (String, String) {
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let private = p256::SecretKey::random(&mut rand_core::OsRng);
+    (
+        private.to_pkcs8_pem(LineEnding::LF).expect("private PEM").to_string(),
+        private.public_key().to_public_key_pem(LineEnding::LF).expect("public PEM"),
     )
 }
 
@@ -212,4 +228,152 @@ async fn fcm_answering_401_gets_a_fresh_access_token_and_the_send_repeated_once(
     assert_eq!(sends[0].body, sends[1].body, "the same message again");
     fcm.api.assert_no_more_than(2).await;
     assert_eq!(fcm.token_endpoint.requests().len(), 2, "the rejected token was replaced");
+}
+
+// ---------------------------------------------------------------------------------------
+// APNs.
+
+/// The APNs stand-in and chatd set up for it.
+struct Apns {
+    api: Receiver,
+    public_pem: String,
+    server: TestServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Apns {
+    /// APNs answers `script` first, then 200.
+    async fn start(script: Vec<Reply>) -> Apns {
+        let (private_pem, public_pem) = p256_keys();
+        let api = Receiver::bind_replying(script, Reply::status(200)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join(format!("AuthKey_{KEY_ID}.p8"));
+        std::fs::write(&key_file, private_pem).unwrap();
+        let apns = ApnsConfig {
+            key_file,
+            key_id: KEY_ID.into(),
+            team_id: TEAM_ID.into(),
+            topic: TOPIC.into(),
+            endpoint: api.url(""),
+        };
+        let server = TestServer::start_with(|config: &mut Config| {
+            fast(config);
+            config.push.apns = Some(apns);
+        })
+        .await;
+        Apns { api, public_pem, server, _dir: dir }
+    }
+
+    /// Asserts `request` is an HTTP/2 APNs request for `APNS_TOKEN` with a provider JWT that
+    /// verifies with the test key.
+    fn assert_apns_request(&self, request: &Received) {
+        assert_eq!(request.version, Version::HTTP_2, "APNs is HTTP/2");
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.path, format!("/3/device/{APNS_TOKEN}"));
+        assert_eq!(header(request, "apns-topic"), TOPIC);
+        assert_eq!(header(request, "apns-push-type"), "alert");
+        assert_eq!(header(request, "apns-priority"), "10");
+        let jwt = header(request, "authorization").strip_prefix("bearer ").expect("a bearer provider token");
+        let jwt_header = jsonwebtoken::decode_header(jwt).unwrap();
+        assert_eq!((jwt_header.alg, jwt_header.kid.as_deref()), (Algorithm::ES256, Some(KEY_ID)));
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.validate_exp = false;
+        validation.required_spec_claims = HashSet::from(["iss".to_owned(), "iat".to_owned()]);
+        validation.set_issuer(&[TEAM_ID]);
+        let key = DecodingKey::from_ec_pem(self.public_pem.as_bytes()).unwrap();
+        let claims =
+            jsonwebtoken::decode::<Value>(jwt, &key, &validation).expect("a valid provider JWT").claims;
+        let iat = claims["iat"].as_i64().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        assert!((now - 60..=now).contains(&iat), "a current iat: {iat}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_gets_an_http2_post_with_a_verified_provider_jwt_topic_and_alert_payload() {
+    let apns = Apns::start(Vec::new()).await;
+    let (alice, bob) = (apns.server.client("alice"), apns.server.client("bob"));
+    device(&bob, "apns", APNS_TOKEN).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+    let first = alice.send(&conversation, "hello bob").await;
+    apns.api.wait_for(1).await;
+    let second = alice.send(&conversation, "again").await;
+    let requests = apns.api.wait_for(2).await;
+
+    for (request, message, text, seq) in
+        [(&requests[0], &first, "hello bob", 1), (&requests[1], &second, "again", 2)]
+    {
+        apns.assert_apns_request(request);
+        assert_eq!(header(request, "content-type"), "application/json");
+        assert_eq!(
+            request.json(),
+            json!({
+                "aps": {"alert": {"title": "alice", "body": text}, "badge": seq, "sound": "default"},
+                "type": "message",
+                "conversation_id": conversation,
+                "message_id": message["id"],
+                "seq": seq,
+                "sender_id": "alice",
+            })
+        );
+    }
+    assert_eq!(
+        header(&requests[0], "authorization"),
+        header(&requests[1], "authorization"),
+        "the provider JWT is reused"
+    );
+    apns.api.assert_no_more_than(2).await;
+    assert!(apns.server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "every job finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_answering_410_removes_the_device_and_nothing_more_is_sent() {
+    let apns = Apns::start(vec![Reply::json(
+        410,
+        json!({"reason": "Unregistered", "timestamp": 1_700_000_000_000_i64}),
+    )])
+    .await;
+    let (alice, bob) = (apns.server.client("alice"), apns.server.client("bob"));
+    device(&bob, "apns", APNS_TOKEN).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    alice.send(&conversation, "hello").await;
+
+    let requests = apns.api.wait_for(1).await;
+    apns.assert_apns_request(&requests[0]);
+    wait_until_no_devices(&bob).await;
+    alice.send(&conversation, "anyone there?").await;
+    apns.api.assert_no_more_than(1).await;
+    assert!(apns.server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "nothing left to send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_failing_with_500_then_200_delivers_the_message_once() {
+    let apns = Apns::start(vec![Reply::json(500, json!({"reason": "InternalServerError"}))]).await;
+    let (alice, bob) = (apns.server.client("alice"), apns.server.client("bob"));
+    device(&bob, "apns", APNS_TOKEN).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    let message = alice.send(&conversation, "hello").await;
+
+    let requests = apns.api.wait_for(2).await;
+    for request in &requests {
+        apns.assert_apns_request(request);
+        assert_eq!(request.json()["message_id"], message["id"], "the same notification each time");
+    }
+    apns.api.assert_no_more_than(2).await;
+    assert!(apns.server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "the job is finished");
+    assert_eq!(bob.get("/api/devices").await.expect(200)["devices"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_expired_provider_token_is_renewed_and_the_send_repeated_once() {
+    let apns = Apns::start(vec![Reply::json(403, json!({"reason": "ExpiredProviderToken"}))]).await;
+    let (alice, bob) = (apns.server.client("alice"), apns.server.client("bob"));
+    device(&bob, "apns", APNS_TOKEN).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    alice.send(&conversation, "hello").await;
+
+    let requests = apns.api.wait_for(2).await;
+    apns.assert_apns_request(&requests[1]);
+    assert_eq!(requests[0].body, requests[1].body);
+    apns.api.assert_no_more_than(2).await;
 }
