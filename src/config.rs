@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::core::ChatLimits;
 use crate::core::push_worker::PushSettings;
+use crate::push::apns::ApnsConfig;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 use crate::store::sqlite::Synchronous;
 
@@ -175,6 +176,37 @@ pub struct Settings {
     /// Timeout of one request to a push provider [default: 10000].
     #[arg(long, env = "CHATD_PUSH_TIMEOUT_MS", value_name = "MS")]
     pub push_timeout_ms: Option<u64>,
+
+    /// Google service-account JSON key file of the Firebase project; enables the `fcm` push
+    /// provider (FCM HTTP v1). Unset: fcm devices are not sent to.
+    #[arg(long, env = "CHATD_FCM_SERVICE_ACCOUNT", value_name = "FILE")]
+    pub fcm_service_account: Option<PathBuf>,
+
+    /// Base URL of the FCM API [default: https://fcm.googleapis.com].
+    #[arg(long, env = "CHATD_FCM_ENDPOINT", value_name = "URL")]
+    pub fcm_endpoint: Option<String>,
+
+    /// APNs token-auth signing key (`.p8` PEM); with the key id, team id and topic, enables
+    /// the `apns` push provider. Unset: apns devices are not sent to.
+    #[arg(long, env = "CHATD_APNS_KEY_FILE", value_name = "FILE")]
+    pub apns_key_file: Option<PathBuf>,
+
+    /// Id of the APNs signing key (the provider token's `kid`).
+    #[arg(long, env = "CHATD_APNS_KEY_ID", value_name = "ID")]
+    pub apns_key_id: Option<String>,
+
+    /// Apple developer team id (the provider token's `iss`).
+    #[arg(long, env = "CHATD_APNS_TEAM_ID", value_name = "ID")]
+    pub apns_team_id: Option<String>,
+
+    /// The app's bundle id, sent as `apns-topic`.
+    #[arg(long, env = "CHATD_APNS_TOPIC", value_name = "BUNDLE_ID")]
+    pub apns_topic: Option<String>,
+
+    /// Base URL of APNs [default: https://api.push.apple.com; the sandbox is
+    /// https://api.sandbox.push.apple.com].
+    #[arg(long, env = "CHATD_APNS_ENDPOINT", value_name = "URL")]
+    pub apns_endpoint: Option<String>,
 }
 
 macro_rules! or_file {
@@ -196,7 +228,8 @@ impl Settings {
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
-            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_timeout_ms),
+            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_timeout_ms,
+            fcm_service_account, fcm_endpoint, apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint),
         )
     }
 
@@ -309,7 +342,42 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
         }
         _ => anyhow::bail!("--vapid-private-key and --vapid-subject go together"),
     };
-    Ok(PushConfig { worker, request_timeout, webhook_secret: settings.webhook_secret.clone(), webpush })
+    let fcm_endpoint =
+        settings.fcm_endpoint.clone().unwrap_or_else(|| crate::push::fcm::DEFAULT_ENDPOINT.into());
+    let apns_endpoint =
+        settings.apns_endpoint.clone().unwrap_or_else(|| crate::push::apns::DEFAULT_ENDPOINT.into());
+    for (flag, url) in [("--fcm-endpoint", &fcm_endpoint), ("--apns-endpoint", &apns_endpoint)] {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            anyhow::bail!("{flag} must be an http(s) URL, got {url:?}");
+        }
+    }
+    let apns = match (
+        &settings.apns_key_file,
+        &settings.apns_key_id,
+        &settings.apns_team_id,
+        &settings.apns_topic,
+    ) {
+        (None, None, None, None) => None,
+        (Some(key_file), Some(key_id), Some(team_id), Some(topic)) => Some(ApnsConfig {
+            key_file: key_file.clone(),
+            key_id: key_id.clone(),
+            team_id: team_id.clone(),
+            topic: topic.clone(),
+            endpoint: apns_endpoint,
+        }),
+        _ => {
+            anyhow::bail!("APNs needs all of --apns-key-file, --apns-key-id, --apns-team-id and --apns-topic")
+        }
+    };
+    Ok(PushConfig {
+        worker,
+        request_timeout,
+        webhook_secret: settings.webhook_secret.clone(),
+        webpush,
+        fcm_service_account: settings.fcm_service_account.clone(),
+        fcm_endpoint,
+        apns,
+    })
 }
 
 /// Which store backend to open.
@@ -386,6 +454,12 @@ pub struct PushConfig {
     pub webhook_secret: Option<String>,
     /// The Web Push provider's VAPID identity; `None`: webpush devices are not sent to.
     pub webpush: Option<WebPushConfig>,
+    /// Service-account key file of the FCM provider; `None`: fcm devices are not sent to.
+    pub fcm_service_account: Option<PathBuf>,
+    /// Base URL of the FCM API.
+    pub fcm_endpoint: String,
+    /// The APNs provider's key and app; `None`: apns devices are not sent to.
+    pub apns: Option<ApnsConfig>,
 }
 
 /// The Web Push provider's settings.

@@ -18,6 +18,8 @@ use crate::core::push_worker::{Providers, PushSettings, PushWorker};
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
 use crate::presence::redis::RedisPresence;
+use crate::push::apns::ApnsPush;
+use crate::push::fcm::{FcmPush, ServiceAccount};
 use crate::push::webhook::WebhookPush;
 use crate::push::webpush::{VapidKey, WebPush};
 use crate::store::postgres::PostgresStore;
@@ -141,6 +143,21 @@ fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option
             providers = providers.with(Platform::Webpush, Arc::new(provider));
         }
         None => tracing::info!("no --vapid-private-key: webpush devices are not sent to"),
+    }
+    match &config.push.fcm_service_account {
+        Some(path) => {
+            let account = ServiceAccount::from_file(path)?;
+            let fcm = FcmPush::new(account, &config.push.fcm_endpoint, config.push.request_timeout)?;
+            providers = providers.with(Platform::Fcm, Arc::new(fcm));
+        }
+        None => tracing::info!("no --fcm-service-account: fcm devices are not sent to"),
+    }
+    match &config.push.apns {
+        Some(apns) => {
+            let apns = ApnsPush::new(apns, config.push.request_timeout)?;
+            providers = providers.with(Platform::Apns, Arc::new(apns));
+        }
+        None => tracing::info!("no --apns-key-file: apns devices are not sent to"),
     }
     if providers.is_empty() {
         tracing::info!("no push provider configured: push jobs are recorded but not sent");

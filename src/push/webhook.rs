@@ -116,7 +116,7 @@ fn classify(status: StatusCode, retry_after: Option<Duration>) -> Result<(), Pus
 }
 
 /// A `Retry-After` given in seconds (an HTTP date is ignored: backoff applies then).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

@@ -1,5 +1,6 @@
-//! A local HTTP server standing in for a platform's webhook receiver: it records every
-//! request exactly as it arrived and answers with scripted statuses.
+//! A local HTTP server standing in for a platform's webhook receiver (or FCM, its OAuth token
+//! endpoint, APNs): it records every request exactly as it arrived and answers with scripted
+//! replies. It speaks HTTP/1.1 and HTTP/2 cleartext (prior knowledge), as APNs needs.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -20,6 +22,7 @@ pub const QUIET: Duration = Duration::from_millis(600);
 /// One request as the receiver got it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub version: Version,
     pub method: Method,
     pub path: String,
     pub headers: HeaderMap,
@@ -32,11 +35,30 @@ impl Received {
     }
 }
 
-#[derive(Default)]
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: String::new() }
+    }
+
+    /// `status` with a JSON body.
+    pub fn json(status: u16, body: Value) -> Reply {
+        Reply { status, headers: vec![("content-type", "application/json".into())], body: body.to_string() }
+    }
+}
+
 struct Recorded {
     requests: Mutex<Vec<Received>>,
-    /// Statuses to answer with, in order; 200 once they run out.
-    script: Mutex<VecDeque<u16>>,
+    /// Replies to answer with, in order; `default` once they run out.
+    script: Mutex<VecDeque<Reply>>,
+    default: Reply,
     arrived: Notify,
 }
 
@@ -48,8 +70,27 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver on `listener` answering `script` first, then 200.
     pub async fn start(listener: tokio::net::TcpListener, script: &[u16]) -> Receiver {
-        let recorded = Arc::new(Recorded::default());
-        recorded.script.lock().unwrap().extend(script);
+        let script = script.iter().map(|&status| Reply::status(status)).collect();
+        Receiver::start_replying(listener, script, Reply::status(200)).await
+    }
+
+    /// A receiver on a free port answering `script` first, then `default`.
+    pub async fn bind_replying(script: Vec<Reply>, default: Reply) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Receiver::start_replying(listener, script, default).await
+    }
+
+    async fn start_replying(
+        listener: tokio::net::TcpListener,
+        script: Vec<Reply>,
+        default: Reply,
+    ) -> Receiver {
+        let recorded = Arc::new(Recorded {
+            requests: Mutex::default(),
+            script: Mutex::new(script.into()),
+            default,
+            arrived: Notify::new(),
+        });
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback(record).with_state(recorded.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -96,13 +137,24 @@ impl Receiver {
 
 async fn record(
     State(recorded): State<Arc<Recorded>>,
+    version: Version,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
-    let status = recorded.script.lock().unwrap().pop_front().unwrap_or(200);
-    recorded.requests.lock().unwrap().push(Received { method, path: uri.path().to_owned(), headers, body });
+) -> Response {
+    let reply = recorded.script.lock().unwrap().pop_front().unwrap_or_else(|| recorded.default.clone());
+    recorded.requests.lock().unwrap().push(Received {
+        version,
+        method,
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    });
     recorded.arrived.notify_waiters();
-    StatusCode::from_u16(status).unwrap()
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
 }
