@@ -25,9 +25,9 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::retry_after;
 use crate::core::model::Device;
 use crate::core::ports::{Push, PushError, PushPayload};
-use crate::push::webhook::retry_after;
 
 /// Default base URL of APNs (production; the sandbox is `https://api.sandbox.push.apple.com`).
 pub const DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
@@ -105,13 +105,7 @@ impl ApnsPush {
         let pem = std::fs::read(&config.key_file)
             .map_err(|source| ApnsSetupError::Read { path: config.key_file.display().to_string(), source })?;
         let key = EncodingKey::from_ec_pem(&pem)?;
-        let client = reqwest::Client::builder()
-            .http2_prior_knowledge()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chatd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(timeout).http2_prior_knowledge().build()?;
         Ok(ApnsPush {
             client,
             key,
@@ -155,13 +149,7 @@ impl ApnsPush {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|err| {
-                Refused::Error(if err.is_builder() {
-                    PushError::Permanent(format!("bad APNs endpoint: {err}"))
-                } else {
-                    PushError::Retry { reason: format!("APNs request failed: {err}"), retry_after: None }
-                })
-            })?;
+            .map_err(|err| Refused::Error(super::request_error("APNs request", &err)))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let answer = response.bytes().await.unwrap_or_default();

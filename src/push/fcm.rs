@@ -26,9 +26,9 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::retry_after;
 use crate::core::model::Device;
 use crate::core::ports::{Push, PushError, PushPayload};
-use crate::push::webhook::retry_after;
 
 /// OAuth scope of the FCM HTTP v1 API.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -135,12 +135,7 @@ impl FcmPush {
     /// request bounded by `timeout`.
     pub fn new(account: ServiceAccount, endpoint: &str, timeout: Duration) -> Result<FcmPush, FcmSetupError> {
         let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chatd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(timeout).build()?;
         let send_url =
             format!("{}/v1/projects/{}/messages:send", endpoint.trim_end_matches('/'), account.project_id);
         Ok(FcmPush { client, account, key, send_url, token: tokio::sync::Mutex::new(None) })
@@ -186,10 +181,10 @@ impl FcmPush {
             .form(&[("grant_type", GRANT_TYPE), ("assertion", &assertion)])
             .send()
             .await
-            .map_err(|err| request_error("FCM token exchange", &err))?;
+            .map_err(|err| super::request_error("FCM token exchange", &err))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let body = response.bytes().await.map_err(|err| request_error("FCM token exchange", &err))?;
+        let body = response.bytes().await.map_err(|err| super::request_error("FCM token exchange", &err))?;
         if !status.is_success() {
             let reason = format!("FCM token exchange answered {status}: {}", snippet(&body));
             return Err(match status.as_u16() {
@@ -216,7 +211,7 @@ impl FcmPush {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|err| request_error("FCM send", &err))?;
+            .map_err(|err| super::request_error("FCM send", &err))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         if status == StatusCode::UNAUTHORIZED {
@@ -300,15 +295,6 @@ fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> R
         _ if unregistered || bad_token => Err(PushError::DeviceGone(reason)),
         408 | 429 | 500..=599 => Err(PushError::Retry { reason, retry_after }),
         _ => Err(PushError::Permanent(reason)),
-    }
-}
-
-/// A failed request: a bad URL is permanent, anything else (timeout, connection) transient.
-fn request_error(what: &str, err: &reqwest::Error) -> PushError {
-    if err.is_builder() {
-        PushError::Permanent(format!("{what}: bad URL: {err}"))
-    } else {
-        PushError::Retry { reason: format!("{what} failed: {err}"), retry_after: None }
     }
 }
 

@@ -47,12 +47,7 @@ impl WebhookPush {
     /// A provider signing with `secret`, each request bounded by `timeout` (connecting,
     /// sending and reading the answer).
     pub fn new(secret: &str, timeout: Duration) -> Result<WebhookPush, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chatd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(timeout).build()?;
         Ok(WebhookPush { client, secret: secret.as_bytes().to_vec() })
     }
 }
@@ -93,14 +88,8 @@ impl Push for WebhookPush {
             .body(body)
             .send()
             .await
-            .map_err(|err| {
-                if err.is_builder() {
-                    PushError::Permanent(format!("bad webhook endpoint: {err}"))
-                } else {
-                    PushError::Retry { reason: format!("webhook request failed: {err}"), retry_after: None }
-                }
-            })?;
-        classify(response.status(), retry_after(response.headers()))
+            .map_err(|err| super::request_error("webhook request", &err))?;
+        classify(response.status(), super::retry_after(response.headers()))
     }
 }
 
@@ -113,12 +102,6 @@ fn classify(status: StatusCode, retry_after: Option<Duration>) -> Result<(), Pus
         408 | 429 | 500..=599 => Err(PushError::Retry { reason: reason(), retry_after }),
         _ => Err(PushError::Permanent(reason())),
     }
-}
-
-/// A `Retry-After` given in seconds (an HTTP date is ignored: backoff applies then).
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]

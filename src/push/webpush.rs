@@ -138,12 +138,7 @@ impl WebPush {
         if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
             return Err(SetupError::Subject(subject.to_owned()));
         }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chatd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(timeout).build()?;
         Ok(WebPush { client, vapid, subject: subject.to_owned(), ttl })
     }
 
@@ -195,14 +190,8 @@ impl Push for WebPush {
             .body(body)
             .send()
             .await
-            .map_err(|err| {
-                if err.is_builder() {
-                    PushError::Permanent(format!("bad webpush endpoint: {err}"))
-                } else {
-                    PushError::Retry { reason: format!("webpush request failed: {err}"), retry_after: None }
-                }
-            })?;
-        classify(response.status(), retry_after(response.headers()))
+            .map_err(|err| super::request_error("webpush request", &err))?;
+        classify(response.status(), super::retry_after(response.headers()))
     }
 }
 
@@ -291,12 +280,6 @@ fn classify(status: StatusCode, retry_after: Option<Duration>) -> Result<(), Pus
         413 => Err(PushError::Permanent(format!("{}: payload too large", reason()))),
         _ => Err(PushError::Permanent(reason())),
     }
-}
-
-/// A `Retry-After` given in seconds (an HTTP date is ignored: backoff applies then).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]
