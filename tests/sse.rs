@@ -113,6 +113,12 @@ fn bearer(server: &TestServer, user: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {}", server.token(user)))
 }
 
+/// Opens a stream for `user` and closes it: from then on the user's notifications are
+/// logged (a user who never opened a stream has no log).
+async fn has_used_the_stream(server: &TestServer, user: &str) {
+    drop(EventStream::open(server, "/api/notifications/stream", &[bearer(server, user)]).await);
+}
+
 /// Waits until `user`'s log has given `n` ids (routing records after the sender's ack).
 async fn recorded(server: &TestServer, user: &str, n: i64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -173,6 +179,7 @@ async fn without_last_event_id_a_stream_starts_with_the_next_notification() {
     let alice = server.client("alice");
     let id = alice.create("group", &["bob"]).await["id"].as_str().expect("id").to_owned();
     let _bob_app = Ws::connect(&server, "bob").await;
+    has_used_the_stream(&server, "bob").await;
     alice.send(&id, "before").await;
     alice.send(&id, "before").await;
     recorded(&server, "bob", 2).await;
@@ -209,6 +216,7 @@ async fn the_token_may_come_in_the_query_and_the_resume_point_too() {
     let alice = server.client("alice");
     let id = alice.create("group", &["bob"]).await["id"].as_str().expect("id").to_owned();
     let _bob_app = Ws::connect(&server, "bob").await;
+    has_used_the_stream(&server, "bob").await;
     for _ in 0..3 {
         alice.send(&id, "x").await;
     }
@@ -272,6 +280,7 @@ async fn resuming_past_the_kept_window_says_what_is_gone_then_sends_what_is_kept
     let alice = server.client("alice");
     let id = alice.create("group", &["bob"]).await["id"].as_str().expect("id").to_owned();
     let _bob_app = Ws::connect(&server, "bob").await;
+    has_used_the_stream(&server, "bob").await;
     for _ in 0..10 {
         alice.send(&id, "x").await;
     }

@@ -1456,6 +1456,13 @@ fn notification(user_id: &str, seq: i64) -> NewNotification {
     }
 }
 
+/// Opens the notification logs of `users`.
+async fn open_logs(store: &Arc<dyn Store>, users: &[&str]) {
+    for user in users {
+        store.open_notification_log(user).await.expect("open log");
+    }
+}
+
 /// The seqs of a user's kept notifications after `after`, with their ids.
 async fn logged(store: &Arc<dyn Store>, user_id: &str, after: i64) -> Vec<(i64, i64)> {
     let entries = store.notifications_after(user_id, after, 10_000).await.expect("read log");
@@ -1467,9 +1474,26 @@ async fn notification_ids_are_per_user_from_one_gap_free_and_read_back_in_order(
     _db: Db,
 ) {
     assert_eq!(store.latest_notification_id("bob").await.expect("latest"), 0);
-    let batch = vec![notification("bob", 1), notification("carol", 1), notification("bob", 2)];
-    assert_eq!(store.record_notifications(batch, 100).await.expect("record"), vec![1, 1, 2]);
-    assert_eq!(store.record_notifications(vec![notification("bob", 3)], 100).await.expect("record"), vec![3]);
+    // dave never opened a log: his notifications are not recorded.
+    let batch = vec![notification("bob", 1), notification("dave", 1)];
+    assert_eq!(store.record_notifications(batch, 100).await.expect("record"), vec![None, None]);
+    open_logs(&store, &["bob", "carol"]).await;
+    let batch = vec![
+        notification("bob", 1),
+        notification("carol", 1),
+        notification("dave", 1),
+        notification("bob", 2),
+    ];
+    assert_eq!(
+        store.record_notifications(batch, 100).await.expect("record"),
+        vec![Some(1), Some(1), None, Some(2)]
+    );
+    assert_eq!(
+        store.record_notifications(vec![notification("bob", 3)], 100).await.expect("record"),
+        vec![Some(3)]
+    );
+    assert_eq!(store.open_notification_log("bob").await.expect("open again"), 3, "opening is idempotent");
+    assert_eq!(logged(&store, "dave", 0).await, vec![]);
     assert_eq!(store.latest_notification_id("bob").await.expect("latest"), 3);
     assert_eq!(store.latest_notification_id("carol").await.expect("latest"), 1);
 
@@ -1482,10 +1506,14 @@ async fn notification_ids_are_per_user_from_one_gap_free_and_read_back_in_order(
     assert_eq!(logged(&store, "bob", 3).await, vec![]);
     let first_two = store.notifications_after("bob", 0, 2).await.expect("read");
     assert_eq!(first_two.iter().map(|n| n.id).collect::<Vec<_>>(), vec![Some(1), Some(2)], "limit applies");
-    assert_eq!(store.record_notifications(Vec::new(), 100).await.expect("record nothing"), Vec::<i64>::new());
+    assert_eq!(
+        store.record_notifications(Vec::new(), 100).await.expect("record nothing"),
+        Vec::<Option<i64>>::new()
+    );
 }
 
 async fn the_notification_log_keeps_the_newest_entries_per_user(store: Arc<dyn Store>, _db: Db) {
+    open_logs(&store, &["bob", "carol"]).await;
     for seq in 1..=5 {
         store.record_notifications(vec![notification("bob", seq)], 3).await.expect("record");
     }
@@ -1493,7 +1521,10 @@ async fn the_notification_log_keeps_the_newest_entries_per_user(store: Arc<dyn S
     assert_eq!(logged(&store, "bob", 0).await, vec![(3, 3), (4, 4), (5, 5)]);
     assert_eq!(logged(&store, "carol", 0).await, vec![(1, 1)], "another user's log is untouched");
     let batch = (6..=10).map(|seq| notification("bob", seq)).collect();
-    assert_eq!(store.record_notifications(batch, 3).await.expect("record"), vec![6, 7, 8, 9, 10]);
+    assert_eq!(
+        store.record_notifications(batch, 3).await.expect("record"),
+        [6, 7, 8, 9, 10].map(Some).to_vec()
+    );
     assert_eq!(logged(&store, "bob", 0).await, vec![(8, 8), (9, 9), (10, 10)], "trimmed within a batch too");
 }
 
@@ -1501,6 +1532,7 @@ async fn old_notifications_are_pruned_within_the_limit_and_ids_are_never_reused(
     store: Arc<dyn Store>,
     _db: Db,
 ) {
+    open_logs(&store, &["bob", "carol"]).await;
     let old = |user: &str, seq| NewNotification { created_at: Timestamp(1_000), ..notification(user, seq) };
     store
         .record_notifications(vec![old("bob", 1), old("bob", 2), old("carol", 1)], 100)
@@ -1516,7 +1548,7 @@ async fn old_notifications_are_pruned_within_the_limit_and_ids_are_never_reused(
     assert_eq!(store.latest_notification_id("carol").await.expect("latest"), 1, "the counter stays");
     assert_eq!(
         store.record_notifications(vec![notification("carol", 2)], 100).await.expect("record"),
-        vec![2]
+        vec![Some(2)]
     );
 }
 
@@ -1525,6 +1557,7 @@ async fn notifications_recorded_concurrently_on_two_nodes_get_gap_free_ids_commi
     db: Db,
 ) {
     const N: i64 = 60;
+    open_logs(&store, &["bob", "carol"]).await;
     let other = db.another_node().await;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A reader that must never see an id before every smaller one is committed.
@@ -1552,7 +1585,11 @@ async fn notifications_recorded_concurrently_on_two_nodes_get_gap_free_ids_commi
     let results = join_all(tasks).await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     reader.await.expect("reader");
-    let mut ids: Vec<i64> = results.into_iter().flat_map(|r| r.expect("task").expect("record")).collect();
+    let mut ids: Vec<i64> = results
+        .into_iter()
+        .flat_map(|r| r.expect("task").expect("record"))
+        .map(|id| id.expect("logged"))
+        .collect();
     ids.sort_unstable();
     let per_user: Vec<i64> = (1..=N).flat_map(|id| [id, id]).collect();
     assert_eq!(ids, per_user, "each user got 1..=N");

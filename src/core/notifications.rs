@@ -213,7 +213,7 @@ impl Chat {
         self.bus.watch(topic.clone());
         let opened = async {
             self.bus.settled().await;
-            let latest = self.store.latest_notification_id(&user.id).await?;
+            let latest = self.store.open_notification_log(&user.id).await?;
             let connection = User { connection: Some(format!("sse:{}", new_id())), ..user.clone() };
             self.connect(&connection).await?;
             Ok::<_, ChatError>((latest, connection))

@@ -588,7 +588,9 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// Appends notifications to their recipients' logs, in order, in one transaction, and
-    /// returns the ids given (one per entry, in order). Ids are per user, from 1, gap-free,
+    /// returns the ids given (one per entry, in order). Only users whose log is open (see
+    /// [`Store::open_notification_log`]) are recorded; the others get `None`, so users who
+    /// never opened a notification stream cost nothing. Ids are per user, from 1, gap-free,
     /// and commit in id order per user, across every node sharing the database: once a
     /// reader sees id `n` of a user, every id below `n` of that user is committed too (or
     /// was trimmed). Each user's log then keeps only its newest `keep` entries (at least 1).
@@ -596,7 +598,11 @@ pub trait Store: Send + Sync + 'static {
         &self,
         notifications: Vec<NewNotification>,
         keep: usize,
-    ) -> Result<Vec<i64>, StoreError>;
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+
+    /// Opens the user's notification log if it is not yet (from then on their notifications
+    /// are recorded) and returns the newest id given so far (0 if none).
+    async fn open_notification_log(&self, user_id: &str) -> Result<i64, StoreError>;
 
     /// Up to `limit` of the user's kept notifications with an id above `after`, ascending by
     /// id, each with its `id` set.

@@ -154,12 +154,13 @@ fn route(
     });
 }
 
-/// Records notifications in their recipients' logs, then publishes each to its recipient
-/// with the id it got. If the log cannot record them they are published without an id:
+/// Records notifications in the logs of recipients who opened one (see
+/// [`Store::open_notification_log`]), then publishes each to its recipient with the id it got
+/// (none when the recipient has no log). If the log cannot record them they are published without an id:
 /// realtime connections still get them, streams find them missing from the log.
 async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNotification>, keep: usize) {
     let ids = match store.record_notifications(notify.clone(), keep).await {
-        Ok(ids) => ids.into_iter().map(Some).collect(),
+        Ok(ids) => ids,
         Err(err) => {
             tracing::warn!(error = %err, "notification log unavailable; notifications sent without an id");
             vec![None; notify.len()]

@@ -1090,7 +1090,7 @@ impl Store for PostgresStore {
         &self,
         notifications: Vec<NewNotification>,
         keep: usize,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         if notifications.is_empty() {
             return Ok(Vec::new());
         }
@@ -1101,37 +1101,46 @@ impl Store for PostgresStore {
         for (index, new) in notifications.iter().enumerate() {
             by_user.entry(new.user_id.as_str()).or_default().push(index);
         }
-        let mut ids = vec![0_i64; notifications.len()];
+        let mut ids: Vec<Option<i64>> = vec![None; notifications.len()];
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The row lock taken here is held to commit: another node's ids for this user come
         // after these and commit after them.
         let bump = tx
             .prepare_cached(
-                "INSERT INTO notification_counters (user_id, last_id) VALUES ($1, $2) \
-                 ON CONFLICT (user_id) DO UPDATE SET last_id = notification_counters.last_id + EXCLUDED.last_id \
-                 RETURNING last_id",
+                "UPDATE notification_counters SET last_id = last_id + $2 WHERE user_id = $1 RETURNING last_id",
             )
             .await?;
+        let mut opened = Vec::new();
         for (user_id, indexes) in &by_user {
             let count = as_i64(indexes.len());
-            let last: i64 = get(&tx.query_one(&bump, &[user_id, &count]).await?, 0)?;
+            // No counter: the user's log is not open.
+            let Some(row) = tx.query_opt(&bump, &[user_id, &count]).await? else { continue };
+            let last: i64 = get(&row, 0)?;
+            opened.push(*user_id);
             for (offset, index) in indexes.iter().enumerate() {
                 if let Some(id) = ids.get_mut(*index) {
-                    *id = last - count + 1 + as_i64(offset);
+                    *id = Some(last - count + 1 + as_i64(offset));
                 }
             }
         }
-        let users: Vec<&str> = notifications.iter().map(|n| n.user_id.as_str()).collect();
+        if opened.is_empty() {
+            tx.commit().await?;
+            return Ok(ids);
+        }
+        let logged: Vec<(&NewNotification, i64)> =
+            notifications.iter().zip(&ids).filter_map(|(n, id)| id.map(|id| (n, id))).collect();
+        let users: Vec<&str> = logged.iter().map(|(n, _)| n.user_id.as_str()).collect();
+        let numbers: Vec<i64> = logged.iter().map(|(_, id)| *id).collect();
         let conversations: Vec<&str> =
-            notifications.iter().map(|n| n.notification.conversation_id.as_str()).collect();
-        let messages: Vec<&str> = notifications.iter().map(|n| n.notification.message_id.as_str()).collect();
-        let seqs: Vec<i64> = notifications.iter().map(|n| n.notification.seq).collect();
-        let senders: Vec<&str> = notifications.iter().map(|n| n.notification.sender_id.as_str()).collect();
+            logged.iter().map(|(n, _)| n.notification.conversation_id.as_str()).collect();
+        let messages: Vec<&str> = logged.iter().map(|(n, _)| n.notification.message_id.as_str()).collect();
+        let seqs: Vec<i64> = logged.iter().map(|(n, _)| n.notification.seq).collect();
+        let senders: Vec<&str> = logged.iter().map(|(n, _)| n.notification.sender_id.as_str()).collect();
         let previews: Vec<Option<&str>> =
-            notifications.iter().map(|n| n.notification.preview.as_deref()).collect();
-        let unread: Vec<i64> = notifications.iter().map(|n| n.notification.unread_count).collect();
-        let created: Vec<i64> = notifications.iter().map(|n| n.created_at.millis()).collect();
+            logged.iter().map(|(n, _)| n.notification.preview.as_deref()).collect();
+        let unread: Vec<i64> = logged.iter().map(|(n, _)| n.notification.unread_count).collect();
+        let created: Vec<i64> = logged.iter().map(|(n, _)| n.created_at.millis()).collect();
         let insert = tx
             .prepare_cached(
                 "INSERT INTO notifications (user_id, id, conversation_id, message_id, seq, sender_id, \
@@ -1142,7 +1151,7 @@ impl Store for PostgresStore {
             .await?;
         tx.execute(
             &insert,
-            &[&users, &ids, &conversations, &messages, &seqs, &senders, &previews, &unread, &created],
+            &[&users, &numbers, &conversations, &messages, &seqs, &senders, &previews, &unread, &created],
         )
         .await?;
         let trim = tx
@@ -1151,8 +1160,7 @@ impl Store for PostgresStore {
                  WHERE c.user_id = ANY($1) AND n.user_id = c.user_id AND n.id <= c.last_id - $2",
             )
             .await?;
-        let distinct: Vec<&str> = by_user.keys().copied().collect();
-        tx.execute(&trim, &[&distinct, &keep]).await?;
+        tx.execute(&trim, &[&opened, &keep]).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -1184,6 +1192,15 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn open_notification_log(&self, user_id: &str) -> Result<i64, StoreError> {
+        self.execute(
+            "INSERT INTO notification_counters (user_id, last_id) VALUES ($1, 0) ON CONFLICT (user_id) DO NOTHING",
+            &[&user_id],
+        )
+        .await?;
+        self.latest_notification_id(user_id).await
     }
 
     async fn latest_notification_id(&self, user_id: &str) -> Result<i64, StoreError> {

@@ -1128,7 +1128,7 @@ impl Store for SqliteStore {
         &self,
         notifications: Vec<NewNotification>,
         keep: usize,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         if notifications.is_empty() {
             return Ok(Vec::new());
         }
@@ -1137,8 +1137,7 @@ impl Store for SqliteStore {
             // The writer is the only writer: bumping the counter and inserting in one job
             // commits ids in order.
             let mut bump = conn.prepare_cached(
-                "INSERT INTO notification_counters (user_id, last_id) VALUES (?1, 1) \
-                 ON CONFLICT (user_id) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+                "UPDATE notification_counters SET last_id = last_id + 1 WHERE user_id = ?1 RETURNING last_id",
             )?;
             let mut insert = conn.prepare_cached(
                 "INSERT INTO notifications (user_id, id, conversation_id, message_id, seq, sender_id, \
@@ -1148,7 +1147,12 @@ impl Store for SqliteStore {
                 conn.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id <= ?2")?;
             let mut ids = Vec::with_capacity(notifications.len());
             for new in notifications {
-                let id: i64 = bump.query_row(params![new.user_id], |r| r.get(0))?;
+                // No counter: the user's log is not open.
+                let Some(id) = bump.query_row(params![new.user_id], |r| r.get::<_, i64>(0)).optional()?
+                else {
+                    ids.push(None);
+                    continue;
+                };
                 let n = &new.notification;
                 insert.execute(params![
                     new.user_id,
@@ -1164,7 +1168,7 @@ impl Store for SqliteStore {
                 if id > keep {
                     trim.execute(params![new.user_id, id - keep])?;
                 }
-                ids.push(id);
+                ids.push(Some(id));
             }
             Ok(ids)
         })
@@ -1198,6 +1202,20 @@ impl Store for SqliteStore {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn open_notification_log(&self, user_id: &str) -> Result<i64, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO notification_counters (user_id, last_id) VALUES (?1, 0) ON CONFLICT (user_id) DO NOTHING",
+            )?
+            .execute([&user_id])?;
+            Ok(conn
+                .prepare_cached("SELECT last_id FROM notification_counters WHERE user_id = ?1")?
+                .query_row([&user_id], |r| r.get(0))?)
         })
         .await
     }

@@ -359,7 +359,6 @@ const scenarios = {
     await bob.next("message:new");
     const note = await bob.next("notification");
     assert.deepEqual(note, {
-      id: 1,
       type: "message",
       conversation_id: conv.id,
       message_id: second.message.id,
