@@ -41,23 +41,18 @@ impl Server {
     pub async fn start_with(args: &[&str]) -> anyhow::Result<Server> {
         let data_dir = tempfile::tempdir()?;
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let child = Command::new(env!("CARGO_BIN_EXE_chatd"))
-            .args(["serve", "--rate-limit", "0", "--jwt-secret", SECRET, "--bind", &addr.to_string()])
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .env("CHATD_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting chatd")?;
+        let child = spawn(addr, data_dir.path(), args)?;
         let server = Server { child, addr, _data_dir: data_dir };
-        for _ in 0..200 {
-            if TcpStream::connect(addr).await.is_ok() {
-                return Ok(server);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        bail!("chatd did not start listening on {addr}")
+        wait_listening(addr).await?;
+        Ok(server)
+    }
+
+    /// Stops the server and starts it again on the same address and data, with `args`.
+    pub async fn restart_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.addr, self._data_dir.path(), args)?;
+        wait_listening(self.addr).await
     }
 
     /// The server's process id.
@@ -75,6 +70,30 @@ impl Server {
         let ticks_per_second = 100; // USER_HZ on Linux
         Ok(Duration::from_millis(fields.iter().sum::<u64>() * 1000 / ticks_per_second))
     }
+}
+
+/// `chatd serve` on `addr` over `data_dir`, rate limiting off, with `args`.
+fn spawn(addr: SocketAddr, data_dir: &std::path::Path, args: &[&str]) -> anyhow::Result<Child> {
+    Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["serve", "--rate-limit", "0", "--jwt-secret", SECRET, "--bind", &addr.to_string()])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("CHATD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting chatd")
+}
+
+/// Waits (at most 5 s) until something accepts connections on `addr`.
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("chatd did not start listening on {addr}")
 }
 
 impl Drop for Server {
