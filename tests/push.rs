@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use chatd::config::Config;
-use common::webhook::{PATIENCE, Received, Receiver};
+use common::webhook::{Received, Receiver, wait_until_no_devices};
 use common::{ServerProcess, TestServer, cli_token, free_port};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -135,15 +135,7 @@ async fn a_webhook_answering_410_removes_the_device_and_gets_nothing_more() {
     alice.send(&conversation, "hello").await;
 
     receiver.wait_for(1).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let devices = bob.get("/api/devices").await.expect(200);
-        if devices["devices"] == json!([]) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the device was not removed: {devices}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_no_devices(&bob).await;
     alice.send(&conversation, "anyone there?").await;
     receiver.assert_no_more_than(1).await;
     assert!(server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "nothing left to send");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::{Method, Version};
 use chatd::config::Config;
 use chatd::push::apns::ApnsConfig;
-use common::webhook::{PATIENCE, Received, Receiver, Reply};
+use common::webhook::{Received, Receiver, Reply, wait_until_no_devices};
 use common::{Client, TestServer};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
@@ -65,19 +65,6 @@ fn id(value: &Value) -> String {
 /// Registers a device of `platform` for `client`'s user.
 async fn device(client: &Client, platform: &str, token: &str) {
     client.post("/api/devices", json!({"platform": platform, "token": token})).await.expect(201);
-}
-
-/// Waits until `client`'s user has no device left.
-async fn wait_until_no_devices(client: &Client) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let devices = client.get("/api/devices").await.expect(200);
-        if devices["devices"] == json!([]) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the device was not removed: {devices}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------

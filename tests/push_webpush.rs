@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chatd::config::{Config, WebPushConfig};
 use common::TestServer;
-use common::webhook::{PATIENCE, Received, Receiver};
+use common::webhook::{Received, Receiver, wait_until_no_devices};
 use hkdf::Hkdf;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::{EncodePublicKey, LineEnding};
@@ -248,15 +248,7 @@ async fn a_push_service_answering_410_removes_the_subscription() {
     alice.send(&conversation, "hello").await;
 
     receiver.wait_for(1).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let devices = bob.get("/api/devices").await.expect(200);
-        if devices["devices"] == json!([]) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the device was not removed: {devices}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_no_devices(&bob).await;
     alice.send(&conversation, "anyone there?").await;
     receiver.assert_no_more_than(1).await;
     assert!(server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "nothing left to send");

@@ -158,3 +158,16 @@ async fn record(
     }
     response
 }
+
+/// Waits until `client`'s user has no device left.
+pub async fn wait_until_no_devices(client: &super::Client) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let devices = client.get("/api/devices").await.expect(200);
+        if devices["devices"] == serde_json::json!([]) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the device was not removed: {devices}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
