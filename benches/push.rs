@@ -5,12 +5,12 @@
 //! the webhook receiver (answers 200 at once, counts requests).
 //!
 //! 1. Backlog: chatd without a push provider records `JOBS` jobs (users offline, each with a
-//!    webhook device; the jobs stay queued). chatd restarts with `--webhook-secret` and the
-//!    worker drains them: jobs/s until the receiver has them all.
+//!    webhook device; the jobs stay queued). chatd restarts with `--webhook-secret` and
+//!    `--push-rate 0` and the worker drains them: jobs/s until the receiver has them all.
 //! 2. Send path: durable REST sends (16 senders, to conversations whose other member is
 //!    offline without devices, so the sends add no jobs) for a few seconds: with an empty
-//!    queue, with a backlog of `JOBS` waiting (no provider), and while the worker drains it.
-//!    Ack p50/p99 side by side.
+//!    queue, with a backlog of `JOBS` waiting (no provider), while the worker drains it at
+//!    the default `--push-rate`, and while it drains one uncapped. Ack p50/p99 side by side.
 //!
 //! `cargo bench --bench push`; env `BENCH_SECONDS` (default 3) sets the send-path window.
 
@@ -151,6 +151,7 @@ async fn run(window: Duration) -> anyhow::Result<()> {
     let (hook_addr, received) = receiver().await?;
     let hook = format!("http://{hook_addr}/hook");
     let with_worker = ["--webhook-secret", WEBHOOK_SECRET, "--push-batch-size", "64"];
+    let uncapped = ["--webhook-secret", WEBHOOK_SECRET, "--push-batch-size", "64", "--push-rate", "0"];
     println!("push worker and send path, chatd as its own process on SQLite, webhook receiver on loopback");
 
     // 1. Drain a backlog with nothing else going on.
@@ -158,7 +159,7 @@ async fn run(window: Duration) -> anyhow::Result<()> {
     let (boss, groups) = backlog_cast(server.addr, &hook).await?;
     fill_backlog(server.addr, &boss, &groups).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    server.restart_with(&with_worker).await?;
+    server.restart_with(&uncapped).await?;
     let cpu_before = server.cpu_time()?;
     let took = drained(&received, JOBS as u64, Duration::from_secs(120)).await?;
     let cpu = server.cpu_time()?.saturating_sub(cpu_before);
@@ -182,6 +183,14 @@ async fn run(window: Duration) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let waiting = send_path(server.addr, &boss, &quiet, window).await?;
     server.restart_with(&with_worker).await?;
+    let capped = send_path(server.addr, &boss, &quiet, window).await?;
+    let capped_sent = received.load(Ordering::Relaxed) - before;
+    drained(&received, before + JOBS as u64, Duration::from_secs(120)).await?;
+    server.restart_with(&[]).await?;
+    let before = received.load(Ordering::Relaxed);
+    fill_backlog(server.addr, &boss, &groups).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart_with(&uncapped).await?;
     let busy = send_path(server.addr, &boss, &quiet, window).await?;
     let sent_meanwhile = received.load(Ordering::Relaxed) - before;
     println!("send path, {SENDERS} senders, {} s each:", window.as_secs());
@@ -189,7 +198,8 @@ async fn run(window: Duration) -> anyhow::Result<()> {
     for (label, latencies) in [
         ("empty queue".to_owned(), &empty),
         (format!("{JOBS} queued, no provider (waiting)"), &waiting),
-        (format!("{JOBS} queued, draining ({sent_meanwhile} sent)"), &busy),
+        (format!("draining at --push-rate 1000 ({capped_sent} sent)"), &capped),
+        (format!("draining uncapped ({sent_meanwhile} sent)"), &busy),
     ] {
         println!(
             "{:>34} {:>9.0} {:>8.2} {:>8.2} {:>8.2}",
@@ -202,8 +212,9 @@ async fn run(window: Duration) -> anyhow::Result<()> {
     }
     let p99 = |latencies: &[Duration]| percentile_ms(latencies, 0.99) / percentile_ms(&empty, 0.99).max(1e-9);
     println!(
-        "p99 / empty queue's: {:.2} with the backlog waiting, {:.2} while it drains",
+        "p99 / empty queue's: {:.2} with the backlog waiting, {:.2} while it drains at the default cap, {:.2} uncapped",
         p99(&waiting),
+        p99(&capped),
         p99(&busy)
     );
     Ok(())

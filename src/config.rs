@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::core::ChatLimits;
+use crate::core::endpoint::EndpointPolicy;
 use crate::core::push_worker::PushSettings;
 use crate::push::apns::ApnsConfig;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
@@ -173,6 +174,23 @@ pub struct Settings {
     #[arg(long, env = "CHATD_PUSH_COLLAPSE_MS", value_name = "MS")]
     pub push_collapse_ms: Option<u64>,
 
+    /// Most push jobs this node starts per second, so that a backlog drains without taking
+    /// the CPU the chat needs; 0: no cap [default: 1000].
+    #[arg(long, env = "CHATD_PUSH_RATE", value_name = "JOBS_PER_SECOND")]
+    pub push_rate: Option<u32>,
+
+    /// Let users register webhook and Web Push endpoints on private, loopback and link-local
+    /// addresses, and over plain http (only for closed networks and tests: it lets any user
+    /// make chatd call internal services) [default: false].
+    #[arg(long, env = "CHATD_PUSH_ALLOW_PRIVATE_ENDPOINTS", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub push_allow_private_endpoints: Option<bool>,
+
+    /// Host names webhook and Web Push endpoints must have (each also admits its subdomains),
+    /// comma-separated; unset: any public host.
+    #[arg(long, env = "CHATD_PUSH_ALLOWED_HOSTS", value_name = "HOSTS", value_delimiter = ',')]
+    pub push_allowed_hosts: Option<Vec<String>>,
+
     /// Timeout of one request to a push provider [default: 10000].
     #[arg(long, env = "CHATD_PUSH_TIMEOUT_MS", value_name = "MS")]
     pub push_timeout_ms: Option<u64>,
@@ -228,7 +246,7 @@ impl Settings {
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
-            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_timeout_ms,
+            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts,
             fcm_service_account, fcm_endpoint, apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint),
         )
     }
@@ -287,6 +305,16 @@ impl Settings {
                 max_content_chars: settings.max_content_chars.unwrap_or(defaults.max_content_chars),
                 mask_pii: settings.mask_pii.unwrap_or(false),
                 push_collapse: Duration::from_millis(settings.push_collapse_ms.unwrap_or(0)),
+                push_endpoints: EndpointPolicy {
+                    allow_private: settings.push_allow_private_endpoints.unwrap_or(false),
+                    allowed_hosts: settings
+                        .push_allowed_hosts
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|host| host.trim().trim_end_matches('.').to_ascii_lowercase())
+                        .filter(|host| !host.is_empty())
+                        .collect(),
+                },
                 ..defaults
             },
             sqlite_synchronous: settings.sqlite_synchronous.unwrap_or_default(),
@@ -314,6 +342,7 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
         retry_base: ms(settings.push_retry_base_ms, defaults.retry_base),
         retry_max: ms(settings.push_retry_max_ms, defaults.retry_max),
         poll_interval: ms(settings.push_poll_ms, defaults.poll_interval),
+        max_rate: settings.push_rate.unwrap_or(defaults.max_rate),
         // The wiring uses the core's limit (`ChatLimits::preview_chars`), as notifications do.
         ..defaults
     };

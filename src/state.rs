@@ -124,8 +124,9 @@ fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option
     let mut providers = Providers::default();
     match &config.push.webhook_secret {
         Some(secret) => {
-            let webhook = WebhookPush::new(secret, config.push.request_timeout)
-                .context("building the webhook push provider's HTTP client")?;
+            let webhook =
+                WebhookPush::new(secret, config.push.request_timeout, config.limits.push_endpoints.clone())
+                    .context("building the webhook push provider's HTTP client")?;
             providers = providers.with(Platform::Webhook, Arc::new(webhook));
         }
         None => tracing::info!("no --webhook-secret: webhook devices are not sent to"),
@@ -138,8 +139,14 @@ fn push_worker(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option
             let vapid =
                 VapidKey::from_pem(&pem).with_context(|| format!("loading VAPID private key {path}"))?;
             tracing::info!(public_key = vapid.public_key(), "web push on: the VAPID public key");
-            let provider = WebPush::new(vapid, &webpush.subject, webpush.ttl, config.push.request_timeout)
-                .context("building the web push provider")?;
+            let provider = WebPush::new(
+                vapid,
+                &webpush.subject,
+                webpush.ttl,
+                config.push.request_timeout,
+                config.limits.push_endpoints.clone(),
+            )
+            .context("building the web push provider")?;
             providers = providers.with(Platform::Webpush, Arc::new(provider));
         }
         None => tracing::info!("no --vapid-private-key: webpush devices are not sent to"),

@@ -367,6 +367,7 @@ async fn every_push_job_is_sent_once_while_three_nodes_claim_them() {
             "20",
             "--push-batch-size",
             "3",
+            "--push-allow-private-endpoints",
         ],
     )
     .await;

@@ -156,6 +156,7 @@ async fn a_push_owed_while_the_receiver_was_down_is_delivered_after_chatd_restar
         "50",
         "--push-max-attempts",
         "1000",
+        "--push-allow-private-endpoints",
     ];
     let server = ServerProcess::start(cwd.path(), &serve_args, cwd.path().join("first.log")).await;
     let (alice_token, bob_token) = (cli_token(cwd.path(), "alice", &[]), cli_token(cwd.path(), "bob", &[]));
@@ -248,4 +249,39 @@ async fn a_muted_conversation_pushes_nothing_until_unmuted() {
     assert_eq!(requests[0].json()["message_id"], unmuted["id"]);
     assert_eq!(requests[0].json()["badge"], 2, "the muted message still counts as unread");
     receiver.assert_no_more_than(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_starts_no_more_jobs_per_second_than_its_rate_and_still_sends_them_all() {
+    const MESSAGES: usize = 30;
+    const RATE: u32 = 10;
+    let receiver = Receiver::bind(&[]).await;
+    let server = TestServer::start_with(|config: &mut Config| {
+        config.limits.messages_per_second = 0;
+        config.push.webhook_secret = Some(SECRET.into());
+        config.push.worker.max_rate = RATE;
+        config.push.worker.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+
+    let started = tokio::time::Instant::now();
+    for n in 1..=MESSAGES {
+        alice.send(&conversation, &format!("message {n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A bucket of RATE tokens that refills at RATE per second: never more than RATE (the
+    // burst) plus RATE per second since the first job could start.
+    let elapsed = started.elapsed().as_secs_f64();
+    let allowed = RATE as usize + (RATE as f64 * elapsed).ceil() as usize;
+    let sent = receiver.requests().len();
+    assert!(sent <= allowed, "{sent} pushes within {elapsed:.2} s; the pace allows at most {allowed}");
+
+    let requests = receiver.wait_for(MESSAGES).await;
+    let mut seqs: Vec<i64> = requests.iter().map(|r| r.json()["seq"].as_i64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=MESSAGES as i64).collect::<Vec<_>>(), "every message pushed once");
+    receiver.assert_no_more_than(MESSAGES).await;
 }

@@ -54,6 +54,11 @@ fn fast(config: &mut Config) {
     config.push.worker.poll_interval = Duration::from_millis(50);
 }
 
+/// Pushes wait 50 ms to collapse (and so carry a collapse id).
+fn collapsing(config: &mut Config) {
+    config.limits.push_collapse = Duration::from_millis(50);
+}
+
 fn header<'a>(request: &'a Received, name: &str) -> &'a str {
     request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no {name} header"))
 }
@@ -82,6 +87,11 @@ struct Fcm {
 impl Fcm {
     /// The FCM API answers `script` first, then 200.
     async fn start(script: Vec<Reply>) -> Fcm {
+        Fcm::start_with(script, |_| {}).await
+    }
+
+    /// As [`Fcm::start`], with `tweak` applied to chatd's configuration.
+    async fn start_with(script: Vec<Reply>, tweak: impl FnOnce(&mut Config)) -> Fcm {
         let (private_pem, public_pem) = rsa_keys();
         let token_endpoint = Receiver::bind_replying(
             Vec::new(),
@@ -110,6 +120,7 @@ impl Fcm {
             fast(config);
             config.push.fcm_service_account = Some(account);
             config.push.fcm_endpoint = endpoint;
+            tweak(config);
         })
         .await;
         Fcm { token_endpoint, api, public_pem, server, _dir: dir }
@@ -182,6 +193,20 @@ async fn fcm_exchanges_a_signed_assertion_once_and_sends_both_messages_with_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcm_with_collapsing_on_gives_the_conversation_as_collapse_key() {
+    let fcm = Fcm::start_with(Vec::new(), collapsing).await;
+    let (alice, bob) = (fcm.server.client("alice"), fcm.server.client("bob"));
+    device(&bob, "fcm", FCM_TOKEN).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+    alice.send(&conversation, "hello bob").await;
+
+    let send = fcm.api.wait_for(1).await.remove(0).json();
+    assert_eq!(send["message"]["android"]["collapse_key"], json!(conversation));
+    assert_eq!(send["message"]["apns"]["headers"]["apns-collapse-id"], json!(conversation));
+    assert_eq!(send["message"]["notification"]["body"], "hello bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fcm_unregistered_removes_the_device_and_nothing_more_is_sent() {
     let unregistered = Reply::json(
         404,
@@ -231,6 +256,11 @@ struct Apns {
 impl Apns {
     /// APNs answers `script` first, then 200.
     async fn start(script: Vec<Reply>) -> Apns {
+        Apns::start_with(script, |_| {}).await
+    }
+
+    /// As [`Apns::start`], with `tweak` applied to chatd's configuration.
+    async fn start_with(script: Vec<Reply>, tweak: impl FnOnce(&mut Config)) -> Apns {
         let (private_pem, public_pem) = p256_keys();
         let api = Receiver::bind_replying(script, Reply::status(200)).await;
         let dir = tempfile::tempdir().unwrap();
@@ -246,6 +276,7 @@ impl Apns {
         let server = TestServer::start_with(|config: &mut Config| {
             fast(config);
             config.push.apns = Some(apns);
+            tweak(config);
         })
         .await;
         Apns { api, public_pem, server, _dir: dir }
@@ -292,6 +323,7 @@ async fn apns_gets_an_http2_post_with_a_verified_provider_jwt_topic_and_alert_pa
     {
         apns.assert_apns_request(request);
         assert_eq!(header(request, "content-type"), "application/json");
+        assert!(request.headers.get("apns-collapse-id").is_none(), "collapsing is off");
         assert_eq!(
             request.json(),
             json!({
@@ -311,6 +343,19 @@ async fn apns_gets_an_http2_post_with_a_verified_provider_jwt_topic_and_alert_pa
     );
     apns.api.assert_no_more_than(2).await;
     assert!(apns.server.state.store.pending_push_jobs(10).await.unwrap().is_empty(), "every job finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_with_collapsing_on_sends_the_conversation_as_apns_collapse_id() {
+    let apns = Apns::start_with(Vec::new(), collapsing).await;
+    let (alice, bob) = (apns.server.client("alice"), apns.server.client("bob"));
+    device(&bob, "apns", APNS_TOKEN).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+    alice.send(&conversation, "hello bob").await;
+
+    let request = apns.api.wait_for(1).await.remove(0);
+    apns.assert_apns_request(&request);
+    assert_eq!(header(&request, "apns-collapse-id"), conversation);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

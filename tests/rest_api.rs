@@ -1797,6 +1797,47 @@ async fn devices_are_validated_per_platform() {
 }
 
 #[tokio::test]
+async fn push_endpoints_must_be_public_https_hosts_unless_private_ones_are_allowed() {
+    let strict = TestServer::start_with(|config| config.limits.push_endpoints.allow_private = false).await;
+    let bob = strict.client("bob");
+    for endpoint in [
+        "http://hooks.example/chat",
+        "https://127.0.0.1:8080/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.7/hook",
+        "https://[::1]/hook",
+        "https://localhost/hook",
+        "https://user:password@hooks.example/chat",
+    ] {
+        let reply = bob
+            .post("/api/devices", json!({"platform": "webhook", "token": "t", "endpoint": endpoint}))
+            .await;
+        reply.assert_error(400, "invalid");
+        let web = json!({"platform": "webpush", "token": "w", "endpoint": endpoint, "keys": {"p256dh": "k", "auth": "a"}});
+        bob.post("/api/devices", web).await.assert_error(400, "invalid");
+    }
+    bob.post(
+        "/api/devices",
+        json!({"platform": "webhook", "token": "t", "endpoint": "https://hooks.example/chat"}),
+    )
+    .await
+    .expect(201);
+
+    let listed = TestServer::start_with(|config| {
+        config.limits.push_endpoints.allow_private = false;
+        config.limits.push_endpoints.allowed_hosts = vec!["push.example".into()];
+    })
+    .await;
+    let carol = listed.client("carol");
+    let hook = |endpoint: &str| json!({"platform": "webhook", "token": endpoint, "endpoint": endpoint});
+    carol.post("/api/devices", hook("https://eu.push.example/x")).await.expect(201);
+    carol.post("/api/devices", hook("https://hooks.example/chat")).await.assert_error(400, "invalid");
+
+    let open = TestServer::start().await;
+    open.client("dave").post("/api/devices", hook("http://127.0.0.1:8080/hook")).await.expect(201);
+}
+
+#[tokio::test]
 async fn a_device_can_be_removed_only_by_its_owner() {
     let server = TestServer::start().await;
     let bob = server.client("bob");

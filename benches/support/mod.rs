@@ -76,6 +76,8 @@ impl Server {
 fn spawn(addr: SocketAddr, data_dir: &std::path::Path, args: &[&str]) -> anyhow::Result<Child> {
     Command::new(env!("CARGO_BIN_EXE_chatd"))
         .args(["serve", "--rate-limit", "0", "--jwt-secret", SECRET, "--bind", &addr.to_string()])
+        // The push benchmark's webhook receiver listens on loopback.
+        .args(["--push-allow-private-endpoints"])
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::endpoint::EndpointPolicy;
 use super::error::ChatError;
 use super::events::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, RegisterDevice,
@@ -53,6 +54,8 @@ pub struct ChatLimits {
     pub notification_log_keep: usize,
     /// Notifications older than this leave the log (at the next housekeeping round).
     pub notification_log_max_age: Duration,
+    /// Which webhook and Web Push endpoints users may register (and chatd will call).
+    pub push_endpoints: EndpointPolicy,
 }
 
 impl Default for ChatLimits {
@@ -69,6 +72,7 @@ impl Default for ChatLimits {
             push_collapse: Duration::ZERO,
             notification_log_keep: 1000,
             notification_log_max_age: Duration::from_secs(7 * 24 * 3600),
+            push_endpoints: EndpointPolicy::default(),
         }
     }
 }
@@ -677,9 +681,7 @@ impl Chat {
         }
         if let Some(endpoint) = &req.endpoint {
             validate::text("endpoint", endpoint, MAX_DEVICE_FIELD_CHARS)?;
-            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-                return Err(ChatError::invalid("endpoint must be an http(s) URL"));
-            }
+            self.limits.push_endpoints.check(endpoint).map_err(ChatError::Invalid)?;
         }
         match req.platform {
             Platform::Webpush => {

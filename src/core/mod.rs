@@ -6,6 +6,7 @@
 //! socketioxide or any database driver.
 
 pub mod chat;
+pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod model;

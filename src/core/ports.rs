@@ -201,6 +201,11 @@ pub struct PushPayload {
     pub sender_id: String,
     /// The recipient's total unread count (the app icon badge).
     pub badge: i64,
+    /// Set when pushes collapse (`--push-collapse-ms`): the device shows only the newest
+    /// notification with this id (APNs `apns-collapse-id`, FCM `collapse_key`); it is the
+    /// conversation id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collapse_id: Option<String>,
 }
 
 /// Why a push provider did not deliver a notification, classed by what the worker does next.

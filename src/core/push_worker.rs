@@ -13,9 +13,11 @@
 //! wakes the worker ([`Store::push_enqueued`]); jobs recorded on other nodes, or due again
 //! after a backoff, are found by polling.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::{DefaultDirectRateLimiter, Quota};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -55,6 +57,9 @@ pub struct PushSettings {
     /// Skip a job when a newer one for the same user and conversation is pending (that one
     /// carries the newest message and the badge); on when pushes wait to collapse.
     pub collapse: bool,
+    /// Most jobs started per second on this node (0: no cap). A backlog then drains at this
+    /// pace instead of taking the CPU the chat send path needs.
+    pub max_rate: u32,
 }
 
 impl Default for PushSettings {
@@ -68,6 +73,7 @@ impl Default for PushSettings {
             poll_interval: Duration::from_secs(1),
             preview_chars: 100,
             collapse: false,
+            max_rate: 1000,
         }
     }
 }
@@ -112,6 +118,8 @@ pub struct PushWorker {
     store: Arc<dyn Store>,
     providers: Providers,
     settings: PushSettings,
+    /// Paces job starts to `settings.max_rate`; `None` when uncapped.
+    pace: Option<DefaultDirectRateLimiter>,
 }
 
 /// A running worker; [`PushWorkerHandle::stop`] ends it gracefully.
@@ -156,7 +164,11 @@ pub enum JobOutcome {
 impl PushWorker {
     /// A worker over `store` sending through `providers`.
     pub fn new(store: Arc<dyn Store>, providers: Providers, settings: PushSettings) -> PushWorker {
-        PushWorker { store, providers, settings }
+        let pace = NonZeroU32::new(settings.max_rate).map(|rate| {
+            let burst = u32::try_from(settings.batch_size).ok().and_then(NonZeroU32::new).unwrap_or(rate);
+            DefaultDirectRateLimiter::direct(Quota::per_second(rate).allow_burst(burst.min(rate)))
+        });
+        PushWorker { store, providers, settings, pace }
     }
 
     /// Runs the worker in a task until [`PushWorkerHandle::stop`].
@@ -198,13 +210,17 @@ impl PushWorker {
         tracing::info!("push worker stopped");
     }
 
-    /// Claims one batch of due jobs and sends them concurrently, returning once each is
-    /// finished or rescheduled; returns how many were claimed.
+    /// Claims one batch of due jobs and sends them concurrently (started no faster than
+    /// `max_rate`), returning once each is finished or rescheduled; returns how many were
+    /// claimed.
     pub async fn run_once(self: Arc<Self>) -> Result<usize, StoreError> {
         let claimed = self.store.claim_push_jobs(self.settings.batch_size, self.settings.lease).await?;
         let count = claimed.len();
         let mut sends = JoinSet::new();
         for job in claimed {
+            if let Some(pace) = &self.pace {
+                pace.until_ready().await;
+            }
             let worker = self.clone();
             sends.spawn(async move { worker.process(job).await });
         }
@@ -342,6 +358,7 @@ impl PushWorker {
             seq: job.seq,
             sender_id: message.sender_id,
             badge,
+            collapse_id: self.settings.collapse.then(|| job.conversation_id.clone()),
         }))
     }
 

@@ -137,10 +137,12 @@ impl ApnsPush {
     }
 
     /// One request with the provider JWT `token`.
-    async fn post(&self, url: &str, token: &str, body: &[u8]) -> Result<(), Refused> {
-        let response = self
-            .client
-            .post(url)
+    async fn post(&self, url: &str, token: &str, payload: &PushPayload, body: &[u8]) -> Result<(), Refused> {
+        let mut request = self.client.post(url);
+        if let Some(collapse_id) = &payload.collapse_id {
+            request = request.header("apns-collapse-id", collapse_id);
+        }
+        let response = request
             .header(reqwest::header::AUTHORIZATION, format!("bearer {token}"))
             .header("apns-topic", &self.topic)
             .header("apns-push-type", "alert")
@@ -194,12 +196,12 @@ impl Push for ApnsPush {
         let url = format!("{}/3/device/{}", self.endpoint, device.token);
         let body = body(payload).to_string().into_bytes();
         let token = self.provider_token(None)?;
-        match self.post(&url, &token, &body).await {
+        match self.post(&url, &token, payload, &body).await {
             Ok(()) => Ok(()),
             Err(Refused::Error(err)) => Err(err),
             Err(Refused::ExpiredToken) => {
                 let token = self.provider_token(Some(&token))?;
-                match self.post(&url, &token, &body).await {
+                match self.post(&url, &token, payload, &body).await {
                     Ok(()) => Ok(()),
                     Err(Refused::Error(err)) => Err(err),
                     Err(Refused::ExpiredToken) => {

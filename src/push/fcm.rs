@@ -234,7 +234,7 @@ fn message(device: &Device, payload: &PushPayload) -> Value {
     if let Some(body) = &payload.body {
         notification["body"] = json!(body);
     }
-    json!({
+    let mut message = json!({
         "message": {
             "token": device.token,
             "notification": notification,
@@ -249,7 +249,12 @@ fn message(device: &Device, payload: &PushPayload) -> Value {
             "android": { "notification": { "notification_count": payload.badge } },
             "apns": { "payload": { "aps": { "badge": payload.badge } } },
         }
-    })
+    });
+    if let Some(collapse_id) = &payload.collapse_id {
+        message["message"]["android"]["collapse_key"] = json!(collapse_id);
+        message["message"]["apns"]["headers"] = json!({ "apns-collapse-id": collapse_id });
+    }
+    message
 }
 
 #[async_trait]

@@ -19,6 +19,7 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::core::endpoint::EndpointPolicy;
 use crate::core::model::Device;
 use crate::core::ports::{Push, PushError, PushPayload};
 
@@ -31,6 +32,8 @@ pub const TIMESTAMP_HEADER: &str = "X-Chatd-Timestamp";
 pub struct WebhookPush {
     client: reqwest::Client,
     secret: Vec<u8>,
+    /// Which endpoints may be called (devices registered before a policy change included).
+    endpoints: EndpointPolicy,
 }
 
 /// The JSON body of one webhook call.
@@ -46,9 +49,13 @@ struct Body<'a> {
 impl WebhookPush {
     /// A provider signing with `secret`, each request bounded by `timeout` (connecting,
     /// sending and reading the answer).
-    pub fn new(secret: &str, timeout: Duration) -> Result<WebhookPush, reqwest::Error> {
-        let client = super::http_client(timeout).build()?;
-        Ok(WebhookPush { client, secret: secret.as_bytes().to_vec() })
+    pub fn new(
+        secret: &str,
+        timeout: Duration,
+        endpoints: EndpointPolicy,
+    ) -> Result<WebhookPush, reqwest::Error> {
+        let client = super::endpoint_client(timeout, &endpoints).build()?;
+        Ok(WebhookPush { client, secret: secret.as_bytes().to_vec(), endpoints })
     }
 }
 
@@ -70,10 +77,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 #[async_trait]
 impl Push for WebhookPush {
     async fn send(&self, device: &Device, payload: &PushPayload) -> Result<(), PushError> {
-        let endpoint = device
-            .endpoint
-            .as_deref()
-            .ok_or_else(|| PushError::Permanent("webhook device has no endpoint".into()))?;
+        let endpoint = super::allowed_endpoint(&self.endpoints, device.endpoint.as_deref())?;
         let timestamp = chrono::Utc::now().timestamp();
         let body =
             serde_json::to_vec(&Body { payload, device_id: &device.id, token: &device.token, timestamp })

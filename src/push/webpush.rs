@@ -35,6 +35,7 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::core::endpoint::EndpointPolicy;
 use crate::core::model::Device;
 use crate::core::ports::{Push, PushError, PushPayload};
 
@@ -123,6 +124,8 @@ pub struct WebPush {
     vapid: VapidKey,
     subject: String,
     ttl: Duration,
+    /// Which endpoints may be called (devices registered before a policy change included).
+    endpoints: EndpointPolicy,
 }
 
 impl WebPush {
@@ -134,12 +137,13 @@ impl WebPush {
         subject: &str,
         ttl: Duration,
         timeout: Duration,
+        endpoints: EndpointPolicy,
     ) -> Result<WebPush, SetupError> {
         if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
             return Err(SetupError::Subject(subject.to_owned()));
         }
-        let client = super::http_client(timeout).build()?;
-        Ok(WebPush { client, vapid, subject: subject.to_owned(), ttl })
+        let client = super::endpoint_client(timeout, &endpoints).build()?;
+        Ok(WebPush { client, vapid, subject: subject.to_owned(), ttl, endpoints })
     }
 
     /// The `Authorization` value for `endpoint`, whose origin is the JWT's audience.
@@ -158,14 +162,7 @@ impl WebPush {
 #[async_trait]
 impl Push for WebPush {
     async fn send(&self, device: &Device, payload: &PushPayload) -> Result<(), PushError> {
-        let endpoint = device
-            .endpoint
-            .as_deref()
-            .ok_or_else(|| PushError::Permanent("webpush device has no endpoint".into()))?;
-        let endpoint = reqwest::Url::parse(endpoint)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "https" | "http") && url.host().is_some())
-            .ok_or_else(|| PushError::Permanent("webpush endpoint is not an http(s) URL".into()))?;
+        let endpoint = super::allowed_endpoint(&self.endpoints, device.endpoint.as_deref())?;
         let key = |name: &str| {
             device
                 .keys

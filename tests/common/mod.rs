@@ -38,6 +38,8 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::with_data_dir(data_dir.path()).expect("config");
+        // The tests' push receivers listen on 127.0.0.1.
+        config.limits.push_endpoints.allow_private = true;
         tweak(&mut config);
         Self::start_in(data_dir, config).await
     }
