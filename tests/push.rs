@@ -252,6 +252,104 @@ async fn a_muted_conversation_pushes_nothing_until_unmuted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_turned_notifications_off_gets_no_push_until_turning_them_on() {
+    let receiver = Receiver::bind(&[]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("group", &["bob"]).await);
+    let defaults = bob.get("/api/notifications/settings").await.expect(200);
+    assert_eq!(defaults, json!({"enabled": true, "mentions_when_muted": true}));
+
+    let off = bob.put("/api/notifications/settings", json!({"enabled": false})).await.expect(200);
+    assert_eq!(off, json!({"enabled": false, "mentions_when_muted": true}));
+    let mention = json!({"content": "@bob look", "metadata": {"mentions": ["bob"]}});
+    alice.post(&format!("/api/conversations/{conversation}/messages"), mention).await.expect(201);
+    alice.send(&conversation, "while off").await;
+    receiver.assert_no_more_than(0).await;
+
+    bob.put("/api/notifications/settings", json!({"enabled": true})).await.expect(200);
+    let after = alice.send(&conversation, "back on").await;
+    let requests = receiver.wait_for(1).await;
+    assert_eq!(requests[0].json()["message_id"], after["id"]);
+    receiver.assert_no_more_than(1).await;
+
+    for bad in [json!({"enabled": "no"}), json!({"sound": true}), json!([])] {
+        bob.put("/api/notifications/settings", bad).await.assert_error(400, "invalid");
+    }
+    server.anonymous().get("/api/notifications/settings").await.assert_error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_is_pushed_in_a_muted_conversation_unless_the_user_opted_out() {
+    let receiver = Receiver::bind(&[]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("group", &["bob", "carol"]).await);
+    let messages = format!("/api/conversations/{conversation}/messages");
+    bob.put(&format!("/api/conversations/{conversation}/notifications"), json!({"enabled": false}))
+        .await
+        .expect(204);
+
+    alice.send(&conversation, "not for bob").await;
+    let mention = json!({"content": "@bob can you?", "metadata": {"mentions": ["carol", "bob"]}});
+    let mentioned = alice.post(&messages, mention).await.expect(201);
+    assert_eq!(mentioned["metadata"]["mentions"], json!(["carol", "bob"]), "stored as sent");
+    let requests = receiver.wait_for(1).await;
+    assert_eq!(requests[0].json()["message_id"], mentioned["id"], "only the mention got through the mute");
+    receiver.assert_no_more_than(1).await;
+
+    bob.put("/api/notifications/settings", json!({"mentions_when_muted": false})).await.expect(200);
+    let mention = json!({"content": "@bob again", "metadata": {"mentions": ["bob"]}});
+    alice.post(&messages, mention).await.expect(201);
+    receiver.assert_no_more_than(1).await;
+
+    for mentions in
+        [json!("bob"), json!([1]), json!([""]), json!((0..51).map(|n| format!("u{n}")).collect::<Vec<_>>())]
+    {
+        let body = json!({"content": "x", "metadata": {"mentions": mentions}});
+        alice.post(&messages, body).await.assert_error(400, "invalid");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_preview_conversation_pushes_no_message_text() {
+    let receiver = Receiver::bind(&[]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let created = alice
+        .post(
+            "/api/conversations",
+            json!({"type": "group", "members": ["bob"], "name": "deal", "private_preview": true}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(created["private_preview"], true);
+    let conversation = id(&created);
+
+    let secret = alice.send(&conversation, "my account number is 110-123-456789").await;
+    let first = receiver.wait_for(1).await.remove(0).json();
+    assert_eq!(first["message_id"], secret["id"]);
+    assert_eq!(first["body"], Value::Null, "no text leaves chatd: {first}");
+    assert_eq!(first["title"], "deal");
+    assert!(!first.to_string().contains("110-123"), "{first}");
+
+    let patched = alice
+        .patch(&format!("/api/conversations/{conversation}"), json!({"private_preview": false}))
+        .await
+        .expect(200);
+    assert_eq!(patched["private_preview"], false);
+    alice.send(&conversation, "see you at 6").await;
+    let requests = receiver.wait_for(2).await;
+    assert_eq!(requests[1].json()["body"], "see you at 6");
+    bob.patch(&format!("/api/conversations/{conversation}"), json!({"private_preview": true}))
+        .await
+        .assert_error(403, "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_starts_no_more_jobs_per_second_than_its_rate_and_still_sends_them_all() {
     const MESSAGES: usize = 30;
     const RATE: u32 = 10;

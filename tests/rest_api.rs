@@ -1838,6 +1838,16 @@ async fn push_endpoints_must_be_public_https_hosts_unless_private_ones_are_allow
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_invalid_even_if_its_values_fit_by_position() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice");
+    for body in [json!(["group", ["bob"]]), json!("group"), json!(7), json!(null)] {
+        alice.post("/api/conversations", body).await.assert_error(400, "invalid");
+    }
+    alice.post("/api/conversations", json!({"type": "group", "members": ["bob"]})).await.expect(201);
+}
+
+#[tokio::test]
 async fn a_device_can_be_removed_only_by_its_owner() {
     let server = TestServer::start().await;
     let bob = server.client("bob");

@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatd::core::error::StoreError;
-use chatd::core::model::{ConversationType, JsonObject, Message, MessageType, Platform, Role};
+use chatd::core::events::NotificationSettingsUpdate;
+use chatd::core::model::{
+    ConversationType, JsonObject, Message, MessageType, NotificationSettings, Platform, Role,
+};
 use chatd::core::ports::NewNotification;
 use chatd::core::ports::{
-    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, HistoryRange, Membership, NewConversation,
-    NewDevice, NewMessage, PushJob, Store,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, HistoryRange, Membership,
+    NewConversation, NewDevice, NewMessage, PushJob, Store,
 };
 use chatd::core::realtime::{ConversationHead, Notification};
 use chatd::core::time::Timestamp;
@@ -143,6 +146,7 @@ store_tests!(
     the_notification_log_keeps_the_newest_entries_per_user,
     old_notifications_are_pruned_within_the_limit_and_ids_are_never_reused,
     notifications_recorded_concurrently_on_two_nodes_get_gap_free_ids_committed_in_order,
+    notification_settings_default_to_on_and_keep_the_fields_not_given,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -171,6 +175,7 @@ fn group(owner: &str, others: &[&str]) -> NewConversation {
         direct_key: None,
         members,
         created_at: Timestamp::now(),
+        private_preview: false,
     }
 }
 
@@ -184,6 +189,7 @@ fn direct(a: &str, b: &str, key: &str) -> NewConversation {
         direct_key: Some(key.into()),
         members: vec![(a.into(), Role::Owner), (b.into(), Role::Member)],
         created_at: Timestamp::now(),
+        private_preview: true,
     }
 }
 
@@ -332,6 +338,7 @@ async fn a_repeated_direct_key_returns_the_existing_conversation(store: Arc<dyn 
     assert_ne!(other.id, first.id);
     let conversation = store.conversation(&first.id, "alice").await.expect("read").expect("exists");
     assert_eq!(conversation.kind, ConversationType::Direct);
+    assert!(conversation.private_preview, "created with private_preview");
     assert_eq!(conversation.context.as_deref(), Some("product:981"));
 }
 
@@ -433,15 +440,25 @@ async fn update_conversation_replaces_only_the_given_fields(store: Arc<dyn Store
     let mut new = group("alice", &[]);
     new.metadata = object(json!({ "a": 1 }));
     let id = create(&store, new).await;
-    assert!(store.update_conversation(&id, Some("renamed".into()), None).await.expect("update"));
+    let rename = ConversationUpdate { name: Some("renamed".into()), ..Default::default() };
+    assert!(store.update_conversation(&id, rename).await.expect("update"));
     let read = store.conversation(&id, "alice").await.expect("read").expect("exists");
     assert_eq!((read.name.as_deref(), read.metadata.clone()), (Some("renamed"), object(json!({ "a": 1 }))));
-    assert!(
-        store.update_conversation(&id, None, Some(object(json!({ "b": [1, 2] })))).await.expect("update")
-    );
+    assert!(!read.private_preview);
+    let redescribe =
+        ConversationUpdate { metadata: Some(object(json!({ "b": [1, 2] }))), ..Default::default() };
+    assert!(store.update_conversation(&id, redescribe).await.expect("update"));
     let read = store.conversation(&id, "alice").await.expect("read").expect("exists");
     assert_eq!((read.name.as_deref(), read.metadata), (Some("renamed"), object(json!({ "b": [1, 2] }))));
-    assert!(!store.update_conversation("nope", Some("x".into()), None).await.expect("update"));
+    let private = ConversationUpdate { private_preview: Some(true), ..Default::default() };
+    assert!(store.update_conversation(&id, private).await.expect("update"));
+    let read = store.conversation(&id, "alice").await.expect("read").expect("exists");
+    assert!(read.private_preview, "private_preview set");
+    assert_eq!(read.name.as_deref(), Some("renamed"), "the other fields kept");
+    let listed = store.conversations_of("alice", None, 10).await.expect("list");
+    assert!(listed.iter().find(|c| c.id == id).expect("listed").private_preview, "listed with the flag");
+    let rename = ConversationUpdate { name: Some("x".into()), ..Default::default() };
+    assert!(!store.update_conversation("nope", rename).await.expect("update"));
 }
 
 async fn added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_alone(
@@ -1595,4 +1612,19 @@ async fn notifications_recorded_concurrently_on_two_nodes_get_gap_free_ids_commi
     assert_eq!(ids, per_user, "each user got 1..=N");
     assert_eq!(logged(&store, "bob", 0).await.len() as i64, N);
     assert_eq!(store.latest_notification_id("carol").await.expect("latest"), N);
+}
+
+async fn notification_settings_default_to_on_and_keep_the_fields_not_given(store: Arc<dyn Store>, _db: Db) {
+    let on = NotificationSettings { enabled: true, mentions_when_muted: true };
+    assert_eq!(store.notification_settings("alice").await.expect("read"), on, "defaults");
+    let off = NotificationSettingsUpdate { enabled: Some(false), mentions_when_muted: None };
+    let now = store.update_notification_settings("alice", off).await.expect("update");
+    assert_eq!(now, NotificationSettings { enabled: false, mentions_when_muted: true });
+    let mentions = NotificationSettingsUpdate { enabled: None, mentions_when_muted: Some(false) };
+    let now = store.update_notification_settings("alice", mentions).await.expect("update");
+    assert_eq!(now, NotificationSettings { enabled: false, mentions_when_muted: false });
+    assert_eq!(store.notification_settings("alice").await.expect("read"), now, "stored");
+    let nothing = store.update_notification_settings("alice", NotificationSettingsUpdate::default()).await;
+    assert_eq!(nothing.expect("update"), now, "an empty update changes nothing");
+    assert_eq!(store.notification_settings("bob").await.expect("read"), on, "per user");
 }

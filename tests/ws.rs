@@ -247,6 +247,8 @@ async fn bad_frames_get_clear_errors_and_the_connection_stays_open() {
             "too_large",
         ),
         (json!({ "id": "text-id", "event": "typing:start", "data": [] }), "invalid"),
+        // serde would read an array positionally into the payload's fields.
+        (json!({ "id": 9, "event": "message:send", "data": [id, "x"] }), "invalid"),
     ];
     for (frame, code) in cases {
         let expected_id = frame["id"].clone();

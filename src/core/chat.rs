@@ -10,16 +10,17 @@ use serde::Serialize;
 use super::endpoint::EndpointPolicy;
 use super::error::ChatError;
 use super::events::{
-    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, RegisterDevice,
-    SendMessage, UpdateConversation,
+    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
+    NotificationSettingsUpdate, RegisterDevice, SendMessage, UpdateConversation,
 };
 use super::model::{
-    Conversation, ConversationType, Device, Member, Message, MessageType, Platform, Role, User,
+    Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
+    Role, User,
 };
 use super::pii;
 use super::ports::{
-    ActivityCursor, AppendOutcome, Bus, CommitHook, HistoryRange, Membership, NewConversation, NewDevice,
-    NewMessage, PresenceDirectory, RateLimiter, Store,
+    ActivityCursor, AppendOutcome, Bus, CommitHook, ConversationUpdate, HistoryRange, Membership,
+    NewConversation, NewDevice, NewMessage, PresenceDirectory, RateLimiter, Store,
 };
 use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, ReadReceipt, ServerEvent};
@@ -315,6 +316,7 @@ impl Chat {
                 direct_key,
                 members,
                 created_at: Timestamp::now(),
+                private_preview: req.private_preview.unwrap_or(false),
             })
             .await?;
         let conversation = self.load_conversation(&created.id, user).await?;
@@ -367,9 +369,14 @@ impl Chat {
         if let Some(name) = &req.name {
             validate::label("name", name, validate::MAX_LABEL_CHARS)?;
         }
-        let changed = req.name.is_some() || req.metadata.is_some();
+        let changed = req.name.is_some() || req.metadata.is_some() || req.private_preview.is_some();
         if changed {
-            self.store.update_conversation(id, req.name, req.metadata).await?;
+            let update = ConversationUpdate {
+                name: req.name,
+                metadata: req.metadata,
+                private_preview: req.private_preview,
+            };
+            self.store.update_conversation(id, update).await?;
         }
         let conversation = self.load_conversation(id, user).await?;
         if changed {
@@ -520,6 +527,7 @@ impl Chat {
         if let Some(reply_to) = &req.reply_to_id {
             validate::identifier("reply_to_id", reply_to)?;
         }
+        validate::mentions(&req.metadata)?;
         self.message_limiter.check(&user.id).await?;
         // Membership and the reply target are checked by the store inside the appending
         // transaction (one round trip, and no race with a concurrent removal).
@@ -670,6 +678,21 @@ impl Chat {
             return Err(ChatError::NotAMember);
         }
         Ok(())
+    }
+
+    /// # The caller's push notification settings
+    pub async fn notification_settings(&self, user: &User) -> Result<NotificationSettings, ChatError> {
+        Ok(self.store.notification_settings(&user.id).await?)
+    }
+
+    /// # Change the caller's push notification settings
+    /// Fields left out keep their value; returns the settings now in force.
+    pub async fn update_notification_settings(
+        &self,
+        user: &User,
+        update: NotificationSettingsUpdate,
+    ) -> Result<NotificationSettings, ChatError> {
+        Ok(self.store.update_notification_settings(&user.id, update).await?)
     }
 
     /// # Register a device for push notifications

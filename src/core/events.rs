@@ -24,6 +24,9 @@ pub struct CreateConversation {
     /// Free-form data for the platform.
     #[serde(default)]
     pub metadata: Option<JsonObject>,
+    /// Pushes for it never show message text (default false).
+    #[serde(default)]
+    pub private_preview: Option<bool>,
 }
 
 /// `PATCH /api/conversations/{id}`: fields present are replaced.
@@ -36,6 +39,21 @@ pub struct UpdateConversation {
     /// New metadata (replaces the old object).
     #[serde(default)]
     pub metadata: Option<JsonObject>,
+    /// Whether pushes for it may show message text.
+    #[serde(default)]
+    pub private_preview: Option<bool>,
+}
+
+/// `PUT /api/notifications/settings`: fields present are changed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettingsUpdate {
+    /// Push notifications at all.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Mentions still pushed in muted conversations.
+    #[serde(default)]
+    pub mentions_when_muted: Option<bool>,
 }
 
 /// `POST /api/conversations/{id}/members`.

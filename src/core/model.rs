@@ -120,6 +120,16 @@ pub struct Message {
     pub deleted_at: Option<Timestamp>,
 }
 
+impl Message {
+    /// Whether the message mentions `user_id` (listed in `metadata.mentions`).
+    pub fn mentions(&self, user_id: &str) -> bool {
+        self.metadata
+            .get("mentions")
+            .and_then(Value::as_array)
+            .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(user_id)))
+    }
+}
+
 /// A conversation as seen by one user (`unread_count` is that user's).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conversation {
@@ -146,6 +156,8 @@ pub struct Conversation {
     pub created_at: Timestamp,
     /// Messages after the viewer's `last_read_seq`, not sent by the viewer, not deleted.
     pub unread_count: i64,
+    /// Pushes for this conversation never show message text (extension).
+    pub private_preview: bool,
 }
 
 impl Conversation {
@@ -178,6 +190,22 @@ names!(MessageType {
     Text => "text", Image => "image", File => "file",
     Location => "location", Product => "product", System => "system",
 });
+
+/// A user's push notification settings, for all their conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NotificationSettings {
+    /// Push notifications at all; off: none, whatever the conversations say.
+    pub enabled: bool,
+    /// A message that mentions the user (`metadata.mentions`) is pushed even in a
+    /// conversation they muted.
+    pub mentions_when_muted: bool,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        NotificationSettings { enabled: true, mentions_when_muted: true }
+    }
+}
 
 /// Push service a device is reached through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

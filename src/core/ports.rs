@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::error::{RateLimited, StoreError};
+use super::events::NotificationSettingsUpdate;
+use super::model::NotificationSettings;
 use super::model::{
     Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
 };
@@ -36,6 +38,19 @@ pub struct NewConversation {
     pub members: Vec<(String, Role)>,
     /// Creation time; also the joined_at of the members.
     pub created_at: Timestamp,
+    /// Pushes for it never show message text.
+    pub private_preview: bool,
+}
+
+/// Fields of a conversation to change; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationUpdate {
+    /// New display name.
+    pub name: Option<String>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<JsonObject>,
+    /// Whether pushes for it may show message text.
+    pub private_preview: Option<bool>,
 }
 
 /// A message to append. The store assigns `seq` and `created_at` inside the transaction.
@@ -429,12 +444,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Conversation>, StoreError>;
 
     /// Replaces the given fields; false when the conversation does not exist.
-    async fn update_conversation(
-        &self,
-        id: &str,
-        name: Option<String>,
-        metadata: Option<JsonObject>,
-    ) -> Result<bool, StoreError>;
+    async fn update_conversation(&self, id: &str, update: ConversationUpdate) -> Result<bool, StoreError>;
 
     /// Adds users who are not yet members with `role`, their read marker at the current
     /// last seq (earlier history is visible but not unread); returns those actually added.
@@ -505,6 +515,17 @@ pub trait Store: Send + Sync + 'static {
         user_id: &str,
         enabled: bool,
     ) -> Result<bool, StoreError>;
+
+    /// The user's notification settings (the defaults when never set).
+    async fn notification_settings(&self, user_id: &str) -> Result<NotificationSettings, StoreError>;
+
+    /// Changes the fields of the user's notification settings that `update` has; returns
+    /// the settings now in force.
+    async fn update_notification_settings(
+        &self,
+        user_id: &str,
+        update: NotificationSettingsUpdate,
+    ) -> Result<NotificationSettings, StoreError>;
 
     /// Unread counts of every conversation of the user that has unread messages.
     async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError>;

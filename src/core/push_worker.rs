@@ -333,9 +333,6 @@ impl PushWorker {
         let Some(member) = conversation.member(&job.user_id) else {
             return Ok(Err("no longer a member"));
         };
-        if !member.notifications {
-            return Ok(Err("notifications turned off"));
-        }
         if member.last_read_seq >= job.seq {
             return Ok(Err("read before it was sent"));
         }
@@ -348,11 +345,23 @@ impl PushWorker {
         if message.deleted_at.is_some() {
             return Ok(Err("the message was deleted"));
         }
+        let user = self.store.notification_settings(&job.user_id).await?;
+        if !user.enabled {
+            return Ok(Err("the user turned notifications off"));
+        }
+        let mention_overrides_mute = user.mentions_when_muted && message.mentions(&job.user_id);
+        if !(member.notifications || mention_overrides_mute) {
+            return Ok(Err("the conversation is muted"));
+        }
         let badge = self.store.unread_counts(&job.user_id).await?.iter().map(|(_, n)| n).sum();
         Ok(Ok(PushPayload {
             kind: "message",
             title: conversation.name.clone().unwrap_or_else(|| message.sender_id.clone()),
-            body: preview(&message, self.settings.preview_chars),
+            body: if conversation.private_preview {
+                None
+            } else {
+                preview(&message, self.settings.preview_chars)
+            },
             conversation_id: job.conversation_id.clone(),
             message_id: job.message_id.clone(),
             seq: job.seq,

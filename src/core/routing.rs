@@ -1,7 +1,8 @@
 //! Notification routing for a committed message, per recipient (the sender gets none):
 //! focused on the conversation (any connection) → their read marker advances and the others
 //! get `message:read`; online elsewhere → `notification` with their unread count; offline
-//! with notifications on and a registered device → a durable push job. `message:new` itself
+//! with notifications on (or muted but mentioned) and a registered device → a durable push
+//! job. `message:new` itself
 //! goes to the whole conversation before this runs. Each `notification` is recorded in the
 //! recipient's notification log first (which gives it its `id`, for the SSE stream), then
 //! published.
@@ -103,14 +104,20 @@ fn route(
                 },
                 created_at: Timestamp::now(),
             }),
-            Reach::Offline if member.notifications && recipient.has_devices => push.push(PushJob {
-                id: new_id(),
-                user_id: member.user_id,
-                conversation_id: conversation_id.clone(),
-                message_id: message.id.clone(),
-                seq: message.seq,
-                created_at: message.created_at,
-            }),
+            // A muted member still gets a job for a mention; whether their settings let it
+            // through is the worker's to check, off the send path.
+            Reach::Offline
+                if recipient.has_devices && (member.notifications || message.mentions(&member.user_id)) =>
+            {
+                push.push(PushJob {
+                    id: new_id(),
+                    user_id: member.user_id,
+                    conversation_id: conversation_id.clone(),
+                    message_id: message.id.clone(),
+                    seq: message.seq,
+                    created_at: message.created_at,
+                })
+            }
             Reach::Offline => {}
         }
     }

@@ -42,6 +42,26 @@ pub fn label(field: &str, value: &str, max_chars: usize) -> Result<(), ChatError
     Ok(())
 }
 
+/// Most users one message may mention.
+pub const MAX_MENTIONS: usize = 50;
+
+/// The users a message mentions: `metadata.mentions`, an array of at most [`MAX_MENTIONS`]
+/// user ids (absent: none). The key is reserved; anything else there is refused.
+pub fn mentions(metadata: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<&str>, ChatError> {
+    let Some(value) = metadata.get("mentions") else { return Ok(Vec::new()) };
+    let invalid = || {
+        ChatError::invalid(format!("metadata.mentions must be an array of at most {MAX_MENTIONS} user ids"))
+    };
+    let list = value.as_array().filter(|list| list.len() <= MAX_MENTIONS).ok_or_else(invalid)?;
+    list.iter()
+        .map(|id| {
+            let id = id.as_str().ok_or_else(invalid)?;
+            identifier("metadata.mentions[]", id)?;
+            Ok(id)
+        })
+        .collect()
+}
+
 /// A page size: `None` → `default`; 1..=`max` accepted; larger values are capped at `max`.
 pub fn page_limit(limit: Option<i64>, default: usize, max: usize) -> Result<usize, ChatError> {
     match limit {

@@ -23,12 +23,15 @@ use tokio_postgres::types::{FromSql, Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::core::error::StoreError;
+use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
-    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
+    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, NotificationSettings,
+    Platform, Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, Created, HistoryRange, Membership,
-    NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store, clip_push_error,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
+    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store,
+    clip_push_error,
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
@@ -38,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_push.sql"),
     include_str!("../../migrations/postgres/0003_push_claims.sql"),
     include_str!("../../migrations/postgres/0004_notifications.sql"),
+    include_str!("../../migrations/postgres/0005_notification_settings.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -281,7 +285,7 @@ fn push_job_from(row: &Row) -> Result<PushJob, StoreError> {
 /// Conversation columns followed by the viewer's unread count and the last message, as
 /// [`conversations_from`] reads them.
 const CONVERSATION_COLUMNS: &str = "c.id, c.type, c.name, c.context, c.metadata, c.last_seq, \
-     c.last_message_at, c.created_at, COALESCE(v.unread_count, 0)";
+     c.last_message_at, c.created_at, COALESCE(v.unread_count, 0), c.private_preview";
 
 /// Builds conversations from rows of [`CONVERSATION_COLUMNS`] + [`MESSAGE_COLUMNS`], loading
 /// their members in one more query.
@@ -314,7 +318,8 @@ async fn conversations_from(client: &Object, rows: Vec<Row>) -> Result<Vec<Conve
                 last_message_at: get::<Option<i64>>(row, 6)?.map(Timestamp),
                 created_at: Timestamp(get(row, 7)?),
                 unread_count: get(row, 8)?,
-                last_message: message_at(row, 9)?,
+                private_preview: get(row, 9)?,
+                last_message: message_at(row, 10)?,
                 id,
             })
         })
@@ -562,8 +567,9 @@ impl Store for PostgresStore {
         let at = new.created_at.millis();
         let insert = tx
             .prepare_cached(
-                "INSERT INTO conversations (id, type, name, context, metadata, direct_key, activity_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (direct_key) DO NOTHING",
+                "INSERT INTO conversations (id, type, name, context, metadata, direct_key, activity_at, created_at, \
+                   private_preview) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (direct_key) DO NOTHING",
             )
             .await?;
         let inserted = tx
@@ -577,6 +583,7 @@ impl Store for PostgresStore {
                     &Json(&new.metadata),
                     &new.direct_key,
                     &at,
+                    &new.private_preview,
                 ],
             )
             .await?;
@@ -661,16 +668,12 @@ impl Store for PostgresStore {
         conversations_from(&client, rows).await
     }
 
-    async fn update_conversation(
-        &self,
-        id: &str,
-        name: Option<String>,
-        metadata: Option<JsonObject>,
-    ) -> Result<bool, StoreError> {
+    async fn update_conversation(&self, id: &str, update: ConversationUpdate) -> Result<bool, StoreError> {
         let changed = self
             .execute(
-                "UPDATE conversations SET name = COALESCE($2, name), metadata = COALESCE($3, metadata) WHERE id = $1",
-                &[&id, &name, &metadata.as_ref().map(Json)],
+                "UPDATE conversations SET name = COALESCE($2, name), metadata = COALESCE($3, metadata), \
+                   private_preview = COALESCE($4, private_preview) WHERE id = $1",
+                &[&id, &update.name, &update.metadata.as_ref().map(Json), &update.private_preview],
             )
             .await?;
         Ok(changed == 1)
@@ -906,6 +909,48 @@ impl Store for PostgresStore {
             )
             .await?;
         Ok(changed == 1)
+    }
+
+    async fn notification_settings(&self, user_id: &str) -> Result<NotificationSettings, StoreError> {
+        let rows = self
+            .query(
+                "SELECT enabled, mentions_when_muted FROM notification_settings WHERE user_id = $1",
+                &[&user_id],
+            )
+            .await?;
+        match rows.first() {
+            Some(row) => {
+                Ok(NotificationSettings { enabled: get(row, 0)?, mentions_when_muted: get(row, 1)? })
+            }
+            None => Ok(NotificationSettings::default()),
+        }
+    }
+
+    async fn update_notification_settings(
+        &self,
+        user_id: &str,
+        update: NotificationSettingsUpdate,
+    ) -> Result<NotificationSettings, StoreError> {
+        // One statement: absent fields keep the stored value, or the default for a new row.
+        let defaults = NotificationSettings::default();
+        let rows = self
+            .query(
+                "INSERT INTO notification_settings AS s (user_id, enabled, mentions_when_muted) \
+                 VALUES ($1, COALESCE($2::boolean, $4::boolean), COALESCE($3::boolean, $5::boolean)) \
+                 ON CONFLICT (user_id) DO UPDATE SET enabled = COALESCE($2::boolean, s.enabled), \
+                   mentions_when_muted = COALESCE($3::boolean, s.mentions_when_muted) \
+                 RETURNING enabled, mentions_when_muted",
+                &[
+                    &user_id,
+                    &update.enabled,
+                    &update.mentions_when_muted,
+                    &defaults.enabled,
+                    &defaults.mentions_when_muted,
+                ],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| StoreError::Backend("upsert returned no row".into()))?;
+        Ok(NotificationSettings { enabled: get(row, 0)?, mentions_when_muted: get(row, 1)? })
     }
 
     async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {

@@ -16,12 +16,15 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::core::error::StoreError;
+use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
-    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
+    Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
+    Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, Created, HistoryRange, Membership,
-    NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store, clip_push_error,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
+    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store,
+    clip_push_error,
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
@@ -41,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_push.sql"),
     include_str!("../../migrations/sqlite/0003_push_claims.sql"),
     include_str!("../../migrations/sqlite/0004_notifications.sql"),
+    include_str!("../../migrations/sqlite/0005_notification_settings.sql"),
 ];
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
@@ -432,11 +436,22 @@ fn load_members(conn: &Connection, conversation_id: &str) -> Result<Vec<Member>,
     .collect()
 }
 
+/// The user's notification settings; the defaults without a row.
+fn load_notification_settings(conn: &Connection, user_id: &str) -> Result<NotificationSettings, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT enabled, mentions_when_muted FROM notification_settings WHERE user_id = ?1")?
+        .query_row([user_id], |r| {
+            Ok(NotificationSettings { enabled: r.get(0)?, mentions_when_muted: r.get(1)? })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
 /// Loads a conversation with members, last message and `viewer`'s unread count.
 fn load_conversation(conn: &Connection, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError> {
     let head = conn
         .prepare_cached(
-            "SELECT type, name, context, metadata, last_seq, last_message_at, created_at \
+            "SELECT type, name, context, metadata, last_seq, last_message_at, created_at, private_preview \
              FROM conversations WHERE id = ?1",
         )?
         .query_row([id], |r| {
@@ -448,10 +463,12 @@ fn load_conversation(conn: &Connection, id: &str, viewer: &str) -> Result<Option
                 r.get::<_, i64>(4)?,
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, i64>(6)?,
+                r.get::<_, bool>(7)?,
             ))
         })
         .optional()?;
-    let Some((kind, name, context, metadata, last_seq, last_message_at, created_at)) = head else {
+    let Some((kind, name, context, metadata, last_seq, last_message_at, created_at, private_preview)) = head
+    else {
         return Ok(None);
     };
     let members = load_members(conn, id)?;
@@ -478,6 +495,7 @@ fn load_conversation(conn: &Connection, id: &str, viewer: &str) -> Result<Option
         last_message_at: timestamp(last_message_at),
         created_at: Timestamp(created_at),
         unread_count,
+        private_preview,
     }))
 }
 
@@ -605,10 +623,20 @@ impl Store for SqliteStore {
             let metadata = serde_json::to_string(&new.metadata).map_err(json_error)?;
             let at = new.created_at.millis();
             conn.prepare_cached(
-                "INSERT INTO conversations (id, type, name, context, metadata, direct_key, activity_at, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                "INSERT INTO conversations (id, type, name, context, metadata, direct_key, activity_at, created_at, \
+                   private_preview) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
             )?
-            .execute(params![new.id, new.kind.as_str(), new.name, new.context, metadata, new.direct_key, at])?;
+            .execute(params![
+                new.id,
+                new.kind.as_str(),
+                new.name,
+                new.context,
+                metadata,
+                new.direct_key,
+                at,
+                new.private_preview
+            ])?;
             let mut insert = conn.prepare_cached(
                 "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -689,21 +717,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_conversation(
-        &self,
-        id: &str,
-        name: Option<String>,
-        metadata: Option<JsonObject>,
-    ) -> Result<bool, StoreError> {
+    async fn update_conversation(&self, id: &str, update: ConversationUpdate) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
-            let metadata = metadata.map(|m| serde_json::to_string(&m)).transpose().map_err(json_error)?;
+            let metadata =
+                update.metadata.map(|m| serde_json::to_string(&m)).transpose().map_err(json_error)?;
             let changed = conn
                 .prepare_cached(
-                    "UPDATE conversations SET name = COALESCE(?2, name), metadata = COALESCE(?3, metadata) \
+                    "UPDATE conversations SET name = COALESCE(?2, name), metadata = COALESCE(?3, metadata), \
+                       private_preview = COALESCE(?4, private_preview) \
                      WHERE id = ?1",
                 )?
-                .execute(params![id, name, metadata])?;
+                .execute(params![id, update.name, metadata, update.private_preview])?;
             Ok(changed == 1)
         })
         .await
@@ -897,6 +922,33 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![conversation_id, user_id, enabled])?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn notification_settings(&self, user_id: &str) -> Result<NotificationSettings, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| load_notification_settings(conn, &user_id)).await
+    }
+
+    async fn update_notification_settings(
+        &self,
+        user_id: &str,
+        update: NotificationSettingsUpdate,
+    ) -> Result<NotificationSettings, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write(move |conn| {
+            let current = load_notification_settings(conn, &user_id)?;
+            let settings = NotificationSettings {
+                enabled: update.enabled.unwrap_or(current.enabled),
+                mentions_when_muted: update.mentions_when_muted.unwrap_or(current.mentions_when_muted),
+            };
+            conn.prepare_cached(
+                "INSERT INTO notification_settings (user_id, enabled, mentions_when_muted) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (user_id) DO UPDATE SET enabled = ?2, mentions_when_muted = ?3",
+            )?
+            .execute(params![user_id, settings.enabled, settings.mentions_when_muted])?;
+            Ok(settings)
         })
         .await
     }

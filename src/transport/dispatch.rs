@@ -18,9 +18,14 @@ pub trait Subscriptions {
     fn unsubscribe(&self, conversation_id: &str);
 }
 
-/// Decodes an event payload; a missing (`null`) payload reads as `{}`.
+/// Decodes an event payload, which must be an object; a missing (`null`) payload reads as
+/// `{}`. (serde would also fill a struct from an array, by position: refused.)
 fn decode<T: DeserializeOwned>(data: Value) -> Result<T, ChatError> {
-    let data = if data.is_null() { Value::Object(Map::new()) } else { data };
+    let data = match data {
+        Value::Null => Value::Object(Map::new()),
+        Value::Object(_) => data,
+        _ => return Err(ChatError::invalid("the payload must be a JSON object")),
+    };
     serde_json::from_value(data).map_err(|err| ChatError::invalid(format!("invalid payload: {err}")))
 }
 

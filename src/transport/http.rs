@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::core::ChatError;
 use crate::core::events::{
-    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, RegisterDevice,
-    SendMessage, SetNotifications, UpdateConversation,
+    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
+    NotificationSettingsUpdate, RegisterDevice, SendMessage, SetNotifications, UpdateConversation,
 };
 use crate::core::model::User;
 use crate::state::AppState;
@@ -115,7 +115,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+        if !json_type {
+            return Err(ApiError(ChatError::invalid(
+                "expected a JSON body with Content-Type: application/json",
+            )));
+        }
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+            ApiError(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ChatError::TooLarge("request body is over the size limit".into())
+            } else {
+                ChatError::invalid(rejection.body_text())
+            })
+        })?;
+        // Every body of the API is an object; serde would also fill a struct from an array.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError(ChatError::invalid("the body must be a JSON object")));
+        }
+        match Json::<T>::from_bytes(&body) {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(ApiError(json_rejection(rejection))),
         }
@@ -187,6 +212,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/conversations/{id}/read", post(mark_read))
         .route("/api/conversations/{id}/notifications", put(set_notifications))
         .route("/api/messages/{id}", axum::routing::patch(edit_message).delete(delete_message))
+        .route("/api/notifications/settings", get(notification_settings).put(update_notification_settings))
         .route("/api/unread", get(unread))
         .route("/api/devices", post(register_device).get(list_devices))
         .route("/api/devices/{id}", axum::routing::delete(remove_device));
@@ -337,6 +363,24 @@ async fn set_notifications(
 ) -> ApiResult<StatusCode> {
     state.chat.set_notifications(&user, &id, req.enabled).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// # `GET /api/notifications/settings`
+async fn notification_settings(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<Response> {
+    Ok(Json(state.chat.notification_settings(&user).await?).into_response())
+}
+
+/// # `PUT /api/notifications/settings`
+/// Changes the fields given; answers with the settings now in force.
+async fn update_notification_settings(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(req): ApiJson<NotificationSettingsUpdate>,
+) -> ApiResult<Response> {
+    Ok(Json(state.chat.update_notification_settings(&user, req).await?).into_response())
 }
 
 /// # `GET /api/unread`
