@@ -729,3 +729,39 @@ async fn with_redis_down_a_node_still_accepts_sends_within_its_own_limit() {
     let log = cluster.node(0).log_text();
     assert!(log.contains("redis rate limiter unavailable"), "a warning in the log:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_stream_resumes_on_another_node_with_exactly_what_it_missed() {
+    use common::sse::EventStream;
+    let cluster = Cluster::start(3, REDIS_URL).await;
+    let alice = cluster.node(0).client(&token("alice"));
+    let id = alice.create("group", &["bob"]).await["id"].as_str().expect("id").to_owned();
+    // Bob's app stays connected on node 2, so he is online (not focused) throughout.
+    let _bob_app = cluster.ws(2, "bob").await;
+    let http = reqwest::Client::new();
+    let stream_on = |node: usize| format!("{}/api/notifications/stream", cluster.node(node).base);
+    let bearer = ("authorization", format!("Bearer {}", token("bob")));
+    let assert_notification = |frame: &common::sse::Frame, n: i64| {
+        assert_eq!(frame.event.as_deref(), Some("notification"), "{frame:?}");
+        assert_eq!(frame.id.as_deref(), Some(n.to_string().as_str()), "{frame:?}");
+        let data = frame.json();
+        assert_eq!((data["id"].as_i64(), data["seq"].as_i64()), (Some(n), Some(n)), "{data}");
+    };
+
+    let mut stream = EventStream::open(&http, &stream_on(1), std::slice::from_ref(&bearer)).await;
+    alice.send(&id, "first").await;
+    assert_notification(&stream.event().await, 1);
+    drop(stream);
+
+    for n in 2..=6 {
+        alice.send(&id, &format!("missed {n}")).await;
+    }
+    let resume = [bearer.clone(), ("last-event-id", "1".to_owned())];
+    let mut stream = EventStream::open(&http, &stream_on(0), &resume).await;
+    for n in 2..=6 {
+        assert_notification(&stream.event().await, n);
+    }
+    stream.no_event(Duration::from_millis(300)).await;
+    cluster.node(2).client(&token("alice")).send(&id, "live, from node 2").await;
+    assert_notification(&stream.event().await, 7);
+}

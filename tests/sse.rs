@@ -8,97 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
+use common::sse::{EventStream, Frame, PATIENCE};
 use common::ws::Ws;
 use serde_json::{Value, json};
 
-/// How long a test waits for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// One SSE frame: its fields, and the comment lines it had.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Frame {
-    event: Option<String>,
-    id: Option<String>,
-    data: String,
-    comments: Vec<String>,
-}
-
-impl Frame {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data).expect("JSON data")
-    }
-}
-
-/// An open event stream, read chunk by chunk.
-struct EventStream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl EventStream {
-    /// Opens `path` (query included) with these headers; asserts 200 and the content type.
-    async fn open(server: &TestServer, path: &str, headers: &[(&str, String)]) -> EventStream {
-        let response = request(server, path, headers).await;
-        assert_eq!(response.status(), 200, "stream refused");
-        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok());
-        assert_eq!(content_type, Some("text/event-stream"));
-        EventStream { response, buffer: String::new() }
-    }
-
-    /// The next frame, comment-only frames (keep-alives) included.
-    async fn frame(&mut self) -> Frame {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let text: String = self.buffer.drain(..end + 2).collect();
-                return parse(&text);
-            }
-            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
-                .await
-                .expect("a frame within the patience")
-                .expect("reading the stream")
-                .expect("the stream ended");
-            self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-        }
-    }
-
-    /// The next frame that is an event (keep-alive comments skipped).
-    async fn event(&mut self) -> Frame {
-        loop {
-            let frame = self.frame().await;
-            if frame.event.is_some() || !frame.data.is_empty() {
-                return frame;
-            }
-        }
-    }
-
-    /// Asserts that no event arrives within `within`.
-    async fn no_event(&mut self, within: Duration) {
-        if let Ok(frame) = tokio::time::timeout(within, self.event()).await {
-            panic!("unexpected event {frame:?}");
-        }
-    }
-}
-
-/// Parses one frame (its text up to and including the blank line).
-fn parse(text: &str) -> Frame {
-    let mut frame = Frame::default();
-    let mut data = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix(':') {
-            frame.comments.push(comment.trim_start().to_owned());
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-        match field {
-            "event" => frame.event = Some(value),
-            "id" => frame.id = Some(value),
-            "data" => data.push(value),
-            _ => {}
-        }
-    }
-    frame.data = data.join("\n");
-    frame
+/// Opens `path` (query included) on `server` with these headers.
+async fn stream_of(server: &TestServer, path: &str, headers: &[(&str, String)]) -> EventStream {
+    EventStream::open(&server.http, &format!("{}{path}", server.base), headers).await
 }
 
 async fn request(server: &TestServer, path: &str, headers: &[(&str, String)]) -> reqwest::Response {
@@ -116,7 +32,7 @@ fn bearer(server: &TestServer, user: &str) -> (&'static str, String) {
 /// Opens a stream for `user` and closes it: from then on the user's notifications are
 /// logged (a user who never opened a stream has no log).
 async fn has_used_the_stream(server: &TestServer, user: &str) {
-    drop(EventStream::open(server, "/api/notifications/stream", &[bearer(server, user)]).await);
+    drop(stream_of(server, "/api/notifications/stream", &[bearer(server, user)]).await);
 }
 
 /// Waits until `user`'s log has given `n` ids (routing records after the sender's ack).
@@ -145,7 +61,7 @@ async fn a_stream_gets_live_notifications_and_resumes_with_exactly_the_missed_on
     // Bob's app stays connected elsewhere, so he is online (not focused) throughout.
     let _bob_app = Ws::connect(&server, "bob").await;
 
-    let mut stream = EventStream::open(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
+    let mut stream = stream_of(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
     let sent = alice.send(&id, "first").await;
     let data = assert_notification(&stream.event().await, 1, 1);
     assert_eq!(
@@ -158,7 +74,7 @@ async fn a_stream_gets_live_notifications_and_resumes_with_exactly_the_missed_on
     for n in 0..20 {
         alice.send(&id, &format!("missed {n}")).await;
     }
-    let mut stream = EventStream::open(
+    let mut stream = stream_of(
         &server,
         "/api/notifications/stream",
         &[bearer(&server, "bob"), ("last-event-id", "1".to_owned())],
@@ -184,7 +100,7 @@ async fn without_last_event_id_a_stream_starts_with_the_next_notification() {
     alice.send(&id, "before").await;
     recorded(&server, "bob", 2).await;
 
-    let mut stream = EventStream::open(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
+    let mut stream = stream_of(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
     stream.no_event(Duration::from_millis(300)).await;
     alice.send(&id, "after").await;
     assert_notification(&stream.event().await, 3, 3);
@@ -197,7 +113,7 @@ async fn a_user_whose_only_client_is_a_stream_is_online_elsewhere_and_gets_notif
     let id = alice.create("direct", &["bob"]).await["id"].as_str().expect("id").to_owned();
     let mut alice_app = Ws::connect(&server, "alice").await;
 
-    let mut stream = EventStream::open(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
+    let mut stream = stream_of(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
     assert_eq!(alice_app.next("user:online").await, json!({ "user_id": "bob" }));
     alice.send(&id, "hi").await;
     assert_notification(&stream.event().await, 1, 1);
@@ -222,8 +138,7 @@ async fn the_token_may_come_in_the_query_and_the_resume_point_too() {
     }
     let token = server.token("bob");
     let mut stream =
-        EventStream::open(&server, &format!("/api/notifications/stream?token={token}&last_event_id=1"), &[])
-            .await;
+        stream_of(&server, &format!("/api/notifications/stream?token={token}&last_event_id=1"), &[]).await;
     assert_notification(&stream.event().await, 2, 2);
     assert_notification(&stream.event().await, 3, 3);
 }
@@ -260,7 +175,7 @@ async fn an_idle_stream_gets_keep_alive_comments_at_the_configured_interval() {
         config.sse_keep_alive = Duration::from_millis(200);
     })
     .await;
-    let mut stream = EventStream::open(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
+    let mut stream = stream_of(&server, "/api/notifications/stream", &[bearer(&server, "bob")]).await;
     let started = std::time::Instant::now();
     for _ in 0..2 {
         let frame = stream.frame().await;
@@ -285,7 +200,7 @@ async fn resuming_past_the_kept_window_says_what_is_gone_then_sends_what_is_kept
         alice.send(&id, "x").await;
     }
     recorded(&server, "bob", 10).await;
-    let mut stream = EventStream::open(
+    let mut stream = stream_of(
         &server,
         "/api/notifications/stream",
         &[bearer(&server, "bob"), ("last-event-id", "1".to_owned())],

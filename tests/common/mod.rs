@@ -5,6 +5,7 @@
 
 pub mod pg;
 pub mod redis;
+pub mod sse;
 pub mod webhook;
 pub mod ws;
 
