@@ -252,6 +252,8 @@ async fn create_conversation(
 }
 
 /// # `GET /api/conversations?limit=&cursor=`
+/// The caller's conversations, newest activity first, in pages of `limit` (default 20, at
+/// most 100); pass `next_cursor` as `cursor` for the next page.
 #[utoipa::path(get, path = "/api/conversations", tag = "conversations", params(ListConversations),
     responses((status = 200, description = "A page, newest activity first", body = ConversationPage),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
@@ -265,6 +267,7 @@ async fn list_conversations(
 }
 
 /// # `GET /api/conversations/{id}`
+/// One conversation, for its members.
 #[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, description = "The conversation", body = Conversation),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
@@ -279,6 +282,7 @@ async fn get_conversation(
 }
 
 /// # `PATCH /api/conversations/{id}`
+/// Replaces the given fields (`name`, `metadata`); owners and admins only.
 #[utoipa::path(patch, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path, description = "Conversation id")),
     request_body = UpdateConversation,
     responses((status = 200, description = "The updated conversation", body = Conversation),
@@ -295,6 +299,7 @@ async fn update_conversation(
 }
 
 /// # `POST /api/conversations/{id}/members`
+/// Adds members to a group (owners and admins; only the owner adds admins).
 #[utoipa::path(post, path = "/api/conversations/{id}/members", tag = "conversations", params(("id" = String, Path, description = "Conversation id")),
     request_body = AddMembers,
     responses((status = 200, description = "The conversation with its new members", body = Conversation),
@@ -312,6 +317,7 @@ async fn add_members(
 }
 
 /// # `DELETE /api/conversations/{id}/members/{user_id}`
+/// Removes a member, or leaves; direct conversations refuse it (409).
 #[utoipa::path(delete, path = "/api/conversations/{id}/members/{user_id}", tag = "conversations",
     params(("id" = String, Path, description = "Conversation id"), ("user_id" = String, Path, description = "The member to remove")),
     responses((status = 204, description = "Removed (or left)"),
@@ -328,6 +334,7 @@ async fn remove_member(
 }
 
 /// # `GET /api/conversations/{id}/messages?before_seq=&after_seq=&limit=`
+/// A page of history in ascending `seq` (default the newest 30, at most 100).
 #[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "messages", params(("id" = String, Path, description = "Conversation id"), HistoryQuery),
     responses((status = 200, description = "A page of messages, ascending", body = MessagePage),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
@@ -365,6 +372,7 @@ async fn send_message(
 }
 
 /// # `PATCH /api/messages/{id}`
+/// Edits a message's content (its sender only; a deleted message answers 409).
 #[utoipa::path(patch, path = "/api/messages/{id}", tag = "messages", params(("id" = String, Path, description = "Message id")), request_body = EditMessage,
     responses((status = 200, description = "The edited message", body = Message),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
@@ -382,6 +390,8 @@ async fn edit_message(
 }
 
 /// # `DELETE /api/messages/{id}`
+/// Soft-deletes a message (its sender, or a group's owner/admin); repeating it returns the
+/// deleted message.
 #[utoipa::path(delete, path = "/api/messages/{id}", tag = "messages", params(("id" = String, Path, description = "Message id")),
     responses((status = 200, description = "The deleted message", body = Message),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
@@ -403,6 +413,7 @@ struct ReadState {
 }
 
 /// # `POST /api/conversations/{id}/read`
+/// Moves the caller's read position forward (never back, at most `last_seq`).
 #[utoipa::path(post, path = "/api/conversations/{id}/read", tag = "messages", params(("id" = String, Path, description = "Conversation id")), request_body = MarkRead,
     responses((status = 200, description = "The caller's read position", body = ReadState),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
@@ -420,6 +431,7 @@ async fn mark_read(
 }
 
 /// # `PUT /api/conversations/{id}/notifications`
+/// Turns the caller's push notifications for the conversation on or off.
 #[utoipa::path(put, path = "/api/conversations/{id}/notifications", tag = "notifications", params(("id" = String, Path, description = "Conversation id")),
     request_body = SetNotifications,
     responses((status = 204, description = "Set"),
@@ -437,6 +449,7 @@ async fn set_notifications(
 }
 
 /// # `GET /api/unread`
+/// The caller's unread counts: the total, and per conversation with unread messages.
 #[utoipa::path(get, path = "/api/unread", tag = "notifications",
     responses((status = 200, description = "The caller's unread counts", body = Unread),
         (status = 401, response = Unauthorized), (status = 503, response = Unavailable)))]
@@ -466,6 +479,7 @@ struct DeviceList {
 }
 
 /// # `GET /api/devices`
+/// The caller's registered devices.
 #[utoipa::path(get, path = "/api/devices", tag = "devices",
     responses((status = 200, description = "The caller's devices", body = DeviceList),
         (status = 401, response = Unauthorized), (status = 503, response = Unavailable)))]
@@ -474,6 +488,7 @@ async fn list_devices(State(state): State<AppState>, AuthUser(user): AuthUser) -
 }
 
 /// # `DELETE /api/devices/{id}`
+/// Unregisters one of the caller's devices.
 #[utoipa::path(delete, path = "/api/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "Device id")),
     responses((status = 204, description = "Removed"),
