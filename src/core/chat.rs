@@ -86,16 +86,17 @@ const LIST_DEFAULT: usize = 20;
 const LIST_MAX: usize = 100;
 
 /// A page of the caller's conversations.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationPage {
     /// Newest activity first.
     pub conversations: Vec<Conversation>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// A page of a conversation's history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessagePage {
     /// Ascending by seq.
     pub messages: Vec<Message>,
@@ -113,7 +114,7 @@ pub struct Sent {
 }
 
 /// The caller's unread counts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Unread {
     /// Sum over all conversations.
     pub total: i64,

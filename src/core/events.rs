@@ -3,11 +3,12 @@
 //! unknown fields and wrong types, which transports report as `invalid`.
 
 use serde::{Deserialize, Deserializer};
+use utoipa::{IntoParams, ToSchema};
 
 use super::model::{ConversationType, JsonObject, MessageType, Role};
 
 /// `POST /api/conversations`: create a conversation; the caller becomes its owner.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
     /// Direct (exactly one other member) or group.
@@ -16,12 +17,15 @@ pub struct CreateConversation {
     /// The other members; the caller may be listed too.
     pub members: Vec<String>,
     /// Display name.
+    #[schema(max_length = 200)]
     #[serde(default)]
     pub name: Option<String>,
     /// What the conversation is about; a direct chat is unique per pair and context.
+    #[schema(max_length = 200)]
     #[serde(default)]
     pub context: Option<String>,
     /// Free-form data for the platform.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub metadata: Option<JsonObject>,
     /// Pushes for it never show message text (default false).
@@ -30,13 +34,15 @@ pub struct CreateConversation {
 }
 
 /// `PATCH /api/conversations/{id}`: fields present are replaced.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConversation {
     /// New display name.
+    #[schema(max_length = 200)]
     #[serde(default)]
     pub name: Option<String>,
     /// New metadata (replaces the old object).
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub metadata: Option<JsonObject>,
     /// Whether pushes for it may show message text.
@@ -45,7 +51,7 @@ pub struct UpdateConversation {
 }
 
 /// `PUT /api/notifications/settings`: fields present are changed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationSettingsUpdate {
     /// Push notifications at all.
@@ -57,10 +63,11 @@ pub struct NotificationSettingsUpdate {
 }
 
 /// `POST /api/conversations/{id}/members`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
     /// Users to add; those already members are left as they are.
+    #[schema(min_items = 1)]
     pub user_ids: Vec<String>,
     /// Role of the new members (default `member`; `owner` is not grantable).
     #[serde(default)]
@@ -68,7 +75,7 @@ pub struct AddMembers {
 }
 
 /// `message:send` / `POST /api/conversations/{id}/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     /// Target conversation; REST takes it from the path.
@@ -82,21 +89,25 @@ pub struct SendMessage {
     pub kind: MessageType,
     /// Idempotency key: a repeat from the same sender in the same conversation returns
     /// the original message.
+    #[schema(min_length = 1, max_length = 128)]
     #[serde(default)]
     pub client_id: Option<String>,
     /// A message of the same conversation this one replies to.
+    #[schema(min_length = 1, max_length = 128)]
     #[serde(default)]
     pub reply_to_id: Option<String>,
     /// Attachment descriptors (absent or null: none).
+    #[schema(value_type = Option<Vec<Object>>)]
     #[serde(default, deserialize_with = "null_as_default")]
     pub attachments: Vec<JsonObject>,
     /// Free-form data for the platform (absent or null: `{}`).
+    #[schema(value_type = Option<Object>)]
     #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: JsonObject,
 }
 
 /// `message:edit` / `PATCH /api/messages/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditMessage {
     /// The message to edit; REST takes it from the path.
@@ -115,18 +126,19 @@ pub struct DeleteMessage {
 }
 
 /// `message:read` / `POST /api/conversations/{id}/read`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
     /// The conversation; REST takes it from the path.
     #[serde(default)]
     pub conversation_id: Option<String>,
     /// Everything up to and including this seq has been read.
+    #[schema(minimum = 0)]
     pub seq: i64,
 }
 
 /// `PUT /api/conversations/{id}/notifications`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetNotifications {
     /// Whether pushes are sent for this conversation.
@@ -134,25 +146,31 @@ pub struct SetNotifications {
 }
 
 /// `GET /api/conversations/{id}/messages` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Only messages with a smaller seq.
+    #[param(minimum = 0)]
     #[serde(default)]
     pub before_seq: Option<i64>,
     /// Only messages with a larger seq; the page then starts right after it.
+    #[param(minimum = 0)]
     #[serde(default)]
     pub after_seq: Option<i64>,
     /// Page size (default 30, at most 100).
+    #[param(minimum = 1)]
     #[serde(default)]
     pub limit: Option<i64>,
 }
 
 /// `GET /api/conversations` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListConversations {
     /// Page size (default 20, at most 100).
+    #[param(minimum = 1)]
     #[serde(default)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -171,17 +189,19 @@ where
 }
 
 /// `POST /api/devices`: register (or refresh) a device for push notifications.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDevice {
     /// Push service.
     pub platform: super::model::Platform,
     /// Provider token.
+    #[schema(min_length = 1, max_length = 4096)]
     pub token: String,
     /// Push endpoint URL (required for `webpush` and `webhook`).
     #[serde(default)]
     pub endpoint: Option<String>,
     /// Web Push keys `{p256dh, auth}` (required for `webpush`).
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub keys: Option<JsonObject>,
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::time::Timestamp;
 
@@ -25,7 +26,7 @@ pub struct User {
 }
 
 /// Kind of conversation. A direct conversation has exactly two members, fixed at creation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConversationType {
     /// One-to-one; unique per pair of users and `context`.
@@ -35,7 +36,7 @@ pub enum ConversationType {
 }
 
 /// A member's role. Owners and admins manage the conversation; owners outrank admins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Ordinary member.
@@ -54,7 +55,7 @@ impl Role {
 }
 
 /// Kind of message content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
     /// Plain text (the default); `content` is required.
@@ -73,7 +74,7 @@ pub enum MessageType {
 }
 
 /// A member of a conversation, as listed in the conversation object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Member {
     /// The member's user id.
     pub user_id: String,
@@ -89,7 +90,7 @@ pub struct Member {
 
 /// A message. `seq` is per conversation, starts at 1 and has no gaps; a deleted message
 /// keeps its seq, has `deleted_at` set and `content` null.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Message {
     /// Time-ordered id (UUIDv7).
     pub id: String,
@@ -103,20 +104,27 @@ pub struct Message {
     #[serde(rename = "type")]
     pub kind: MessageType,
     /// The text; null for deleted messages and for media without a caption.
+    #[schema(required = true)]
     pub content: Option<String>,
     /// The sender's idempotency key, if given.
+    #[schema(required = true)]
     pub client_id: Option<String>,
     /// The message this one replies to, in the same conversation.
+    #[schema(required = true)]
     pub reply_to_id: Option<String>,
     /// Attachment descriptors (objects), at most the configured number.
+    #[schema(value_type = Vec<Object>)]
     pub attachments: Vec<JsonObject>,
     /// Free-form data for the platform (product ids, coordinates, ...).
+    #[schema(value_type = Object)]
     pub metadata: JsonObject,
     /// When the message was committed.
     pub created_at: Timestamp,
     /// When the content was last edited.
+    #[schema(required = true)]
     pub edited_at: Option<Timestamp>,
     /// When the message was deleted.
+    #[schema(required = true)]
     pub deleted_at: Option<Timestamp>,
 }
 
@@ -131,7 +139,7 @@ impl Message {
 }
 
 /// A conversation as seen by one user (`unread_count` is that user's).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Conversation {
     /// Time-ordered id (UUIDv7).
     pub id: String,
@@ -139,18 +147,23 @@ pub struct Conversation {
     #[serde(rename = "type")]
     pub kind: ConversationType,
     /// Display name (groups, usually).
+    #[schema(required = true)]
     pub name: Option<String>,
     /// What the conversation is about, e.g. `product:981`; part of a direct chat's identity.
+    #[schema(required = true)]
     pub context: Option<String>,
     /// Free-form data for the platform.
+    #[schema(value_type = Object)]
     pub metadata: JsonObject,
     /// Every member, oldest first.
     pub members: Vec<Member>,
     /// Seq of the newest message; 0 when there is none.
     pub last_seq: i64,
     /// The newest message, if any.
+    #[schema(required = true)]
     pub last_message: Option<Message>,
     /// When the newest message was sent.
+    #[schema(required = true)]
     pub last_message_at: Option<Timestamp>,
     /// When the conversation was created.
     pub created_at: Timestamp,
@@ -192,7 +205,7 @@ names!(MessageType {
 });
 
 /// A user's push notification settings, for all their conversations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct NotificationSettings {
     /// Push notifications at all; off: none, whatever the conversations say.
     pub enabled: bool,
@@ -208,7 +221,7 @@ impl Default for NotificationSettings {
 }
 
 /// Push service a device is reached through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     /// Firebase Cloud Messaging (Android, web); `token` is the registration token.
@@ -224,7 +237,7 @@ pub enum Platform {
 names!(Platform { Fcm => "fcm", Apns => "apns", Webpush => "webpush", Webhook => "webhook" });
 
 /// A device registered by a user to receive push notifications.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Device {
     /// Time-ordered id.
     pub id: String,
@@ -233,8 +246,10 @@ pub struct Device {
     /// Provider token (registration token, device token, or the platform's label).
     pub token: String,
     /// Push endpoint URL (Web Push, webhook).
+    #[schema(required = true)]
     pub endpoint: Option<String>,
     /// Web Push subscription keys (`p256dh`, `auth`).
+    #[schema(required = true, value_type = Option<Object>)]
     pub keys: Option<JsonObject>,
     /// When it was registered.
     pub created_at: Timestamp,

@@ -8,18 +8,25 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{
+    self, Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
+};
 use crate::core::ChatError;
+use crate::core::chat::{ConversationPage, MessagePage, Unread};
 use crate::core::events::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
     NotificationSettingsUpdate, RegisterDevice, SendMessage, SetNotifications, UpdateConversation,
 };
-use crate::core::model::User;
+use crate::core::model::{Conversation, Device, Message, NotificationSettings, User};
 use crate::state::AppState;
 
 /// Lifetime of tokens handed out by the dev endpoint.
@@ -199,47 +206,67 @@ fn id_from_path(field: &str, path_id: String, body_id: Option<String>) -> Result
     }
 }
 
-/// The REST API under `/api` plus the health probes.
+/// The REST API under `/api` plus the health probes, and `GET /api/openapi.json`
+/// describing them. Routes are registered with their OpenAPI operations (`routes!`), so the
+/// document lists exactly the routes served.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let mut router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/conversations", post(create_conversation).get(list_conversations))
-        .route("/api/conversations/{id}", get(get_conversation).patch(update_conversation))
-        .route("/api/conversations/{id}/members", post(add_members))
-        .route("/api/conversations/{id}/members/{user_id}", axum::routing::delete(remove_member))
-        .route("/api/conversations/{id}/messages", get(history).post(send_message))
-        .route("/api/conversations/{id}/read", post(mark_read))
-        .route("/api/conversations/{id}/notifications", put(set_notifications))
-        .route("/api/messages/{id}", axum::routing::patch(edit_message).delete(delete_message))
-        .route("/api/notifications/settings", get(notification_settings).put(update_notification_settings))
-        .route("/api/unread", get(unread))
-        .route("/api/devices", post(register_device).get(list_devices))
-        .route("/api/devices/{id}", axum::routing::delete(remove_device));
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(create_conversation, list_conversations))
+        .routes(routes!(get_conversation, update_conversation))
+        .routes(routes!(add_members))
+        .routes(routes!(remove_member))
+        .routes(routes!(history, send_message))
+        .routes(routes!(mark_read))
+        .routes(routes!(set_notifications))
+        .routes(routes!(edit_message, delete_message))
+        .routes(routes!(notification_settings, update_notification_settings))
+        .routes(routes!(unread))
+        .routes(routes!(register_device, list_devices))
+        .routes(routes!(remove_device));
     if state.config.dev {
-        router = router.route("/api/dev/token", post(dev_token));
+        router = router.routes(routes!(dev_token));
     }
-    router
+    let (router, mut api) = router.split_for_parts();
+    openapi::tidy_summaries(&mut api);
+    router.route("/api/openapi.json", get(openapi::serve(&api)))
+}
+
+/// Body of the health probes' answers.
+#[derive(Serialize, ToSchema)]
+struct Status {
+    /// `ok` (liveness) or `ready` (readiness).
+    status: &'static str,
 }
 
 /// # `GET /healthz`
 /// Liveness: the process serves requests.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process serves", body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// # `GET /readyz`
 /// Readiness: not draining and the store answers.
-async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, description = "Ready for traffic", body = Status), (status = 503, response = Unavailable)))]
+async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Status>> {
     if state.is_draining() {
         return Err(ChatError::Unavailable("draining".into()).into());
     }
     state.chat.ready().await?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Status { status: "ready" }))
 }
 
 /// # `POST /api/conversations`
 /// 201 with the new conversation, 200 with the existing direct one.
+#[utoipa::path(post, path = "/api/conversations", tag = "conversations", request_body = CreateConversation,
+    responses((status = 201, description = "Created", body = Conversation),
+        (status = 200, description = "The direct conversation existed", body = Conversation),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
 async fn create_conversation(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -251,6 +278,12 @@ async fn create_conversation(
 }
 
 /// # `GET /api/conversations?limit=&cursor=`
+/// The caller's conversations, newest activity first, in pages of `limit` (default 20, at
+/// most 100); pass `next_cursor` as `cursor` for the next page.
+#[utoipa::path(get, path = "/api/conversations", tag = "conversations", params(ListConversations),
+    responses((status = 200, description = "A page, newest activity first", body = ConversationPage),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable)))]
 async fn list_conversations(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -260,6 +293,12 @@ async fn list_conversations(
 }
 
 /// # `GET /api/conversations/{id}`
+/// One conversation, for its members.
+#[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "The conversation", body = Conversation),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn get_conversation(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -269,6 +308,13 @@ async fn get_conversation(
 }
 
 /// # `PATCH /api/conversations/{id}`
+/// Replaces the given fields (`name`, `metadata`); owners and admins only.
+#[utoipa::path(patch, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path, description = "Conversation id")),
+    request_body = UpdateConversation,
+    responses((status = 200, description = "The updated conversation", body = Conversation),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
 async fn update_conversation(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -279,6 +325,14 @@ async fn update_conversation(
 }
 
 /// # `POST /api/conversations/{id}/members`
+/// Adds members to a group (owners and admins; only the owner adds admins).
+#[utoipa::path(post, path = "/api/conversations/{id}/members", tag = "conversations", params(("id" = String, Path, description = "Conversation id")),
+    request_body = AddMembers,
+    responses((status = 200, description = "The conversation with its new members", body = Conversation),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = TooLarge),
+        (status = 503, response = Unavailable)))]
 async fn add_members(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -289,6 +343,13 @@ async fn add_members(
 }
 
 /// # `DELETE /api/conversations/{id}/members/{user_id}`
+/// Removes a member, or leaves; direct conversations refuse it (409).
+#[utoipa::path(delete, path = "/api/conversations/{id}/members/{user_id}", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id"), ("user_id" = String, Path, description = "The member to remove")),
+    responses((status = 204, description = "Removed (or left)"),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 503, response = Unavailable)))]
 async fn remove_member(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -299,6 +360,12 @@ async fn remove_member(
 }
 
 /// # `GET /api/conversations/{id}/messages?before_seq=&after_seq=&limit=`
+/// A page of history in ascending `seq` (default the newest 30, at most 100).
+#[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "messages", params(("id" = String, Path, description = "Conversation id"), HistoryQuery),
+    responses((status = 200, description = "A page of messages, ascending", body = MessagePage),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)))]
 async fn history(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -310,6 +377,14 @@ async fn history(
 
 /// # `POST /api/conversations/{id}/messages`
 /// 201 after the message is committed; 200 with the original on a `client_id` repeat.
+#[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "messages", params(("id" = String, Path, description = "Conversation id")),
+    request_body = SendMessage,
+    responses((status = 201, description = "Committed", body = Message),
+        (status = 200, description = "A `client_id` repeat: the original", body = Message),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 413, response = TooLarge), (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)))]
 async fn send_message(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -323,6 +398,13 @@ async fn send_message(
 }
 
 /// # `PATCH /api/messages/{id}`
+/// Edits a message's content (its sender only; a deleted message answers 409).
+#[utoipa::path(patch, path = "/api/messages/{id}", tag = "messages", params(("id" = String, Path, description = "Message id")), request_body = EditMessage,
+    responses((status = 200, description = "The edited message", body = Message),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 409, response = Conflict), (status = 413, response = TooLarge),
+        (status = 429, response = RateLimited), (status = 503, response = Unavailable)))]
 async fn edit_message(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -334,6 +416,13 @@ async fn edit_message(
 }
 
 /// # `DELETE /api/messages/{id}`
+/// Soft-deletes a message (its sender, or a group's owner/admin); repeating it returns the
+/// deleted message.
+#[utoipa::path(delete, path = "/api/messages/{id}", tag = "messages", params(("id" = String, Path, description = "Message id")),
+    responses((status = 200, description = "The deleted message", body = Message),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 429, response = RateLimited), (status = 503, response = Unavailable)))]
 async fn delete_message(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -342,7 +431,20 @@ async fn delete_message(
     Ok(Json(state.chat.delete_message(&user, &id).await?).into_response())
 }
 
+/// Answer of `POST /api/conversations/{id}/read`.
+#[derive(Serialize, ToSchema)]
+struct ReadState {
+    /// The caller's read position after the request (never lower than before).
+    last_read_seq: i64,
+}
+
 /// # `POST /api/conversations/{id}/read`
+/// Moves the caller's read position forward (never back, at most `last_seq`).
+#[utoipa::path(post, path = "/api/conversations/{id}/read", tag = "messages", params(("id" = String, Path, description = "Conversation id")), request_body = MarkRead,
+    responses((status = 200, description = "The caller's read position", body = ReadState),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
 async fn mark_read(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -351,10 +453,17 @@ async fn mark_read(
 ) -> ApiResult<Response> {
     req.conversation_id = Some(id_from_path("conversation_id", id, req.conversation_id)?);
     let last_read_seq = state.chat.mark_read(&user, req).await?;
-    Ok(Json(json!({ "last_read_seq": last_read_seq })).into_response())
+    Ok(Json(ReadState { last_read_seq }).into_response())
 }
 
 /// # `PUT /api/conversations/{id}/notifications`
+/// Turns the caller's push notifications for the conversation on or off.
+#[utoipa::path(put, path = "/api/conversations/{id}/notifications", tag = "notifications", params(("id" = String, Path, description = "Conversation id")),
+    request_body = SetNotifications,
+    responses((status = 204, description = "Set"),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
 async fn set_notifications(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -366,6 +475,10 @@ async fn set_notifications(
 }
 
 /// # `GET /api/notifications/settings`
+/// The caller's push settings for all conversations.
+#[utoipa::path(get, path = "/api/notifications/settings", tag = "notifications",
+    responses((status = 200, description = "The caller's push settings", body = NotificationSettings),
+        (status = 401, response = Unauthorized), (status = 503, response = Unavailable)))]
 async fn notification_settings(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -375,6 +488,11 @@ async fn notification_settings(
 
 /// # `PUT /api/notifications/settings`
 /// Changes the fields given; answers with the settings now in force.
+#[utoipa::path(put, path = "/api/notifications/settings", tag = "notifications",
+    request_body = NotificationSettingsUpdate,
+    responses((status = 200, description = "The settings now in force", body = NotificationSettings),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
 async fn update_notification_settings(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -384,12 +502,20 @@ async fn update_notification_settings(
 }
 
 /// # `GET /api/unread`
+/// The caller's unread counts: the total, and per conversation with unread messages.
+#[utoipa::path(get, path = "/api/unread", tag = "notifications",
+    responses((status = 200, description = "The caller's unread counts", body = Unread),
+        (status = 401, response = Unauthorized), (status = 503, response = Unavailable)))]
 async fn unread(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
     Ok(Json(state.chat.unread(&user).await?).into_response())
 }
 
 /// # `POST /api/devices`
 /// 201 with the device (the same id when `(platform, token)` was registered before).
+#[utoipa::path(post, path = "/api/devices", tag = "devices", request_body = RegisterDevice,
+    responses((status = 201, description = "Registered (or refreshed, same id)", body = Device),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
 async fn register_device(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -398,12 +524,29 @@ async fn register_device(
     Ok((StatusCode::CREATED, Json(state.chat.register_device(&user, req).await?)).into_response())
 }
 
+/// Answer of `GET /api/devices`.
+#[derive(Serialize, ToSchema)]
+struct DeviceList {
+    /// The caller's devices.
+    devices: Vec<Device>,
+}
+
 /// # `GET /api/devices`
+/// The caller's registered devices.
+#[utoipa::path(get, path = "/api/devices", tag = "devices",
+    responses((status = 200, description = "The caller's devices", body = DeviceList),
+        (status = 401, response = Unauthorized), (status = 503, response = Unavailable)))]
 async fn list_devices(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
-    Ok(Json(json!({ "devices": state.chat.devices(&user).await? })).into_response())
+    Ok(Json(DeviceList { devices: state.chat.devices(&user).await? }).into_response())
 }
 
 /// # `DELETE /api/devices/{id}`
+/// Unregisters one of the caller's devices.
+#[utoipa::path(delete, path = "/api/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 204, description = "Removed"),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound), (status = 503, response = Unavailable)))]
 async fn remove_device(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -414,20 +557,32 @@ async fn remove_device(
 }
 
 /// Body of `POST /api/dev/token`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DevTokenRequest {
+    /// The token's `sub`.
     user_id: String,
+    /// The token's `name` (display name).
     #[serde(default)]
     name: Option<String>,
 }
 
+/// Answer of `POST /api/dev/token`.
+#[derive(Serialize, ToSchema)]
+struct DevToken {
+    /// A JWT valid for 24 hours.
+    token: String,
+}
+
 /// # `POST /api/dev/token` (only with `--dev`)
 /// Hands anyone a 24 h token for any user id: for the bundled page and local trials.
+#[utoipa::path(post, path = "/api/dev/token", tag = "dev", security(()), request_body = DevTokenRequest,
+    responses((status = 200, description = "A 24 h token for the user", body = DevToken),
+        (status = 400, response = Invalid), (status = 413, response = TooLarge)))]
 async fn dev_token(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<DevTokenRequest>,
 ) -> ApiResult<Response> {
     let token = state.auth.mint(&req.user_id, req.name, DEV_TOKEN_TTL)?;
-    Ok(Json(json!({ "token": token })).into_response())
+    Ok(Json(DevToken { token }).into_response())
 }

@@ -3,6 +3,7 @@
 
 pub mod dispatch;
 pub mod http;
+pub mod openapi;
 pub mod socketio;
 pub mod sse;
 pub mod web;

@@ -63,6 +63,14 @@ struct StreamQuery {
 /// `text/event-stream` of `event: notification` with `id:` (per user, increasing); resumes
 /// after `Last-Event-ID` (header, or `?last_event_id=`). 401 with the usual error body for a
 /// missing or bad token, 400 for an id that is not a non-negative integer.
+#[utoipa::path(get, path = "/api/notifications/stream", tag = "notifications",
+    security(("bearer" = []), ("token_query" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this id (a non-negative integer)"),
+        ("last_event_id" = Option<i64>, Query, description = "Resume after this id, for clients that cannot set headers")),
+    responses((status = 200, description = "`text/event-stream` of `notification` (and `notification:gap`) events",
+            content_type = "text/event-stream", body = String),
+        (status = 400, response = super::openapi::Invalid), (status = 401, response = super::openapi::Unauthorized),
+        (status = 503, response = super::openapi::Unavailable)))]
 async fn notification_stream(
     State(state): State<AppState>,
     closing: watch::Receiver<bool>,
