@@ -17,6 +17,7 @@ pub mod push_worker;
 pub mod realtime;
 pub mod routing;
 pub mod session;
+pub mod telemetry;
 pub mod time;
 pub mod validate;
 

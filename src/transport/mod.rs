@@ -3,6 +3,7 @@
 
 pub mod dispatch;
 pub mod http;
+pub mod prometheus;
 pub mod socketio;
 pub mod sse;
 pub mod web;
