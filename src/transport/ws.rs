@@ -613,9 +613,10 @@ async fn pump(
                 let frame = match frame {
                     None => return,
                     Some(Err(err)) => {
-                        let (code, reason) = read_failure(&err);
-                        tracing::debug!(error = %err, connection = connection.id, "read failed");
-                        connection.close(code, reason);
+                        tracing::debug!(error = %err, "read failed");
+                        if let Some((code, reason)) = read_failure(&err) {
+                            connection.close(code, reason);
+                        }
                         return;
                     }
                     Some(Ok(frame)) => frame,
@@ -645,14 +646,21 @@ async fn pump(
     }
 }
 
-/// The close code and reason for a failed read.
-fn read_failure(err: &axum::Error) -> (u16, &'static str) {
+/// The close code and reason for a failed read; `None` when the client just went away (the
+/// connection dropped without a closing handshake), as there is nobody to tell.
+fn read_failure(err: &axum::Error) -> Option<(u16, &'static str)> {
     use std::error::Error as _;
-    let capacity = err
-        .source()
-        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-    if capacity { (close_code::SIZE, "frame too large") } else { (close_code::PROTOCOL, "protocol error") }
+    use tungstenite::error::ProtocolError;
+    match err.source().and_then(|source| source.downcast_ref::<tungstenite::Error>()) {
+        Some(tungstenite::Error::Capacity(_)) => Some((close_code::SIZE, "frame too large")),
+        Some(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))
+        | Some(
+            tungstenite::Error::Io(_)
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed,
+        ) => None,
+        _ => Some((close_code::PROTOCOL, "protocol error")),
+    }
 }
 
 /// Decodes a frame and returns the future that runs its event and queues the answer.
