@@ -8,7 +8,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chatd::config::RedisConfig;
 use common::node::scenario;
+use common::redis::OwnRedis;
 use common::ws::Ws;
 use common::{Client, TestServer};
 use serde_json::json;
@@ -247,4 +249,31 @@ async fn a_refused_handshake_and_an_unknown_route_count_as_rejected() {
             (r#"chatd_rejected_total{code="not_found"}"#, 1.0),
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_is_reported_up_while_it_answers_and_down_once_it_is_gone() {
+    let _turn = SERIAL.lock().await;
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let server = TestServer::start_with(|config| {
+        config.redis = Some(RedisConfig {
+            url,
+            prefix: common::redis::unique_prefix(),
+            presence_ttl: Duration::from_secs(30),
+        });
+    })
+    .await;
+    let up = scrape(&server).await;
+    assert_eq!(up.get(r#"chatd_backend_up{backend="redis"}"#), 1.0);
+    assert_eq!(up.get(r#"chatd_backend_up{backend="store"}"#), 1.0);
+    redis.kill();
+    let down = scrape(&server).await;
+    assert_eq!(down.get(r#"chatd_backend_up{backend="redis"}"#), 0.0);
+    // The subscriber notices the lost connection on its own.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while scrape(&server).await.get("chatd_bus_errors_total") <= up.get("chatd_bus_errors_total") {
+        assert!(tokio::time::Instant::now() < deadline, "the lost subscriber was not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
