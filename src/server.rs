@@ -17,10 +17,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
-use crate::transport::{socketio, sse, web, ws};
+use crate::transport::{prometheus, socketio, sse, web, ws};
 
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// How often the backends are probed for the metrics (store and Redis up, outbox depth).
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The complete service: every route with its layers, and the realtime transports' handles
 /// (to close their connections at shutdown). Must be called inside a Tokio runtime.
@@ -40,6 +43,7 @@ pub fn app(state: AppState) -> (Router, Realtime) {
         .merge(web::router())
         .merge(ws_router)
         .merge(sse_router)
+        .merge(prometheus::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))
@@ -87,6 +91,18 @@ pub async fn serve(
             }
         }
     });
+    let probe = tokio::spawn({
+        let chat = state.chat.clone();
+        async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                chat.observe_backends(PROBE_INTERVAL).await;
+                prometheus::handle().run_upkeep();
+            }
+        }
+    });
     let push_worker = state.push_worker.clone().map(|worker| worker.spawn());
     let draining = state.draining.clone();
     let listener = listener.tap_io(|stream| {
@@ -106,6 +122,7 @@ pub async fn serve(
         })
         .await;
     housekeeping.abort();
+    probe.abort();
     if let Some(worker) = push_worker {
         worker.stop().await;
     }

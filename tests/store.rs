@@ -125,6 +125,7 @@ store_tests!(
     unread_counts_list_only_conversations_with_unread_messages,
     conversation_heads_and_contacts_cover_the_users_conversations,
     push_jobs_are_recorded_and_listed_oldest_first,
+    the_push_outbox_depth_counts_unfinished_jobs_leased_or_not,
     due_push_jobs_are_claimed_oldest_first_up_to_the_limit_and_not_again_while_leased,
     a_push_job_whose_lease_ran_out_is_claimed_again_with_its_attempt_counted,
     a_completed_push_job_is_never_claimed_again,
@@ -785,6 +786,18 @@ async fn push_jobs_are_recorded_and_listed_oldest_first(store: Arc<dyn Store>, _
     store.enqueue_push(jobs[..3].to_vec()).await.expect("enqueue");
     assert_eq!(store.pending_push_jobs(100).await.expect("pending"), jobs);
     assert_eq!(store.pending_push_jobs(2).await.expect("pending"), jobs[..2].to_vec());
+}
+
+async fn the_push_outbox_depth_counts_unfinished_jobs_leased_or_not(store: Arc<dyn Store>, _db: Db) {
+    assert_eq!(store.push_outbox_depth().await.expect("depth"), 0);
+    let jobs = push_jobs(4);
+    store.enqueue_push(jobs.clone()).await.expect("enqueue");
+    assert_eq!(store.push_outbox_depth().await.expect("depth"), 4);
+    let claimed = store.claim_push_jobs(2, LONG_LEASE).await.expect("claim");
+    assert_eq!(store.push_outbox_depth().await.expect("depth"), 4, "leased jobs are still pending");
+    assert!(store.complete_push_job(&claimed[0].job.id, claimed[0].attempt).await.expect("complete"));
+    assert!(store.drop_push_job(&claimed[1].job.id, claimed[1].attempt, "gone").await.expect("drop"));
+    assert_eq!(store.push_outbox_depth().await.expect("depth"), 2, "finished jobs are not");
 }
 
 /// A lease no test outlives.

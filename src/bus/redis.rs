@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::core::ports::{Bus, Topic};
+use crate::core::ports::{BackendHealth, Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage, Delivery, RelayedEvent, ServerEvent};
+use crate::core::telemetry::bus_error;
+use crate::core::time::Timestamp;
 
 /// Messages buffered for this node's transports (as the in-process bus).
 const FEED_CAPACITY: usize = crate::bus::local::CAPACITY;
@@ -41,6 +43,8 @@ pub struct RedisBus {
     /// Watch counts per channel; the subscriber task keeps Redis in line with the keys.
     watched: Arc<Mutex<HashMap<String, usize>>>,
     commands: mpsc::UnboundedSender<Command>,
+    /// A handle on the publishing connection, for health probes.
+    probe: redis::aio::ConnectionManager,
 }
 
 /// Work for the subscriber task, in the order it was asked for.
@@ -61,6 +65,9 @@ enum Outgoing<'a> {
         except_user: &'a Option<String>,
         event: &'a str,
         data: &'a ServerEvent,
+        /// Commit time of a `message:new`, in Unix milliseconds.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        committed_at: Option<i64>,
     },
     Subscribe {
         user_id: &'a str,
@@ -88,6 +95,8 @@ struct Incoming {
     #[serde(default)]
     data: Option<Box<RawValue>>,
     #[serde(default)]
+    committed_at: Option<i64>,
+    #[serde(default)]
     user_id: Option<String>,
     #[serde(default)]
     conversation_id: Option<String>,
@@ -109,7 +118,11 @@ impl Incoming {
                 to: self.to?,
                 except_connection: self.except_connection,
                 except_user: self.except_user,
-                event: ServerEvent::Relayed(RelayedEvent { name: self.event?, data: self.data? }),
+                event: ServerEvent::Relayed(RelayedEvent {
+                    name: self.event?,
+                    data: self.data?,
+                    committed_at: self.committed_at.map(Timestamp),
+                }),
             }),
             Kind::Subscribe => {
                 BusMessage::Subscribe { user_id: self.user_id?, conversation_id: self.conversation_id? }
@@ -130,6 +143,7 @@ fn encode(message: &BusMessage) -> Option<Result<Vec<u8>, serde_json::Error>> {
             except_user: &d.except_user,
             event: d.event.name(),
             data: &d.event,
+            committed_at: d.event.committed_at().map(Timestamp::millis),
         },
         BusMessage::Subscribe { user_id, conversation_id } => {
             Outgoing::Subscribe { user_id, conversation_id }
@@ -157,9 +171,10 @@ impl RedisBus {
         let (commands, pending) = mpsc::unbounded_channel();
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let watched = Arc::new(Mutex::new(HashMap::new()));
+        let probe = publisher.clone();
         tokio::spawn(publish_loop(publisher, queued));
         tokio::spawn(subscribe_loop(client, watched.clone(), pending, feed.clone()));
-        Ok(RedisBus { prefix: prefix.to_owned(), outgoing, feed, watched, commands })
+        Ok(RedisBus { prefix: prefix.to_owned(), outgoing, feed, watched, commands, probe })
     }
 
     fn channel(&self, topic: &Topic) -> String {
@@ -174,11 +189,13 @@ impl RedisBus {
             None => return,
             Some(Ok(payload)) => payload,
             Some(Err(err)) => {
+                bus_error();
                 tracing::error!(error = %err, "could not encode a bus message");
                 return;
             }
         };
         if self.outgoing.try_send((self.channel(topic), payload)).is_err() {
+            bus_error();
             tracing::warn!("redis publish queue full; message dropped (clients repair with sync)");
         }
     }
@@ -240,6 +257,12 @@ impl Bus for RedisBus {
             let _ = settled.await;
         }
     }
+
+    async fn health(&self) -> Option<BackendHealth> {
+        let mut connection = self.probe.clone();
+        let up = redis::cmd("PING").query_async::<()>(&mut connection).await.is_ok();
+        Some(BackendHealth { backend: "redis", up })
+    }
 }
 
 /// Writes queued messages to Redis in order, everything pending in one pipeline.
@@ -254,6 +277,7 @@ async fn publish_loop(
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
         if let Err(err) = pipe.query_async::<()>(&mut connection).await {
+            bus_error();
             tracing::warn!(error = %err, dropped = batch.len(), "redis publish failed (clients repair with sync)");
         }
         batch.clear();
@@ -274,6 +298,7 @@ async fn subscribe_loop(
         let pubsub = match client.get_async_pubsub().await {
             Ok(pubsub) => pubsub,
             Err(err) => {
+                bus_error();
                 tracing::warn!(error = %err, "redis subscriber cannot connect; retrying");
                 // Nothing can be subscribed meanwhile: let waiters go (they repair with sync).
                 answer_settles(&mut commands);
@@ -290,6 +315,7 @@ async fn subscribe_loop(
         if !channels.is_empty()
             && let Err(err) = sink.subscribe(&channels).await
         {
+            bus_error();
             tracing::warn!(error = %err, "redis resubscribe failed; reconnecting");
             continue;
         }
@@ -312,12 +338,14 @@ async fn subscribe_loop(
                         }
                     };
                     if let Err(err) = result {
+                        bus_error();
                         tracing::warn!(error = %err, "redis subscription change failed; reconnecting");
                         break;
                     }
                 }
                 message = stream.next() => {
                     let Some(message) = message else {
+                        bus_error();
                         tracing::warn!("redis subscriber connection lost; reconnecting");
                         break;
                     };
@@ -326,8 +354,14 @@ async fn subscribe_loop(
                         Ok(Some(message)) => {
                             let _ = feed.send(Arc::new(message));
                         }
-                        Ok(None) => tracing::warn!(channel = message.get_channel_name(), "incomplete bus message"),
-                        Err(err) => tracing::warn!(error = %err, channel = message.get_channel_name(), "unreadable bus message"),
+                        Ok(None) => {
+                            bus_error();
+                            tracing::warn!(channel = message.get_channel_name(), "incomplete bus message");
+                        }
+                        Err(err) => {
+                            bus_error();
+                            tracing::warn!(error = %err, channel = message.get_channel_name(), "unreadable bus message");
+                        }
                     }
                 }
             }

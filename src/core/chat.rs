@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -26,6 +26,7 @@ use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, ReadReceipt, ServerEvent};
 use super::routing;
 use super::session::{self, TypingTracker};
+use super::telemetry;
 use super::time::Timestamp;
 use super::validate;
 
@@ -216,9 +217,33 @@ impl Chat {
         &self.limits
     }
 
-    /// Whether the store answers (for readiness probes).
+    /// Whether the store answers (for readiness probes); keeps `chatd_backend_up` fresh.
     pub async fn ready(&self) -> Result<(), ChatError> {
-        Ok(self.store.ping().await?)
+        let answer = self.store.ping().await;
+        telemetry::backend_up("store", answer.is_ok());
+        Ok(answer?)
+    }
+
+    /// Refreshes the backend gauges: probes the store and the bus's backend (each bounded by
+    /// `timeout`) and counts the push outbox. Runs periodically and on every metrics scrape,
+    /// never on the send path.
+    pub async fn observe_backends(&self, timeout: Duration) {
+        let store_up = matches!(tokio::time::timeout(timeout, self.store.ping()).await, Ok(Ok(())));
+        telemetry::backend_up("store", store_up);
+        if let Ok(Some(health)) = tokio::time::timeout(timeout, self.bus.health()).await {
+            telemetry::backend_up(health.backend, health.up);
+        }
+        match tokio::time::timeout(timeout, self.store.push_outbox_depth()).await {
+            Ok(Ok(depth)) => telemetry::push_outbox_depth(depth),
+            Ok(Err(err)) => {
+                telemetry::store_error();
+                tracing::warn!(error = %err, "counting the push outbox failed");
+            }
+            Err(_) => tracing::warn!("counting the push outbox timed out"),
+        }
+        if !store_up {
+            telemetry::store_error();
+        }
     }
 
     /// Periodic housekeeping (about once a minute, inside a Tokio runtime): forgets
@@ -235,6 +260,7 @@ impl Chat {
                     Ok(n) if n == ROUND => continue,
                     Ok(_) => break,
                     Err(err) => {
+                        telemetry::store_error();
                         tracing::warn!(error = %err, "pruning the notification log failed");
                         break;
                     }
@@ -498,6 +524,7 @@ impl Chat {
     /// Validate → rate limit → durable append, conditional on membership. Returns only after commit; a
     /// `client_id` repeat returns the original message with `duplicate == true`.
     pub async fn send_message(&self, user: &User, req: SendMessage) -> Result<Sent, ChatError> {
+        let received = Instant::now();
         let conversation_id =
             req.conversation_id.ok_or_else(|| ChatError::invalid("conversation_id is required"))?;
         if req.kind == MessageType::System {
@@ -545,6 +572,7 @@ impl Chat {
             let runtime = tokio::runtime::Handle::current();
             Box::new(move |outcome| {
                 if let AppendOutcome::Committed { message, recipients } = outcome {
+                    telemetry::message_committed(received);
                     bus.publish(BusMessage::Deliver(Delivery {
                         to: Audience::Conversation(message.conversation_id.clone()),
                         except_connection: origin,

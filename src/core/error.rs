@@ -109,7 +109,9 @@ pub enum StoreError {
 }
 
 impl From<StoreError> for ChatError {
+    /// Every store failure a request meets passes here once: it is counted here.
     fn from(err: StoreError) -> Self {
+        super::telemetry::store_error();
         match err {
             StoreError::Unavailable(msg) => ChatError::Unavailable(msg),
             StoreError::Backend(source) => ChatError::Internal(source),

@@ -18,6 +18,7 @@ pub mod push_worker;
 pub mod realtime;
 pub mod routing;
 pub mod session;
+pub mod telemetry;
 pub mod time;
 pub mod validate;
 

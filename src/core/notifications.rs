@@ -231,6 +231,7 @@ impl Chat {
         let resume = last_event_id.is_some();
         tokio::spawn(async move {
             if let Stop::Store(err) = feed.run(bus, resume).await {
+                super::telemetry::store_error();
                 tracing::warn!(error = %err, user = %feed.user_id, "notification log unreadable; stream closed");
             }
             let chat = feed.chat;

@@ -330,6 +330,21 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Resolves once every earlier `watch` of this node is in effect (or the bus is down).
     async fn settled(&self) {}
+
+    /// Probes the backend carrying the bus with a cheap round trip (for metrics); `None` for
+    /// a bus without one (the in-process bus).
+    async fn health(&self) -> Option<BackendHealth> {
+        None
+    }
+}
+
+/// The outcome of probing a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// The backend's name, as the metrics label it (`redis`).
+    pub backend: &'static str,
+    /// Whether it answered.
+    pub up: bool,
 }
 
 /// Where a recipient of a message is, for notification routing.
@@ -564,6 +579,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Push jobs not yet finished (neither sent nor dropped), leased or not, oldest first.
     async fn pending_push_jobs(&self, limit: usize) -> Result<Vec<PushJob>, StoreError>;
+
+    /// How many push jobs are not finished (neither sent nor dropped), leased or not: the
+    /// outbox depth operators watch. A count over the outbox's partial index; never called
+    /// on the send path.
+    async fn push_outbox_depth(&self) -> Result<u64, StoreError>;
 
     /// Leases up to `limit` due push jobs to the caller: jobs not finished whose
     /// `next_attempt_at` is at or before now, earliest due first (which for jobs never retried

@@ -25,6 +25,7 @@ use super::error::StoreError;
 use super::model::{Device, Platform};
 use super::ports::{ClaimedPushJob, Push, PushError, PushJob, PushPayload, Store};
 use super::routing::preview;
+use super::telemetry;
 use super::time::Timestamp;
 
 /// The longest a provider's `Retry-After` may postpone a job.
@@ -190,6 +191,7 @@ impl PushWorker {
             let claimed = match self.clone().run_once().await {
                 Ok(claimed) => claimed,
                 Err(err) => {
+                    telemetry::store_error();
                     tracing::warn!(error = %err, "push worker: claiming jobs failed");
                     0
                 }
@@ -257,6 +259,7 @@ impl PushWorker {
                 Some(outcome)
             }
             Err(err) => {
+                telemetry::store_error();
                 tracing::warn!(job = %job_id, error = %err, "push worker: store failed; the job is retried after its lease");
                 None
             }
@@ -397,7 +400,10 @@ impl PushWorker {
         match self.store.prune_push_jobs(Timestamp(cutoff), PRUNE_BATCH).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(pruned = n, "pruned finished push jobs"),
-            Err(err) => tracing::warn!(error = %err, "pruning finished push jobs failed"),
+            Err(err) => {
+                telemetry::store_error();
+                tracing::warn!(error = %err, "pruning finished push jobs failed");
+            }
         }
     }
 }

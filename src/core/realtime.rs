@@ -102,6 +102,9 @@ pub struct RelayedEvent {
     pub name: String,
     /// The payload, encoded once by the publishing node.
     pub data: Box<serde_json::value::RawValue>,
+    /// For `message:new`, the message's commit time (its `created_at`), so that receiving
+    /// nodes measure commit-to-delivery latency without decoding the payload.
+    pub committed_at: Option<Timestamp>,
 }
 
 impl PartialEq for RelayedEvent {
@@ -116,10 +119,37 @@ impl Serialize for RelayedEvent {
     }
 }
 
+/// Every event name the server sends.
+const SERVER_EVENTS: [&str; 11] = [
+    "message:new",
+    "message:updated",
+    "message:deleted",
+    "message:read",
+    "typing:start",
+    "typing:stop",
+    "user:online",
+    "user:offline",
+    "notification",
+    "conversation:new",
+    "conversation:updated",
+];
+
 impl ServerEvent {
     /// The wire name of the event.
     pub fn name(&self) -> &str {
         match self {
+            ServerEvent::Relayed(event) => &event.name,
+            other => other.label(),
+        }
+    }
+
+    /// The wire name as a static string, for metric labels: a relayed event's name is looked
+    /// up among the known ones (`unknown` if this version does not know it).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ServerEvent::Relayed(event) => {
+                SERVER_EVENTS.iter().find(|name| **name == event.name).copied().unwrap_or("unknown")
+            }
             ServerEvent::MessageNew(_) => "message:new",
             ServerEvent::MessageUpdated(_) => "message:updated",
             ServerEvent::MessageDeleted(_) => "message:deleted",
@@ -131,7 +161,15 @@ impl ServerEvent {
             ServerEvent::Notification(_) => "notification",
             ServerEvent::ConversationNew(_) => "conversation:new",
             ServerEvent::ConversationUpdated(_) => "conversation:updated",
-            ServerEvent::Relayed(event) => &event.name,
+        }
+    }
+
+    /// When the message of a `message:new` was committed (`None` for other events).
+    pub fn committed_at(&self) -> Option<Timestamp> {
+        match self {
+            ServerEvent::MessageNew(message) => Some(message.created_at),
+            ServerEvent::Relayed(event) => event.committed_at,
+            _ => None,
         }
     }
 }

@@ -156,6 +156,7 @@ fn route(
             Ok::<(), super::error::StoreError>(())
         };
         if let Err(err) = result.await {
+            super::telemetry::store_error();
             tracing::warn!(error = %err, %message_id, "notification routing failed");
         }
     });
@@ -169,6 +170,7 @@ async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNot
     let ids = match store.record_notifications(notify.clone(), keep).await {
         Ok(ids) => ids,
         Err(err) => {
+            super::telemetry::store_error();
             tracing::warn!(error = %err, "notification log unavailable; notifications sent without an id");
             vec![None; notify.len()]
         }

@@ -133,6 +133,7 @@ pub(super) async fn announce_departures(
                 announce_presence(bus.as_ref(), &contacts, ServerEvent::UserOffline(change));
             }
             Err(err) => {
+                super::telemetry::store_error();
                 tracing::warn!(error = %err, user = %departure.user_id, "contacts unavailable; user:offline not announced");
             }
         }
@@ -168,6 +169,7 @@ impl Chat {
         self.typing.stop_connection(connection);
         // The connection is gone whatever the store says: clean up even without contacts.
         let contacts = self.store.contacts(&user.id).await.unwrap_or_else(|err| {
+            super::telemetry::store_error();
             tracing::warn!(error = %err, user = %user.id, "contacts unavailable; user:offline not announced");
             Vec::new()
         });

@@ -61,12 +61,21 @@ pub(crate) fn allowed_endpoint(
 }
 
 /// A request to `what` that got no answer: a bad URL is permanent, anything else (timeout,
-/// connection) transient.
+/// connection) transient. The reason (logged, and kept with the job) leaves the URL out:
+/// push URLs hold device tokens and Web Push capability tokens.
 pub(crate) fn request_error(what: &str, err: &reqwest::Error) -> PushError {
+    let cause = std::error::Error::source(err).map(|source| format!(": {source}")).unwrap_or_default();
     if err.is_builder() {
-        PushError::Permanent(format!("{what}: bad URL: {err}"))
+        PushError::Permanent(format!("{what}: bad URL{cause}"))
     } else {
-        PushError::Retry { reason: format!("{what} failed: {err}"), retry_after: None }
+        let kind = if err.is_timeout() {
+            "timed out"
+        } else if err.is_connect() {
+            "could not connect"
+        } else {
+            "failed"
+        };
+        PushError::Retry { reason: format!("{what} {kind}{cause}"), retry_after: None }
     }
 }
 

@@ -1039,6 +1039,12 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn push_outbox_depth(&self) -> Result<u64, StoreError> {
+        let rows = self.query("SELECT COUNT(*) FROM push_jobs WHERE finished_at IS NULL", &[]).await?;
+        let depth: i64 = rows.first().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
+        Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
     async fn claim_push_jobs(
         &self,
         limit: usize,

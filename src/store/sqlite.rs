@@ -1062,6 +1062,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn push_outbox_depth(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let depth: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM push_jobs WHERE finished_at IS NULL")?
+                .query_row([], |row| row.get(0))?;
+            Ok(u64::try_from(depth).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn claim_push_jobs(
         &self,
         limit: usize,

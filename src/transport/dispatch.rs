@@ -8,7 +8,29 @@ use serde_json::{Map, Value, json};
 use crate::core::events::{DeleteMessage, EditMessage, MarkRead, SendMessage};
 use crate::core::model::User;
 use crate::core::realtime::{ConversationRef, Empty, PresenceQuery, SyncRequest};
-use crate::core::{Chat, ChatError};
+use crate::core::{Chat, ChatError, telemetry};
+
+/// Every event name [`dispatch`] knows: the values of the `event` metric label (any other
+/// name counts as `unknown`, so clients cannot add label values).
+const CLIENT_EVENTS: [&str; 12] = [
+    "message:send",
+    "message:edit",
+    "message:delete",
+    "message:read",
+    "typing:start",
+    "typing:stop",
+    "conversation:focus",
+    "conversation:unfocus",
+    "conversation:join",
+    "conversation:leave",
+    "sync",
+    "presence:query",
+];
+
+/// The metric label of a client event name.
+fn event_label(event: &str) -> &'static str {
+    CLIENT_EVENTS.iter().find(|known| **known == event).copied().unwrap_or("unknown")
+}
 
 /// The calling connection's subscriptions, as its transport keeps them.
 pub trait Subscriptions {
@@ -30,8 +52,24 @@ fn decode<T: DeserializeOwned>(data: Value) -> Result<T, ChatError> {
 }
 
 /// Runs client event `event` for `user`: decodes `data`, calls the core, and returns the
-/// success ack's fields (without `ok`). Unknown events are `invalid`.
+/// success ack's fields (without `ok`). Unknown events are `invalid`. Counts the event in
+/// `chatd_events_total` and logs its outcome (at debug; never the payload).
 pub async fn dispatch(
+    chat: &Chat,
+    user: &User,
+    event: &str,
+    data: Value,
+    connection: &impl Subscriptions,
+) -> Result<Value, ChatError> {
+    let label = event_label(event);
+    telemetry::event_received(label);
+    let result = run(chat, user, event, data, connection).await;
+    tracing::debug!(event = label, outcome = result.as_ref().map_or_else(ChatError::code, |_| "ok"), "event");
+    result
+}
+
+/// The dispatch table.
+async fn run(
     chat: &Chat,
     user: &User,
     event: &str,
@@ -107,8 +145,10 @@ pub fn ack(result: Result<Value, ChatError>) -> Value {
 }
 
 /// `{code, message}`, plus the event name when it goes out as an `error` event (a failure
-/// the client asked no ack for). Internal errors are logged here, once.
+/// the client asked no ack for). Internal errors are logged here, once; every error answer
+/// of the realtime transports is built here, so it is counted here in `chatd_rejected_total`.
 pub fn error_body(event: Option<&str>, err: &ChatError) -> Value {
+    telemetry::rejected(err.code());
     if let ChatError::Internal(source) = err {
         tracing::error!(error = %source, event, "internal error");
     }

@@ -27,6 +27,7 @@ use crate::core::events::{
     NotificationSettingsUpdate, RegisterDevice, SendMessage, SetNotifications, UpdateConversation,
 };
 use crate::core::model::{Conversation, Device, Message, NotificationSettings, User};
+use crate::core::telemetry;
 use crate::state::AppState;
 
 /// Lifetime of tokens handed out by the dev endpoint.
@@ -57,8 +58,10 @@ pub fn status_of(err: &ChatError) -> StatusCode {
     }
 }
 
-/// The `{error:{code,message}}` body shared by every failed request.
-pub fn error_body(code: &str, message: &str) -> Json<serde_json::Value> {
+/// The `{error:{code,message}}` body shared by every failed request; counted in
+/// `chatd_rejected_total` (every HTTP error answer is built here).
+pub fn error_body(code: &'static str, message: &str) -> Json<serde_json::Value> {
+    telemetry::rejected(code);
     Json(json!({ "error": { "code": code, "message": message } }))
 }
 

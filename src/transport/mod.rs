@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod http;
 pub mod openapi;
+pub mod prometheus;
 pub mod socketio;
 pub mod sse;
 pub mod web;

@@ -19,13 +19,13 @@ use super::http::status_of;
 use crate::core::ChatError;
 
 /// The document's header, shared components and the routes served outside
-/// [`super::http::router`] (the SSE stream). Every operation needs a bearer token unless it
+/// [`super::http::router`] (the SSE stream, `/metrics`). Every operation needs a bearer token unless it
 /// says otherwise.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "chatd", description = "REST API of chatd, a real-time chat backend. The realtime \
         events (Socket.IO, plain WebSocket `/ws`) are described in docs/protocol.md."),
-    paths(super::sse::notification_stream),
+    paths(super::sse::notification_stream, super::prometheus::metrics),
     components(responses(Invalid, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited, Unavailable)),
     modifiers(&SecuritySchemes),
     security(("bearer" = [])),

@@ -19,13 +19,15 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
-use socketioxide::socket::Socket;
+use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::broadcast;
+use tracing::{Instrument, Span};
 
 use crate::core::ChatError;
 use crate::core::model::User;
 use crate::core::ports::{Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage};
+use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
 use crate::transport::dispatch::{self, Subscriptions, dispatch, error_body};
@@ -171,8 +173,43 @@ fn handshake_token(socket: &Socket, auth: Option<HandshakeAuth>) -> Option<Strin
     from_query.or_else(|| super::http::bearer_token(parts).map(str::to_owned))
 }
 
-/// Connect middleware: verifies the JWT and attaches the [`User`] to the socket.
+/// The socket's `connection` span (transport, id, user), which its handlers run in.
+fn span_of(socket: &SocketRef) -> Span {
+    socket.extensions.get::<Span>().unwrap_or_else(Span::none)
+}
+
+/// The metrics label of a Socket.IO disconnect reason.
+fn disconnect_reason(reason: DisconnectReason) -> Disconnect {
+    match reason {
+        DisconnectReason::TransportClose | DisconnectReason::ClientNSDisconnect => Disconnect::ClientClosed,
+        DisconnectReason::HeartbeatTimeout => Disconnect::PingTimeout,
+        DisconnectReason::ClosingServer => Disconnect::ServerShutdown,
+        DisconnectReason::ServerNSDisconnect => Disconnect::Kicked,
+        DisconnectReason::PacketParsingError | DisconnectReason::MultipleHttpPollingError => {
+            Disconnect::ProtocolError
+        }
+        DisconnectReason::TransportError => Disconnect::Error,
+    }
+}
+
+/// Connect middleware: verifies the JWT and attaches the [`User`] to the socket. A refusal
+/// is counted like every error answer.
 async fn authenticate(
+    socket: SocketRef,
+    state: State<AppState>,
+    auth: TryData<HandshakeAuth>,
+) -> Result<(), Refused> {
+    let result = admit(socket, state, auth);
+    if let Err(Refused(code)) = &result {
+        telemetry::rejected(code);
+    }
+    result
+}
+
+/// Authenticates the handshake and sets the socket up: handlers, personal rooms, its user,
+/// its `connection` span and its place in the connection metrics (which leaves them when
+/// the socket is dropped, whichever way it ends).
+fn admit(
     socket: SocketRef,
     State(state): State<AppState>,
     TryData(auth): TryData<HandshakeAuth>,
@@ -180,6 +217,9 @@ async fn authenticate(
     let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
     let mut user = state.auth.verify(&token).map_err(|err| Refused(err.code()))?;
     user.connection = Some(socket.id.to_string());
+    let span = tracing::info_span!("connection", transport = "socketio", id = %socket.id, user = %user.id);
+    socket.extensions.insert(span);
+    socket.extensions.insert(Arc::new(ConnectionMetrics::open(Transport::SocketIo)));
     // Handlers and personal rooms are in place before the client learns it is connected,
     // so an event sent right after `connect` is never dropped.
     register_events(&socket);
@@ -194,6 +234,12 @@ async fn authenticate(
 
 /// A connected socket: register it with the core, subscribe it, say `ready`.
 async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>) {
+    let span = span_of(&socket);
+    connected(socket, state, user).instrument(span).await;
+}
+
+async fn connected(socket: SocketRef, state: AppState, user: User) {
+    tracing::debug!("connected");
     match state.chat.connect(&user).await {
         Ok(ready) => {
             for conversation in &ready.conversations {
@@ -232,22 +278,40 @@ fn register_events(socket: &SocketRef) {
          TryData(data): TryData<Value>,
          AckRequested(wants_ack): AckRequested,
          ack: AckSender| async move {
-            let result = match data {
-                Ok(data) => {
-                    let rooms = SocketRooms(&socket, state.bus.as_ref());
-                    dispatch(&state.chat, &user, &event, data, &rooms).await
-                }
-                Err(err) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
-            };
-            respond(&socket, &event, wants_ack, ack, result);
+            let span = span_of(&socket);
+            async move {
+                let result = match data {
+                    Ok(data) => {
+                        let rooms = SocketRooms(&socket, state.bus.as_ref());
+                        dispatch(&state.chat, &user, &event, data, &rooms).await
+                    }
+                    Err(err) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
+                };
+                respond(&socket, &event, wants_ack, ack, result);
+            }
+            .instrument(span)
+            .await;
         },
     );
     socket.on_disconnect(
-        |socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>| async move {
-            forget(&socket, state.bus.as_ref(), &user.id);
-            if let Err(err) = state.chat.disconnect(&user).await {
-                tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
+        |socket: SocketRef,
+         State(state): State<AppState>,
+         Extension(user): Extension<User>,
+         reason: DisconnectReason| async move {
+            let reason = disconnect_reason(reason);
+            if let Some(metrics) = socket.extensions.get::<Arc<ConnectionMetrics>>() {
+                metrics.closing(reason);
             }
+            let span = span_of(&socket);
+            async move {
+                tracing::debug!(reason = reason.as_str(), "disconnected");
+                forget(&socket, state.bus.as_ref(), &user.id);
+                if let Err(err) = state.chat.disconnect(&user).await {
+                    tracing::warn!(error = %err, "disconnect bookkeeping failed");
+                }
+            }
+            .instrument(span)
+            .await;
         },
     );
 }
@@ -363,12 +427,14 @@ async fn apply(io: &SocketIo, bus: &dyn Bus, message: &BusMessage) {
             };
             // Most deliveries of a busy node have nobody listening here (offline members,
             // REST-only users): a room lookup is far cheaper than encoding the event.
-            if target().is_none_or(|target| target.sockets().is_empty()) {
+            let connections = target().map_or(0, |target| target.sockets().len());
+            if connections == 0 {
                 return;
             }
             let Some(target) = target() else { return };
-            if let Err(err) = target.emit(delivery.event.name(), &delivery.event).await {
-                tracing::debug!(error = %err, event = delivery.event.name(), "emit failed");
+            match target.emit(delivery.event.name(), &delivery.event).await {
+                Ok(()) => telemetry::delivered(&delivery.event, connections),
+                Err(err) => tracing::debug!(error = %err, event = delivery.event.name(), "emit failed"),
             }
         }
         BusMessage::Subscribe { user_id, conversation_id } => {

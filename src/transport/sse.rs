@@ -19,10 +19,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use super::http::{ApiError, ApiQuery, request_token};
 use crate::core::ChatError;
 use crate::core::notifications::{NotificationStream, StreamItem};
+use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::state::AppState;
 
 /// Closes every open notification stream of this node (at shutdown), so a graceful
@@ -110,8 +112,14 @@ async fn notification_stream(
     };
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let expires = Instant::now() + Duration::from_secs(expires_at.saturating_sub(unix_now));
-    let events = stream::unfold(Open { stream, closing, expires }, |mut open| async move {
-        let item = open.next().await?;
+    let id = format!("sse:{}", uuid::Uuid::now_v7());
+    let span = tracing::info_span!("connection", transport = "sse", id = %id, user = %user.id);
+    span.in_scope(|| tracing::debug!("connected"));
+    let metrics = ConnectionMetrics::open(Transport::Sse);
+    let open = Open { stream, closing, expires, metrics, span };
+    let events = stream::unfold(open, |mut open| async move {
+        let span = open.span.clone();
+        let item = open.next().instrument(span).await?;
         Some((Ok::<_, Infallible>(item), open))
     });
     let keep_alive = KeepAlive::new().interval(state.config.sse_keep_alive).text("keep-alive");
@@ -120,22 +128,38 @@ async fn notification_stream(
     ([no_buffering], Sse::new(events).keep_alive(keep_alive)).into_response()
 }
 
-/// An open stream until the token expires or the node shuts down.
+/// An open stream until the token expires or the node shuts down (or the client leaves:
+/// then it is dropped, and counted as closed by the client).
 struct Open {
     stream: NotificationStream,
     closing: watch::Receiver<bool>,
     expires: Instant,
+    metrics: ConnectionMetrics,
+    /// The stream's `connection` span.
+    span: Span,
 }
 
 impl Open {
     /// The next event, `None` when the stream ends.
     async fn next(&mut self) -> Option<Event> {
-        let item = tokio::select! {
-            item = self.stream.next() => item?,
-            _ = self.closing.wait_for(|closing| *closing) => return None,
-            () = tokio::time::sleep_until(self.expires) => return None,
+        let next = tokio::select! {
+            item = self.stream.next() => item.ok_or(Disconnect::Error),
+            _ = self.closing.wait_for(|closing| *closing) => Err(Disconnect::ServerShutdown),
+            () = tokio::time::sleep_until(self.expires) => Err(Disconnect::TokenExpired),
         };
-        Some(encode(item))
+        match next {
+            Ok(item) => {
+                if let StreamItem::Notification(_) = item {
+                    telemetry::delivered_named("notification", 1);
+                }
+                Some(encode(item))
+            }
+            Err(reason) => {
+                self.metrics.closing(reason);
+                tracing::debug!(reason = reason.as_str(), "disconnected");
+                None
+            }
+        }
     }
 }
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::dispatch::{self, Subscriptions, dispatch};
 use super::http::{ApiError, error_body, request_token};
@@ -37,6 +38,7 @@ use crate::core::ChatError;
 use crate::core::model::User;
 use crate::core::ports::{Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage, Delivery};
+use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
 
@@ -279,9 +281,11 @@ impl Hub {
                         return;
                     }
                 };
+                let delivered = targets.len();
                 for connection in targets {
                     connection.push(frame.clone());
                 }
+                telemetry::delivered(&delivery.event, delivered);
             }
             BusMessage::Subscribe { user_id, conversation_id } => {
                 let mut rooms = self.rooms_mut();
@@ -475,17 +479,52 @@ struct ClientFrame {
     data: Value,
 }
 
-/// Runs one connection from upgrade to close.
+/// Why a connection ended, from the close frame the server sent (none: the client left).
+fn disconnect_reason(close: Option<&CloseFrame>) -> Disconnect {
+    let Some(close) = close else { return Disconnect::ClientClosed };
+    match (close.code, close.reason.as_str()) {
+        (close_code::AWAY, "idle timeout") => Disconnect::PingTimeout,
+        (close_code::AWAY, _) => Disconnect::ServerShutdown,
+        (close_code::POLICY, "token_expired") => Disconnect::TokenExpired,
+        (close_code::POLICY, reason) if reason.starts_with("slow consumer") => Disconnect::SlowConsumer,
+        (close_code::POLICY, _) => Disconnect::Kicked,
+        (close_code::AGAIN, _) => Disconnect::Resync,
+        (close_code::SIZE, _) => Disconnect::TooLarge,
+        (close_code::PROTOCOL, _) => Disconnect::ProtocolError,
+        _ => Disconnect::Error,
+    }
+}
+
+/// Runs one connection from upgrade to close, inside a `connection` span (transport, id,
+/// user) that every log line of the connection's work carries.
 async fn serve_connection(
-    mut socket: WebSocket,
+    socket: WebSocket,
     hub: Arc<Hub>,
     state: AppState,
     mut user: User,
     expires_at: u64,
 ) {
     let connection = hub.register(&user.id, expires_at);
-    user.connection = Some(format!("{}{}", hub.prefix, connection.id));
-    let connected = match state.chat.connect(&user).await {
+    let name = format!("{}{}", hub.prefix, connection.id);
+    let span = tracing::info_span!("connection", transport = "ws", id = %name, user = %user.id);
+    user.connection = Some(name);
+    let metrics = ConnectionMetrics::open(Transport::Ws);
+    run_connection(socket, &connection, &hub, &state, &user).instrument(span.clone()).await;
+    let reason = disconnect_reason(connection.close_frame().as_ref());
+    metrics.closing(reason);
+    span.in_scope(|| tracing::debug!(reason = reason.as_str(), "disconnected"));
+}
+
+/// The life of a registered connection: `ready`, then frames both ways, then cleanup.
+async fn run_connection(
+    mut socket: WebSocket,
+    connection: &Arc<Connection>,
+    hub: &Arc<Hub>,
+    state: &AppState,
+    user: &User,
+) {
+    tracing::debug!("connected");
+    let connected = match state.chat.connect(user).await {
         Ok(ready) => {
             {
                 let mut rooms = hub.rooms_mut();
@@ -514,11 +553,11 @@ async fn serve_connection(
     if connected {
         tokio::select! {
             () = connection.cut.notified() => {}
-            () = pump(&mut socket, &connection, &hub, &state, &user) => {}
+            () = pump(&mut socket, connection, hub, state, user) => {}
         }
     }
-    hub.remove(&connection);
-    if connected && let Err(err) = state.chat.disconnect(&user).await {
+    hub.remove(connection);
+    if connected && let Err(err) = state.chat.disconnect(user).await {
         tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
     }
     if let Some(close) = connection.close_frame() {
@@ -574,9 +613,10 @@ async fn pump(
                 let frame = match frame {
                     None => return,
                     Some(Err(err)) => {
-                        let (code, reason) = read_failure(&err);
-                        tracing::debug!(error = %err, connection = connection.id, "read failed");
-                        connection.close(code, reason);
+                        tracing::debug!(error = %err, "read failed");
+                        if let Some((code, reason)) = read_failure(&err) {
+                            connection.close(code, reason);
+                        }
                         return;
                     }
                     Some(Ok(frame)) => frame,
@@ -599,20 +639,28 @@ async fn pump(
                     }
                 };
                 arrivals += 1;
-                in_flight = handle_frame(text.as_str(), connection, hub, state, user, arrivals).map(tokio::spawn);
+                in_flight = handle_frame(text.as_str(), connection, hub, state, user, arrivals)
+                    .map(|work| tokio::spawn(work.in_current_span()));
             }
         }
     }
 }
 
-/// The close code and reason for a failed read.
-fn read_failure(err: &axum::Error) -> (u16, &'static str) {
+/// The close code and reason for a failed read; `None` when the client just went away (the
+/// connection dropped without a closing handshake), as there is nobody to tell.
+fn read_failure(err: &axum::Error) -> Option<(u16, &'static str)> {
     use std::error::Error as _;
-    let capacity = err
-        .source()
-        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-    if capacity { (close_code::SIZE, "frame too large") } else { (close_code::PROTOCOL, "protocol error") }
+    use tungstenite::error::ProtocolError;
+    match err.source().and_then(|source| source.downcast_ref::<tungstenite::Error>()) {
+        Some(tungstenite::Error::Capacity(_)) => Some((close_code::SIZE, "frame too large")),
+        Some(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))
+        | Some(
+            tungstenite::Error::Io(_)
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed,
+        ) => None,
+        _ => Some((close_code::PROTOCOL, "protocol error")),
+    }
 }
 
 /// Decodes a frame and returns the future that runs its event and queues the answer.

@@ -3,6 +3,7 @@
 //! and a small HTTP client speaking the REST contract.
 #![allow(dead_code)]
 
+pub mod node;
 pub mod pg;
 pub mod redis;
 pub mod sse;

@@ -1,0 +1,252 @@
+//! The metrics chatd records, named once here and recorded through the `metrics` facade
+//! (a no-op until the process installs a recorder; the Prometheus exporter lives at the edge,
+//! in `transport::prometheus`). Every name starts with `chatd_` and carries its unit; every
+//! label value comes from a small fixed set, never from client input, so a client cannot
+//! grow the number of series.
+//!
+//! Recording happens where every transport converges (the core and the event dispatch);
+//! only connection counts and deliveries are recorded per transport, as only a transport
+//! knows its connections.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use super::realtime::ServerEvent;
+use super::time::Timestamp;
+
+/// Open realtime connections, by `transport`.
+pub const CONNECTIONS: &str = "chatd_connections";
+/// Connections opened, by `transport`.
+pub const CONNECTS: &str = "chatd_connects_total";
+/// Connections closed, by `transport` and `reason`.
+pub const DISCONNECTS: &str = "chatd_disconnects_total";
+/// Client events received on the realtime transports, by `event`.
+pub const EVENTS: &str = "chatd_events_total";
+/// Messages committed (not counting `client_id` repeats).
+pub const MESSAGES_SENT: &str = "chatd_messages_sent_total";
+/// Event frames handed to local connections, by `event`.
+pub const DELIVERIES: &str = "chatd_deliveries_total";
+/// From the receipt of a send to its durable commit.
+pub const SEND_COMMIT_SECONDS: &str = "chatd_send_commit_seconds";
+/// From a message's commit to its `message:new` frame handed to a local connection.
+pub const COMMIT_DELIVER_SECONDS: &str = "chatd_commit_deliver_seconds";
+/// Errors answered on any transport, by contract `code`.
+pub const REJECTED: &str = "chatd_rejected_total";
+/// Push jobs not yet finished.
+pub const PUSH_OUTBOX_DEPTH: &str = "chatd_push_outbox_depth";
+/// Store failures observed (by requests and background work).
+pub const STORE_ERRORS: &str = "chatd_store_errors_total";
+/// Bus failures (messages that could not be published or read, lost subscriptions).
+pub const BUS_ERRORS: &str = "chatd_bus_errors_total";
+/// Whether a backend answers its probe (1) or not (0), by `backend`.
+pub const BACKEND_UP: &str = "chatd_backend_up";
+
+/// Registers each metric's help text and unit with the installed recorder.
+pub fn describe() {
+    describe_gauge!(CONNECTIONS, "Open realtime connections, by transport");
+    describe_counter!(CONNECTS, "Realtime connections opened, by transport");
+    describe_counter!(DISCONNECTS, "Realtime connections closed, by transport and reason");
+    describe_counter!(EVENTS, "Client events received on the realtime transports, by event");
+    describe_counter!(MESSAGES_SENT, "Messages committed");
+    describe_counter!(DELIVERIES, "Event frames handed to local connections, by event");
+    describe_histogram!(SEND_COMMIT_SECONDS, Unit::Seconds, "From the receipt of a send to its commit");
+    describe_histogram!(
+        COMMIT_DELIVER_SECONDS,
+        Unit::Seconds,
+        "From a message's commit to its message:new frame handed to a local connection"
+    );
+    describe_counter!(REJECTED, "Errors answered on any transport, by code");
+    describe_gauge!(PUSH_OUTBOX_DEPTH, "Push jobs not yet sent or dropped");
+    describe_counter!(STORE_ERRORS, "Store failures observed");
+    describe_counter!(BUS_ERRORS, "Bus publish and subscription failures");
+    describe_gauge!(BACKEND_UP, "Whether a backend answers its probe (1) or not (0), by backend");
+}
+
+/// A realtime transport, as the `transport` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Socket.IO (WebSocket or long-polling).
+    SocketIo,
+    /// Plain WebSocket at `/ws`.
+    Ws,
+    /// The notification stream (SSE).
+    Sse,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::SocketIo => "socketio",
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
+/// Why a connection ended, as the `reason` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Disconnect {
+    /// The client closed it, or went away.
+    ClientClosed = 1,
+    /// The client stopped answering pings (or sent nothing for the idle timeout).
+    PingTimeout,
+    /// The token's `exp` passed while connected.
+    TokenExpired,
+    /// The client read too slowly; its outbound queue overflowed.
+    SlowConsumer,
+    /// The server asked the client to reconnect and `sync` (events may have been missed).
+    Resync,
+    /// A frame over the size limit.
+    TooLarge,
+    /// The client broke the protocol.
+    ProtocolError,
+    /// The node is shutting down.
+    ServerShutdown,
+    /// The server ended this connection on purpose.
+    Kicked,
+    /// A transport or server failure.
+    Error,
+}
+
+impl Disconnect {
+    const ALL: [Disconnect; 10] = [
+        Disconnect::ClientClosed,
+        Disconnect::PingTimeout,
+        Disconnect::TokenExpired,
+        Disconnect::SlowConsumer,
+        Disconnect::Resync,
+        Disconnect::TooLarge,
+        Disconnect::ProtocolError,
+        Disconnect::ServerShutdown,
+        Disconnect::Kicked,
+        Disconnect::Error,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::ClientClosed => "client_closed",
+            Disconnect::PingTimeout => "ping_timeout",
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::Resync => "resync",
+            Disconnect::TooLarge => "too_large",
+            Disconnect::ProtocolError => "protocol_error",
+            Disconnect::ServerShutdown => "server_shutdown",
+            Disconnect::Kicked => "kicked",
+            Disconnect::Error => "error",
+        }
+    }
+}
+
+/// One open connection in the metrics: counted when made, uncounted (with the reason it was
+/// given, else `client_closed`) when dropped, so every path out of a connection counts once.
+#[derive(Debug)]
+pub struct ConnectionMetrics {
+    transport: Transport,
+    /// `Disconnect as u8`, 0 while no reason was given.
+    reason: AtomicU8,
+}
+
+impl ConnectionMetrics {
+    /// Counts a connection of `transport` as open.
+    pub fn open(transport: Transport) -> ConnectionMetrics {
+        counter!(CONNECTS, "transport" => transport.as_str()).increment(1);
+        gauge!(CONNECTIONS, "transport" => transport.as_str()).increment(1.0);
+        ConnectionMetrics { transport, reason: AtomicU8::new(0) }
+    }
+
+    /// Records why the connection ends; the first reason given wins.
+    pub fn closing(&self, reason: Disconnect) {
+        let _ = self.reason.compare_exchange(0, reason as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The reason given so far, if any.
+    pub fn reason(&self) -> Option<Disconnect> {
+        let value = self.reason.load(Ordering::Relaxed);
+        Disconnect::ALL.into_iter().find(|reason| *reason as u8 == value)
+    }
+}
+
+impl Drop for ConnectionMetrics {
+    fn drop(&mut self) {
+        let transport = self.transport.as_str();
+        let reason = self.reason().unwrap_or(Disconnect::ClientClosed).as_str();
+        gauge!(CONNECTIONS, "transport" => transport).decrement(1.0);
+        counter!(DISCONNECTS, "transport" => transport, "reason" => reason).increment(1);
+    }
+}
+
+/// A client event arrived; `event` is a known event name or `unknown`.
+pub fn event_received(event: &'static str) {
+    counter!(EVENTS, "event" => event).increment(1);
+}
+
+/// A message sent at `received` was committed.
+pub fn message_committed(received: Instant) {
+    counter!(MESSAGES_SENT).increment(1);
+    histogram!(SEND_COMMIT_SECONDS).record(received.elapsed().as_secs_f64());
+}
+
+/// `event` was handed to `connections` local connections; for `message:new`, the time since
+/// the message's commit (its `created_at`, so that it holds across nodes) is recorded once.
+pub fn delivered(event: &ServerEvent, connections: usize) {
+    if connections == 0 {
+        return;
+    }
+    delivered_named(event.label(), connections);
+    if let Some(committed_at) = event.committed_at() {
+        let millis = Timestamp::now().millis().saturating_sub(committed_at.millis()).max(0);
+        histogram!(COMMIT_DELIVER_SECONDS).record(millis as f64 / 1000.0);
+    }
+}
+
+/// Frames of event `event` were handed to `connections` local connections.
+pub fn delivered_named(event: &'static str, connections: usize) {
+    counter!(DELIVERIES, "event" => event).increment(u64::try_from(connections).unwrap_or(u64::MAX));
+}
+
+/// An error with contract code `code` was answered.
+pub fn rejected(code: &'static str) {
+    counter!(REJECTED, "code" => code).increment(1);
+}
+
+/// A store operation failed.
+pub fn store_error() {
+    counter!(STORE_ERRORS).increment(1);
+}
+
+/// A bus operation failed.
+pub fn bus_error() {
+    counter!(BUS_ERRORS).increment(1);
+}
+
+/// The outcome of probing `backend` (`store`, `redis`).
+pub fn backend_up(backend: &'static str, up: bool) {
+    gauge!(BACKEND_UP, "backend" => backend).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The number of unfinished push jobs.
+pub fn push_outbox_depth(depth: u64) {
+    gauge!(PUSH_OUTBOX_DEPTH).set(depth as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_disconnect_reason_reads_back_as_given() {
+        for reason in Disconnect::ALL {
+            let metrics = ConnectionMetrics::open(Transport::Ws);
+            metrics.closing(reason);
+            metrics.closing(Disconnect::Error);
+            assert_eq!(metrics.reason(), Some(reason), "the first reason wins");
+        }
+        assert_eq!(ConnectionMetrics::open(Transport::Sse).reason(), None);
+    }
+}
