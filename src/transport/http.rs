@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -14,12 +15,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::core::ChatError;
 use crate::core::events::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, RegisterDevice,
     SendMessage, SetNotifications, UpdateConversation,
 };
 use crate::core::model::User;
+use crate::core::{ChatError, validate};
 use crate::state::AppState;
 
 /// Lifetime of tokens handed out by the dev endpoint.
@@ -108,13 +109,24 @@ pub fn request_token(parts: &Parts) -> Option<String> {
     query_token(parts.uri.query()).or_else(|| bearer_token(parts).map(str::to_owned))
 }
 
-/// A JSON body whose rejections are contract errors: 400 `invalid`, 413 `too_large`.
+/// A JSON body whose rejections are contract errors: 400 `invalid` (also for nesting deeper
+/// than `--max-json-depth`, checked before parsing), 413 `too_large`.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError(ChatError::TooLarge("request body is over the size limit".into())));
+            }
+            Err(rejection) => return Err(ApiError(ChatError::invalid(rejection.body_text()))),
+        };
+        validate::json_depth(&bytes, state.config.connections.max_json_depth)?;
+        let req = Request::from_parts(parts, Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(ApiError(json_rejection(rejection))),

@@ -6,7 +6,6 @@
 //! expires or the node shuts down (the client reconnects with `Last-Event-ID`).
 
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
@@ -18,11 +17,13 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
+use super::guard::check_handshake;
 use super::http::{ApiError, ApiQuery, request_token};
 use crate::core::ChatError;
+use crate::core::admission::Permit;
 use crate::core::notifications::{NotificationStream, StreamItem};
+use crate::core::session::Lease;
 use crate::state::AppState;
 
 /// Closes every open notification stream of this node (at shutdown), so a graceful
@@ -69,6 +70,9 @@ async fn notification_stream(
     request: Request,
 ) -> Response {
     let (mut parts, _) = request.into_parts();
+    if let Err(err) = check_handshake(&state, &parts) {
+        return ApiError(err).into_response();
+    }
     let Some(token) = request_token(&parts) else {
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
             .into_response();
@@ -80,6 +84,10 @@ async fn notification_stream(
     if state.is_draining() || *closing.borrow() {
         return ApiError(ChatError::Unavailable("draining".into())).into_response();
     }
+    let permit = match state.admission.admit(&user.id) {
+        Ok(permit) => permit,
+        Err(refusal) => return ApiError(refusal.into()).into_response(),
+    };
     let query = match ApiQuery::<StreamQuery>::from_request_parts(&mut parts, &state).await {
         Ok(ApiQuery(query)) => query,
         Err(err) => return err.into_response(),
@@ -100,9 +108,8 @@ async fn notification_stream(
         Ok(stream) => stream,
         Err(err) => return ApiError(err).into_response(),
     };
-    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let expires = Instant::now() + Duration::from_secs(expires_at.saturating_sub(unix_now));
-    let events = stream::unfold(Open { stream, closing, expires }, |mut open| async move {
+    let lease = Lease::new(expires_at);
+    let events = stream::unfold(Open { stream, closing, lease, _permit: permit }, |mut open| async move {
         let item = open.next().await?;
         Some((Ok::<_, Infallible>(item), open))
     });
@@ -116,7 +123,9 @@ async fn notification_stream(
 struct Open {
     stream: NotificationStream,
     closing: watch::Receiver<bool>,
-    expires: Instant,
+    lease: Lease,
+    /// The stream's place in the connection caps, given back when it ends.
+    _permit: Permit,
 }
 
 impl Open {
@@ -125,7 +134,7 @@ impl Open {
         let item = tokio::select! {
             item = self.stream.next() => item?,
             _ = self.closing.wait_for(|closing| *closing) => return None,
-            () = tokio::time::sleep_until(self.expires) => return None,
+            _ = self.lease.wait() => return None,
         };
         Some(encode(item))
     }
