@@ -84,10 +84,12 @@ mod tests {
     }
 }
 
-/// Refuses JSON nested deeper than `max` arrays/objects, by a byte scan of the brackets
+/// Refuses JSON nested deeper than `max` arrays/objects below `envelope` levels of framing
+/// (a WebSocket frame's object, a Socket.IO packet's array), by a byte scan of the brackets
 /// outside strings, before anything is parsed (so the parser's own recursion limit never
 /// answers, and no deep value is built). Malformed JSON passes: the parser refuses it next.
-pub fn json_depth(json: &[u8], max: usize) -> Result<(), ChatError> {
+pub fn json_depth(json: &[u8], max: usize, envelope: usize) -> Result<(), ChatError> {
+    let limit = max.saturating_add(envelope);
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &byte in json {
         if in_string {
@@ -103,7 +105,7 @@ pub fn json_depth(json: &[u8], max: usize) -> Result<(), ChatError> {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > max {
+                if depth > limit {
                     return Err(ChatError::invalid(format!("JSON nested deeper than {max} levels")));
                 }
             }
@@ -124,17 +126,18 @@ mod json_depth_tests {
 
     #[test]
     fn nesting_up_to_the_cap_passes_and_one_more_level_is_invalid() {
-        assert!(json_depth(nested(32).as_bytes(), 32).is_ok());
-        let err = json_depth(nested(33).as_bytes(), 32).unwrap_err();
+        assert!(json_depth(nested(32).as_bytes(), 32, 0).is_ok());
+        assert!(json_depth(nested(33).as_bytes(), 32, 1).is_ok(), "one level of envelope");
+        let err = json_depth(nested(33).as_bytes(), 32, 0).unwrap_err();
         assert_eq!(err.code(), "invalid");
-        assert!(json_depth(br#"{"a":{"b":[1,{"c":2}]}}"#, 4).is_ok());
-        assert!(json_depth(br#"{"a":{"b":[1,{"c":{}}]}}"#, 5).is_ok());
-        assert!(json_depth(br#"{"a":{"b":[1,{"c":{}}]}}"#, 4).is_err());
+        assert!(json_depth(br#"{"a":{"b":[1,{"c":2}]}}"#, 4, 0).is_ok());
+        assert!(json_depth(br#"{"a":{"b":[1,{"c":{}}]}}"#, 5, 0).is_ok());
+        assert!(json_depth(br#"{"a":{"b":[1,{"c":{}}]}}"#, 4, 0).is_err());
     }
 
     #[test]
     fn brackets_inside_strings_and_escaped_quotes_do_not_count() {
         let text = format!(r#"{{"content":"{} \" {}"}}"#, "[".repeat(100), "{".repeat(100));
-        assert!(json_depth(text.as_bytes(), 2).is_ok());
+        assert!(json_depth(text.as_bytes(), 2, 0).is_ok());
     }
 }

@@ -125,7 +125,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             }
             Err(rejection) => return Err(ApiError(ChatError::invalid(rejection.body_text()))),
         };
-        validate::json_depth(&bytes, state.config.connections.max_json_depth)?;
+        validate::json_depth(&bytes, state.config.connections.max_json_depth, 0)?;
         let req = Request::from_parts(parts, Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),

@@ -402,7 +402,7 @@ impl<A: Adapter> FromMessageParts<A> for Depth {
     ) -> Result<Self, Infallible> {
         let Some(text) = value.as_str() else { return Ok(Depth(Ok(()))) };
         let max = socket.extensions.get::<MaxDepth>().map_or(usize::MAX, |MaxDepth(max)| max);
-        Ok(Depth(validate::json_depth(text.as_bytes(), max.saturating_add(1))))
+        Ok(Depth(validate::json_depth(text.as_bytes(), max, 1)))
     }
 }
 

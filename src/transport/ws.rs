@@ -688,7 +688,7 @@ fn handle_frame(
     arrival: u64,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
     // The envelope is one level; the payload may use the rest.
-    if let Err(err) = validate::json_depth(text.as_bytes(), state.config.connections.max_json_depth + 1) {
+    if let Err(err) = validate::json_depth(text.as_bytes(), state.config.connections.max_json_depth, 1) {
         let id = serde_json::from_str::<FrameIdOnly>(text).ok().and_then(|frame| frame.id);
         reject_frame(connection, id, err);
         return None;
