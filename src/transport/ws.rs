@@ -116,7 +116,9 @@ pub struct Hub {
     rooms: RwLock<Rooms>,
     next_id: AtomicU64,
     started: Instant,
-    /// The last connection was removed.
+    /// Connection tasks still running (their close handshake included).
+    tasks: AtomicU64,
+    /// The last connection task ended.
     emptied: Notify,
 }
 
@@ -194,6 +196,7 @@ impl Hub {
             rooms: RwLock::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
+            tasks: AtomicU64::new(0),
             emptied: Notify::new(),
         }
     }
@@ -239,11 +242,11 @@ impl Hub {
         connection
     }
 
-    /// Resolves once no connection is open.
+    /// Resolves once every connection task has ended (after its close handshake).
     pub async fn closed(&self) {
         loop {
             let emptied = self.emptied.notified();
-            if self.connections() == 0 {
+            if self.tasks.load(Ordering::SeqCst) == 0 {
                 return;
             }
             emptied.await;
@@ -253,9 +256,6 @@ impl Hub {
     fn remove(&self, connection: &Connection) {
         let mut rooms = self.rooms_mut();
         let Some(entry) = rooms.connections.remove(&connection.id) else { return };
-        if rooms.connections.is_empty() {
-            self.emptied.notify_waiters();
-        }
         for conversation_id in entry.conversations {
             if rooms.drop_subscriber(connection.id, &conversation_id) {
                 self.bus.unwatch(Topic::Conversation(conversation_id));
@@ -533,6 +533,7 @@ async fn serve_connection(
     lease: Lease,
     permit: Permit,
 ) {
+    let _task = Task::start(&hub);
     let connection = hub.register(&user.id);
     user.connection = Some(format!("{}{}", hub.prefix, connection.id));
     let connected = match state.chat.connect(&user).await {
@@ -589,6 +590,24 @@ async fn serve_connection(
             Ok::<(), axum::Error>(())
         })
         .await;
+    }
+}
+
+/// A running connection task, counted in [`Hub::closed`].
+struct Task(Arc<Hub>);
+
+impl Task {
+    fn start(hub: &Arc<Hub>) -> Task {
+        hub.tasks.fetch_add(1, Ordering::SeqCst);
+        Task(hub.clone())
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.emptied.notify_waiters();
+        }
     }
 }
 

@@ -38,6 +38,9 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::with_data_dir(data_dir.path()).expect("config");
+        // Tests open connections from one IP far faster than any client would; the per-IP
+        // handshake limit is tested on its own (tests/limits.rs turns it on).
+        config.connections.handshake_rate = 0;
         tweak(&mut config);
         Self::start_in(data_dir, config).await
     }
