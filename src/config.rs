@@ -225,6 +225,44 @@ pub struct Settings {
     /// https://api.sandbox.push.apple.com].
     #[arg(long, env = "CHATD_APNS_ENDPOINT", value_name = "URL")]
     pub apns_endpoint: Option<String>,
+
+    /// Most realtime connections (Socket.IO, WebSocket, SSE together) this node holds; the
+    /// next handshake is refused (`server_full` / 503) [default: 100000].
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most realtime connections one user holds on this node; the next is refused
+    /// (`rate_limited` / 429), open ones are never dropped for it [default: 20].
+    #[arg(long, env = "CHATD_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    pub max_connections_per_user: Option<usize>,
+
+    /// Realtime handshakes per second per client IP; 0 disables the limit [default: 50].
+    #[arg(long, env = "CHATD_HANDSHAKE_RATE", value_name = "N")]
+    pub handshake_rate: Option<u32>,
+
+    /// Burst of realtime handshakes per client IP [default: 200].
+    #[arg(long, env = "CHATD_HANDSHAKE_BURST", value_name = "N")]
+    pub handshake_burst: Option<u32>,
+
+    /// Comma-separated origins (`https://app.example.com`) allowed to open realtime
+    /// connections from a browser; a handshake with another `Origin` is refused (`forbidden`),
+    /// one without `Origin` (native apps) is allowed. Unset: every origin [default: unset].
+    #[arg(long, env = "CHATD_ALLOWED_ORIGINS", value_name = "ORIGINS")]
+    pub allowed_origins: Option<String>,
+
+    /// Deepest JSON nesting accepted in event payloads and REST bodies [default: 32].
+    #[arg(long, env = "CHATD_MAX_JSON_DEPTH", value_name = "N")]
+    pub max_json_depth: Option<usize>,
+
+    /// Most outbound messages waiting for one realtime connection; a client that lets more
+    /// pile up is disconnected (it reconnects and syncs) [default: 1000].
+    #[arg(long, env = "CHATD_MAX_OUTBOUND_QUEUE", value_name = "N")]
+    pub max_outbound_queue: Option<usize>,
+
+    /// Seconds a shutdown (SIGTERM) may take to finish in-flight requests and close
+    /// connections before the process exits anyway [default: 10].
+    #[arg(long, env = "CHATD_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
 }
 
 macro_rules! or_file {
@@ -247,7 +285,9 @@ impl Settings {
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
             push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts,
-            fcm_service_account, fcm_endpoint, apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint),
+            fcm_service_account, fcm_endpoint, apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint,
+            max_connections, max_connections_per_user, handshake_rate, handshake_burst, allowed_origins,
+            max_json_depth, max_outbound_queue, shutdown_timeout),
         )
     }
 
@@ -255,6 +295,7 @@ impl Settings {
     pub fn resolve(self) -> anyhow::Result<Config> {
         let settings = self.with_file()?;
         let push = push_config(&settings)?;
+        let connections = connection_limits(&settings)?;
         let data_dir = settings.data_dir.unwrap_or_else(|| PathBuf::from("./chatd-data"));
         let database = match settings.database_url.as_deref() {
             None => Database::Sqlite(data_dir.join("chatd.db")),
@@ -325,8 +366,49 @@ impl Settings {
             },
             push,
             sse_keep_alive: Duration::from_secs(settings.sse_keep_alive.unwrap_or(15).max(1)),
+            connections,
         })
     }
+}
+
+/// The realtime connection limits and the shutdown bound from `settings`.
+fn connection_limits(settings: &Settings) -> anyhow::Result<ConnectionLimits> {
+    let defaults = ConnectionLimits::default();
+    let allowed_origins = match settings.allowed_origins.as_deref() {
+        None => None,
+        Some(list) => {
+            let origins: Vec<String> = list
+                .split(',')
+                .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|origin| !origin.is_empty())
+                .collect();
+            if let Some(bad) =
+                origins.iter().find(|o| !(o.starts_with("https://") || o.starts_with("http://")))
+            {
+                anyhow::bail!("--allowed-origins: {bad:?} is not an origin (scheme://host[:port])");
+            }
+            Some(origins)
+        }
+    };
+    let limits = ConnectionLimits {
+        max_connections: settings.max_connections.unwrap_or(defaults.max_connections),
+        max_per_user: settings.max_connections_per_user.unwrap_or(defaults.max_per_user),
+        handshake_rate: settings.handshake_rate.unwrap_or(defaults.handshake_rate),
+        handshake_burst: settings.handshake_burst.unwrap_or(defaults.handshake_burst),
+        allowed_origins,
+        max_json_depth: settings.max_json_depth.unwrap_or(defaults.max_json_depth),
+        max_outbound_queue: settings.max_outbound_queue.unwrap_or(defaults.max_outbound_queue),
+        shutdown_timeout: settings.shutdown_timeout.map_or(defaults.shutdown_timeout, Duration::from_secs),
+    };
+    if limits.max_connections == 0 || limits.max_per_user == 0 || limits.max_outbound_queue == 0 {
+        anyhow::bail!(
+            "--max-connections, --max-connections-per-user and --max-outbound-queue must be at least 1"
+        );
+    }
+    if limits.max_json_depth == 0 || limits.max_json_depth > 128 {
+        anyhow::bail!("--max-json-depth must be between 1 and 128");
+    }
+    Ok(limits)
 }
 
 /// The push worker's settings and the providers' secrets from `settings`.
@@ -469,6 +551,44 @@ pub struct Config {
     pub push: PushConfig,
     /// Interval of the keep-alive comments on notification streams (SSE).
     pub sse_keep_alive: Duration,
+    /// Limits on realtime connections and payloads, and the shutdown bound.
+    pub connections: ConnectionLimits,
+}
+
+/// Limits on realtime connections (Socket.IO, WebSocket, SSE) and on JSON payloads.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Most realtime connections on this node.
+    pub max_connections: usize,
+    /// Most realtime connections of one user on this node.
+    pub max_per_user: usize,
+    /// Handshakes per second per client IP; 0: unlimited.
+    pub handshake_rate: u32,
+    /// Handshake burst per client IP.
+    pub handshake_burst: u32,
+    /// Browser origins allowed to connect (lowercase, no trailing slash); `None`: any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
+    /// Most outbound messages queued for one connection before it is cut off.
+    pub max_outbound_queue: usize,
+    /// Longest a graceful shutdown may take.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 100_000,
+            max_per_user: 20,
+            handshake_rate: 50,
+            handshake_burst: 200,
+            allowed_origins: None,
+            max_json_depth: 32,
+            max_outbound_queue: 1000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The push worker and its providers.

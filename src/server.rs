@@ -1,6 +1,8 @@
 //! Builds the whole HTTP service (every transport on one port) and runs it.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// The complete service: every route with its layers, and the realtime transports' handles
 /// (to close their connections at shutdown). Must be called inside a Tokio runtime.
 pub fn app(state: AppState) -> (Router, Realtime) {
-    let (socketio_layer, io) = socketio::layer(&state);
+    let (socketio_layer, io, socketio_events) = socketio::layer(&state);
     let (ws_router, hub) = ws::router(&state);
     let (sse_router, streams) = sse::router();
     let request_span = |request: &Request<_>| {
@@ -56,13 +58,15 @@ pub fn app(state: AppState) -> (Router, Realtime) {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
-    (router, Realtime { io, hub, streams })
+    (router, Realtime { io, socketio_events, hub, streams })
 }
 
 /// Handles on the realtime transports, to close their connections at shutdown.
 pub struct Realtime {
     /// Socket.IO.
     pub io: SocketIo,
+    /// Socket.IO events being handled (a shutdown waits for their acks).
+    pub socketio_events: Arc<socketio::InFlight>,
     /// Plain WebSocket.
     pub hub: std::sync::Arc<ws::Hub>,
     /// Notification streams (SSE).
@@ -74,20 +78,24 @@ fn panic_response() -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, error_body("internal", "internal error")).into_response()
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish, and returns.
+/// Serves `state` on `listener` until `shutdown` resolves, then drains and returns within
+/// `--shutdown-timeout`: readiness turns false and new handshakes get 503 at once; running
+/// requests and realtime events finish and are answered (so every acked message is
+/// committed); then WebSocket clients get close 1012, Socket.IO clients a server-side
+/// disconnect and SSE streams end, all told to reconnect; the push worker stops last.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let housekeeping = tokio::spawn({
-        let chat = state.chat.clone();
+        let (chat, handshakes) = (state.chat.clone(), state.handshakes.clone());
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
                 chat.housekeeping();
+                handshakes.forget_idle();
             }
         }
     });
@@ -103,6 +111,7 @@ pub async fn serve(
             }
         }
     });
+    let shutdown_timeout = state.config.connections.shutdown_timeout;
     let push_worker = state.push_worker.clone().map(|worker| worker.spawn());
     let draining = state.draining.clone();
     let listener = listener.tap_io(|stream| {
@@ -111,16 +120,40 @@ pub async fn serve(
         }
     });
     let (router, realtime) = app(state);
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.store(true, Ordering::Relaxed);
-            tracing::info!("shutting down: closing realtime connections, finishing in-flight requests");
-            realtime.hub.close_all();
-            realtime.streams.close_all();
-            realtime.io.close().await;
-        })
-        .await;
+    let (started, shutdown_started) = tokio::sync::oneshot::channel::<()>();
+    let hub = realtime.hub.clone();
+    let graceful = async move {
+        shutdown.await;
+        draining.store(true, Ordering::SeqCst);
+        let _ = started.send(());
+        tracing::info!("shutting down: finishing in-flight requests and events, then closing connections");
+        realtime.hub.drain();
+        realtime.streams.close_all();
+        realtime.socketio_events.idle().await;
+        realtime.io.close().await;
+    };
+    let serving = async move {
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(graceful)
+            .into_future()
+            .await;
+        // Upgraded connections outlive their HTTP request: wait for their acks and 1012.
+        hub.closed().await;
+        result
+    };
+    let bound = async move {
+        match shutdown_started.await {
+            Ok(()) => tokio::time::sleep(shutdown_timeout).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = serving => result,
+        () = bound => {
+            tracing::warn!(timeout = ?shutdown_timeout, "shutdown timeout: exiting with connections still open");
+            Ok(())
+        }
+    };
     housekeeping.abort();
     probe.abort();
     if let Some(worker) = push_worker {

@@ -12,9 +12,11 @@ use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::Chat;
+use crate::core::admission::Admission;
 use crate::core::model::Platform;
 use crate::core::ports::{Bus, PresenceDirectory, RateLimiter, Store};
 use crate::core::push_worker::{Providers, PushSettings, PushWorker};
+use crate::limit::handshake::HandshakeLimiter;
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
 use crate::presence::redis::RedisPresence;
@@ -45,6 +47,10 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Sends the push outbox; `None` when no push provider is configured.
     pub push_worker: Option<Arc<PushWorker>>,
+    /// Counts realtime connections against the node and per-user caps.
+    pub admission: Arc<Admission>,
+    /// Realtime handshakes per client IP.
+    pub handshakes: Arc<HandshakeLimiter>,
 }
 
 impl AppState {
@@ -87,6 +93,9 @@ impl AppState {
             directory,
         ));
         let push_worker = push_worker(&config, &store)?;
+        let limits = &config.connections;
+        let admission = Admission::new(limits.max_connections, limits.max_per_user);
+        let handshakes = Arc::new(HandshakeLimiter::new(limits.handshake_rate, limits.handshake_burst));
         Ok(AppState {
             config: Arc::new(config),
             chat,
@@ -95,6 +104,8 @@ impl AppState {
             auth: Arc::new(auth),
             draining: Arc::new(AtomicBool::new(false)),
             push_worker,
+            admission,
+            handshakes,
         })
     }
 

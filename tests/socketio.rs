@@ -30,6 +30,11 @@ async fn a_send_is_acked_after_commit_and_reaches_the_other_member_and_the_sende
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_gets_auth_expired_and_a_server_disconnect_unless_auth_refresh_extended_it() {
+    scenario(&server().await, "token_expiry").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_and_deletes_reach_the_conversation() {
     scenario(&server().await, "edit_delete").await;
 }

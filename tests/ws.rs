@@ -1,6 +1,6 @@
 //! Plain WebSocket transport (`/ws`, JSON frames), driven by a Rust WebSocket client against
 //! a real server: auth, every client event, error answers, close codes (1009 oversized,
-//! 1008 expired token and slow consumer, 1001 idle and shutdown).
+//! 1008 expired token and slow consumer, 1001 idle, 1012 shutdown).
 
 mod common;
 
@@ -361,12 +361,12 @@ async fn a_slow_consumer_is_cut_off_while_a_normal_client_in_the_conversation_ke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_websocket_connections_with_1001() {
+async fn shutdown_closes_websocket_connections_with_1012_service_restart() {
     let server = TestServer::start().await;
     let mut alice = Ws::connect(&server, "alice").await;
     let stopping = tokio::spawn(server.stop());
     let close = alice.closed(WAIT).await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(u16::from(close.code), 1012);
     stopping.await.expect("stopped");
 }
 

@@ -179,6 +179,9 @@ impl ServerProcess {
                 let addr = free_addr()?;
                 let child = pinned(launch.cpu, env!("CARGO_BIN_EXE_chatd"))
                     .args(["serve", "--rate-limit", "0", "--jwt-secret", SECRET, "--bind", &addr.to_string()])
+                    // The load generators open thousands of connections from a few loopback
+                    // addresses: the per-IP handshake limit would pace them.
+                    .args(["--handshake-rate", "0"])
                     .arg("--data-dir")
                     .arg(dir.path())
                     // chatd has no worker-thread setting; Tokio's default builder reads this.

@@ -5,6 +5,7 @@
 //! storage only through the [`ports`] traits, so it compiles and is tested without axum,
 //! socketioxide or any database driver.
 
+pub mod admission;
 pub mod chat;
 pub mod endpoint;
 pub mod error;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::chat::Chat;
 use super::error::ChatError;
@@ -16,6 +16,7 @@ use super::realtime::{
     Audience, BusMessage, ConnectionId, Delivery, PresenceChange, PresenceInfo, PresenceQuery, Ready,
     ServerEvent, SyncPage, SyncRequest, Typing,
 };
+use super::time::unix_now;
 use super::validate;
 
 const SYNC_DEFAULT: usize = 500;
@@ -103,6 +104,66 @@ impl TypingTracker {
         });
         for (conversation_id, user_id) in stopped {
             self.publish(conversation_id, user_id, false);
+        }
+    }
+}
+
+/// How long a live connection's credentials last: the `exp` of its token, moved by
+/// `auth:refresh`, and the one timer every transport waits on to close it at expiry.
+pub struct Lease {
+    state: watch::Sender<LeaseState>,
+}
+
+#[derive(Clone, Copy)]
+struct LeaseState {
+    /// Unix seconds.
+    expires_at: u64,
+    /// The connection closed: stop waiting.
+    ended: bool,
+}
+
+/// What ended a wait on a [`Lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// The token expired without a refresh: close the connection (`token_expired`).
+    Expired,
+    /// The connection closed first.
+    Ended,
+}
+
+impl Lease {
+    /// A lease ending at `expires_at` (Unix seconds).
+    pub fn new(expires_at: u64) -> Lease {
+        Lease { state: watch::Sender::new(LeaseState { expires_at, ended: false }) }
+    }
+
+    /// The current expiry, Unix seconds.
+    pub fn expires_at(&self) -> u64 {
+        self.state.borrow().expires_at
+    }
+
+    /// Stops every [`Lease::wait`] (the connection is gone).
+    pub fn end(&self) {
+        self.state.send_modify(|state| state.ended = true);
+    }
+
+    /// Resolves when the token expires (re-armed by each refresh) or the lease is ended.
+    pub async fn wait(&self) -> LeaseEnd {
+        let mut changes = self.state.subscribe();
+        loop {
+            let LeaseState { expires_at, ended } = *changes.borrow_and_update();
+            if ended {
+                return LeaseEnd::Ended;
+            }
+            // Re-checked at least daily, so a far `exp` never overflows the timer.
+            let left = Duration::from_secs(expires_at.saturating_sub(unix_now()).min(86_400));
+            if left.is_zero() {
+                return LeaseEnd::Expired;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left) => {}
+                changed = changes.changed() => if changed.is_err() { return LeaseEnd::Ended },
+            }
         }
     }
 }
@@ -256,6 +317,24 @@ impl Chat {
         Ok(SyncPage { messages, has_more, conversations })
     }
 
+    /// # `auth:refresh`: a fresh token for a live connection
+    /// `verified` is the new token as the verifier read it (user and `exp`). It must be valid
+    /// and name the connection's user (else `forbidden`); the lease then runs to its `exp`,
+    /// which is returned. On any failure the lease keeps its expiry.
+    pub fn refresh_session(
+        &self,
+        user: &User,
+        lease: &Lease,
+        verified: Result<(User, u64), ChatError>,
+    ) -> Result<u64, ChatError> {
+        let (token_user, expires_at) = verified?;
+        if token_user.id != user.id {
+            return Err(ChatError::forbidden("the token is for another user"));
+        }
+        lease.state.send_modify(|state| state.expires_at = expires_at);
+        Ok(expires_at)
+    }
+
     /// # `presence:query`
     pub async fn presence(&self, req: PresenceQuery) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
         if req.user_ids.len() > PRESENCE_QUERY_MAX {
@@ -299,6 +378,22 @@ mod tests {
         assert_eq!(next_event(&mut rx), None, "the second start re-armed the timer");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(next_event(&mut rx).as_deref(), Some("typing:stop"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_expires_at_its_exp_unless_refreshed_and_ends_with_its_connection() {
+        let lease = Arc::new(Lease::new(unix_now() + 2));
+        let waiter = tokio::spawn({
+            let lease = lease.clone();
+            async move { lease.wait().await }
+        });
+        tokio::task::yield_now().await;
+        lease.state.send_modify(|state| state.expires_at = u64::MAX);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!waiter.is_finished(), "a refresh re-arms the timer");
+        lease.end();
+        assert_eq!(waiter.await.expect("waiter"), LeaseEnd::Ended);
+        assert_eq!(Lease::new(unix_now().saturating_sub(1)).wait().await, LeaseEnd::Expired);
     }
 
     #[tokio::test(start_paused = true)]

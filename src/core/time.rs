@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+/// Seconds since the Unix epoch now (the unit of a JWT's `exp`); 0 before 1970.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// A point in time with millisecond precision. Stored as an integer, serialized as
 /// `2026-11-23T10:00:00.000Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

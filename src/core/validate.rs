@@ -103,3 +103,61 @@ mod tests {
         assert!(page_limit(Some(0), 30, 100).is_err());
     }
 }
+
+/// Refuses JSON nested deeper than `max` arrays/objects below `envelope` levels of framing
+/// (a WebSocket frame's object, a Socket.IO packet's array), by a byte scan of the brackets
+/// outside strings, before anything is parsed (so the parser's own recursion limit never
+/// answers, and no deep value is built). Malformed JSON passes: the parser refuses it next.
+pub fn json_depth(json: &[u8], max: usize, envelope: usize) -> Result<(), ChatError> {
+    let limit = max.saturating_add(envelope);
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(ChatError::invalid(format!("JSON nested deeper than {max} levels")));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod json_depth_tests {
+    use super::json_depth;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_up_to_the_cap_passes_and_one_more_level_is_invalid() {
+        assert!(json_depth(nested(32).as_bytes(), 32, 0).is_ok());
+        assert!(json_depth(nested(33).as_bytes(), 32, 1).is_ok(), "one level of envelope");
+        let err = json_depth(nested(33).as_bytes(), 32, 0).unwrap_err();
+        assert_eq!(err.code(), "invalid");
+        assert!(json_depth(br#"{"a":{"b":[1,{"c":2}]}}"#, 4, 0).is_ok());
+        assert!(json_depth(br#"{"a":{"b":[1,{"c":{}}]}}"#, 5, 0).is_ok());
+        assert!(json_depth(br#"{"a":{"b":[1,{"c":{}}]}}"#, 4, 0).is_err());
+    }
+
+    #[test]
+    fn brackets_inside_strings_and_escaped_quotes_do_not_count() {
+        let text = format!(r#"{{"content":"{} \" {}"}}"#, "[".repeat(100), "{".repeat(100));
+        assert!(json_depth(text.as_bytes(), 2, 0).is_ok());
+    }
+}

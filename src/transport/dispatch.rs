@@ -2,17 +2,22 @@
 //! WebSocket): one table from event name to core call, and the ack shapes. A transport only
 //! frames bytes and keeps its own room bookkeeping ([`Subscriptions`]).
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+use crate::auth::Authenticator;
 use crate::core::events::{DeleteMessage, EditMessage, MarkRead, SendMessage};
 use crate::core::model::User;
 use crate::core::realtime::{ConversationRef, Empty, PresenceQuery, SyncRequest};
+use crate::core::session::Lease;
+use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError, telemetry};
 
 /// Every event name [`dispatch`] knows: the values of the `event` metric label (any other
 /// name counts as `unknown`, so clients cannot add label values).
-const CLIENT_EVENTS: [&str; 12] = [
+const CLIENT_EVENTS: [&str; 13] = [
+    "auth:refresh",
     "message:send",
     "message:edit",
     "message:delete",
@@ -30,6 +35,21 @@ const CLIENT_EVENTS: [&str; 12] = [
 /// The metric label of a client event name.
 fn event_label(event: &str) -> &'static str {
     CLIENT_EVENTS.iter().find(|known| **known == event).copied().unwrap_or("unknown")
+}
+
+/// The calling connection's credentials: how to verify a new token, and the lease it moves.
+pub struct Credentials<'a> {
+    /// The token verifier.
+    pub auth: &'a Authenticator,
+    /// The connection's token expiry.
+    pub lease: &'a Lease,
+}
+
+/// `auth:refresh` payload.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshToken {
+    token: String,
 }
 
 /// The calling connection's subscriptions, as its transport keeps them.
@@ -60,10 +80,11 @@ pub async fn dispatch(
     event: &str,
     data: Value,
     connection: &impl Subscriptions,
+    credentials: &Credentials<'_>,
 ) -> Result<Value, ChatError> {
     let label = event_label(event);
     telemetry::event_received(label);
-    let result = run(chat, user, event, data, connection).await;
+    let result = run(chat, user, event, data, connection, credentials).await;
     tracing::debug!(event = label, outcome = result.as_ref().map_or_else(ChatError::code, |_| "ok"), "event");
     result
 }
@@ -75,8 +96,16 @@ async fn run(
     event: &str,
     data: Value,
     connection: &impl Subscriptions,
+    credentials: &Credentials<'_>,
 ) -> Result<Value, ChatError> {
     Ok(match event {
+        "auth:refresh" => {
+            let req: RefreshToken = decode(data)?;
+            let verified = credentials.auth.verify_session(&req.token);
+            let expires_at = chat.refresh_session(user, credentials.lease, verified)?;
+            let millis = i64::try_from(expires_at).unwrap_or(i64::MAX).saturating_mul(1000);
+            json!({ "expires_at": Timestamp(millis) })
+        }
         "message:send" => {
             json!({ "message": chat.send_message(user, decode::<SendMessage>(data)?).await?.message })
         }

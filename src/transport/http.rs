@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -20,7 +21,6 @@ use utoipa_axum::routes;
 use super::openapi::{
     self, Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
 };
-use crate::core::ChatError;
 use crate::core::chat::{ConversationPage, MessagePage, Unread};
 use crate::core::events::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
@@ -28,6 +28,7 @@ use crate::core::events::{
 };
 use crate::core::model::{Conversation, Device, Message, NotificationSettings, User};
 use crate::core::telemetry;
+use crate::core::{ChatError, validate};
 use crate::state::AppState;
 
 /// Lifetime of tokens handed out by the dev endpoint.
@@ -118,13 +119,14 @@ pub fn request_token(parts: &Parts) -> Option<String> {
     query_token(parts.uri.query()).or_else(|| bearer_token(parts).map(str::to_owned))
 }
 
-/// A JSON body whose rejections are contract errors: 400 `invalid`, 413 `too_large`.
+/// A JSON body whose rejections are contract errors: 400 `invalid` (also for nesting deeper
+/// than `--max-json-depth`, checked before parsing), 413 `too_large`.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let json_type = req
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
@@ -139,7 +141,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "expected a JSON body with Content-Type: application/json",
             )));
         }
-        let body = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
             ApiError(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ChatError::TooLarge("request body is over the size limit".into())
             } else {
@@ -150,6 +152,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError(ChatError::invalid("the body must be a JSON object")));
         }
+        validate::json_depth(&body, state.config.connections.max_json_depth, 0)?;
         match Json::<T>::from_bytes(&body) {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(ApiError(json_rejection(rejection))),

@@ -2,35 +2,45 @@
 //! handshake, decodes each event into the core's request types, answers through the ack,
 //! and turns bus messages into room emits. No chat rule lives here.
 //!
+//! Limits: the connect middleware runs the shared handshake checks ([`super::guard`]) and
+//! the core's admission; the socket keeps its [`Permit`] and its token [`Lease`] (at expiry
+//! it gets `auth:expired` and is disconnected). At shutdown, events already running finish
+//! and are acked before every socket is disconnected (see [`InFlight`]).
+//!
 //! Rooms: `c:<conversation id>` (subscribers of a conversation), `u:<user id>` (every
 //! connection of a user), `s:<socket id>` (one connection, for "everyone but the sender").
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderValue, Uri};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::json;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::{DisconnectReason, Socket};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tracing::{Instrument, Span};
 
 use crate::core::ChatError;
+use crate::core::admission::Permit;
 use crate::core::model::User;
 use crate::core::ports::{Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage};
+use crate::core::session::{Lease, LeaseEnd};
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
+use crate::core::validate;
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
-use crate::transport::dispatch::{self, Subscriptions, dispatch, error_body};
+use crate::transport::dispatch::{self, Credentials, Subscriptions, dispatch, error_body};
+use crate::transport::guard::check_handshake;
 
 /// Where socketioxide serves (its default).
 const SOCKET_IO_PATH: &str = "/socket.io/";
@@ -98,9 +108,46 @@ fn forget(socket: &SocketRef, bus: &dyn Bus, user_id: &str) {
     bus.unwatch(Topic::User(user_id.to_owned()));
 }
 
+/// Counts Socket.IO events being handled, so a shutdown can wait for their acks.
+#[derive(Default)]
+pub struct InFlight {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running event; the count goes down when dropped.
+struct Running(Arc<InFlight>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Running {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Running(self.clone())
+    }
+
+    /// Resolves once no event is running (new ones are refused while draining).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Builds the Socket.IO layer for the router and starts relaying bus messages to sockets.
 /// Must be called inside a Tokio runtime.
-pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
+pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo, Arc<InFlight>) {
+    let in_flight = Arc::new(InFlight::default());
     let (layer, io) = SocketIo::builder()
         .max_payload(MAX_PAYLOAD_BYTES as u64)
         .ws_max_message_size(MAX_PAYLOAD_BYTES)
@@ -108,11 +155,14 @@ pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
         // Each websocket keeps this buffer for life; tungstenite's 128 KiB default is most
         // of an idle connection's memory. Larger frames still arrive, in more reads.
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+        // Packets queued per socket; a broadcast finding it full is logged (see `apply`).
+        .max_buffer_size(state.config.connections.max_outbound_queue)
         .with_state(state.clone())
+        .with_state(in_flight.clone())
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     tokio::spawn(relay(io.clone(), state.bus.clone(), state.bus.subscribe()));
-    (layer, io)
+    (layer, io, in_flight)
 }
 
 /// Copies a Socket.IO request's URI and header values out of the connection's read buffer.
@@ -192,8 +242,9 @@ fn disconnect_reason(reason: DisconnectReason) -> Disconnect {
     }
 }
 
-/// Connect middleware: verifies the JWT and attaches the [`User`] to the socket. A refusal
-/// is counted like every error answer.
+/// Connect middleware: runs the handshake checks, verifies the JWT, admits the connection
+/// and attaches the [`User`], its [`Permit`] and its [`Lease`] to the socket (see [`admit`]).
+/// A refusal is counted like every error answer.
 async fn authenticate(
     socket: SocketRef,
     state: State<AppState>,
@@ -214,8 +265,12 @@ fn admit(
     State(state): State<AppState>,
     TryData(auth): TryData<HandshakeAuth>,
 ) -> Result<(), Refused> {
+    check_handshake(&state, socket.req_parts()).map_err(|err| Refused(err.code()))?;
     let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
-    let mut user = state.auth.verify(&token).map_err(|err| Refused(err.code()))?;
+    let (mut user, expires_at) = state.auth.verify_session(&token).map_err(|err| Refused(err.code()))?;
+    let permit = state.admission.admit(&user.id).map_err(|refusal| Refused(refusal.socketio_code()))?;
+    socket.extensions.insert(Arc::new(permit));
+    socket.extensions.insert(Arc::new(Lease::new(expires_at)));
     user.connection = Some(socket.id.to_string());
     let span = tracing::info_span!("connection", transport = "socketio", id = %socket.id, user = %user.id);
     socket.extensions.insert(span);
@@ -229,6 +284,7 @@ fn admit(
     socket.extensions.insert(Watched(Arc::new(Mutex::new(Some(HashSet::new())))));
     socket.extensions.insert(user);
     socket.extensions.insert(Arc::new(AtomicU64::new(0)));
+    socket.extensions.insert(MaxDepth(state.config.connections.max_json_depth));
     Ok(())
 }
 
@@ -252,18 +308,44 @@ async fn connected(socket: SocketRef, state: AppState, user: User) {
             if sent.is_err() || !socket.connected() {
                 socket.leave_all();
                 forget(&socket, state.bus.as_ref(), &user.id);
+                release(&socket);
                 if let Err(err) = state.chat.disconnect(&user).await {
                     tracing::warn!(error = %err, user = %user.id, "cleanup after early close failed");
                 }
+            } else {
+                watch_expiry(&socket);
             }
         }
         Err(err) => {
             tracing::warn!(error = %err, user = %user.id, "connect failed");
             forget(&socket, state.bus.as_ref(), &user.id);
+            release(&socket);
             let _ = socket.emit("error", &error_body(None, &err));
             let _ = socket.disconnect();
         }
     }
+}
+
+/// Closes the socket when its token expires: `auth:expired` `{code, message}`, then a
+/// server-side disconnect. Ends early when the socket disconnects (its lease is ended).
+fn watch_expiry(socket: &SocketRef) {
+    let Some(lease) = socket.extensions.get::<Arc<Lease>>() else { return };
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        if lease.wait().await == LeaseEnd::Expired {
+            let _ =
+                socket.emit("auth:expired", &json!({ "code": "token_expired", "message": "token expired" }));
+            let _ = socket.disconnect();
+        }
+    });
+}
+
+/// Gives back the socket's admission place and stops its expiry timer; safe to repeat.
+fn release(socket: &SocketRef) {
+    if let Some(lease) = socket.extensions.get::<Arc<Lease>>() {
+        lease.end();
+    }
+    socket.extensions.remove::<Arc<Permit>>();
 }
 
 /// Registers the event handler and the disconnect handler. One fallback handler serves every
@@ -275,17 +357,26 @@ fn register_events(socket: &SocketRef) {
          State(state): State<AppState>,
          Caller(user): Caller,
          Event(event): Event,
+         State(in_flight): State<Arc<InFlight>>,
+         Depth(depth): Depth,
          TryData(data): TryData<Value>,
          AckRequested(wants_ack): AckRequested,
+         Extension(lease): Extension<Arc<Lease>>,
          ack: AckSender| async move {
             let span = span_of(&socket);
             async move {
-                let result = match data {
-                    Ok(data) => {
+                // Counted before the draining check, so a shutdown that saw no event running
+                // cannot miss one that started meanwhile.
+                let _running = in_flight.enter();
+                let result = match (depth, data) {
+                    _ if state.is_draining() => Err(ChatError::Unavailable("draining: reconnect".into())),
+                    (Err(err), _) => Err(err),
+                    (Ok(()), Ok(data)) => {
                         let rooms = SocketRooms(&socket, state.bus.as_ref());
-                        dispatch(&state.chat, &user, &event, data, &rooms).await
+                        let credentials = Credentials { auth: &state.auth, lease: &lease };
+                        dispatch(&state.chat, &user, &event, data, &rooms, &credentials).await
                     }
-                    Err(err) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
+                    (Ok(()), Err(err)) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
                 };
                 respond(&socket, &event, wants_ack, ack, result);
             }
@@ -298,6 +389,7 @@ fn register_events(socket: &SocketRef) {
          State(state): State<AppState>,
          Extension(user): Extension<User>,
          reason: DisconnectReason| async move {
+            release(&socket);
             let reason = disconnect_reason(reason);
             if let Some(metrics) = socket.extensions.get::<Arc<ConnectionMetrics>>() {
                 metrics.closing(reason);
@@ -359,6 +451,28 @@ impl<A: Adapter> FromMessageParts<A> for Caller {
         Ok(Caller(user))
     }
 }
+
+/// Whether the event's JSON is within `--max-json-depth` (the packet's `[event, data]`
+/// array is one level more), checked on the raw text before it is parsed.
+struct Depth(Result<(), ChatError>);
+
+impl<A: Adapter> FromMessageParts<A> for Depth {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        socket: &Arc<Socket<A>>,
+        value: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let Some(text) = value.as_str() else { return Ok(Depth(Ok(()))) };
+        let max = socket.extensions.get::<MaxDepth>().map_or(usize::MAX, |MaxDepth(max)| max);
+        Ok(Depth(validate::json_depth(text.as_bytes(), max, 1)))
+    }
+}
+
+/// `--max-json-depth`, kept on each socket for the [`Depth`] extractor.
+#[derive(Clone, Copy)]
+struct MaxDepth(usize);
 
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
 struct AckRequested(bool);
@@ -434,6 +548,16 @@ async fn apply(io: &SocketIo, bus: &dyn Bus, message: &BusMessage) {
             let Some(target) = target() else { return };
             match target.emit(delivery.event.name(), &delivery.event).await {
                 Ok(()) => telemetry::delivered(&delivery.event, connections),
+                Err(socketioxide::BroadcastError::Socket(errors))
+                    if errors.iter().any(|e| matches!(e, socketioxide::SocketError::InternalChannelFull)) =>
+                {
+                    // socketioxide does not say which socket was full; its heartbeat cuts
+                    // a client that stopped reading, and the client repairs with `sync`.
+                    tracing::warn!(
+                        event = delivery.event.name(),
+                        "a socket's outbound queue is full; event dropped for it"
+                    );
+                }
                 Err(err) => tracing::debug!(error = %err, event = delivery.event.name(), "emit failed"),
             }
         }

@@ -6,7 +6,6 @@
 //! expires or the node shuts down (the client reconnects with `Last-Event-ID`).
 
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
@@ -18,12 +17,14 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
+use super::guard::check_handshake;
 use super::http::{ApiError, ApiQuery, request_token};
 use crate::core::ChatError;
+use crate::core::admission::Permit;
 use crate::core::notifications::{NotificationStream, StreamItem};
+use crate::core::session::Lease;
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::state::AppState;
 
@@ -79,6 +80,9 @@ async fn notification_stream(
     request: Request,
 ) -> Response {
     let (mut parts, _) = request.into_parts();
+    if let Err(err) = check_handshake(&state, &parts) {
+        return ApiError(err).into_response();
+    }
     let Some(token) = request_token(&parts) else {
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
             .into_response();
@@ -90,6 +94,10 @@ async fn notification_stream(
     if state.is_draining() || *closing.borrow() {
         return ApiError(ChatError::Unavailable("draining".into())).into_response();
     }
+    let permit = match state.admission.admit(&user.id) {
+        Ok(permit) => permit,
+        Err(refusal) => return ApiError(refusal.into()).into_response(),
+    };
     let query = match ApiQuery::<StreamQuery>::from_request_parts(&mut parts, &state).await {
         Ok(ApiQuery(query)) => query,
         Err(err) => return err.into_response(),
@@ -110,13 +118,12 @@ async fn notification_stream(
         Ok(stream) => stream,
         Err(err) => return ApiError(err).into_response(),
     };
-    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let expires = Instant::now() + Duration::from_secs(expires_at.saturating_sub(unix_now));
+    let lease = Lease::new(expires_at);
     let id = format!("sse:{}", uuid::Uuid::now_v7());
     let span = tracing::info_span!("connection", transport = "sse", id = %id, user = %user.id);
     span.in_scope(|| tracing::debug!("connected"));
     let metrics = ConnectionMetrics::open(Transport::Sse);
-    let open = Open { stream, closing, expires, metrics, span };
+    let open = Open { stream, closing, lease, metrics, span, _permit: permit };
     let events = stream::unfold(open, |mut open| async move {
         let span = open.span.clone();
         let item = open.next().instrument(span).await?;
@@ -133,10 +140,12 @@ async fn notification_stream(
 struct Open {
     stream: NotificationStream,
     closing: watch::Receiver<bool>,
-    expires: Instant,
+    lease: Lease,
     metrics: ConnectionMetrics,
     /// The stream's `connection` span.
     span: Span,
+    /// The stream's place in the connection caps, given back when it ends.
+    _permit: Permit,
 }
 
 impl Open {
@@ -145,7 +154,7 @@ impl Open {
         let next = tokio::select! {
             item = self.stream.next() => item.ok_or(Disconnect::Error),
             _ = self.closing.wait_for(|closing| *closing) => Err(Disconnect::ServerShutdown),
-            () = tokio::time::sleep_until(self.expires) => Err(Disconnect::TokenExpired),
+            _ = self.lease.wait() => Err(Disconnect::TokenExpired),
         };
         match next {
             Ok(item) => {

@@ -5,18 +5,20 @@
 //!
 //! Per connection there is one task and a byte-bounded outbox: the relay encodes each event
 //! once and queues the shared bytes to every subscribed connection; the task writes whatever
-//! is queued and flushes once. A client that lets more than `max_queued_bytes` pile up is cut
-//! off (close 1008) instead of buffered. Events of one connection run one at a time, in the
+//! is queued and flushes once. A client that lets more than `max_queued_bytes` or
+//! `--max-outbound-queue` frames pile up is cut off (close 1008) instead of buffered. Events of one connection run one at a time, in the
 //! order they arrived, so a client's sends are committed in the order it sent them.
 //!
-//! One sweeper pings every connection each `ping_interval`, closes those silent for
-//! `idle_timeout` (1001) and those whose token expired (1008 `token_expired`).
+//! One sweeper pings every connection each `ping_interval` and closes those silent for
+//! `idle_timeout` (1001). Each connection closes itself when its token's lease expires
+//! (1008 `token_expired`; `auth:refresh` extends it). At shutdown every connection finishes
+//! the event it is running, sends its ack, and closes with 1012 (service restart).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
@@ -31,14 +33,18 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::dispatch::{self, Subscriptions, dispatch};
+use super::dispatch::{self, Credentials, Subscriptions, dispatch};
+use super::guard::check_handshake;
 use super::http::{ApiError, error_body, request_token};
 use crate::config::WsConfig;
 use crate::core::ChatError;
+use crate::core::admission::Permit;
 use crate::core::model::User;
 use crate::core::ports::{Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage, Delivery};
+use crate::core::session::{Lease, LeaseEnd};
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
+use crate::core::validate;
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
 
@@ -51,7 +57,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The `/ws` route, and the tasks that feed it (bus relay, keepalive sweeper). Must be
 /// called inside a Tokio runtime; the returned [`Hub`] closes every connection at shutdown.
 pub fn router(state: &AppState) -> (Router<AppState>, Arc<Hub>) {
-    let hub = Arc::new(Hub::new(state.config.ws.clone(), state.bus.clone()));
+    let limits = &state.config.connections;
+    let hub = Arc::new(Hub::new(state.config.ws.clone(), limits.max_outbound_queue, state.bus.clone()));
     tokio::spawn(relay(Arc::downgrade(&hub), state.bus.subscribe()));
     tokio::spawn(sweep(Arc::downgrade(&hub)));
     let route_hub = hub.clone();
@@ -62,10 +69,15 @@ pub fn router(state: &AppState) -> (Router<AppState>, Arc<Hub>) {
     (router, hub)
 }
 
-/// Authenticates, then upgrades. A bad token is refused before the upgrade with 401 and the
-/// usual `{error:{code,message}}` body; a non-WebSocket request gets 400.
+/// Checks the handshake, authenticates, admits, then upgrades. Every refusal comes before
+/// the upgrade, with the usual `{error:{code,message}}` body: 503 draining or node full,
+/// 403 origin, 429 handshake rate or the user's connection cap, 401 token; a non-WebSocket
+/// request gets 400.
 async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
+    if let Err(err) = check_handshake(&state, &parts) {
+        return ApiError(err).into_response();
+    }
     let token = request_token(&parts);
     let Some(token) = token else {
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
@@ -75,9 +87,10 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
         Ok(verified) => verified,
         Err(err) => return ApiError(err).into_response(),
     };
-    if state.is_draining() {
-        return ApiError(ChatError::Unavailable("draining".into())).into_response();
-    }
+    let permit = match state.admission.admit(&user.id) {
+        Ok(permit) => permit,
+        Err(refusal) => return ApiError(refusal.into()).into_response(),
+    };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
@@ -89,13 +102,15 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
         .write_buffer_size(0)
         .max_message_size(MAX_PAYLOAD_BYTES)
         .max_frame_size(MAX_PAYLOAD_BYTES)
-        .on_upgrade(move |socket| serve_connection(socket, hub, state, user, expires_at))
+        .on_upgrade(move |socket| serve_connection(socket, hub, state, user, Lease::new(expires_at), permit))
 }
 
 /// Every connection of this node and what each is subscribed to. The node watches a user's
 /// and a conversation's bus topic while at least one of its connections needs it.
 pub struct Hub {
     config: WsConfig,
+    /// Most frames queued for one connection.
+    max_queued_frames: usize,
     bus: Arc<dyn Bus>,
     /// Connection names in the core ([`User::connection`]) are `ws:<node tag>:<n>`: unique
     /// across nodes sharing a bus (Socket.IO ids never contain a colon).
@@ -103,6 +118,10 @@ pub struct Hub {
     rooms: RwLock<Rooms>,
     next_id: AtomicU64,
     started: Instant,
+    /// Connection tasks still running (their close handshake included).
+    tasks: AtomicU64,
+    /// The last connection task ended.
+    emptied: Notify,
 }
 
 #[derive(Default)]
@@ -170,14 +189,17 @@ impl Rooms {
 }
 
 impl Hub {
-    fn new(config: WsConfig, bus: Arc<dyn Bus>) -> Self {
+    fn new(config: WsConfig, max_queued_frames: usize, bus: Arc<dyn Bus>) -> Self {
         Hub {
             config,
+            max_queued_frames,
             bus,
             prefix: format!("ws:{:08x}:", rand::random::<u32>()),
             rooms: RwLock::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
+            tasks: AtomicU64::new(0),
+            emptied: Notify::new(),
         }
     }
 
@@ -199,13 +221,14 @@ impl Hub {
         self.rooms().connections.len()
     }
 
-    fn register(&self, user_id: &str, expires_at: u64) -> Arc<Connection> {
+    fn register(&self, user_id: &str) -> Arc<Connection> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let connection = Arc::new(Connection {
             id,
             user_id: user_id.to_owned(),
-            expires_at,
             max_queued_bytes: self.config.max_queued_bytes,
+            max_queued_frames: self.max_queued_frames,
+            draining: AtomicBool::new(false),
             last_heard: AtomicU64::new(self.now_ms()),
             outbox: Mutex::default(),
             wake: Notify::new(),
@@ -219,6 +242,17 @@ impl Hub {
             self.bus.watch(Topic::User(user_id.to_owned()));
         }
         connection
+    }
+
+    /// Resolves once every connection task has ended (after its close handshake).
+    pub async fn closed(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.tasks.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     fn remove(&self, connection: &Connection) {
@@ -252,9 +286,18 @@ impl Hub {
         }
     }
 
-    /// Closes every connection with 1001 (server going away), for graceful shutdown.
+    /// Closes every connection with 1001 (server going away), at once.
     pub fn close_all(&self) {
         self.close_every(close_code::AWAY, "server shutting down");
+    }
+
+    /// Graceful shutdown: every connection stops reading, finishes the event it is running
+    /// and sends its ack, then closes with 1012 (service restart: reconnect).
+    pub fn drain(&self) {
+        for entry in self.rooms().connections.values() {
+            entry.connection.draining.store(true, Ordering::SeqCst);
+            entry.connection.wake.notify_one();
+        }
     }
 
     fn close_every(&self, code: u16, reason: &'static str) {
@@ -306,17 +349,14 @@ impl Hub {
         }
     }
 
-    /// One keepalive round: close the silent and the expired, ping the rest.
+    /// One keepalive round: close the silent, ping the rest.
     fn sweep(&self) {
         let now = self.now_ms();
         let idle_ms = u64::try_from(self.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         for entry in self.rooms().connections.values() {
             let connection = &entry.connection;
             if now.saturating_sub(connection.last_heard.load(Ordering::Relaxed)) > idle_ms {
                 connection.close(close_code::AWAY, "idle timeout");
-            } else if connection.expires_at <= unix_now {
-                connection.close(close_code::POLICY, "token_expired");
             } else {
                 connection.push(Message::Ping(Default::default()));
             }
@@ -346,9 +386,10 @@ fn encode(value: &impl Serialize) -> Result<Message, serde_json::Error> {
 struct Connection {
     id: u64,
     user_id: String,
-    /// Token expiry, Unix seconds.
-    expires_at: u64,
     max_queued_bytes: usize,
+    max_queued_frames: usize,
+    /// Shutting down: finish the running event, flush, close with 1012.
+    draining: AtomicBool,
     /// [`Hub::now_ms`] when the client last sent anything (a pong included).
     last_heard: AtomicU64,
     outbox: Mutex<Outbox>,
@@ -381,7 +422,8 @@ impl Connection {
             }
             // The bound is on the backlog: one frame larger than the bound (a big `sync`
             // page) still goes to a client that has read everything before it.
-            if outbox.bytes > 0 && outbox.bytes + size > self.max_queued_bytes {
+            let over_bytes = outbox.bytes > 0 && outbox.bytes + size > self.max_queued_bytes;
+            if over_bytes || outbox.frames.len() >= self.max_queued_frames {
                 drop(outbox);
                 tracing::info!(connection = self.id, user = %self.user_id, "slow consumer disconnected");
                 self.close(close_code::POLICY, "slow consumer: outbound queue full");
@@ -484,7 +526,7 @@ fn disconnect_reason(close: Option<&CloseFrame>) -> Disconnect {
     let Some(close) = close else { return Disconnect::ClientClosed };
     match (close.code, close.reason.as_str()) {
         (close_code::AWAY, "idle timeout") => Disconnect::PingTimeout,
-        (close_code::AWAY, _) => Disconnect::ServerShutdown,
+        (close_code::AWAY | close_code::RESTART, _) => Disconnect::ServerShutdown,
         (close_code::POLICY, "token_expired") => Disconnect::TokenExpired,
         (close_code::POLICY, reason) if reason.starts_with("slow consumer") => Disconnect::SlowConsumer,
         (close_code::POLICY, _) => Disconnect::Kicked,
@@ -495,6 +537,13 @@ fn disconnect_reason(close: Option<&CloseFrame>) -> Disconnect {
     }
 }
 
+/// Just the `id` of a frame refused before parsing (other fields ignored).
+#[derive(Deserialize)]
+struct FrameIdOnly {
+    #[serde(default)]
+    id: Option<FrameId>,
+}
+
 /// Runs one connection from upgrade to close, inside a `connection` span (transport, id,
 /// user) that every log line of the connection's work carries.
 async fn serve_connection(
@@ -502,26 +551,31 @@ async fn serve_connection(
     hub: Arc<Hub>,
     state: AppState,
     mut user: User,
-    expires_at: u64,
+    lease: Lease,
+    permit: Permit,
 ) {
-    let connection = hub.register(&user.id, expires_at);
+    let _task = Task::start(&hub);
+    let connection = hub.register(&user.id);
     let name = format!("{}{}", hub.prefix, connection.id);
     let span = tracing::info_span!("connection", transport = "ws", id = %name, user = %user.id);
     user.connection = Some(name);
     let metrics = ConnectionMetrics::open(Transport::Ws);
-    run_connection(socket, &connection, &hub, &state, &user).instrument(span.clone()).await;
+    run_connection(socket, &connection, &hub, &state, &user, lease, permit).instrument(span.clone()).await;
     let reason = disconnect_reason(connection.close_frame().as_ref());
     metrics.closing(reason);
     span.in_scope(|| tracing::debug!(reason = reason.as_str(), "disconnected"));
 }
 
-/// The life of a registered connection: `ready`, then frames both ways, then cleanup.
+/// The life of a registered connection: `ready`, then frames both ways until the client
+/// leaves, the connection is cut or its token expires, then cleanup.
 async fn run_connection(
     mut socket: WebSocket,
     connection: &Arc<Connection>,
     hub: &Arc<Hub>,
     state: &AppState,
     user: &User,
+    lease: Lease,
+    permit: Permit,
 ) {
     tracing::debug!("connected");
     let connected = match state.chat.connect(user).await {
@@ -550,13 +604,19 @@ async fn run_connection(
             false
         }
     };
+    let lease = Arc::new(lease);
     if connected {
         tokio::select! {
             () = connection.cut.notified() => {}
-            () = pump(&mut socket, connection, hub, state, user) => {}
+            () = pump(&mut socket, connection, hub, state, user, &lease) => {}
+            end = lease.wait() => if end == LeaseEnd::Expired {
+                connection.close(close_code::POLICY, "token_expired");
+            },
         }
     }
+    lease.end();
     hub.remove(connection);
+    drop(permit);
     if connected && let Err(err) = state.chat.disconnect(user).await {
         tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
     }
@@ -575,6 +635,24 @@ async fn run_connection(
     }
 }
 
+/// A running connection task, counted in [`Hub::closed`].
+struct Task(Arc<Hub>);
+
+impl Task {
+    fn start(hub: &Arc<Hub>) -> Task {
+        hub.tasks.fetch_add(1, Ordering::SeqCst);
+        Task(hub.clone())
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.emptied.notify_waiters();
+        }
+    }
+}
+
 /// Moves frames both ways until the client goes away or the connection is closed.
 ///
 /// Each event runs in its own task, awaited before the next frame is read: the order of a
@@ -586,6 +664,7 @@ async fn pump(
     hub: &Arc<Hub>,
     state: &AppState,
     user: &User,
+    lease: &Arc<Lease>,
 ) {
     let mut in_flight: Option<JoinHandle<()>> = None;
     let mut arrivals = 0;
@@ -600,6 +679,11 @@ async fn pump(
             if socket.flush().await.is_err() {
                 return;
             }
+        }
+        // Draining: the running event's ack went out above; nothing new is read.
+        if in_flight.is_none() && connection.draining.load(Ordering::SeqCst) {
+            connection.close(close_code::RESTART, "server restarting: reconnect");
+            return;
         }
         tokio::select! {
             () = connection.wake.notified() => {}
@@ -639,7 +723,7 @@ async fn pump(
                     }
                 };
                 arrivals += 1;
-                in_flight = handle_frame(text.as_str(), connection, hub, state, user, arrivals)
+                in_flight = handle_frame(text.as_str(), connection, hub, state, user, lease, arrivals)
                     .map(|work| tokio::spawn(work.in_current_span()));
             }
         }
@@ -670,8 +754,15 @@ fn handle_frame(
     hub: &Arc<Hub>,
     state: &AppState,
     user: &User,
+    lease: &Arc<Lease>,
     arrival: u64,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
+    // The envelope is one level; the payload may use the rest.
+    if let Err(err) = validate::json_depth(text.as_bytes(), state.config.connections.max_json_depth, 1) {
+        let id = serde_json::from_str::<FrameIdOnly>(text).ok().and_then(|frame| frame.id);
+        reject_frame(connection, id, err);
+        return None;
+    }
     let frame: ClientFrame = match serde_json::from_str(text) {
         Ok(frame) => frame,
         Err(err) => {
@@ -684,11 +775,13 @@ fn handle_frame(
         }
     };
     let (connection, hub, chat) = (connection.clone(), hub.clone(), state.chat.clone());
+    let (auth, lease) = (state.auth.clone(), lease.clone());
     let mut user = user.clone();
     user.arrival = arrival;
     Some(async move {
         let subscriptions = HubSubscriptions { hub: &hub, id: connection.id };
-        let result = dispatch(&chat, &user, &frame.event, frame.data, &subscriptions).await;
+        let credentials = Credentials { auth: &auth, lease: &lease };
+        let result = dispatch(&chat, &user, &frame.event, frame.data, &subscriptions, &credentials).await;
         match (frame.id, result) {
             (Some(id), result) => connection.push_json(&Ack { id: &id, ack: &dispatch::ack(result) }),
             (None, Err(err)) => connection

@@ -42,6 +42,9 @@ impl TestServer {
         let mut config = Config::with_data_dir(data_dir.path()).expect("config");
         // The tests' push receivers listen on 127.0.0.1.
         config.limits.push_endpoints.allow_private = true;
+        // Tests open connections from one IP far faster than any client would; the per-IP
+        // handshake limit is tested on its own (tests/limits.rs turns it on).
+        config.connections.handshake_rate = 0;
         tweak(&mut config);
         Self::start_in(data_dir, config).await
     }

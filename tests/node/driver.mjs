@@ -159,6 +159,23 @@ function connectError(options) {
 }
 
 const scenarios = {
+  async token_expiry() {
+    const soon = () => token("alice", { exp: Math.floor(Date.now() / 1000) + 2 });
+    const expiring = await connect("alice", { auth: { token: soon() } });
+    const refreshed = await connect("alice", { auth: { token: soon() } });
+    const disconnected = new Promise((resolve) => expiring.socket.on("disconnect", resolve));
+    const otherUser = await refreshed.ack("auth:refresh", { token: token("bob") });
+    assert.equal(otherUser.error?.code, "forbidden", JSON.stringify(otherUser));
+    const ack = await refreshed.ack("auth:refresh", { token: token("alice") });
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    const expired = await expiring.next("auth:expired", () => true, 6000);
+    assert.equal(expired.code, "token_expired");
+    assert.equal(await disconnected, "io server disconnect");
+    await sleep(1000);
+    assert.equal(refreshed.socket.connected, true, "the refreshed socket outlives the first exp");
+    assert.equal((await refreshed.ack("presence:query", { user_ids: [] })).ok, true);
+    refreshed.close();
+  },
   async cross_transport() {
     const conv = await group("alice", ["bob"]);
     const alice = await connect("alice");
