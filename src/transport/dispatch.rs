@@ -1,6 +1,7 @@
 //! The client→server event vocabulary of the realtime transports (Socket.IO and plain
 //! WebSocket): one table from event name to core call, and the ack shapes. A transport only
-//! frames bytes and keeps its own room bookkeeping ([`Subscriptions`]).
+//! frames bytes and keeps its own room bookkeeping ([`Subscriptions`]). Decoding
+//! ([`ClientEvent::decode`]) is pure and separate from running ([`apply`]).
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -46,10 +47,11 @@ pub struct Credentials<'a> {
 }
 
 /// `auth:refresh` payload.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RefreshToken {
-    token: String,
+pub struct RefreshToken {
+    /// The new JWT; same `sub` as the connection's.
+    pub token: String,
 }
 
 /// The calling connection's subscriptions, as its transport keeps them.
@@ -60,13 +62,91 @@ pub trait Subscriptions {
     fn unsubscribe(&self, conversation_id: &str);
 }
 
-/// Decodes an event payload, which must be an object; a missing (`null`) payload reads as
-/// `{}`. (serde would also fill a struct from an array, by position: refused.)
+/// One client→server event, decoded and typed: what [`ClientEvent::decode`] makes of an event
+/// name and its JSON payload, before anything runs.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// `auth:refresh`
+    AuthRefresh(RefreshToken),
+    /// `message:send`
+    MessageSend(SendMessage),
+    /// `message:edit`
+    MessageEdit(EditMessage),
+    /// `message:delete`
+    MessageDelete(DeleteMessage),
+    /// `message:read`
+    MessageRead(MarkRead),
+    /// `typing:start`
+    TypingStart(ConversationRef),
+    /// `typing:stop`
+    TypingStop(ConversationRef),
+    /// `conversation:focus`
+    ConversationFocus(ConversationRef),
+    /// `conversation:unfocus`
+    ConversationUnfocus,
+    /// `conversation:join`
+    ConversationJoin(ConversationRef),
+    /// `conversation:leave`
+    ConversationLeave(ConversationRef),
+    /// `sync`
+    Sync(SyncRequest),
+    /// `presence:query`
+    PresenceQuery(PresenceQuery),
+}
+
+impl ClientEvent {
+    /// Decodes event `event` with payload `data` (`null` reads as `{}`; any other payload
+    /// must be a JSON object). Pure: every failure is [`ChatError::Invalid`], so the fuzz
+    /// targets (fuzz/) and both transports share one decoder.
+    pub fn decode(event: &str, data: Value) -> Result<ClientEvent, ChatError> {
+        Ok(match event {
+            "auth:refresh" => ClientEvent::AuthRefresh(decode(data)?),
+            "message:send" => ClientEvent::MessageSend(decode(data)?),
+            "message:edit" => ClientEvent::MessageEdit(decode(data)?),
+            "message:delete" => ClientEvent::MessageDelete(decode(data)?),
+            "message:read" => ClientEvent::MessageRead(decode(data)?),
+            "typing:start" => ClientEvent::TypingStart(decode(data)?),
+            "typing:stop" => ClientEvent::TypingStop(decode(data)?),
+            "conversation:focus" => ClientEvent::ConversationFocus(decode(data)?),
+            "conversation:unfocus" => {
+                decode::<Empty>(data)?;
+                ClientEvent::ConversationUnfocus
+            }
+            "conversation:join" => ClientEvent::ConversationJoin(decode(data)?),
+            "conversation:leave" => ClientEvent::ConversationLeave(decode(data)?),
+            "sync" => ClientEvent::Sync(decode(data)?),
+            "presence:query" => ClientEvent::PresenceQuery(decode(data)?),
+            other => return Err(ChatError::invalid(format!("unknown event {other:?}"))),
+        })
+    }
+
+    /// The event's wire name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientEvent::AuthRefresh(_) => "auth:refresh",
+            ClientEvent::MessageSend(_) => "message:send",
+            ClientEvent::MessageEdit(_) => "message:edit",
+            ClientEvent::MessageDelete(_) => "message:delete",
+            ClientEvent::MessageRead(_) => "message:read",
+            ClientEvent::TypingStart(_) => "typing:start",
+            ClientEvent::TypingStop(_) => "typing:stop",
+            ClientEvent::ConversationFocus(_) => "conversation:focus",
+            ClientEvent::ConversationUnfocus => "conversation:unfocus",
+            ClientEvent::ConversationJoin(_) => "conversation:join",
+            ClientEvent::ConversationLeave(_) => "conversation:leave",
+            ClientEvent::Sync(_) => "sync",
+            ClientEvent::PresenceQuery(_) => "presence:query",
+        }
+    }
+}
+
+/// Decodes an event payload; a missing (`null`) payload reads as `{}`. Only an object is a
+/// payload: serde would otherwise read a struct from a JSON array, field by position.
 fn decode<T: DeserializeOwned>(data: Value) -> Result<T, ChatError> {
     let data = match data {
         Value::Null => Value::Object(Map::new()),
         Value::Object(_) => data,
-        _ => return Err(ChatError::invalid("the payload must be a JSON object")),
+        _ => return Err(ChatError::invalid("invalid payload: expected an object")),
     };
     serde_json::from_value(data).map_err(|err| ChatError::invalid(format!("invalid payload: {err}")))
 }
@@ -82,58 +162,60 @@ pub async fn dispatch(
     connection: &impl Subscriptions,
     credentials: &Credentials<'_>,
 ) -> Result<Value, ChatError> {
-    let label = event_label(event);
-    telemetry::event_received(label);
-    let result = run(chat, user, event, data, connection, credentials).await;
-    tracing::debug!(event = label, outcome = result.as_ref().map_or_else(ChatError::code, |_| "ok"), "event");
+    let result = match ClientEvent::decode(event, data) {
+        Ok(decoded) => apply(chat, user, decoded, connection, credentials).await,
+        Err(err) => Err(err),
+    };
+    record(event, &result);
     result
 }
 
-/// The dispatch table.
-async fn run(
+/// Counts client event `event` in `chatd_events_total` (unknown names as `unknown`) and
+/// logs its outcome at debug (never the payload).
+pub fn record(event: &str, result: &Result<Value, ChatError>) {
+    let label = event_label(event);
+    telemetry::event_received(label);
+    tracing::debug!(event = label, outcome = result.as_ref().map_or_else(ChatError::code, |_| "ok"), "event");
+}
+
+/// Runs a decoded event for `user` and returns the success ack's fields (without `ok`).
+pub async fn apply(
     chat: &Chat,
     user: &User,
-    event: &str,
-    data: Value,
+    event: ClientEvent,
     connection: &impl Subscriptions,
     credentials: &Credentials<'_>,
 ) -> Result<Value, ChatError> {
     Ok(match event {
-        "auth:refresh" => {
-            let req: RefreshToken = decode(data)?;
+        ClientEvent::AuthRefresh(req) => {
             let verified = credentials.auth.verify_session(&req.token);
             let expires_at = chat.refresh_session(user, credentials.lease, verified)?;
             let millis = i64::try_from(expires_at).unwrap_or(i64::MAX).saturating_mul(1000);
             json!({ "expires_at": Timestamp(millis) })
         }
-        "message:send" => {
-            json!({ "message": chat.send_message(user, decode::<SendMessage>(data)?).await?.message })
-        }
-        "message:edit" => json!({ "message": chat.edit_message(user, decode::<EditMessage>(data)?).await? }),
-        "message:delete" => {
-            let req: DeleteMessage = decode(data)?;
+        ClientEvent::MessageSend(req) => json!({ "message": chat.send_message(user, req).await?.message }),
+        ClientEvent::MessageEdit(req) => json!({ "message": chat.edit_message(user, req).await? }),
+        ClientEvent::MessageDelete(req) => {
             json!({ "message": chat.delete_message(user, &req.message_id).await? })
         }
-        "message:read" => json!({ "last_read_seq": chat.mark_read(user, decode::<MarkRead>(data)?).await? }),
-        "typing:start" => {
-            chat.typing_start(user, &decode::<ConversationRef>(data)?.conversation_id).await?;
+        ClientEvent::MessageRead(req) => json!({ "last_read_seq": chat.mark_read(user, req).await? }),
+        ClientEvent::TypingStart(req) => {
+            chat.typing_start(user, &req.conversation_id).await?;
             json!({})
         }
-        "typing:stop" => {
-            chat.typing_stop(user, &decode::<ConversationRef>(data)?.conversation_id).await?;
+        ClientEvent::TypingStop(req) => {
+            chat.typing_stop(user, &req.conversation_id).await?;
             json!({})
         }
-        "conversation:focus" => {
-            chat.focus(user, &decode::<ConversationRef>(data)?.conversation_id).await?;
+        ClientEvent::ConversationFocus(req) => {
+            chat.focus(user, &req.conversation_id).await?;
             json!({})
         }
-        "conversation:unfocus" => {
-            decode::<Empty>(data)?;
+        ClientEvent::ConversationUnfocus => {
             chat.unfocus(user)?;
             json!({})
         }
-        "conversation:join" => {
-            let req: ConversationRef = decode(data)?;
+        ClientEvent::ConversationJoin(req) => {
             chat.join(user, &req.conversation_id).await?;
             connection.subscribe(&req.conversation_id);
             chat.bus_settled().await;
@@ -145,18 +227,16 @@ async fn run(
             }
             json!({})
         }
-        "conversation:leave" => {
-            let req: ConversationRef = decode(data)?;
+        ClientEvent::ConversationLeave(req) => {
             chat.leave(user, &req.conversation_id)?;
             connection.unsubscribe(&req.conversation_id);
             json!({})
         }
-        "sync" => {
-            let page = chat.sync(user, decode::<SyncRequest>(data)?).await?;
+        ClientEvent::Sync(req) => {
+            let page = chat.sync(user, req).await?;
             json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations })
         }
-        "presence:query" => json!({ "presence": chat.presence(decode::<PresenceQuery>(data)?).await? }),
-        other => return Err(ChatError::invalid(format!("unknown event {other:?}"))),
+        ClientEvent::PresenceQuery(req) => json!({ "presence": chat.presence(req).await? }),
     })
 }
 

@@ -33,7 +33,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::dispatch::{self, Credentials, Subscriptions, dispatch};
+use super::dispatch::{self, Credentials, Subscriptions};
 use super::guard::check_handshake;
 use super::http::{ApiError, error_body, request_token};
 use crate::config::WsConfig;
@@ -371,13 +371,6 @@ struct Push<'a, T: Serialize> {
     data: &'a T,
 }
 
-/// An ack: `{"id": id, "ack": body}`.
-#[derive(Serialize)]
-struct Ack<'a> {
-    id: &'a FrameId,
-    ack: &'a Value,
-}
-
 fn encode(value: &impl Serialize) -> Result<Message, serde_json::Error> {
     Ok(Message::Text(Utf8Bytes::from(serde_json::to_string(value)?)))
 }
@@ -503,10 +496,12 @@ impl Subscriptions for HubSubscriptions<'_> {
 }
 
 /// A client frame's id, echoed in the ack as given.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-enum FrameId {
+pub enum FrameId {
+    /// A number (JSON integer ≥ 0).
     Number(u64),
+    /// A string.
     Text(String),
 }
 
@@ -537,11 +532,114 @@ fn disconnect_reason(close: Option<&CloseFrame>) -> Disconnect {
     }
 }
 
-/// Just the `id` of a frame refused before parsing (other fields ignored).
+/// Just the id of a frame; other fields are skipped unparsed (serde_json skips without
+/// recursing, so nesting too deep to parse does not hide the id).
 #[derive(Deserialize)]
-struct FrameIdOnly {
+struct IdOnly {
     #[serde(default)]
     id: Option<FrameId>,
+}
+
+/// A client frame decoded into the event it asks for.
+#[derive(Debug)]
+pub struct FrameRequest {
+    /// The id to answer to; without one only a failure is answered (an `error` push).
+    pub id: Option<FrameId>,
+    /// The event name as sent.
+    pub name: String,
+    /// The typed event.
+    pub event: dispatch::ClientEvent,
+}
+
+/// A client frame refused before anything ran, and why.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The frame's id, when one could be read.
+    pub id: Option<FrameId>,
+    /// The frame's event name, when one could be read.
+    pub name: Option<String>,
+    /// Why (always [`ChatError::Invalid`]).
+    pub error: ChatError,
+}
+
+/// Decodes one client text frame whose payload may nest `max_depth` levels. Pure (no
+/// connection, no store), so the `ws_frame` fuzz target (fuzz/) drives exactly what a
+/// connection runs.
+pub fn decode_frame(text: &str, max_depth: usize) -> Result<FrameRequest, Refusal> {
+    // The envelope is one level; the payload may use the rest. Checked before parsing.
+    if let Err(error) = validate::json_depth(text.as_bytes(), max_depth, 1) {
+        let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|frame| frame.id);
+        return Err(Refusal { id, name: None, error });
+    }
+    // serde reads a struct from a JSON array too (fields by position): only an object is a
+    // frame.
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return Err(Refusal {
+            id: None,
+            name: None,
+            error: ChatError::invalid("invalid frame: expected a JSON object"),
+        });
+    }
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(frame) => frame,
+        Err(err) => {
+            // Answer to the id if one can be read at all: from the JSON, else (too deep for
+            // the parser's recursion limit) skipping everything but the id.
+            let id = match serde_json::from_str::<Value>(text) {
+                Ok(value) => value.get("id").and_then(|id| FrameId::deserialize(id).ok()),
+                Err(_) => serde_json::from_str::<IdOnly>(text).ok().and_then(|frame| frame.id),
+            };
+            return Err(Refusal {
+                id,
+                name: None,
+                error: ChatError::invalid(format!("invalid frame: {err}")),
+            });
+        }
+    };
+    match dispatch::ClientEvent::decode(&frame.event, frame.data) {
+        Ok(event) => Ok(FrameRequest { id: frame.id, name: frame.event, event }),
+        Err(error) => Err(Refusal { id: frame.id, name: Some(frame.event), error }),
+    }
+}
+
+/// Decodes one client binary frame: accepted like text when it holds UTF-8 JSON.
+pub fn decode_binary_frame(data: &[u8], max_depth: usize) -> Result<FrameRequest, Refusal> {
+    match std::str::from_utf8(data) {
+        Ok(text) => decode_frame(text, max_depth),
+        Err(_) => {
+            Err(Refusal { id: None, name: None, error: ChatError::invalid("frames must be UTF-8 JSON") })
+        }
+    }
+}
+
+/// A frame answering a client frame.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// `{"id", "ack"}`: the answer to a frame with an id.
+    Ack {
+        /// The frame's id, as given.
+        id: FrameId,
+        /// `{ok:true,…}` or `{ok:false,error:{code,message}}`.
+        ack: Value,
+    },
+    /// `{"event":"error","data":{code,message,event?}}`: a failure without an id to answer.
+    Error {
+        /// Always `"error"`.
+        event: &'static str,
+        /// `{code, message}`, plus the event name when it could be read.
+        data: Value,
+    },
+}
+
+/// The frame answering an event: an ack when it had an id, an `error` push when it failed
+/// without one, and nothing for a success without an id.
+pub fn reply(id: Option<FrameId>, event: Option<&str>, result: Result<Value, ChatError>) -> Option<Reply> {
+    match (id, result) {
+        (Some(id), result) => Some(Reply::Ack { id, ack: dispatch::ack(result) }),
+        (None, Err(err)) => Some(Reply::Error { event: "error", data: dispatch::error_body(event, &err) }),
+        (None, Ok(_)) => None,
+    }
 }
 
 /// Runs one connection from upgrade to close, inside a `connection` span (transport, id,
@@ -706,15 +804,9 @@ async fn pump(
                     Some(Ok(frame)) => frame,
                 };
                 connection.last_heard.store(hub.now_ms(), Ordering::Relaxed);
-                let text = match frame {
-                    Message::Text(text) => text,
-                    Message::Binary(data) => match Utf8Bytes::try_from(data) {
-                        Ok(text) => text,
-                        Err(_) => {
-                            reject_frame(connection, None, ChatError::invalid("frames must be UTF-8 JSON"));
-                            continue;
-                        }
-                    },
+                let decoded = match frame {
+                    Message::Text(text) => decode_frame(text.as_str(), state.config.connections.max_json_depth),
+                    Message::Binary(data) => decode_binary_frame(&data, state.config.connections.max_json_depth),
                     Message::Ping(_) | Message::Pong(_) => continue,
                     Message::Close(_) => {
                         // Sends the close reply the library has queued.
@@ -723,7 +815,7 @@ async fn pump(
                     }
                 };
                 arrivals += 1;
-                in_flight = handle_frame(text.as_str(), connection, hub, state, user, lease, arrivals)
+                in_flight = handle_frame(decoded, connection, hub, state, user, lease, arrivals)
                     .map(|work| tokio::spawn(work.in_current_span()));
             }
         }
@@ -747,9 +839,9 @@ fn read_failure(err: &axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
-/// Decodes a frame and returns the future that runs its event and queues the answer.
+/// Answers a refused frame, or returns the future that runs its event and queues the answer.
 fn handle_frame(
-    text: &str,
+    decoded: Result<FrameRequest, Refusal>,
     connection: &Arc<Connection>,
     hub: &Arc<Hub>,
     state: &AppState,
@@ -757,20 +849,16 @@ fn handle_frame(
     lease: &Arc<Lease>,
     arrival: u64,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
-    // The envelope is one level; the payload may use the rest.
-    if let Err(err) = validate::json_depth(text.as_bytes(), state.config.connections.max_json_depth, 1) {
-        let id = serde_json::from_str::<FrameIdOnly>(text).ok().and_then(|frame| frame.id);
-        reject_frame(connection, id, err);
-        return None;
-    }
-    let frame: ClientFrame = match serde_json::from_str(text) {
-        Ok(frame) => frame,
-        Err(err) => {
-            // Answer to the id if one can be read at all.
-            let id = serde_json::from_str::<Value>(text)
-                .ok()
-                .and_then(|value| serde_json::from_value(value.get("id")?.clone()).ok());
-            reject_frame(connection, id, ChatError::invalid(format!("invalid frame: {err}")));
+    let request = match decoded {
+        Ok(request) => request,
+        Err(refusal) => {
+            let result = Err(refusal.error);
+            if let Some(name) = &refusal.name {
+                dispatch::record(name, &result);
+            }
+            if let Some(frame) = reply(refusal.id, refusal.name.as_deref(), result) {
+                connection.push_json(&frame);
+            }
             return None;
         }
     };
@@ -781,22 +869,12 @@ fn handle_frame(
     Some(async move {
         let subscriptions = HubSubscriptions { hub: &hub, id: connection.id };
         let credentials = Credentials { auth: &auth, lease: &lease };
-        let result = dispatch(&chat, &user, &frame.event, frame.data, &subscriptions, &credentials).await;
-        match (frame.id, result) {
-            (Some(id), result) => connection.push_json(&Ack { id: &id, ack: &dispatch::ack(result) }),
-            (None, Err(err)) => connection
-                .push_json(&Push { event: "error", data: &dispatch::error_body(Some(&frame.event), &err) }),
-            (None, Ok(_)) => {}
+        let result = dispatch::apply(&chat, &user, request.event, &subscriptions, &credentials).await;
+        dispatch::record(&request.name, &result);
+        if let Some(frame) = reply(request.id, Some(&request.name), result) {
+            connection.push_json(&frame);
         }
     })
-}
-
-/// Answers a frame that could not be run: an error ack when it had an id, else an `error`.
-fn reject_frame(connection: &Connection, id: Option<FrameId>, err: ChatError) {
-    match id {
-        Some(id) => connection.push_json(&Ack { id: &id, ack: &dispatch::ack(Err(err)) }),
-        None => connection.push_json(&Push { event: "error", data: &dispatch::error_body(None, &err) }),
-    }
 }
 
 /// Applies bus messages to this node's connections, in order, while the hub exists.

@@ -334,6 +334,11 @@ impl ServerProcess {
         self.base.trim_start_matches("http://").parse().expect("listen address")
     }
 
+    /// The process id (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {
