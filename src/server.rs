@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
-use crate::transport::{socketio, sse, web, ws};
+use crate::transport::{admin, socketio, sse, web, ws};
 
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -38,6 +38,7 @@ pub fn app(state: AppState) -> (Router, Realtime) {
     };
     let router = http::router(&state)
         .merge(web::router())
+        .merge(admin::router(&state))
         .merge(ws_router)
         .merge(sse_router)
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })

@@ -11,10 +11,11 @@ use crate::auth::{Authenticator, KeySource};
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
-use crate::core::Chat;
 use crate::core::model::Platform;
+use crate::core::model::User;
 use crate::core::ports::{Bus, PresenceDirectory, RateLimiter, Store};
 use crate::core::push_worker::{Providers, PushSettings, PushWorker};
+use crate::core::{Chat, ChatError};
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
 use crate::presence::redis::RedisPresence;
@@ -86,6 +87,7 @@ impl AppState {
             config.limits.clone(),
             directory,
         ));
+        chat.start_bans().await.context("loading the banned users")?;
         let push_worker = push_worker(&config, &store)?;
         Ok(AppState {
             config: Arc::new(config),
@@ -101,6 +103,14 @@ impl AppState {
     /// Whether the node is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Verifies a user's token and admits the user (a banned user is `forbidden`); returns
+    /// the user and the token's expiry (Unix seconds). What every transport calls first.
+    pub fn authenticate(&self, token: &str) -> Result<(User, u64), ChatError> {
+        let (user, expires_at) = self.auth.verify_session(token)?;
+        self.chat.admit(&user)?;
+        Ok((user, expires_at))
     }
 }
 

@@ -5,6 +5,8 @@
 //! storage only through the [`ports`] traits, so it compiles and is tested without axum,
 //! socketioxide or any database driver.
 
+pub mod admin;
+pub mod blocks;
 pub mod chat;
 pub mod error;
 pub mod events;

@@ -33,6 +33,7 @@ pub async fn dispatch(
     data: Value,
     connection: &impl Subscriptions,
 ) -> Result<Value, ChatError> {
+    chat.admit(user)?;
     Ok(match event {
         "message:send" => {
             json!({ "message": chat.send_message(user, decode::<SendMessage>(data)?).await?.message })
@@ -83,7 +84,7 @@ pub async fn dispatch(
             let page = chat.sync(user, decode::<SyncRequest>(data)?).await?;
             json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations })
         }
-        "presence:query" => json!({ "presence": chat.presence(decode::<PresenceQuery>(data)?).await? }),
+        "presence:query" => json!({ "presence": chat.presence(user, decode::<PresenceQuery>(data)?).await? }),
         other => return Err(ChatError::invalid(format!("unknown event {other:?}"))),
     })
 }

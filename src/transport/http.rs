@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::core::ChatError;
+use crate::core::blocks::BlockRequest;
 use crate::core::events::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead, RegisterDevice,
     SendMessage, SetNotifications, UpdateConversation,
@@ -82,7 +83,7 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token =
             bearer_token(parts).ok_or_else(|| ChatError::Unauthorized("missing bearer token".into()))?;
-        Ok(AuthUser(state.auth.verify(token)?))
+        Ok(AuthUser(state.authenticate(token)?.0))
     }
 }
 
@@ -189,7 +190,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/messages/{id}", axum::routing::patch(edit_message).delete(delete_message))
         .route("/api/unread", get(unread))
         .route("/api/devices", post(register_device).get(list_devices))
-        .route("/api/devices/{id}", axum::routing::delete(remove_device));
+        .route("/api/devices/{id}", axum::routing::delete(remove_device))
+        .route("/api/blocks", post(block).get(list_blocks))
+        .route("/api/blocks/{user_id}", axum::routing::delete(unblock));
     if state.config.dev {
         router = router.route("/api/dev/token", post(dev_token));
     }
@@ -366,6 +369,33 @@ async fn remove_device(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state.chat.remove_device(&user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// # `POST /api/blocks`
+/// 201 with `{user_id, created_at}`, 200 when the caller already blocked that user.
+async fn block(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(req): ApiJson<BlockRequest>,
+) -> ApiResult<Response> {
+    let (block, created) = state.chat.block(&user, req).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(block)).into_response())
+}
+
+/// # `GET /api/blocks`
+async fn list_blocks(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
+    Ok(Json(json!({ "blocks": state.chat.blocks(&user).await? })).into_response())
+}
+
+/// # `DELETE /api/blocks/{user_id}`
+async fn unblock(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.chat.unblock(&user, &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

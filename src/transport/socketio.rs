@@ -178,7 +178,7 @@ async fn authenticate(
     TryData(auth): TryData<HandshakeAuth>,
 ) -> Result<(), Refused> {
     let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
-    let mut user = state.auth.verify(&token).map_err(|err| Refused(err.code()))?;
+    let (mut user, _) = state.authenticate(&token).map_err(|err| Refused(err.code()))?;
     user.connection = Some(socket.id.to_string());
     // Handlers and personal rooms are in place before the client learns it is connected,
     // so an event sent right after `connect` is never dropped.
@@ -381,6 +381,16 @@ async fn apply(io: &SocketIo, bus: &dyn Bus, message: &BusMessage) {
                 leave_conversation(&socket, bus, conversation_id);
             }
         }
+        BusMessage::Disconnect { user_id, .. } => {
+            // The client sees the server's disconnect ("io server disconnect") and does not
+            // reconnect by itself.
+            if let Some(root) = root()
+                && let Err(err) = root.to(user_room(user_id)).disconnect().await
+            {
+                tracing::debug!(error = %err, user = %user_id, "disconnecting a user's sockets failed");
+            }
+        }
+        BusMessage::BanChanged { .. } => {}
         BusMessage::Gap => {
             // Socket.IO clients find the gap by seq on their next message and `sync`.
             tracing::warn!("the bus may have lost messages; socket.io clients repair with sync");

@@ -73,7 +73,7 @@ async fn notification_stream(
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
             .into_response();
     };
-    let (user, expires_at) = match state.auth.verify_session(&token) {
+    let (user, expires_at) = match state.authenticate(&token) {
         Ok(verified) => verified,
         Err(err) => return ApiError(err).into_response(),
     };

@@ -36,7 +36,7 @@ use crate::config::WsConfig;
 use crate::core::ChatError;
 use crate::core::model::User;
 use crate::core::ports::{Bus, Topic};
-use crate::core::realtime::{Audience, BusMessage, Delivery};
+use crate::core::realtime::{Audience, BusMessage, Delivery, WS_CONNECTION_PREFIX};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
 
@@ -69,7 +69,7 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
             .into_response();
     };
-    let (user, expires_at) = match state.auth.verify_session(&token) {
+    let (user, expires_at) = match state.authenticate(&token) {
         Ok(verified) => verified,
         Err(err) => return ApiError(err).into_response(),
     };
@@ -172,7 +172,7 @@ impl Hub {
         Hub {
             config,
             bus,
-            prefix: format!("ws:{:08x}:", rand::random::<u32>()),
+            prefix: format!("{WS_CONNECTION_PREFIX}{:08x}:", rand::random::<u32>()),
             rooms: RwLock::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
@@ -295,6 +295,15 @@ impl Hub {
                     self.unsubscribe(&mut rooms, id, conversation_id);
                 }
             }
+            BusMessage::Disconnect { user_id, reason } => {
+                let rooms = self.rooms();
+                for id in rooms.by_user.get(user_id).into_iter().flatten() {
+                    if let Some(entry) = rooms.connections.get(id) {
+                        entry.connection.close(close_code::POLICY, reason.as_str());
+                    }
+                }
+            }
+            BusMessage::BanChanged { .. } => {}
             BusMessage::Gap => {
                 tracing::warn!("the bus may have lost messages; closing connections (1013)");
                 self.close_every(close_code::AGAIN, "messages may have been missed: reconnect and sync");
