@@ -140,7 +140,7 @@ async fn disconnect(
 }
 
 /// # `PUT /api/admin/users/{id}/ban`
-/// Body optional: `{reason?}` (JSON) or nothing.
+/// Body optional: `{reason?}` (JSON), `null` or nothing.
 async fn ban(
     State(state): State<AppState>,
     _: Admin,
@@ -150,7 +150,9 @@ async fn ban(
     let req = if body.iter().all(u8::is_ascii_whitespace) {
         BanRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|err| ChatError::invalid(format!("invalid body: {err}")))?
+        serde_json::from_slice::<Option<BanRequest>>(&body)
+            .map_err(|err| ChatError::invalid(format!("invalid body: {err}")))?
+            .unwrap_or_default()
     };
     state.chat.ban(&id, req).await?;
     Ok(StatusCode::NO_CONTENT)
