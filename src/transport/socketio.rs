@@ -171,7 +171,8 @@ fn handshake_token(socket: &Socket, auth: Option<HandshakeAuth>) -> Option<Strin
     from_query.or_else(|| super::http::bearer_token(parts).map(str::to_owned))
 }
 
-/// Connect middleware: verifies the JWT and attaches the [`User`] to the socket.
+/// Connect middleware: verifies the JWT, refuses banned users (`forbidden`) and attaches the
+/// [`User`] to the socket.
 async fn authenticate(
     socket: SocketRef,
     State(state): State<AppState>,

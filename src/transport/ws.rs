@@ -61,7 +61,8 @@ pub fn router(state: &AppState) -> (Router<AppState>, Arc<Hub>) {
 }
 
 /// Authenticates, then upgrades. A bad token is refused before the upgrade with 401 and the
-/// usual `{error:{code,message}}` body; a non-WebSocket request gets 400.
+/// usual `{error:{code,message}}` body, a banned user with 403 `forbidden`; a non-WebSocket
+/// request gets 400.
 async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     let token = request_token(&parts);
