@@ -149,6 +149,10 @@ impl Chat {
     /// (the transport subscribes the connection to every listed conversation).
     pub async fn connect(&self, user: &User) -> Result<Ready, ChatError> {
         let connection = Self::connection_of(user)?;
+        // Checked again here, after the transport registered the connection: a ban made
+        // since the handshake was admitted either reaches the registered connection or is
+        // seen now.
+        self.admit(user)?;
         // Read first, then change and announce in one step (see Presence::connect).
         let contacts = self.store.contacts(&user.id).await?;
         let conversations = self.store.conversation_heads(&user.id).await?;
