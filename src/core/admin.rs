@@ -19,10 +19,9 @@ use super::chat::{Chat, ConversationPage, LIST_DEFAULT, LIST_MAX, decode_cursor,
 use super::error::ChatError;
 use super::events::CreateConversation;
 use super::model::{Conversation, ConversationType, JsonObject, Message, MessageType, User};
-use super::ports::{AppendOutcome, CommitHook, NewMessage, Topic};
+use super::ports::{AppendOutcome, NewMessage, Topic};
 use super::presence::NodeConnections;
-use super::realtime::{Audience, BusMessage, Delivery, DisconnectReason, ServerEvent};
-use super::routing;
+use super::realtime::{BusMessage, DisconnectReason};
 use super::time::Timestamp;
 use super::validate;
 
@@ -332,40 +331,6 @@ impl Chat {
                 Err(ChatError::Internal(format!("unexpected outcome of a system append: {other:?}").into()))
             }
         }
-    }
-
-    /// What runs when an append commits: count it, publish `message:new` to the conversation
-    /// (minus the sending connection, which gets its ack), and route notifications. In
-    /// commit order, and even if the request is cancelled after the commit.
-    pub(super) fn fan_out_on_commit(&self, origin: Option<String>) -> CommitHook {
-        let (store, bus, presence, rate) =
-            (self.store.clone(), self.bus.clone(), self.presence.clone(), self.rate.clone());
-        let limits = routing::RoutingLimits {
-            preview_chars: self.limits.preview_chars,
-            push_delay: self.limits.push_collapse,
-            log_keep: self.limits.notification_log_keep,
-        };
-        let runtime = tokio::runtime::Handle::current();
-        Box::new(move |outcome| {
-            if let AppendOutcome::Committed { message, recipients } = outcome {
-                rate.record();
-                bus.publish(BusMessage::Deliver(Delivery {
-                    to: Audience::Conversation(message.conversation_id.clone()),
-                    except_connection: origin,
-                    except_user: None,
-                    event: ServerEvent::MessageNew(message.clone()),
-                }));
-                routing::route_new_message(
-                    &runtime,
-                    &store,
-                    &bus,
-                    &presence,
-                    message,
-                    recipients.clone(),
-                    limits,
-                );
-            }
-        })
     }
 }
 

@@ -18,11 +18,12 @@ use super::model::{
 };
 use super::pii;
 use super::ports::{
-    ActivityCursor, AppendOutcome, Bus, HistoryRange, Membership, NewConversation, NewDevice, NewMessage,
-    PresenceDirectory, RateLimiter, Store,
+    ActivityCursor, AppendOutcome, Bus, CommitHook, HistoryRange, Membership, NewConversation, NewDevice,
+    NewMessage, PresenceDirectory, RateLimiter, Store,
 };
 use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, ReadReceipt, ServerEvent};
+use super::routing;
 use super::session::{self, TypingTracker};
 use super::time::Timestamp;
 use super::validate;
@@ -250,6 +251,40 @@ impl Chat {
                 }
             }
         });
+    }
+
+    /// What runs when an append commits: count it, publish `message:new` to the conversation
+    /// (minus the sending connection, which gets its ack), and route notifications. In
+    /// commit order, and even if the request is cancelled after the commit.
+    pub(super) fn fan_out_on_commit(&self, origin: Option<String>) -> CommitHook {
+        let (store, bus, presence, rate) =
+            (self.store.clone(), self.bus.clone(), self.presence.clone(), self.rate.clone());
+        let limits = routing::RoutingLimits {
+            preview_chars: self.limits.preview_chars,
+            push_delay: self.limits.push_collapse,
+            log_keep: self.limits.notification_log_keep,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        Box::new(move |outcome| {
+            if let AppendOutcome::Committed { message, recipients } = outcome {
+                rate.record();
+                bus.publish(BusMessage::Deliver(Delivery {
+                    to: Audience::Conversation(message.conversation_id.clone()),
+                    except_connection: origin,
+                    except_user: None,
+                    event: ServerEvent::MessageNew(message.clone()),
+                }));
+                routing::route_new_message(
+                    &runtime,
+                    &store,
+                    &bus,
+                    &presence,
+                    message,
+                    recipients.clone(),
+                    limits,
+                );
+            }
+        })
     }
 
     /// The caller's member entry and the conversation type, or `not_found` / `not_a_member`.
