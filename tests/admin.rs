@@ -412,3 +412,16 @@ async fn a_ban_on_one_node_cuts_the_users_connection_on_another_and_both_refuse_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn an_admin_key_shorter_than_16_bytes_is_refused_at_startup() {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = |key: &str| chatd::config::Settings {
+        data_dir: Some(dir.path().to_owned()),
+        admin_key: Some(key.into()),
+        ..Default::default()
+    };
+    let err = settings("short-key").resolve().expect_err("refused");
+    assert!(err.to_string().contains("--admin-key"), "{err}");
+    assert!(settings(ADMIN_KEY).resolve().is_ok());
+}
