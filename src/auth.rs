@@ -158,3 +158,24 @@ impl Authenticator {
             .map_err(|e| ChatError::Internal(Box::new(e)))
     }
 }
+
+/// Whether `given` is the admin key `expected`, compared in constant time: over SHA-256
+/// digests, so neither the content nor the length of the key leaks through timing.
+pub fn admin_key_matches(expected: &str, given: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(expected.as_bytes()).ct_eq(&Sha256::digest(given.as_bytes())).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_key_matches;
+
+    #[test]
+    fn only_the_exact_admin_key_matches() {
+        assert!(admin_key_matches("s3cret-admin-key", "s3cret-admin-key"));
+        assert!(!admin_key_matches("s3cret-admin-key", "s3cret-admin-kez"));
+        assert!(!admin_key_matches("s3cret-admin-key", "s3cret"));
+        assert!(!admin_key_matches("s3cret-admin-key", ""));
+    }
+}

@@ -76,7 +76,7 @@ pub struct Settings {
     #[arg(long, env = "CHATD_JWT_ISSUER", value_name = "ISS")]
     pub jwt_issuer: Option<String>,
 
-    /// Bearer key of the admin API. Unset: admin API off.
+    /// Bearer key of the admin API (at least 16 bytes). Unset: admin API off.
     #[arg(long, env = "CHATD_ADMIN_KEY", value_name = "KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
@@ -326,6 +326,9 @@ impl Settings {
             }),
             None => None,
         };
+        if settings.admin_key.as_ref().is_some_and(|key| key.len() < 16) {
+            anyhow::bail!("--admin-key must be at least 16 bytes");
+        }
         let defaults = ChatLimits::default();
         Ok(Config {
             bind: settings.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),

@@ -19,7 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
-use crate::transport::{prometheus, socketio, sse, web, ws};
+use crate::transport::{admin, prometheus, socketio, sse, web, ws};
 
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> (Router, Realtime) {
     };
     let router = http::router(&state)
         .merge(web::router())
+        .merge(admin::router(&state))
         .merge(ws_router)
         .merge(sse_router)
         .merge(prometheus::router())

@@ -11,11 +11,12 @@ use crate::auth::{Authenticator, KeySource};
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
-use crate::core::Chat;
 use crate::core::admission::Admission;
 use crate::core::model::Platform;
+use crate::core::model::User;
 use crate::core::ports::{Bus, PresenceDirectory, RateLimiter, Store};
 use crate::core::push_worker::{Providers, PushSettings, PushWorker};
+use crate::core::{Chat, ChatError};
 use crate::limit::handshake::HandshakeLimiter;
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
@@ -92,6 +93,7 @@ impl AppState {
             config.limits.clone(),
             directory,
         ));
+        chat.start_bans().await.context("loading the banned users")?;
         let push_worker = push_worker(&config, &store)?;
         let limits = &config.connections;
         let admission = Admission::new(limits.max_connections, limits.max_per_user);
@@ -112,6 +114,14 @@ impl AppState {
     /// Whether the node is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Verifies a user's token and admits the user (a banned user is `forbidden`); returns
+    /// the user and the token's expiry (Unix seconds). What every transport calls first.
+    pub fn authenticate(&self, token: &str) -> Result<(User, u64), ChatError> {
+        let (user, expires_at) = self.auth.verify_session(token)?;
+        self.chat.admit(&user)?;
+        Ok((user, expires_at))
     }
 }
 

@@ -202,9 +202,13 @@ async fn a_node_subscribes_only_to_the_channels_its_connections_need() {
         .await
         .expect("CHANNELS");
     let all: BTreeSet<String> = all.into_iter().collect();
+    // Plus the one channel every node hears (ban changes).
     let expected: BTreeSet<String> =
-        [format!("{p}:u:alice"), format!("{p}:u:bob"), conversation.clone()].into_iter().collect();
+        [format!("{p}:u:alice"), format!("{p}:u:bob"), conversation.clone(), format!("{p}:all")]
+            .into_iter()
+            .collect();
     assert_eq!(all, expected);
+    assert_eq!(subscribers(&mut redis, &format!("{p}:all")).await, 3, "every node");
 
     drop(alice);
     eventually("node 0 unsubscribes once alice is gone", async || {

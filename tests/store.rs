@@ -13,7 +13,7 @@ use std::time::Duration;
 use chatd::core::error::StoreError;
 use chatd::core::events::NotificationSettingsUpdate;
 use chatd::core::model::{
-    ConversationType, JsonObject, Message, MessageType, NotificationSettings, Platform, Role,
+    Block, ConversationType, JsonObject, Message, MessageType, NotificationSettings, Platform, Role,
 };
 use chatd::core::ports::NewNotification;
 use chatd::core::ports::{
@@ -148,6 +148,13 @@ store_tests!(
     old_notifications_are_pruned_within_the_limit_and_ids_are_never_reused,
     notifications_recorded_concurrently_on_two_nodes_get_gap_free_ids_committed_in_order,
     notification_settings_default_to_on_and_keep_the_fields_not_given,
+    bans_are_recorded_listed_and_lifted,
+    blocks_are_recorded_per_blocker_and_found_either_way,
+    a_blocked_pair_cannot_append_to_their_direct_conversation_either_way,
+    blocks_leave_group_conversations_alone,
+    a_system_message_needs_no_membership_and_counts_as_unread_for_everyone,
+    contacts_leave_out_users_blocked_either_way,
+    all_conversations_are_listed_newest_activity_first_with_a_cursor,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1640,4 +1647,122 @@ async fn notification_settings_default_to_on_and_keep_the_fields_not_given(store
     let nothing = store.update_notification_settings("alice", NotificationSettingsUpdate::default()).await;
     assert_eq!(nothing.expect("update"), now, "an empty update changes nothing");
     assert_eq!(store.notification_settings("bob").await.expect("read"), on, "per user");
+}
+
+// ---------------------------------------------------------------------------------------
+// Bans and blocks.
+
+async fn bans_are_recorded_listed_and_lifted(store: Arc<dyn Store>, db: Db) {
+    assert!(store.banned_users().await.expect("bans").is_empty());
+    assert!(store.ban_user("mallory", Some("spam".into()), Timestamp::now()).await.expect("ban"));
+    assert!(!store.ban_user("mallory", None, Timestamp::now()).await.expect("ban again"), "not new");
+    assert!(store.ban_user("eve", None, Timestamp::now()).await.expect("ban"));
+    assert_eq!(store.banned_users().await.expect("bans"), vec!["eve", "mallory"]);
+    assert_eq!(db.another_node().await.banned_users().await.expect("bans"), vec!["eve", "mallory"]);
+    assert!(store.unban_user("mallory").await.expect("unban"));
+    assert!(!store.unban_user("mallory").await.expect("unban again"), "nothing left to lift");
+    assert_eq!(store.banned_users().await.expect("bans"), vec!["eve"]);
+}
+
+async fn blocks_are_recorded_per_blocker_and_found_either_way(store: Arc<dyn Store>, _db: Db) {
+    let first = Timestamp(Timestamp::now().millis() - 1000);
+    assert!(store.block_user("alice", "bob", first).await.expect("block"));
+    assert!(!store.block_user("alice", "bob", Timestamp::now()).await.expect("block again"), "not new");
+    assert!(store.block_user("alice", "carol", Timestamp::now()).await.expect("block"));
+    let blocks = store.blocks_of("alice").await.expect("blocks");
+    assert_eq!(blocks.iter().map(|b| b.user_id.as_str()).collect::<Vec<_>>(), ["bob", "carol"]);
+    assert_eq!(blocks[0], Block { user_id: "bob".into(), created_at: first }, "the first block's time stays");
+    assert!(store.blocks_of("bob").await.expect("blocks").is_empty(), "blocks are one-way records");
+
+    let others: Vec<String> = ["bob", "carol", "dave"].map(String::from).to_vec();
+    let mut among = store.blocked_among("alice", &others).await.expect("among");
+    among.sort();
+    assert_eq!(among, ["bob", "carol"]);
+    let among = store.blocked_among("bob", &["alice".into(), "dave".into()]).await.expect("among");
+    assert_eq!(among, ["alice"], "found from the blocked side too");
+    assert!(store.blocked_among("alice", &[]).await.expect("among").is_empty());
+
+    assert!(store.unblock_user("alice", "bob").await.expect("unblock"));
+    assert!(!store.unblock_user("alice", "bob").await.expect("unblock again"));
+    assert!(!store.unblock_user("bob", "carol").await.expect("not a block"));
+    assert!(store.blocked_among("bob", &["alice".into()]).await.expect("among").is_empty());
+}
+
+async fn a_blocked_pair_cannot_append_to_their_direct_conversation_either_way(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let id = create(&store, direct("alice", "bob", "alice|bob|")).await;
+    send(&store, &id, "alice", "before").await;
+    store.block_user("bob", "alice", Timestamp::now()).await.expect("block");
+    assert!(matches!(append(&store, text(&id, "alice", "x")).await, AppendOutcome::Blocked));
+    assert!(matches!(append(&store, text(&id, "bob", "x")).await, AppendOutcome::Blocked), "both ways");
+    assert_eq!(last_seq(&store, &id).await, 1, "a refused append consumes no seq");
+    assert_eq!(unread_of(&store, &id, "bob").await, 1);
+    store.unblock_user("bob", "alice").await.expect("unblock");
+    assert_eq!(send(&store, &id, "alice", "after").await.seq, 2);
+}
+
+async fn blocks_leave_group_conversations_alone(store: Arc<dyn Store>, _db: Db) {
+    let pair = create(&store, group("alice", &["bob"])).await;
+    let team = create(&store, group("alice", &["bob", "carol"])).await;
+    store.block_user("alice", "bob", Timestamp::now()).await.expect("block");
+    assert_eq!(send(&store, &pair, "bob", "hi").await.seq, 1, "a two-member group is still a group");
+    assert_eq!(send(&store, &team, "alice", "hi").await.seq, 1);
+}
+
+async fn a_system_message_needs_no_membership_and_counts_as_unread_for_everyone(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let id = create(&store, direct("alice", "bob", "alice|bob|")).await;
+    store.block_user("alice", "bob", Timestamp::now()).await.expect("block");
+    let mut new = text(&id, "system", "Order #981 was shipped");
+    new.kind = MessageType::System;
+    let outcome = append(&store, new).await;
+    let AppendOutcome::Committed { message, recipients } = outcome else { panic!("{outcome:?}") };
+    assert_eq!((message.seq, message.kind, message.sender_id.as_str()), (1, MessageType::System, "system"));
+    assert_eq!(recipients.len(), 2);
+    assert!(recipients.iter().all(|r| r.unread_count == 1), "{recipients:?}");
+    assert_eq!(unread_of(&store, &id, "alice").await, 1);
+    assert_eq!(unread_of(&store, &id, "bob").await, 1);
+    let mut new = text("nope", "system", "x");
+    new.kind = MessageType::System;
+    assert!(matches!(append(&store, new).await, AppendOutcome::NoConversation));
+}
+
+async fn contacts_leave_out_users_blocked_either_way(store: Arc<dyn Store>, _db: Db) {
+    create(&store, group("alice", &["bob", "carol"])).await;
+    create(&store, direct("alice", "dave", "alice|dave|")).await;
+    store.block_user("alice", "bob", Timestamp::now()).await.expect("block");
+    store.block_user("dave", "alice", Timestamp::now()).await.expect("block");
+    assert_eq!(store.contacts("alice").await.expect("contacts"), vec!["carol"]);
+    assert_eq!(store.contacts("bob").await.expect("contacts"), vec!["carol"]);
+    let mut contacts = store.contacts("carol").await.expect("contacts");
+    contacts.sort();
+    assert_eq!(contacts, vec!["alice", "bob"], "others are unaffected");
+}
+
+async fn all_conversations_are_listed_newest_activity_first_with_a_cursor(store: Arc<dyn Store>, _db: Db) {
+    let first = create(&store, group("alice", &["bob"])).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = create(&store, direct("carol", "dave", "carol|dave|")).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let third = create(&store, group("erin", &[])).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    send(&store, &first, "bob", "activity").await;
+
+    let all = store.all_conversations(None, 10).await.expect("all");
+    let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), third.as_str(), second.as_str()]);
+    assert!(all.iter().all(|c| c.unread_count == 0), "nobody's unread count");
+    assert_eq!(all[0].members.len(), 2);
+    assert_eq!(all[0].last_message.as_ref().map(|m| m.seq), Some(1));
+
+    let page = store.all_conversations(None, 2).await.expect("page");
+    let last = page.last().expect("two");
+    let cursor =
+        ActivityCursor { activity_at: last.last_message_at.unwrap_or(last.created_at), id: last.id.clone() };
+    let rest = store.all_conversations(Some(cursor), 10).await.expect("rest");
+    assert_eq!(rest.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [second.as_str()]);
 }

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::core::ports::{BackendHealth, Bus, Topic};
-use crate::core::realtime::{Audience, BusMessage, Delivery, RelayedEvent, ServerEvent};
+use crate::core::realtime::{Audience, BusMessage, Delivery, DisconnectReason, RelayedEvent, ServerEvent};
 use crate::core::telemetry::bus_error;
 use crate::core::time::Timestamp;
 
@@ -77,6 +77,14 @@ enum Outgoing<'a> {
         user_id: &'a str,
         conversation_id: &'a str,
     },
+    Disconnect {
+        user_id: &'a str,
+        reason: DisconnectReason,
+    },
+    BanChanged {
+        user_id: &'a str,
+        banned: bool,
+    },
 }
 
 /// [`Outgoing`] as it is read back, the payload left encoded. A flat struct, because an
@@ -100,6 +108,10 @@ struct Incoming {
     user_id: Option<String>,
     #[serde(default)]
     conversation_id: Option<String>,
+    #[serde(default)]
+    reason: Option<DisconnectReason>,
+    #[serde(default)]
+    banned: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +120,8 @@ enum Kind {
     Deliver,
     Subscribe,
     Unsubscribe,
+    Disconnect,
+    BanChanged,
 }
 
 impl Incoming {
@@ -130,6 +144,8 @@ impl Incoming {
             Kind::Unsubscribe => {
                 BusMessage::Unsubscribe { user_id: self.user_id?, conversation_id: self.conversation_id? }
             }
+            Kind::Disconnect => BusMessage::Disconnect { user_id: self.user_id?, reason: self.reason? },
+            Kind::BanChanged => BusMessage::BanChanged { user_id: self.user_id?, banned: self.banned? },
         })
     }
 }
@@ -151,6 +167,8 @@ fn encode(message: &BusMessage) -> Option<Result<Vec<u8>, serde_json::Error>> {
         BusMessage::Unsubscribe { user_id, conversation_id } => {
             Outgoing::Unsubscribe { user_id, conversation_id }
         }
+        BusMessage::Disconnect { user_id, reason } => Outgoing::Disconnect { user_id, reason: *reason },
+        BusMessage::BanChanged { user_id, banned } => Outgoing::BanChanged { user_id, banned: *banned },
         BusMessage::Gap => return None,
     };
     Some(serde_json::to_vec(&outgoing))
@@ -181,6 +199,7 @@ impl RedisBus {
         match topic {
             Topic::Conversation(id) => format!("{}:c:{id}", self.prefix),
             Topic::User(id) => format!("{}:u:{id}", self.prefix),
+            Topic::Everyone => format!("{}:all", self.prefix),
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::admin::{Bans, MessageRate};
 use super::endpoint::EndpointPolicy;
 use super::error::ChatError;
 use super::events::{
@@ -83,8 +84,10 @@ impl Default for ChatLimits {
 const MAX_DEVICE_FIELD_CHARS: usize = 4096;
 const HISTORY_DEFAULT: usize = 30;
 const HISTORY_MAX: usize = 100;
-const LIST_DEFAULT: usize = 20;
-const LIST_MAX: usize = 100;
+/// Default page size of conversation lists.
+pub(super) const LIST_DEFAULT: usize = 20;
+/// Largest page size of conversation lists.
+pub(super) const LIST_MAX: usize = 100;
 
 /// A page of the caller's conversations.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -131,6 +134,10 @@ pub struct Chat {
     pub(super) typing: Arc<TypingTracker>,
     pub(super) limits: ChatLimits,
     message_limiter: Arc<dyn RateLimiter>,
+    /// Users banned (this node's copy; see [`super::admin`]).
+    pub(super) bans: Arc<Bans>,
+    /// Messages committed through this node, for the admin stats.
+    pub(super) rate: Arc<MessageRate>,
 }
 
 /// A fresh time-ordered id.
@@ -166,7 +173,16 @@ impl Chat {
             tokio::spawn(session::announce_departures(store.clone(), bus.clone(), departures));
         }
         let presence = Arc::new(Presence::new(directory));
-        Chat { store, bus, presence, typing, limits, message_limiter }
+        Chat {
+            store,
+            bus,
+            presence,
+            typing,
+            limits,
+            message_limiter,
+            bans: Arc::default(),
+            rate: Arc::default(),
+        }
     }
 
     /// Publishes `event` to `to`, leaving out the actor's own connection.
@@ -269,6 +285,42 @@ impl Chat {
         });
     }
 
+    /// What runs when an append commits: count it, publish `message:new` to the conversation
+    /// (minus the sending connection, which gets its ack), and route notifications. In
+    /// commit order, and even if the request is cancelled after the commit. `received`: when
+    /// the send arrived (for the send→commit latency).
+    pub(super) fn fan_out_on_commit(&self, origin: Option<String>, received: Instant) -> CommitHook {
+        let (store, bus, presence, rate) =
+            (self.store.clone(), self.bus.clone(), self.presence.clone(), self.rate.clone());
+        let limits = routing::RoutingLimits {
+            preview_chars: self.limits.preview_chars,
+            push_delay: self.limits.push_collapse,
+            log_keep: self.limits.notification_log_keep,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        Box::new(move |outcome| {
+            if let AppendOutcome::Committed { message, recipients } = outcome {
+                rate.record();
+                telemetry::message_committed(received);
+                bus.publish(BusMessage::Deliver(Delivery {
+                    to: Audience::Conversation(message.conversation_id.clone()),
+                    except_connection: origin,
+                    except_user: None,
+                    event: ServerEvent::MessageNew(message.clone()),
+                }));
+                routing::route_new_message(
+                    &runtime,
+                    &store,
+                    &bus,
+                    &presence,
+                    message,
+                    recipients.clone(),
+                    limits,
+                );
+            }
+        })
+    }
+
     /// The caller's member entry and the conversation type, or `not_found` / `not_a_member`.
     pub(super) async fn require_member(
         &self,
@@ -316,6 +368,7 @@ impl Chat {
                 let [other] = others.as_slice() else {
                     return Err(ChatError::invalid("a direct conversation needs exactly one other member"));
                 };
+                self.refuse_blocked_pair(&user.id, other).await?;
                 let (a, b) = if user.id < *other { (&user.id, other) } else { (other, &user.id) };
                 Some(serde_json::json!([a, b, req.context]).to_string())
             }
@@ -363,14 +416,8 @@ impl Chat {
     ) -> Result<ConversationPage, ChatError> {
         let limit = validate::page_limit(req.limit, LIST_DEFAULT, LIST_MAX)?;
         let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
-        let mut conversations = self.store.conversations_of(&user.id, after, limit + 1).await?;
-        let next_cursor = if conversations.len() > limit {
-            conversations.truncate(limit);
-            conversations.last().map(encode_cursor)
-        } else {
-            None
-        };
-        Ok(ConversationPage { conversations, next_cursor })
+        let conversations = self.store.conversations_of(&user.id, after, limit + 1).await?;
+        Ok(page_of(conversations, limit))
     }
 
     /// # Get one conversation (members only)
@@ -557,40 +604,11 @@ impl Chat {
         }
         validate::mentions(&req.metadata)?;
         self.message_limiter.check(&user.id).await?;
-        // Membership and the reply target are checked by the store inside the appending
-        // transaction (one round trip, and no race with a concurrent removal).
-        // Fan-out runs on commit, in commit order (so `message:new` follows seq), and even
-        // if this request is cancelled after the commit.
-        let on_commit: CommitHook = {
-            let (store, bus, presence) = (self.store.clone(), self.bus.clone(), self.presence.clone());
-            let origin = user.connection.clone();
-            let limits = routing::RoutingLimits {
-                preview_chars: self.limits.preview_chars,
-                push_delay: self.limits.push_collapse,
-                log_keep: self.limits.notification_log_keep,
-            };
-            let runtime = tokio::runtime::Handle::current();
-            Box::new(move |outcome| {
-                if let AppendOutcome::Committed { message, recipients } = outcome {
-                    telemetry::message_committed(received);
-                    bus.publish(BusMessage::Deliver(Delivery {
-                        to: Audience::Conversation(message.conversation_id.clone()),
-                        except_connection: origin,
-                        except_user: None,
-                        event: ServerEvent::MessageNew(message.clone()),
-                    }));
-                    routing::route_new_message(
-                        &runtime,
-                        &store,
-                        &bus,
-                        &presence,
-                        message,
-                        recipients.clone(),
-                        limits,
-                    );
-                }
-            })
-        };
+        // Membership, blocks and the reply target are checked by the store inside the
+        // appending transaction (one round trip, and no race with a concurrent removal or
+        // block). Fan-out runs on commit, in commit order (so `message:new` follows seq),
+        // and even if this request is cancelled after the commit.
+        let on_commit = self.fan_out_on_commit(user.connection.clone(), received);
         let outcome = self
             .store
             .append_message(
@@ -612,6 +630,9 @@ impl Chat {
             AppendOutcome::Committed { message, .. } => Ok(Sent { message, duplicate: false }),
             AppendOutcome::Duplicate(message) => Ok(Sent { message, duplicate: true }),
             AppendOutcome::NotMember => Err(ChatError::NotAMember),
+            AppendOutcome::Blocked => {
+                Err(ChatError::forbidden("one of you blocks the other: direct messages are refused"))
+            }
             AppendOutcome::NoConversation => Err(ChatError::not_found("no such conversation")),
             AppendOutcome::ReplyNotFound => {
                 Err(ChatError::invalid("reply_to_id is not a message of this conversation"))
@@ -801,7 +822,20 @@ fn encode_cursor(conversation: &Conversation) -> String {
     format!("{}.{}", activity_at(conversation).millis(), conversation.id)
 }
 
-fn decode_cursor(cursor: &str) -> Result<ActivityCursor, ChatError> {
+/// A page of at most `limit` from `conversations` (fetched with one more, which tells
+/// whether another page follows).
+pub(super) fn page_of(mut conversations: Vec<Conversation>, limit: usize) -> ConversationPage {
+    let next_cursor = if conversations.len() > limit {
+        conversations.truncate(limit);
+        conversations.last().map(encode_cursor)
+    } else {
+        None
+    };
+    ConversationPage { conversations, next_cursor }
+}
+
+/// Reads a cursor made by [`encode_cursor`]; anything else is `invalid`.
+pub(super) fn decode_cursor(cursor: &str) -> Result<ActivityCursor, ChatError> {
     let bad = || ChatError::invalid("cursor is not one this server issued");
     let (millis, id) = cursor.split_once('.').ok_or_else(bad)?;
     let millis: i64 = millis.parse().map_err(|_| bad())?;

@@ -5,7 +5,9 @@
 //! storage only through the [`ports`] traits, so it compiles and is tested without axum,
 //! socketioxide or any database driver.
 
+pub mod admin;
 pub mod admission;
+pub mod blocks;
 pub mod chat;
 pub mod endpoint;
 pub mod error;

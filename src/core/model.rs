@@ -254,3 +254,12 @@ pub struct Device {
     /// When it was registered.
     pub created_at: Timestamp,
 }
+
+/// A user blocked by the caller (`GET /api/blocks`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Block {
+    /// The blocked user.
+    pub user_id: String,
+    /// When the block was made.
+    pub created_at: Timestamp,
+}

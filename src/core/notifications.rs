@@ -22,7 +22,7 @@ use super::chat::{Chat, new_id};
 use super::error::{ChatError, StoreError};
 use super::model::User;
 use super::ports::Topic;
-use super::realtime::{Audience, BusMessage, Delivery, Notification, ServerEvent};
+use super::realtime::{Audience, BusMessage, Delivery, Notification, SSE_CONNECTION_PREFIX, ServerEvent};
 
 /// Entries read from the log per query while catching up.
 const PAGE: usize = 200;
@@ -173,6 +173,10 @@ impl Feed {
                 match received {
                     Ok(message) => match message.as_ref() {
                         BusMessage::Gap => self.catch_up().await?,
+                        // An operator disconnected or banned the user: the stream ends.
+                        BusMessage::Disconnect { user_id, .. } if *user_id == self.user_id => {
+                            return Err(Stop::Closed);
+                        }
                         message => {
                             if let Some(notification) = notification_for(message, &self.user_id) {
                                 self.live(notification).await?;
@@ -214,7 +218,8 @@ impl Chat {
         let opened = async {
             self.bus.settled().await;
             let latest = self.store.open_notification_log(&user.id).await?;
-            let connection = User { connection: Some(format!("sse:{}", new_id())), ..user.clone() };
+            let connection =
+                User { connection: Some(format!("{SSE_CONNECTION_PREFIX}{}", new_id())), ..user.clone() };
             self.connect(&connection).await?;
             Ok::<_, ChatError>((latest, connection))
         };

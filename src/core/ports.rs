@@ -13,7 +13,7 @@ use super::error::{RateLimited, StoreError};
 use super::events::NotificationSettingsUpdate;
 use super::model::NotificationSettings;
 use super::model::{
-    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
+    Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
 };
 use super::realtime::{BusMessage, ConversationHead, Notification, PresenceInfo};
 use super::time::Timestamp;
@@ -76,9 +76,10 @@ pub struct NewMessage {
     pub metadata: JsonObject,
 }
 
-/// Result of [`Store::append_message`]. The store checks the sender's membership and the
-/// replied-to message inside the appending transaction, so a member removed concurrently
-/// cannot slip a message in.
+/// Result of [`Store::append_message`]. The store checks the sender's membership, blocks
+/// between the two members of a direct conversation, and the replied-to message inside the
+/// appending transaction, so a member removed (or blocked) concurrently cannot slip a
+/// message in.
 #[derive(Debug, Clone)]
 pub enum AppendOutcome {
     /// Written with the next seq and committed; `recipients` are the conversation's members
@@ -93,6 +94,8 @@ pub enum AppendOutcome {
     Duplicate(Message),
     /// The sender is not a member of the conversation.
     NotMember,
+    /// The conversation is direct and one of its two members blocks the other.
+    Blocked,
     /// No conversation has that id.
     NoConversation,
     /// `reply_to_id` is not a message of this conversation.
@@ -300,6 +303,8 @@ pub enum Topic {
     Conversation(String),
     /// Deliveries to a user's connections, and their subscription changes.
     User(String),
+    /// Changes every node must hear (bans), whatever connections it serves.
+    Everyone,
 }
 
 /// Carries committed events to the connections that should see them, on this node and (with
@@ -482,6 +487,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends a message with the next seq if the sender is a member (and the replied-to
     /// message is in the conversation), or returns the original on a `client_id` repeat.
+    /// A [`MessageType::System`] message needs no membership (its sender is the operator's
+    /// reserved id) and is never blocked; any other message into a direct conversation whose
+    /// members block each other (either way) is refused with [`AppendOutcome::Blocked`].
     /// `on_commit` runs once the append is durable, before this returns, in seq order within
     /// the conversation on this node (so fan-out follows seq), even if the caller is
     /// cancelled meanwhile.
@@ -548,7 +556,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every conversation of the user with its newest seq.
     async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError>;
 
-    /// Everyone who shares at least one conversation with the user (not the user).
+    /// Everyone who shares at least one conversation with the user (not the user), except
+    /// users who block the user or whom the user blocks (presence is hidden between them).
     async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError>;
 
     /// Records push jobs durably, due at once.
@@ -675,4 +684,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes one of the user's devices; false if they have none with that id.
     async fn remove_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError>;
+
+    /// Every conversation (of any user), newest activity first, starting after `after`; as
+    /// seen by nobody (`unread_count` 0). For the admin API.
+    async fn all_conversations(
+        &self,
+        after: Option<ActivityCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError>;
+
+    /// Bans a user, or replaces the reason of an existing ban; true when newly banned.
+    async fn ban_user(
+        &self,
+        user_id: &str,
+        reason: Option<String>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Lifts a ban; false when the user was not banned.
+    async fn unban_user(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// Every banned user id (each node loads them into memory at start).
+    async fn banned_users(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Records that `blocker` blocks `blocked`; true when new (false: already blocked).
+    async fn block_user(&self, blocker: &str, blocked: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Lifts a block; false when `blocker` did not block `blocked`.
+    async fn unblock_user(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError>;
+
+    /// The users `blocker` blocks, oldest block first.
+    async fn blocks_of(&self, blocker: &str) -> Result<Vec<Block>, StoreError>;
+
+    /// Those of `others` who block `user_id` or whom `user_id` blocks, in no particular order.
+    async fn blocked_among(&self, user_id: &str, others: &[String]) -> Result<Vec<String>, StoreError>;
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::ports::{PresenceDirectory, Reach};
-use super::realtime::{ConnectionId, PresenceInfo};
+use super::realtime::{ConnectionId, PresenceInfo, SSE_CONNECTION_PREFIX, WS_CONNECTION_PREFIX};
 use super::time::Timestamp;
 
 /// What one connection is looking at, and the arrival of the event that said so.
@@ -49,6 +49,22 @@ impl UserPresence {
             PresenceInfo { online: true, last_seen_at: None }
         }
     }
+}
+
+/// This node's open connections by transport, and the users they belong to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeConnections {
+    /// Socket.IO sockets.
+    pub socketio: usize,
+    /// Plain WebSocket connections (`/ws`).
+    pub ws: usize,
+    /// Notification streams (SSE).
+    pub sse: usize,
+    /// All of them.
+    pub total: usize,
+    /// Users with at least one of them.
+    #[serde(skip)]
+    pub users: usize,
 }
 
 /// The presence registry. A `std::sync::Mutex` is right here: every operation is a few map
@@ -191,6 +207,33 @@ impl Presence {
                 directory.focus_changed(user_id, &current, true);
             }
         });
+    }
+
+    /// This node's connections, counted by transport (told apart by their id's prefix).
+    /// Walks every connection: for operators, not for hot paths.
+    pub fn node_connections(&self) -> NodeConnections {
+        self.with(|users| {
+            let mut counts = NodeConnections::default();
+            for user in users.values().filter(|u| !u.connections.is_empty()) {
+                counts.users += 1;
+                for id in user.connections.keys() {
+                    if id.starts_with(WS_CONNECTION_PREFIX) {
+                        counts.ws += 1;
+                    } else if id.starts_with(SSE_CONNECTION_PREFIX) {
+                        counts.sse += 1;
+                    } else {
+                        counts.socketio += 1;
+                    }
+                    counts.total += 1;
+                }
+            }
+            counts
+        })
+    }
+
+    /// How many connections the user has open on this node.
+    pub fn local_connections(&self, user_id: &str) -> usize {
+        self.with(|users| users.get(user_id).map_or(0, |u| u.connections.len()))
     }
 
     /// Where each user is with respect to the conversation as far as this node knows, one

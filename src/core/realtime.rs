@@ -11,6 +11,32 @@ use super::time::Timestamp;
 /// Identifies one realtime connection (a Socket.IO socket, a WebSocket) across the node.
 pub type ConnectionId = String;
 
+/// Start of the [`ConnectionId`] of every plain WebSocket connection (`ws:<node>:<n>`).
+pub const WS_CONNECTION_PREFIX: &str = "ws:";
+/// Start of the [`ConnectionId`] of every notification stream (`sse:<id>`). Socket.IO ids
+/// never contain a colon, so neither prefix can be one.
+pub const SSE_CONNECTION_PREFIX: &str = "sse:";
+
+/// Why the server closes every connection of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReason {
+    /// An operator disconnected the user (they may reconnect).
+    Admin,
+    /// The user was banned (reconnecting is refused with `forbidden`).
+    Banned,
+}
+
+impl DisconnectReason {
+    /// The close reason transports send (WebSocket close frame text).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::Admin => "disconnected by an operator",
+            DisconnectReason::Banned => "forbidden: banned",
+        }
+    }
+}
+
 /// `message:read` payload: `user_id` has read `conversation_id` up to `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReadReceipt {
@@ -219,6 +245,20 @@ pub enum BusMessage {
         /// The conversation.
         conversation_id: String,
     },
+    /// Close every connection of a user, on every node (admin disconnect, ban).
+    Disconnect {
+        /// The user.
+        user_id: String,
+        /// Why (WebSocket connections get it as their close reason).
+        reason: DisconnectReason,
+    },
+    /// A user was banned or unbanned: every node updates its in-memory banned set.
+    BanChanged {
+        /// The user.
+        user_id: String,
+        /// Banned now (true) or no longer (false).
+        banned: bool,
+    },
     /// Messages may have been lost before this one (the bus reconnected): connections must
     /// catch up with `sync`. Never published; a bus backend puts it in its node's stream.
     Gap,
@@ -237,9 +277,10 @@ impl BusMessage {
                 [user] => Some(Topic::User(user.clone())),
                 _ => None,
             },
-            BusMessage::Subscribe { user_id, .. } | BusMessage::Unsubscribe { user_id, .. } => {
-                Some(Topic::User(user_id.clone()))
-            }
+            BusMessage::Subscribe { user_id, .. }
+            | BusMessage::Unsubscribe { user_id, .. }
+            | BusMessage::Disconnect { user_id, .. } => Some(Topic::User(user_id.clone())),
+            BusMessage::BanChanged { .. } => Some(Topic::Everyone),
             BusMessage::Gap => None,
         }
     }

@@ -211,6 +211,10 @@ impl Chat {
     /// (the transport subscribes the connection to every listed conversation).
     pub async fn connect(&self, user: &User) -> Result<Ready, ChatError> {
         let connection = Self::connection_of(user)?;
+        // Checked again here, after the transport registered the connection: a ban made
+        // since the handshake was admitted either reaches the registered connection or is
+        // seen now.
+        self.admit(user)?;
         // Read first, then change and announce in one step (see Presence::connect).
         let contacts = self.store.contacts(&user.id).await?;
         let conversations = self.store.conversation_heads(&user.id).await?;
@@ -336,15 +340,30 @@ impl Chat {
     }
 
     /// # `presence:query`
-    pub async fn presence(&self, req: PresenceQuery) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
+    /// Users who block the caller, or whom the caller blocks, read as offline and never seen.
+    pub async fn presence(
+        &self,
+        user: &User,
+        req: PresenceQuery,
+    ) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
         if req.user_ids.len() > PRESENCE_QUERY_MAX {
             return Err(ChatError::invalid(format!("at most {PRESENCE_QUERY_MAX} user_ids per query")));
         }
         for user_id in &req.user_ids {
             validate::identifier("user_ids[]", user_id)?;
         }
+        let hidden = self.store.blocked_among(&user.id, &req.user_ids).await?;
         let infos = self.presence.info(&req.user_ids).await;
-        Ok(req.user_ids.into_iter().zip(infos).collect())
+        let unknown = PresenceInfo { online: false, last_seen_at: None };
+        Ok(req
+            .user_ids
+            .into_iter()
+            .zip(infos)
+            .map(|(id, info)| {
+                let info = if hidden.contains(&id) { unknown.clone() } else { info };
+                (id, info)
+            })
+            .collect())
     }
 }
 

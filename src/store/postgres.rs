@@ -25,8 +25,8 @@ use tokio_postgres::{NoTls, Row};
 use crate::core::error::StoreError;
 use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
-    Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, NotificationSettings,
-    Platform, Role,
+    Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType,
+    NotificationSettings, Platform, Role,
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_push_claims.sql"),
     include_str!("../../migrations/postgres/0004_notifications.sql"),
     include_str!("../../migrations/postgres/0005_notification_settings.sql"),
+    include_str!("../../migrations/postgres/0006_bans_blocks.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -429,7 +430,7 @@ async fn append(pool: &Pool, new: NewMessage) -> Result<AppendOutcome, StoreErro
     let bump = tx
         .prepare_cached(
             "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = $2, activity_at = $2 \
-             WHERE id = $1 RETURNING last_seq",
+             WHERE id = $1 RETURNING last_seq, type",
         )
         .await?;
     let Some(row) = tx.query_opt(&bump, &[&new.conversation_id, &now.millis()]).await? else {
@@ -437,18 +438,31 @@ async fn append(pool: &Pool, new: NewMessage) -> Result<AppendOutcome, StoreErro
         return Ok(AppendOutcome::NoConversation);
     };
     let seq: i64 = get(&row, 0)?;
+    let system = new.kind == MessageType::System;
+    // In a direct conversation the members query also tells whether each member and the
+    // sender block each other (either way): no extra round trip, and no cost for groups.
+    let direct = get::<String>(&row, 1)? == ConversationType::Direct.as_str() && !system;
     let members = tx
-        .prepare_cached(
+        .prepare_cached(if direct {
             "SELECT mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.notifications, \
-               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count \
-             FROM members mb WHERE mb.conversation_id = $1",
-        )
+               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, \
+               EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $2 AND b.blocked_id = mb.user_id) \
+                                               OR (b.blocker_id = mb.user_id AND b.blocked_id = $2)) \
+             FROM members mb WHERE mb.conversation_id = $1"
+        } else {
+            "SELECT mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.notifications, \
+               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, false \
+             FROM members mb WHERE mb.conversation_id = $1"
+        })
         .await?;
+    let direct_params: [&(dyn ToSql + Sync); 2] = [&new.conversation_id, &new.sender_id];
+    let mut blocked = false;
     let mut recipients = tx
-        .query(&members, &[&new.conversation_id])
+        .query(&members, if direct { &direct_params } else { &direct_params[..1] })
         .await?
         .iter()
         .map(|row| {
+            blocked |= get::<bool>(row, 7)?;
             Ok(Recipient {
                 member: member_at(row, 0)?,
                 has_devices: get(row, 5)?,
@@ -456,9 +470,13 @@ async fn append(pool: &Pool, new: NewMessage) -> Result<AppendOutcome, StoreErro
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    if !recipients.iter().any(|r| r.member.user_id == new.sender_id) {
+    if !system && !recipients.iter().any(|r| r.member.user_id == new.sender_id) {
         tx.rollback().await?;
         return Ok(AppendOutcome::NotMember);
+    }
+    if blocked {
+        tx.rollback().await?;
+        return Ok(AppendOutcome::Blocked);
     }
     if let Some(client_id) = &new.client_id {
         let statement = tx
@@ -980,7 +998,10 @@ impl Store for PostgresStore {
         self.query(
             "SELECT DISTINCT other.user_id FROM members mine \
              JOIN members other ON other.conversation_id = mine.conversation_id \
-             WHERE mine.user_id = $1 AND other.user_id <> $1",
+             WHERE mine.user_id = $1 AND other.user_id <> $1 \
+               AND NOT EXISTS (SELECT 1 FROM blocks b \
+                 WHERE (b.blocker_id = $1 AND b.blocked_id = other.user_id) \
+                    OR (b.blocker_id = other.user_id AND b.blocked_id = $1))",
             &[&user_id],
         )
         .await?
@@ -1316,6 +1337,102 @@ impl Store for PostgresStore {
             .execute("DELETE FROM devices WHERE id = $1 AND user_id = $2", &[&device_id, &user_id])
             .await?;
         Ok(removed == 1)
+    }
+
+    async fn all_conversations(
+        &self,
+        after: Option<ActivityCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let (after_at, after_id) = match &after {
+            Some(cursor) => (Some(cursor.activity_at.millis()), Some(cursor.id.as_str())),
+            None => (None, None),
+        };
+        let client = self.client().await?;
+        // `v` (the viewer) joins nothing: the unread count is nobody's, 0.
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CONVERSATION_COLUMNS}, {MESSAGE_COLUMNS} FROM conversations c \
+                 LEFT JOIN members v ON false \
+                 LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
+                 WHERE ($1::BIGINT IS NULL OR c.activity_at < $1 OR (c.activity_at = $1 AND c.id < $2)) \
+                 ORDER BY c.activity_at DESC, c.id DESC LIMIT $3"
+            ))
+            .await?;
+        let rows = client.query(&statement, &[&after_at, &after_id, &as_i64(limit)]).await?;
+        conversations_from(&client, rows).await
+    }
+
+    async fn ban_user(
+        &self,
+        user_id: &str,
+        reason: Option<String>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // `xmax = 0` only for a freshly inserted row, not for one the conflict updated.
+        let rows = self
+            .query(
+                "INSERT INTO bans (user_id, reason, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET reason = EXCLUDED.reason RETURNING (xmax = 0)",
+                &[&user_id, &reason, &at.millis()],
+            )
+            .await?;
+        rows.first().map_or(Ok(false), |row| get(row, 0))
+    }
+
+    async fn unban_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        Ok(self.execute("DELETE FROM bans WHERE user_id = $1", &[&user_id]).await? == 1)
+    }
+
+    async fn banned_users(&self) -> Result<Vec<String>, StoreError> {
+        self.query("SELECT user_id FROM bans ORDER BY user_id", &[])
+            .await?
+            .iter()
+            .map(|row| get(row, 0))
+            .collect()
+    }
+
+    async fn block_user(&self, blocker: &str, blocked: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let inserted = self
+            .execute(
+                "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&blocker, &blocked, &at.millis()],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn unblock_user(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .execute("DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2", &[&blocker, &blocked])
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn blocks_of(&self, blocker: &str) -> Result<Vec<Block>, StoreError> {
+        self.query(
+            "SELECT blocked_id, created_at FROM blocks WHERE blocker_id = $1 ORDER BY created_at, blocked_id",
+            &[&blocker],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok(Block { user_id: get(row, 0)?, created_at: Timestamp(get(row, 1)?) }))
+        .collect()
+    }
+
+    async fn blocked_among(&self, user_id: &str, others: &[String]) -> Result<Vec<String>, StoreError> {
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query(
+            "SELECT o FROM unnest($2::text[]) AS o WHERE EXISTS (SELECT 1 FROM blocks b \
+               WHERE (b.blocker_id = $1 AND b.blocked_id = o) OR (b.blocker_id = o AND b.blocked_id = $1))",
+            &[&user_id, &others],
+        )
+        .await?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect()
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::core::error::StoreError;
 use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
-    Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
-    Role,
+    Block, Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings,
+    Platform, Role,
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_push_claims.sql"),
     include_str!("../../migrations/sqlite/0004_notifications.sql"),
     include_str!("../../migrations/sqlite/0005_notification_settings.sql"),
+    include_str!("../../migrations/sqlite/0006_bans_blocks.sql"),
 ];
 
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
@@ -516,11 +517,36 @@ fn unread_after(
 fn append(conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
     // The members as of this commit: the sender must be one, and routing gets them all.
     let mut recipients = load_recipients(conn, &new.conversation_id)?;
-    if !recipients.iter().any(|r| r.member.user_id == new.sender_id) {
+    let system = new.kind == MessageType::System;
+    // A system message needs no membership, only the conversation (which may have no
+    // members left).
+    let sender_is_member = recipients.iter().any(|r| r.member.user_id == new.sender_id);
+    if !sender_is_member && (!system || recipients.is_empty()) {
         let exists = conn
             .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
             .exists([&new.conversation_id])?;
-        return Ok(if exists { AppendOutcome::NotMember } else { AppendOutcome::NoConversation });
+        if !exists {
+            return Ok(AppendOutcome::NoConversation);
+        }
+        if !system {
+            return Ok(AppendOutcome::NotMember);
+        }
+    }
+    // Blocks matter only between the two members of a direct conversation: one in-process
+    // indexed lookup, and only for two-member conversations.
+    if let [a, b] = recipients.as_slice()
+        && !system
+    {
+        let blocked = conn
+            .prepare_cached(
+                "SELECT 1 FROM conversations WHERE id = ?1 AND type = 'direct' AND EXISTS ( \
+                   SELECT 1 FROM blocks WHERE (blocker_id = ?2 AND blocked_id = ?3) \
+                                           OR (blocker_id = ?3 AND blocked_id = ?2))",
+            )?
+            .exists(params![new.conversation_id, a.member.user_id, b.member.user_id])?;
+        if blocked {
+            return Ok(AppendOutcome::Blocked);
+        }
     }
     if let Some(client_id) = &new.client_id {
         let sql = format!(
@@ -987,7 +1013,10 @@ impl Store for SqliteStore {
                 conn,
                 "SELECT DISTINCT other.user_id FROM members mine \
                      JOIN members other ON other.conversation_id = mine.conversation_id \
-                     WHERE mine.user_id = ?1 AND other.user_id <> ?1",
+                     WHERE mine.user_id = ?1 AND other.user_id <> ?1 \
+                       AND NOT EXISTS (SELECT 1 FROM blocks b \
+                         WHERE (b.blocker_id = ?1 AND b.blocked_id = other.user_id) \
+                            OR (b.blocker_id = other.user_id AND b.blocked_id = ?1))",
                 [&user_id],
                 |r| r.get(0),
             )
@@ -1350,6 +1379,126 @@ impl Store for SqliteStore {
                 .prepare_cached("DELETE FROM devices WHERE id = ?1 AND user_id = ?2")?
                 .execute(params![device_id, user_id])?;
             Ok(removed == 1)
+        })
+        .await
+    }
+
+    async fn all_conversations(
+        &self,
+        after: Option<ActivityCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.read(move |conn| {
+            let (after_at, after_id) = match &after {
+                Some(c) => (Some(c.activity_at.millis()), Some(c.id.as_str())),
+                None => (None, None),
+            };
+            let ids = conn
+                .prepare_cached(
+                    "SELECT id FROM conversations \
+                     WHERE (?1 IS NULL OR activity_at < ?1 OR (activity_at = ?1 AND id < ?2)) \
+                     ORDER BY activity_at DESC, id DESC LIMIT ?3",
+                )?
+                .query_map(params![after_at, after_id, limit as i64], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut conversations = Vec::with_capacity(ids.len());
+            for id in ids {
+                // No member has an empty id, so the unread count is nobody's: 0.
+                if let Some(c) = load_conversation(conn, &id, "")? {
+                    conversations.push(c);
+                }
+            }
+            Ok(conversations)
+        })
+        .await
+    }
+
+    async fn ban_user(
+        &self,
+        user_id: &str,
+        reason: Option<String>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write(move |conn| {
+            let existed = conn.prepare_cached("SELECT 1 FROM bans WHERE user_id = ?1")?.exists([&user_id])?;
+            conn.prepare_cached(
+                "INSERT INTO bans (user_id, reason, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (user_id) DO UPDATE SET reason = excluded.reason",
+            )?
+            .execute(params![user_id, reason, at.millis()])?;
+            Ok(!existed)
+        })
+        .await
+    }
+
+    async fn unban_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write(move |conn| {
+            Ok(conn.prepare_cached("DELETE FROM bans WHERE user_id = ?1")?.execute([&user_id])? == 1)
+        })
+        .await
+    }
+
+    async fn banned_users(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| query_all(conn, "SELECT user_id FROM bans ORDER BY user_id", [], |r| r.get(0))).await
+    }
+
+    async fn block_user(&self, blocker: &str, blocked: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let (blocker, blocked) = (blocker.to_owned(), blocked.to_owned());
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![blocker, blocked, at.millis()])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn unblock_user(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError> {
+        let (blocker, blocked) = (blocker.to_owned(), blocked.to_owned());
+        self.write(move |conn| {
+            let deleted = conn
+                .prepare_cached("DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")?
+                .execute(params![blocker, blocked])?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn blocks_of(&self, blocker: &str) -> Result<Vec<Block>, StoreError> {
+        let blocker = blocker.to_owned();
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT blocked_id, created_at FROM blocks WHERE blocker_id = ?1 ORDER BY created_at, blocked_id",
+                [&blocker],
+                |r| Ok(Block { user_id: r.get(0)?, created_at: Timestamp(r.get(1)?) }),
+            )
+        })
+        .await
+    }
+
+    async fn blocked_among(&self, user_id: &str, others: &[String]) -> Result<Vec<String>, StoreError> {
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (user_id, others) = (user_id.to_owned(), others.to_vec());
+        self.read(move |conn| {
+            let mut either_way = conn.prepare_cached(
+                "SELECT 1 FROM blocks WHERE (blocker_id = ?1 AND blocked_id = ?2) \
+                                         OR (blocker_id = ?2 AND blocked_id = ?1)",
+            )?;
+            let mut blocked = Vec::new();
+            for other in others {
+                if either_way.exists(params![user_id, other])? {
+                    blocked.push(other);
+                }
+            }
+            Ok(blocked)
         })
         .await
     }

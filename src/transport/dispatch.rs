@@ -186,6 +186,7 @@ pub async fn apply(
     connection: &impl Subscriptions,
     credentials: &Credentials<'_>,
 ) -> Result<Value, ChatError> {
+    chat.admit(user)?;
     Ok(match event {
         ClientEvent::AuthRefresh(req) => {
             let verified = credentials.auth.verify_session(&req.token);
@@ -236,7 +237,7 @@ pub async fn apply(
             let page = chat.sync(user, req).await?;
             json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations })
         }
-        ClientEvent::PresenceQuery(req) => json!({ "presence": chat.presence(req).await? }),
+        ClientEvent::PresenceQuery(req) => json!({ "presence": chat.presence(user, req).await? }),
     })
 }
 

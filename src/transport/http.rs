@@ -21,12 +21,13 @@ use utoipa_axum::routes;
 use super::openapi::{
     self, Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
 };
+use crate::core::blocks::BlockRequest;
 use crate::core::chat::{ConversationPage, MessagePage, Unread};
 use crate::core::events::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
     NotificationSettingsUpdate, RegisterDevice, SendMessage, SetNotifications, UpdateConversation,
 };
-use crate::core::model::{Conversation, Device, Message, NotificationSettings, User};
+use crate::core::model::{Block, Conversation, Device, Message, NotificationSettings, User};
 use crate::core::telemetry;
 use crate::core::{ChatError, validate};
 use crate::state::AppState;
@@ -93,7 +94,7 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token =
             bearer_token(parts).ok_or_else(|| ChatError::Unauthorized("missing bearer token".into()))?;
-        Ok(AuthUser(state.auth.verify(token)?))
+        Ok(AuthUser(state.authenticate(token)?.0))
     }
 }
 
@@ -230,7 +231,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .routes(routes!(notification_settings, update_notification_settings))
         .routes(routes!(unread))
         .routes(routes!(register_device, list_devices))
-        .routes(routes!(remove_device));
+        .routes(routes!(remove_device))
+        .routes(routes!(block, list_blocks))
+        .routes(routes!(unblock));
     if state.config.dev {
         router = router.routes(routes!(dev_token));
     }
@@ -559,6 +562,55 @@ async fn remove_device(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state.chat.remove_device(&user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// # `POST /api/blocks`
+/// 201 with `{user_id, created_at}`, 200 when the caller already blocked that user.
+#[utoipa::path(post, path = "/api/blocks", tag = "blocks", request_body = BlockRequest,
+    responses((status = 201, description = "Blocked", body = Block),
+        (status = 200, description = "Already blocked", body = Block),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
+async fn block(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(req): ApiJson<BlockRequest>,
+) -> ApiResult<Response> {
+    let (block, created) = state.chat.block(&user, req).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(block)).into_response())
+}
+
+/// Answer of `GET /api/blocks`.
+#[derive(Serialize, ToSchema)]
+struct BlockList {
+    /// The users the caller blocks, oldest block first.
+    blocks: Vec<Block>,
+}
+
+/// # `GET /api/blocks`
+/// The users the caller blocks.
+#[utoipa::path(get, path = "/api/blocks", tag = "blocks",
+    responses((status = 200, description = "The caller's blocks", body = BlockList),
+        (status = 401, response = Unauthorized), (status = 503, response = Unavailable)))]
+async fn list_blocks(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Response> {
+    Ok(Json(BlockList { blocks: state.chat.blocks(&user).await? }).into_response())
+}
+
+/// # `DELETE /api/blocks/{user_id}`
+/// Lifts the caller's block of `user_id`.
+#[utoipa::path(delete, path = "/api/blocks/{user_id}", tag = "blocks",
+    params(("user_id" = String, Path, description = "The blocked user")),
+    responses((status = 204, description = "Unblocked"),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound), (status = 503, response = Unavailable)))]
+async fn unblock(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.chat.unblock(&user, &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

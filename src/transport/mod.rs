@@ -1,6 +1,7 @@
 //! Transports: thin adapters that decode requests, call the core, and encode results.
 //! No chat rule lives here.
 
+pub mod admin;
 pub mod dispatch;
 pub mod guard;
 pub mod http;

@@ -33,6 +33,7 @@ use crate::core::ChatError;
         (name = "conversations", description = "Conversations and their members"),
         (name = "messages", description = "Messages, history and read receipts"),
         (name = "devices", description = "Push notification devices"),
+        (name = "blocks", description = "Users the caller blocks"),
         (name = "notifications", description = "Unread counts and the notification stream"),
         (name = "health", description = "Probes for orchestrators"),
         (name = "dev", description = "Development helpers (only with `--dev`)"),

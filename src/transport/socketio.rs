@@ -242,8 +242,9 @@ fn disconnect_reason(reason: DisconnectReason) -> Disconnect {
     }
 }
 
-/// Connect middleware: runs the handshake checks, verifies the JWT, admits the connection
-/// and attaches the [`User`], its [`Permit`] and its [`Lease`] to the socket (see [`admit`]).
+/// Connect middleware: runs the handshake checks, verifies the JWT, refuses banned users
+/// (`forbidden`), admits the connection and attaches the [`User`], its [`Permit`] and its
+/// [`Lease`] to the socket (see [`admit`]).
 /// A refusal is counted like every error answer.
 async fn authenticate(
     socket: SocketRef,
@@ -267,7 +268,7 @@ fn admit(
 ) -> Result<(), Refused> {
     check_handshake(&state, socket.req_parts()).map_err(|err| Refused(err.code()))?;
     let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
-    let (mut user, expires_at) = state.auth.verify_session(&token).map_err(|err| Refused(err.code()))?;
+    let (mut user, expires_at) = state.authenticate(&token).map_err(|err| Refused(err.code()))?;
     let permit = state.admission.admit(&user.id).map_err(|refusal| Refused(refusal.socketio_code()))?;
     socket.extensions.insert(Arc::new(permit));
     socket.extensions.insert(Arc::new(Lease::new(expires_at)));
@@ -571,6 +572,16 @@ async fn apply(io: &SocketIo, bus: &dyn Bus, message: &BusMessage) {
                 leave_conversation(&socket, bus, conversation_id);
             }
         }
+        BusMessage::Disconnect { user_id, .. } => {
+            // The client sees the server's disconnect ("io server disconnect") and does not
+            // reconnect by itself.
+            if let Some(root) = root()
+                && let Err(err) = root.to(user_room(user_id)).disconnect().await
+            {
+                tracing::debug!(error = %err, user = %user_id, "disconnecting a user's sockets failed");
+            }
+        }
+        BusMessage::BanChanged { .. } => {}
         BusMessage::Gap => {
             // Socket.IO clients find the gap by seq on their next message and `sync`.
             tracing::warn!("the bus may have lost messages; socket.io clients repair with sync");

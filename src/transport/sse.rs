@@ -3,7 +3,8 @@
 //! `EventSource` cannot set headers), opens the core's
 //! [`NotificationStream`](crate::core::notifications::NotificationStream) and encodes its
 //! items; keep-alive comments every `--sse-keep-alive`. A stream ends when its token
-//! expires or the node shuts down (the client reconnects with `Last-Event-ID`).
+//! expires, the node shuts down, or an operator disconnects or bans the user (the client
+//! reconnects with `Last-Event-ID`; a banned user is refused with 403).
 
 use std::convert::Infallible;
 
@@ -87,7 +88,7 @@ async fn notification_stream(
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
             .into_response();
     };
-    let (user, expires_at) = match state.auth.verify_session(&token) {
+    let (user, expires_at) = match state.authenticate(&token) {
         Ok(verified) => verified,
         Err(err) => return ApiError(err).into_response(),
     };

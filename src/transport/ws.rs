@@ -41,7 +41,7 @@ use crate::core::ChatError;
 use crate::core::admission::Permit;
 use crate::core::model::User;
 use crate::core::ports::{Bus, Topic};
-use crate::core::realtime::{Audience, BusMessage, Delivery};
+use crate::core::realtime::{Audience, BusMessage, Delivery, WS_CONNECTION_PREFIX};
 use crate::core::session::{Lease, LeaseEnd};
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::core::validate;
@@ -71,7 +71,7 @@ pub fn router(state: &AppState) -> (Router<AppState>, Arc<Hub>) {
 
 /// Checks the handshake, authenticates, admits, then upgrades. Every refusal comes before
 /// the upgrade, with the usual `{error:{code,message}}` body: 503 draining or node full,
-/// 403 origin, 429 handshake rate or the user's connection cap, 401 token; a non-WebSocket
+/// 403 origin or a banned user, 429 handshake rate or the user's connection cap, 401 token; a non-WebSocket
 /// request gets 400.
 async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
@@ -83,7 +83,7 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
         return ApiError(ChatError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))
             .into_response();
     };
-    let (user, expires_at) = match state.auth.verify_session(&token) {
+    let (user, expires_at) = match state.authenticate(&token) {
         Ok(verified) => verified,
         Err(err) => return ApiError(err).into_response(),
     };
@@ -194,7 +194,7 @@ impl Hub {
             config,
             max_queued_frames,
             bus,
-            prefix: format!("ws:{:08x}:", rand::random::<u32>()),
+            prefix: format!("{WS_CONNECTION_PREFIX}{:08x}:", rand::random::<u32>()),
             rooms: RwLock::default(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
@@ -342,6 +342,15 @@ impl Hub {
                     self.unsubscribe(&mut rooms, id, conversation_id);
                 }
             }
+            BusMessage::Disconnect { user_id, reason } => {
+                let rooms = self.rooms();
+                for id in rooms.by_user.get(user_id).into_iter().flatten() {
+                    if let Some(entry) = rooms.connections.get(id) {
+                        entry.connection.close(close_code::POLICY, reason.as_str());
+                    }
+                }
+            }
+            BusMessage::BanChanged { .. } => {}
             BusMessage::Gap => {
                 tracing::warn!("the bus may have lost messages; closing connections (1013)");
                 self.close_every(close_code::AGAIN, "messages may have been missed: reconnect and sync");

@@ -158,6 +158,17 @@ function connectError(options) {
   });
 }
 
+/** An admin API call with the key in CHATD_ADMIN_KEY; returns the status. */
+async function adminCall(method, path) {
+  const headers = { authorization: `Bearer ${process.env.CHATD_ADMIN_KEY}` };
+  return (await fetch(URL + path, { method, headers })).status;
+}
+
+/** Resolves with the reason of the socket's next disconnect. */
+function disconnected(client) {
+  return new Promise((resolve) => client.socket.once("disconnect", resolve));
+}
+
 const scenarios = {
   async token_expiry() {
     const soon = () => token("alice", { exp: Math.floor(Date.now() / 1000) + 2 });
@@ -176,6 +187,27 @@ const scenarios = {
     assert.equal((await refreshed.ack("presence:query", { user_ids: [] })).ok, true);
     refreshed.close();
   },
+
+  /** An operator disconnects a user, then bans them: their sockets are cut by the server and
+   * a banned handshake gets connect_error `forbidden`; unbanned, they connect again. */
+  async admin_disconnect_and_ban() {
+    const first = await connect("mallory");
+    const cut = disconnected(first);
+    assert.equal(await adminCall("POST", "/api/admin/users/mallory/disconnect"), 204);
+    assert.equal(await cut, "io server disconnect");
+    (await connect("mallory")).close();
+
+    const second = await connect("mallory");
+    const banned = disconnected(second);
+    assert.equal(await adminCall("PUT", "/api/admin/users/mallory/ban"), 204);
+    assert.equal(await banned, "io server disconnect");
+    const refused = await connectError({ auth: { token: token("mallory") } });
+    assert.equal(refused.message, "forbidden");
+
+    assert.equal(await adminCall("DELETE", "/api/admin/users/mallory/ban"), 204);
+    (await connect("mallory")).close();
+  },
+
   async cross_transport() {
     const conv = await group("alice", ["bob"]);
     const alice = await connect("alice");

@@ -1,0 +1,399 @@
+//! Operator actions behind the admin API: node stats, system messages, conversations created
+//! on a user's behalf, listing and inspecting conversations, disconnecting and banning users.
+//!
+//! Bans: the store is the source of truth; every node keeps the banned set in memory
+//! ([`Bans`]) so that checking a request costs a hash lookup, never a store round trip. A node
+//! loads the set at start ([`Chat::start_bans`]) and then follows [`BusMessage::BanChanged`]
+//! on the bus topic every node watches ([`Topic::Everyone`]); when its bus reports a gap
+//! (lost messages), it reloads the set from the store. Banning also publishes
+//! [`BusMessage::Disconnect`], which every transport on every node applies to that user's
+//! connections.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::chat::{Chat, ConversationPage, LIST_DEFAULT, LIST_MAX, decode_cursor, new_id, page_of};
+use super::error::ChatError;
+use super::events::CreateConversation;
+use super::model::{Conversation, ConversationType, JsonObject, Message, MessageType, User};
+use super::ports::{AppendOutcome, NewMessage, Topic};
+use super::presence::NodeConnections;
+use super::realtime::{BusMessage, DisconnectReason};
+use super::time::Timestamp;
+use super::validate;
+
+/// The `sender_id` of messages posted through the admin API (reserved: a message is a
+/// system message by its `type`, which users cannot send).
+pub const SYSTEM_SENDER: &str = "system";
+
+/// The users banned, as this node knows them. `std::sync::RwLock`: every use is one set
+/// operation, never held across `.await`; reads (every request) vastly outnumber writes.
+#[derive(Default)]
+pub struct Bans {
+    users: RwLock<HashSet<String>>,
+}
+
+impl Bans {
+    /// Whether `user_id` is banned.
+    pub fn contains(&self, user_id: &str) -> bool {
+        self.users.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(user_id)
+    }
+
+    fn set(&self, user_id: &str, banned: bool) {
+        let mut users = self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if banned {
+            users.insert(user_id.to_owned());
+        } else {
+            users.remove(user_id);
+        }
+    }
+
+    fn replace(&self, banned: Vec<String>) {
+        *self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = banned.into_iter().collect();
+    }
+}
+
+/// Messages committed through this node per second over the last minute: a ring of 60
+/// one-second buckets. `std::sync::Mutex`: one short update per committed message (on the
+/// store's commit path), no `.await` inside.
+pub struct MessageRate {
+    /// (Unix second, messages committed in it), at index second % 60.
+    buckets: Mutex<[(i64, u64); 60]>,
+}
+
+impl Default for MessageRate {
+    fn default() -> Self {
+        MessageRate { buckets: Mutex::new([(0, 0); 60]) }
+    }
+}
+
+impl MessageRate {
+    fn now_second() -> i64 {
+        Timestamp::now().millis().div_euclid(1000)
+    }
+
+    /// Counts one committed message.
+    pub fn record(&self) {
+        let second = Self::now_second();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = &mut buckets[second.rem_euclid(60) as usize];
+        if bucket.0 != second {
+            *bucket = (second, 0);
+        }
+        bucket.1 += 1;
+    }
+
+    /// Messages counted in the last 60 seconds (this one included).
+    pub fn last_minute(&self) -> u64 {
+        let second = Self::now_second();
+        let buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        buckets.iter().filter(|(at, _)| second - at < 60).map(|(_, count)| count).sum()
+    }
+}
+
+/// `GET /api/admin/stats`.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// This node's open connections by transport.
+    pub connections: NodeConnections,
+    /// Users with at least one connection on this node.
+    pub users_online: usize,
+    /// Messages committed through this node in the last 60 seconds.
+    pub messages_per_minute: u64,
+}
+
+/// `GET /api/admin/users/{id}`.
+#[derive(Debug, Serialize)]
+pub struct UserStatus {
+    /// The user.
+    pub user_id: String,
+    /// Whether the user is banned.
+    pub banned: bool,
+    /// At least one connection open (on any node when presence is shared).
+    pub online: bool,
+    /// Connections open on this node.
+    pub connections: usize,
+}
+
+/// `POST /api/admin/conversations`: a conversation created on behalf of `owner`, by the
+/// same rules as `POST /api/conversations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversationFor {
+    /// The user who becomes the owner.
+    pub owner: String,
+    /// Direct (exactly one other member) or group.
+    #[serde(rename = "type")]
+    pub kind: ConversationType,
+    /// The other members; the owner may be listed too.
+    pub members: Vec<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the conversation is about; a direct chat is unique per pair and context.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Free-form data for the platform.
+    #[serde(default)]
+    pub metadata: Option<JsonObject>,
+    /// Pushes for it never show message text (default false).
+    #[serde(default)]
+    pub private_preview: Option<bool>,
+}
+
+/// `POST /api/admin/conversations/{id}/messages`: a system message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemMessage {
+    /// The text.
+    pub content: String,
+    /// Free-form data for the platform (absent or null: `{}`).
+    #[serde(default)]
+    pub metadata: Option<JsonObject>,
+}
+
+/// `GET /api/admin/conversations` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConversationsFor {
+    /// Only this user's conversations (with their unread counts); absent: every conversation.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Page size (default 20, at most 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `PUT /api/admin/users/{id}/ban` body (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    /// Why, for the operators' records.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A user acting through the admin API: no connection of theirs is left out of echoes.
+fn acting_as(user_id: String) -> User {
+    User { id: user_id, name: None, connection: None, arrival: 0 }
+}
+
+impl Chat {
+    /// Refuses a banned user (`forbidden`). Every transport calls it when it authenticates
+    /// a request, a connection or an event: the one place the ban rule lives.
+    pub fn admit(&self, user: &User) -> Result<(), ChatError> {
+        if self.bans.contains(&user.id) {
+            return Err(ChatError::forbidden("this user is banned"));
+        }
+        Ok(())
+    }
+
+    /// Loads the banned set and keeps it current from the bus (see the module docs). Called
+    /// once at startup, inside a Tokio runtime.
+    pub async fn start_bans(self: &Arc<Self>) -> Result<(), ChatError> {
+        self.bus.watch(Topic::Everyone);
+        let changes = self.bus.subscribe();
+        self.bus.settled().await;
+        self.bans.replace(self.store.banned_users().await?);
+        tokio::spawn(follow_bans(Arc::downgrade(self), changes));
+        Ok(())
+    }
+
+    /// # `GET /api/admin/stats`
+    pub fn stats(&self) -> Stats {
+        let connections = self.presence.node_connections();
+        Stats { users_online: connections.users, connections, messages_per_minute: self.rate.last_minute() }
+    }
+
+    /// # `GET /api/admin/users/{id}`
+    pub async fn user_status(&self, user_id: &str) -> Result<UserStatus, ChatError> {
+        validate::identifier("user_id", user_id)?;
+        let online = self.presence.info(&[user_id.to_owned()]).await.first().is_some_and(|info| info.online);
+        Ok(UserStatus {
+            user_id: user_id.to_owned(),
+            banned: self.bans.contains(user_id),
+            online,
+            connections: self.presence.local_connections(user_id),
+        })
+    }
+
+    /// # `POST /api/admin/users/{id}/disconnect`
+    /// Closes every connection of the user on every node; they may reconnect.
+    pub fn disconnect_user(&self, user_id: &str) -> Result<(), ChatError> {
+        validate::identifier("user_id", user_id)?;
+        self.bus
+            .publish(BusMessage::Disconnect { user_id: user_id.to_owned(), reason: DisconnectReason::Admin });
+        Ok(())
+    }
+
+    /// # `PUT /api/admin/users/{id}/ban`
+    /// Durable; this node refuses the user at once, the others when the bus tells them; every
+    /// connection of the user is closed.
+    pub async fn ban(&self, user_id: &str, req: BanRequest) -> Result<(), ChatError> {
+        validate::identifier("user_id", user_id)?;
+        if let Some(reason) = &req.reason {
+            validate::label("reason", reason, validate::MAX_LABEL_CHARS)?;
+        }
+        self.store.ban_user(user_id, req.reason, Timestamp::now()).await?;
+        self.bans.set(user_id, true);
+        self.bus.publish(BusMessage::BanChanged { user_id: user_id.to_owned(), banned: true });
+        self.bus.publish(BusMessage::Disconnect {
+            user_id: user_id.to_owned(),
+            reason: DisconnectReason::Banned,
+        });
+        Ok(())
+    }
+
+    /// # `DELETE /api/admin/users/{id}/ban`
+    /// Idempotent: lifting a ban that does not exist succeeds.
+    pub async fn unban(&self, user_id: &str) -> Result<(), ChatError> {
+        validate::identifier("user_id", user_id)?;
+        self.store.unban_user(user_id).await?;
+        self.bans.set(user_id, false);
+        self.bus.publish(BusMessage::BanChanged { user_id: user_id.to_owned(), banned: false });
+        Ok(())
+    }
+
+    /// # `POST /api/admin/conversations`
+    /// Created on behalf of `owner`, exactly as if they had asked (members are told with
+    /// `conversation:new`; a direct conversation is unique per pair and context).
+    pub async fn create_conversation_for(
+        &self,
+        req: CreateConversationFor,
+    ) -> Result<(Conversation, bool), ChatError> {
+        validate::identifier("owner", &req.owner)?;
+        let owner = acting_as(req.owner);
+        let req = CreateConversation {
+            kind: req.kind,
+            members: req.members,
+            name: req.name,
+            context: req.context,
+            metadata: req.metadata,
+            private_preview: req.private_preview,
+        };
+        self.create_conversation(&owner, req).await
+    }
+
+    /// # `GET /api/admin/conversations?user_id=&limit=&cursor=`
+    /// One user's conversations (their unread counts), or every conversation (unread counts
+    /// 0), newest activity first.
+    pub async fn conversations_for(&self, req: ListConversationsFor) -> Result<ConversationPage, ChatError> {
+        let limit = validate::page_limit(req.limit, LIST_DEFAULT, LIST_MAX)?;
+        let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
+        let conversations = match &req.user_id {
+            Some(user_id) => {
+                validate::identifier("user_id", user_id)?;
+                self.store.conversations_of(user_id, after, limit + 1).await?
+            }
+            None => self.store.all_conversations(after, limit + 1).await?,
+        };
+        Ok(page_of(conversations, limit))
+    }
+
+    /// # `GET /api/admin/conversations/{id}`
+    /// Any conversation with all its members; `unread_count` is 0 (it is nobody's view).
+    pub async fn inspect_conversation(&self, id: &str) -> Result<Conversation, ChatError> {
+        validate::identifier("id", id)?;
+        self.store.conversation(id, "").await?.ok_or_else(|| ChatError::not_found("no such conversation"))
+    }
+
+    /// # `POST /api/admin/conversations/{id}/messages`
+    /// Appends a `system` message from [`SYSTEM_SENDER`]: committed, then fanned out and
+    /// routed (notifications, pushes) to every member like any message.
+    pub async fn post_system_message(
+        &self,
+        conversation_id: &str,
+        req: SystemMessage,
+    ) -> Result<Message, ChatError> {
+        validate::identifier("conversation_id", conversation_id)?;
+        validate::text("content", &req.content, self.limits.max_content_chars)?;
+        if req.content.trim().is_empty() {
+            return Err(ChatError::invalid("content must not be blank"));
+        }
+        let new = NewMessage {
+            id: new_id(),
+            conversation_id: conversation_id.to_owned(),
+            sender_id: SYSTEM_SENDER.to_owned(),
+            kind: MessageType::System,
+            content: Some(req.content),
+            client_id: None,
+            reply_to_id: None,
+            attachments: Vec::new(),
+            metadata: req.metadata.unwrap_or_default(),
+        };
+        let on_commit = self.fan_out_on_commit(None, std::time::Instant::now());
+        match self.store.append_message(new, on_commit).await? {
+            AppendOutcome::Committed { message, .. } => Ok(message),
+            AppendOutcome::NoConversation => Err(ChatError::not_found("no such conversation")),
+            other => {
+                Err(ChatError::Internal(format!("unexpected outcome of a system append: {other:?}").into()))
+            }
+        }
+    }
+}
+
+/// Applies ban changes from the bus to a node's set while the core exists; reloads the set
+/// from the store when the bus may have lost some.
+async fn follow_bans(chat: std::sync::Weak<Chat>, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
+    loop {
+        let reload = match messages.recv().await {
+            Ok(message) => match message.as_ref() {
+                BusMessage::BanChanged { user_id, banned } => {
+                    let Some(chat) = chat.upgrade() else { return };
+                    chat.bans.set(user_id, *banned);
+                    false
+                }
+                BusMessage::Gap => true,
+                _ => false,
+            },
+            Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if reload {
+            let Some(chat) = chat.upgrade() else { return };
+            match chat.store.banned_users().await {
+                Ok(banned) => chat.bans.replace(banned),
+                Err(err) => tracing::warn!(error = %err, "reloading bans failed; keeping the known set"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_rate_counts_the_current_minute() {
+        let rate = MessageRate::default();
+        assert_eq!(rate.last_minute(), 0);
+        rate.record();
+        rate.record();
+        assert_eq!(rate.last_minute(), 2);
+    }
+
+    #[test]
+    fn a_bucket_older_than_a_minute_is_not_counted() {
+        let rate = MessageRate::default();
+        let stale = MessageRate::now_second() - 60;
+        rate.buckets.lock().unwrap()[stale.rem_euclid(60) as usize] = (stale, 5);
+        assert_eq!(rate.last_minute(), 0);
+    }
+
+    #[test]
+    fn bans_are_set_lifted_and_replaced() {
+        let bans = Bans::default();
+        bans.set("mallory", true);
+        assert!(bans.contains("mallory"));
+        bans.set("mallory", false);
+        assert!(!bans.contains("mallory"));
+        bans.replace(vec!["eve".into()]);
+        assert!(bans.contains("eve") && !bans.contains("mallory"));
+    }
+}
