@@ -361,3 +361,57 @@ async fn the_checker_refuses_an_undocumented_status() {
     let c = Conformance { doc: document(&server).await };
     c.check("get", "/api/unread", &server.client("alice").get("/api/unread?x").await.with_status(404));
 }
+
+#[tokio::test]
+async fn the_admin_api_is_documented_with_its_own_security_only_when_served_and_conforms() {
+    const KEY: &str = "openapi-admin-key-0123456789";
+    let without = TestServer::start().await;
+    let doc = document(&without).await;
+    assert!(
+        operations(&doc).iter().all(|(_, path)| !path.starts_with("/api/admin")),
+        "no admin operation without --admin-key"
+    );
+
+    let server = TestServer::start_with(|config| config.admin_key = Some(KEY.into())).await;
+    let doc = document(&server).await;
+    let admin_ops: Vec<(String, String)> =
+        operations(&doc).into_iter().filter(|(_, path)| path.starts_with("/api/admin")).collect();
+    assert_eq!(admin_ops.len(), 9, "{admin_ops:?}");
+    let admin = server.client("alice").with_token(KEY);
+    for (method, template) in &admin_ops {
+        assert_eq!(
+            doc["paths"][template][method]["security"],
+            json!([{ "admin_key": [] }]),
+            "{method} {template}"
+        );
+        let path = template.replace("{id}", "x");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let body = [Method::POST, Method::PUT].contains(&method).then(|| json!({}));
+        let reply = admin.call(method.clone(), &path, body).await;
+        assert_ne!(reply.status.as_u16(), 405, "{method} {template} is documented but not routed");
+        assert_ne!(reply.body["error"]["message"], "no such route", "{method} {template} is not routed");
+    }
+
+    let conformance = Conformance { doc };
+    conformance.check("get", "/api/admin/stats", &admin.get("/api/admin/stats").await);
+    let created = admin
+        .post("/api/admin/conversations", json!({ "type": "direct", "members": ["bob"], "owner": "alice" }))
+        .await;
+    conformance.check("post", "/api/admin/conversations", &created);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let posted =
+        admin.post(&format!("/api/admin/conversations/{id}/messages"), json!({ "content": "hi" })).await;
+    conformance.check("post", "/api/admin/conversations/{id}/messages", &posted);
+    conformance.check(
+        "get",
+        "/api/admin/conversations/{id}",
+        &admin.get(&format!("/api/admin/conversations/{id}")).await,
+    );
+    conformance.check(
+        "get",
+        "/api/admin/conversations",
+        &admin.get("/api/admin/conversations?user_id=bob").await,
+    );
+    conformance.check("get", "/api/admin/users/{id}", &admin.get("/api/admin/users/bob").await);
+    conformance.check("get", "/api/admin/stats", &server.client("alice").get("/api/admin/stats").await);
+}

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use utoipa::{IntoParams, ToSchema};
 
 use super::chat::{Chat, ConversationPage, LIST_DEFAULT, LIST_MAX, decode_cursor, new_id, page_of};
 use super::error::ChatError;
@@ -95,7 +96,7 @@ impl MessageRate {
 }
 
 /// `GET /api/admin/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Stats {
     /// This node's open connections by transport.
     pub connections: NodeConnections,
@@ -106,7 +107,7 @@ pub struct Stats {
 }
 
 /// `GET /api/admin/users/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserStatus {
     /// The user.
     pub user_id: String,
@@ -120,7 +121,7 @@ pub struct UserStatus {
 
 /// `POST /api/admin/conversations`: a conversation created on behalf of `owner`, by the
 /// same rules as `POST /api/conversations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversationFor {
     /// The user who becomes the owner.
@@ -137,6 +138,7 @@ pub struct CreateConversationFor {
     #[serde(default)]
     pub context: Option<String>,
     /// Free-form data for the platform.
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub metadata: Option<JsonObject>,
     /// Pushes for it never show message text (default false).
@@ -145,18 +147,20 @@ pub struct CreateConversationFor {
 }
 
 /// `POST /api/admin/conversations/{id}/messages`: a system message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SystemMessage {
     /// The text.
     pub content: String,
     /// Free-form data for the platform (absent or null: `{}`).
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub metadata: Option<JsonObject>,
 }
 
 /// `GET /api/admin/conversations` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListConversationsFor {
     /// Only this user's conversations (with their unread counts); absent: every conversation.
@@ -171,7 +175,7 @@ pub struct ListConversationsFor {
 }
 
 /// `PUT /api/admin/users/{id}/ban` body (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BanRequest {
     /// Why, for the operators' records.

@@ -52,7 +52,7 @@ impl UserPresence {
 }
 
 /// This node's open connections by transport, and the users they belong to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct NodeConnections {
     /// Socket.IO sockets.
     pub socketio: usize,

@@ -9,13 +9,20 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::http::{ApiError, ApiJson, ApiPath, ApiQuery, bearer_token};
+use super::openapi::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
 use crate::auth::admin_key_matches;
 use crate::core::ChatError;
-use crate::core::admin::{BanRequest, CreateConversationFor, ListConversationsFor, SystemMessage};
+use crate::core::admin::{
+    BanRequest, CreateConversationFor, ListConversationsFor, Stats, SystemMessage, UserStatus,
+};
+use crate::core::chat::ConversationPage;
+use crate::core::model::{Conversation, Message};
 use crate::state::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -39,20 +46,28 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The admin routes and page; empty when no admin key is configured (API off).
+/// The admin page; empty when no admin key is configured (API off).
 pub fn router(state: &AppState) -> Router<AppState> {
     if state.config.admin_key.is_none() {
         return Router::new();
     }
-    Router::new()
-        .route("/admin", get(page))
-        .route("/api/admin/stats", get(stats))
-        .route("/api/admin/conversations", post(create_conversation).get(list_conversations))
-        .route("/api/admin/conversations/{id}", get(inspect_conversation))
-        .route("/api/admin/conversations/{id}/messages", post(system_message))
-        .route("/api/admin/users/{id}", get(user_status))
-        .route("/api/admin/users/{id}/disconnect", post(disconnect))
-        .route("/api/admin/users/{id}/ban", axum::routing::put(ban).delete(unban))
+    Router::new().route("/admin", get(page))
+}
+
+/// The admin API routes with their OpenAPI operations (merged into the REST API's document
+/// by [`super::http::router`]); empty when no admin key is configured (API off).
+pub fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    if state.config.admin_key.is_none() {
+        return OpenApiRouter::new();
+    }
+    OpenApiRouter::new()
+        .routes(routes!(stats))
+        .routes(routes!(create_conversation, list_conversations))
+        .routes(routes!(inspect_conversation))
+        .routes(routes!(system_message))
+        .routes(routes!(user_status))
+        .routes(routes!(disconnect))
+        .routes(routes!(ban, unban))
 }
 
 /// # `GET /admin`
@@ -75,12 +90,23 @@ async fn page() -> Response {
 }
 
 /// # `GET /api/admin/stats`
+/// This node's connections, users online and messages in the last minute.
+#[utoipa::path(get, path = "/api/admin/stats", tag = "admin", security(("admin_key" = [])),
+    responses((status = 200, description = "This node's figures", body = Stats),
+        (status = 401, response = Unauthorized)))]
 async fn stats(State(state): State<AppState>, _: Admin) -> Response {
     Json(state.chat.stats()).into_response()
 }
 
 /// # `POST /api/admin/conversations`
 /// 201 with the new conversation, 200 with the existing direct one.
+#[utoipa::path(post, path = "/api/admin/conversations", tag = "admin", security(("admin_key" = [])),
+    request_body = CreateConversationFor,
+    responses((status = 201, description = "Created on the owner's behalf", body = Conversation),
+        (status = 200, description = "The direct conversation existed", body = Conversation),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 413, response = TooLarge),
+        (status = 503, response = Unavailable)))]
 async fn create_conversation(
     State(state): State<AppState>,
     _: Admin,
@@ -92,6 +118,12 @@ async fn create_conversation(
 }
 
 /// # `GET /api/admin/conversations?user_id=&limit=&cursor=`
+/// One user's conversations, or every conversation, newest activity first.
+#[utoipa::path(get, path = "/api/admin/conversations", tag = "admin", security(("admin_key" = [])),
+    params(ListConversationsFor),
+    responses((status = 200, description = "A page, newest activity first", body = ConversationPage),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable)))]
 async fn list_conversations(
     State(state): State<AppState>,
     _: Admin,
@@ -101,6 +133,12 @@ async fn list_conversations(
 }
 
 /// # `GET /api/admin/conversations/{id}`
+/// Any conversation, with all its members.
+#[utoipa::path(get, path = "/api/admin/conversations/{id}", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "The conversation (unread_count 0)", body = Conversation),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound), (status = 503, response = Unavailable)))]
 async fn inspect_conversation(
     State(state): State<AppState>,
     _: Admin,
@@ -111,6 +149,13 @@ async fn inspect_conversation(
 
 /// # `POST /api/admin/conversations/{id}/messages`
 /// 201 with the committed `system` message.
+#[utoipa::path(post, path = "/api/admin/conversations/{id}/messages", tag = "admin",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "Conversation id")),
+    request_body = SystemMessage,
+    responses((status = 201, description = "Committed and fanned out", body = Message),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound), (status = 413, response = TooLarge),
+        (status = 503, response = Unavailable)))]
 async fn system_message(
     State(state): State<AppState>,
     _: Admin,
@@ -121,6 +166,12 @@ async fn system_message(
 }
 
 /// # `GET /api/admin/users/{id}`
+/// Whether the user is banned and online.
+#[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, description = "The user's standing", body = UserStatus),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable)))]
 async fn user_status(
     State(state): State<AppState>,
     _: Admin,
@@ -130,6 +181,11 @@ async fn user_status(
 }
 
 /// # `POST /api/admin/users/{id}/disconnect`
+/// Closes the user's connections on every node (they may reconnect).
+#[utoipa::path(post, path = "/api/admin/users/{id}/disconnect", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Disconnected everywhere"),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized)))]
 async fn disconnect(
     State(state): State<AppState>,
     _: Admin,
@@ -141,6 +197,12 @@ async fn disconnect(
 
 /// # `PUT /api/admin/users/{id}/ban`
 /// Body optional: `{reason?}` (JSON), `null` or nothing.
+#[utoipa::path(put, path = "/api/admin/users/{id}/ban", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path, description = "User id")),
+    request_body(content = Option<BanRequest>, description = "Optional"),
+    responses((status = 204, description = "Banned; their connections are cut on every node"),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable)))]
 async fn ban(
     State(state): State<AppState>,
     _: Admin,
@@ -159,6 +221,12 @@ async fn ban(
 }
 
 /// # `DELETE /api/admin/users/{id}/ban`
+/// Lifts a ban (idempotent).
+#[utoipa::path(delete, path = "/api/admin/users/{id}/ban", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Not banned (any more)"),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable)))]
 async fn unban(
     State(state): State<AppState>,
     _: Admin,

@@ -233,7 +233,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .routes(routes!(register_device, list_devices))
         .routes(routes!(remove_device))
         .routes(routes!(block, list_blocks))
-        .routes(routes!(unblock));
+        .routes(routes!(unblock))
+        .merge(super::admin::api_routes(state));
     if state.config.dev {
         router = router.routes(routes!(dev_token));
     }

@@ -34,6 +34,7 @@ use crate::core::ChatError;
         (name = "messages", description = "Messages, history and read receipts"),
         (name = "devices", description = "Push notification devices"),
         (name = "blocks", description = "Users the caller blocks"),
+        (name = "admin", description = "Operators' API (with `--admin-key`; not served without it)"),
         (name = "notifications", description = "Unread counts and the notification stream"),
         (name = "health", description = "Probes for orchestrators"),
         (name = "dev", description = "Development helpers (only with `--dev`)"),
@@ -41,8 +42,9 @@ use crate::core::ChatError;
 )]
 pub struct ApiDoc;
 
-/// Adds the security schemes: `bearer` (`Authorization: Bearer <jwt>`, every `/api` route)
-/// and `token_query` (`?token=<jwt>`, for clients that cannot set headers).
+/// Adds the security schemes: `bearer` (`Authorization: Bearer <jwt>`, every `/api` route),
+/// `admin_key` (`Authorization: Bearer <admin key>`, the admin API) and `token_query`
+/// (`?token=<jwt>`, for clients that cannot set headers).
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -51,6 +53,9 @@ impl Modify for SecuritySchemes {
         let mut bearer = Http::new(HttpAuthScheme::Bearer);
         bearer.bearer_format = Some("JWT".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let mut admin_key = Http::new(HttpAuthScheme::Bearer);
+        admin_key.description = Some("The operator's `--admin-key` (admin API only)".into());
+        components.add_security_scheme("admin_key", SecurityScheme::Http(admin_key));
         components.add_security_scheme(
             "token_query",
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
