@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chatd::config::RedisConfig;
@@ -331,43 +329,11 @@ async fn the_admin_page_is_embedded_html_that_polls_the_stats() {
 // ---------------------------------------------------------------------------------------
 // Socket.IO, through the real socket.io-client.
 
-/// tests/node, with its npm dependencies installed (once per test run).
-fn node_driver_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-        if !dir.join("node_modules/socket.io-client").exists() {
-            let status = std::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm runs (Node.js and npm are needed for the Socket.IO tests)");
-            assert!(status.success(), "npm ci in tests/node failed");
-        }
-        dir
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_and_ban_cut_a_socketio_client_and_a_banned_handshake_gets_forbidden() {
     let server = server().await;
-    let secret = std::fs::read_to_string(server.data_dir.path().join("jwt-secret")).expect("jwt secret");
-    let run = tokio::process::Command::new("node")
-        .arg(node_driver_dir().join("driver.mjs"))
-        .arg("admin_disconnect_and_ban")
-        .env("CHATD_URL", &server.base)
-        .env("CHATD_SECRET", secret.trim())
-        .env("CHATD_ADMIN_KEY", ADMIN_KEY)
-        .kill_on_drop(true)
-        .output();
-    let output =
-        tokio::time::timeout(Duration::from_secs(90), run).await.expect("in time").expect("node runs");
-    assert!(
-        output.status.success(),
-        "scenario failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::node::scenario_with_env(&server, "admin_disconnect_and_ban", &[("CHATD_ADMIN_KEY", ADMIN_KEY)])
+        .await;
 }
 
 // ---------------------------------------------------------------------------------------

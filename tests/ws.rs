@@ -8,10 +8,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use common::TestServer;
-use common::ws::{WAIT, Ws};
+use common::ws::{WAIT, Ws, flood_and_follow};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -315,35 +314,12 @@ async fn a_slow_consumer_is_cut_off_while_a_normal_client_in_the_conversation_ke
     let id = conv["id"].as_str().expect("id").to_owned();
 
     // Carol's connection has a tiny receive window and she stops reading after `ready`.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let tcp = socket.connect(server.addr).await.expect("connect");
-    let url = format!("ws://{}/ws?token={}", server.addr, server.token("carol"));
-    let (stream, _) =
-        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
-    let mut carol = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
-    carol.ready = carol.next("ready").await;
+    let mut carol = Ws::connect_slow(&server, "carol").await;
     let mut bob = Ws::connect(&server, "bob").await;
 
     // ~8 MB of events: more than the kernel's socket buffers (up to 4 MB here) plus the
     // 256 KiB outbox can hold for a client that does not read.
-    let content = "x".repeat(4000);
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|_| {
-            let (alice, id, content) = (server.client("alice"), id.clone(), content.clone());
-            tokio::spawn(async move {
-                for _ in 0..MESSAGES / SENDERS {
-                    alice.send(&id, &content).await;
-                }
-            })
-        })
-        .collect();
-    for seq in 1..=MESSAGES {
-        assert_eq!(bob.next("message:new").await["seq"], seq as i64, "bob keeps receiving, in order");
-    }
-    for sender in senders {
-        sender.await.expect("sender");
-    }
+    flood_and_follow(&server, &id, MESSAGES, SENDERS, &mut bob).await;
 
     let mut seen = 0;
     let end = loop {

@@ -28,6 +28,11 @@ fn node_driver_dir() -> &'static Path {
 
 /// Runs one driver scenario against `server`; returns the JSON it printed.
 pub async fn scenario(server: &TestServer, name: &str) -> Value {
+    scenario_with_env(server, name, &[]).await
+}
+
+/// [`scenario`] with extra environment variables for the driver.
+pub async fn scenario_with_env(server: &TestServer, name: &str, env: &[(&str, &str)]) -> Value {
     let node_dir = node_driver_dir();
     let secret = std::fs::read_to_string(server.data_dir.path().join("jwt-secret")).expect("jwt secret");
     let run = tokio::process::Command::new("node")
@@ -36,6 +41,7 @@ pub async fn scenario(server: &TestServer, name: &str) -> Value {
         .arg(name)
         .env("CHATD_URL", &server.base)
         .env("CHATD_SECRET", secret.trim())
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(90), run)

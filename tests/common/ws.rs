@@ -34,6 +34,20 @@ impl Ws {
         Self::open(&format!("ws://{addr}/ws?token={token}")).await
     }
 
+    /// Connects as `user` over a socket with a 4 KiB receive window and waits for `ready`:
+    /// a client that then stops reading fills the server's queue for it quickly.
+    pub async fn connect_slow(server: &TestServer, user: &str) -> Ws {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("rcvbuf");
+        let tcp = socket.connect(server.addr).await.expect("connect");
+        let url = format!("ws://{}/ws?token={}", server.addr, server.token(user));
+        let (stream, _) =
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
+        let mut ws = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
+        ws.ready = ws.next("ready").await;
+        ws
+    }
+
     pub async fn open(request: impl IntoClientRequest + Unpin) -> Ws {
         let (stream, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
         let mut ws = Ws { stream, next_id: 0, pushes: VecDeque::new(), ready: Value::Null };
@@ -128,5 +142,38 @@ impl Ws {
                 Some(Err(_)) | None => return None,
             }
         }
+    }
+}
+
+/// Sends `messages` messages of 4,000 characters from alice into `conversation_id` over
+/// `senders` concurrent REST clients (about 8 MB for 2,000), and asserts that `follower`
+/// receives every one, in seq order, meanwhile.
+pub async fn flood_and_follow(
+    server: &TestServer,
+    conversation_id: &str,
+    messages: usize,
+    senders: usize,
+    follower: &mut Ws,
+) {
+    let content = "x".repeat(4000);
+    let tasks: Vec<_> = (0..senders)
+        .map(|_| {
+            let (alice, id, content) = (server.client("alice"), conversation_id.to_owned(), content.clone());
+            tokio::spawn(async move {
+                for _ in 0..messages / senders {
+                    alice.send(&id, &content).await;
+                }
+            })
+        })
+        .collect();
+    for seq in 1..=messages {
+        assert_eq!(
+            follower.next("message:new").await["seq"],
+            seq as i64,
+            "the follower keeps receiving, in order"
+        );
+    }
+    for task in tasks {
+        task.await.expect("sender");
     }
 }
