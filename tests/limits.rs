@@ -73,10 +73,16 @@ async fn socketio_polling(server: &TestServer, user: &str, origin: Option<&str>)
     let connect = format!("40{}", json!({ "token": server.token(user) }));
     let posted = with_origin(server.http.post(&url)).body(connect).send().await.expect("connect");
     assert_eq!(posted.status().as_u16(), 200);
-    let polled =
-        with_origin(server.http.get(&url)).send().await.expect("poll").text().await.expect("poll body");
-    // Engine.IO packets are separated by 0x1e; socket.io packets are engine.io messages (`4…`).
-    polled.split('\u{1e}').find(|packet| packet.starts_with('4')).unwrap_or_default().to_owned()
+    // A busy server may answer a poll before the connect's answer is queued: poll again.
+    for _ in 0..5 {
+        let polled =
+            with_origin(server.http.get(&url)).send().await.expect("poll").text().await.expect("poll body");
+        // Engine.IO packets are separated by 0x1e; socket.io packets are engine.io messages (`4…`).
+        if let Some(packet) = polled.split('\u{1e}').find(|packet| packet.starts_with('4')) {
+            return packet.to_owned();
+        }
+    }
+    String::new()
 }
 
 /// Waits until the node holds `n` connections (a closed one is released asynchronously).
@@ -262,6 +268,71 @@ async fn a_consumer_with_too_many_queued_frames_is_cut_off_while_a_normal_client
     }
     until_connections(&server, 1).await;
     bob.ok("presence:query", json!({ "user_ids": [] })).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socketio_client_that_stops_reading_is_disconnected_while_a_normal_client_keeps_receiving() {
+    use futures::StreamExt;
+    use tokio_tungstenite::MaybeTlsStream;
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        config.connections.max_outbound_queue = 100;
+        // Socket.IO heartbeat: a ping every 2 s, answered within 28 s (bob's plain WS has
+        // 30 s to pong).
+        config.ws.ping_interval = Duration::from_secs(2);
+        config.ws.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let conv = server.client("alice").create("group", &["bob", "carol"]).await;
+    let id = conv["id"].as_str().expect("id").to_owned();
+
+    // Carol speaks Engine.IO v4 over a socket with a tiny receive window, and stops reading
+    // once she has `ready`.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let tcp = socket.connect(server.addr).await.expect("connect");
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut carol, _) =
+        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
+    let mut next_text = async || loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), carol.next()).await.expect("a frame");
+        if let Some(Ok(Message::Text(text))) = frame {
+            return text.to_string();
+        }
+    };
+    assert!(next_text().await.starts_with('0'), "the Engine.IO open packet");
+    let connect = format!("40{}", json!({ "token": server.token("carol") }));
+    carol.send(Message::text(connect)).await.expect("connect");
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), carol.next()).await.expect("a frame");
+        match frame {
+            Some(Ok(Message::Text(text))) if text.starts_with("42[\"ready\"") => break,
+            Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                carol.send(Message::text("3")).await.expect("pong")
+            }
+            Some(Ok(_)) => {}
+            other => panic!("carol's handshake failed: {other:?}"),
+        }
+    }
+    let mut bob = Ws::connect(&server, "bob").await;
+    until_connections(&server, 2).await;
+
+    // ~8 MB of events: more than the kernel's buffers and carol's 100-packet queue hold.
+    flood_and_follow(&server, &id, 2000, 10, &mut bob).await;
+    drop(bob);
+    // Her queue is full, so the next ping (every 2 s) finds no room and the heartbeat cuts
+    // her at once, long before her missing pong would (28 s). Reading now, she gets what was
+    // in flight, then the connection ends.
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(Ok(frame)) = carol.next().await {
+            if let Message::Close(_) = frame {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "carol's connection was not closed when her queue filled");
+    until_connections(&server, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,14 +155,25 @@ pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo, Arc<InFlight>) {
         // Each websocket keeps this buffer for life; tungstenite's 128 KiB default is most
         // of an idle connection's memory. Larger frames still arrive, in more reads.
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
-        // Packets queued per socket; a broadcast finding it full is logged (see `apply`).
+        // Packets queued per socket; a broadcast finding it full is logged (see `apply`), and
+        // the heartbeat closes a socket that stopped reading (no pong, or no room to ping).
         .max_buffer_size(state.config.connections.max_outbound_queue)
+        // The plain-WebSocket keepalive settings: a ping every interval, closed when the
+        // pong has not come back before the idle timeout.
+        .ping_interval(state.config.ws.ping_interval)
+        .ping_timeout(socketio_ping_timeout(&state.config.ws))
         .with_state(state.clone())
         .with_state(in_flight.clone())
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     tokio::spawn(relay(io.clone(), state.bus.clone(), state.bus.subscribe()));
     (layer, io, in_flight)
+}
+
+/// How long a Socket.IO client has to answer a ping: what is left of the idle timeout after
+/// the ping interval (at least one second).
+fn socketio_ping_timeout(ws: &crate::config::WsConfig) -> std::time::Duration {
+    ws.idle_timeout.saturating_sub(ws.ping_interval).max(std::time::Duration::from_secs(1))
 }
 
 /// Copies a Socket.IO request's URI and header values out of the connection's read buffer.
