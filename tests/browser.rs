@@ -102,3 +102,15 @@ async fn without_dev_mode_the_page_signs_in_with_a_pasted_token_and_signs_out_wh
     .await;
     scenario(&server, "paste_token").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_refuses_a_wrong_key_and_shows_live_figures_with_the_right_one() {
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        // The key tests/node/browser.mjs types into the page.
+        config.admin_key = Some("browser-admin-key-0123456789".into());
+    })
+    .await;
+    let result = scenario(&server, "admin").await;
+    assert_eq!(result["messages_per_minute"], 1);
+}

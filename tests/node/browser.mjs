@@ -14,6 +14,8 @@ const SECRET = process.env.CHATD_SECRET;
 const SHOTS = process.env.CHATD_SCREENSHOTS;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT_MS = 10000;
+/** The admin key tests/browser.rs configures for the `admin` scenario. */
+const ADMIN_KEY = "browser-admin-key-0123456789";
 const XSS = "<img src=x onerror=alert(1)>";
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
@@ -408,6 +410,37 @@ const scenarios = {
     assert.deepEqual(trouble.dialogs, [], "no dialog fired");
     assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
     return { conversation: conv, screenshots: [offlineShot, desktopShot, phoneChat, phoneList] };
+  },
+
+  /** The read-only admin page: a wrong key is refused, the right one shows this node's live
+   * figures, which move when a message is sent. */
+  async admin(browser) {
+    const context = await browser.newContext({ viewport: { width: 900, height: 600 } });
+    const page = await context.newPage();
+    const log = [];
+    pages.push({ page, log });
+    page.on("console", (msg) => log.push(`${msg.type()}: ${msg.text()}`));
+    page.on("pageerror", (err) => trouble.pageErrors.push(String(err)));
+    await page.goto(URL + "/admin");
+    await page.fill("#key", "not-the-admin-key");
+    await page.click("button[type=submit]");
+    await until(page, "a wrong key is refused", () =>
+      document.getElementById("status").textContent.includes("not the admin key"));
+    assert.equal(await page.isVisible("#stats"), false, "no figures without the key");
+
+    await page.fill("#key", ADMIN_KEY);
+    await page.click("button[type=submit]");
+    await until(page, "the figures are shown", () => !document.getElementById("stats").hidden);
+    const figure = (id) => page.textContent(`#${id}`).then(Number);
+    const before = await figure("messages_per_minute");
+    const group = await api("alice", "POST", "/api/conversations", { type: "group", members: ["bob"] });
+    await api("alice", "POST", `/api/conversations/${group.id}/messages`, { content: "hello admin" });
+    await until(page, "the next poll counts the message", (n) =>
+      Number(document.getElementById("messages_per_minute").textContent) === n, before + 1);
+    assert.equal(await figure("total"), 0, "no realtime connection on this node");
+    const shot = await screenshot(page, "admin.png");
+    assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
+    return { screenshots: [shot], messages_per_minute: before + 1 };
   },
 
   /** Without --dev: the page says so and signs in with a pasted JWT; an expired one ends the session. */
