@@ -288,6 +288,15 @@ fn push_job_from(row: &Row) -> Result<PushJob, StoreError> {
 const CONVERSATION_COLUMNS: &str = "c.id, c.type, c.name, c.context, c.metadata, c.last_seq, \
      c.last_message_at, c.created_at, COALESCE(v.unread_count, 0), c.private_preview";
 
+/// A page cursor as the two nullable query parameters (activity time, id) the listing
+/// queries compare against; both null for the first page.
+fn cursor_bounds(after: Option<&ActivityCursor>) -> (Option<i64>, Option<&str>) {
+    match after {
+        Some(cursor) => (Some(cursor.activity_at.millis()), Some(cursor.id.as_str())),
+        None => (None, None),
+    }
+}
+
 /// Builds conversations from rows of [`CONVERSATION_COLUMNS`] + [`MESSAGE_COLUMNS`], loading
 /// their members in one more query.
 async fn conversations_from(client: &Object, rows: Vec<Row>) -> Result<Vec<Conversation>, StoreError> {
@@ -667,10 +676,7 @@ impl Store for PostgresStore {
         after: Option<ActivityCursor>,
         limit: usize,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let (after_at, after_id) = match &after {
-            Some(cursor) => (Some(cursor.activity_at.millis()), Some(cursor.id.as_str())),
-            None => (None, None),
-        };
+        let (after_at, after_id) = cursor_bounds(after.as_ref());
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
@@ -1344,10 +1350,7 @@ impl Store for PostgresStore {
         after: Option<ActivityCursor>,
         limit: usize,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let (after_at, after_id) = match &after {
-            Some(cursor) => (Some(cursor.activity_at.millis()), Some(cursor.id.as_str())),
-            None => (None, None),
-        };
+        let (after_at, after_id) = cursor_bounds(after.as_ref());
         let client = self.client().await?;
         // `v` (the viewer) joins nothing: the unread count is nobody's, 0.
         let statement = client
