@@ -17,6 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::hub::Hub;
 use crate::state::AppState;
 use crate::transport::http::{self, error_body};
 use crate::transport::{admin, prometheus, socketio, sse, web, ws};
@@ -27,12 +28,12 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// How often the backends are probed for the metrics (store and Redis up, outbox depth).
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The complete service: every route with its layers, and the realtime transports' handles
-/// (to close their connections at shutdown). Must be called inside a Tokio runtime.
+/// The complete service: every route with its layers, and the realtime handles (to close
+/// connections at shutdown). Must be called inside a Tokio runtime: starts the node's hub.
 pub fn app(state: AppState) -> (Router, Realtime) {
-    let (socketio_layer, io, socketio_events) = socketio::layer(&state);
-    let (ws_router, hub) = ws::router(&state);
-    let (sse_router, streams) = sse::router();
+    let hub =
+        Hub::start(state.chat.clone(), state.store.clone(), state.bus.clone(), state.config.ws.ping_interval);
+    let (socketio_layer, io) = socketio::layer(&state, &hub);
     let request_span = |request: &Request<_>| {
         let id = request
             .extensions()
@@ -44,8 +45,8 @@ pub fn app(state: AppState) -> (Router, Realtime) {
     let router = http::router(&state)
         .merge(web::router())
         .merge(admin::router(&state))
-        .merge(ws_router)
-        .merge(sse_router)
+        .merge(ws::router(hub.clone()))
+        .merge(sse::router(hub.clone()))
         .merge(prometheus::router())
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
         .method_not_allowed_fallback(|| async {
@@ -59,19 +60,15 @@ pub fn app(state: AppState) -> (Router, Realtime) {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
-    (router, Realtime { io, socketio_events, hub, streams })
+    (router, Realtime { io, hub })
 }
 
-/// Handles on the realtime transports, to close their connections at shutdown.
+/// Handles on the realtime side, to close its connections at shutdown.
 pub struct Realtime {
-    /// Socket.IO.
+    /// Socket.IO (its engine, which closes every socket at once).
     pub io: SocketIo,
-    /// Socket.IO events being handled (a shutdown waits for their acks).
-    pub socketio_events: Arc<socketio::InFlight>,
-    /// Plain WebSocket.
-    pub hub: std::sync::Arc<ws::Hub>,
-    /// Notification streams (SSE).
-    pub streams: sse::Streams,
+    /// The node's hub: every realtime connection, whatever its transport.
+    pub hub: Arc<Hub>,
 }
 
 fn panic_response() -> Response {
@@ -129,8 +126,7 @@ pub async fn serve(
         let _ = started.send(());
         tracing::info!("shutting down: finishing in-flight requests and events, then closing connections");
         realtime.hub.drain();
-        realtime.streams.close_all();
-        realtime.socketio_events.idle().await;
+        realtime.hub.in_flight().idle().await;
         realtime.io.close().await;
     };
     let serving = async move {

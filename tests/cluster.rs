@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chatd::auth::{Authenticator, KeySource};
 use common::ServerProcess;
+use common::node::SioClient;
 use common::redis::OwnRedis;
 use common::ws::Ws;
 use serde_json::{Value, json};
@@ -439,11 +440,10 @@ async fn a_redis_restart_loses_nothing_acked_and_delivery_resumes() {
     }
     redis.restart().await;
 
-    // Node 1's subscriber reconnects and tells its connections they may have missed
-    // something (close 1013); bob reconnects (to either node) and syncs.
-    let close = bob.closed(Duration::from_secs(10)).await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1013, "{close:?}");
-    let mut bob = cluster.ws(0, "bob").await;
+    // Node 1's subscriber reconnects; its hub rebuilds bob's subscriptions and tells the
+    // connection to sync (`sync:required` with the newest seqs); bob stays connected.
+    let required = next_within(&mut bob, "sync:required", Duration::from_secs(10)).await;
+    assert_eq!(head_of(&required, &id), Some(10), "{required}");
     let page = bob.ok("sync", json!({ "conversations": { id.clone(): 5 } })).await;
     let synced: Vec<i64> = page["messages"]
         .as_array()
@@ -454,13 +454,12 @@ async fn a_redis_restart_loses_nothing_acked_and_delivery_resumes() {
     seen.extend(synced);
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
 
-    // Live delivery works again, across nodes.
-    let mut bob_on_1 = cluster.ws(1, "bob").await;
+    // Live delivery works again on the same connection, across nodes.
     for i in 0..5 {
         alice.send(&id, &format!("after {i}")).await;
     }
     let mut live = Vec::new();
-    collect_seqs(&mut bob_on_1, &mut live, Duration::from_millis(1000)).await;
+    collect_seqs(&mut bob, &mut live, Duration::from_millis(1000)).await;
     // Messages published while Redis was down may still arrive late, in order; a client
     // drops what it already has by seq.
     assert!(live.is_sorted(), "{live:?}");
@@ -768,4 +767,90 @@ async fn a_notification_stream_resumes_on_another_node_with_exactly_what_it_miss
     stream.no_event(Duration::from_millis(300)).await;
     cluster.node(2).client(&token("alice")).send(&id, "live, from node 2").await;
     assert_notification(&stream.event().await, 7);
+}
+
+/// The next push named `event` on `client` within `within` (other pushes are kept).
+async fn next_within(client: &mut Ws, event: &str, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(i) = client.pushes.iter().position(|p| p["event"] == event) {
+            return client.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "no {event} within {within:?}");
+        client.gather(left.min(Duration::from_millis(100))).await;
+    }
+}
+
+/// The newest seq `sync:required` (or `ready`) gives for conversation `id`.
+fn head_of(heads: &Value, id: &str) -> Option<i64> {
+    heads["conversations"].as_array()?.iter().find(|c| c["id"] == id).and_then(|c| c["last_seq"].as_i64())
+}
+
+/// `(conversation, seq)` of every `message:new` among `pushes`.
+fn received(pushes: &std::collections::VecDeque<Value>) -> BTreeSet<(String, i64)> {
+    pushes
+        .iter()
+        .filter(|p| p["event"] == "message:new")
+        .map(|p| {
+            (
+                p["data"]["conversation_id"].as_str().unwrap_or_default().to_owned(),
+                p["data"]["seq"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_changes_lost_with_the_bus_are_repaired_for_socketio_and_websocket_alike() {
+    let mut redis = OwnRedis::start().await;
+    let cluster = Cluster::start(2, &redis.url()).await;
+    let alice = cluster.node(0).client(&token("alice"));
+    let id_of = |conversation: Value| conversation["id"].as_str().expect("id").to_owned();
+    let stays = id_of(alice.create("group", &["bob"]).await);
+    let leaves = id_of(alice.create("group", &["bob"]).await);
+    let joins = id_of(alice.create("group", &["carol"]).await);
+    let mut ws = cluster.ws(1, "bob").await;
+    let base = format!("http://{}", cluster.node(1).addr());
+    let mut sio = SioClient::connect(&base, &token("bob")).await;
+
+    // While the bus is down, bob is removed from one group and added to another, and
+    // messages are sent: none of it reaches node 1 over the bus.
+    redis.kill();
+    alice.delete(&format!("/api/conversations/{leaves}/members/bob")).await.expect(204);
+    alice
+        .post(&format!("/api/conversations/{joins}/members"), json!({ "user_ids": ["bob"] }))
+        .await
+        .expect(200);
+    alice.send(&joins, "while the bus was down").await;
+    alice.send(&leaves, "after bob left").await;
+    redis.restart().await;
+
+    // Both connections are told to sync, with exactly bob's conversations, and catch up.
+    let sync = json!({ "conversations": { stays.clone(): 0, joins.clone(): 0 } });
+    let required = next_within(&mut ws, "sync:required", Duration::from_secs(10)).await;
+    let from_sio = sio.next("sync:required").await;
+    for heads in [&required, &from_sio] {
+        assert_eq!(head_of(heads, &joins), Some(1), "{heads}");
+        assert_eq!(head_of(heads, &stays), Some(0), "{heads}");
+        assert_eq!(head_of(heads, &leaves), None, "{heads}");
+    }
+    for page in [ws.ok("sync", sync.clone()).await, sio.ok("sync", sync).await] {
+        let messages = page["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 1, "{page}");
+        assert_eq!(messages[0]["conversation_id"], joins.as_str());
+    }
+
+    // Their subscriptions are exactly bob's conversations now: the new one live, the old one
+    // silent.
+    ws.pushes.clear();
+    sio.pushes.clear();
+    alice.send(&joins, "after the repair").await;
+    alice.send(&leaves, "still not for bob").await;
+    alice.send(&stays, "hello").await;
+    ws.gather(Duration::from_millis(1500)).await;
+    sio.gather(Duration::from_millis(500)).await;
+    let expected: BTreeSet<(String, i64)> = [(joins.clone(), 2), (stays.clone(), 1)].into_iter().collect();
+    assert_eq!(received(&ws.pushes), expected);
+    assert_eq!(received(&sio.pushes), expected);
 }

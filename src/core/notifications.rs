@@ -8,21 +8,22 @@
 //! anything else (an id further ahead, a lagging or reconnected bus) makes the stream read
 //! the missing entries from the log. So nothing is lost or repeated between the replay of a
 //! resumed stream and its live events, nor when the bus drops messages and later ones arrive.
+//! Live events come from the stream's connection in the realtime hub ([`LiveFeed`]).
 //!
 //! An open stream counts as a connection of its user (online, focused on nothing): a user
 //! whose only client is a stream is "online elsewhere" and gets `notification`s (in the
 //! stream) rather than push jobs, and appears online to their contacts.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use super::chat::{Chat, new_id};
+use super::chat::Chat;
 use super::error::{ChatError, StoreError};
 use super::model::User;
-use super::ports::Topic;
-use super::realtime::{Audience, BusMessage, Delivery, Notification, SSE_CONNECTION_PREFIX, ServerEvent};
+use super::realtime::{Notification, ServerEvent};
 
 /// Entries read from the log per query while catching up.
 const PAGE: usize = 200;
@@ -70,14 +71,9 @@ struct RelayedNotification {
     unread_count: i64,
 }
 
-/// The notification for `user_id` that a bus message carries, if it carries one with an id.
-fn notification_for(message: &BusMessage, user_id: &str) -> Option<Notification> {
-    let BusMessage::Deliver(Delivery { to: Audience::Users(users), except_user, event, .. }) = message else {
-        return None;
-    };
-    if !users.iter().any(|u| u == user_id) || except_user.as_deref() == Some(user_id) {
-        return None;
-    }
+/// The notification an event carries, if it is a `notification` with an id (typed, or as
+/// relayed by another node).
+pub fn notification_of(event: &ServerEvent) -> Option<Notification> {
     let notification = match event {
         ServerEvent::Notification(notification) => notification.clone(),
         ServerEvent::Relayed(relayed) if relayed.name == "notification" => {
@@ -96,6 +92,83 @@ fn notification_for(message: &BusMessage, user_id: &str) -> Option<Notification>
         _ => return None,
     };
     notification.id.is_some().then_some(notification)
+}
+
+/// Most live notifications waiting for a stream's task; beyond that they are dropped and the
+/// stream reads them from the log instead.
+const LIVE_QUEUE: usize = 256;
+
+/// What the realtime hub tells an open stream.
+enum Live {
+    Notification(Notification),
+    /// Live events may have been missed: read the log from the cursor.
+    Resync,
+    /// The stream must end (operator disconnect, ban, shutdown).
+    End,
+}
+
+/// The hub's end of a stream's live feed (held by the stream's hub connection). Never
+/// blocks: a stream that falls behind catches up from the log.
+pub struct LiveFeed {
+    sender: mpsc::UnboundedSender<Live>,
+    waiting: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl LiveFeed {
+    /// A live notification for the stream (already addressed to its user).
+    pub fn notification(&self, notification: Notification) {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= LIVE_QUEUE {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.dropped.store(true, Ordering::SeqCst);
+            return;
+        }
+        let _ = self.sender.send(Live::Notification(notification));
+    }
+
+    /// Live events may have been missed: the stream catches up from the log.
+    pub fn resync(&self) {
+        let _ = self.sender.send(Live::Resync);
+    }
+
+    /// Ends the stream.
+    pub fn end(&self) {
+        let _ = self.sender.send(Live::End);
+    }
+}
+
+/// The stream's end of its live feed.
+pub struct LiveEvents {
+    receiver: mpsc::UnboundedReceiver<Live>,
+    waiting: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl LiveEvents {
+    /// The next thing to do; a feed that dropped notifications asks for a catch-up first.
+    async fn next(&mut self) -> Live {
+        if self.dropped.swap(false, Ordering::SeqCst) {
+            return Live::Resync;
+        }
+        match self.receiver.recv().await {
+            Some(Live::Notification(notification)) => {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                Live::Notification(notification)
+            }
+            Some(other) => other,
+            None => Live::End,
+        }
+    }
+}
+
+/// A live feed for one stream: the hub's end and the stream's end.
+pub fn live_feed() -> (LiveFeed, LiveEvents) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let (waiting, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    (
+        LiveFeed { sender, waiting: waiting.clone(), dropped: dropped.clone() },
+        LiveEvents { receiver, waiting, dropped },
+    )
 }
 
 /// Why a stream's task stops.
@@ -160,31 +233,20 @@ impl Feed {
     }
 
     /// Runs until the client goes away or the log fails; `resume` replays the log first.
-    async fn run(&mut self, mut bus: broadcast::Receiver<Arc<BusMessage>>, resume: bool) -> Stop {
+    async fn run(&mut self, mut live: LiveEvents, resume: bool) -> Stop {
         let result = async {
             if resume {
                 self.catch_up().await?;
             }
             loop {
-                let received = tokio::select! {
+                let next = tokio::select! {
                     () = self.items.closed() => return Err(Stop::Closed),
-                    received = bus.recv() => received,
+                    next = live.next() => next,
                 };
-                match received {
-                    Ok(message) => match message.as_ref() {
-                        BusMessage::Gap => self.catch_up().await?,
-                        // An operator disconnected or banned the user: the stream ends.
-                        BusMessage::Disconnect { user_id, .. } if *user_id == self.user_id => {
-                            return Err(Stop::Closed);
-                        }
-                        message => {
-                            if let Some(notification) = notification_for(message, &self.user_id) {
-                                self.live(notification).await?;
-                            }
-                        }
-                    },
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
-                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
+                match next {
+                    Live::Notification(notification) => self.live(notification).await?,
+                    Live::Resync => self.catch_up().await?,
+                    Live::End => return Err(Stop::Closed),
                 }
             }
         };
@@ -197,51 +259,38 @@ impl Feed {
 
 impl Chat {
     /// # `GET /api/notifications/stream`
-    /// Opens the user's notification stream. With `last_event_id` it first replays the log's
-    /// entries after that id (saying so with a [`StreamItem::Gap`] if some are no longer
-    /// kept), then goes on live; without, it starts with the next notification. An id beyond
-    /// the newest one given counts as the newest (the log was reset). The stream counts as
-    /// a connection of the user until it is dropped.
+    /// Opens the user's notification stream, fed live by `live` (from the stream's hub
+    /// connection, registered before this call so nothing recorded from then on is missed;
+    /// `user.connection` is that connection's name). With `last_event_id` it first replays
+    /// the log's entries after that id (saying so with a [`StreamItem::Gap`] if some are no
+    /// longer kept), then goes on live; without, it starts with the next notification. An id
+    /// beyond the newest one given counts as the newest (the log was reset). The stream
+    /// counts as a connection of the user until it is dropped.
     pub async fn notification_stream(
         self: &Arc<Self>,
         user: &User,
         last_event_id: Option<i64>,
+        live: LiveEvents,
     ) -> Result<NotificationStream, ChatError> {
         if last_event_id.is_some_and(|id| id < 0) {
             return Err(ChatError::invalid("Last-Event-ID must be a notification id (0 or more)"));
         }
-        // Listen first: whatever is recorded from here on reaches this stream live or is
-        // found in the log.
-        let bus = self.bus.subscribe();
-        let topic = Topic::User(user.id.clone());
-        self.bus.watch(topic.clone());
-        let opened = async {
-            self.bus.settled().await;
-            let latest = self.store.open_notification_log(&user.id).await?;
-            let connection =
-                User { connection: Some(format!("{SSE_CONNECTION_PREFIX}{}", new_id())), ..user.clone() };
-            self.connect(&connection).await?;
-            Ok::<_, ChatError>((latest, connection))
-        };
-        let (latest, connection) = match opened.await {
-            Ok(opened) => opened,
-            Err(err) => {
-                self.bus.unwatch(topic);
-                return Err(err);
-            }
-        };
+        // The user's topic is live before the log is read: whatever is recorded from here
+        // on reaches this stream live or is found in the log.
+        self.bus.settled().await;
+        let latest = self.store.open_notification_log(&user.id).await?;
+        self.connect(user).await?;
         let (tx, items) = mpsc::channel(QUEUE);
         let cursor = last_event_id.map_or(latest, |id| id.min(latest));
         let mut feed = Feed { chat: self.clone(), user_id: user.id.clone(), cursor, items: tx };
         let resume = last_event_id.is_some();
+        let connection = user.clone();
         tokio::spawn(async move {
-            if let Stop::Store(err) = feed.run(bus, resume).await {
+            if let Stop::Store(err) = feed.run(live, resume).await {
                 super::telemetry::store_error();
                 tracing::warn!(error = %err, user = %feed.user_id, "notification log unreadable; stream closed");
             }
-            let chat = feed.chat;
-            chat.bus.unwatch(topic);
-            if let Err(err) = chat.disconnect(&connection).await {
+            if let Err(err) = feed.chat.disconnect(&connection).await {
                 tracing::warn!(error = %err, "closing a notification stream");
             }
         });

@@ -117,6 +117,9 @@ pub enum ServerEvent {
     ConversationNew(Conversation),
     /// `conversation:updated`
     ConversationUpdated(Conversation),
+    /// `sync:required`: this node may have missed bus messages for the connection; its
+    /// subscriptions were repaired, and the client should `sync` from the seqs it holds.
+    SyncRequired(SyncRequired),
     /// An event received from another node, already encoded there.
     Relayed(RelayedEvent),
 }
@@ -146,7 +149,7 @@ impl Serialize for RelayedEvent {
 }
 
 /// Every event name the server sends.
-const SERVER_EVENTS: [&str; 11] = [
+const SERVER_EVENTS: [&str; 12] = [
     "message:new",
     "message:updated",
     "message:deleted",
@@ -158,6 +161,7 @@ const SERVER_EVENTS: [&str; 11] = [
     "notification",
     "conversation:new",
     "conversation:updated",
+    "sync:required",
 ];
 
 impl ServerEvent {
@@ -187,6 +191,7 @@ impl ServerEvent {
             ServerEvent::Notification(_) => "notification",
             ServerEvent::ConversationNew(_) => "conversation:new",
             ServerEvent::ConversationUpdated(_) => "conversation:updated",
+            ServerEvent::SyncRequired(_) => "sync:required",
         }
     }
 
@@ -291,6 +296,14 @@ impl BusMessage {
 pub struct Ready {
     /// The authenticated user.
     pub user_id: String,
+    /// Every conversation of the user with its newest seq.
+    pub conversations: Vec<ConversationHead>,
+}
+
+/// `sync:required` payload: every conversation of the user with its newest seq, as in
+/// `ready`; the client syncs those whose seq is ahead of what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncRequired {
     /// Every conversation of the user with its newest seq.
     pub conversations: Vec<ConversationHead>,
 }

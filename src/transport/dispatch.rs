@@ -1,6 +1,6 @@
 //! The client→server event vocabulary of the realtime transports (Socket.IO and plain
 //! WebSocket): one table from event name to core call, and the ack shapes. A transport only
-//! frames bytes and keeps its own room bookkeeping ([`Subscriptions`]). Decoding
+//! frames bytes; a connection's subscriptions are the hub's ([`Link`]). Decoding
 //! ([`ClientEvent::decode`]) is pure and separate from running ([`apply`]).
 
 use serde::Deserialize;
@@ -14,6 +14,7 @@ use crate::core::realtime::{ConversationRef, Empty, PresenceQuery, SyncRequest};
 use crate::core::session::Lease;
 use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError, telemetry};
+use crate::hub::Link;
 
 /// Every event name [`dispatch`] knows: the values of the `event` metric label (any other
 /// name counts as `unknown`, so clients cannot add label values).
@@ -52,14 +53,6 @@ pub struct Credentials<'a> {
 pub struct RefreshToken {
     /// The new JWT; same `sub` as the connection's.
     pub token: String,
-}
-
-/// The calling connection's subscriptions, as its transport keeps them.
-pub trait Subscriptions {
-    /// Deliver the conversation's events to this connection from now on.
-    fn subscribe(&self, conversation_id: &str);
-    /// Stop delivering the conversation's events to this connection.
-    fn unsubscribe(&self, conversation_id: &str);
 }
 
 /// One client→server event, decoded and typed: what [`ClientEvent::decode`] makes of an event
@@ -159,7 +152,7 @@ pub async fn dispatch(
     user: &User,
     event: &str,
     data: Value,
-    connection: &impl Subscriptions,
+    connection: &Link,
     credentials: &Credentials<'_>,
 ) -> Result<Value, ChatError> {
     let result = match ClientEvent::decode(event, data) {
@@ -183,7 +176,7 @@ pub async fn apply(
     chat: &Chat,
     user: &User,
     event: ClientEvent,
-    connection: &impl Subscriptions,
+    connection: &Link,
     credentials: &Credentials<'_>,
 ) -> Result<Value, ChatError> {
     chat.admit(user)?;

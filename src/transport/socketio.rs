@@ -1,19 +1,17 @@
 //! Socket.IO v4 (Engine.IO v4, websocket + polling) via socketioxide: authenticates the
-//! handshake, decodes each event into the core's request types, answers through the ack,
-//! and turns bus messages into room emits. No chat rule lives here.
+//! handshake, decodes each event into the core's request types and answers through the
+//! ack. Framing only: every socket is a connection of the realtime [`Hub`] (its
+//! subscriptions, the bus relay, drain), written to through [`SocketSink`]. socketioxide's
+//! own rooms are not used. No chat rule lives here.
 //!
 //! Limits: the connect middleware runs the shared handshake checks ([`super::guard`]) and
 //! the core's admission; the socket keeps its [`Permit`] and its token [`Lease`] (at expiry
 //! it gets `auth:expired` and is disconnected). At shutdown, events already running finish
-//! and are acked before every socket is disconnected (see [`InFlight`]).
-//!
-//! Rooms: `c:<conversation id>` (subscribers of a conversation), `u:<user id>` (every
-//! connection of a user), `s:<socket id>` (one connection, for "everyone but the sender").
+//! and are acked before every socket is disconnected (the hub's in-flight count).
 
-use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderValue, Uri};
@@ -26,20 +24,18 @@ use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryDa
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::{DisconnectReason, Socket};
-use tokio::sync::{Notify, broadcast};
 use tracing::{Instrument, Span};
 
 use crate::core::ChatError;
 use crate::core::admission::Permit;
 use crate::core::model::User;
-use crate::core::ports::{Bus, Topic};
-use crate::core::realtime::{Audience, BusMessage};
 use crate::core::session::{Lease, LeaseEnd};
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::core::validate;
+use crate::hub::{Close, Hub, Link, Outgoing, Sink};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
-use crate::transport::dispatch::{self, Credentials, Subscriptions, dispatch, error_body};
+use crate::transport::dispatch::{self, Credentials, dispatch, error_body};
 use crate::transport::guard::check_handshake;
 
 /// Where socketioxide serves (its default).
@@ -48,106 +44,39 @@ const SOCKET_IO_PATH: &str = "/socket.io/";
 /// Initial read buffer of a Socket.IO websocket.
 const WS_READ_BUFFER_BYTES: usize = 1024;
 
-fn conversation_room(id: &str) -> String {
-    format!("c:{id}")
-}
+/// How the hub writes to a socket: emits the event's shared JSON payload (encoded once for
+/// every recipient); socketioxide's writer sends whatever is queued per socket with one flush.
+struct SocketSink(SocketRef);
 
-fn user_room(id: &str) -> String {
-    format!("u:{id}")
-}
-
-fn socket_room(id: &str) -> String {
-    format!("s:{id}")
-}
-
-/// The conversations a socket is subscribed to, kept beside its rooms so the node watches
-/// each conversation's bus topic once per subscribed socket; `None` once the socket is gone.
-#[derive(Clone, Default)]
-struct Watched(Arc<Mutex<Option<HashSet<String>>>>);
-
-impl Watched {
-    fn of(socket: &SocketRef) -> Option<Watched> {
-        socket.extensions.get::<Watched>()
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Option<HashSet<String>>) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-    }
-}
-
-/// Subscribes a socket to a conversation (its room, and the node to its topic).
-fn join_conversation(socket: &SocketRef, bus: &dyn Bus, conversation_id: &str) {
-    let Some(watched) = Watched::of(socket) else { return };
-    watched.with(|set| {
-        let Some(set) = set.as_mut() else { return };
-        socket.join(conversation_room(conversation_id));
-        if set.insert(conversation_id.to_owned()) {
-            bus.watch(Topic::Conversation(conversation_id.to_owned()));
-        }
-    });
-}
-
-/// Unsubscribes a socket from a conversation.
-fn leave_conversation(socket: &SocketRef, bus: &dyn Bus, conversation_id: &str) {
-    let Some(watched) = Watched::of(socket) else { return };
-    watched.with(|set| {
-        socket.leave(conversation_room(conversation_id));
-        if set.as_mut().is_some_and(|set| set.remove(conversation_id)) {
-            bus.unwatch(Topic::Conversation(conversation_id.to_owned()));
-        }
-    });
-}
-
-/// Undoes every watch of a socket that is gone; safe to call more than once.
-fn forget(socket: &SocketRef, bus: &dyn Bus, user_id: &str) {
-    let Some(watched) = Watched::of(socket) else { return };
-    let Some(conversations) = watched.with(Option::take) else { return };
-    for conversation_id in conversations {
-        bus.unwatch(Topic::Conversation(conversation_id));
-    }
-    bus.unwatch(Topic::User(user_id.to_owned()));
-}
-
-/// Counts Socket.IO events being handled, so a shutdown can wait for their acks.
-#[derive(Default)]
-pub struct InFlight {
-    running: AtomicUsize,
-    idle: Notify,
-}
-
-/// One running event; the count goes down when dropped.
-struct Running(Arc<InFlight>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl InFlight {
-    fn enter(self: &Arc<Self>) -> Running {
-        self.running.fetch_add(1, Ordering::SeqCst);
-        Running(self.clone())
-    }
-
-    /// Resolves once no event is running (new ones are refused while draining).
-    pub async fn idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.running.load(Ordering::SeqCst) == 0 {
-                return;
+impl Sink for SocketSink {
+    fn send(&self, event: &Arc<Outgoing>) {
+        let Some(payload) = event.payload() else { return };
+        match self.0.emit(event.name(), payload) {
+            Ok(()) => {}
+            Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
+                // The heartbeat cuts a client that stopped reading; it reconnects and syncs.
+                tracing::debug!(event = event.name(), socket = %self.0.id, "outbound queue full; event dropped");
             }
-            notified.await;
+            Err(err) => tracing::debug!(error = %err, event = event.name(), "emit failed"),
+        }
+    }
+
+    fn close(&self, reason: Close) {
+        match reason {
+            // Running events finish and are answered first: the server disconnects every
+            // socket once the hub has none in flight (see `server::serve`).
+            Close::Restart => {}
+            // The client sees a server disconnect ("io server disconnect") and does not
+            // reconnect by itself.
+            Close::Admin | Close::Banned | Close::Resync => {
+                let _ = self.0.clone().disconnect();
+            }
         }
     }
 }
 
-/// Builds the Socket.IO layer for the router and starts relaying bus messages to sockets.
-/// Must be called inside a Tokio runtime.
-pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo, Arc<InFlight>) {
-    let in_flight = Arc::new(InFlight::default());
+/// Builds the Socket.IO layer for the router; its sockets are connections of `hub`.
+pub fn layer(state: &AppState, hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .max_payload(MAX_PAYLOAD_BYTES as u64)
         .ws_max_message_size(MAX_PAYLOAD_BYTES)
@@ -163,11 +92,10 @@ pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo, Arc<InFlight>) {
         .ping_interval(state.config.ws.ping_interval)
         .ping_timeout(socketio_ping_timeout(&state.config.ws))
         .with_state(state.clone())
-        .with_state(in_flight.clone())
+        .with_state(hub.clone())
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
-    tokio::spawn(relay(io.clone(), state.bus.clone(), state.bus.subscribe()));
-    (layer, io, in_flight)
+    (layer, io)
 }
 
 /// How long a Socket.IO client has to answer a ping: what is left of the idle timeout after
@@ -260,21 +188,23 @@ fn disconnect_reason(reason: DisconnectReason) -> Disconnect {
 async fn authenticate(
     socket: SocketRef,
     state: State<AppState>,
+    hub: State<Arc<Hub>>,
     auth: TryData<HandshakeAuth>,
 ) -> Result<(), Refused> {
-    let result = admit(socket, state, auth);
+    let result = admit(socket, state, hub, auth);
     if let Err(Refused(code)) = &result {
         telemetry::rejected(code);
     }
     result
 }
 
-/// Authenticates the handshake and sets the socket up: handlers, personal rooms, its user,
-/// its `connection` span and its place in the connection metrics (which leaves them when
-/// the socket is dropped, whichever way it ends).
+/// Authenticates the handshake and sets the socket up: handlers, its place in the hub, its
+/// user, its `connection` span and its place in the connection metrics (which leaves them
+/// when the socket is dropped, whichever way it ends).
 fn admit(
     socket: SocketRef,
     State(state): State<AppState>,
+    State(hub): State<Arc<Hub>>,
     TryData(auth): TryData<HandshakeAuth>,
 ) -> Result<(), Refused> {
     check_handshake(&state, socket.req_parts()).map_err(|err| Refused(err.code()))?;
@@ -283,54 +213,49 @@ fn admit(
     let permit = state.admission.admit(&user.id).map_err(|refusal| Refused(refusal.socketio_code()))?;
     socket.extensions.insert(Arc::new(permit));
     socket.extensions.insert(Arc::new(Lease::new(expires_at)));
-    user.connection = Some(socket.id.to_string());
-    let span = tracing::info_span!("connection", transport = "socketio", id = %socket.id, user = %user.id);
+    // Handlers and the hub registration are in place before the client learns it is
+    // connected, so neither an event it sends nor one addressed to it is missed.
+    let link = hub.register(Transport::SocketIo, &user.id, true, Arc::new(SocketSink(socket.clone())));
+    user.connection = Some(link.name().to_owned());
+    let span = tracing::info_span!("connection", transport = "socketio", id = %link.name(), user = %user.id);
     socket.extensions.insert(span);
     socket.extensions.insert(Arc::new(ConnectionMetrics::open(Transport::SocketIo)));
-    // Handlers and personal rooms are in place before the client learns it is connected,
-    // so an event sent right after `connect` is never dropped.
+    socket.extensions.insert(Arc::new(link));
     register_events(&socket);
-    socket.join(user_room(&user.id));
-    socket.join(socket_room(&socket.id.to_string()));
-    state.bus.watch(Topic::User(user.id.clone()));
-    socket.extensions.insert(Watched(Arc::new(Mutex::new(Some(HashSet::new())))));
     socket.extensions.insert(user);
     socket.extensions.insert(Arc::new(AtomicU64::new(0)));
     socket.extensions.insert(MaxDepth(state.config.connections.max_json_depth));
     Ok(())
 }
 
-/// A connected socket: register it with the core, subscribe it, say `ready`.
-async fn on_connect(socket: SocketRef, State(state): State<AppState>, Extension(user): Extension<User>) {
+/// A connected socket: open it in the hub (subscriptions, presence), say `ready`.
+async fn on_connect(
+    socket: SocketRef,
+    Extension(link): Extension<Arc<Link>>,
+    Extension(user): Extension<User>,
+) {
     let span = span_of(&socket);
-    connected(socket, state, user).instrument(span).await;
+    connected(socket, link, user).instrument(span).await;
 }
 
-async fn connected(socket: SocketRef, state: AppState, user: User) {
+async fn connected(socket: SocketRef, link: Arc<Link>, user: User) {
     tracing::debug!("connected");
-    match state.chat.connect(&user).await {
+    let hub = link.hub();
+    match hub.open(&link, &user).await {
         Ok(ready) => {
-            for conversation in &ready.conversations {
-                join_conversation(&socket, state.bus.as_ref(), &conversation.id);
-            }
-            state.bus.settled().await;
             let sent = socket.emit("ready", &ready);
             // A socket that closed during the handshake never sees its disconnect handler
-            // run: clean up here, or presence and rooms would keep it forever.
+            // run: clean up here, or presence and the hub would keep it forever.
             if sent.is_err() || !socket.connected() {
-                socket.leave_all();
-                forget(&socket, state.bus.as_ref(), &user.id);
                 release(&socket);
-                if let Err(err) = state.chat.disconnect(&user).await {
-                    tracing::warn!(error = %err, user = %user.id, "cleanup after early close failed");
-                }
+                hub.close(&link, &user, true).await;
             } else {
                 watch_expiry(&socket);
             }
         }
         Err(err) => {
             tracing::warn!(error = %err, user = %user.id, "connect failed");
-            forget(&socket, state.bus.as_ref(), &user.id);
+            hub.remove(&link);
             release(&socket);
             let _ = socket.emit("error", &error_body(None, &err));
             let _ = socket.disconnect();
@@ -369,7 +294,7 @@ fn register_events(socket: &SocketRef) {
          State(state): State<AppState>,
          Caller(user): Caller,
          Event(event): Event,
-         State(in_flight): State<Arc<InFlight>>,
+         Extension(link): Extension<Arc<Link>>,
          Depth(depth): Depth,
          TryData(data): TryData<Value>,
          AckRequested(wants_ack): AckRequested,
@@ -379,14 +304,13 @@ fn register_events(socket: &SocketRef) {
             async move {
                 // Counted before the draining check, so a shutdown that saw no event running
                 // cannot miss one that started meanwhile.
-                let _running = in_flight.enter();
+                let _running = link.hub().in_flight().enter();
                 let result = match (depth, data) {
                     _ if state.is_draining() => Err(ChatError::Unavailable("draining: reconnect".into())),
                     (Err(err), _) => Err(err),
                     (Ok(()), Ok(data)) => {
-                        let rooms = SocketRooms(&socket, state.bus.as_ref());
                         let credentials = Credentials { auth: &state.auth, lease: &lease };
-                        dispatch(&state.chat, &user, &event, data, &rooms, &credentials).await
+                        dispatch(&state.chat, &user, &event, data, &link, &credentials).await
                     }
                     (Ok(()), Err(err)) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
                 };
@@ -398,7 +322,7 @@ fn register_events(socket: &SocketRef) {
     );
     socket.on_disconnect(
         |socket: SocketRef,
-         State(state): State<AppState>,
+         Extension(link): Extension<Arc<Link>>,
          Extension(user): Extension<User>,
          reason: DisconnectReason| async move {
             release(&socket);
@@ -409,28 +333,12 @@ fn register_events(socket: &SocketRef) {
             let span = span_of(&socket);
             async move {
                 tracing::debug!(reason = reason.as_str(), "disconnected");
-                forget(&socket, state.bus.as_ref(), &user.id);
-                if let Err(err) = state.chat.disconnect(&user).await {
-                    tracing::warn!(error = %err, "disconnect bookkeeping failed");
-                }
+                link.hub().close(&link, &user, true).await;
             }
             .instrument(span)
             .await;
         },
     );
-}
-
-/// A socket's conversation rooms.
-struct SocketRooms<'a>(&'a SocketRef, &'a dyn Bus);
-
-impl Subscriptions for SocketRooms<'_> {
-    fn subscribe(&self, conversation_id: &str) {
-        join_conversation(self.0, self.1, conversation_id);
-    }
-
-    fn unsubscribe(&self, conversation_id: &str) {
-        leave_conversation(self.0, self.1, conversation_id);
-    }
 }
 
 /// The socket's user, stamped with this event's arrival position on the socket. Handlers run
@@ -515,87 +423,5 @@ fn respond(
     };
     if let Err(err) = sent {
         tracing::debug!(error = %err, event, "could not answer");
-    }
-}
-
-/// Applies bus messages to sockets, in order, until the bus closes.
-async fn relay(io: SocketIo, bus: Arc<dyn Bus>, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
-    loop {
-        match messages.recv().await {
-            Ok(message) => apply(&io, bus.as_ref(), &message).await,
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                tracing::warn!(skipped, "socket.io relay fell behind; clients repair with sync");
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
-        }
-    }
-}
-
-/// Applies one bus message. Operators come from `io.of("/")`, which is gone once the server
-/// closed Socket.IO at shutdown (then there is nobody to deliver to).
-async fn apply(io: &SocketIo, bus: &dyn Bus, message: &BusMessage) {
-    let root = || io.of("/");
-    match message {
-        BusMessage::Deliver(delivery) => {
-            let rooms: Vec<String> = match &delivery.to {
-                Audience::Conversation(id) => vec![conversation_room(id)],
-                Audience::Users(ids) => ids.iter().map(|id| user_room(id)).collect(),
-            };
-            let target = || {
-                let mut target = root()?.to(rooms.clone());
-                if let Some(connection) = &delivery.except_connection {
-                    target = target.except(socket_room(connection));
-                }
-                if let Some(user) = &delivery.except_user {
-                    target = target.except(user_room(user));
-                }
-                Some(target)
-            };
-            // Most deliveries of a busy node have nobody listening here (offline members,
-            // REST-only users): a room lookup is far cheaper than encoding the event.
-            let connections = target().map_or(0, |target| target.sockets().len());
-            if connections == 0 {
-                return;
-            }
-            let Some(target) = target() else { return };
-            match target.emit(delivery.event.name(), &delivery.event).await {
-                Ok(()) => telemetry::delivered(&delivery.event, connections),
-                Err(socketioxide::BroadcastError::Socket(errors))
-                    if errors.iter().any(|e| matches!(e, socketioxide::SocketError::InternalChannelFull)) =>
-                {
-                    // socketioxide does not say which socket was full; its heartbeat cuts
-                    // a client that stopped reading, and the client repairs with `sync`.
-                    tracing::warn!(
-                        event = delivery.event.name(),
-                        "a socket's outbound queue is full; event dropped for it"
-                    );
-                }
-                Err(err) => tracing::debug!(error = %err, event = delivery.event.name(), "emit failed"),
-            }
-        }
-        BusMessage::Subscribe { user_id, conversation_id } => {
-            for socket in root().map(|root| root.to(user_room(user_id)).sockets()).unwrap_or_default() {
-                join_conversation(&socket, bus, conversation_id);
-            }
-        }
-        BusMessage::Unsubscribe { user_id, conversation_id } => {
-            for socket in root().map(|root| root.to(user_room(user_id)).sockets()).unwrap_or_default() {
-                leave_conversation(&socket, bus, conversation_id);
-            }
-        }
-        BusMessage::Disconnect { user_id, .. } => {
-            // The client sees the server's disconnect ("io server disconnect") and does not
-            // reconnect by itself.
-            if let Some(root) = root()
-                && let Err(err) = root.to(user_room(user_id)).disconnect().await
-            {
-                tracing::debug!(error = %err, user = %user_id, "disconnecting a user's sockets failed");
-            }
-        }
-        BusMessage::BanChanged { .. } => {}
-        BusMessage::Gap => {
-            // Socket.IO clients find the gap by seq on their next message and `sync`.
-            tracing::warn!("the bus may have lost messages; socket.io clients repair with sync");
-        }
     }
 }

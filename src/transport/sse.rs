@@ -7,6 +7,7 @@
 //! reconnects with `Last-Event-ID`; a banned user is refused with 403).
 
 use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
@@ -17,43 +18,51 @@ use axum::routing::get;
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::watch;
 use tracing::{Instrument, Span};
 
 use super::guard::check_handshake;
 use super::http::{ApiError, ApiQuery, request_token};
 use crate::core::ChatError;
 use crate::core::admission::Permit;
-use crate::core::notifications::{NotificationStream, StreamItem};
+use crate::core::model::User;
+use crate::core::notifications::{self, LiveFeed, NotificationStream, StreamItem};
 use crate::core::session::Lease;
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
+use crate::hub::{Close, Hub, Link, Outgoing, Sink};
 use crate::state::AppState;
 
-/// Closes every open notification stream of this node (at shutdown), so a graceful
-/// shutdown does not wait for clients that would never leave.
-#[derive(Clone)]
-pub struct Streams {
-    closing: watch::Sender<bool>,
-}
-
-impl Streams {
-    /// Ends every stream, open or opened from now on.
-    pub fn close_all(&self) {
-        self.closing.send_replace(true);
-    }
-}
-
-/// The SSE route and the handle that closes its streams.
-pub fn router() -> (Router<AppState>, Streams) {
-    let streams = Streams { closing: watch::channel(false).0 };
-    let closing = streams.closing.clone();
-    let router = Router::new().route(
+/// The SSE route; each stream is a connection of `hub` that follows only its user.
+pub fn router(hub: Arc<Hub>) -> Router<AppState> {
+    Router::new().route(
         "/api/notifications/stream",
-        get(move |state: State<AppState>, request: Request| {
-            notification_stream(state, closing.subscribe(), request)
-        }),
-    );
-    (router, streams)
+        get(move |state: State<AppState>, request: Request| notification_stream(state, hub.clone(), request)),
+    )
+}
+
+/// How the hub writes to a stream: `notification`s go to its live feed, `sync:required`
+/// makes it catch up from the log, a close ends it (the first reason is kept).
+struct StreamSink {
+    feed: LiveFeed,
+    closed: Arc<OnceLock<Close>>,
+}
+
+impl Sink for StreamSink {
+    fn send(&self, event: &Arc<Outgoing>) {
+        match event.name() {
+            "notification" => {
+                if let Some(notification) = notifications::notification_of(event.server_event()) {
+                    self.feed.notification(notification);
+                }
+            }
+            "sync:required" => self.feed.resync(),
+            _ => {}
+        }
+    }
+
+    fn close(&self, reason: Close) {
+        let _ = self.closed.set(reason);
+        self.feed.end();
+    }
 }
 
 /// Query parameters of the stream (`token` is read by [`request_token`]).
@@ -75,11 +84,7 @@ struct StreamQuery {
             content_type = "text/event-stream", body = String),
         (status = 400, response = super::openapi::Invalid), (status = 401, response = super::openapi::Unauthorized),
         (status = 503, response = super::openapi::Unavailable)))]
-async fn notification_stream(
-    State(state): State<AppState>,
-    closing: watch::Receiver<bool>,
-    request: Request,
-) -> Response {
+async fn notification_stream(State(state): State<AppState>, hub: Arc<Hub>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     if let Err(err) = check_handshake(&state, &parts) {
         return ApiError(err).into_response();
@@ -92,7 +97,7 @@ async fn notification_stream(
         Ok(verified) => verified,
         Err(err) => return ApiError(err).into_response(),
     };
-    if state.is_draining() || *closing.borrow() {
+    if state.is_draining() {
         return ApiError(ChatError::Unavailable("draining".into())).into_response();
     }
     let permit = match state.admission.admit(&user.id) {
@@ -115,16 +120,23 @@ async fn notification_stream(
             return ApiError(ChatError::invalid("Last-Event-ID must be an integer")).into_response();
         }
     };
-    let stream = match state.chat.notification_stream(&user, header.or(query.last_event_id)).await {
+    let (feed, live) = notifications::live_feed();
+    let closed = Arc::new(OnceLock::new());
+    let link =
+        hub.register(Transport::Sse, &user.id, false, Arc::new(StreamSink { feed, closed: closed.clone() }));
+    let user = User { connection: Some(link.name().to_owned()), ..user };
+    let stream = match state.chat.notification_stream(&user, header.or(query.last_event_id), live).await {
         Ok(stream) => stream,
-        Err(err) => return ApiError(err).into_response(),
+        Err(err) => {
+            hub.remove(&link);
+            return ApiError(err).into_response();
+        }
     };
     let lease = Lease::new(expires_at);
-    let id = format!("sse:{}", uuid::Uuid::now_v7());
-    let span = tracing::info_span!("connection", transport = "sse", id = %id, user = %user.id);
+    let span = tracing::info_span!("connection", transport = "sse", id = %link.name(), user = %user.id);
     span.in_scope(|| tracing::debug!("connected"));
     let metrics = ConnectionMetrics::open(Transport::Sse);
-    let open = Open { stream, closing, lease, metrics, span, _permit: permit };
+    let open = Open { stream, closed, link, lease, metrics, span, _permit: permit };
     let events = stream::unfold(open, |mut open| async move {
         let span = open.span.clone();
         let item = open.next().instrument(span).await?;
@@ -140,7 +152,10 @@ async fn notification_stream(
 /// then it is dropped, and counted as closed by the client).
 struct Open {
     stream: NotificationStream,
-    closing: watch::Receiver<bool>,
+    /// Why the hub closed the stream, if it did.
+    closed: Arc<OnceLock<Close>>,
+    /// The stream's place in the hub, given back when it is dropped.
+    link: Link,
     lease: Lease,
     metrics: ConnectionMetrics,
     /// The stream's `connection` span.
@@ -153,8 +168,11 @@ impl Open {
     /// The next event, `None` when the stream ends.
     async fn next(&mut self) -> Option<Event> {
         let next = tokio::select! {
-            item = self.stream.next() => item.ok_or(Disconnect::Error),
-            _ = self.closing.wait_for(|closing| *closing) => Err(Disconnect::ServerShutdown),
+            item = self.stream.next() => item.ok_or_else(|| match self.closed.get() {
+                Some(Close::Restart) => Disconnect::ServerShutdown,
+                Some(Close::Admin | Close::Banned) => Disconnect::Kicked,
+                Some(Close::Resync) | None => Disconnect::Error,
+            }),
             _ = self.lease.wait() => Err(Disconnect::TokenExpired),
         };
         match next {
@@ -170,6 +188,12 @@ impl Open {
                 None
             }
         }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.link.hub().remove(&self.link);
     }
 }
 

@@ -1,23 +1,24 @@
 //! Plain WebSocket at `GET /ws`, with JSON text frames: the client sends
 //! `{"id":7,"event":"message:send","data":{…}}` and gets `{"id":7,"ack":{ok,…}}`; the server
 //! pushes `{"event":"message:new","data":{…}}`. Same event vocabulary and dispatch as
-//! Socket.IO ([`super::dispatch`]); this module only frames bytes and keeps subscriptions.
+//! Socket.IO ([`super::dispatch`]); this module only frames bytes: subscriptions, the bus
+//! relay and the connection lifecycle are the [`Hub`]'s.
 //!
-//! Per connection there is one task and a byte-bounded outbox: the relay encodes each event
-//! once and queues the shared bytes to every subscribed connection; the task writes whatever
-//! is queued and flushes once. A client that lets more than `max_queued_bytes` or
+//! Per connection there is one task and a byte-bounded outbox (the connection's [`Sink`]):
+//! the hub queues each event's shared, pre-encoded frame; the task takes everything queued
+//! and writes it with one flush, so frames queued while it was busy leave in one write. A client that lets more than `max_queued_bytes` or
 //! `--max-outbound-queue` frames pile up is cut off (close 1008) instead of buffered. Events of one connection run one at a time, in the
 //! order they arrived, so a client's sends are committed in the order it sent them.
 //!
-//! One sweeper pings every connection each `ping_interval` and closes those silent for
-//! `idle_timeout` (1001). Each connection closes itself when its token's lease expires
+//! The hub's keepalive round pings every connection each `ping_interval` and closes those
+//! silent for `idle_timeout` (1001). Each connection closes itself when its token's lease expires
 //! (1008 `token_expired`; `auth:refresh` extends it). At shutdown every connection finishes
 //! the event it is running, sends its ack, and closes with 1012 (service restart).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -29,22 +30,20 @@ use axum::routing::get;
 use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::dispatch::{self, Credentials, Subscriptions};
+use super::dispatch::{self, Credentials};
 use super::guard::check_handshake;
 use super::http::{ApiError, error_body, request_token};
-use crate::config::WsConfig;
 use crate::core::ChatError;
 use crate::core::admission::Permit;
 use crate::core::model::User;
-use crate::core::ports::{Bus, Topic};
-use crate::core::realtime::{Audience, BusMessage, Delivery, WS_CONNECTION_PREFIX};
 use crate::core::session::{Lease, LeaseEnd};
-use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
+use crate::core::telemetry::{ConnectionMetrics, Disconnect, Transport};
 use crate::core::validate;
+use crate::hub::{Close, Hub, Link, Outgoing, Sink};
 use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
 
@@ -54,19 +53,12 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// How long a closing handshake may take before the connection is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The `/ws` route, and the tasks that feed it (bus relay, keepalive sweeper). Must be
-/// called inside a Tokio runtime; the returned [`Hub`] closes every connection at shutdown.
-pub fn router(state: &AppState) -> (Router<AppState>, Arc<Hub>) {
-    let limits = &state.config.connections;
-    let hub = Arc::new(Hub::new(state.config.ws.clone(), limits.max_outbound_queue, state.bus.clone()));
-    tokio::spawn(relay(Arc::downgrade(&hub), state.bus.subscribe()));
-    tokio::spawn(sweep(Arc::downgrade(&hub)));
-    let route_hub = hub.clone();
-    let router = Router::new().route(
+/// The `/ws` route over this node's realtime hub.
+pub fn router(hub: Arc<Hub>) -> Router<AppState> {
+    Router::new().route(
         "/ws",
-        get(move |state: State<AppState>, request: Request| upgrade(state, route_hub.clone(), request)),
-    );
-    (router, hub)
+        get(move |state: State<AppState>, request: Request| upgrade(state, hub.clone(), request)),
+    )
 }
 
 /// Checks the handshake, authenticates, admits, then upgrades. Every refusal comes before
@@ -105,274 +97,6 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
         .on_upgrade(move |socket| serve_connection(socket, hub, state, user, Lease::new(expires_at), permit))
 }
 
-/// Every connection of this node and what each is subscribed to. The node watches a user's
-/// and a conversation's bus topic while at least one of its connections needs it.
-pub struct Hub {
-    config: WsConfig,
-    /// Most frames queued for one connection.
-    max_queued_frames: usize,
-    bus: Arc<dyn Bus>,
-    /// Connection names in the core ([`User::connection`]) are `ws:<node tag>:<n>`: unique
-    /// across nodes sharing a bus (Socket.IO ids never contain a colon).
-    prefix: String,
-    rooms: RwLock<Rooms>,
-    next_id: AtomicU64,
-    started: Instant,
-    /// Connection tasks still running (their close handshake included).
-    tasks: AtomicU64,
-    /// The last connection task ended.
-    emptied: Notify,
-}
-
-#[derive(Default)]
-struct Rooms {
-    connections: HashMap<u64, Entry>,
-    by_user: HashMap<String, Vec<u64>>,
-    by_conversation: HashMap<String, HashSet<u64>>,
-}
-
-struct Entry {
-    connection: Arc<Connection>,
-    conversations: Vec<String>,
-}
-
-impl Rooms {
-    /// Subscribes a connection; true when it is the node's first for the conversation.
-    fn subscribe(&mut self, id: u64, conversation_id: &str) -> bool {
-        let Some(entry) = self.connections.get_mut(&id) else { return false };
-        let members = self.by_conversation.entry(conversation_id.to_owned()).or_default();
-        let first = members.is_empty();
-        if members.insert(id) {
-            entry.conversations.push(conversation_id.to_owned());
-        }
-        first
-    }
-
-    /// Unsubscribes a connection; true when it was the node's last for the conversation.
-    fn unsubscribe(&mut self, id: u64, conversation_id: &str) -> bool {
-        let Some(entry) = self.connections.get_mut(&id) else { return false };
-        entry.conversations.retain(|c| c != conversation_id);
-        self.drop_subscriber(id, conversation_id)
-    }
-
-    /// Takes `id` out of a conversation's subscribers; true when none is left.
-    fn drop_subscriber(&mut self, id: u64, conversation_id: &str) -> bool {
-        let Some(members) = self.by_conversation.get_mut(conversation_id) else { return false };
-        if !members.remove(&id) || !members.is_empty() {
-            return false;
-        }
-        self.by_conversation.remove(conversation_id);
-        true
-    }
-
-    /// The connections a delivery goes to; `except_connection` is this node's id of the
-    /// connection left out, if it is one of ours.
-    fn audience(&self, delivery: &Delivery, except_connection: Option<u64>) -> Vec<Arc<Connection>> {
-        let mut ids: Vec<u64> = match &delivery.to {
-            Audience::Conversation(id) => {
-                self.by_conversation.get(id).map(|set| set.iter().copied().collect()).unwrap_or_default()
-            }
-            Audience::Users(users) => {
-                users.iter().filter_map(|user| self.by_user.get(user)).flatten().copied().collect()
-            }
-        };
-        ids.sort_unstable();
-        ids.dedup();
-        ids.iter()
-            .filter(|id| Some(**id) != except_connection)
-            .filter_map(|id| self.connections.get(id))
-            .map(|entry| &entry.connection)
-            .filter(|c| delivery.except_user.as_deref() != Some(c.user_id.as_str()))
-            .cloned()
-            .collect()
-    }
-}
-
-impl Hub {
-    fn new(config: WsConfig, max_queued_frames: usize, bus: Arc<dyn Bus>) -> Self {
-        Hub {
-            config,
-            max_queued_frames,
-            bus,
-            prefix: format!("{WS_CONNECTION_PREFIX}{:08x}:", rand::random::<u32>()),
-            rooms: RwLock::default(),
-            next_id: AtomicU64::new(1),
-            started: Instant::now(),
-            tasks: AtomicU64::new(0),
-            emptied: Notify::new(),
-        }
-    }
-
-    fn rooms(&self) -> std::sync::RwLockReadGuard<'_, Rooms> {
-        self.rooms.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn rooms_mut(&self) -> std::sync::RwLockWriteGuard<'_, Rooms> {
-        self.rooms.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Milliseconds since the hub started (the clock of `last_heard`).
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Number of open connections.
-    pub fn connections(&self) -> usize {
-        self.rooms().connections.len()
-    }
-
-    fn register(&self, user_id: &str) -> Arc<Connection> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let connection = Arc::new(Connection {
-            id,
-            user_id: user_id.to_owned(),
-            max_queued_bytes: self.config.max_queued_bytes,
-            max_queued_frames: self.max_queued_frames,
-            draining: AtomicBool::new(false),
-            last_heard: AtomicU64::new(self.now_ms()),
-            outbox: Mutex::default(),
-            wake: Notify::new(),
-            cut: Notify::new(),
-        });
-        let mut rooms = self.rooms_mut();
-        rooms.connections.insert(id, Entry { connection: connection.clone(), conversations: Vec::new() });
-        let ids = rooms.by_user.entry(user_id.to_owned()).or_default();
-        ids.push(id);
-        if ids.len() == 1 {
-            self.bus.watch(Topic::User(user_id.to_owned()));
-        }
-        connection
-    }
-
-    /// Resolves once every connection task has ended (after its close handshake).
-    pub async fn closed(&self) {
-        loop {
-            let emptied = self.emptied.notified();
-            if self.tasks.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            emptied.await;
-        }
-    }
-
-    fn remove(&self, connection: &Connection) {
-        let mut rooms = self.rooms_mut();
-        let Some(entry) = rooms.connections.remove(&connection.id) else { return };
-        for conversation_id in entry.conversations {
-            if rooms.drop_subscriber(connection.id, &conversation_id) {
-                self.bus.unwatch(Topic::Conversation(conversation_id));
-            }
-        }
-        if let Some(ids) = rooms.by_user.get_mut(&connection.user_id) {
-            ids.retain(|id| *id != connection.id);
-            if ids.is_empty() {
-                rooms.by_user.remove(&connection.user_id);
-                self.bus.unwatch(Topic::User(connection.user_id.clone()));
-            }
-        }
-    }
-
-    /// Subscribes a connection to a conversation (under the caller's lock).
-    fn subscribe(&self, rooms: &mut Rooms, id: u64, conversation_id: &str) {
-        if rooms.subscribe(id, conversation_id) {
-            self.bus.watch(Topic::Conversation(conversation_id.to_owned()));
-        }
-    }
-
-    /// Unsubscribes a connection from a conversation (under the caller's lock).
-    fn unsubscribe(&self, rooms: &mut Rooms, id: u64, conversation_id: &str) {
-        if rooms.unsubscribe(id, conversation_id) {
-            self.bus.unwatch(Topic::Conversation(conversation_id.to_owned()));
-        }
-    }
-
-    /// Closes every connection with 1001 (server going away), at once.
-    pub fn close_all(&self) {
-        self.close_every(close_code::AWAY, "server shutting down");
-    }
-
-    /// Graceful shutdown: every connection stops reading, finishes the event it is running
-    /// and sends its ack, then closes with 1012 (service restart: reconnect).
-    pub fn drain(&self) {
-        for entry in self.rooms().connections.values() {
-            entry.connection.draining.store(true, Ordering::SeqCst);
-            entry.connection.wake.notify_one();
-        }
-    }
-
-    fn close_every(&self, code: u16, reason: &'static str) {
-        for entry in self.rooms().connections.values() {
-            entry.connection.close(code, reason);
-        }
-    }
-
-    fn apply(&self, message: &BusMessage) {
-        match message {
-            BusMessage::Deliver(delivery) => {
-                let except_connection = delivery
-                    .except_connection
-                    .as_deref()
-                    .and_then(|c| c.strip_prefix(self.prefix.as_str())?.parse().ok());
-                let targets = self.rooms().audience(delivery, except_connection);
-                if targets.is_empty() {
-                    return;
-                }
-                let frame = match encode(&Push { event: delivery.event.name(), data: &delivery.event }) {
-                    Ok(frame) => frame,
-                    Err(err) => {
-                        tracing::error!(error = %err, event = delivery.event.name(), "could not encode event");
-                        return;
-                    }
-                };
-                let delivered = targets.len();
-                for connection in targets {
-                    connection.push(frame.clone());
-                }
-                telemetry::delivered(&delivery.event, delivered);
-            }
-            BusMessage::Subscribe { user_id, conversation_id } => {
-                let mut rooms = self.rooms_mut();
-                for id in rooms.by_user.get(user_id).cloned().unwrap_or_default() {
-                    self.subscribe(&mut rooms, id, conversation_id);
-                }
-            }
-            BusMessage::Unsubscribe { user_id, conversation_id } => {
-                let mut rooms = self.rooms_mut();
-                for id in rooms.by_user.get(user_id).cloned().unwrap_or_default() {
-                    self.unsubscribe(&mut rooms, id, conversation_id);
-                }
-            }
-            BusMessage::Disconnect { user_id, reason } => {
-                let rooms = self.rooms();
-                for id in rooms.by_user.get(user_id).into_iter().flatten() {
-                    if let Some(entry) = rooms.connections.get(id) {
-                        entry.connection.close(close_code::POLICY, reason.as_str());
-                    }
-                }
-            }
-            BusMessage::BanChanged { .. } => {}
-            BusMessage::Gap => {
-                tracing::warn!("the bus may have lost messages; closing connections (1013)");
-                self.close_every(close_code::AGAIN, "messages may have been missed: reconnect and sync");
-            }
-        }
-    }
-
-    /// One keepalive round: close the silent, ping the rest.
-    fn sweep(&self) {
-        let now = self.now_ms();
-        let idle_ms = u64::try_from(self.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        for entry in self.rooms().connections.values() {
-            let connection = &entry.connection;
-            if now.saturating_sub(connection.last_heard.load(Ordering::Relaxed)) > idle_ms {
-                connection.close(close_code::AWAY, "idle timeout");
-            } else {
-                connection.push(Message::Ping(Default::default()));
-            }
-        }
-    }
-}
-
 /// A server push: `{"event": name, "data": payload}`.
 #[derive(Serialize)]
 struct Push<'a, T: Serialize> {
@@ -384,15 +108,20 @@ fn encode(value: &impl Serialize) -> Result<Message, serde_json::Error> {
     Ok(Message::Text(Utf8Bytes::from(serde_json::to_string(value)?)))
 }
 
+/// Milliseconds since the first call (the clock of `last_heard`).
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One open WebSocket: its outbox and the signals its task waits on.
 struct Connection {
-    id: u64,
-    user_id: String,
     max_queued_bytes: usize,
     max_queued_frames: usize,
+    idle_timeout_ms: u64,
     /// Shutting down: finish the running event, flush, close with 1012.
     draining: AtomicBool,
-    /// [`Hub::now_ms`] when the client last sent anything (a pong included).
+    /// [`now_ms`] when the client last sent anything (a pong included).
     last_heard: AtomicU64,
     outbox: Mutex<Outbox>,
     /// Frames were queued.
@@ -427,7 +156,7 @@ impl Connection {
             let over_bytes = outbox.bytes > 0 && outbox.bytes + size > self.max_queued_bytes;
             if over_bytes || outbox.frames.len() >= self.max_queued_frames {
                 drop(outbox);
-                tracing::info!(connection = self.id, user = %self.user_id, "slow consumer disconnected");
+                tracing::info!("slow consumer disconnected");
                 self.close(close_code::POLICY, "slow consumer: outbound queue full");
                 return;
             }
@@ -480,27 +209,43 @@ impl Connection {
     }
 }
 
+impl Sink for Connection {
+    fn send(&self, event: &Arc<Outgoing>) {
+        if let Some(frame) = event.ws_frame() {
+            self.push(Message::Text(frame));
+        }
+    }
+
+    fn close(&self, reason: Close) {
+        match reason {
+            Close::Restart => {
+                self.draining.store(true, Ordering::SeqCst);
+                self.wake.notify_one();
+            }
+            Close::Admin => Connection::close(self, close_code::POLICY, "disconnected by an operator"),
+            Close::Banned => Connection::close(self, close_code::POLICY, "forbidden: banned"),
+            Close::Resync => Connection::close(
+                self,
+                close_code::AGAIN,
+                "messages may have been missed: reconnect and sync",
+            ),
+        }
+    }
+
+    fn keepalive(&self) {
+        if now_ms().saturating_sub(self.last_heard.load(Ordering::Relaxed)) > self.idle_timeout_ms {
+            Connection::close(self, close_code::AWAY, "idle timeout");
+        } else {
+            self.push(Message::Ping(Default::default()));
+        }
+    }
+}
+
 fn frame_len(frame: &Message) -> usize {
     match frame {
         Message::Text(text) => text.len(),
         Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
         Message::Close(_) => 0,
-    }
-}
-
-/// This connection's subscriptions in the hub.
-struct HubSubscriptions<'a> {
-    hub: &'a Hub,
-    id: u64,
-}
-
-impl Subscriptions for HubSubscriptions<'_> {
-    fn subscribe(&self, conversation_id: &str) {
-        self.hub.subscribe(&mut self.hub.rooms_mut(), self.id, conversation_id);
-    }
-
-    fn unsubscribe(&self, conversation_id: &str) {
-        self.hub.unsubscribe(&mut self.hub.rooms_mut(), self.id, conversation_id);
     }
 }
 
@@ -661,13 +406,23 @@ async fn serve_connection(
     lease: Lease,
     permit: Permit,
 ) {
-    let _task = Task::start(&hub);
-    let connection = hub.register(&user.id);
-    let name = format!("{}{}", hub.prefix, connection.id);
-    let span = tracing::info_span!("connection", transport = "ws", id = %name, user = %user.id);
-    user.connection = Some(name);
+    let _task = hub.task();
+    let config = &state.config;
+    let connection = Arc::new(Connection {
+        max_queued_bytes: config.ws.max_queued_bytes,
+        max_queued_frames: config.connections.max_outbound_queue,
+        idle_timeout_ms: u64::try_from(config.ws.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        draining: AtomicBool::new(false),
+        last_heard: AtomicU64::new(now_ms()),
+        outbox: Mutex::default(),
+        wake: Notify::new(),
+        cut: Notify::new(),
+    });
+    let link = Arc::new(hub.register(Transport::Ws, &user.id, true, connection.clone()));
+    let span = tracing::info_span!("connection", transport = "ws", id = %link.name(), user = %user.id);
+    user.connection = Some(link.name().to_owned());
     let metrics = ConnectionMetrics::open(Transport::Ws);
-    run_connection(socket, &connection, &hub, &state, &user, lease, permit).instrument(span.clone()).await;
+    run_connection(socket, &connection, &link, &state, &user, lease, permit).instrument(span.clone()).await;
     let reason = disconnect_reason(connection.close_frame().as_ref());
     metrics.closing(reason);
     span.in_scope(|| tracing::debug!(reason = reason.as_str(), "disconnected"));
@@ -678,22 +433,16 @@ async fn serve_connection(
 async fn run_connection(
     mut socket: WebSocket,
     connection: &Arc<Connection>,
-    hub: &Arc<Hub>,
+    link: &Arc<Link>,
     state: &AppState,
     user: &User,
     lease: Lease,
     permit: Permit,
 ) {
     tracing::debug!("connected");
-    let connected = match state.chat.connect(user).await {
+    let hub = link.hub();
+    let connected = match hub.open(link, user).await {
         Ok(ready) => {
-            {
-                let mut rooms = hub.rooms_mut();
-                for conversation in &ready.conversations {
-                    hub.subscribe(&mut rooms, connection.id, &conversation.id);
-                }
-            }
-            state.bus.settled().await;
             // Pushes addressed to the user may already be queued (the connection was
             // registered before the store was read); `ready` still goes first.
             match encode(&Push { event: "ready", data: &ready }) {
@@ -715,18 +464,16 @@ async fn run_connection(
     if connected {
         tokio::select! {
             () = connection.cut.notified() => {}
-            () = pump(&mut socket, connection, hub, state, user, &lease) => {}
+            () = pump(&mut socket, connection, link, state, user, &lease) => {}
             end = lease.wait() => if end == LeaseEnd::Expired {
                 connection.close(close_code::POLICY, "token_expired");
             },
         }
     }
     lease.end();
-    hub.remove(connection);
+    hub.remove(link);
     drop(permit);
-    if connected && let Err(err) = state.chat.disconnect(user).await {
-        tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
-    }
+    hub.close(link, user, connected).await;
     if let Some(close) = connection.close_frame() {
         // The closing handshake: send ours, then read until the client's close (or give up).
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
@@ -742,24 +489,6 @@ async fn run_connection(
     }
 }
 
-/// A running connection task, counted in [`Hub::closed`].
-struct Task(Arc<Hub>);
-
-impl Task {
-    fn start(hub: &Arc<Hub>) -> Task {
-        hub.tasks.fetch_add(1, Ordering::SeqCst);
-        Task(hub.clone())
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        if self.0.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.emptied.notify_waiters();
-        }
-    }
-}
-
 /// Moves frames both ways until the client goes away or the connection is closed.
 ///
 /// Each event runs in its own task, awaited before the next frame is read: the order of a
@@ -768,7 +497,7 @@ impl Drop for Task {
 async fn pump(
     socket: &mut WebSocket,
     connection: &Arc<Connection>,
-    hub: &Arc<Hub>,
+    link: &Arc<Link>,
     state: &AppState,
     user: &User,
     lease: &Arc<Lease>,
@@ -797,7 +526,7 @@ async fn pump(
             finished = async { in_flight.as_mut().expect("guarded by the precondition").await }, if in_flight.is_some() => {
                 in_flight = None;
                 if let Err(err) = finished {
-                    tracing::error!(error = %err, connection = connection.id, "event handler failed");
+                    tracing::error!(error = %err, "event handler failed");
                 }
             }
             frame = socket.recv(), if in_flight.is_none() => {
@@ -812,7 +541,7 @@ async fn pump(
                     }
                     Some(Ok(frame)) => frame,
                 };
-                connection.last_heard.store(hub.now_ms(), Ordering::Relaxed);
+                connection.last_heard.store(now_ms(), Ordering::Relaxed);
                 let decoded = match frame {
                     Message::Text(text) => decode_frame(text.as_str(), state.config.connections.max_json_depth),
                     Message::Binary(data) => decode_binary_frame(&data, state.config.connections.max_json_depth),
@@ -824,7 +553,7 @@ async fn pump(
                     }
                 };
                 arrivals += 1;
-                in_flight = handle_frame(decoded, connection, hub, state, user, lease, arrivals)
+                in_flight = handle_frame(decoded, connection, link, state, user, lease, arrivals)
                     .map(|work| tokio::spawn(work.in_current_span()));
             }
         }
@@ -852,7 +581,7 @@ fn read_failure(err: &axum::Error) -> Option<(u16, &'static str)> {
 fn handle_frame(
     decoded: Result<FrameRequest, Refusal>,
     connection: &Arc<Connection>,
-    hub: &Arc<Hub>,
+    link: &Arc<Link>,
     state: &AppState,
     user: &User,
     lease: &Arc<Lease>,
@@ -871,51 +600,17 @@ fn handle_frame(
             return None;
         }
     };
-    let (connection, hub, chat) = (connection.clone(), hub.clone(), state.chat.clone());
+    let (connection, link, chat) = (connection.clone(), link.clone(), state.chat.clone());
     let (auth, lease) = (state.auth.clone(), lease.clone());
     let mut user = user.clone();
     user.arrival = arrival;
     Some(async move {
-        let subscriptions = HubSubscriptions { hub: &hub, id: connection.id };
+        let _running = link.hub().in_flight().enter();
         let credentials = Credentials { auth: &auth, lease: &lease };
-        let result = dispatch::apply(&chat, &user, request.event, &subscriptions, &credentials).await;
+        let result = dispatch::apply(&chat, &user, request.event, &link, &credentials).await;
         dispatch::record(&request.name, &result);
         if let Some(frame) = reply(request.id, Some(&request.name), result) {
             connection.push_json(&frame);
         }
     })
-}
-
-/// Applies bus messages to this node's connections, in order, while the hub exists.
-async fn relay(hub: Weak<Hub>, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
-    loop {
-        let message = match messages.recv().await {
-            Ok(message) => message,
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                // Skipped subscription changes cannot be repaired by `sync`: make every client
-                // reconnect (which resubscribes it) and sync.
-                tracing::warn!(skipped, "websocket relay fell behind; closing connections (1013)");
-                if let Some(hub) = hub.upgrade() {
-                    hub.close_every(close_code::AGAIN, "server overloaded: reconnect and sync");
-                }
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
-        };
-        let Some(hub) = hub.upgrade() else { break };
-        hub.apply(&message);
-    }
-}
-
-/// Runs the keepalive rounds while the hub exists.
-async fn sweep(hub: Weak<Hub>) {
-    let Some(period) = hub.upgrade().map(|hub| hub.config.ping_interval) else { return };
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(hub) = hub.upgrade() else { break };
-        hub.sweep();
-    }
 }

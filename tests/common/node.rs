@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::TestServer;
 
 /// tests/node, with its npm dependencies installed (once per test run).
-fn node_driver_dir() -> &'static Path {
+pub fn node_driver_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
@@ -52,4 +52,113 @@ pub async fn scenario_with_env(server: &TestServer, name: &str, env: &[(&str, &s
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "scenario {name} failed:\n{stdout}\n{stderr}");
     serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("scenario result is JSON")
+}
+
+/// One official `socket.io-client` connection (tests/node/client.mjs in a Node process),
+/// driven like [`super::ws::Ws`]: events it received are kept as `{event, data}` until looked at.
+pub struct SioClient {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    next_id: u64,
+    /// Events received and not looked at yet, as `{event, data}`.
+    pub pushes: std::collections::VecDeque<Value>,
+    /// The `ready` payload.
+    pub ready: Value,
+}
+
+impl SioClient {
+    /// Connects to `base` (`http://host:port`) with `token` and waits for `ready`.
+    pub async fn connect(base: &str, token: &str) -> SioClient {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("node")
+            .arg(node_driver_dir().join("client.mjs"))
+            .arg(base)
+            .arg(token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (Node.js is needed for the Socket.IO tests)");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut client =
+            SioClient { child, stdin, lines, next_id: 0, pushes: Default::default(), ready: Value::Null };
+        client.ready = client.next("ready").await;
+        client
+    }
+
+    /// The next line the client printed, within `within` (None: nothing came).
+    async fn line(&mut self, within: Duration) -> Option<Value> {
+        let line = tokio::time::timeout(within, self.lines.next_line()).await.ok()?;
+        let line = line.expect("read from the client").expect("the client is running");
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        assert!(value.get("connect_error").is_none(), "connect_error: {value}");
+        Some(value)
+    }
+
+    /// Emits `event` with an ack callback and returns the ack; events meanwhile are kept.
+    pub async fn call(&mut self, event: &str, data: Value) -> Value {
+        use tokio::io::AsyncWriteExt;
+        self.next_id += 1;
+        let id = self.next_id;
+        let command = serde_json::json!({ "id": id, "event": event, "data": data }).to_string() + "\n";
+        self.stdin.write_all(command.as_bytes()).await.expect("write to the client");
+        loop {
+            let line = self.line(super::ws::WAIT).await.expect("an ack within 5 s");
+            if line.get("ack") == Some(&serde_json::json!(id)) {
+                return line["data"].clone();
+            }
+            self.keep(line);
+        }
+    }
+
+    /// Like [`SioClient::call`], asserting success.
+    pub async fn ok(&mut self, event: &str, data: Value) -> Value {
+        let ack = self.call(event, data).await;
+        assert_eq!(ack["ok"], true, "{event}: {ack}");
+        ack
+    }
+
+    /// The next event named `event` (earlier events of other names are kept).
+    pub async fn next(&mut self, event: &str) -> Value {
+        if let Some(i) = self.pushes.iter().position(|p| p["event"] == event) {
+            return self.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
+        }
+        loop {
+            let line = self.line(super::ws::WAIT).await.unwrap_or_else(|| panic!("no {event} within 5 s"));
+            if line["event"] == event {
+                return line["data"].clone();
+            }
+            self.keep(line);
+        }
+    }
+
+    /// Reads for `within`, keeping every event.
+    pub async fn gather(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.line(left).await {
+                Some(line) => self.keep(line),
+                None => return,
+            }
+        }
+    }
+
+    fn keep(&mut self, line: Value) {
+        assert!(line.get("disconnect").is_none(), "the socket disconnected: {line}");
+        if line.get("event").is_some() {
+            self.pushes.push_back(line);
+        }
+    }
+}
+
+impl Drop for SioClient {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
 }

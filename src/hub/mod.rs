@@ -1,0 +1,477 @@
+//! The realtime hub: one per node, under every realtime transport (Socket.IO, plain
+//! WebSocket, the SSE notification stream, and every surface to come). It keeps
+//!
+//! - **one registry** of this node's connections, the user of each and the conversations
+//!   each follows ([`registry`]); the node watches a bus topic while a connection needs it;
+//! - **one bus relay**: every bus message is applied here, in order, once per node;
+//!   a delivery is encoded at most once per wire format ([`Outgoing`]) and queued to each
+//!   recipient's [`Sink`], whose writer sends everything queued for it in one write;
+//! - **one connection lifecycle**: [`Hub::register`] (before anything can be missed) →
+//!   [`Hub::open`] (the user's conversations read from the store, re-checked against
+//!   membership changes the bus made meanwhile) → events ([`Hub::in_flight`]) →
+//!   [`Hub::close`];
+//! - **one policy for lost bus messages**: when the bus says it may have dropped messages
+//!   (a reconnect) or the relay fell behind, every connection's subscriptions are rebuilt
+//!   from the store and the connection gets `sync:required` with its conversations' newest
+//!   seqs, so it `sync`s what it missed. The same on every transport; nothing is lost
+//!   silently.
+//!
+//! A transport only frames: it decodes requests into [`ClientEvent`](crate::transport::dispatch::ClientEvent)s
+//! and implements [`Sink`] (write pre-encoded frames, close).
+
+mod outgoing;
+mod registry;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+
+pub use self::outgoing::Outgoing;
+use self::registry::{Registry, Target, TopicChanges};
+use crate::core::model::User;
+use crate::core::ports::{Bus, Store};
+use crate::core::realtime::{BusMessage, DisconnectReason, Ready, ServerEvent, SyncRequired};
+use crate::core::telemetry::{self, Transport};
+use crate::core::{Chat, ChatError};
+
+/// How a transport writes to one of its connections. Called under the hub's registry lock:
+/// implementations only queue (or mark) and wake the connection's writer, never wait.
+pub trait Sink: Send + Sync + 'static {
+    /// Queues `event` for the connection. Frames queued while the connection's writer is busy
+    /// leave together, in order, in one write.
+    fn send(&self, event: &Arc<Outgoing>);
+
+    /// Ends the connection for `reason` (see [`Close`] for what each transport does).
+    fn close(&self, reason: Close);
+
+    /// One keepalive round, every `--ws-ping-interval` (ping, or close a silent client).
+    /// Transports with a heartbeat of their own leave it empty.
+    fn keepalive(&self) {}
+}
+
+/// Why the hub ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Graceful shutdown: finish the running event, answer it, then close (reconnect).
+    Restart,
+    /// An operator disconnected the user; reconnecting is allowed.
+    Admin,
+    /// The user was banned; reconnecting is refused.
+    Banned,
+    /// Bus messages were lost and the connection's state could not be rebuilt (the store
+    /// did not answer): reconnect and `sync`.
+    Resync,
+}
+
+impl From<DisconnectReason> for Close {
+    fn from(reason: DisconnectReason) -> Close {
+        match reason {
+            DisconnectReason::Admin => Close::Admin,
+            DisconnectReason::Banned => Close::Banned,
+        }
+    }
+}
+
+/// A connection's place in the hub: its id, its name in the core ([`User::connection`]),
+/// and its subscriptions (as [`Subscriptions`](crate::transport::dispatch::Subscriptions)).
+pub struct Link {
+    hub: Arc<Hub>,
+    id: u64,
+    name: String,
+}
+
+impl Link {
+    /// The connection's name in the core: `<transport>:<node>:<n>`, unique across the nodes
+    /// sharing a bus.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Follow a conversation from now on (the client's `conversation:join`).
+    pub fn subscribe(&self, conversation_id: &str) {
+        self.hub.change(|registry, changes| {
+            registry.set_left(self.id, conversation_id, false);
+            registry.subscribe(self.id, conversation_id, changes);
+        });
+    }
+
+    /// Stop following a conversation (the client's `conversation:leave`).
+    pub fn unsubscribe(&self, conversation_id: &str) {
+        self.hub.change(|registry, changes| {
+            registry.set_left(self.id, conversation_id, true);
+            registry.unsubscribe(self.id, conversation_id, changes);
+        });
+    }
+
+    /// The conversations this connection follows now.
+    pub fn conversations(&self) -> Vec<String> {
+        self.hub.read().conversations_of(self.id)
+    }
+}
+
+/// Counts realtime events being handled on this node, so a shutdown can wait for their
+/// acks (every acked message is committed before the process exits).
+#[derive(Default)]
+pub struct InFlight {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running event; the count goes down when dropped.
+pub struct Running(Arc<InFlight>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    /// Counts an event until the returned guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> Running {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Running(self.clone())
+    }
+
+    /// Resolves once no event is running.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A connection task still running (its close handshake included); see [`Hub::closed`].
+pub struct TaskGuard(Arc<Hub>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.tasks_ended.notify_waiters();
+        }
+    }
+}
+
+/// The hub of one node.
+pub struct Hub {
+    chat: Arc<Chat>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    /// A random tag naming this node in connection names.
+    node: String,
+    registry: RwLock<Registry>,
+    next_id: AtomicU64,
+    in_flight: Arc<InFlight>,
+    tasks: AtomicU64,
+    tasks_ended: Notify,
+    /// A rebuild after lost bus messages is running; `resync_again` asks it for one more round.
+    resyncing: AtomicBool,
+    resync_again: AtomicBool,
+}
+
+impl Hub {
+    /// A hub relaying `bus` to this node's connections, with a keepalive round every
+    /// `keepalive`. Must be called inside a Tokio runtime: starts the relay and the sweeper,
+    /// which end when the hub is dropped.
+    pub fn start(chat: Arc<Chat>, store: Arc<dyn Store>, bus: Arc<dyn Bus>, keepalive: Duration) -> Arc<Hub> {
+        let messages = bus.subscribe();
+        let hub = Arc::new(Hub {
+            chat,
+            store,
+            bus,
+            node: format!("{:08x}", rand::random::<u32>()),
+            registry: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            in_flight: Arc::default(),
+            tasks: AtomicU64::new(0),
+            tasks_ended: Notify::new(),
+            resyncing: AtomicBool::new(false),
+            resync_again: AtomicBool::new(false),
+        });
+        tokio::spawn(relay(Arc::downgrade(&hub), messages));
+        tokio::spawn(sweep(Arc::downgrade(&hub), keepalive));
+        hub
+    }
+
+    // The registry lock is held for short, non-blocking sections only (no `.await` inside):
+    // a std lock, read-mostly (every delivery reads, subscription changes write).
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs a registry change and tells the bus which topics the node needs now.
+    fn change<T>(&self, f: impl FnOnce(&mut Registry, &mut TopicChanges) -> T) -> T {
+        let mut changes = TopicChanges::default();
+        let mut registry = self.write();
+        let result = f(&mut registry, &mut changes);
+        // Told under the lock, so the bus sees watches and unwatches in registry order.
+        for topic in changes.watch.drain(..) {
+            self.bus.watch(topic);
+        }
+        for topic in changes.unwatch.drain(..) {
+            self.bus.unwatch(topic);
+        }
+        result
+    }
+
+    /// Number of open connections on this node.
+    pub fn connections(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Events being handled on this node.
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
+    }
+
+    /// Counts a connection task until the guard drops ([`Hub::closed`] waits for them).
+    pub fn task(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(self.clone())
+    }
+
+    /// Resolves once every counted connection task has ended.
+    pub async fn closed(&self) {
+        loop {
+            let ended = self.tasks_ended.notified();
+            if self.tasks.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// Registers a connection of `user_id` (a stream when `follows_conversations` is false:
+    /// only its user's events reach it). From now on nothing addressed to the user is
+    /// missed; its conversations follow in [`Hub::open`].
+    pub fn register(
+        self: &Arc<Self>,
+        transport: Transport,
+        user_id: &str,
+        follows_conversations: bool,
+        sink: Arc<dyn Sink>,
+    ) -> Link {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let target = Target { id, user_id: Arc::from(user_id), sink };
+        self.change(|registry, changes| registry.insert(target, follows_conversations, changes));
+        Link { hub: self.clone(), id, name: format!("{}:{}:{id}", transport.as_str(), self.node) }
+    }
+
+    /// Connects a registered connection's user in the core (presence, `user:online`) and
+    /// subscribes the connection to the user's conversations; returns its `ready`. `user`
+    /// carries the link's name as its connection.
+    pub async fn open(&self, link: &Link, user: &User) -> Result<Ready, ChatError> {
+        // The user's topic must be live before the store is read: a membership change
+        // committed after the read then reaches the registry's window.
+        self.bus.settled().await;
+        match self.chat.connect(user).await {
+            Ok(ready) => {
+                self.change(|registry, changes| {
+                    registry.apply_snapshot(link.id, &ready.conversations, changes)
+                });
+                self.bus.settled().await;
+                Ok(ready)
+            }
+            Err(err) => {
+                self.write().close_window(link.id);
+                Err(err)
+            }
+        }
+    }
+
+    /// Takes a connection out of the registry at once; the core's disconnect bookkeeping
+    /// (presence, `user:offline`, typing) follows. `user` is the one given to [`Hub::open`]
+    /// (`opened` false: it never got there).
+    pub async fn close(&self, link: &Link, user: &User, opened: bool) {
+        self.remove(link);
+        if opened && let Err(err) = self.chat.disconnect(user).await {
+            tracing::warn!(error = %err, user = %user.id, "disconnect bookkeeping failed");
+        }
+    }
+
+    /// Takes a connection out of the registry (idempotent).
+    pub fn remove(&self, link: &Link) {
+        self.change(|registry, changes| registry.remove(link.id, changes));
+    }
+
+    /// Graceful shutdown: every connection finishes its running event, answers it, closes.
+    pub fn drain(&self) {
+        self.close_every(Close::Restart);
+    }
+
+    /// Closes every connection of this node for `reason`.
+    pub fn close_every(&self, reason: Close) {
+        // Closed outside the lock: a transport's close may call back into the hub.
+        let sinks: Vec<Arc<dyn Sink>> = self.read().sinks().cloned().collect();
+        for sink in sinks {
+            sink.close(reason);
+        }
+    }
+
+    /// Applies one bus message to this node's connections.
+    fn apply(self: &Arc<Self>, message: &Arc<BusMessage>) {
+        match message.as_ref() {
+            BusMessage::Deliver(delivery) => {
+                let Some(event) = Outgoing::from_bus(message) else { return };
+                let except_connection =
+                    delivery.except_connection.as_deref().and_then(|name| self.local_id(name));
+                let delivered = self.read().for_each_recipient(
+                    &delivery.to,
+                    except_connection,
+                    delivery.except_user.as_deref(),
+                    |target| target.sink.send(&event),
+                );
+                if delivered > 0 {
+                    telemetry::delivered(&delivery.event, delivered);
+                }
+            }
+            BusMessage::Subscribe { user_id, conversation_id } => {
+                self.change(|registry, changes| {
+                    registry.membership_changed(user_id, conversation_id, true, changes)
+                });
+            }
+            BusMessage::Unsubscribe { user_id, conversation_id } => {
+                self.change(|registry, changes| {
+                    registry.membership_changed(user_id, conversation_id, false, changes)
+                });
+            }
+            BusMessage::Disconnect { user_id, reason } => {
+                let sinks: Vec<Arc<dyn Sink>> = self.read().sinks_of_user(user_id).cloned().collect();
+                for sink in sinks {
+                    sink.close(Close::from(*reason));
+                }
+            }
+            BusMessage::BanChanged { .. } => {}
+            BusMessage::Gap => self.lost("the bus reconnected"),
+        }
+    }
+
+    /// The local id of connection `name` if it is one of this node's.
+    fn local_id(&self, name: &str) -> Option<u64> {
+        let mut parts = name.splitn(3, ':');
+        let (_transport, node, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if node != self.node {
+            return None;
+        }
+        id.parse().ok()
+    }
+
+    /// The policy for lost bus messages: rebuild every connection's subscriptions from the
+    /// store and tell each to `sync` (`sync:required`). One rebuild at a time; a loss
+    /// reported during one makes it run once more.
+    fn lost(self: &Arc<Self>, cause: &'static str) {
+        tracing::warn!(
+            cause,
+            "bus messages may have been lost; rebuilding subscriptions and asking clients to sync"
+        );
+        telemetry::bus_error();
+        self.resync_again.store(true, Ordering::SeqCst);
+        if self.resyncing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let hub = self.clone();
+        tokio::spawn(async move {
+            while hub.resync_again.swap(false, Ordering::SeqCst) {
+                hub.resync_all().await;
+            }
+            hub.resyncing.store(false, Ordering::SeqCst);
+            // A loss reported between the last check and the flag's reset.
+            if hub.resync_again.load(Ordering::SeqCst) {
+                hub.lost("the bus reported another loss during the rebuild");
+            }
+        });
+    }
+
+    /// One rebuild round over every connection of this node, one store read per user.
+    async fn resync_all(&self) {
+        let users = {
+            let mut registry = self.write();
+            let users = registry.by_user();
+            for (_, ids) in &users {
+                for id in ids {
+                    registry.open_window(*id);
+                }
+            }
+            users
+        };
+        self.bus.settled().await;
+        for (user_id, ids) in users {
+            match self.store.conversation_heads(&user_id).await {
+                Ok(heads) => {
+                    let repaired: Vec<Arc<dyn Sink>> = self.change(|registry, changes| {
+                        let open: Vec<u64> = ids
+                            .iter()
+                            .copied()
+                            .filter(|id| registry.apply_snapshot(*id, &heads, changes))
+                            .collect();
+                        open.iter().filter_map(|id| registry.sink(*id).cloned()).collect()
+                    });
+                    let event =
+                        Outgoing::event(ServerEvent::SyncRequired(SyncRequired { conversations: heads }));
+                    for sink in repaired {
+                        sink.send(&event);
+                    }
+                }
+                Err(err) => {
+                    telemetry::store_error();
+                    tracing::warn!(error = %err, user = %user_id, "could not rebuild subscriptions; closing the user's connections");
+                    let sinks: Vec<Arc<dyn Sink>> = {
+                        let registry = self.read();
+                        ids.iter().filter_map(|id| registry.sink(*id).cloned()).collect()
+                    };
+                    for sink in sinks {
+                        sink.close(Close::Resync);
+                    }
+                }
+            }
+        }
+        self.bus.settled().await;
+    }
+}
+
+/// Applies bus messages to the hub's connections, in order, while the hub exists.
+async fn relay(hub: Weak<Hub>, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
+    loop {
+        let message = messages.recv().await;
+        let Some(hub) = hub.upgrade() else { break };
+        match message {
+            Ok(message) => hub.apply(&message),
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                tracing::warn!(skipped, "the hub's relay fell behind the bus");
+                hub.lost("the relay fell behind");
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+/// Runs the keepalive rounds while the hub exists.
+async fn sweep(hub: Weak<Hub>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { break };
+        for sink in hub.read().sinks() {
+            sink.keepalive();
+        }
+    }
+}
