@@ -292,6 +292,9 @@ pub struct Recipient {
     pub member: Member,
     /// Whether the user has at least one registered device.
     pub has_devices: bool,
+    /// Whether the user has a notification log (has opened a notification stream): their
+    /// `notification`s are recorded there first, to get their ids.
+    pub has_notification_log: bool,
     /// The member's unread count, this message included.
     pub unread_count: i64,
 }

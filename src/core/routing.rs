@@ -2,10 +2,11 @@
 //! focused on the conversation (any connection) → their read marker advances and the others
 //! get `message:read`; online elsewhere → `notification` with their unread count; offline
 //! with notifications on (or muted but mentioned) and a registered device → a durable push
-//! job. `message:new` itself
-//! goes to the whole conversation before this runs. Each `notification` is recorded in the
-//! recipient's notification log first (which gives it its `id`, for the SSE stream), then
-//! published.
+//! job. `message:new` itself goes to the whole conversation before this runs. A
+//! `notification` to a recipient with a notification log (one who opened a notification
+//! stream) is recorded there first, which gives it its `id` for the stream, then published;
+//! to anyone else it is published at once, right behind `message:new`, so the two leave in
+//! one write to each of their connections.
 
 use std::sync::Arc;
 
@@ -90,9 +91,8 @@ fn route(
         let member = recipient.member;
         match reach {
             Reach::Focused => focused.push(member),
-            Reach::Online => notify.push(NewNotification {
-                user_id: member.user_id,
-                notification: Notification {
+            Reach::Online => {
+                let notification = Notification {
                     id: None,
                     kind: "message",
                     conversation_id: conversation_id.clone(),
@@ -101,9 +101,17 @@ fn route(
                     sender_id: message.sender_id.clone(),
                     preview: preview.clone(),
                     unread_count: recipient.unread_count,
-                },
-                created_at: Timestamp::now(),
-            }),
+                };
+                if recipient.has_notification_log {
+                    notify.push(NewNotification {
+                        user_id: member.user_id,
+                        notification,
+                        created_at: Timestamp::now(),
+                    });
+                } else {
+                    publish_notification(bus.as_ref(), member.user_id, notification);
+                }
+            }
             // A muted member still gets a job for a mention; whether their settings let it
             // through is the worker's to check, off the send path.
             Reach::Offline
@@ -176,11 +184,16 @@ async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNot
         }
     };
     for (new, id) in notify.into_iter().zip(ids) {
-        bus.publish(BusMessage::Deliver(Delivery {
-            to: Audience::Users(vec![new.user_id]),
-            except_connection: None,
-            except_user: None,
-            event: ServerEvent::Notification(Notification { id, ..new.notification }),
-        }));
+        publish_notification(bus, new.user_id, Notification { id, ..new.notification });
     }
+}
+
+/// Publishes one `notification` to its recipient's connections.
+fn publish_notification(bus: &dyn Bus, user_id: String, notification: Notification) {
+    bus.publish(BusMessage::Deliver(Delivery {
+        to: Audience::Users(vec![user_id]),
+        except_connection: None,
+        except_user: None,
+        event: ServerEvent::Notification(notification),
+    }));
 }

@@ -456,11 +456,13 @@ async fn append(pool: &Pool, new: NewMessage) -> Result<AppendOutcome, StoreErro
             "SELECT mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.notifications, \
                EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, \
                EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $2 AND b.blocked_id = mb.user_id) \
-                                               OR (b.blocker_id = mb.user_id AND b.blocked_id = $2)) \
+                                               OR (b.blocker_id = mb.user_id AND b.blocked_id = $2)), \
+               EXISTS (SELECT 1 FROM notification_counters c WHERE c.user_id = mb.user_id) \
              FROM members mb WHERE mb.conversation_id = $1"
         } else {
             "SELECT mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.notifications, \
-               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, false \
+               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, false, \
+               EXISTS (SELECT 1 FROM notification_counters c WHERE c.user_id = mb.user_id) \
              FROM members mb WHERE mb.conversation_id = $1"
         })
         .await?;
@@ -475,6 +477,7 @@ async fn append(pool: &Pool, new: NewMessage) -> Result<AppendOutcome, StoreErro
             Ok(Recipient {
                 member: member_at(row, 0)?,
                 has_devices: get(row, 5)?,
+                has_notification_log: get(row, 8)?,
                 unread_count: get(row, 6)?,
             })
         })

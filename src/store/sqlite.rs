@@ -412,14 +412,17 @@ fn into_member(
 fn load_recipients(conn: &Connection, conversation_id: &str) -> Result<Vec<Recipient>, StoreError> {
     conn.prepare_cached(
         "SELECT m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, \
-           EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id), m.unread_count \
+           EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id), m.unread_count, \
+           EXISTS (SELECT 1 FROM notification_counters c WHERE c.user_id = m.user_id) \
          FROM members m WHERE m.conversation_id = ?1",
     )?
-    .query_map([conversation_id], |r| Ok((member_from_row(r)?, r.get::<_, bool>(5)?, r.get::<_, i64>(6)?)))?
+    .query_map([conversation_id], |r| {
+        Ok((member_from_row(r)?, r.get::<_, bool>(5)?, r.get::<_, i64>(6)?, r.get::<_, bool>(7)?))
+    })?
     .collect::<rusqlite::Result<Vec<_>>>()?
     .into_iter()
-    .map(|(fields, has_devices, unread_count)| {
-        Ok(Recipient { member: into_member(fields)?, has_devices, unread_count })
+    .map(|(fields, has_devices, unread_count, has_notification_log)| {
+        Ok(Recipient { member: into_member(fields)?, has_devices, has_notification_log, unread_count })
     })
     .collect()
 }
