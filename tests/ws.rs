@@ -401,3 +401,60 @@ async fn ready_is_the_first_push_even_while_contacts_come_and_go() {
         let _ = toggler.await;
     }
 }
+
+/// A counter's value in the server's `/metrics` (0 when absent).
+async fn counter(server: &TestServer, name: &str) -> f64 {
+    let text = server.http.get(format!("{}/metrics", server.base)).send().await.expect("scrape");
+    let text = text.text().await.expect("body");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_queued_while_a_connection_is_busy_leave_in_fewer_writes_complete_and_in_order() {
+    const MESSAGES: usize = 2000;
+    const SENDERS: usize = 10;
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        config.ws.max_queued_bytes = 64 << 20;
+        config.connections.max_outbound_queue = 10 * MESSAGES;
+    })
+    .await;
+    let alice = server.client("alice");
+    let id = alice.create("direct", &["bob"]).await["id"].as_str().expect("id").to_owned();
+    // Bob's connection has a tiny receive window, and he reads nothing while ~8 MB of
+    // `message:new` and `notification` are sent: the server's writer for him is blocked on a
+    // full socket and his frames queue up meanwhile.
+    let mut bob = Ws::connect_slow(&server, "bob").await;
+    let (writes_before, frames_before) = (
+        counter(&server, "chatd_ws_writes_total").await,
+        counter(&server, "chatd_ws_frames_written_total").await,
+    );
+    let content = "x".repeat(4000);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let (alice, id, content) = (alice.clone(), id.clone(), content.clone());
+            tokio::spawn(async move {
+                for _ in 0..MESSAGES / SENDERS {
+                    alice.send(&id, &content).await;
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    for seq in 1..=MESSAGES as i64 {
+        assert_eq!(bob.next("message:new").await["seq"], seq, "every message, in order");
+        assert_eq!(bob.next("notification").await["seq"], seq, "every notification, in order");
+    }
+    let writes = counter(&server, "chatd_ws_writes_total").await - writes_before;
+    let frames = counter(&server, "chatd_ws_frames_written_total").await - frames_before;
+    assert!(frames >= (2 * MESSAGES) as f64, "{frames} frames written");
+    assert!(
+        writes * 4.0 <= frames,
+        "{frames} frames took {writes} writes: queued frames should share writes"
+    );
+}

@@ -30,6 +30,10 @@ pub const MESSAGES_SENT: &str = "chatd_messages_sent_total";
 pub const DELIVERIES: &str = "chatd_deliveries_total";
 /// From the receipt of a send to its durable commit.
 pub const SEND_COMMIT_SECONDS: &str = "chatd_send_commit_seconds";
+/// Socket writes (flushes) of plain-WebSocket connections.
+pub const WS_WRITES: &str = "chatd_ws_writes_total";
+/// Frames those writes carried: over `chatd_ws_writes_total`, how many frames leave per write.
+pub const WS_FRAMES_WRITTEN: &str = "chatd_ws_frames_written_total";
 /// From a message's commit to its `message:new` frame handed to a local connection.
 pub const COMMIT_DELIVER_SECONDS: &str = "chatd_commit_deliver_seconds";
 /// Errors answered on any transport, by contract `code`.
@@ -51,6 +55,8 @@ pub fn describe() {
     describe_counter!(EVENTS, "Client events received on the realtime transports, by event");
     describe_counter!(MESSAGES_SENT, "Messages committed");
     describe_counter!(DELIVERIES, "Event frames handed to local connections, by event");
+    describe_counter!(WS_WRITES, "Socket writes (one flush each) of plain-WebSocket connections");
+    describe_counter!(WS_FRAMES_WRITTEN, "Frames written by those writes (frames per write = the ratio)");
     describe_histogram!(SEND_COMMIT_SECONDS, Unit::Seconds, "From the receipt of a send to its commit");
     describe_histogram!(
         COMMIT_DELIVER_SECONDS,
@@ -203,6 +209,15 @@ pub fn delivered(event: &ServerEvent, connections: usize) {
         let millis = Timestamp::now().millis().saturating_sub(committed_at.millis()).max(0);
         histogram!(COMMIT_DELIVER_SECONDS).record(millis as f64 / 1000.0);
     }
+}
+
+/// A plain-WebSocket connection wrote `frames` frames with one flush. Handles are looked up
+/// once (the recorder is installed at start, before any connection).
+pub fn ws_written(frames: usize) {
+    static COUNTERS: std::sync::OnceLock<(metrics::Counter, metrics::Counter)> = std::sync::OnceLock::new();
+    let (writes, written) = COUNTERS.get_or_init(|| (counter!(WS_WRITES), counter!(WS_FRAMES_WRITTEN)));
+    writes.increment(1);
+    written.increment(u64::try_from(frames).unwrap_or(u64::MAX));
 }
 
 /// Frames of event `event` were handed to `connections` local connections.

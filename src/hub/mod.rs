@@ -40,8 +40,9 @@ use crate::core::{Chat, ChatError};
 /// implementations only queue (or mark) and wake the connection's writer, never wait.
 pub trait Sink: Send + Sync + 'static {
     /// Queues `event` for the connection. Frames queued while the connection's writer is busy
-    /// leave together, in order, in one write.
-    fn send(&self, event: &Arc<Outgoing>);
+    /// leave together, in order, in one write. Returns whether it counts as delivered in
+    /// `chatd_deliveries_total` (false: dropped, or counted by the transport when written).
+    fn send(&self, event: &Arc<Outgoing>) -> bool;
 
     /// Ends the connection for `reason` (see [`Close`] for what each transport does).
     fn close(&self, reason: Close);
@@ -332,11 +333,12 @@ impl Hub {
                 let Some(event) = Outgoing::from_bus(message) else { return };
                 let except_connection =
                     delivery.except_connection.as_deref().and_then(|name| self.local_id(name));
-                let delivered = self.read().for_each_recipient(
+                let mut delivered = 0;
+                self.read().for_each_recipient(
                     &delivery.to,
                     except_connection,
                     delivery.except_user.as_deref(),
-                    |target| target.sink.send(&event),
+                    |target| delivered += usize::from(target.sink.send(&event)),
                 );
                 if delivered > 0 {
                     telemetry::delivered(&delivery.event, delivered);

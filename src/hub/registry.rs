@@ -293,7 +293,9 @@ mod tests {
     struct Nothing;
 
     impl Sink for Nothing {
-        fn send(&self, _: &Arc<Outgoing>) {}
+        fn send(&self, _: &Arc<Outgoing>) -> bool {
+            true
+        }
         fn close(&self, _: Close) {}
     }
 

@@ -10,8 +10,8 @@
 //! and are acked before every socket is disconnected (the hub's in-flight count).
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderValue, Uri};
@@ -46,19 +46,51 @@ const WS_READ_BUFFER_BYTES: usize = 1024;
 
 /// How the hub writes to a socket: emits the event's shared JSON payload (encoded once for
 /// every recipient); socketioxide's writer sends whatever is queued per socket with one flush.
-struct SocketSink(SocketRef);
+///
+/// A socket whose queue (`--max-outbound-queue` packets) was found full has lost an event:
+/// it gets nothing more and is disconnected as soon as its queue has room for the disconnect
+/// packet (socketioxide cannot close a socket with a full queue), at its next event or
+/// keepalive round, like a plain-WebSocket slow consumer (the client reconnects and syncs).
+struct SocketSink {
+    socket: SocketRef,
+    overflowed: AtomicBool,
+}
+
+impl SocketSink {
+    /// Disconnects an overflowed socket if its queue has room now.
+    fn cut_if_overflowed(&self) -> bool {
+        if !self.overflowed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.socket.clone().disconnect().is_ok() {
+            tracing::info!(socket = %self.socket.id, "slow consumer disconnected");
+        }
+        true
+    }
+}
 
 impl Sink for SocketSink {
-    fn send(&self, event: &Arc<Outgoing>) {
-        let Some(payload) = event.payload() else { return };
-        match self.0.emit(event.name(), payload) {
-            Ok(()) => {}
-            Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
-                // The heartbeat cuts a client that stopped reading; it reconnects and syncs.
-                tracing::debug!(event = event.name(), socket = %self.0.id, "outbound queue full; event dropped");
-            }
-            Err(err) => tracing::debug!(error = %err, event = event.name(), "emit failed"),
+    fn send(&self, event: &Arc<Outgoing>) -> bool {
+        let Some(payload) = event.payload() else { return false };
+        if self.cut_if_overflowed() {
+            return false;
         }
+        match self.socket.emit(event.name(), payload) {
+            Ok(()) => true,
+            Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
+                tracing::debug!(event = event.name(), socket = %self.socket.id, "outbound queue full; event dropped");
+                self.overflowed.store(true, Ordering::Relaxed);
+                false
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, event = event.name(), "emit failed");
+                false
+            }
+        }
+    }
+
+    fn keepalive(&self) {
+        self.cut_if_overflowed();
     }
 
     fn close(&self, reason: Close) {
@@ -69,7 +101,7 @@ impl Sink for SocketSink {
             // The client sees a server disconnect ("io server disconnect") and does not
             // reconnect by itself.
             Close::Admin | Close::Banned | Close::Resync => {
-                let _ = self.0.clone().disconnect();
+                let _ = self.socket.clone().disconnect();
             }
         }
     }
@@ -162,9 +194,25 @@ fn handshake_token(socket: &Socket, auth: Option<HandshakeAuth>) -> Option<Strin
     from_query.or_else(|| super::http::bearer_token(parts).map(str::to_owned))
 }
 
-/// The socket's `connection` span (transport, id, user), which its handlers run in.
-fn span_of(socket: &SocketRef) -> Span {
-    socket.extensions.get::<Span>().unwrap_or_else(Span::none)
+/// Everything chatd keeps per socket, in one extension: one allocation and one entry in the
+/// socket's extension map instead of one each (it is most of an idle socket's own memory).
+struct SocketConn {
+    /// The authenticated user, `connection` set to the hub link's name.
+    user: User,
+    /// The socket's place in the hub.
+    link: Link,
+    /// The token's expiry, moved by `auth:refresh`.
+    lease: Lease,
+    /// The socket's place in the connection caps, given back at disconnect.
+    permit: Mutex<Option<Permit>>,
+    /// The `connection` span (transport, id, user) its handlers run in.
+    span: Span,
+    /// Its place in the connection metrics (left when dropped).
+    metrics: ConnectionMetrics,
+    /// Events received so far, to stamp each with its arrival position.
+    arrivals: AtomicU64,
+    /// `--max-json-depth`.
+    max_depth: usize,
 }
 
 /// The metrics label of a Socket.IO disconnect reason.
@@ -211,52 +259,55 @@ fn admit(
     let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
     let (mut user, expires_at) = state.authenticate(&token).map_err(|err| Refused(err.code()))?;
     let permit = state.admission.admit(&user.id).map_err(|refusal| Refused(refusal.socketio_code()))?;
-    socket.extensions.insert(Arc::new(permit));
-    socket.extensions.insert(Arc::new(Lease::new(expires_at)));
     // Handlers and the hub registration are in place before the client learns it is
     // connected, so neither an event it sends nor one addressed to it is missed.
-    let link = hub.register(Transport::SocketIo, &user.id, true, Arc::new(SocketSink(socket.clone())));
+    let link = hub.register(
+        Transport::SocketIo,
+        &user.id,
+        true,
+        Arc::new(SocketSink { socket: socket.clone(), overflowed: AtomicBool::new(false) }),
+    );
     user.connection = Some(link.name().to_owned());
     let span = tracing::info_span!("connection", transport = "socketio", id = %link.name(), user = %user.id);
-    socket.extensions.insert(span);
-    socket.extensions.insert(Arc::new(ConnectionMetrics::open(Transport::SocketIo)));
-    socket.extensions.insert(Arc::new(link));
+    socket.extensions.insert(Arc::new(SocketConn {
+        user,
+        link,
+        lease: Lease::new(expires_at),
+        permit: Mutex::new(Some(permit)),
+        span,
+        metrics: ConnectionMetrics::open(Transport::SocketIo),
+        arrivals: AtomicU64::new(0),
+        max_depth: state.config.connections.max_json_depth,
+    }));
     register_events(&socket);
-    socket.extensions.insert(user);
-    socket.extensions.insert(Arc::new(AtomicU64::new(0)));
-    socket.extensions.insert(MaxDepth(state.config.connections.max_json_depth));
     Ok(())
 }
 
 /// A connected socket: open it in the hub (subscriptions, presence), say `ready`.
-async fn on_connect(
-    socket: SocketRef,
-    Extension(link): Extension<Arc<Link>>,
-    Extension(user): Extension<User>,
-) {
-    let span = span_of(&socket);
-    connected(socket, link, user).instrument(span).await;
+async fn on_connect(socket: SocketRef, Extension(conn): Extension<Arc<SocketConn>>) {
+    let span = conn.span.clone();
+    connected(socket, conn).instrument(span).await;
 }
 
-async fn connected(socket: SocketRef, link: Arc<Link>, user: User) {
+async fn connected(socket: SocketRef, conn: Arc<SocketConn>) {
     tracing::debug!("connected");
-    let hub = link.hub();
-    match hub.open(&link, &user).await {
+    let (hub, user) = (conn.link.hub(), &conn.user);
+    match hub.open(&conn.link, user).await {
         Ok(ready) => {
             let sent = socket.emit("ready", &ready);
             // A socket that closed during the handshake never sees its disconnect handler
             // run: clean up here, or presence and the hub would keep it forever.
             if sent.is_err() || !socket.connected() {
-                release(&socket);
-                hub.close(&link, &user, true).await;
+                release(&conn);
+                hub.close(&conn.link, user, true).await;
             } else {
-                watch_expiry(&socket);
+                watch_expiry(&socket, &conn);
             }
         }
         Err(err) => {
             tracing::warn!(error = %err, user = %user.id, "connect failed");
-            hub.remove(&link);
-            release(&socket);
+            hub.remove(&conn.link);
+            release(&conn);
             let _ = socket.emit("error", &error_body(None, &err));
             let _ = socket.disconnect();
         }
@@ -265,11 +316,10 @@ async fn connected(socket: SocketRef, link: Arc<Link>, user: User) {
 
 /// Closes the socket when its token expires: `auth:expired` `{code, message}`, then a
 /// server-side disconnect. Ends early when the socket disconnects (its lease is ended).
-fn watch_expiry(socket: &SocketRef) {
-    let Some(lease) = socket.extensions.get::<Arc<Lease>>() else { return };
-    let socket = socket.clone();
+fn watch_expiry(socket: &SocketRef, conn: &Arc<SocketConn>) {
+    let (socket, conn) = (socket.clone(), conn.clone());
     tokio::spawn(async move {
-        if lease.wait().await == LeaseEnd::Expired {
+        if conn.lease.wait().await == LeaseEnd::Expired {
             let _ =
                 socket.emit("auth:expired", &json!({ "code": "token_expired", "message": "token expired" }));
             let _ = socket.disconnect();
@@ -278,11 +328,9 @@ fn watch_expiry(socket: &SocketRef) {
 }
 
 /// Gives back the socket's admission place and stops its expiry timer; safe to repeat.
-fn release(socket: &SocketRef) {
-    if let Some(lease) = socket.extensions.get::<Arc<Lease>>() {
-        lease.end();
-    }
-    socket.extensions.remove::<Arc<Permit>>();
+fn release(conn: &SocketConn) {
+    conn.lease.end();
+    conn.permit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
 }
 
 /// Registers the event handler and the disconnect handler. One fallback handler serves every
@@ -292,25 +340,23 @@ fn register_events(socket: &SocketRef) {
     socket.on_fallback(
         |socket: SocketRef,
          State(state): State<AppState>,
-         Caller(user): Caller,
+         Caller(conn, user): Caller,
          Event(event): Event,
-         Extension(link): Extension<Arc<Link>>,
          Depth(depth): Depth,
          TryData(data): TryData<Value>,
          AckRequested(wants_ack): AckRequested,
-         Extension(lease): Extension<Arc<Lease>>,
          ack: AckSender| async move {
-            let span = span_of(&socket);
+            let span = conn.span.clone();
             async move {
                 // Counted before the draining check, so a shutdown that saw no event running
                 // cannot miss one that started meanwhile.
-                let _running = link.hub().in_flight().enter();
+                let _running = conn.link.hub().in_flight().enter();
                 let result = match (depth, data) {
                     _ if state.is_draining() => Err(ChatError::Unavailable("draining: reconnect".into())),
                     (Err(err), _) => Err(err),
                     (Ok(()), Ok(data)) => {
-                        let credentials = Credentials { auth: &state.auth, lease: &lease };
-                        dispatch(&state.chat, &user, &event, data, &link, &credentials).await
+                        let credentials = Credentials { auth: &state.auth, lease: &conn.lease };
+                        dispatch(&state.chat, &user, &event, data, &conn.link, &credentials).await
                     }
                     (Ok(()), Err(err)) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
                 };
@@ -321,19 +367,14 @@ fn register_events(socket: &SocketRef) {
         },
     );
     socket.on_disconnect(
-        |socket: SocketRef,
-         Extension(link): Extension<Arc<Link>>,
-         Extension(user): Extension<User>,
-         reason: DisconnectReason| async move {
-            release(&socket);
+        |Extension(conn): Extension<Arc<SocketConn>>, reason: DisconnectReason| async move {
+            release(&conn);
             let reason = disconnect_reason(reason);
-            if let Some(metrics) = socket.extensions.get::<Arc<ConnectionMetrics>>() {
-                metrics.closing(reason);
-            }
-            let span = span_of(&socket);
+            conn.metrics.closing(reason);
+            let span = conn.span.clone();
             async move {
                 tracing::debug!(reason = reason.as_str(), "disconnected");
-                link.hub().close(&link, &user, true).await;
+                conn.link.hub().close(&conn.link, &conn.user, true).await;
             }
             .instrument(span)
             .await;
@@ -341,9 +382,10 @@ fn register_events(socket: &SocketRef) {
     );
 }
 
-/// The socket's user, stamped with this event's arrival position on the socket. Handlers run
-/// concurrently, but extractors run in the order events arrive, so the stamp orders them.
-struct Caller(User);
+/// The socket's state and its user, stamped with this event's arrival position on the
+/// socket. Handlers run concurrently, but extractors run in the order events arrive, so the
+/// stamp orders them.
+struct Caller(Arc<SocketConn>, User);
 
 /// The socket has no authenticated user (cannot happen after the connect middleware).
 #[derive(Debug)]
@@ -365,10 +407,10 @@ impl<A: Adapter> FromMessageParts<A> for Caller {
         _: &mut socketioxide::handler::Value,
         _: &Option<i64>,
     ) -> Result<Self, NoCaller> {
-        let mut user = socket.extensions.get::<User>().ok_or(NoCaller)?;
-        let arrivals = socket.extensions.get::<Arc<AtomicU64>>().ok_or(NoCaller)?;
-        user.arrival = arrivals.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(Caller(user))
+        let conn = socket.extensions.get::<Arc<SocketConn>>().ok_or(NoCaller)?;
+        let mut user = conn.user.clone();
+        user.arrival = conn.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Caller(conn, user))
     }
 }
 
@@ -385,14 +427,10 @@ impl<A: Adapter> FromMessageParts<A> for Depth {
         _: &Option<i64>,
     ) -> Result<Self, Infallible> {
         let Some(text) = value.as_str() else { return Ok(Depth(Ok(()))) };
-        let max = socket.extensions.get::<MaxDepth>().map_or(usize::MAX, |MaxDepth(max)| max);
+        let max = socket.extensions.get::<Arc<SocketConn>>().map_or(usize::MAX, |conn| conn.max_depth);
         Ok(Depth(validate::json_depth(text.as_bytes(), max, 1)))
     }
 }
-
-/// `--max-json-depth`, kept on each socket for the [`Depth`] extractor.
-#[derive(Clone, Copy)]
-struct MaxDepth(usize);
 
 /// Whether the client asked for an ack (socketioxide's `AckSender` does not say).
 struct AckRequested(bool);

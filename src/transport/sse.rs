@@ -47,7 +47,8 @@ struct StreamSink {
 }
 
 impl Sink for StreamSink {
-    fn send(&self, event: &Arc<Outgoing>) {
+    /// Never counted here: the stream counts each notification when it writes it.
+    fn send(&self, event: &Arc<Outgoing>) -> bool {
         match event.name() {
             "notification" => {
                 if let Some(notification) = notifications::notification_of(event.server_event()) {
@@ -57,6 +58,7 @@ impl Sink for StreamSink {
             "sync:required" => self.feed.resync(),
             _ => {}
         }
+        false
     }
 
     fn close(&self, reason: Close) {

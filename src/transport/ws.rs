@@ -41,7 +41,7 @@ use crate::core::ChatError;
 use crate::core::admission::Permit;
 use crate::core::model::User;
 use crate::core::session::{Lease, LeaseEnd};
-use crate::core::telemetry::{ConnectionMetrics, Disconnect, Transport};
+use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::core::validate;
 use crate::hub::{Close, Hub, Link, Outgoing, Sink};
 use crate::server::MAX_PAYLOAD_BYTES;
@@ -144,12 +144,13 @@ impl Connection {
     }
 
     /// Queues a frame; cuts the connection off when the client has fallen too far behind.
-    fn push(&self, frame: Message) {
+    /// Returns whether the frame was queued.
+    fn push(&self, frame: Message) -> bool {
         let size = frame_len(&frame);
         {
             let mut outbox = self.outbox();
             if outbox.close.is_some() {
-                return;
+                return false;
             }
             // The bound is on the backlog: one frame larger than the bound (a big `sync`
             // page) still goes to a client that has read everything before it.
@@ -158,17 +159,20 @@ impl Connection {
                 drop(outbox);
                 tracing::info!("slow consumer disconnected");
                 self.close(close_code::POLICY, "slow consumer: outbound queue full");
-                return;
+                return false;
             }
             outbox.bytes += size;
             outbox.frames.push_back(frame);
         }
         self.wake.notify_one();
+        true
     }
 
     fn push_json(&self, value: &impl Serialize) {
         match encode(value) {
-            Ok(frame) => self.push(frame),
+            Ok(frame) => {
+                self.push(frame);
+            }
             Err(err) => tracing::error!(error = %err, "could not encode a frame"),
         }
     }
@@ -210,10 +214,8 @@ impl Connection {
 }
 
 impl Sink for Connection {
-    fn send(&self, event: &Arc<Outgoing>) {
-        if let Some(frame) = event.ws_frame() {
-            self.push(Message::Text(frame));
-        }
+    fn send(&self, event: &Arc<Outgoing>) -> bool {
+        event.ws_frame().is_some_and(|frame| self.push(Message::Text(frame)))
     }
 
     fn close(&self, reason: Close) {
@@ -507,6 +509,7 @@ async fn pump(
     loop {
         let frames = connection.take_frames();
         if !frames.is_empty() {
+            let count = frames.len();
             for frame in frames {
                 if socket.feed(frame).await.is_err() {
                     return;
@@ -515,6 +518,7 @@ async fn pump(
             if socket.flush().await.is_err() {
                 return;
             }
+            telemetry::ws_written(count);
         }
         // Draining: the running event's ack went out above; nothing new is read.
         if in_flight.is_none() && connection.draining.load(Ordering::SeqCst) {
