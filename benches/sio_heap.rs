@@ -101,7 +101,9 @@ struct Heap {
     blocks: i64,
 }
 
+/// The server's live heap (every thread but the clients' and the harness's).
 static SERVER: Side = Side::new();
+/// The clients' (and the harness's) live heap.
 static CLIENTS: Side = Side::new();
 /// The tracker's own tables (kept out of the server's figures).
 static OVERHEAD: Side = Side::new();
@@ -109,6 +111,7 @@ static OVERHEAD: Side = Side::new();
 static TRACKING: AtomicBool = AtomicBool::new(false);
 /// Stacks captured (for the progress line).
 static CAPTURED: AtomicUsize = AtomicUsize::new(0);
+/// The live tracked allocations; `None` when not tracking.
 static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
 
 /// The server's allocations made while tracking and not freed since, by address: bytes
@@ -160,6 +163,7 @@ struct Frames {
     len: usize,
 }
 
+/// The unwinder's callback: records one frame's address; stops when the buffer is full.
 extern "C" fn push_frame(context: *mut std::ffi::c_void, arg: *mut std::ffi::c_void) -> i32 {
     // SAFETY: `arg` is the `Frames` that `capture` passed, alive for the whole walk.
     let frames = unsafe { &mut *(arg as *mut Frames) };
@@ -173,6 +177,7 @@ extern "C" fn push_frame(context: *mut std::ffi::c_void, arg: *mut std::ffi::c_v
     0 // _URC_NO_REASON: go on
 }
 
+/// The return addresses of the current call stack, innermost first.
 fn capture() -> Frames {
     let mut frames = Frames { ips: [0; MAX_FRAMES], len: 0 };
     // SAFETY: the callback only writes into `frames`, which outlives the call.
@@ -187,6 +192,7 @@ fn as_tracker(f: impl FnOnce()) {
     IN_TRACKER.with(|t| t.set(false));
 }
 
+/// The tracker, even if a panic poisoned its lock.
 fn lock_tracker() -> std::sync::MutexGuard<'static, Option<Tracker>> {
     TRACKER.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -295,6 +301,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// `name` from the environment, parsed, or `default` when unset.
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
@@ -370,8 +377,11 @@ fn main() -> anyhow::Result<()> {
     std::process::exit(0)
 }
 
+/// Client connections open (they saw `ready`).
 static OPEN: AtomicUsize = AtomicUsize::new(0);
+/// Client connections that failed to open.
 static FAILED: AtomicUsize = AtomicUsize::new(0);
+/// Engine.IO pings the clients answered.
 static PINGS: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts chatd on a thread of its own (one Tokio worker, as `bench/run.sh` runs it) and

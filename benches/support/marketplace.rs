@@ -141,6 +141,7 @@ async fn create_pairs(
 
 // ---------------------------------------------------------------------------- report
 
+/// The marketplace records, in the order they ran.
 fn marketplaces(records: &[Record]) -> Vec<&Fanout> {
     records
         .iter()
@@ -203,6 +204,7 @@ pub fn headline_rows(records: &[Record]) -> String {
     out
 }
 
+/// One row of a run's every-step table.
 fn step_row(out: &mut String, s: &FanoutStep) {
     let _ = writeln!(
         out,

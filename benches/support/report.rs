@@ -34,10 +34,12 @@ pub fn read(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
         .collect()
 }
 
+/// A target's name in tables ("chatd, Socket.IO").
 pub(super) fn label(key: &str) -> &'static str {
     Target::parse(key).map(Target::label).unwrap_or("?")
 }
 
+/// `v` rounded, with thousands separated by commas.
 pub(super) fn thousands(v: f64) -> String {
     let n = v.round() as i64;
     let digits = n.abs().to_string();
@@ -51,6 +53,8 @@ pub(super) fn thousands(v: f64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// Milliseconds with three significant digits at most; `None` (beyond the deliveries that
+/// arrived at all) as "lost".
 pub(super) fn ms(v: Option<f64>) -> String {
     match v {
         Some(v) if v < 10.0 => format!("{v:.2}"),
@@ -60,6 +64,7 @@ pub(super) fn ms(v: Option<f64>) -> String {
     }
 }
 
+/// `a / b` as "1.8×", or "–" when either is missing.
 pub(super) fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
