@@ -4,14 +4,15 @@
 # peer's npm dependencies if they are missing, runs every scenario against every server and
 # writes bench/RESULTS.md.
 #
-#   bench/run.sh            # the full run (about 15 minutes once built)
+#   bench/run.sh            # the full run (about 25 minutes once built)
 #   SMOKE=1 bench/run.sh    # everything with small numbers, in seconds; writes
 #                           # target/bench/RESULTS-smoke.md unless RESULTS is set
 #
 # Env: RESULTS (output file), BENCH_DATA_ROOT (where the servers' databases go; default
-# /dev/shm when it exists), SCENARIOS / TARGETS (space-separated subsets), ROUNDS (fan-out and
-# acks rounds; 2, smoke 1), BENCH_NICE (the nice value of the load generator and the servers
-# it starts; default -10 when run as root, so that other jobs on a shared machine yield).
+# /dev/shm when it exists), SCENARIOS / TARGETS (space-separated subsets), ROUNDS (fan-out,
+# acks and marketplace rounds; 2, smoke 1), BENCH_NICE (the nice value of the load generator
+# and the servers it starts; default -10 when run as root, so that other jobs on a shared
+# machine yield).
 #
 # Each server runs pinned to CPU 0 (`taskset -c 0`; chatd with TOKIO_WORKER_THREADS=1, Node
 # is single-threaded), the load generator on CPU 1. Every run starts a fresh server process
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 START=$(date +%s)
 SMOKE=${SMOKE:-0}
-SCENARIOS=${SCENARIOS:-"fanout acks storm idle"}
+SCENARIOS=${SCENARIOS:-"fanout acks marketplace storm idle"}
 TARGETS=${TARGETS:-"node chatd-sio chatd-ws ceiling"}
 PEER=bench/peers/node-socketio
 WORK=target/bench
@@ -89,15 +90,18 @@ run() { # target scenario [extra loadgen args]
 wanted() { [[ " $SCENARIOS " == *" $1 "* ]] && [[ " $TARGETS " == *" $2 "* ]]; }
 reversed() { local out=""; for t in $1; do out="$t $out"; done; echo "$out"; }
 
-# Fan-out and acks run in rounds (the second in reverse order) and RESULTS.md keeps each
-# server's best: noise only ever lowers a capacity figure, and alternating spreads it.
+# Fan-out, acks and the marketplace run in rounds (the second in reverse order) and
+# RESULTS.md keeps each server's best: noise only ever lowers a capacity figure, and
+# alternating spreads it.
 ROUNDS=${ROUNDS:-$([ "$SMOKE" = 1 ] && echo 1 || echo 2)}
 for round in $(seq 1 "$ROUNDS"); do
   order=$TARGETS
   [ $((round % 2)) = 0 ] && order=$(reversed "$TARGETS")
-  for scenario in fanout acks; do
+  for scenario in fanout acks marketplace; do
     for target in $order; do
       wanted "$scenario" "$target" || continue
+      # The marketplace compares the servers; the relay's transport limit is in the others.
+      [ "$target" = ceiling ] && [ "$scenario" = marketplace ] && continue
       # The ceiling relay's figure is a reference: once is enough.
       [ "$target" = ceiling ] && [ "$round" -gt 1 ] && continue
       if [ "$target" = ceiling ] && [ "$scenario" = fanout ] && [ "$SMOKE" != 1 ]; then
@@ -144,7 +148,7 @@ CEILING_NOTE=""
   echo
   report headline
   echo
-  echo "**The machine is shared and noisy.** Other jobs ran on both CPUs during this run (load average $LOAD_START at the start, $LOAD_END at the end, on $CPUS CPUs). Pinning keeps each process on its CPU but does not keep other work off it; the benchmark runs at nice $NICE, and the *others* columns show the CPU that other processes, interrupts and steal still took on the server's and on the load generator's CPU during each measurement (from /proc/stat; the kernel's softirq work for loopback TCP is shown apart). Absolute numbers move from run to run and p99 spikes of hundreds of ms can be noise, so failing fan-out steps are repeated before being believed, fan-out and acks keep each server's best of $ROUNDS round(s), and the server's CPU time per message (measured by the kernel per process) is given beside the throughput: it is the figure noise disturbs least. Compare ratios, not absolutes."
+  echo "**The machine is shared and noisy.** Other jobs ran on both CPUs during this run (load average $LOAD_START at the start, $LOAD_END at the end, on $CPUS CPUs). Pinning keeps each process on its CPU but does not keep other work off it; the benchmark runs at nice $NICE, and the *others* columns show the CPU that other processes, interrupts and steal still took on the server's and on the load generator's CPU during each measurement (from /proc/stat; the kernel's softirq work for loopback TCP is shown apart). Absolute numbers move from run to run and p99 spikes of hundreds of ms can be noise, so failing fan-out and marketplace steps are repeated before being believed, fan-out, acks and the marketplace keep each server's best of $ROUNDS round(s), and the server's CPU time per message (measured by the kernel per process) is given beside the throughput: it is the figure noise disturbs least. Compare ratios, not absolutes."
   echo
   echo '## Targets missed, by how much, and what is next'
   echo
@@ -152,14 +156,14 @@ CEILING_NOTE=""
   echo
   echo '- **Fan-out** (WS ≥ 10×, Socket.IO ≥ 3× the peer): about half of the server'\''s CPU is the kernel'\''s loopback TCP path under `send()` (≈ 7 µs per call, one call per recipient connection), a quarter SQLite, a fifth chatd'\''s own code with no function above 2 %. The WS target needs ≈ 28 µs per message; the `send()`s alone take ≈ 67 µs at rooms of 10. chatd also does more per message than the peer (a `notification` with an unread count to each online member). Next: one bus message for a message'\''s notifications, and one statement for the recipients'\'' unread counts.'
   echo '- **Durable acks** (≥ 5× the peer, ≥ 40k/s): 69 µs per acked message, of which SQLite'\''s writer thread ≈ 27 µs and the three `send()`s ≈ 19 µs; 40k/s needs 25 µs in all. Next: the same unread-count statement, prepared transaction control, larger commit groups.'
-  echo '- **Idle Socket.IO** (≤ 12 KB): socketioxide'\''s own per-socket state. chatd already copies the handshake out of hyper'\''s 16 KiB read buffer, shrinks the websocket read buffer to 1 KiB and registers one event handler per socket (42 KiB → 22 KiB); what is left is engineioxide'\''s two tasks and eagerly allocated packet queue per connection, upstream.'
+  echo '- **Idle Socket.IO** (≤ 12 KB): socketioxide'\''s own per-socket state. chatd already copies the handshake out of hyper'\''s 16 KiB read buffer, shrinks the websocket read buffer to 1 KiB and registers one event handler per socket (42 KiB → 22 KiB); what is left is mostly engineioxide'\''s: three tasks per connection (6.3 KB) and an eagerly allocated 32-slot packet queue (5.4 KB); chatd'\''s own share that it could cut is ≈ 3.9 KiB (PROFILE.md, *Idle Socket.IO connection: allocation by allocation*).'
   echo '- **Idle plain WS** (≤ 6 KB) and the **reconnect storm** (< 10 s, 0 lost) are met.'
   echo
   echo "## Machine, versions, method"
   echo
   echo "- Machine: $CPUS × $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1), $(free -g | awk '/^Mem:/ {print $2}') GB RAM, Linux $(uname -r)"
   echo "- Versions: $(rustc --version), Node.js $(node --version), socket.io $SIO_VERSION (peer; express $EXPRESS_VERSION, better-sqlite3 $SQLITE3_VERSION), socketioxide $SOCKETIOXIDE_VERSION (chatd)"
-  echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")bench/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out and acks, one storm and one idle run per server; the raw records are in \`target/bench/results.jsonl\`"
+  echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")bench/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out, acks and the marketplace, one storm and one idle run per server; the raw records are in \`target/bench/results.jsonl\`"
   echo "- Priority: the load generator and the servers it starts run at nice $NICE$([ "$NICE" -lt 0 ] && echo " in a session of their own whose autogroup has nice $NICE too, so that other jobs on this shared machine (compiles, mostly) yield the CPU to them; what still ran beside them is in the *others* columns")."
   echo "- Pinning: $PINNING. chatd runs \`serve --rate-limit 0\` with \`TOKIO_WORKER_THREADS=1\` (chatd has no worker-thread setting; Tokio's default builder reads that variable, and the table at the end shows 1 Tokio worker in every chatd process); its SQLite writer thread shares CPU 0. The Node peer runs \`node server.js\` with \`NODE_ENV=production\`. The ceiling relay is the load generator's own \`--serve-ceiling\` mode (one thread)."
   echo "- Storage: both servers' SQLite databases on ${DATA_ROOT:-the system temp dir}${DATA_ROOT:+ (tmpfs)}: WAL, synchronous=NORMAL on both (no fsync per commit either way). The shared disk of this machine stalls for hundreds of ms at WAL checkpoints, which made disk runs unrepeatable; \`BENCH_DATA_ROOT=/path bench/run.sh\` puts them elsewhere."
@@ -181,6 +185,10 @@ CEILING_NOTE=""
   echo "## 4. Reconnect storm"
   echo
   report storm
+  echo
+  echo "## 5. Marketplace: direct conversations, everyone sending"
+  echo
+  report marketplace
   echo
   echo "## Server processes and logs"
   echo

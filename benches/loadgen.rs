@@ -6,14 +6,15 @@
 //!
 //! ```text
 //! cargo bench --bench loadgen -- --target chatd-sio|chatd-ws|node|ceiling \
-//!     --scenario fanout|acks|storm|idle [--smoke] [--server-cpu 0] [--out results.jsonl]
+//!     --scenario fanout|acks|storm|idle|marketplace [--smoke] [--server-cpu 0] [--out results.jsonl]
 //!     [--data-root /dev/shm] [--clients N] [--senders N] [--step-secs S] [--rates 1,2,4]
 //!     [--storm-rate MSGS_PER_S] [--per-task N] [--attach ADDR[,ADDR…] [--pid PID[,PID…]]]
 //!     [--counts 10000,18000] [--settle-secs S]
 //! cargo bench --bench loadgen -- --serve-ceiling 127.0.0.1:4100   # the ceiling relay alone
-//! cargo bench --bench loadgen -- --report results.jsonl [--section headline|fanout|acks|storm|idle|servers]
+//! cargo bench --bench loadgen -- --report results.jsonl [--section headline|fanout|acks|storm|idle|marketplace|servers]
 //! ```
-//! `--clients` sets the fan-out and storm client counts, `--senders` the ack scenario's,
+//! `--clients` sets the fan-out, storm and marketplace client counts, `--rates` the fan-out's
+//! and the marketplace's rates per client, `--senders` the ack scenario's,
 //! `--counts` the idle scenario's connection counts and `--settle-secs` how long they idle
 //! before each measurement, `--data-root` where the servers' temporary data directories go, `--attach` measures a
 //! server that is already running (several comma-separated addresses: the nodes of one
@@ -53,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             "acks" => report::acks_table(&records),
             "storm" => report::storm_table(&records),
             "idle" => report::idle_table(&records),
+            "marketplace" => support::marketplace::tables(&records),
             "servers" => report::servers_table(&records),
             _ => [
                 report::headline(&records),
@@ -60,6 +62,7 @@ fn main() -> anyhow::Result<()> {
                 report::acks_table(&records),
                 report::storm_table(&records),
                 report::idle_table(&records),
+                support::marketplace::tables(&records),
                 report::servers_table(&records),
             ]
             .join("\n"),
@@ -69,8 +72,9 @@ fn main() -> anyhow::Result<()> {
     }
 
     let target = Target::parse(value("--target").context("--target is required")?)?;
-    let scenario =
-        value("--scenario").context("--scenario is required (fanout, acks, storm, idle)")?.to_owned();
+    let scenario = value("--scenario")
+        .context("--scenario is required (fanout, acks, storm, idle, marketplace)")?
+        .to_owned();
     let mut config = if flag("--smoke") { Config::smoke(target) } else { Config::full(target) };
     config.launch.cpu = value("--server-cpu").map(str::parse).transpose()?;
     config.launch.ceiling_exe = Some(std::env::current_exe()?);
@@ -90,6 +94,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = value("--clients") {
         config.fanout_clients = n.parse()?;
         config.storm_clients = n.parse()?;
+        config.marketplace.clients = n.parse()?;
     }
     if let Some(n) = value("--senders") {
         config.ack_senders = n.parse()?;
@@ -100,6 +105,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(rates) = value("--rates") {
         config.rates = rates.split(',').map(str::parse).collect::<Result<_, _>>()?;
+        config.marketplace.rates = config.rates.clone();
     }
     if let Some(n) = value("--per-task") {
         config.per_task = n.parse()?;

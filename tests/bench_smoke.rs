@@ -37,7 +37,7 @@ fn peer_dependencies() {
 /// Checks one scenario's record: numbers came out, nothing failed, nothing was lost.
 fn check(record: &Record) {
     match record {
-        Record::Fanout(f) => {
+        Record::Fanout(f) | Record::Marketplace(f) => {
             assert!(!f.steps.is_empty(), "{}: no fan-out step ran", f.target);
             for step in &f.steps {
                 assert!(step.expected > 0, "{}: nothing was sent at {} msg/s: {step:?}", f.target, step.rate);
@@ -45,6 +45,7 @@ fn check(record: &Record) {
                 assert_eq!(step.ack_errors, 0, "{}: failed sends: {step:?}", f.target);
                 assert_eq!(step.closed, 0, "{}: connections closed: {step:?}", f.target);
                 assert!(step.p99_ms.is_some() && step.deliveries_per_s > 0.0, "{}: {step:?}", f.target);
+                assert!(step.ack_p99_ms.is_some(), "{}: no ack was timed: {step:?}", f.target);
             }
             assert!(f.best().is_some(), "{}: no fan-out step passed: {:?}", f.target, f.steps);
         }
@@ -88,18 +89,18 @@ fn smoke(target: Target, launch: Launch, scenarios: &[&str]) {
 
 #[test]
 fn chatd_over_socketio() {
-    smoke(Target::ChatdSio, Launch::default(), &["fanout", "acks", "storm", "idle"]);
+    smoke(Target::ChatdSio, Launch::default(), &["fanout", "acks", "storm", "idle", "marketplace"]);
 }
 
 #[test]
 fn chatd_over_plain_websocket() {
-    smoke(Target::ChatdWs, Launch::default(), &["fanout", "acks", "storm", "idle"]);
+    smoke(Target::ChatdWs, Launch::default(), &["fanout", "acks", "storm", "idle", "marketplace"]);
 }
 
 #[test]
 fn node_peer() {
     peer_dependencies();
-    smoke(Target::Node, Launch::default(), &["fanout", "acks", "storm", "idle"]);
+    smoke(Target::Node, Launch::default(), &["fanout", "acks", "storm", "idle", "marketplace"]);
 }
 
 /// The relay runs on a thread of this process here (the benchmark runs it as a process of
@@ -110,7 +111,7 @@ fn ceiling_relay() {
     let addr = listener.local_addr().expect("address");
     std::thread::spawn(move || support::ceiling::serve(listener));
     let launch = Launch { attach: vec![(addr, None)], ..Launch::default() };
-    smoke(Target::Ceiling, launch, &["fanout", "acks"]);
+    smoke(Target::Ceiling, launch, &["fanout", "acks", "marketplace"]);
 }
 
 /// `--attach A,B` (bench/cluster.sh): two chatd nodes on one PostgreSQL schema and Redis,

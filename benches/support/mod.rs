@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod ceiling;
+pub mod marketplace;
 pub mod report;
 pub mod scenarios;
 pub mod servers;

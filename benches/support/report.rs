@@ -7,13 +7,13 @@ use super::scenarios::{Acks, Fanout, FanoutStep, Idle, Record, Storm};
 use super::servers::{CpuReport, Target};
 
 /// Header cells for [`cpu_cells`].
-const CPU_HEADER: &str =
+pub(super) const CPU_HEADER: &str =
     "server CPU | server's CPU: softirq / others | loadgen CPU | loadgen's CPU: softirq / others";
-const CPU_ALIGN: &str = "---:|---:|---:|---:";
+pub(super) const CPU_ALIGN: &str = "---:|---:|---:|---:";
 
 /// The CPU columns: each process, and what else ran on its CPU (kernel softirq work, mostly
 /// loopback TCP; other processes, interrupts and steal: the noise).
-fn cpu_cells(c: &CpuReport) -> String {
+pub(super) fn cpu_cells(c: &CpuReport) -> String {
     format!(
         "{:.2} | {:.2} / {:.2} | {:.2} | {:.2} / {:.2}",
         c.server,
@@ -34,11 +34,13 @@ pub fn read(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
         .collect()
 }
 
-fn label(key: &str) -> &'static str {
+/// A target's name in tables ("chatd, Socket.IO").
+pub(super) fn label(key: &str) -> &'static str {
     Target::parse(key).map(Target::label).unwrap_or("?")
 }
 
-fn thousands(v: f64) -> String {
+/// `v` rounded, with thousands separated by commas.
+pub(super) fn thousands(v: f64) -> String {
     let n = v.round() as i64;
     let digits = n.abs().to_string();
     let mut out = String::new();
@@ -51,7 +53,9 @@ fn thousands(v: f64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
-fn ms(v: Option<f64>) -> String {
+/// Milliseconds with three significant digits at most; `None` (beyond the deliveries that
+/// arrived at all) as "lost".
+pub(super) fn ms(v: Option<f64>) -> String {
     match v {
         Some(v) if v < 10.0 => format!("{v:.2}"),
         Some(v) if v < 100.0 => format!("{v:.1}"),
@@ -60,7 +64,8 @@ fn ms(v: Option<f64>) -> String {
     }
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+/// `a / b` as "1.8×", or "–" when either is missing.
+pub(super) fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
         _ => "–".into(),
@@ -104,7 +109,7 @@ fn storms(records: &[Record]) -> Vec<&Storm> {
 }
 
 /// Per target (in table order), its records (in the order they ran).
-fn by_target<'a, T>(items: Vec<&'a T>, target: impl Fn(&T) -> &str) -> Vec<(String, Vec<&'a T>)> {
+pub(super) fn by_target<'a, T>(items: Vec<&'a T>, target: impl Fn(&T) -> &str) -> Vec<(String, Vec<&'a T>)> {
     let mut groups: Vec<(String, Vec<&'a T>)> = Vec::new();
     for item in items {
         let key = target(item).to_owned();
@@ -147,7 +152,7 @@ fn us_per_message(step: &FanoutStep) -> f64 {
 }
 
 /// "a / b" of every run's figure, when there was more than one.
-fn each_run(values: &[f64]) -> String {
+pub(super) fn each_run(values: &[f64]) -> String {
     if values.len() < 2 {
         return "–".into();
     }
@@ -223,6 +228,7 @@ pub fn headline(records: &[Record]) -> String {
         ratio(aws, anode),
         ratio(asio, anode)
     );
+    out.push_str(&super::marketplace::headline_rows(records));
     let (iws, isio, inode) =
         (idle_of(records, "chatd-ws"), idle_of(records, "chatd-sio"), idle_of(records, "node"));
     if let Some(top) = iws.or(isio).or(inode).and_then(|i| i.points.last()) {
@@ -291,7 +297,7 @@ fn headline_notes(records: &[Record]) -> String {
     if runs > 1 {
         let _ = writeln!(
             out,
-            "\nFan-out and acks: the best of {runs} runs per server (each run on a fresh server process; the second round runs the servers in reverse order, so a noisy minute does not land on one server only). Every run is in the tables below."
+            "\nFan-out, acks and the marketplace: the best of {runs} runs per server (each run on a fresh server process; the second round runs the servers in reverse order, so a noisy minute does not land on one server only). Every run is in the tables below."
         );
     }
     if let Some(c) = ceiling {
@@ -637,6 +643,7 @@ pub fn servers_table(records: &[Record]) -> String {
             Record::Acks(a) => ("acks", &a.server),
             Record::Storm(s) => ("storm", &s.server),
             Record::Idle(i) => ("idle", &i.server),
+            Record::Marketplace(m) => ("marketplace", &m.server),
         };
         let lag = server["relay_lag_reports"].as_u64().unwrap_or(0);
         let row = format!(

@@ -23,6 +23,8 @@
 //!    baseline taken before the first connection: bytes per connection in all, and marginal
 //!    between two counts (without one-time costs); the server's CPU over the last settle
 //!    time (the keepalive); and the memory it keeps after every connection closed.
+//! 5. **marketplace** (`marketplace.rs`): 10,000 clients in 5,000 direct conversations, every
+//!    one sending with acks; the fan-out's rate climb, timed at the partner and at the ack.
 //!
 //! Connections are driven many per task ([`Mux`]), bound to source addresses
 //! 127.0.0.2..=127.0.0.9, with TCP_NODELAY; everything is bounded in time and count.
@@ -83,6 +85,8 @@ pub struct Config {
     pub idle_settle: Duration,
     /// Idle connections: handshakes in flight at once.
     pub idle_concurrency: usize,
+    /// The marketplace scenario's size and rates (see `marketplace.rs`).
+    pub marketplace: super::marketplace::Settings,
 }
 
 impl Config {
@@ -112,6 +116,7 @@ impl Config {
             idle_counts: vec![10_000, 18_000],
             idle_settle: Duration::from_secs(30),
             idle_concurrency: 200,
+            marketplace: super::marketplace::Settings::full(),
         }
     }
 
@@ -139,6 +144,7 @@ impl Config {
             idle_counts: vec![30, 60],
             idle_settle: Duration::from_millis(500),
             idle_concurrency: 16,
+            marketplace: super::marketplace::Settings::smoke(),
             ..Config::full(target)
         }
     }
@@ -152,6 +158,8 @@ pub enum Record {
     Acks(Acks),
     Storm(Storm),
     Idle(Idle),
+    /// The marketplace scenario: a rate climb like the fan-out's, over direct conversations.
+    Marketplace(Fanout),
 }
 
 impl Record {
@@ -161,6 +169,7 @@ impl Record {
             Record::Acks(r) => &r.target,
             Record::Storm(r) => &r.target,
             Record::Idle(r) => &r.target,
+            Record::Marketplace(r) => &r.target,
         }
     }
 }
@@ -201,6 +210,13 @@ pub struct FanoutStep {
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// Median ack latency in ms (send → the sender's ack) over the window's sends that were
+    /// acked; `None` in records written before acks were timed.
+    #[serde(default)]
+    pub ack_p50_ms: Option<f64>,
+    /// The 99th percentile of the same.
+    #[serde(default)]
+    pub ack_p99_ms: Option<f64>,
     /// CPU use during the step.
     pub cpu: CpuReport,
     pub ack_errors: u64,
@@ -329,7 +345,7 @@ fn quantile_ms(sorted: &[u32], total: usize, q: f64) -> Option<f64> {
 }
 
 /// Users `user0..userN`, their tokens.
-fn users(n: usize, prefix: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+pub(super) fn users(n: usize, prefix: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let users: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
     let tokens = super::tokens(&users)?;
     Ok((users, tokens))
@@ -338,7 +354,7 @@ fn users(n: usize, prefix: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
 /// Connects `tokens.len()` clients (`concurrency` handshakes at a time), in order, client
 /// `i` to `addrs[i % addrs.len()]` (round-robin over a cluster's nodes); for the ceiling
 /// relay, each joins `joins[i]`.
-async fn connect_all(
+pub(super) async fn connect_all(
     addrs: &[SocketAddr],
     target: Target,
     tokens: &[String],
@@ -383,7 +399,8 @@ pub async fn run(config: &Config, scenario: &str) -> anyhow::Result<Record> {
         "acks" => acks(config).await.map(Record::Acks),
         "storm" => storm(config).await.map(Record::Storm),
         "idle" => idle(config).await.map(Record::Idle),
-        other => bail!("unknown scenario {other:?} (fanout, acks, storm, idle)"),
+        "marketplace" => super::marketplace::run(config).await.map(Record::Marketplace),
+        other => bail!("unknown scenario {other:?} (fanout, acks, storm, idle, marketplace)"),
     }
 }
 
@@ -404,6 +421,8 @@ enum FanPhase {
 struct FanStats {
     /// Latencies (µs) of deliveries of messages sent in the window.
     latencies: Vec<u32>,
+    /// Latencies (µs) of the acks of messages sent in the window.
+    ack_latencies: Vec<u32>,
     /// Sends in the window.
     sent: u64,
     /// Every `message:new` received, whenever sent.
@@ -429,11 +448,35 @@ fn count_name(counts: &mut Vec<(Vec<u8>, u64)>, name: &[u8], n: u64) {
     }
 }
 
-struct FanClient {
+/// A client of a rate climb: sends to its room at the step's rate, times every delivery it
+/// receives and the ack of every send.
+pub(super) struct FanClient {
     conn: Conn,
     room: String,
     next_id: u64,
+    /// Sends not acked yet: their ack id and when they went out (µs).
+    unacked: VecDeque<(u64, u64)>,
     closed: bool,
+}
+
+impl FanClient {
+    /// A connected client that sends to `room`.
+    pub(super) fn new(conn: Conn, room: String) -> FanClient {
+        FanClient { conn, room, next_id: 0, unacked: VecDeque::new(), closed: false }
+    }
+}
+
+/// What a rate climb drives: the fan-out scenario's rooms of 10, the marketplace's pairs.
+pub(super) struct Shape {
+    /// Clients, every one sending.
+    pub clients: usize,
+    /// Deliveries each message makes (room members other than the sender).
+    pub recipients: u64,
+    /// Messages per second per client, stepped through in order.
+    pub rates: Vec<f64>,
+    /// Sends the load generator may miss in a step's window, on top of 3 % of the offered
+    /// rate, before it counts as having fallen behind.
+    pub missed_sends_allowed: f64,
 }
 
 async fn fanout_task(
@@ -476,11 +519,11 @@ async fn fanout_task(
                 // The last window stays in force after sending stops: its late deliveries count.
                 let (from, to) = window;
                 for &i in &ready {
-                    let client = &mut clients[i];
-                    if client.closed {
+                    let FanClient { conn, unacked, closed, .. } = &mut clients[i];
+                    if *closed {
                         continue;
                     }
-                    client.conn.pump(mux.waker(i), |message, out| match decode(proto, message) {
+                    conn.pump(mux.waker(i), |message, out| match decode(proto, message) {
                         Incoming::Event(b"message:new", data) => {
                             local.received += 1;
                             if let Some(sent) = find_u64(data, b"\"content\":\"t=") {
@@ -499,7 +542,15 @@ async fn fanout_task(
                                 count_name(&mut local.other_by_name, name, 1);
                             }
                         }
-                        Incoming::Ack(_, body) => {
+                        Incoming::Ack(id, body) => {
+                            if let Some(at) = unacked.iter().position(|(sent_id, _)| *sent_id == id)
+                                && let Some((_, sent)) = unacked.remove(at)
+                                && sent >= from
+                                && sent < to
+                            {
+                                let latency = micros(clock).saturating_sub(sent);
+                                local.ack_latencies.push(latency.min(u64::from(u32::MAX)) as u32);
+                            }
                             if ack_ok(body) {
                                 local.ack_ok += 1;
                             } else {
@@ -510,8 +561,8 @@ async fn fanout_task(
                         Incoming::Ping => push_text(out, ENGINE_IO_PONG),
                         _ => {}
                     });
-                    if client.conn.closed {
-                        client.closed = true;
+                    if conn.closed {
+                        *closed = true;
                         local.closed += 1;
                     }
                 }
@@ -535,6 +586,7 @@ async fn fanout_task(
                     emit.event(client.conn.out(), proto, "message:send", client.next_id, |s| {
                         let _ = write!(s, r#"{{"conversation_id":"{room}","content":"t={sent}"}}"#);
                     });
+                    client.unacked.push_back((client.next_id, sent));
                     client.conn.flush(mux.waker(i));
                     if sent >= from && sent < to {
                         local.sent += 1;
@@ -547,6 +599,7 @@ async fn fanout_task(
         }
         let mut shared = lock(&stats);
         shared.latencies.append(&mut local.latencies);
+        shared.ack_latencies.append(&mut local.ack_latencies);
         shared.sent += std::mem::take(&mut local.sent);
         shared.received += std::mem::take(&mut local.received);
         shared.ack_ok += std::mem::take(&mut local.ack_ok);
@@ -570,6 +623,7 @@ fn take_fan_stats(all: &[Arc<Mutex<FanStats>>]) -> FanStats {
     for stats in all {
         let mut s = lock(stats);
         total.latencies.append(&mut s.latencies);
+        total.ack_latencies.append(&mut s.ack_latencies);
         total.sent += std::mem::take(&mut s.sent);
         total.received += s.received;
         total.ack_ok += s.ack_ok;
@@ -619,26 +673,53 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
             nodes => format!(", round-robin over {nodes} nodes"),
         }
     );
+    let clients = conns.into_iter().zip(room_of).map(|(conn, room)| FanClient::new(conn, room)).collect();
+    let shape = Shape {
+        clients: n,
+        recipients: size as u64 - 1,
+        rates: config.rates.clone(),
+        // Each client may lose one send to the window's edges.
+        missed_sends_allowed: n as f64,
+    };
+    let steps = climb(config, &mut server, clients, &shape).await?;
+    Ok(Fanout {
+        target: target.key().into(),
+        smoke: config.smoke,
+        clients: n,
+        room_size: size,
+        warmup_secs: config.warmup.as_secs_f64(),
+        step_secs: config.step.as_secs_f64(),
+        p99_limit_ms: config.p99_limit_ms,
+        steps,
+        server: server.describe(),
+    })
+}
 
+/// Drives `clients` (one task per `config.per_task` of them) through steps of a fixed send
+/// rate per client, each from its own random offset: up `shape.rates` until p99 exceeds the
+/// limit (a failing step is run again before it is believed), then bisecting between the
+/// last passing and the first failing rate. Returns every step, in the order they ran.
+pub(super) async fn climb(
+    config: &Config,
+    server: &mut ServerProcess,
+    mut clients: Vec<FanClient>,
+    shape: &Shape,
+) -> anyhow::Result<Vec<FanoutStep>> {
+    let proto = config.target.proto();
     let clock = Instant::now();
     let (phase_tx, phase_rx) = watch::channel(FanPhase::Idle);
     let mut all_stats = Vec::new();
     let mut tasks = Vec::new();
-    let mut clients: Vec<FanClient> = conns
-        .into_iter()
-        .zip(room_of)
-        .map(|(conn, room)| FanClient { conn, room, next_id: 0, closed: false })
-        .collect();
     while !clients.is_empty() {
         let rest = clients.split_off(clients.len().min(config.per_task));
         let stats = Arc::new(Mutex::new(FanStats::default()));
         all_stats.push(stats.clone());
-        tasks.push(tokio::spawn(fanout_task(clients, target.proto(), clock, phase_rx.clone(), stats)));
+        tasks.push(tokio::spawn(fanout_task(clients, proto, clock, phase_rx.clone(), stats)));
         clients = rest;
     }
 
     println!(
-        "{:>8} {:>9} {:>9} {:>12} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}  note",
+        "{:>8} {:>9} {:>9} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7}  note",
         "msg/s/cl",
         "offered/s",
         "sends/s",
@@ -647,6 +728,7 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
         "p99 ms",
         "p999 ms",
         "max ms",
+        "ack p99",
         "server",
         "+cpu0",
         "loadgen",
@@ -654,7 +736,7 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
         "lag ms"
     );
     let mut steps: Vec<FanoutStep> = Vec::new();
-    let mut list = config.rates.iter().copied();
+    let mut list = shape.rates.iter().copied();
     // The highest passing and the lowest failing rate so far.
     let (mut low, mut high): (Option<f64>, Option<f64>) = (None, None);
     let mut bisections = 0;
@@ -674,7 +756,7 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
                 mid
             }
         };
-        let mut step = fanout_step(config, &mut server, clock, &phase_tx, &all_stats, rate).await?;
+        let mut step = fanout_step(config, shape, server, clock, &phase_tx, &all_stats, rate).await?;
         print_step(&step);
         // This machine is shared: a noisy step must not end the climb. A failing step runs
         // again, and a third time if the second failure does not look like saturation.
@@ -685,7 +767,7 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
             && (attempts == 1 || (attempts == 2 && noisy(&step)))
         {
             steps.push(step);
-            step = fanout_step(config, &mut server, clock, &phase_tx, &all_stats, rate).await?;
+            step = fanout_step(config, shape, server, clock, &phase_tx, &all_stats, rate).await?;
             print_step(&step);
             attempts += 1;
         }
@@ -704,18 +786,7 @@ async fn fanout(config: &Config) -> anyhow::Result<Fanout> {
     for task in tasks {
         let _ = task.await;
     }
-    let server_info = server.describe();
-    Ok(Fanout {
-        target: target.key().into(),
-        smoke: config.smoke,
-        clients: n,
-        room_size: size,
-        warmup_secs: config.warmup.as_secs_f64(),
-        step_secs: config.step.as_secs_f64(),
-        p99_limit_ms: config.p99_limit_ms,
-        steps,
-        server: server_info,
-    })
+    Ok(steps)
 }
 
 fn fmt_ms(v: Option<f64>) -> String {
@@ -724,7 +795,7 @@ fn fmt_ms(v: Option<f64>) -> String {
 
 fn print_step(s: &FanoutStep) {
     println!(
-        "{:>8} {:>9.0} {:>9.0} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.1}  {}",
+        "{:>8} {:>9.0} {:>9.0} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.1}  {}",
         s.rate,
         s.offered_sends_per_s,
         s.sends_per_s,
@@ -733,6 +804,7 @@ fn print_step(s: &FanoutStep) {
         fmt_ms(s.p99_ms),
         fmt_ms(s.p999_ms),
         fmt_ms(s.max_ms),
+        fmt_ms(s.ack_p99_ms),
         s.cpu.server,
         s.cpu.server_cpu_softirq + s.cpu.server_cpu_others,
         s.cpu.loadgen,
@@ -744,6 +816,7 @@ fn print_step(s: &FanoutStep) {
 
 async fn fanout_step(
     config: &Config,
+    shape: &Shape,
     server: &mut ServerProcess,
     clock: Instant,
     phase_tx: &watch::Sender<FanPhase>,
@@ -762,7 +835,7 @@ async fn fanout_step(
     let secs = config.step.as_secs_f64();
 
     // Wait for the window's deliveries: all of them, or until the laggards are hopeless.
-    let size = config.room_size as u64 - 1;
+    let size = shape.recipients;
     let drain_until = Instant::now() + Duration::from_secs(2).max(config.step / 2);
     loop {
         let sent: u64 = all_stats.iter().map(|s| lock(s).sent).sum();
@@ -789,10 +862,12 @@ async fn fanout_step(
     }
 
     window.latencies.sort_unstable();
+    window.ack_latencies.sort_unstable();
+    let acked = window.ack_latencies.len();
     let expected = window.sent * size;
     let total = expected.max(window.latencies.len() as u64) as usize;
     let delivered = window.latencies.len() as u64;
-    let offered = rate * config.fanout_clients as f64;
+    let offered = rate * shape.clients as f64;
     let sends_per_s = window.sent as f64 / secs;
     let p99 = quantile_ms(&window.latencies, total, 0.99);
     let mut notes = Vec::new();
@@ -802,8 +877,7 @@ async fn fanout_step(
     if delivered < expected {
         notes.push(format!("{} deliveries missing after the drain", expected - delivered));
     }
-    // Each client may lose one send to the window's edges.
-    if (window.sent + config.fanout_clients as u64) as f64 / secs < 0.97 * offered {
+    if (window.sent as f64 + shape.missed_sends_allowed) / secs < 0.97 * offered {
         notes.push("load generator fell behind the offered rate".into());
     }
     if window.ack_errors > 0 {
@@ -823,6 +897,8 @@ async fn fanout_step(
         p99_ms: p99,
         p999_ms: quantile_ms(&window.latencies, total, 0.999),
         max_ms: quantile_ms(&window.latencies, total, 1.0),
+        ack_p50_ms: quantile_ms(&window.ack_latencies, acked, 0.5),
+        ack_p99_ms: quantile_ms(&window.ack_latencies, acked, 0.99),
         cpu: after.since(&before, config.launch.cpu, secs),
         ack_errors: window.ack_errors,
         closed: window.closed,
