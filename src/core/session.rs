@@ -142,6 +142,13 @@ impl Lease {
         self.state.borrow().expires_at
     }
 
+    /// Whether the token has expired by `now` (Unix seconds) while the connection is open:
+    /// for transports that check leases in a periodic sweep instead of waiting on each.
+    pub fn expired(&self, now: u64) -> bool {
+        let state = self.state.borrow();
+        !state.ended && state.expires_at <= now
+    }
+
     /// Stops every [`Lease::wait`] (the connection is gone).
     pub fn end(&self) {
         self.state.send_modify(|state| state.ended = true);

@@ -50,6 +50,10 @@ pub trait Sink: Send + Sync + 'static {
     /// One keepalive round, every `--ws-ping-interval` (ping, or close a silent client).
     /// Transports with a heartbeat of their own leave it empty.
     fn keepalive(&self) {}
+
+    /// Once a second, for time-based checks (token expiry) of transports that keep no task
+    /// per connection to wait on them.
+    fn tick(&self) {}
 }
 
 /// Why the hub ends a connection.
@@ -464,16 +468,27 @@ async fn relay(hub: Weak<Hub>, mut messages: broadcast::Receiver<Arc<BusMessage>
     }
 }
 
-/// Runs the keepalive rounds while the hub exists.
+/// Runs the keepalive rounds (every `period`) and the one-second ticks while the hub exists.
 async fn sweep(hub: Weak<Hub>, period: Duration) {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    let mut keepalive = tokio::time::interval(period);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    for interval in [&mut keepalive, &mut second] {
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.reset();
+    }
     loop {
-        tick.tick().await;
+        let keepalive_round = tokio::select! {
+            _ = keepalive.tick() => true,
+            _ = second.tick() => false,
+        };
         let Some(hub) = hub.upgrade() else { break };
-        for sink in hub.read().sinks() {
-            sink.keepalive();
+        let registry = hub.read();
+        for sink in registry.sinks() {
+            if keepalive_round {
+                sink.keepalive();
+            } else {
+                sink.tick();
+            }
         }
     }
 }

@@ -29,8 +29,9 @@ use tracing::{Instrument, Span};
 use crate::core::ChatError;
 use crate::core::admission::Permit;
 use crate::core::model::User;
-use crate::core::session::{Lease, LeaseEnd};
+use crate::core::session::Lease;
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
+use crate::core::time::unix_now;
 use crate::core::validate;
 use crate::hub::{Close, Hub, Link, Outgoing, Sink};
 use crate::server::MAX_PAYLOAD_BYTES;
@@ -54,6 +55,8 @@ const WS_READ_BUFFER_BYTES: usize = 1024;
 struct SocketSink {
     socket: SocketRef,
     overflowed: AtomicBool,
+    /// The socket's token lease (also in its [`SocketConn`]), checked every second.
+    lease: Arc<Lease>,
 }
 
 impl SocketSink {
@@ -91,6 +94,17 @@ impl Sink for SocketSink {
 
     fn keepalive(&self) {
         self.cut_if_overflowed();
+    }
+
+    /// At token expiry: `auth:expired` `{code, message}`, then a server-side disconnect
+    /// (the lease is ended first, so this happens once).
+    fn tick(&self) {
+        if self.lease.expired(unix_now()) {
+            self.lease.end();
+            let expired = json!({ "code": "token_expired", "message": "token expired" });
+            let _ = self.socket.emit("auth:expired", &expired);
+            let _ = self.socket.clone().disconnect();
+        }
     }
 
     fn close(&self, reason: Close) {
@@ -202,7 +216,7 @@ struct SocketConn {
     /// The socket's place in the hub.
     link: Link,
     /// The token's expiry, moved by `auth:refresh`.
-    lease: Lease,
+    lease: Arc<Lease>,
     /// The socket's place in the connection caps, given back at disconnect.
     permit: Mutex<Option<Permit>>,
     /// The `connection` span (transport, id, user) its handlers run in.
@@ -261,18 +275,16 @@ fn admit(
     let permit = state.admission.admit(&user.id).map_err(|refusal| Refused(refusal.socketio_code()))?;
     // Handlers and the hub registration are in place before the client learns it is
     // connected, so neither an event it sends nor one addressed to it is missed.
-    let link = hub.register(
-        Transport::SocketIo,
-        &user.id,
-        true,
-        Arc::new(SocketSink { socket: socket.clone(), overflowed: AtomicBool::new(false) }),
-    );
+    let lease = Arc::new(Lease::new(expires_at));
+    let sink =
+        SocketSink { socket: socket.clone(), overflowed: AtomicBool::new(false), lease: lease.clone() };
+    let link = hub.register(Transport::SocketIo, &user.id, true, Arc::new(sink));
     user.connection = Some(link.name().to_owned());
     let span = tracing::info_span!("connection", transport = "socketio", id = %link.name(), user = %user.id);
     socket.extensions.insert(Arc::new(SocketConn {
         user,
         link,
-        lease: Lease::new(expires_at),
+        lease,
         permit: Mutex::new(Some(permit)),
         span,
         metrics: ConnectionMetrics::open(Transport::SocketIo),
@@ -300,8 +312,6 @@ async fn connected(socket: SocketRef, conn: Arc<SocketConn>) {
             if sent.is_err() || !socket.connected() {
                 release(&conn);
                 hub.close(&conn.link, user, true).await;
-            } else {
-                watch_expiry(&socket, &conn);
             }
         }
         Err(err) => {
@@ -314,20 +324,7 @@ async fn connected(socket: SocketRef, conn: Arc<SocketConn>) {
     }
 }
 
-/// Closes the socket when its token expires: `auth:expired` `{code, message}`, then a
-/// server-side disconnect. Ends early when the socket disconnects (its lease is ended).
-fn watch_expiry(socket: &SocketRef, conn: &Arc<SocketConn>) {
-    let (socket, conn) = (socket.clone(), conn.clone());
-    tokio::spawn(async move {
-        if conn.lease.wait().await == LeaseEnd::Expired {
-            let _ =
-                socket.emit("auth:expired", &json!({ "code": "token_expired", "message": "token expired" }));
-            let _ = socket.disconnect();
-        }
-    });
-}
-
-/// Gives back the socket's admission place and stops its expiry timer; safe to repeat.
+/// Gives back the socket's admission place and ends its lease; safe to repeat.
 fn release(conn: &SocketConn) {
     conn.lease.end();
     conn.permit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
