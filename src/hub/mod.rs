@@ -114,11 +114,6 @@ impl Link {
             registry.unsubscribe(self.id, conversation_id, changes);
         });
     }
-
-    /// The conversations this connection follows now.
-    pub fn conversations(&self) -> Vec<String> {
-        self.hub.read().conversations_of(self.id)
-    }
 }
 
 /// Counts realtime events being handled on this node, so a shutdown can wait for their
@@ -236,11 +231,6 @@ impl Hub {
         result
     }
 
-    /// Number of open connections on this node.
-    pub fn connections(&self) -> usize {
-        self.read().len()
-    }
-
     /// Events being handled on this node.
     pub fn in_flight(&self) -> &Arc<InFlight> {
         &self.in_flight
@@ -322,7 +312,7 @@ impl Hub {
     }
 
     /// Closes every connection of this node for `reason`.
-    pub fn close_every(&self, reason: Close) {
+    fn close_every(&self, reason: Close) {
         // Closed outside the lock: a transport's close may call back into the hub.
         let sinks: Vec<Arc<dyn Sink>> = self.read().sinks().cloned().collect();
         for sink in sinks {

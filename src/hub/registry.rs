@@ -58,6 +58,7 @@ pub(super) struct Registry {
 
 impl Registry {
     /// Number of connections.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.connections.len()
     }
@@ -245,7 +246,8 @@ impl Registry {
         self.connections.get(&id).map(|entry| &entry.target.sink)
     }
 
-    /// The conversations a connection is subscribed to (for tests and diagnostics).
+    /// The conversations a connection is subscribed to.
+    #[cfg(test)]
     pub fn conversations_of(&self, id: u64) -> Vec<String> {
         self.connections.get(&id).map(|entry| entry.conversations.clone()).unwrap_or_default()
     }
