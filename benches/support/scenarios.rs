@@ -375,8 +375,8 @@ async fn connect_all(
 /// Runs one scenario against a fresh server.
 pub async fn run(config: &Config, scenario: &str) -> anyhow::Result<Record> {
     ensure!(
-        scenario == "fanout" || config.launch.attach.len() <= 1,
-        "only the fan-out scenario drives several nodes"
+        matches!(scenario, "fanout" | "acks") || config.launch.attach.len() <= 1,
+        "only the fan-out and ack scenarios drive several nodes"
     );
     match scenario {
         "fanout" => fanout(config).await.map(Record::Fanout),
