@@ -10,9 +10,10 @@
 #
 # Env: RESULTS (output file), BENCH_DATA_ROOT (where the servers' databases go; default
 # /dev/shm when it exists), SCENARIOS / TARGETS (space-separated subsets), ROUNDS (fan-out,
-# acks and marketplace rounds; 2, smoke 1), BENCH_NICE (the nice value of the load generator
-# and the servers it starts; default -10 when run as root, so that other jobs on a shared
-# machine yield).
+# acks and marketplace rounds; 2, smoke 1), PG_URL (the database of the chatd-ws acks run on
+# PostgreSQL; default postgres://root@127.0.0.1:5432/test; PG_ACKS=0 skips that run),
+# BENCH_NICE (the nice value of the load generator and the servers it starts; default -10
+# when run as root, so that other jobs on a shared machine yield).
 #
 # Each server runs pinned to CPU 0 (`taskset -c 0`; chatd with TOKIO_WORKER_THREADS=1, Node
 # is single-threaded), the load generator on CPU 1. Every run starts a fresh server process
@@ -112,6 +113,17 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
 done
+# Durable acks with chatd on PostgreSQL (plain WS, the database at PG_URL, default the local
+# test database; PG_ACKS=0 skips it): each run on a fresh schema. Its record goes to a file of
+# its own (RESULTS.md compares servers on SQLite), the figures to the log.
+PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432/test}
+if [ "${PG_ACKS:-1}" = 1 ] && wanted acks chatd-ws; then
+  say "chatd-ws acks on PostgreSQL ($PG_URL)"
+  if ! "${GEN[@]}" cargo bench -q --bench loadgen -- --target chatd-ws --scenario acks --database-url "$PG_URL" \
+      "${SERVER_PIN[@]}" "${DATA_ARGS[@]}" $SMOKE_FLAG --out "$WORK/results-postgres.jsonl" 2>&1 | grep -v '^ *Running\|^ *Finished' | tee -a "$LOG"; then
+    FAILED+=("chatd-ws acks on PostgreSQL")
+  fi
+fi
 # The ceiling relay keeps no history: no storm for it.
 for target in $TARGETS; do
   [ "$target" != ceiling ] && wanted storm "$target" && run "$target" storm

@@ -9,7 +9,7 @@
 //!     --scenario fanout|acks|storm|idle|marketplace [--smoke] [--server-cpu 0] [--out results.jsonl]
 //!     [--data-root /dev/shm] [--clients N] [--senders N] [--step-secs S] [--rates 1,2,4]
 //!     [--storm-rate MSGS_PER_S] [--per-task N] [--attach ADDR[,ADDR…] [--pid PID[,PID…]]]
-//!     [--counts 10000,18000] [--settle-secs S]
+//!     [--counts 10000,18000] [--settle-secs S] [--database-url postgres://…]
 //! cargo bench --bench loadgen -- --serve-ceiling 127.0.0.1:4100   # the ceiling relay alone
 //! cargo bench --bench loadgen -- --report results.jsonl [--section headline|fanout|acks|storm|idle|marketplace|servers]
 //! ```
@@ -19,7 +19,9 @@
 //! before each measurement, `--data-root` where the servers' temporary data directories go, `--attach` measures a
 //! server that is already running (several comma-separated addresses: the nodes of one
 //! cluster; the fan-out scenario connects its clients to them round-robin, so every room has
-//! members on several nodes, and the server CPU is the sum over the `--pid`s). `STORM_DEBUG=1` prints every client's missing seqs after
+//! members on several nodes, and the server CPU is the sum over the `--pid`s; the ack
+//! scenario spreads its senders the same way), `--database-url` runs chatd on PostgreSQL
+//! (each run on a fresh schema of that database, dropped afterwards) instead of SQLite. `STORM_DEBUG=1` prints every client's missing seqs after
 //! a storm that lost messages.
 //! Each run starts its own server process (fresh database), pinned with `taskset -c` when
 //! `--server-cpu` is given (pin the load generator itself from outside: `taskset -c 1 cargo
@@ -79,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     config.launch.cpu = value("--server-cpu").map(str::parse).transpose()?;
     config.launch.ceiling_exe = Some(std::env::current_exe()?);
     config.launch.data_root = value("--data-root").map(Into::into);
+    config.launch.database_url = value("--database-url").map(Into::into);
     if let Some(addrs) = value("--attach") {
         let pids: Vec<u32> = match value("--pid") {
             Some(pids) => pids.split(',').map(|p| p.trim().parse()).collect::<Result<_, _>>()?,

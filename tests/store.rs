@@ -138,6 +138,7 @@ store_tests!(
     concurrent_appends_get_seqs_one_to_n_and_hooks_run_in_seq_order,
     concurrent_appends_on_two_nodes_share_one_gap_free_sequence,
     a_client_id_sent_concurrently_on_two_nodes_is_written_once,
+    concurrent_repeats_of_client_ids_on_one_node_commit_each_key_once,
     a_member_removed_concurrently_cannot_append_after_the_removal,
     read_markers_under_concurrent_appends_and_reads_stay_monotonic_and_counts_exact,
     members_added_during_appends_get_exact_unread_counts,
@@ -1209,6 +1210,37 @@ async fn a_client_id_sent_concurrently_on_two_nodes_is_written_once(store: Arc<d
     }
     assert_eq!(seqs(&history(&store, &id).await), vec![1, 2, 3, 4, 5]);
     assert_eq!(unread_of(&store, &id, "bob").await, 5);
+}
+
+async fn concurrent_repeats_of_client_ids_on_one_node_commit_each_key_once(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    // Sent all at once, so that repeats share a commit group (where the backend has them).
+    let tasks = (0..60).map(|n| {
+        let store = store.clone();
+        let new = with_client_id(text(&id, "alice", &format!("try {n}")), &format!("k{}", n % 6));
+        tokio::spawn(async move { store.append_message(new, no_hook()).await })
+    });
+    let outcomes: Vec<AppendOutcome> =
+        join_all(tasks).await.into_iter().map(|r| r.expect("task").expect("never an error")).collect();
+    let mut originals: std::collections::BTreeMap<String, Message> = std::collections::BTreeMap::new();
+    for outcome in &outcomes {
+        if let AppendOutcome::Committed { message, .. } = outcome {
+            let key = message.client_id.clone().expect("key");
+            assert!(originals.insert(key, message.clone()).is_none(), "a key committed twice");
+        }
+    }
+    assert_eq!(originals.len(), 6, "one commit per key");
+    for outcome in &outcomes {
+        match outcome {
+            AppendOutcome::Committed { .. } => {}
+            AppendOutcome::Duplicate(message) => {
+                assert_eq!(Some(message), originals.get(message.client_id.as_deref().expect("key")));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seqs(&history(&store, &id).await), (1..=6).collect::<Vec<_>>());
+    assert_eq!(unread_of(&store, &id, "bob").await, 6);
 }
 
 async fn a_member_removed_concurrently_cannot_append_after_the_removal(store: Arc<dyn Store>, db: Db) {

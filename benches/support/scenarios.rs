@@ -391,8 +391,8 @@ pub(super) async fn connect_all(
 /// Runs one scenario against a fresh server.
 pub async fn run(config: &Config, scenario: &str) -> anyhow::Result<Record> {
     ensure!(
-        scenario == "fanout" || config.launch.attach.len() <= 1,
-        "only the fan-out scenario drives several nodes"
+        matches!(scenario, "fanout" | "acks") || config.launch.attach.len() <= 1,
+        "only the fan-out and ack scenarios drive several nodes"
     );
     match scenario {
         "fanout" => fanout(config).await.map(Record::Fanout),
@@ -1047,7 +1047,8 @@ async fn acks(config: &Config) -> anyhow::Result<Acks> {
     let room_ids = create_rooms(target, addr, &rooms, &users, &tokens).await?;
     let room_of: Vec<String> = (0..n).map(|i| room_ids[i / 2].clone()).collect();
     let joins = (!target.has_rest()).then_some(&room_of[..]);
-    let conns = connect_all(&[addr], target, &tokens, joins, 0, 128).await?;
+    // Attached to a cluster: the two members of a room are on different nodes.
+    let conns = connect_all(&server.addrs, target, &tokens, joins, 0, 128).await?;
     println!("{} acks: {n} senders in {} rooms of 2, back to back", target.key(), rooms.len());
 
     let clock = Instant::now();

@@ -82,13 +82,16 @@ pub struct Launch {
     pub cpu: Option<usize>,
     /// Attach to servers that are already running instead of starting one: each node's
     /// address and, for CPU accounting, its pid. Empty: start one. Several are nodes of one
-    /// cluster; only the fan-out scenario spreads its clients over them.
+    /// cluster; the fan-out and ack scenarios spread their clients over them.
     pub attach: Vec<(SocketAddr, Option<u32>)>,
     /// The program that serves the ceiling relay with `--serve-ceiling ADDR` (the load
     /// generator itself).
     pub ceiling_exe: Option<PathBuf>,
     /// Where the servers' data directories go (default: the system temp dir).
     pub data_root: Option<PathBuf>,
+    /// chatd on PostgreSQL: the database URL (`postgres://…`) it is started with, each run
+    /// on a schema of its own (`schema=bench_<pid>_<n>`, dropped when the server stops).
+    pub database_url: Option<String>,
 }
 
 /// A running server; a started one is killed when dropped.
@@ -104,7 +107,55 @@ pub struct ServerProcess {
     log: Arc<Mutex<ServerLog>>,
     /// Tokio threads right after start, before any blocking-pool thread exists: the workers.
     tokio_at_start: Option<u64>,
+    /// The PostgreSQL schema this run created, dropped on drop.
+    schema: Option<BenchSchema>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh PostgreSQL schema for one run; dropped (best effort) on drop.
+struct BenchSchema {
+    base_url: String,
+    name: String,
+}
+
+impl BenchSchema {
+    fn fresh(base_url: &str) -> BenchSchema {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        BenchSchema {
+            base_url: base_url.to_owned(),
+            name: format!("bench_{}_{n}_{nanos}", std::process::id()),
+        }
+    }
+
+    /// The URL chatd is given: the base URL with `schema=` set.
+    fn url(&self) -> String {
+        let separator = if self.base_url.contains('?') { '&' } else { '?' };
+        format!("{}{separator}schema={}", self.base_url, self.name)
+    }
+}
+
+impl Drop for BenchSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base_url.clone(), self.name.clone());
+        // A thread of its own: this may run inside the load generator's runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let (client, connection) =
+                    tokio_postgres::connect(&base, tokio_postgres::NoTls).await.ok()?;
+                tokio::spawn(connection);
+                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: could not drop benchmark schema {}", self.name);
+        }
+    }
 }
 
 /// What the server wrote to stderr: warnings and errors, and chatd's relay lag reports.
@@ -167,6 +218,7 @@ impl ServerProcess {
                 other_pids: launch.attach[1..].iter().filter_map(|(_, pid)| *pid).collect(),
                 log: Arc::default(),
                 tokio_at_start: None,
+                schema: None,
                 _dir: None,
             });
         }
@@ -174,9 +226,16 @@ impl ServerProcess {
             Some(root) => tempfile::tempdir_in(root)?,
             None => tempfile::tempdir()?,
         };
+        let mut schema = None;
         let (child, addr) = match target {
             Target::ChatdSio | Target::ChatdWs => {
                 let addr = free_addr()?;
+                let mut database = Vec::new();
+                if let Some(url) = &launch.database_url {
+                    let fresh = BenchSchema::fresh(url);
+                    database = vec!["--database-url".to_owned(), fresh.url()];
+                    schema = Some(fresh);
+                }
                 let child = pinned(launch.cpu, env!("CARGO_BIN_EXE_chatd"))
                     .args(["serve", "--rate-limit", "0", "--jwt-secret", SECRET, "--bind", &addr.to_string()])
                     // The load generators open thousands of connections from a few loopback
@@ -184,6 +243,7 @@ impl ServerProcess {
                     .args(["--handshake-rate", "0"])
                     .arg("--data-dir")
                     .arg(dir.path())
+                    .args(&database)
                     // chatd has no worker-thread setting; Tokio's default builder reads this.
                     .env("TOKIO_WORKER_THREADS", "1")
                     .env("CHATD_LOG", "warn")
@@ -252,6 +312,7 @@ impl ServerProcess {
             other_pids: Vec::new(),
             log,
             tokio_at_start: None,
+            schema,
             _dir: Some(dir),
         };
         let started = Instant::now();
@@ -352,6 +413,8 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The schema goes once the server that used it is gone.
+        drop(self.schema.take());
     }
 }
 

@@ -1,24 +1,25 @@
 //! PostgreSQL backend: one database shared by every chatd node.
 //!
-//! Each write is one transaction on a pooled connection. Appends to a conversation serialize
-//! on its row: an append bumps `conversations.last_seq` first and holds that row lock until
-//! it commits, so seqs are gap-free across nodes. Every other write that changes the members
-//! or their unread counts locks the same row first (one lock order, so no deadlocks), which
-//! keeps membership checks, recipients and unread counts exact under concurrency. On one
-//! node, appends to a conversation also take an in-process lock (striped by conversation id)
-//! held through commit and the commit hook, so hooks run in seq order.
+//! Each write is one transaction on a pooled connection, except appends: each node's writer
+//! task group-commits every pending append in one transaction (see [`group_commit`]).
+//! Appends to a conversation serialize on its row: a group locks its conversations' rows
+//! (in id order, so groups of several nodes never deadlock) and holds the locks until it
+//! commits, so seqs are gap-free across nodes. Every other write that changes the members
+//! or their unread counts locks the same row first, which keeps membership checks,
+//! recipients and unread counts exact under concurrency. Commit hooks run on the writer in
+//! commit order, so in seq order per conversation on each node.
 //!
 //! Push workers on every node claim due jobs with one `UPDATE … WHERE id IN (SELECT … FOR
 //! UPDATE SKIP LOCKED) RETURNING …`, so they take disjoint jobs without waiting for each other.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+mod group_commit;
+
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tokio_postgres::types::{FromSql, Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
@@ -30,8 +31,7 @@ use crate::core::model::{
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
-    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store,
-    clip_push_error,
+    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Store, clip_push_error,
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
@@ -47,8 +47,6 @@ const MIGRATIONS: &[&str] = &[
 
 /// Connections each node keeps at most, unless configured.
 pub const DEFAULT_POOL_SIZE: usize = 16;
-/// In-process append locks; conversations hashing to the same one append one at a time.
-const APPEND_STRIPES: usize = 256;
 /// Longest wait for a free pooled connection before a request fails as unavailable.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a new connection to be established.
@@ -372,9 +370,8 @@ async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
 /// The PostgreSQL [`Store`].
 pub struct PostgresStore {
     pool: Pool,
-    /// Held by a local append from before its seq is taken until its hook ran, so hooks run
-    /// in seq order (Tokio mutexes: they are held across awaits, and waiters queue fairly).
-    append_locks: Arc<[Mutex<()>]>,
+    /// Appends go through this node's group-commit writer (see [`group_commit`]).
+    appends: group_commit::AppendQueue,
     /// Signalled after push jobs are recorded (see [`Store::push_enqueued`]).
     push_enqueued: Notify,
 }
@@ -398,8 +395,8 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         migrate(&pool, config.schema()).await?;
         Ok(PostgresStore {
+            appends: group_commit::AppendQueue::start(pool.clone()),
             pool,
-            append_locks: (0..APPEND_STRIPES).map(|_| Mutex::new(())).collect(),
             push_enqueued: Notify::new(),
         })
     }
@@ -421,168 +418,6 @@ impl PostgresStore {
         let statement = client.prepare_cached(sql).await?;
         Ok(client.execute(&statement, params).await?)
     }
-}
-
-fn stripe(conversation_id: &str) -> usize {
-    let mut hasher = DefaultHasher::new();
-    conversation_id.hash(&mut hasher);
-    (hasher.finish() % APPEND_STRIPES as u64) as usize
-}
-
-/// One append, in its own transaction; see the module docs for the locking.
-async fn append(pool: &Pool, new: NewMessage) -> Result<AppendOutcome, StoreError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await?;
-    let now = Timestamp::now();
-    // Take the next seq first: the row lock orders this append after every earlier one and
-    // after every membership change, so what follows reads the state as of this commit.
-    let bump = tx
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = $2, activity_at = $2 \
-             WHERE id = $1 RETURNING last_seq, type",
-        )
-        .await?;
-    let Some(row) = tx.query_opt(&bump, &[&new.conversation_id, &now.millis()]).await? else {
-        tx.rollback().await?;
-        return Ok(AppendOutcome::NoConversation);
-    };
-    let seq: i64 = get(&row, 0)?;
-    let system = new.kind == MessageType::System;
-    // In a direct conversation the members query also tells whether each member and the
-    // sender block each other (either way): no extra round trip, and no cost for groups.
-    let direct = get::<String>(&row, 1)? == ConversationType::Direct.as_str() && !system;
-    let members = tx
-        .prepare_cached(if direct {
-            "SELECT mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.notifications, \
-               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, \
-               EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $2 AND b.blocked_id = mb.user_id) \
-                                               OR (b.blocker_id = mb.user_id AND b.blocked_id = $2)), \
-               EXISTS (SELECT 1 FROM notification_counters c WHERE c.user_id = mb.user_id) \
-             FROM members mb WHERE mb.conversation_id = $1"
-        } else {
-            "SELECT mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, mb.notifications, \
-               EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, false, \
-               EXISTS (SELECT 1 FROM notification_counters c WHERE c.user_id = mb.user_id) \
-             FROM members mb WHERE mb.conversation_id = $1"
-        })
-        .await?;
-    let direct_params: [&(dyn ToSql + Sync); 2] = [&new.conversation_id, &new.sender_id];
-    let mut blocked = false;
-    let mut recipients = tx
-        .query(&members, if direct { &direct_params } else { &direct_params[..1] })
-        .await?
-        .iter()
-        .map(|row| {
-            blocked |= get::<bool>(row, 7)?;
-            Ok(Recipient {
-                member: member_at(row, 0)?,
-                has_devices: get(row, 5)?,
-                has_notification_log: get(row, 8)?,
-                unread_count: get(row, 6)?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    if !system && !recipients.iter().any(|r| r.member.user_id == new.sender_id) {
-        tx.rollback().await?;
-        return Ok(AppendOutcome::NotMember);
-    }
-    if blocked {
-        tx.rollback().await?;
-        return Ok(AppendOutcome::Blocked);
-    }
-    if let Some(client_id) = &new.client_id {
-        let statement = tx
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages m \
-                 WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
-            ))
-            .await?;
-        let rows = tx.query(&statement, &[&new.conversation_id, &new.sender_id, client_id]).await?;
-        if let Some(original) = messages_from(&rows)?.pop() {
-            tx.rollback().await?;
-            return Ok(AppendOutcome::Duplicate(original));
-        }
-    }
-    if let Some(reply_to) = &new.reply_to_id {
-        let statement =
-            tx.prepare_cached("SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2").await?;
-        if tx.query_opt(&statement, &[reply_to, &new.conversation_id]).await?.is_none() {
-            tx.rollback().await?;
-            return Ok(AppendOutcome::ReplyNotFound);
-        }
-    }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, client_id, \
-               reply_to_id, attachments, metadata, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (conversation_id, sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
-        )
-        .await?;
-    let unread = tx
-        .prepare_cached(
-            "UPDATE members SET unread_count = unread_count + 1 WHERE conversation_id = $1 AND user_id <> $2",
-        )
-        .await?;
-    let kind = new.kind.as_str();
-    let attachments = Json(&new.attachments);
-    let metadata = Json(&new.metadata);
-    let created_at = now.millis();
-    let insert_params: [&(dyn ToSql + Sync); 11] = [
-        &new.id,
-        &new.conversation_id,
-        &seq,
-        &new.sender_id,
-        &kind,
-        &new.content,
-        &new.client_id,
-        &new.reply_to_id,
-        &attachments,
-        &metadata,
-        &created_at,
-    ];
-    let unread_params: [&(dyn ToSql + Sync); 2] = [&new.conversation_id, &new.sender_id];
-    // Both in one round trip (tokio-postgres pipelines queries issued together).
-    let (inserted, _) =
-        tokio::try_join!(tx.execute(&insert, &insert_params), tx.execute(&unread, &unread_params))?;
-    if inserted == 0 {
-        // The same client_id committed meanwhile through a path that did not wait on the
-        // conversation row: answer with that original, never with an error or a second row.
-        tx.rollback().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages m \
-                 WHERE m.conversation_id = $1 AND m.sender_id = $2 AND m.client_id = $3"
-            ))
-            .await?;
-        let rows = client.query(&statement, &[&new.conversation_id, &new.sender_id, &new.client_id]).await?;
-        return match messages_from(&rows)?.pop() {
-            Some(original) => Ok(AppendOutcome::Duplicate(original)),
-            None => Err(StoreError::Backend("a client_id conflict left no original message".into())),
-        };
-    }
-    tx.commit().await?;
-    for recipient in recipients.iter_mut().filter(|r| r.member.user_id != new.sender_id) {
-        recipient.unread_count += 1;
-    }
-    Ok(AppendOutcome::Committed {
-        message: Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq,
-            sender_id: new.sender_id,
-            kind: new.kind,
-            content: new.content,
-            client_id: new.client_id,
-            reply_to_id: new.reply_to_id,
-            attachments: new.attachments,
-            metadata: new.metadata,
-            created_at: now,
-            edited_at: None,
-            deleted_at: None,
-        },
-        recipients,
-    })
 }
 
 #[async_trait]
@@ -776,17 +611,7 @@ impl Store for PostgresStore {
         new: NewMessage,
         on_commit: CommitHook,
     ) -> Result<AppendOutcome, StoreError> {
-        let pool = self.pool.clone();
-        let locks = self.append_locks.clone();
-        // A task of its own: the append, its commit and the hook complete even when the
-        // caller's future is dropped.
-        let task = tokio::spawn(async move {
-            let _in_order = locks[stripe(&new.conversation_id)].lock().await;
-            let outcome = append(&pool, new).await?;
-            on_commit(&outcome);
-            Ok(outcome)
-        });
-        task.await.map_err(|e| StoreError::Backend(Box::new(e)))?
+        self.appends.append(new, on_commit).await
     }
 
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {

@@ -1,9 +1,13 @@
 //! SQLite backend: the zero-config default.
 //!
 //! One dedicated writer thread owns the only write connection and group-commits: it takes
-//! every write job that is pending (up to [`MAX_BATCH`]), runs them in one transaction,
-//! commits once, and only then answers each job (see [`commit_batch`] for failures). Reads run on a small pool of
-//! read-only connections (WAL lets them proceed while the writer commits).
+//! every write job that is pending (up to [`MAX_BATCH`]), runs them in one transaction and
+//! commits once (see [`commit_batch`] for failures). It only writes: each committed batch
+//! goes, in commit order, to a second thread that runs the commit hooks and answers the
+//! callers, while the writer goes on with the next batch. Appends keep the members of the
+//! conversations they write to in memory and write their unread counts once per batch (see
+//! [`appends`]). Reads run on a small pool of read-only connections (WAL lets them proceed
+//! while the writer commits).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -15,6 +19,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use appends::Appends;
+
 use crate::core::error::StoreError;
 use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
@@ -23,8 +29,7 @@ use crate::core::model::{
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
-    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Recipient, Store,
-    clip_push_error,
+    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Store, clip_push_error,
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
@@ -48,8 +53,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_bans_blocks.sql"),
 ];
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, sender_id, type, content, client_id, \
-     reply_to_id, attachments, metadata, created_at, edited_at, deleted_at";
+/// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
+macro_rules! message_columns {
+    () => {
+        "id, conversation_id, seq, sender_id, type, content, client_id, \
+         reply_to_id, attachments, metadata, created_at, edited_at, deleted_at"
+    };
+}
+
+const MESSAGE_COLUMNS: &str = message_columns!();
+
+mod appends;
 
 /// How hard SQLite syncs a commit to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
@@ -72,21 +86,37 @@ fn json_error(err: serde_json::Error) -> StoreError {
     StoreError::Backend(Box::new(err))
 }
 
+/// What a write job may touch, as far as the appends' cache ([`appends`]) is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Touches {
+    /// An append: it goes through the cache.
+    Append,
+    /// Something the cache holds (members, read markers, notification switches, devices,
+    /// notification logs opened, blocks, messages, conversations): the cache is flushed and
+    /// dropped before it runs.
+    AppendState,
+    /// Nothing an append reads (notification log entries, push outbox, settings, bans).
+    Other,
+}
+
 /// A write to run inside the writer's transaction, answered after the commit.
 trait WriteJob: Send {
+    /// What the job may change.
+    fn touches(&self) -> Touches;
     /// Runs the work; false if it failed.
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Connection, appends: &mut Appends) -> bool;
     /// Answers the caller once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
-/// Work run on the writer thread right after a job's commit.
+/// Work run right after a job's commit, before its caller is answered.
 type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
 
 struct Job<T, F> {
+    touches: Touches,
     work: Option<F>,
     result: Option<Result<T, StoreError>>,
-    /// Runs on the writer thread after a successful commit, in batch order.
+    /// Runs after a successful commit, in commit order.
     on_commit: Option<OnCommit<T>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -94,11 +124,15 @@ struct Job<T, F> {
 impl<T, F> WriteJob for Job<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+    F: FnOnce(&Connection, &mut Appends) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn touches(&self) -> Touches {
+        self.touches
+    }
+
+    fn run(&mut self, conn: &Connection, appends: &mut Appends) -> bool {
         let Some(work) = self.work.take() else { return false };
-        let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
+        let result = catch_unwind(AssertUnwindSafe(|| work(conn, appends)))
             .unwrap_or_else(|_| Err(StoreError::Backend("write job panicked".into())));
         let ok = result.is_ok();
         self.result = Some(result);
@@ -208,24 +242,42 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `work` in the writer's next transaction; returns after it committed.
+    /// Runs `work` in the writer's next transaction; returns after it committed. For work
+    /// that may change what appends cache (see [`Touches::AppendState`]).
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write_then(work, None).await
+        self.submit(Touches::AppendState, move |conn, _| work(conn), None).await
     }
 
-    /// Like [`SqliteStore::write`], and runs `on_commit` on the writer thread right after the
-    /// commit (jobs are finished in batch order, so hooks run in commit order).
-    async fn write_then<T, F>(&self, work: F, on_commit: Option<OnCommit<T>>) -> Result<T, StoreError>
+    /// [`SqliteStore::write`] for work that changes nothing an append reads (see
+    /// [`Touches::Other`]): the appends' cache stays.
+    async fn write_apart<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(Touches::Other, move |conn, _| work(conn), None).await
+    }
+
+    /// Queues a job for the writer and waits for its answer; `on_commit` runs right after
+    /// the commit, before the answer (jobs are finished in commit order, so hooks run in
+    /// commit order).
+    async fn submit<T, F>(
+        &self,
+        touches: Touches,
+        work: F,
+        on_commit: Option<OnCommit<T>>,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Appends) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn WriteJob> = Box::new(Job { work: Some(work), result: None, on_commit, reply });
+        let job: Box<dyn WriteJob> =
+            Box::new(Job { touches, work: Some(work), result: None, on_commit, reply });
         self.writer
             .send(job)
             .await
@@ -256,12 +308,30 @@ fn drain(jobs: &mut mpsc::Receiver<Box<dyn WriteJob>>, batch: &mut Vec<Box<dyn W
     }
 }
 
+/// A committed (or failed) batch on its way to the thread that answers it.
+struct Committed {
+    jobs: Vec<Box<dyn WriteJob>>,
+    commit: Result<(), String>,
+}
+
 /// The writer loop: group-commits whatever is pending until every sender is gone. Under
 /// concurrency it lingers up to [`LINGER`] so a batch fills before paying for a commit.
-fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+/// Committed batches go to the answering thread ([`answer_batches`]) in commit order.
+fn run_writer(conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+    let (committed, to_answer) = std::sync::mpsc::channel::<Committed>();
+    let (recycle, recycled) = std::sync::mpsc::channel::<Vec<Box<dyn WriteJob>>>();
+    let mut answerer = Some(committed);
+    if let Err(err) = std::thread::Builder::new()
+        .name("sqlite-answers".into())
+        .spawn(move || answer_batches(to_answer, recycle))
+    {
+        tracing::error!(error = %err, "no SQLite answering thread; the writer answers itself");
+        answerer = None;
+    }
+    let mut appends = Appends::default();
     let mut concurrent = false;
     while let Some(job) = jobs.blocking_recv() {
+        let mut batch = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(MAX_BATCH));
         batch.push(job);
         drain(&mut jobs, &mut batch);
         if concurrent && batch.len() < MAX_BATCH {
@@ -272,14 +342,42 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>)
             }
         }
         concurrent = batch.len() > 1;
-        let commit = commit_batch(&mut conn, &mut batch);
+        let commit = commit_batch(&conn, &mut batch, &mut appends);
         if let Err(err) = &commit {
             tracing::error!(error = %err, jobs = batch.len(), "SQLite batch failed");
         }
-        for job in batch.drain(..) {
-            job.finish(commit.clone());
+        let unanswered = match &answerer {
+            Some(answerer) => answerer.send(Committed { jobs: batch, commit }).err().map(|e| e.0),
+            None => Some(Committed { jobs: batch, commit }),
+        };
+        // The answering thread is gone (it cannot be, short of a bug): answer here.
+        if let Some(Committed { jobs, commit }) = unanswered {
+            answerer = None;
+            for job in jobs {
+                job.finish(commit.clone());
+            }
         }
     }
+}
+
+/// The answering thread: runs each committed batch's hooks and answers its callers, batch
+/// after batch in commit order, then hands the emptied vector back to the writer.
+fn answer_batches(
+    committed: std::sync::mpsc::Receiver<Committed>,
+    recycle: std::sync::mpsc::Sender<Vec<Box<dyn WriteJob>>>,
+) {
+    for Committed { mut jobs, commit } in committed {
+        for job in jobs.drain(..) {
+            // A hook that panics loses its own answer, not the others'.
+            let _ = catch_unwind(AssertUnwindSafe(|| job.finish(commit.clone())));
+        }
+        let _ = recycle.send(jobs);
+    }
+}
+
+/// Runs a cached statement that returns no rows (transaction control).
+fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Runs every job of the batch in one transaction and commits it.
@@ -288,18 +386,44 @@ fn run_writer(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>)
 /// batch goes on without it. A job that fails after writing (an I/O error, say) cannot be
 /// separated from its batch-mates: the whole batch is rolled back and every job fails, so
 /// nothing unacknowledged is ever committed and no seq is ever skipped. (This replaces a
-/// savepoint per job, whose page journaling cost more than the writes themselves.)
-fn commit_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| e.to_string())?;
+/// savepoint per job, whose page journaling cost more than the writes themselves.) The
+/// appends' unread counts are written before the commit; after a rollback their cache is
+/// dropped.
+fn commit_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+    appends: &mut Appends,
+) -> Result<(), String> {
+    let result = run_batch(conn, batch, appends);
+    if result.is_err() {
+        appends.forget();
+        if !conn.is_autocommit()
+            && let Err(err) = execute_cached(conn, "ROLLBACK")
+        {
+            tracing::error!(error = %err, "SQLite rollback failed");
+        }
+    }
+    result
+}
+
+fn run_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+    appends: &mut Appends,
+) -> Result<(), String> {
+    execute_cached(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    appends.begin_batch(conn).map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
-        let changes_before = tx.total_changes();
-        if !job.run(&tx) && tx.total_changes() != changes_before {
+        if job.touches() == Touches::AppendState {
+            appends.invalidate(conn).map_err(|e| e.to_string())?;
+        }
+        let changes_before = conn.total_changes();
+        if !job.run(conn, appends) && conn.total_changes() != changes_before {
             return Err("a write failed after changing rows; the batch was rolled back".into());
         }
     }
-    tx.commit().map_err(|e| e.to_string())
+    appends.flush(conn).map_err(|e| e.to_string())?;
+    execute_cached(conn, "COMMIT").map_err(|e| e.to_string())
 }
 
 fn timestamp(millis: Option<i64>) -> Option<Timestamp> {
@@ -408,25 +532,6 @@ fn into_member(
     })
 }
 
-/// The members of a conversation with whether each has a device to push to.
-fn load_recipients(conn: &Connection, conversation_id: &str) -> Result<Vec<Recipient>, StoreError> {
-    conn.prepare_cached(
-        "SELECT m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, \
-           EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id), m.unread_count, \
-           EXISTS (SELECT 1 FROM notification_counters c WHERE c.user_id = m.user_id) \
-         FROM members m WHERE m.conversation_id = ?1",
-    )?
-    .query_map([conversation_id], |r| {
-        Ok((member_from_row(r)?, r.get::<_, bool>(5)?, r.get::<_, i64>(6)?, r.get::<_, bool>(7)?))
-    })?
-    .collect::<rusqlite::Result<Vec<_>>>()?
-    .into_iter()
-    .map(|(fields, has_devices, unread_count, has_notification_log)| {
-        Ok(Recipient { member: into_member(fields)?, has_devices, has_notification_log, unread_count })
-    })
-    .collect()
-}
-
 /// The members of a conversation, oldest first.
 fn load_members(conn: &Connection, conversation_id: &str) -> Result<Vec<Member>, StoreError> {
     conn.prepare_cached(
@@ -515,117 +620,6 @@ fn unread_after(
              AND sender_id <> ?2 AND deleted_at IS NULL",
         )?
         .query_row(params![conversation_id, user_id, last_read_seq], |r| r.get(0))?)
-}
-
-fn append(conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
-    // The members as of this commit: the sender must be one, and routing gets them all.
-    let mut recipients = load_recipients(conn, &new.conversation_id)?;
-    let system = new.kind == MessageType::System;
-    // A system message needs no membership, only the conversation (which may have no
-    // members left).
-    let sender_is_member = recipients.iter().any(|r| r.member.user_id == new.sender_id);
-    if !sender_is_member && (!system || recipients.is_empty()) {
-        let exists = conn
-            .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")?
-            .exists([&new.conversation_id])?;
-        if !exists {
-            return Ok(AppendOutcome::NoConversation);
-        }
-        if !system {
-            return Ok(AppendOutcome::NotMember);
-        }
-    }
-    // Blocks matter only between the two members of a direct conversation: one in-process
-    // indexed lookup, and only for two-member conversations.
-    if let [a, b] = recipients.as_slice()
-        && !system
-    {
-        let blocked = conn
-            .prepare_cached(
-                "SELECT 1 FROM conversations WHERE id = ?1 AND type = 'direct' AND EXISTS ( \
-                   SELECT 1 FROM blocks WHERE (blocker_id = ?2 AND blocked_id = ?3) \
-                                           OR (blocker_id = ?3 AND blocked_id = ?2))",
-            )?
-            .exists(params![new.conversation_id, a.member.user_id, b.member.user_id])?;
-        if blocked {
-            return Ok(AppendOutcome::Blocked);
-        }
-    }
-    if let Some(client_id) = &new.client_id {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE conversation_id = ?1 AND sender_id = ?2 AND client_id = ?3"
-        );
-        if let Some(original) =
-            query_messages(conn, &sql, params![new.conversation_id, new.sender_id, client_id])?.pop()
-        {
-            return Ok(AppendOutcome::Duplicate(original));
-        }
-    }
-    if let Some(reply_to) = &new.reply_to_id {
-        let in_conversation = conn
-            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2")?
-            .exists(params![reply_to, new.conversation_id])?;
-        if !in_conversation {
-            return Ok(AppendOutcome::ReplyNotFound);
-        }
-    }
-    let now = Timestamp::now();
-    let seq: i64 = conn
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ?2, activity_at = ?2 \
-             WHERE id = ?1 RETURNING last_seq",
-        )?
-        .query_row(params![new.conversation_id, now.millis()], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| {
-            StoreError::Backend(format!("conversation {} vanished", new.conversation_id).into())
-        })?;
-    let attachments = serde_json::to_string(&new.attachments).map_err(json_error)?;
-    let metadata = serde_json::to_string(&new.metadata).map_err(json_error)?;
-    conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, client_id, \
-         reply_to_id, attachments, metadata, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        new.id,
-        new.conversation_id,
-        seq,
-        new.sender_id,
-        new.kind.as_str(),
-        new.content,
-        new.client_id,
-        new.reply_to_id,
-        attachments,
-        metadata,
-        now.millis(),
-    ])?;
-    conn.prepare_cached(
-        "UPDATE members SET unread_count = unread_count + 1 WHERE conversation_id = ?1 AND user_id <> ?2",
-    )?
-    .execute(params![new.conversation_id, new.sender_id])?;
-    for recipient in recipients.iter_mut().filter(|r| r.member.user_id != new.sender_id) {
-        recipient.unread_count += 1;
-    }
-    Ok(AppendOutcome::Committed {
-        message: Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq,
-            sender_id: new.sender_id,
-            kind: new.kind,
-            content: new.content,
-            client_id: new.client_id,
-            reply_to_id: new.reply_to_id,
-            attachments: new.attachments,
-            metadata: new.metadata,
-            created_at: now,
-            edited_at: None,
-            deleted_at: None,
-        },
-        recipients,
-    })
 }
 
 #[async_trait]
@@ -816,7 +810,7 @@ impl Store for SqliteStore {
         new: NewMessage,
         on_commit: CommitHook,
     ) -> Result<AppendOutcome, StoreError> {
-        self.write_then(move |conn| append(conn, new), Some(on_commit)).await
+        self.submit(Touches::Append, move |conn, appends| appends.append(conn, new), Some(on_commit)).await
     }
 
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
@@ -966,7 +960,7 @@ impl Store for SqliteStore {
         update: NotificationSettingsUpdate,
     ) -> Result<NotificationSettings, StoreError> {
         let user_id = user_id.to_owned();
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             let current = load_notification_settings(conn, &user_id)?;
             let settings = NotificationSettings {
                 enabled: update.enabled.unwrap_or(current.enabled),
@@ -1031,7 +1025,7 @@ impl Store for SqliteStore {
         if jobs.is_empty() {
             return Ok(());
         }
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             let mut insert = conn.prepare_cached(
                 "INSERT INTO push_jobs (id, user_id, conversation_id, message_id, seq, created_at, next_attempt_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1113,7 +1107,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         // The one writer runs claims one at a time, so no two can take the same job.
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             let now = Timestamp::now();
             let leased_until = now.plus(lease);
             let mut claimed = query_all(
@@ -1155,7 +1149,7 @@ impl Store for SqliteStore {
 
     async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             let now = Timestamp::now().millis();
             let changed = conn
                 .prepare_cached(
@@ -1176,7 +1170,7 @@ impl Store for SqliteStore {
         error: &str,
     ) -> Result<bool, StoreError> {
         let (id, error) = (id.to_owned(), clip_push_error(error).to_owned());
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE push_jobs SET next_attempt_at = ?2, last_error = ?3 \
@@ -1190,7 +1184,7 @@ impl Store for SqliteStore {
 
     async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError> {
         let (id, reason) = (id.to_owned(), clip_push_error(reason).to_owned());
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             let now = Timestamp::now().millis();
             let changed = conn
                 .prepare_cached(
@@ -1207,7 +1201,7 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(0);
         }
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs \
@@ -1227,7 +1221,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             // The writer is the only writer: bumping the counter and inserting in one job
             // commits ids in order.
             let mut bump = conn.prepare_cached(
@@ -1302,6 +1296,7 @@ impl Store for SqliteStore {
 
     async fn open_notification_log(&self, user_id: &str) -> Result<i64, StoreError> {
         let user_id = user_id.to_owned();
+        // Appends cache whether each member has a log: opening one drops that cache.
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO notification_counters (user_id, last_id) VALUES (?1, 0) ON CONFLICT (user_id) DO NOTHING",
@@ -1330,7 +1325,7 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(0);
         }
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "DELETE FROM notifications WHERE (user_id, id) IN (SELECT user_id, id FROM notifications \
@@ -1423,7 +1418,7 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         let user_id = user_id.to_owned();
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             let existed = conn.prepare_cached("SELECT 1 FROM bans WHERE user_id = ?1")?.exists([&user_id])?;
             conn.prepare_cached(
                 "INSERT INTO bans (user_id, reason, created_at) VALUES (?1, ?2, ?3) \
@@ -1437,7 +1432,7 @@ impl Store for SqliteStore {
 
     async fn unban_user(&self, user_id: &str) -> Result<bool, StoreError> {
         let user_id = user_id.to_owned();
-        self.write(move |conn| {
+        self.write_apart(move |conn| {
             Ok(conn.prepare_cached("DELETE FROM bans WHERE user_id = ?1")?.execute([&user_id])? == 1)
         })
         .await
@@ -1547,7 +1542,10 @@ mod tests {
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, answer) = oneshot::channel();
-        (Box::new(Job { work: Some(work), result: None, on_commit: None, reply }), answer)
+        let work = move |conn: &Connection, _: &mut Appends| work(conn);
+        let job =
+            Job { touches: Touches::AppendState, work: Some(work), result: None, on_commit: None, reply };
+        (Box::new(job), answer)
     }
 
     fn database() -> (tempfile::TempDir, Connection) {
@@ -1571,7 +1569,7 @@ mod tests {
     }
 
     fn run(conn: &mut Connection, mut batch: Vec<Box<dyn WriteJob>>) -> Result<(), String> {
-        let commit = commit_batch(conn, &mut batch);
+        let commit = commit_batch(conn, &mut batch, &mut Appends::default());
         for job in batch {
             job.finish(commit.clone());
         }

@@ -1,0 +1,290 @@
+//! Appends on the SQLite writer thread, and what the writer remembers between them.
+//!
+//! The writer is the only connection that writes, so it can keep each conversation's
+//! members (with their unread counts, whether they have devices and a notification log) in
+//! memory instead of reading them for every append: [`Appends`] caches them per conversation and counts the
+//! unread messages each append adds in memory. The counts reach `members` in one statement
+//! per batch ([`Appends::flush`]), always inside the batch's transaction and before its
+//! commit, so what is committed is exact and durable.
+//!
+//! Invariants: the cache holds the committed state plus this batch's appends. Anything else
+//! that may change what it holds (members, roles, read markers, notification switches,
+//! devices, notification logs opened, blocks, messages, conversations) first flushes and
+//! drops it
+//! ([`Appends::invalidate`], run by the writer before such jobs); a batch that rolls back
+//! drops it; and a commit by any other connection (`PRAGMA data_version` moved) drops it
+//! before the next batch. The cache is bounded by [`MAX_CACHED_RECIPIENTS`].
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{json_error, query_messages, unknown_name};
+use crate::core::error::StoreError;
+use crate::core::model::{ConversationType, Member, Message, MessageType, Role};
+use crate::core::ports::{AppendOutcome, NewMessage, Recipient};
+use crate::core::time::Timestamp;
+
+/// Members kept in memory at most, over all cached conversations; beyond it the cache is
+/// dropped and refilled as appends come.
+const MAX_CACHED_RECIPIENTS: usize = 65_536;
+
+/// A conversation as appends need it.
+struct CachedConversation {
+    /// A direct conversation of two members who block each other (either way): non-system
+    /// messages are refused.
+    blocked: bool,
+    /// Every member, unread counts including this batch's appends.
+    recipients: Vec<Recipient>,
+    /// Per recipient (same order): unread messages added since the last flush.
+    unread_added: Vec<i64>,
+}
+
+/// The writer's memory of conversations between appends; see the module docs.
+#[derive(Default)]
+pub(super) struct Appends {
+    conversations: HashMap<String, CachedConversation>,
+    cached_recipients: usize,
+    /// Some conversation has unread counts not yet written.
+    dirty: bool,
+    /// `PRAGMA data_version` when the cache was last known good.
+    data_version: Option<i64>,
+    /// Reused buffers: the flush's JSON, and a message's attachments and metadata.
+    flush_json: Vec<u8>,
+    attachments: Vec<u8>,
+    metadata: Vec<u8>,
+}
+
+impl Appends {
+    /// Drops the cache if another connection committed since the last batch. Call at the
+    /// start of each batch, inside its transaction.
+    pub(super) fn begin_batch(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let version: i64 = conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+        if self.data_version != Some(version) {
+            self.forget();
+            self.data_version = Some(version);
+        }
+        Ok(())
+    }
+
+    /// Drops everything cached, pending unread counts included (after a rollback).
+    pub(super) fn forget(&mut self) {
+        self.conversations.clear();
+        self.cached_recipients = 0;
+        self.dirty = false;
+    }
+
+    /// Writes the pending unread counts, then drops the cache: before a job that may change
+    /// what it holds.
+    pub(super) fn invalidate(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.flush(conn)?;
+        self.forget();
+        Ok(())
+    }
+
+    /// Adds the unread messages counted since the last flush to `members`, in one statement.
+    pub(super) fn flush(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let json = &mut self.flush_json;
+        json.clear();
+        json.push(b'[');
+        let mut first = true;
+        for (conversation_id, cached) in &mut self.conversations {
+            for (recipient, added) in cached.recipients.iter().zip(cached.unread_added.iter_mut()) {
+                if *added == 0 {
+                    continue;
+                }
+                if !first {
+                    json.push(b',');
+                }
+                first = false;
+                let entry = (conversation_id.as_str(), recipient.member.user_id.as_str(), *added);
+                serde_json::to_writer(&mut *json, &entry).map_err(json_error)?;
+                *added = 0;
+            }
+        }
+        json.push(b']');
+        let json = std::str::from_utf8(json).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        conn.prepare_cached(
+            "UPDATE members SET unread_count = unread_count + d.n \
+             FROM (SELECT value ->> 0 AS conversation_id, value ->> 1 AS user_id, value ->> 2 AS n \
+                   FROM json_each(?1)) AS d \
+             WHERE members.conversation_id = d.conversation_id AND members.user_id = d.user_id",
+        )?
+        .execute([json])?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The conversation, from the cache or the database; `None` if it does not exist.
+    fn conversation(
+        &mut self,
+        conn: &Connection,
+        conversation_id: &str,
+    ) -> Result<Option<&mut CachedConversation>, StoreError> {
+        if !self.conversations.contains_key(conversation_id) {
+            let Some(loaded) = load_conversation(conn, conversation_id)? else { return Ok(None) };
+            if self.cached_recipients + loaded.recipients.len() > MAX_CACHED_RECIPIENTS {
+                self.flush(conn)?;
+                self.forget();
+            }
+            self.cached_recipients += loaded.recipients.len();
+            self.conversations.insert(conversation_id.to_owned(), loaded);
+        }
+        Ok(self.conversations.get_mut(conversation_id))
+    }
+
+    /// Appends a message with the next seq, or refuses it; see [`crate::core::ports::Store::append_message`].
+    pub(super) fn append(&mut self, conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
+        let system = new.kind == MessageType::System;
+        let Some(cached) = self.conversation(conn, &new.conversation_id)? else {
+            return Ok(AppendOutcome::NoConversation);
+        };
+        // A system message needs no membership (the conversation may have no members left).
+        if !system && !cached.recipients.iter().any(|r| r.member.user_id == new.sender_id) {
+            return Ok(AppendOutcome::NotMember);
+        }
+        if !system && cached.blocked {
+            return Ok(AppendOutcome::Blocked);
+        }
+        if let Some(client_id) = &new.client_id {
+            const SQL: &str = concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+            );
+            if let Some(original) =
+                query_messages(conn, SQL, params![new.conversation_id, new.sender_id, client_id])?.pop()
+            {
+                return Ok(AppendOutcome::Duplicate(original));
+            }
+        }
+        if let Some(reply_to) = &new.reply_to_id {
+            let in_conversation = conn
+                .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2")?
+                .exists(params![reply_to, new.conversation_id])?;
+            if !in_conversation {
+                return Ok(AppendOutcome::ReplyNotFound);
+            }
+        }
+        let now = Timestamp::now();
+        let seq: i64 = conn
+            .prepare_cached(
+                "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ?2, activity_at = ?2 \
+                 WHERE id = ?1 RETURNING last_seq",
+            )?
+            .query_row(params![new.conversation_id, now.millis()], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| {
+                StoreError::Backend(format!("conversation {} vanished", new.conversation_id).into())
+            })?;
+        self.attachments.clear();
+        serde_json::to_writer(&mut self.attachments, &new.attachments).map_err(json_error)?;
+        self.metadata.clear();
+        serde_json::to_writer(&mut self.metadata, &new.metadata).map_err(json_error)?;
+        let utf8 = |bytes| std::str::from_utf8(bytes).map_err(|e| StoreError::Backend(Box::new(e)));
+        conn.prepare_cached(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, client_id, \
+             reply_to_id, attachments, metadata, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            new.id,
+            new.conversation_id,
+            seq,
+            new.sender_id,
+            new.kind.as_str(),
+            new.content,
+            new.client_id,
+            new.reply_to_id,
+            utf8(&self.attachments)?,
+            utf8(&self.metadata)?,
+            now.millis(),
+        ])?;
+        // The insert succeeded: count it (the lookup again, since `self` was borrowed).
+        let Some(cached) = self.conversations.get_mut(new.conversation_id.as_str()) else {
+            return Err(StoreError::Backend("a cached conversation vanished".into()));
+        };
+        for (recipient, added) in cached.recipients.iter_mut().zip(cached.unread_added.iter_mut()) {
+            if recipient.member.user_id != new.sender_id {
+                recipient.unread_count += 1;
+                *added += 1;
+                self.dirty = true;
+            }
+        }
+        let recipients = cached.recipients.clone();
+        Ok(AppendOutcome::Committed {
+            message: Message {
+                id: new.id,
+                conversation_id: new.conversation_id,
+                seq,
+                sender_id: new.sender_id,
+                kind: new.kind,
+                content: new.content,
+                client_id: new.client_id,
+                reply_to_id: new.reply_to_id,
+                attachments: new.attachments,
+                metadata: new.metadata,
+                created_at: now,
+                edited_at: None,
+                deleted_at: None,
+            },
+            recipients,
+        })
+    }
+}
+
+/// A conversation's members (with devices and unread counts) and whether it is a blocked
+/// direct pair, in one query (plus a block lookup for two-member direct conversations);
+/// `None` if it does not exist.
+fn load_conversation(
+    conn: &Connection,
+    conversation_id: &str,
+) -> Result<Option<CachedConversation>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, \
+           EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id), m.unread_count, \
+           EXISTS (SELECT 1 FROM notification_counters n WHERE n.user_id = m.user_id) \
+         FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id WHERE c.id = ?1",
+    )?;
+    let mut rows = statement.query([conversation_id])?;
+    let mut found = false;
+    let mut direct = false;
+    let mut recipients = Vec::new();
+    while let Some(row) = rows.next()? {
+        found = true;
+        direct = row.get_ref(0)?.as_str().map_err(|e| StoreError::Backend(Box::new(e)))?
+            == ConversationType::Direct.as_str();
+        let Some(user_id) = row.get::<_, Option<String>>(1)? else { continue };
+        let role = row.get_ref(2)?.as_str().map_err(|e| StoreError::Backend(Box::new(e)))?;
+        recipients.push(Recipient {
+            member: Member {
+                role: Role::parse(role).ok_or_else(|| unknown_name("role", role))?,
+                user_id,
+                joined_at: Timestamp(row.get(3)?),
+                last_read_seq: row.get(4)?,
+                notifications: row.get(5)?,
+            },
+            has_devices: row.get(6)?,
+            has_notification_log: row.get(8)?,
+            unread_count: row.get(7)?,
+        });
+    }
+    if !found {
+        return Ok(None);
+    }
+    // Blocks matter only between the two members of a direct conversation.
+    let blocked = match recipients.as_slice() {
+        [a, b] if direct => conn
+            .prepare_cached(
+                "SELECT 1 FROM blocks WHERE (blocker_id = ?1 AND blocked_id = ?2) \
+                                         OR (blocker_id = ?2 AND blocked_id = ?1)",
+            )?
+            .exists(params![a.member.user_id, b.member.user_id])?,
+        _ => false,
+    };
+    let unread_added = vec![0; recipients.len()];
+    Ok(Some(CachedConversation { blocked, recipients, unread_added }))
+}
