@@ -14,18 +14,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chatd::core::model::{ConversationType, JsonObject, Message, MessageType, Role};
+use chatd::core::model::{ConversationType, JsonObject, Message, Role};
 use chatd::core::ports::{AppendOutcome, CommitHook, HistoryRange, NewConversation, NewMessage, Store};
 use chatd::core::time::Timestamp;
 use chatd::store::postgres::PostgresStore;
 use common::pg::Schema;
-use common::{Client, ServerProcess, cli_token};
+use common::store::{new_id, text, with_client_id as keyed};
+use common::{ServerProcess, cli_token};
 use futures::future::join_all;
 use serde_json::{Value, json};
-
-fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
 
 async fn node(schema: &Schema) -> Arc<dyn Store> {
     Arc::new(PostgresStore::connect(&schema.config()).await.unwrap_or_else(|e| {
@@ -56,25 +53,6 @@ async fn conversation(store: &Arc<dyn Store>, kind: ConversationType, members: &
         .await
         .expect("create")
         .id
-}
-
-fn text(conversation_id: &str, sender: &str, content: &str) -> NewMessage {
-    NewMessage {
-        id: new_id(),
-        conversation_id: conversation_id.into(),
-        sender_id: sender.into(),
-        kind: MessageType::Text,
-        content: Some(content.into()),
-        client_id: None,
-        reply_to_id: None,
-        attachments: Vec::new(),
-        metadata: JsonObject::new(),
-    }
-}
-
-fn keyed(mut new: NewMessage, client_id: &str) -> NewMessage {
-    new.client_id = Some(client_id.into());
-    new
 }
 
 async fn history(store: &Arc<dyn Store>, conversation_id: &str) -> Vec<Message> {
@@ -362,26 +340,6 @@ async fn a_bad_job_in_a_busy_group_fails_alone_and_the_others_commit() {
 // ---------------------------------------------------------------------------------------
 // A real process, killed mid-load.
 
-/// Every message of a conversation over REST, walked forward 100 at a time.
-async fn all_messages(client: &Client, conversation_id: &str) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
-    let mut after = 0;
-    loop {
-        let body = client
-            .get(&format!("/api/conversations/{conversation_id}/messages?after_seq={after}&limit=100"))
-            .await
-            .expect(200);
-        let page = body["messages"].as_array().expect("messages").clone();
-        if let Some(last) = page.last() {
-            after = last["seq"].as_i64().expect("seq");
-        }
-        all.extend(page);
-        if !body["has_more"].as_bool().expect("has_more") {
-            return all;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_load_loses_no_acked_message() {
     const PAIRS: usize = 16;
@@ -431,7 +389,7 @@ async fn kill_9_mid_load_loses_no_acked_message() {
 
     let server = ServerProcess::start(dir.path(), &args, dir.path().join("second.log")).await;
     for (pair, room) in rooms.iter().enumerate() {
-        let stored = all_messages(&server.client(&tokens[2 * pair]), room).await;
+        let stored = server.client(&tokens[2 * pair]).all_messages(room).await;
         let stored_seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().expect("seq")).collect();
         assert_eq!(stored_seqs, (1..=stored.len() as i64).collect::<Vec<_>>(), "gap-free after the kill");
         let by_id: BTreeMap<&str, &Value> =

@@ -12,28 +12,6 @@ use common::{Client, ServerProcess, cli_token as mint};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-/// Every message of a conversation, walked forward 100 at a time.
-async fn all_messages(client: &Client, conversation_id: &str) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
-    let mut after = 0;
-    loop {
-        let body = client
-            .get(&format!("/api/conversations/{conversation_id}/messages?after_seq={after}&limit=100"))
-            .await
-            .expect(200);
-        let page = body["messages"].as_array().unwrap().clone();
-        let has_more = body["has_more"].as_bool().unwrap();
-        if let Some(last) = page.last() {
-            after = last["seq"].as_i64().unwrap();
-        }
-        all.extend(page);
-        if !has_more {
-            return all;
-        }
-        assert!(all.len() < 100_000, "history walk does not end");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acked_message_survives_a_sigterm_restart_with_gap_free_seqs() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +50,7 @@ async fn every_acked_message_survives_a_sigterm_restart_with_gap_free_seqs() {
 
     let server = ServerProcess::start(dir.path(), &serve_args, dir.path().join("second.log")).await;
     let clients: Vec<Client> = tokens.iter().map(|t| server.client(t)).collect();
-    let history = all_messages(&clients[1], &id).await;
+    let history = clients[1].all_messages(&id).await;
     let seqs: Vec<i64> = history.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=300).collect::<Vec<i64>>(), "seqs 1..=300, gap-free, after the restart");
     for message in &history {
@@ -135,7 +113,7 @@ async fn zero_config_serve_keeps_its_data_and_secret_in_chatd_data_across_restar
         "the secret is generated once and kept"
     );
     let alice = server.client(&token);
-    let history = all_messages(&alice, &id).await;
+    let history = alice.all_messages(&id).await;
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["id"], sent["id"]);
     assert_eq!(history[0]["content"], "before the restart");
@@ -214,7 +192,7 @@ async fn messages_acked_while_sigterm_drains_the_server_all_survive_the_restart(
 
     let server = ServerProcess::start(dir.path(), &serve_args, dir.path().join("second.log")).await;
     let alice = server.client(&tokens[0]);
-    let history = all_messages(&alice, &id).await;
+    let history = alice.all_messages(&id).await;
     let last_seq =
         alice.get(&format!("/api/conversations/{id}")).await.expect(200)["last_seq"].as_i64().unwrap();
     let seqs: Vec<i64> = history.iter().map(|m| m["seq"].as_i64().unwrap()).collect();

@@ -25,6 +25,7 @@ use chatd::core::time::Timestamp;
 use chatd::store::postgres::{PostgresConfig, PostgresStore};
 use chatd::store::sqlite::{SqliteStore, Synchronous};
 use common::pg::Schema;
+use common::store::{new_id, text, with_client_id};
 use futures::future::join_all;
 use serde_json::json;
 
@@ -161,10 +162,6 @@ store_tests!(
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
-fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
 fn object(value: serde_json::Value) -> JsonObject {
     match value {
         serde_json::Value::Object(map) => map,
@@ -204,25 +201,6 @@ fn direct(a: &str, b: &str, key: &str) -> NewConversation {
 
 async fn create(store: &Arc<dyn Store>, new: NewConversation) -> String {
     store.create_conversation(new).await.expect("create").id
-}
-
-fn text(conversation_id: &str, sender: &str, content: &str) -> NewMessage {
-    NewMessage {
-        id: new_id(),
-        conversation_id: conversation_id.into(),
-        sender_id: sender.into(),
-        kind: MessageType::Text,
-        content: Some(content.into()),
-        client_id: None,
-        reply_to_id: None,
-        attachments: Vec::new(),
-        metadata: JsonObject::new(),
-    }
-}
-
-fn with_client_id(mut new: NewMessage, client_id: &str) -> NewMessage {
-    new.client_id = Some(client_id.into());
-    new
 }
 
 fn no_hook() -> CommitHook {

@@ -76,6 +76,27 @@ pub struct NewMessage {
     pub metadata: JsonObject,
 }
 
+impl NewMessage {
+    /// The message as committed with `seq` at `created_at` (neither edited nor deleted).
+    pub fn committed(self, seq: i64, created_at: Timestamp) -> Message {
+        Message {
+            id: self.id,
+            conversation_id: self.conversation_id,
+            seq,
+            sender_id: self.sender_id,
+            kind: self.kind,
+            content: self.content,
+            client_id: self.client_id,
+            reply_to_id: self.reply_to_id,
+            attachments: self.attachments,
+            metadata: self.metadata,
+            created_at,
+            edited_at: None,
+            deleted_at: None,
+        }
+    }
+}
+
 /// Result of [`Store::append_message`]. The store checks the sender's membership, blocks
 /// between the two members of a direct conversation, and the replied-to message inside the
 /// appending transaction, so a member removed (or blocked) concurrently cannot slip a

@@ -116,15 +116,16 @@ impl Link {
     }
 }
 
-/// Counts realtime events being handled on this node, so a shutdown can wait for their
-/// acks (every acked message is committed before the process exits).
+/// Counts work still running (realtime events being handled, connection tasks), so a
+/// shutdown can wait for it: every acked message is committed, every close handshake done,
+/// before the process exits.
 #[derive(Default)]
 pub struct InFlight {
     running: AtomicUsize,
     idle: Notify,
 }
 
-/// One running event; the count goes down when dropped.
+/// One unit of running work; the count goes down when dropped.
 pub struct Running(Arc<InFlight>);
 
 impl Drop for Running {
@@ -136,7 +137,7 @@ impl Drop for Running {
 }
 
 impl InFlight {
-    /// Counts an event until the returned guard is dropped.
+    /// Counts one unit until the returned guard is dropped.
     pub fn enter(self: &Arc<Self>) -> Running {
         self.running.fetch_add(1, Ordering::SeqCst);
         Running(self.clone())
@@ -154,17 +155,6 @@ impl InFlight {
     }
 }
 
-/// A connection task still running (its close handshake included); see [`Hub::closed`].
-pub struct TaskGuard(Arc<Hub>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if self.0.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.tasks_ended.notify_waiters();
-        }
-    }
-}
-
 /// The hub of one node.
 pub struct Hub {
     chat: Arc<Chat>,
@@ -175,8 +165,8 @@ pub struct Hub {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
     in_flight: Arc<InFlight>,
-    tasks: AtomicU64,
-    tasks_ended: Notify,
+    /// Connection tasks still running, their close handshake included.
+    tasks: Arc<InFlight>,
     /// A rebuild after lost bus messages is running; `resync_again` asks it for one more round.
     resyncing: AtomicBool,
     resync_again: AtomicBool,
@@ -196,8 +186,7 @@ impl Hub {
             registry: RwLock::default(),
             next_id: AtomicU64::new(1),
             in_flight: Arc::default(),
-            tasks: AtomicU64::new(0),
-            tasks_ended: Notify::new(),
+            tasks: Arc::default(),
             resyncing: AtomicBool::new(false),
             resync_again: AtomicBool::new(false),
         });
@@ -237,20 +226,13 @@ impl Hub {
     }
 
     /// Counts a connection task until the guard drops ([`Hub::closed`] waits for them).
-    pub fn task(self: &Arc<Self>) -> TaskGuard {
-        self.tasks.fetch_add(1, Ordering::SeqCst);
-        TaskGuard(self.clone())
+    pub fn task(&self) -> Running {
+        self.tasks.enter()
     }
 
     /// Resolves once every counted connection task has ended.
     pub async fn closed(&self) {
-        loop {
-            let ended = self.tasks_ended.notified();
-            if self.tasks.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            ended.await;
-        }
+        self.tasks.idle().await;
     }
 
     /// Registers a connection of `user_id` (a stream when `follows_conversations` is false:

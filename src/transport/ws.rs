@@ -50,6 +50,12 @@ use crate::state::AppState;
 /// Bytes read from the socket at a time. Small, because every idle connection keeps one.
 const READ_BUFFER_BYTES: usize = 1024;
 
+/// Bytes of frames the WebSocket collects before it writes them to the socket: the frames
+/// queued for a connection go out in one write per flush (its `message:new` and
+/// `notification` together) instead of one write each. A connection keeps the buffer's
+/// high-water mark once it had that much to send at once; idle ones keep almost nothing.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// How long a closing handshake may take before the connection is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -91,7 +97,7 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
     };
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(MAX_PAYLOAD_BYTES)
         .max_frame_size(MAX_PAYLOAD_BYTES)
         .on_upgrade(move |socket| serve_connection(socket, hub, state, user, Lease::new(expires_at), permit))

@@ -7,6 +7,7 @@ pub mod node;
 pub mod pg;
 pub mod redis;
 pub mod sse;
+pub mod store;
 pub mod webhook;
 pub mod ws;
 
@@ -152,6 +153,28 @@ pub struct Client {
 
 impl Client {
     /// Same client with another token.
+    /// Every message of a conversation over REST, walked forward 100 at a time.
+    pub async fn all_messages(&self, conversation_id: &str) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        let mut after = 0;
+        loop {
+            let body = self
+                .get(&format!("/api/conversations/{conversation_id}/messages?after_seq={after}&limit=100"))
+                .await
+                .expect(200);
+            let page = body["messages"].as_array().expect("messages").clone();
+            let has_more = body["has_more"].as_bool().expect("has_more");
+            if let Some(last) = page.last() {
+                after = last["seq"].as_i64().expect("seq");
+            }
+            all.extend(page);
+            if !has_more {
+                return all;
+            }
+            assert!(all.len() < 100_000, "history walk does not end");
+        }
+    }
+
     pub fn with_token(&self, token: &str) -> Client {
         Client { token: Some(token.to_owned()), ..self.clone() }
     }

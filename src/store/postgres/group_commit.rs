@@ -183,24 +183,9 @@ fn settle(news: Vec<NewMessage>, decisions: Vec<Decision>) -> Vec<AppendOutcome>
     let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(news.len());
     for (new, decision) in news.into_iter().zip(decisions) {
         let outcome = match decision {
-            Decision::Committed { seq, created_at, recipients } => AppendOutcome::Committed {
-                message: Message {
-                    id: new.id,
-                    conversation_id: new.conversation_id,
-                    seq,
-                    sender_id: new.sender_id,
-                    kind: new.kind,
-                    content: new.content,
-                    client_id: new.client_id,
-                    reply_to_id: new.reply_to_id,
-                    attachments: new.attachments,
-                    metadata: new.metadata,
-                    created_at,
-                    edited_at: None,
-                    deleted_at: None,
-                },
-                recipients,
-            },
+            Decision::Committed { seq, created_at, recipients } => {
+                AppendOutcome::Committed { message: new.committed(seq, created_at), recipients }
+            }
             Decision::RepeatOf(index) => match outcomes.get(index) {
                 Some(AppendOutcome::Committed { message, .. }) => AppendOutcome::Duplicate(message.clone()),
                 // Never happens: a repeat always points at an earlier committed job.

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{json_error, query_messages, unknown_name};
 use crate::core::error::StoreError;
-use crate::core::model::{ConversationType, Member, Message, MessageType, Role};
+use crate::core::model::{ConversationType, Member, MessageType, Role};
 use crate::core::ports::{AppendOutcome, NewMessage, Recipient};
 use crate::core::time::Timestamp;
 
@@ -215,24 +215,7 @@ impl Appends {
             }
         }
         let recipients = cached.recipients.clone();
-        Ok(AppendOutcome::Committed {
-            message: Message {
-                id: new.id,
-                conversation_id: new.conversation_id,
-                seq,
-                sender_id: new.sender_id,
-                kind: new.kind,
-                content: new.content,
-                client_id: new.client_id,
-                reply_to_id: new.reply_to_id,
-                attachments: new.attachments,
-                metadata: new.metadata,
-                created_at: now,
-                edited_at: None,
-                deleted_at: None,
-            },
-            recipients,
-        })
+        Ok(AppendOutcome::Committed { message: new.committed(seq, now), recipients })
     }
 }
 
