@@ -155,7 +155,9 @@ async fn run() -> anyhow::Result<()> {
             _own: None,
         },
         Err(_) => {
-            let server = Server::start_with(&["--ws-ping-interval", &ping.to_string()]).await?;
+            let server =
+                Server::start_with(&["--ws-ping-interval", &ping.to_string(), "--handshake-rate", "0"])
+                    .await?;
             Target { addr: server.addr, pid: server.pid(), _own: Some(server) }
         }
     };

@@ -19,7 +19,8 @@ pub(super) struct Target {
     pub sink: Arc<dyn Sink>,
 }
 
-/// What the registry keeps per connection.
+/// What the registry keeps per connection. Kept small (one per connection, most of them
+/// idle): the rarely used parts are empty `Vec`s or boxed.
 struct Entry {
     target: Target,
     /// Whether the connection follows conversations (SSE streams only follow their user).
@@ -27,10 +28,10 @@ struct Entry {
     conversations: Vec<String>,
     /// Conversations the client left with `conversation:leave` (kept out when subscriptions
     /// are rebuilt from a snapshot); a later subscription takes one back.
-    left: HashSet<String>,
+    left: Vec<String>,
     /// Set while a snapshot of the user's conversations is being read for this connection:
     /// the subscription changes the bus made meanwhile, which the snapshot may predate.
-    window: Option<Window>,
+    window: Option<Box<Window>>,
 }
 
 /// Subscription changes seen while a snapshot was read; the later change of a conversation
@@ -65,14 +66,15 @@ impl Registry {
 
     /// Adds a connection, its snapshot window open (see [`Registry::apply_snapshot`]).
     pub fn insert(&mut self, target: Target, follows_conversations: bool, changes: &mut TopicChanges) {
-        let targets = self.by_user.entry(target.user_id.clone()).or_default();
+        // Most users have one connection.
+        let targets = self.by_user.entry(target.user_id.clone()).or_insert_with(|| Vec::with_capacity(1));
         if targets.is_empty() {
             changes.watch.push(Topic::User(target.user_id.to_string()));
         }
         targets.push(target.clone());
-        let window = follows_conversations.then(Window::default);
+        let window = follows_conversations.then(Box::default);
         let entry =
-            Entry { target, follows_conversations, conversations: Vec::new(), left: HashSet::new(), window };
+            Entry { target, follows_conversations, conversations: Vec::new(), left: Vec::new(), window };
         self.connections.insert(entry.target.id, entry);
     }
 
@@ -129,10 +131,9 @@ impl Registry {
     /// member of: remembered so a rebuild from a snapshot keeps its choice.
     pub fn set_left(&mut self, id: u64, conversation_id: &str, left: bool) {
         if let Some(entry) = self.connections.get_mut(&id) {
+            entry.left.retain(|c| c != conversation_id);
             if left {
-                entry.left.insert(conversation_id.to_owned());
-            } else {
-                entry.left.remove(conversation_id);
+                entry.left.push(conversation_id.to_owned());
             }
         }
     }
@@ -149,7 +150,7 @@ impl Registry {
         let ids: Vec<u64> = self.ids_of_user(user_id);
         for id in ids {
             if let Some(entry) = self.connections.get_mut(&id) {
-                entry.left.remove(conversation_id);
+                entry.left.retain(|c| c != conversation_id);
                 if let Some(window) = &mut entry.window {
                     let (into, out_of) = if subscribed {
                         (&mut window.added, &mut window.removed)
@@ -171,7 +172,7 @@ impl Registry {
     /// Opens a snapshot window on a connection (before its user's conversations are read).
     pub fn open_window(&mut self, id: u64) {
         if let Some(entry) = self.connections.get_mut(&id).filter(|e| e.follows_conversations) {
-            entry.window.get_or_insert_with(Window::default);
+            entry.window.get_or_insert_with(Box::default);
         }
     }
 
@@ -192,7 +193,7 @@ impl Registry {
         let mut wanted: HashSet<&str> = snapshot
             .iter()
             .map(|head| head.id.as_str())
-            .filter(|id| !window.removed.contains(*id) && !entry.left.contains(*id))
+            .filter(|id| !window.removed.contains(*id) && !entry.left.iter().any(|c| c == id))
             .collect();
         wanted.extend(window.added.iter().map(String::as_str));
         let stale: Vec<String> =
