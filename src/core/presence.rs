@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::ports::{PresenceDirectory, Reach};
-use super::realtime::{ConnectionId, PresenceInfo, SSE_CONNECTION_PREFIX, WS_CONNECTION_PREFIX};
+use super::realtime::{ConnectionId, PresenceInfo};
+use super::telemetry::Transport;
 use super::time::Timestamp;
 
 /// What one connection is looking at, and the arrival of the event that said so.
@@ -209,7 +210,7 @@ impl Presence {
         });
     }
 
-    /// This node's connections, counted by transport (told apart by their id's prefix).
+    /// This node's connections, counted by transport (told apart by their names).
     /// Walks every connection: for operators, not for hot paths.
     pub fn node_connections(&self) -> NodeConnections {
         self.with(|users| {
@@ -217,12 +218,10 @@ impl Presence {
             for user in users.values().filter(|u| !u.connections.is_empty()) {
                 counts.users += 1;
                 for id in user.connections.keys() {
-                    if id.starts_with(WS_CONNECTION_PREFIX) {
-                        counts.ws += 1;
-                    } else if id.starts_with(SSE_CONNECTION_PREFIX) {
-                        counts.sse += 1;
-                    } else {
-                        counts.socketio += 1;
+                    match Transport::of_connection(id) {
+                        Some(Transport::Ws) => counts.ws += 1,
+                        Some(Transport::Sse) => counts.sse += 1,
+                        Some(Transport::SocketIo) | None => counts.socketio += 1,
                     }
                     counts.total += 1;
                 }

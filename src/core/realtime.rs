@@ -8,14 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::model::{Conversation, Message};
 use super::time::Timestamp;
 
-/// Identifies one realtime connection (a Socket.IO socket, a WebSocket) across the node.
+/// Identifies one realtime connection across the nodes: `<transport>:<node>:<n>`, named by
+/// the hub (see [`Transport::of_connection`](super::telemetry::Transport::of_connection)).
 pub type ConnectionId = String;
-
-/// Start of the [`ConnectionId`] of every plain WebSocket connection (`ws:<node>:<n>`).
-pub const WS_CONNECTION_PREFIX: &str = "ws:";
-/// Start of the [`ConnectionId`] of every notification stream (`sse:<id>`). Socket.IO ids
-/// never contain a colon, so neither prefix can be one.
-pub const SSE_CONNECTION_PREFIX: &str = "sse:";
 
 /// Why the server closes every connection of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -82,6 +82,13 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The transport of a connection named `<transport>:<node>:<n>` (the hub's names).
+    pub fn of_connection(name: &str) -> Option<Transport> {
+        [Transport::SocketIo, Transport::Ws, Transport::Sse]
+            .into_iter()
+            .find(|transport| name.split(':').next() == Some(transport.as_str()))
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -479,7 +479,6 @@ async fn run_connection(
         }
     }
     lease.end();
-    hub.remove(link);
     drop(permit);
     hub.close(link, user, connected).await;
     if let Some(close) = connection.close_frame() {
