@@ -3,14 +3,16 @@
 //! frames bytes; a connection's subscriptions are the hub's ([`Link`]). Decoding
 //! ([`ClientEvent::decode`]) is pure and separate from running ([`apply`]).
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Authenticator;
 use crate::core::events::{DeleteMessage, EditMessage, MarkRead, SendMessage};
-use crate::core::model::User;
-use crate::core::realtime::{ConversationRef, Empty, PresenceQuery, SyncRequest};
+use crate::core::model::{Message, User};
+use crate::core::realtime::{ConversationRef, Empty, PresenceInfo, PresenceQuery, SyncPage, SyncRequest};
 use crate::core::session::Lease;
 use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError, telemetry};
@@ -144,8 +146,8 @@ fn decode<T: DeserializeOwned>(data: Value) -> Result<T, ChatError> {
     serde_json::from_value(data).map_err(|err| ChatError::invalid(format!("invalid payload: {err}")))
 }
 
-/// Runs client event `event` for `user`: decodes `data`, calls the core, and returns the
-/// success ack's fields (without `ok`). Unknown events are `invalid`. Counts the event in
+/// Runs client event `event` for `user`: decodes `data`, calls the core, and returns what
+/// the success ack carries. Unknown events are `invalid`. Counts the event in
 /// `chatd_events_total` and logs its outcome (at debug; never the payload).
 pub async fn dispatch(
     chat: &Chat,
@@ -154,7 +156,7 @@ pub async fn dispatch(
     data: Value,
     connection: &Link,
     credentials: &Credentials<'_>,
-) -> Result<Value, ChatError> {
+) -> Result<Done, ChatError> {
     let result = match ClientEvent::decode(event, data) {
         Ok(decoded) => apply(chat, user, decoded, connection, credentials).await,
         Err(err) => Err(err),
@@ -165,49 +167,92 @@ pub async fn dispatch(
 
 /// Counts client event `event` in `chatd_events_total` (unknown names as `unknown`) and
 /// logs its outcome at debug (never the payload).
-pub fn record(event: &str, result: &Result<Value, ChatError>) {
+pub fn record<T>(event: &str, result: &Result<T, ChatError>) {
     let label = event_label(event);
     telemetry::event_received(label);
     tracing::debug!(event = label, outcome = result.as_ref().map_or_else(ChatError::code, |_| "ok"), "event");
 }
 
-/// Runs a decoded event for `user` and returns the success ack's fields (without `ok`).
+/// What a successful event answers besides `ok: true`: the ack's other fields, typed, so an
+/// ack is serialized once, straight from the message it carries.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Done {
+    /// `{}`.
+    Nothing {},
+    /// `{message}`: `message:send`, `message:edit`, `message:delete`.
+    Message {
+        /// The message as stored.
+        message: Message,
+    },
+    /// `{last_read_seq}`: `message:read`.
+    Read {
+        /// The caller's read marker now.
+        last_read_seq: i64,
+    },
+    /// `{expires_at}`: `auth:refresh`.
+    Refreshed {
+        /// When the connection's session now ends.
+        expires_at: Timestamp,
+    },
+    /// `{messages, has_more, conversations}`: `sync`.
+    Synced(SyncPage),
+    /// `{presence}`: `presence:query`.
+    Presence {
+        /// Each asked user's presence.
+        presence: BTreeMap<String, PresenceInfo>,
+    },
+}
+
+/// An event's ack as sent: `{ok:true, …fields}` or `{ok:false, error:{code,message}}`.
+#[derive(Debug, Serialize)]
+pub struct Ack {
+    ok: bool,
+    #[serde(flatten)]
+    done: Option<Done>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// Runs a decoded event for `user` and returns what its success ack carries.
 pub async fn apply(
     chat: &Chat,
     user: &User,
     event: ClientEvent,
     connection: &Link,
     credentials: &Credentials<'_>,
-) -> Result<Value, ChatError> {
+) -> Result<Done, ChatError> {
     chat.admit(user)?;
     Ok(match event {
         ClientEvent::AuthRefresh(req) => {
             let verified = credentials.auth.verify_session(&req.token);
             let expires_at = chat.refresh_session(user, credentials.lease, verified)?;
             let millis = i64::try_from(expires_at).unwrap_or(i64::MAX).saturating_mul(1000);
-            json!({ "expires_at": Timestamp(millis) })
+            Done::Refreshed { expires_at: Timestamp(millis) }
         }
-        ClientEvent::MessageSend(req) => json!({ "message": chat.send_message(user, req).await?.message }),
-        ClientEvent::MessageEdit(req) => json!({ "message": chat.edit_message(user, req).await? }),
+        ClientEvent::MessageSend(req) => {
+            Done::Message { message: chat.send_message(user, req).await?.message }
+        }
+        ClientEvent::MessageEdit(req) => Done::Message { message: chat.edit_message(user, req).await? },
         ClientEvent::MessageDelete(req) => {
-            json!({ "message": chat.delete_message(user, &req.message_id).await? })
+            Done::Message { message: chat.delete_message(user, &req.message_id).await? }
         }
-        ClientEvent::MessageRead(req) => json!({ "last_read_seq": chat.mark_read(user, req).await? }),
+        ClientEvent::MessageRead(req) => Done::Read { last_read_seq: chat.mark_read(user, req).await? },
         ClientEvent::TypingStart(req) => {
             chat.typing_start(user, &req.conversation_id).await?;
-            json!({})
+            Done::Nothing {}
         }
         ClientEvent::TypingStop(req) => {
             chat.typing_stop(user, &req.conversation_id).await?;
-            json!({})
+            Done::Nothing {}
         }
         ClientEvent::ConversationFocus(req) => {
             chat.focus(user, &req.conversation_id).await?;
-            json!({})
+            Done::Nothing {}
         }
         ClientEvent::ConversationUnfocus => {
             chat.unfocus(user)?;
-            json!({})
+            Done::Nothing {}
         }
         ClientEvent::ConversationJoin(req) => {
             chat.join(user, &req.conversation_id).await?;
@@ -219,31 +264,23 @@ pub async fn apply(
                 connection.unsubscribe(&req.conversation_id);
                 return Err(err);
             }
-            json!({})
+            Done::Nothing {}
         }
         ClientEvent::ConversationLeave(req) => {
             chat.leave(user, &req.conversation_id)?;
             connection.unsubscribe(&req.conversation_id);
-            json!({})
+            Done::Nothing {}
         }
-        ClientEvent::Sync(req) => {
-            let page = chat.sync(user, req).await?;
-            json!({ "messages": page.messages, "has_more": page.has_more, "conversations": page.conversations })
-        }
-        ClientEvent::PresenceQuery(req) => json!({ "presence": chat.presence(user, req).await? }),
+        ClientEvent::Sync(req) => Done::Synced(chat.sync(user, req).await?),
+        ClientEvent::PresenceQuery(req) => Done::Presence { presence: chat.presence(user, req).await? },
     })
 }
 
-/// The ack for a result: `{ok:true, …fields}` or `{ok:false, error:{code,message}}`.
-pub fn ack(result: Result<Value, ChatError>) -> Value {
+/// The ack for a result.
+pub fn ack(result: Result<Done, ChatError>) -> Ack {
     match result {
-        Ok(mut body) => {
-            if let Value::Object(fields) = &mut body {
-                fields.insert("ok".into(), Value::Bool(true));
-            }
-            body
-        }
-        Err(err) => json!({ "ok": false, "error": error_body(None, &err) }),
+        Ok(done) => Ack { ok: true, done: Some(done), error: None },
+        Err(err) => Ack { ok: false, done: None, error: Some(error_body(None, &err)) },
     }
 }
 

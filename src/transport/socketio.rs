@@ -450,7 +450,7 @@ fn respond(
     event: &str,
     wants_ack: bool,
     ack: AckSender,
-    result: Result<Value, ChatError>,
+    result: Result<dispatch::Done, ChatError>,
 ) {
     let sent = match result {
         Err(err) if !wants_ack => socket.emit("error", &error_body(Some(event), &err)),

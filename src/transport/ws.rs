@@ -375,6 +375,9 @@ pub fn decode_binary_frame(data: &[u8], max_depth: usize) -> Result<FrameRequest
 }
 
 /// A frame answering a client frame.
+// Made once per answer and serialized at once: boxing the large ack would only add an
+// allocation per answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Reply {
@@ -383,7 +386,7 @@ pub enum Reply {
         /// The frame's id, as given.
         id: FrameId,
         /// `{ok:true,…}` or `{ok:false,error:{code,message}}`.
-        ack: Value,
+        ack: dispatch::Ack,
     },
     /// `{"event":"error","data":{code,message,event?}}`: a failure without an id to answer.
     Error {
@@ -396,7 +399,11 @@ pub enum Reply {
 
 /// The frame answering an event: an ack when it had an id, an `error` push when it failed
 /// without one, and nothing for a success without an id.
-pub fn reply(id: Option<FrameId>, event: Option<&str>, result: Result<Value, ChatError>) -> Option<Reply> {
+pub fn reply(
+    id: Option<FrameId>,
+    event: Option<&str>,
+    result: Result<dispatch::Done, ChatError>,
+) -> Option<Reply> {
     match (id, result) {
         (Some(id), result) => Some(Reply::Ack { id, ack: dispatch::ack(result) }),
         (None, Err(err)) => Some(Reply::Error { event: "error", data: dispatch::error_body(event, &err) }),
