@@ -78,7 +78,7 @@ impl StalledWriter {
     async fn on(store: &Arc<dyn Store>, conversation_id: &str, sender: &str) -> StalledWriter {
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (stalled, is_stalled) = tokio::sync::oneshot::channel();
-        let hook: CommitHook = Box::new(move |_| {
+        let hook: CommitHook = Box::new(move |_, _| {
             let _ = stalled.send(());
             let _ = released.recv_timeout(Duration::from_secs(20));
         });
@@ -106,7 +106,8 @@ async fn in_one_group(
     news: Vec<NewMessage>,
 ) -> Vec<Result<AppendOutcome, chatd::core::error::StoreError>> {
     let stalled = StalledWriter::on(store, stall_in, stall_as).await;
-    let mut calls: Vec<_> = news.into_iter().map(|new| store.append_message(new, Box::new(|_| {}))).collect();
+    let mut calls: Vec<_> =
+        news.into_iter().map(|new| store.append_message(new, Box::new(|_, _| {}))).collect();
     // The first poll of each call queues its append: one after the other, in order.
     for call in &mut calls {
         assert!(futures::poll!(call.as_mut()).is_pending(), "answered while the writer is stalled");
@@ -143,7 +144,7 @@ async fn concurrent_appenders_on_two_nodes_get_gap_free_seqs_and_every_ack_is_st
                     let sender = users[(appender + n) % users.len()];
                     let new = text(conversation, sender, &format!("a{appender} r{round} n{n}"));
                     let hooked = hooked.clone();
-                    let hook: CommitHook = Box::new(move |outcome| {
+                    let hook: CommitHook = Box::new(move |outcome, _| {
                         if let AppendOutcome::Committed { message, .. } = outcome {
                             let seen = (message.conversation_id.clone(), message.seq);
                             hooked.lock().expect("lock").push(seen);
@@ -238,7 +239,7 @@ async fn client_id_repeats_inside_one_group_and_across_groups_return_the_origina
     let again = (0..10).map(|n| {
         let store = if n % 2 == 0 { store.clone() } else { other_node.clone() };
         let new = keyed(text(&id, "alice", "later"), &format!("k{n}"));
-        tokio::spawn(async move { store.append_message(new, Box::new(|_| {})).await })
+        tokio::spawn(async move { store.append_message(new, Box::new(|_, _| {})).await })
     });
     for outcome in join_all(again).await {
         match outcome.expect("task").expect("append") {
@@ -269,7 +270,7 @@ async fn a_bad_job_in_a_busy_group_fails_alone_and_the_others_commit() {
     store.block_user("mallory", "alice", Timestamp::now()).await.expect("block");
     let elsewhere = conversation(&store, ConversationType::Group, &["carol"]).await;
     let foreign = match store
-        .append_message(text(&elsewhere, "carol", "not in the rooms"), Box::new(|_| {}))
+        .append_message(text(&elsewhere, "carol", "not in the rooms"), Box::new(|_, _| {}))
         .await
         .expect("append")
     {

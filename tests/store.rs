@@ -204,7 +204,7 @@ async fn create(store: &Arc<dyn Store>, new: NewConversation) -> String {
 }
 
 fn no_hook() -> CommitHook {
-    Box::new(|_| {})
+    Box::new(|_, _| {})
 }
 
 async fn append(store: &Arc<dyn Store>, new: NewMessage) -> AppendOutcome {
@@ -590,7 +590,7 @@ async fn the_commit_hook_runs_once_before_append_returns(store: Arc<dyn Store>, 
     let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
     let hook: CommitHook = {
         let seen = seen.clone();
-        Box::new(move |outcome| {
+        Box::new(move |outcome, _| {
             if let AppendOutcome::Committed { message, .. } = outcome {
                 seen.lock().expect("lock").push(message.seq);
             }
@@ -604,7 +604,7 @@ async fn the_commit_hook_runs_once_before_append_returns(store: Arc<dyn Store>, 
 async fn the_commit_hook_runs_even_if_the_caller_gives_up(store: Arc<dyn Store>, _db: Db) {
     let id = create(&store, group("alice", &["bob"])).await;
     let (ran, hooked) = tokio::sync::oneshot::channel::<i64>();
-    let hook: CommitHook = Box::new(move |outcome| {
+    let hook: CommitHook = Box::new(move |outcome, _| {
         if let AppendOutcome::Committed { message, .. } = outcome {
             let _ = ran.send(message.seq);
         }
@@ -1104,7 +1104,7 @@ async fn concurrent_appends_get_seqs_one_to_n_and_hooks_run_in_seq_order(store: 
         let (store, hooked, id) = (store.clone(), hooked.clone(), id.clone());
         let sender = senders[n as usize % senders.len()];
         tokio::spawn(async move {
-            let hook: CommitHook = Box::new(move |outcome| {
+            let hook: CommitHook = Box::new(move |outcome, _| {
                 if let AppendOutcome::Committed { message, .. } = outcome {
                     hooked.lock().expect("lock").push(message.seq);
                 }
@@ -1135,7 +1135,7 @@ async fn concurrent_appends_on_two_nodes_share_one_gap_free_sequence(store: Arc<
         let store = if node == 0 { store.clone() } else { other.clone() };
         let (hooked, id) = (hooked[node].clone(), id.clone());
         tokio::spawn(async move {
-            let hook: CommitHook = Box::new(move |outcome| {
+            let hook: CommitHook = Box::new(move |outcome, _| {
                 if let AppendOutcome::Committed { message, .. } = outcome {
                     hooked.lock().expect("lock").push(message.seq);
                 }

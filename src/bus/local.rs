@@ -28,6 +28,14 @@ impl Bus for LocalBus {
         let _ = self.sender.send(Arc::new(message));
     }
 
+    fn publish_all(&self, mut messages: Vec<BusMessage>) {
+        match messages.len() {
+            0 => {}
+            1 => self.publish(messages.remove(0)),
+            _ => self.publish(BusMessage::Batch(messages)),
+        }
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>> {
         self.sender.subscribe()
     }

@@ -150,7 +150,8 @@ impl Incoming {
     }
 }
 
-/// The message as published; `None` for what is never published ([`BusMessage::Gap`]).
+/// The message as published; `None` for what is never published as such ([`BusMessage::Gap`],
+/// and [`BusMessage::Batch`], whose messages are published one by one).
 fn encode(message: &BusMessage) -> Option<Result<Vec<u8>, serde_json::Error>> {
     let outgoing = match message {
         BusMessage::Deliver(d) => Outgoing::Deliver {
@@ -169,7 +170,7 @@ fn encode(message: &BusMessage) -> Option<Result<Vec<u8>, serde_json::Error>> {
         }
         BusMessage::Disconnect { user_id, reason } => Outgoing::Disconnect { user_id, reason: *reason },
         BusMessage::BanChanged { user_id, banned } => Outgoing::BanChanged { user_id, banned: *banned },
-        BusMessage::Gap => return None,
+        BusMessage::Gap | BusMessage::Batch(_) => return None,
     };
     Some(serde_json::to_vec(&outgoing))
 }
@@ -227,6 +228,9 @@ impl RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     fn publish(&self, message: BusMessage) {
+        if let BusMessage::Batch(messages) = message {
+            return self.publish_all(messages);
+        }
         if let Some(topic) = message.topic() {
             return self.send(&topic, &message);
         }

@@ -286,8 +286,8 @@ impl Chat {
     }
 
     /// What runs when an append commits: count it, publish `message:new` to the conversation
-    /// (minus the sending connection, which gets its ack), and route notifications. In
-    /// commit order, and even if the request is cancelled after the commit. `received`: when
+    /// (minus the sending connection, which gets its ack) with its commit group, and route
+    /// notifications. In commit order, and even if the request is cancelled after the commit. `received`: when
     /// the send arrived (for the send→commit latency).
     pub(super) fn fan_out_on_commit(&self, origin: Option<String>, received: Instant) -> CommitHook {
         let (store, bus, presence, rate) =
@@ -298,16 +298,19 @@ impl Chat {
             log_keep: self.limits.notification_log_keep,
         };
         let runtime = tokio::runtime::Handle::current();
-        Box::new(move |outcome| {
+        Box::new(move |outcome, publications| {
             if let AppendOutcome::Committed { message, recipients } = outcome {
                 rate.record();
                 telemetry::message_committed(received);
-                bus.publish(BusMessage::Deliver(Delivery {
-                    to: Audience::Conversation(message.conversation_id.clone()),
-                    except_connection: origin,
-                    except_user: None,
-                    event: ServerEvent::MessageNew(message.clone()),
-                }));
+                publications.push(
+                    &bus,
+                    BusMessage::Deliver(Delivery {
+                        to: Audience::Conversation(message.conversation_id.clone()),
+                        except_connection: origin,
+                        except_user: None,
+                        event: ServerEvent::MessageNew(message.clone()),
+                    }),
+                );
                 routing::route_new_message(
                     &runtime,
                     &store,
@@ -316,6 +319,7 @@ impl Chat {
                     message,
                     recipients.clone(),
                     limits,
+                    publications,
                 );
             }
         })

@@ -132,8 +132,40 @@ pub struct Created {
     pub created: bool,
 }
 
-/// Work to run right after an append committed (see [`Store::append_message`]).
-pub type CommitHook = Box<dyn FnOnce(&AppendOutcome) + Send>;
+/// Work to run right after an append committed (see [`Store::append_message`]). What it
+/// publishes goes into its commit group's [`Publications`].
+pub type CommitHook = Box<dyn FnOnce(&AppendOutcome, &mut Publications) + Send>;
+
+/// What the commit hooks of one commit group publish. A store runs every hook of a group
+/// with the same `Publications`, then [`Publications::publish`]es them, before it answers any
+/// of the group's callers: one bus message per group however many messages it committed
+/// (see [`Bus::publish_all`]).
+#[derive(Default)]
+pub struct Publications {
+    bus: Option<Arc<dyn Bus>>,
+    messages: Vec<BusMessage>,
+}
+
+impl Publications {
+    /// Adds `message`, to be published on `bus` with the rest of the group.
+    pub fn push(&mut self, bus: &Arc<dyn Bus>, message: BusMessage) {
+        if self.bus.as_ref().is_some_and(|current| !std::ptr::addr_eq(Arc::as_ptr(current), Arc::as_ptr(bus)))
+        {
+            self.publish();
+        }
+        self.bus.get_or_insert_with(|| bus.clone());
+        self.messages.push(message);
+    }
+
+    /// Publishes what was added, in order, and starts over empty.
+    pub fn publish(&mut self) {
+        if let Some(bus) = self.bus.take()
+            && !self.messages.is_empty()
+        {
+            bus.publish_all(std::mem::take(&mut self.messages));
+        }
+    }
+}
 
 /// A user's standing in a conversation, looked up in one query.
 #[derive(Debug, Clone)]
@@ -343,6 +375,14 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes a message, in publication order; never blocks and never fails the caller
     /// (a message that cannot be published is logged and dropped).
     fn publish(&self, message: BusMessage);
+
+    /// Publishes `messages` in order, as one bus message where the bus can (the in-process
+    /// bus: one [`BusMessage::Batch`]); a shared bus publishes each on its topic.
+    fn publish_all(&self, messages: Vec<BusMessage>) {
+        for message in messages {
+            self.publish(message);
+        }
+    }
 
     /// A stream of everything this node receives from now on.
     fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>>;

@@ -262,6 +262,10 @@ pub enum BusMessage {
     /// Messages may have been lost before this one (the bus reconnected): connections must
     /// catch up with `sync`. Never published; a bus backend puts it in its node's stream.
     Gap,
+    /// Several messages published together (one commit group's, see
+    /// [`Bus::publish_all`](super::ports::Bus::publish_all)), to apply in order. Only the
+    /// in-process bus carries them; never nested.
+    Batch(Vec<BusMessage>),
 }
 
 impl BusMessage {
@@ -281,7 +285,7 @@ impl BusMessage {
             | BusMessage::Unsubscribe { user_id, .. }
             | BusMessage::Disconnect { user_id, .. } => Some(Topic::User(user_id.clone())),
             BusMessage::BanChanged { .. } => Some(Topic::Everyone),
-            BusMessage::Gap => None,
+            BusMessage::Gap | BusMessage::Batch(_) => None,
         }
     }
 }

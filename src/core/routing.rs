@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::chat::new_id;
 use super::model::Message;
-use super::ports::{Bus, NewNotification, PushJob, Reach, Recipient, Store};
+use super::ports::{Bus, NewNotification, Publications, PushJob, Reach, Recipient, Store};
 use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, Notification, ReadReceipt, ServerEvent};
 use super::time::Timestamp;
@@ -35,12 +35,13 @@ pub struct RoutingLimits {
     pub log_keep: usize,
 }
 
-/// Routes one committed message to `recipients` (the members as of its commit), after the
-/// sender's ack. Where each recipient is comes from `presence`: at once on a single node,
-/// from the shared directory (in commit order) with several. Notifications go out then; read markers of
+/// Routes one committed message to `recipients` (the members as of its commit). Where each
+/// recipient is comes from `presence`: at once on a single node, from the shared directory
+/// (in commit order) with several. Notifications go out then (into `publications` when
+/// known at once, so they leave with the commit group's `message:new`s); read markers of
 /// focused members and push jobs need the store, so they run in a task on `runtime`, only
-/// when there are any. Callable from any thread (it runs on the store's writer thread, in
-/// commit order).
+/// when there are any. Callable from any thread (it runs on the store's commit-hook thread,
+/// in commit order).
 #[allow(clippy::too_many_arguments)]
 pub fn route_new_message(
     runtime: &tokio::runtime::Handle,
@@ -50,6 +51,7 @@ pub fn route_new_message(
     message: &Message,
     recipients: Vec<Recipient>,
     limits: RoutingLimits,
+    publications: &mut Publications,
 ) {
     let recipients: Vec<Recipient> =
         recipients.into_iter().filter(|r| r.member.user_id != message.sender_id).collect();
@@ -59,7 +61,8 @@ pub fn route_new_message(
     let user_ids: Vec<String> = recipients.iter().map(|r| r.member.user_id.clone()).collect();
     let local = presence.local_reach(&user_ids, &message.conversation_id);
     let Some(directory) = presence.directory() else {
-        return route(runtime, store.clone(), bus.clone(), message, recipients, &local, limits);
+        let mut publish = |event| publications.push(bus, event);
+        return route(runtime, store.clone(), bus.clone(), message, recipients, &local, limits, &mut publish);
     };
     let (runtime, store, bus, message) = (runtime.clone(), store.clone(), bus.clone(), message.clone());
     let conversation_id = message.conversation_id.clone();
@@ -67,11 +70,16 @@ pub fn route_new_message(
         user_ids,
         &conversation_id,
         local,
-        Box::new(move |reaches| route(&runtime, store, bus, &message, recipients, &reaches, limits)),
+        Box::new(move |reaches| {
+            let publisher = bus.clone();
+            let mut publish = |event| publisher.publish(event);
+            route(&runtime, store, bus, &message, recipients, &reaches, limits, &mut publish)
+        }),
     );
 }
 
-/// Acts on where each recipient is (`reaches[i]` for `recipients[i]`).
+/// Acts on where each recipient is (`reaches[i]` for `recipients[i]`); notifications known
+/// at once go to `publish`.
 #[allow(clippy::too_many_arguments)]
 fn route(
     runtime: &tokio::runtime::Handle,
@@ -81,6 +89,7 @@ fn route(
     recipients: Vec<Recipient>,
     reaches: &[Reach],
     limits: RoutingLimits,
+    publish: &mut dyn FnMut(BusMessage),
 ) {
     let preview = preview(message, limits.preview_chars);
     let conversation_id = &message.conversation_id;
@@ -109,7 +118,7 @@ fn route(
                         created_at: Timestamp::now(),
                     });
                 } else {
-                    publish_notification(bus.as_ref(), member.user_id, notification);
+                    publish(notification_to(member.user_id, notification));
                 }
             }
             // A muted member still gets a job for a mention; whether their settings let it
@@ -183,17 +192,21 @@ async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNot
             vec![None; notify.len()]
         }
     };
-    for (new, id) in notify.into_iter().zip(ids) {
-        publish_notification(bus, new.user_id, Notification { id, ..new.notification });
-    }
+    bus.publish_all(
+        notify
+            .into_iter()
+            .zip(ids)
+            .map(|(new, id)| notification_to(new.user_id, Notification { id, ..new.notification }))
+            .collect(),
+    );
 }
 
-/// Publishes one `notification` to its recipient's connections.
-fn publish_notification(bus: &dyn Bus, user_id: String, notification: Notification) {
-    bus.publish(BusMessage::Deliver(Delivery {
+/// One `notification` to its recipient's connections.
+fn notification_to(user_id: String, notification: Notification) -> BusMessage {
+    BusMessage::Deliver(Delivery {
         to: Audience::Users(vec![user_id]),
         except_connection: None,
         except_user: None,
         event: ServerEvent::Notification(notification),
-    }));
+    })
 }

@@ -302,11 +302,23 @@ impl Hub {
         }
     }
 
-    /// Applies one bus message to this node's connections.
+    /// Applies one bus message to this node's connections (a batch's messages in order).
     fn apply(self: &Arc<Self>, message: &Arc<BusMessage>) {
         match message.as_ref() {
+            BusMessage::Batch(messages) => {
+                for (index, inner) in messages.iter().enumerate() {
+                    self.apply_one(message, inner, Some(index));
+                }
+            }
+            inner => self.apply_one(message, inner, None),
+        }
+    }
+
+    /// Applies `message`, which is `carrier` (`index` `None`) or its batch's message at `index`.
+    fn apply_one(self: &Arc<Self>, carrier: &Arc<BusMessage>, message: &BusMessage, index: Option<usize>) {
+        match message {
             BusMessage::Deliver(delivery) => {
-                let Some(event) = Outgoing::from_bus(message) else { return };
+                let Some(event) = Outgoing::from_bus(carrier, index) else { return };
                 let except_connection =
                     delivery.except_connection.as_deref().and_then(|name| self.local_id(name));
                 let mut delivered = 0;
@@ -336,7 +348,7 @@ impl Hub {
                     sink.close(Close::from(*reason));
                 }
             }
-            BusMessage::BanChanged { .. } => {}
+            BusMessage::BanChanged { .. } | BusMessage::Batch(_) => {}
             BusMessage::Gap => self.lost("the bus reconnected"),
         }
     }

@@ -20,15 +20,21 @@ pub struct Outgoing {
 /// Where the event lives: inside the bus message that carried it (not copied), or owned
 /// (an event the hub makes itself, such as `sync:required`).
 enum Source {
-    Bus(Arc<BusMessage>),
+    /// The delivery `message` is, or the one at `index` of the batch it is.
+    Bus {
+        message: Arc<BusMessage>,
+        index: Option<usize>,
+    },
     Own(Box<ServerEvent>),
 }
 
 impl Outgoing {
-    /// The event of a [`BusMessage::Deliver`]; `None` for any other bus message.
-    pub fn from_bus(message: &Arc<BusMessage>) -> Option<Arc<Outgoing>> {
-        matches!(message.as_ref(), BusMessage::Deliver(_))
-            .then(|| Outgoing::new(Source::Bus(message.clone())))
+    /// The event of the [`BusMessage::Deliver`] that `message` is (`index` `None`) or that
+    /// its batch holds at `index`; `None` if that is not a delivery.
+    pub fn from_bus(message: &Arc<BusMessage>, index: Option<usize>) -> Option<Arc<Outgoing>> {
+        delivery(message, index)
+            .is_some()
+            .then(|| Outgoing::new(Source::Bus { message: message.clone(), index }))
     }
 
     /// An event made on this node.
@@ -43,10 +49,10 @@ impl Outgoing {
     /// The typed event.
     pub fn server_event(&self) -> &ServerEvent {
         match &self.source {
-            Source::Bus(message) => match message.as_ref() {
-                BusMessage::Deliver(Delivery { event, .. }) => event,
+            Source::Bus { message, index } => match delivery(message, *index) {
+                Some(Delivery { event, .. }) => event,
                 // `from_bus` only wraps deliveries.
-                _ => unreachable!("an Outgoing is only made from a delivery"),
+                None => unreachable!("an Outgoing is only made from a delivery"),
             },
             Source::Own(event) => event,
         }
@@ -90,5 +96,18 @@ impl Outgoing {
                 Some(Utf8Bytes::from(frame))
             })
             .clone()
+    }
+}
+
+/// The delivery `message` is (`index` `None`), or the one at `index` of the batch it is.
+fn delivery(message: &BusMessage, index: Option<usize>) -> Option<&Delivery> {
+    let message = match (message, index) {
+        (BusMessage::Batch(messages), Some(index)) => messages.get(index)?,
+        (message, None) => message,
+        _ => return None,
+    };
+    match message {
+        BusMessage::Deliver(delivery) => Some(delivery),
+        _ => None,
     }
 }

@@ -3,8 +3,9 @@
 //! One dedicated writer thread owns the only write connection and group-commits: it takes
 //! every write job that is pending (up to [`MAX_BATCH`]), runs them in one transaction and
 //! commits once (see [`commit_batch`] for failures). It only writes: each committed batch
-//! goes, in commit order, to a second thread that runs the commit hooks and answers the
-//! callers, while the writer goes on with the next batch. Appends keep the members of the
+//! goes, in commit order, to a second thread that runs the commit hooks, publishes what
+//! they published as one bus message, and answers the callers, while the writer goes on
+//! with the next batch. Appends keep the members of the
 //! conversations they write to in memory and write their unread counts once per batch (see
 //! [`appends`]). Reads run on a small pool of read-only connections (WAL lets them proceed
 //! while the writer commits).
@@ -29,7 +30,8 @@ use crate::core::model::{
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
-    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Store, clip_push_error,
+    Membership, NewConversation, NewDevice, NewMessage, NewNotification, Publications, PushJob, Store,
+    clip_push_error,
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
@@ -105,12 +107,15 @@ trait WriteJob: Send {
     fn touches(&self) -> Touches;
     /// Runs the work; false if it failed.
     fn run(&mut self, conn: &Connection, appends: &mut Appends) -> bool;
-    /// Answers the caller once the transaction's fate is known.
-    fn finish(self: Box<Self>, commit: Result<(), String>);
+    /// Settles the outcome once the transaction's fate is known and, after a commit, runs
+    /// the commit hook, which publishes into its group's `publications`.
+    fn settle(&mut self, commit: &Result<(), String>, publications: &mut Publications);
+    /// Answers the caller with the settled outcome.
+    fn answer(self: Box<Self>);
 }
 
 /// Work run right after a job's commit, before its caller is answered.
-type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
+type OnCommit<T> = Box<dyn FnOnce(&T, &mut Publications) + Send>;
 
 struct Job<T, F> {
     touches: Touches,
@@ -139,15 +144,21 @@ where
         ok
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
-        let outcome = match (commit, self.result) {
+    fn settle(&mut self, commit: &Result<(), String>, publications: &mut Publications) {
+        let outcome = match (commit, self.result.take()) {
             (Err(err), _) => Err(StoreError::Backend(format!("commit failed: {err}").into())),
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => Err(StoreError::Backend("write job was not run".into())),
         };
-        if let (Ok(value), Some(on_commit)) = (&outcome, self.on_commit) {
-            on_commit(value);
+        if let (Ok(value), Some(on_commit)) = (&outcome, self.on_commit.take()) {
+            on_commit(value, publications);
         }
+        self.result = Some(outcome);
+    }
+
+    fn answer(self: Box<Self>) {
+        let outcome =
+            self.result.unwrap_or_else(|| Err(StoreError::Backend("write job was not settled".into())));
         let _ = self.reply.send(outcome);
     }
 }
@@ -353,26 +364,38 @@ fn run_writer(conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
         // The answering thread is gone (it cannot be, short of a bug): answer here.
         if let Some(Committed { jobs, commit }) = unanswered {
             answerer = None;
-            for job in jobs {
-                job.finish(commit.clone());
-            }
+            settle_and_answer(jobs, &commit);
         }
     }
 }
 
-/// The answering thread: runs each committed batch's hooks and answers its callers, batch
-/// after batch in commit order, then hands the emptied vector back to the writer.
+/// The answering thread: settles each committed batch, batch after batch in commit order,
+/// then hands the emptied vector back to the writer.
 fn answer_batches(
     committed: std::sync::mpsc::Receiver<Committed>,
     recycle: std::sync::mpsc::Sender<Vec<Box<dyn WriteJob>>>,
 ) {
-    for Committed { mut jobs, commit } in committed {
-        for job in jobs.drain(..) {
-            // A hook that panics loses its own answer, not the others'.
-            let _ = catch_unwind(AssertUnwindSafe(|| job.finish(commit.clone())));
-        }
-        let _ = recycle.send(jobs);
+    for Committed { jobs, commit } in committed {
+        let _ = recycle.send(settle_and_answer(jobs, &commit));
     }
+}
+
+/// Runs a batch's commit hooks in order, publishes what they published as one bus message,
+/// then answers every caller; returns the emptied vector.
+fn settle_and_answer(
+    mut jobs: Vec<Box<dyn WriteJob>>,
+    commit: &Result<(), String>,
+) -> Vec<Box<dyn WriteJob>> {
+    let mut publications = Publications::default();
+    for job in &mut jobs {
+        // A hook that panics loses its own fan-out, not the others'.
+        let _ = catch_unwind(AssertUnwindSafe(|| job.settle(commit, &mut publications)));
+    }
+    publications.publish();
+    for job in jobs.drain(..) {
+        job.answer();
+    }
+    jobs
 }
 
 /// Runs a cached statement that returns no rows (transaction control).
@@ -1570,10 +1593,50 @@ mod tests {
 
     fn run(conn: &mut Connection, mut batch: Vec<Box<dyn WriteJob>>) -> Result<(), String> {
         let commit = commit_batch(conn, &mut batch, &mut Appends::default());
-        for job in batch {
-            job.finish(commit.clone());
-        }
+        settle_and_answer(batch, &commit);
         commit
+    }
+
+    #[test]
+    fn a_batch_publishes_what_its_hooks_published_as_one_bus_message() {
+        use crate::bus::local::LocalBus;
+        use crate::core::ports::Bus;
+        use crate::core::realtime::BusMessage;
+
+        let (_dir, conn) = database();
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let mut feed = bus.subscribe();
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let (reply, answer) = oneshot::channel();
+            let (bus, published) = (bus.clone(), std::sync::mpsc::channel());
+            let hook: OnCommit<i64> = Box::new(move |seq, publications| {
+                publications.push(&bus, BusMessage::Gap);
+                let _ = published.0.send(*seq);
+            });
+            let work = |conn: &Connection, _: &mut Appends| bump(conn);
+            batch.push(Box::new(Job {
+                touches: Touches::AppendState,
+                work: Some(work),
+                result: None,
+                on_commit: Some(hook),
+                reply,
+            }) as Box<dyn WriteJob>);
+            answers.push((answer, published.1));
+        }
+        let commit = commit_batch(&conn, &mut batch, &mut Appends::default());
+        assert!(commit.is_ok());
+        std::thread::spawn(move || settle_and_answer(batch, &commit)).join().expect("settled");
+        match feed.try_recv().expect("one bus message").as_ref() {
+            BusMessage::Batch(messages) => assert_eq!(messages.len(), 3, "the three hooks' messages"),
+            other => panic!("expected one batch, got {other:?}"),
+        }
+        assert!(feed.try_recv().is_err(), "nothing else was published");
+        for (n, (mut answer, hooked)) in answers.into_iter().enumerate() {
+            assert_eq!(answer.try_recv().expect("answered").expect("committed"), n as i64 + 1);
+            assert_eq!(hooked.recv().expect("hook ran"), n as i64 + 1, "hooks ran in commit order");
+        }
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //! whole (deadlock, serialization failure, lost connection, or a job whose input PostgreSQL
 //! rejects), it is retried and then replayed one job at a time, so one bad job never fails
 //! the others. Commit hooks run on the writer task after the commit, in submission order
-//! (and so in seq order per conversation), before each caller is answered; the writer owns
+//! (and so in seq order per conversation); what they publish leaves as one bus message per
+//! group, and only then are the callers answered. The writer owns
 //! each job once it is queued, so a cancelled caller's append still completes and hooks.
 //! Meanwhile the next group gathers: no timer, a lone append is written at once.
 
@@ -34,7 +35,7 @@ use tokio_postgres::types::{Json, ToSql};
 use super::{MESSAGE_COLUMNS, get, member_at, message_at, pool_error};
 use crate::core::error::StoreError;
 use crate::core::model::{Message, MessageType};
-use crate::core::ports::{AppendOutcome, CommitHook, NewMessage, Recipient};
+use crate::core::ports::{AppendOutcome, CommitHook, NewMessage, Publications, Recipient};
 use crate::core::time::Timestamp;
 
 /// Most appends written in one transaction.
@@ -89,10 +90,16 @@ async fn run_writer(pool: Pool, mut pending: mpsc::Receiver<AppendJob>) {
         let (news, waiting): (Vec<NewMessage>, Vec<_>) =
             group.drain(..).map(|job| (job.new, (job.on_commit, job.reply))).unzip();
         let outcomes = write_group(&pool, news).await;
+        let mut publications = Publications::default();
+        let mut replies = Vec::with_capacity(outcomes.len());
         for ((on_commit, reply), outcome) in waiting.into_iter().zip(outcomes) {
             if let Ok(outcome) = &outcome {
-                on_commit(outcome);
+                on_commit(outcome, &mut publications);
             }
+            replies.push((reply, outcome));
+        }
+        publications.publish();
+        for (reply, outcome) in replies {
             let _ = reply.send(outcome);
         }
     }
