@@ -379,6 +379,7 @@ impl Chat {
                         self.limits.max_members
                     )));
                 }
+                self.refuse_group_with_blockers(&user.id, &others).await?;
                 None
             }
         };
@@ -497,6 +498,7 @@ impl Chat {
                 self.limits.max_members
             )));
         }
+        self.refuse_group_with_blockers(&user.id, &req.user_ids).await?;
         let added = self.store.add_members(id, req.user_ids, role, Timestamp::now()).await?;
         let conversation = self.load_conversation(id, user).await?;
         if !added.is_empty() {
@@ -660,10 +662,11 @@ impl Chat {
             return Err(ChatError::invalid("content must not be blank"));
         }
         self.message_limiter.check(&user.id).await?;
-        let (message, _, _) = self.message_as_member(user, &message_id).await?;
+        let (message, _, kind) = self.message_as_member(user, &message_id).await?;
         if message.sender_id != user.id {
             return Err(ChatError::forbidden("only the sender may edit a message"));
         }
+        self.refuse_blocked_direct(user, &message.conversation_id, kind).await?;
         if message.deleted_at.is_some() {
             return Err(ChatError::conflict("the message was deleted"));
         }
