@@ -1,7 +1,7 @@
 //! Realtime sessions: connecting, presence, focus, typing, subscriptions and `sync`. Shared
 //! by the Socket.IO and plain WebSocket transports.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +21,8 @@ use super::validate;
 
 const SYNC_DEFAULT: usize = 500;
 const SYNC_MAX: usize = 1000;
-const PRESENCE_QUERY_MAX: usize = 500;
+/// Most user ids one `presence:query` may name.
+pub const PRESENCE_QUERY_MAX: usize = 100;
 
 /// (conversation, user).
 type TypingKey = (String, String);
@@ -347,27 +348,31 @@ impl Chat {
     }
 
     /// # `presence:query`
-    /// Users who block the caller, or whom the caller blocks, read as offline and never seen.
+    /// Need-to-know: only the caller and their contacts (users sharing a conversation with
+    /// them, no block either way) are answered as they are; anyone else reads as offline and
+    /// never seen. At most [`PRESENCE_QUERY_MAX`] ids (`too_large`).
     pub async fn presence(
         &self,
         user: &User,
         req: PresenceQuery,
     ) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
         if req.user_ids.len() > PRESENCE_QUERY_MAX {
-            return Err(ChatError::invalid(format!("at most {PRESENCE_QUERY_MAX} user_ids per query")));
+            return Err(ChatError::TooLarge(format!("at most {PRESENCE_QUERY_MAX} user_ids per query")));
         }
         for user_id in &req.user_ids {
             validate::identifier("user_ids[]", user_id)?;
         }
-        let hidden = self.store.blocked_among(&user.id, &req.user_ids).await?;
-        let infos = self.presence.info(&req.user_ids).await;
+        let contacts: HashSet<String> = self.store.contacts(&user.id).await?.into_iter().collect();
+        let visible: Vec<String> =
+            req.user_ids.iter().filter(|id| **id == user.id || contacts.contains(*id)).cloned().collect();
+        let found = if visible.is_empty() { Vec::new() } else { self.presence.info(&visible).await };
+        let mut infos: BTreeMap<String, PresenceInfo> = visible.into_iter().zip(found).collect();
         let unknown = PresenceInfo { online: false, last_seen_at: None };
         Ok(req
             .user_ids
             .into_iter()
-            .zip(infos)
-            .map(|(id, info)| {
-                let info = if hidden.contains(&id) { unknown.clone() } else { info };
+            .map(|id| {
+                let info = infos.remove(&id).unwrap_or_else(|| unknown.clone());
                 (id, info)
             })
             .collect())
