@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::core::ChatLimits;
+use crate::core::budget::{Budget, EventBudgets};
 use crate::core::endpoint::EndpointPolicy;
 use crate::core::push_worker::PushSettings;
 use crate::push::apns::ApnsConfig;
@@ -94,6 +95,29 @@ pub struct Settings {
     /// Burst size of the per-user message rate limit [default: 20].
     #[arg(long, env = "CHATD_RATE_LIMIT_BURST", value_name = "N")]
     pub rate_limit_burst: Option<u32>,
+
+    /// Per-user budget of `typing:start` and `typing:stop` together: requests per second,
+    /// slash, burst; over it `rate_limited`; rate 0 disables [default: 5/30].
+    #[arg(long, env = "CHATD_TYPING_BUDGET", value_name = "RATE/BURST")]
+    pub typing_budget: Option<Budget>,
+
+    /// Per-user budget of `presence:query` (RATE/BURST; rate 0 disables) [default: 5/30].
+    #[arg(long, env = "CHATD_PRESENCE_BUDGET", value_name = "RATE/BURST")]
+    pub presence_budget: Option<Budget>,
+
+    /// Per-user budget of `sync` (RATE/BURST; rate 0 disables) [default: 5/30].
+    #[arg(long, env = "CHATD_SYNC_BUDGET", value_name = "RATE/BURST")]
+    pub sync_budget: Option<Budget>,
+
+    /// Per-user budget of conversation creation, `POST /api/conversations` (RATE/BURST;
+    /// rate 0 disables) [default: 2/30].
+    #[arg(long, env = "CHATD_CREATE_BUDGET", value_name = "RATE/BURST")]
+    pub create_budget: Option<Budget>,
+
+    /// Per-user budget of member additions, `POST /api/conversations/{id}/members`
+    /// (RATE/BURST; rate 0 disables) [default: 5/30].
+    #[arg(long, env = "CHATD_MEMBERS_BUDGET", value_name = "RATE/BURST")]
+    pub members_budget: Option<Budget>,
 
     /// Longest message content in characters [default: 4000].
     #[arg(long, env = "CHATD_MAX_CONTENT_CHARS", value_name = "N")]
@@ -282,6 +306,7 @@ impl Settings {
             or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
+            typing_budget, presence_budget, sync_budget, create_budget, members_budget,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
             push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts,
@@ -346,6 +371,15 @@ impl Settings {
             limits: ChatLimits {
                 messages_per_second: settings.rate_limit.unwrap_or(defaults.messages_per_second),
                 message_burst: settings.rate_limit_burst.unwrap_or(defaults.message_burst),
+                budgets: EventBudgets {
+                    typing: settings.typing_budget.unwrap_or(defaults.budgets.typing),
+                    presence: settings.presence_budget.unwrap_or(defaults.budgets.presence),
+                    sync: settings.sync_budget.unwrap_or(defaults.budgets.sync),
+                    create_conversation: settings
+                        .create_budget
+                        .unwrap_or(defaults.budgets.create_conversation),
+                    add_members: settings.members_budget.unwrap_or(defaults.budgets.add_members),
+                },
                 max_content_chars: settings.max_content_chars.unwrap_or(defaults.max_content_chars),
                 mask_pii: settings.mask_pii.unwrap_or(false),
                 push_collapse: Duration::from_millis(settings.push_collapse_ms.unwrap_or(0)),

@@ -12,6 +12,7 @@ use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::config::{Config, Database};
 use crate::core::admission::Admission;
+use crate::core::budget::{BudgetKind, BudgetLimiters};
 use crate::core::model::Platform;
 use crate::core::model::User;
 use crate::core::ports::{Bus, PresenceDirectory, RateLimiter, Store};
@@ -85,14 +86,17 @@ impl AppState {
                 (Arc::new(bus), Some(Arc::new(directory)))
             }
         };
-        let limiter = rate_limiter(&config).await?;
-        let chat = Arc::new(Chat::with_presence(
-            store.clone(),
-            bus.clone(),
-            limiter,
-            config.limits.clone(),
-            directory,
-        ));
+        let (per_second, burst) = (config.limits.messages_per_second, config.limits.message_burst);
+        let limiter = rate_limiter(&config, "", per_second, burst).await?;
+        let mut budgets = Vec::new();
+        for kind in BudgetKind::ALL {
+            let budget = config.limits.budgets.of(kind);
+            budgets.push((kind, rate_limiter(&config, kind.name(), budget.per_second, budget.burst).await?));
+        }
+        let chat = Arc::new(
+            Chat::with_presence(store.clone(), bus.clone(), limiter, config.limits.clone(), directory)
+                .with_budgets(BudgetLimiters::new(budgets)),
+        );
         chat.start_bans().await.context("loading the banned users")?;
         let push_worker = push_worker(&config, &store)?;
         let limits = &config.connections;
@@ -125,15 +129,22 @@ impl AppState {
     }
 }
 
-/// The per-user message limiter: shared through Redis when the node runs with Redis (failing
-/// open to this node's own limiter while Redis is unreachable), else this node's own.
-async fn rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>> {
-    let (per_second, burst) = (config.limits.messages_per_second, config.limits.message_burst);
+/// A per-user limiter of `per_second` with bursts of `burst` (the message limiter when `kind`
+/// is empty, else the budget of that kind, in a key namespace of its own): shared through
+/// Redis when the node runs with Redis (failing open to this node's own limiter while Redis
+/// is unreachable), else this node's own.
+async fn rate_limiter(
+    config: &Config,
+    kind: &str,
+    per_second: u32,
+    burst: u32,
+) -> anyhow::Result<Arc<dyn RateLimiter>> {
     let local = Arc::new(LocalRateLimiter::new(per_second, burst));
     let (Some(redis), Some(per_second)) = (&config.redis, std::num::NonZeroU32::new(per_second)) else {
         return Ok(local);
     };
-    let shared = RedisRateLimiter::connect(&redis.url, &redis.prefix, per_second, burst, local)
+    let prefix = if kind.is_empty() { redis.prefix.clone() } else { format!("{}:{kind}", redis.prefix) };
+    let shared = RedisRateLimiter::connect(&redis.url, &prefix, per_second, burst, local)
         .await
         .with_context(|| format!("connecting the rate limiter to Redis at {}", redis.url))?;
     Ok(Arc::new(shared))

@@ -1,13 +1,16 @@
-//! Blocking between users (`/api/blocks`), through a real server: direct messages between a
-//! blocked pair are refused with `forbidden` both ways on REST and WebSocket, no new direct
-//! conversation between them, presence hidden from each other, groups unaffected, and
-//! unblocking restores everything.
+//! Blocking between users (`/api/blocks`), through a real server: direct messages and edits
+//! between a blocked pair are refused with `forbidden` both ways on REST and WebSocket, no
+//! new direct conversation between them, presence hidden from each other; a blocked user
+//! cannot put the blocker into a group, and in a group both share the blocker sees the
+//! blocked user's messages without notifications or pushes; unblocking restores everything.
 
 mod common;
 
 use std::time::Duration;
 
+use chatd::config::Config;
 use common::TestServer;
+use common::webhook::Receiver;
 use common::ws::Ws;
 use serde_json::{Value, json};
 
@@ -149,4 +152,90 @@ async fn group_conversations_are_unaffected_by_blocks() {
     server.client("bob").send(id, "still here").await;
     assert_eq!(alice.next("message:new").await["content"], "still here");
     server.client("alice").send(id, "me too").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_user_cannot_create_a_group_with_or_add_the_user_who_blocks_them() {
+    let server = server().await;
+    server.client("alice").post("/api/blocks", json!({ "user_id": "mallory" })).await.expect(201);
+    let mallory = server.client("mallory");
+    let body = json!({ "type": "group", "members": ["carol", "alice"] });
+    mallory.post("/api/conversations", body).await.assert_error(403, "forbidden");
+
+    let group = mallory.create("group", &["carol"]).await;
+    let members_path = format!("/api/conversations/{}/members", group["id"].as_str().expect("id"));
+    mallory.post(&members_path, json!({ "user_ids": ["alice"] })).await.assert_error(403, "forbidden");
+    mallory
+        .post(&members_path, json!({ "user_ids": ["dave", "alice"] }))
+        .await
+        .assert_error(403, "forbidden");
+    let conversation = server.client("mallory").get(&members_path.replace("/members", "")).await.expect(200);
+    assert_eq!(conversation["members"].as_array().map(Vec::len), Some(2), "nobody was added");
+    mallory.post(&members_path, json!({ "user_ids": ["dave"] })).await.expect(200);
+
+    // One way: the blocker may still put the blocked user into a group.
+    server.client("alice").create("group", &["mallory"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_shared_group_the_blocker_gets_the_blocked_users_messages_but_no_notification() {
+    let server = server().await;
+    let group = server.client("carol").create("group", &["alice", "mallory"]).await;
+    let id = group["id"].as_str().expect("id");
+    server.client("alice").post("/api/blocks", json!({ "user_id": "mallory" })).await.expect(201);
+    let mut alice = Ws::connect(&server, "alice").await;
+
+    let muted = server.client("mallory").send(id, "from mallory").await;
+    let heard = server.client("carol").send(id, "from carol").await;
+    assert_eq!(alice.next("message:new").await["id"], muted["id"], "the message itself still arrives");
+    assert_eq!(alice.next("message:new").await["id"], heard["id"]);
+    // Notifications leave in commit order: mallory's would come first.
+    assert_eq!(alice.next("notification").await["message_id"], heard["id"]);
+    let history = server.client("alice").get(&messages_path(id)).await.expect(200);
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_shared_group_the_blocker_gets_no_push_for_the_blocked_users_messages() {
+    let receiver = Receiver::bind(&[]).await;
+    let server = TestServer::start_with(|config: &mut Config| {
+        config.push.webhook_secret = Some("test-webhook-secret-0123456789".into());
+        config.push.worker.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let alice = server.client("alice");
+    let device = json!({ "platform": "webhook", "token": "alice-phone", "endpoint": receiver.url("/hook") });
+    alice.post("/api/devices", device).await.expect(201);
+    let group = server.client("carol").create("group", &["alice", "mallory"]).await;
+    let id = group["id"].as_str().expect("id");
+    alice.post("/api/blocks", json!({ "user_id": "mallory" })).await.expect(201);
+
+    server.client("mallory").send(id, "from mallory").await;
+    let heard = server.client("carol").send(id, "from carol").await;
+    // Jobs are sent oldest first: a push for mallory's message would come first.
+    let requests = receiver.wait_for(1).await;
+    assert_eq!(requests[0].json()["message_id"], heard["id"]);
+    receiver.assert_no_more_than(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_messages_of_a_blocked_pairs_direct_conversation_cannot_be_edited() {
+    let server = server().await;
+    let id = direct(&server, "alice", "mallory").await;
+    let old = server.client("mallory").send(&id, "before").await;
+    let mine = server.client("alice").send(&id, "mine").await;
+    server.client("alice").post("/api/blocks", json!({ "user_id": "mallory" })).await.expect(201);
+
+    let edit = |message: &Value| format!("/api/messages/{}", message["id"].as_str().expect("id"));
+    let body = json!({ "content": "edited" });
+    server.client("mallory").patch(&edit(&old), body.clone()).await.assert_error(403, "forbidden");
+    server.client("alice").patch(&edit(&mine), body.clone()).await.assert_error(403, "forbidden");
+    let mut mallory = Ws::connect(&server, "mallory").await;
+    let ack = mallory.call("message:edit", json!({ "message_id": old["id"], "content": "edited" })).await;
+    assert_eq!(ack["error"]["code"], "forbidden");
+    let history = server.client("alice").get(&messages_path(&id)).await.expect(200);
+    assert_eq!(history["messages"][0]["content"], "before", "nothing was edited");
+
+    server.client("alice").delete("/api/blocks/mallory").await.expect(204);
+    server.client("mallory").patch(&edit(&old), body).await.expect(200);
 }

@@ -1,13 +1,15 @@
 //! Connection and payload limits through the real protocols against a real server: Origin
 //! allowlist (WS, SSE, Socket.IO long-polling), connection caps per user and per node,
-//! handshake rate per IP, JSON nesting depth, the outbound frame cap, and token expiry on a
-//! live connection with `auth:refresh`.
+//! handshake rate per IP, JSON nesting depth, the outbound frame cap, token expiry on a
+//! live connection with `auth:refresh`, and the per-user budgets of typing, presence
+//! queries, `sync`, conversation creation and member additions.
 
 mod common;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use chatd::core::budget::{Budget, EventBudgets};
 use common::TestServer;
 use common::ws::{Ws, flood_and_follow};
 use futures::SinkExt;
@@ -365,4 +367,97 @@ async fn auth_refresh_with_another_users_or_a_bad_token_is_refused_and_the_old_e
     assert_eq!(ack["error"]["code"], "unauthorized", "{ack}");
     let close = alice.closed(Duration::from_secs(6)).await.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "token_expired"));
+}
+
+/// Budgets of 1 per second with bursts of 2: the third request in a row is refused unless the
+/// machine took a second per request (the helpers below allow many more).
+fn tight() -> Budget {
+    Budget::new(1, 2)
+}
+
+/// A server where every budgeted kind has the [`tight`] budget.
+async fn budgeted_server() -> TestServer {
+    TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        config.limits.budgets = EventBudgets {
+            typing: tight(),
+            presence: tight(),
+            sync: tight(),
+            create_conversation: tight(),
+            add_members: tight(),
+        };
+    })
+    .await
+}
+
+/// Sends `event` over /ws until it is refused (at most 30 times); asserts the refusal is
+/// `rate_limited` and returns how many were admitted before it.
+async fn admitted_until_refused(ws: &mut Ws, event: &str, data: Value) -> usize {
+    for admitted in 0..30 {
+        let ack = ws.call(event, data.clone()).await;
+        if ack["ok"] != true {
+            assert_eq!(ack["error"]["code"], "rate_limited", "{event}: {ack}");
+            return admitted;
+        }
+    }
+    panic!("{event} was never refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_presence_and_sync_are_budgeted_per_user_and_kind() {
+    let server = budgeted_server().await;
+    let conversation = server.client("alice").create("group", &["bob"]).await;
+    let id = conversation["id"].as_str().expect("id");
+    let mut alice = Ws::connect(&server, "alice").await;
+    let mut bob = Ws::connect(&server, "bob").await;
+
+    let here = json!({ "conversation_id": id });
+    for (event, data) in [
+        ("typing:start", here.clone()),
+        ("presence:query", json!({ "user_ids": ["bob"] })),
+        ("sync", json!({ "conversations": {} })),
+    ] {
+        // Each kind has a full bucket of its own, whatever the others spent.
+        assert!(admitted_until_refused(&mut alice, event, data).await >= 2, "{event}");
+    }
+    // Other users' budgets and message writes are untouched.
+    bob.ok("typing:start", here.clone()).await;
+    assert_eq!(alice.next("typing:start").await["user_id"], "bob");
+    alice.ok("message:send", json!({ "conversation_id": id, "content": "still here" })).await;
+    // Everything alice's typing published reached bob before her message: one typing:start.
+    bob.next("message:new").await;
+    let starts = bob.pushes.iter().filter(|p| p["event"] == "typing:start").count();
+    assert_eq!(starts, 1, "repeated starts are not re-announced: {:?}", bob.pushes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_creation_and_member_additions_are_budgeted_per_user() {
+    let server = budgeted_server().await;
+    let alice = server.client("alice");
+    let mut created = Vec::new();
+    let refused = loop {
+        assert!(created.len() < 30, "creation was never refused");
+        let reply = alice.post("/api/conversations", json!({ "type": "group", "members": ["bob"] })).await;
+        if reply.status.as_u16() != 201 {
+            break reply;
+        }
+        created.push(reply.body["id"].as_str().expect("id").to_owned());
+    };
+    refused.assert_error(429, "rate_limited");
+    assert!(refused.headers.get("retry-after").is_some(), "REST says when to retry");
+    assert!(created.len() >= 2);
+    server.client("bob").create("group", &["alice"]).await;
+
+    let path = format!("/api/conversations/{}/members", created[0]);
+    let mut added = 0;
+    let refused = loop {
+        assert!(added < 30, "member additions were never refused");
+        let reply = alice.post(&path, json!({ "user_ids": [format!("user{added}")] })).await;
+        if reply.status.as_u16() != 200 {
+            break reply;
+        }
+        added += 1;
+    };
+    refused.assert_error(429, "rate_limited");
+    assert!(added >= 2, "a bucket of its own, not the one creation spent");
 }

@@ -322,6 +322,43 @@ async fn rate_limited_sends_conform_to_the_document() {
 }
 
 #[tokio::test]
+async fn refused_creations_and_member_additions_conform_to_the_document() {
+    let server = TestServer::start_with(|config| {
+        config.limits.budgets.create_conversation = chatd::core::budget::Budget::new(1, 2);
+        config.limits.budgets.add_members = chatd::core::budget::Budget::new(1, 1);
+    })
+    .await;
+    let c = Conformance { doc: document(&server).await };
+    let alice: Client = server.client("alice");
+    server.client("bob").post("/api/blocks", json!({ "user_id": "alice" })).await.expect(201);
+    let refused = alice.post("/api/conversations", json!({ "type": "group", "members": ["bob"] })).await;
+    refused.assert_error(403, "forbidden");
+    c.check("post", "/api/conversations", &refused);
+    let group = alice.create("group", &["carol"]).await["id"].as_str().expect("id").to_owned();
+    let mut limited = None;
+    for _ in 0..30 {
+        let reply = alice.post("/api/conversations", json!({ "type": "group", "members": ["carol"] })).await;
+        c.check("post", "/api/conversations", &reply);
+        if reply.status == 429 {
+            limited = Some(reply);
+            break;
+        }
+    }
+    assert!(limited.is_some(), "no 429 within 30 creations at 1/s");
+    let members = format!("/api/conversations/{group}/members");
+    let mut limited = None;
+    for i in 0..30 {
+        let reply = alice.post(&members, json!({ "user_ids": [format!("user{i}")] })).await;
+        c.check("post", "/api/conversations/{id}/members", &reply);
+        if reply.status == 429 {
+            limited = Some(reply);
+            break;
+        }
+    }
+    assert!(limited.is_some(), "no 429 within 30 member additions at 1/s");
+}
+
+#[tokio::test]
 async fn the_notification_stream_conforms() {
     let server = dev_server().await;
     let c = Conformance { doc: document(&server).await };

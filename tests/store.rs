@@ -154,6 +154,7 @@ store_tests!(
     blocks_are_recorded_per_blocker_and_found_either_way,
     a_blocked_pair_cannot_append_to_their_direct_conversation_either_way,
     blocks_leave_group_conversations_alone,
+    appends_return_whom_each_recipient_blocks_among_the_members,
     a_system_message_needs_no_membership_and_counts_as_unread_for_everyone,
     contacts_leave_out_users_blocked_either_way,
     all_conversations_are_listed_newest_activity_first_with_a_cursor,
@@ -1719,6 +1720,29 @@ async fn blocks_leave_group_conversations_alone(store: Arc<dyn Store>, _db: Db) 
     store.block_user("alice", "bob", Timestamp::now()).await.expect("block");
     assert_eq!(send(&store, &pair, "bob", "hi").await.seq, 1, "a two-member group is still a group");
     assert_eq!(send(&store, &team, "alice", "hi").await.seq, 1);
+}
+
+async fn appends_return_whom_each_recipient_blocks_among_the_members(store: Arc<dyn Store>, _db: Db) {
+    let team = create(&store, group("alice", &["bob", "carol"])).await;
+    store.block_user("alice", "bob", Timestamp::now()).await.expect("block");
+    store.block_user("alice", "dave", Timestamp::now()).await.expect("block a non-member");
+    let blocks_of = |outcome: AppendOutcome| {
+        let AppendOutcome::Committed { mut recipients, .. } = outcome else { panic!("{outcome:?}") };
+        recipients.sort_by(|a, b| a.member.user_id.cmp(&b.member.user_id));
+        recipients.into_iter().map(|r| (r.member.user_id, r.blocks)).collect::<Vec<_>>()
+    };
+    let none = Vec::<String>::new;
+    let expected =
+        vec![("alice".into(), vec!["bob".to_owned()]), ("bob".into(), none()), ("carol".into(), none())];
+    assert_eq!(blocks_of(append(&store, text(&team, "bob", "one")).await), expected);
+    // A block made between two appends is seen by the next one.
+    store.block_user("carol", "alice", Timestamp::now()).await.expect("block");
+    let expected = vec![
+        ("alice".into(), vec!["bob".to_owned()]),
+        ("bob".into(), none()),
+        ("carol".into(), vec!["alice".to_owned()]),
+    ];
+    assert_eq!(blocks_of(append(&store, text(&team, "bob", "two")).await), expected);
 }
 
 async fn a_system_message_needs_no_membership_and_counts_as_unread_for_everyone(

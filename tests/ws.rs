@@ -458,3 +458,36 @@ async fn frames_queued_while_a_connection_is_busy_leave_in_fewer_writes_complete
         "{frames} frames took {writes} writes: queued frames should share writes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_told_only_to_contacts_and_strangers_read_as_never_seen() {
+    let server = TestServer::start().await;
+    server.client("alice").create("group", &["bob"]).await;
+    let mut bob = Ws::connect(&server, "bob").await;
+    let alice = Ws::connect(&server, "alice").await;
+    assert_eq!(bob.next("user:online").await["user_id"], "alice");
+    drop(alice);
+    let offline = bob.next("user:offline").await;
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let mut carol = Ws::connect(&server, "carol").await;
+
+    let query = json!({ "user_ids": ["alice", "bob", "carol"] });
+    let presence = carol.ok("presence:query", query).await["presence"].clone();
+    let never_seen = json!({ "online": false, "last_seen_at": null });
+    assert_eq!(presence["alice"], never_seen, "carol shares no conversation with alice");
+    assert_eq!(presence["bob"], never_seen, "bob is online, but not carol's contact");
+    assert_eq!(presence["carol"]["online"], true, "one's own presence");
+    let presence = bob.ok("presence:query", json!({ "user_ids": ["alice"] })).await["presence"].clone();
+    assert_eq!(presence["alice"], json!({ "online": false, "last_seen_at": offline["last_seen_at"] }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_query_takes_at_most_a_hundred_ids() {
+    let server = TestServer::start().await;
+    let mut alice = Ws::connect(&server, "alice").await;
+    let ids: Vec<String> = (0..101).map(|n| format!("user{n}")).collect();
+    let ack = alice.call("presence:query", json!({ "user_ids": ids })).await;
+    assert_eq!(ack["error"]["code"], "too_large", "{ack}");
+    let presence = alice.ok("presence:query", json!({ "user_ids": ids[..100] })).await;
+    assert_eq!(presence["presence"].as_object().map(|p| p.len()), Some(100));
+}

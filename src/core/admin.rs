@@ -281,7 +281,7 @@ impl Chat {
             metadata: req.metadata,
             private_preview: req.private_preview,
         };
-        self.create_conversation(&owner, req).await
+        self.open_conversation(&owner, req).await
     }
 
     /// # `GET /api/admin/conversations?user_id=&limit=&cursor=`

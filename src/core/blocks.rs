@@ -4,17 +4,23 @@
 //!   [`Store::append_message`](super::ports::Store::append_message): no extra round trip on
 //!   the send path, and no race with a block made meanwhile);
 //! - a new direct conversation between them cannot be created (`forbidden`);
+//! - neither edits a message of their direct conversation (`forbidden`);
 //! - neither sees the other's presence: no `user:online` / `user:offline` between them (the
 //!   store leaves them out of each other's contacts), and `presence:query` answers
 //!   `online: false, last_seen_at: null`.
 //!
-//! Group conversations are unaffected: blocked users who share a group still message there.
+//! In groups, a block works one way: the blocked user cannot create a group with the user
+//! who blocks them, nor add them to one (`forbidden`); in a group both already belong to,
+//! the blocked user's messages still reach the blocker (history, `message:new`) but send
+//! them no `notification` and no push ([`silences`], fed by what the store loads with the
+//! recipients: no query per message).
 
 use serde::Deserialize;
 
 use super::chat::Chat;
 use super::error::ChatError;
-use super::model::{Block, User};
+use super::model::{Block, ConversationType, User};
+use super::ports::Recipient;
 use super::time::Timestamp;
 use super::validate;
 
@@ -68,5 +74,49 @@ impl Chat {
             return Err(ChatError::forbidden("one of you blocks the other: no direct conversation"));
         }
         Ok(())
+    }
+}
+
+/// Whether `recipient` blocks `sender_id`, so that a message of theirs sends the recipient
+/// no `notification` and no push.
+pub fn silences(recipient: &Recipient, sender_id: &str) -> bool {
+    recipient.blocks.iter().any(|blocked| blocked == sender_id)
+}
+
+impl Chat {
+    /// Refuses putting `others` into a group with `user_id` when one of them blocks
+    /// `user_id` (a block the caller made does not stop them).
+    pub(super) async fn refuse_group_with_blockers(
+        &self,
+        user_id: &str,
+        others: &[String],
+    ) -> Result<(), ChatError> {
+        // Usually empty: only users with a block either way need the second look.
+        for other in self.store.blocked_among(user_id, others).await? {
+            if self.store.blocks_of(&other).await?.iter().any(|block| block.user_id == user_id) {
+                return Err(ChatError::forbidden("a user you named blocks you: no group with them"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a write by `user` into conversation `conversation_id` of type `kind` when it
+    /// is direct and one of its two members blocks the other.
+    pub(super) async fn refuse_blocked_direct(
+        &self,
+        user: &User,
+        conversation_id: &str,
+        kind: ConversationType,
+    ) -> Result<(), ChatError> {
+        if kind != ConversationType::Direct {
+            return Ok(());
+        }
+        let Some(conversation) = self.store.conversation(conversation_id, &user.id).await? else {
+            return Ok(());
+        };
+        match conversation.members.iter().find(|member| member.user_id != user.id) {
+            Some(other) => self.refuse_blocked_pair(&user.id, &other.user_id).await,
+            None => Ok(()),
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::admin::{Bans, MessageRate};
+use super::budget::{BudgetKind, BudgetLimiters, EventBudgets};
 use super::endpoint::EndpointPolicy;
 use super::error::ChatError;
 use super::events::{
@@ -44,6 +45,9 @@ pub struct ChatLimits {
     pub messages_per_second: u32,
     /// Burst size of the per-user message bucket.
     pub message_burst: u32,
+    /// Per-user budgets of typing, presence queries, `sync`, conversation creation and
+    /// member additions (see [`super::budget`]).
+    pub budgets: EventBudgets,
     /// Mask phone and bank account numbers in stored content.
     pub mask_pii: bool,
     /// After this long without a new `typing:start`, the server sends `typing:stop`.
@@ -69,6 +73,7 @@ impl Default for ChatLimits {
             max_members: 1000,
             messages_per_second: 10,
             message_burst: 20,
+            budgets: EventBudgets::default(),
             mask_pii: false,
             typing_timeout: Duration::from_secs(5),
             preview_chars: 100,
@@ -134,6 +139,8 @@ pub struct Chat {
     pub(super) typing: Arc<TypingTracker>,
     pub(super) limits: ChatLimits,
     message_limiter: Arc<dyn RateLimiter>,
+    /// Budgets of the other expensive requests; none until [`Chat::with_budgets`].
+    pub(super) budgets: BudgetLimiters,
     /// Users banned (this node's copy; see [`super::admin`]).
     pub(super) bans: Arc<Bans>,
     /// Messages committed through this node, for the admin stats.
@@ -180,9 +187,17 @@ impl Chat {
             typing,
             limits,
             message_limiter,
+            budgets: BudgetLimiters::default(),
             bans: Arc::default(),
             rate: Arc::default(),
         }
+    }
+
+    /// This service with `budgets` admitting the budgeted requests (built for
+    /// `limits.budgets`); without it they are not limited.
+    pub fn with_budgets(mut self, budgets: BudgetLimiters) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     /// Publishes `event` to `to`, leaving out the actor's own connection.
@@ -266,6 +281,7 @@ impl Chat {
     /// rate-limit state of idle users and prunes notifications past the log's age limit.
     pub fn housekeeping(&self) {
         self.message_limiter.forget_idle();
+        self.budgets.forget_idle();
         let store = self.store.clone();
         let before = Timestamp::now().minus(self.limits.notification_log_max_age);
         tokio::spawn(async move {
@@ -348,8 +364,19 @@ impl Chat {
 
     /// # Create a conversation
     /// The caller becomes the owner. A direct conversation is unique per pair of users and
-    /// context: creating it again returns the existing one with `created == false`.
+    /// context: creating it again returns the existing one with `created == false`. Counts
+    /// in the caller's creation budget.
     pub async fn create_conversation(
+        &self,
+        user: &User,
+        req: CreateConversation,
+    ) -> Result<(Conversation, bool), ChatError> {
+        self.spend(BudgetKind::CreateConversation, user).await?;
+        self.open_conversation(user, req).await
+    }
+
+    /// [`Chat::create_conversation`] without the budget (the admin API acts for users).
+    pub(super) async fn open_conversation(
         &self,
         user: &User,
         req: CreateConversation,
@@ -383,6 +410,7 @@ impl Chat {
                         self.limits.max_members
                     )));
                 }
+                self.refuse_group_with_blockers(&user.id, &others).await?;
                 None
             }
         };
@@ -472,6 +500,7 @@ impl Chat {
         id: &str,
         req: AddMembers,
     ) -> Result<Conversation, ChatError> {
+        self.spend(BudgetKind::AddMembers, user).await?;
         let (member, kind) = self.require_member(id, user).await?;
         if kind == ConversationType::Direct {
             return Err(ChatError::conflict("a direct conversation has fixed members"));
@@ -501,6 +530,7 @@ impl Chat {
                 self.limits.max_members
             )));
         }
+        self.refuse_group_with_blockers(&user.id, &req.user_ids).await?;
         let added = self.store.add_members(id, req.user_ids, role, Timestamp::now()).await?;
         let conversation = self.load_conversation(id, user).await?;
         if !added.is_empty() {
@@ -664,10 +694,11 @@ impl Chat {
             return Err(ChatError::invalid("content must not be blank"));
         }
         self.message_limiter.check(&user.id).await?;
-        let (message, _, _) = self.message_as_member(user, &message_id).await?;
+        let (message, _, kind) = self.message_as_member(user, &message_id).await?;
         if message.sender_id != user.id {
             return Err(ChatError::forbidden("only the sender may edit a message"));
         }
+        self.refuse_blocked_direct(user, &message.conversation_id, kind).await?;
         if message.deleted_at.is_some() {
             return Err(ChatError::conflict("the message was deleted"));
         }

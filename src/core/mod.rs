@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admission;
 pub mod blocks;
+pub mod budget;
 pub mod chat;
 pub mod endpoint;
 pub mod error;

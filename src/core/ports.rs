@@ -350,6 +350,9 @@ pub struct Recipient {
     pub has_notification_log: bool,
     /// The member's unread count, this message included.
     pub unread_count: i64,
+    /// The members of the conversation this member blocks: their messages send this member
+    /// no `notification` and no push (see [`super::blocks`]).
+    pub blocks: Vec<String>,
 }
 
 /// What a node can listen to on a shared bus: one conversation's events, or one user's.

@@ -1,4 +1,5 @@
-//! Notification routing for a committed message, per recipient (the sender gets none):
+//! Notification routing for a committed message, per recipient (the sender gets none, nor
+//! does a recipient who blocks the sender, see [`super::blocks::silences`]):
 //! focused on the conversation (any connection) → their read marker advances and the others
 //! get `message:read`; online elsewhere → `notification` with their unread count; offline
 //! with notifications on (or muted but mentioned) and a registered device → a durable push
@@ -97,6 +98,9 @@ fn route(
     let mut push = Vec::new();
     let mut notify = Vec::new();
     for (recipient, reach) in recipients.into_iter().zip(reaches) {
+        if *reach != Reach::Focused && super::blocks::silences(&recipient, &message.sender_id) {
+            continue;
+        }
         let member = recipient.member;
         match reach {
             Reach::Focused => focused.push(member),

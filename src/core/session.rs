@@ -1,13 +1,14 @@
 //! Realtime sessions: connecting, presence, focus, typing, subscriptions and `sync`. Shared
 //! by the Socket.IO and plain WebSocket transports.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::budget::BudgetKind;
 use super::chat::Chat;
 use super::error::ChatError;
 use super::model::User;
@@ -21,15 +22,27 @@ use super::validate;
 
 const SYNC_DEFAULT: usize = 500;
 const SYNC_MAX: usize = 1000;
-const PRESENCE_QUERY_MAX: usize = 500;
+/// Most user ids one `presence:query` may name.
+pub const PRESENCE_QUERY_MAX: usize = 100;
 
 /// (conversation, user).
 type TypingKey = (String, String);
-/// (generation of the newest start, connection that sent it).
-type TypingEntry = (u64, Option<ConnectionId>);
 
-/// Who is typing where. Each `typing:start` arms a timer; the server sends `typing:stop` when
-/// it fires without a newer start, when the client stops, or when the connection closes.
+/// One user typing in one conversation.
+struct TypingEntry {
+    /// Names this stretch of typing: its expiry task ends when the entry changed hands.
+    generation: u64,
+    /// When it stops by itself unless a newer start comes first.
+    deadline: tokio::time::Instant,
+    /// The connection that sent the newest start.
+    connection: Option<ConnectionId>,
+}
+
+/// Who is typing where. The first `typing:start` of a stretch starts one expiry task;
+/// repeated starts only move its deadline, so a storm of starts costs one map entry and one
+/// task per (conversation, user), not one per event. The server sends `typing:stop` when the
+/// deadline passes without a newer start, when the client stops, or when the connection
+/// closes.
 pub struct TypingTracker {
     /// `std::sync::Mutex`: short map operations, never held across `.await`.
     active: Mutex<HashMap<TypingKey, TypingEntry>>,
@@ -59,26 +72,50 @@ impl TypingTracker {
         }));
     }
 
-    /// Records a start; announces it unless the user was already typing there.
+    /// Records a start; announces it (and starts its expiry task) unless the user was
+    /// already typing there, in which case the running task sees the later deadline.
     fn start(self: &Arc<Self>, conversation_id: &str, user: &User) {
         let key = (conversation_id.to_owned(), user.id.clone());
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let was_typing =
-            self.with(|active| active.insert(key.clone(), (generation, user.connection.clone()))).is_some();
-        if !was_typing {
-            self.publish(key.0.clone(), key.1.clone(), true);
-        }
-        let tracker = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(tracker.timeout).await;
-            let expired = tracker.with(|active| match active.get(&key) {
-                Some((g, _)) if *g == generation => active.remove(&key).is_some(),
-                _ => false,
-            });
-            if expired {
-                tracker.publish(key.0, key.1, false);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let started = self.with(|active| {
+            if let Some(entry) = active.get_mut(&key) {
+                entry.deadline = deadline;
+                entry.connection.clone_from(&user.connection);
+                return None;
             }
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+            let entry = TypingEntry { generation, deadline, connection: user.connection.clone() };
+            active.insert(key.clone(), entry);
+            Some(generation)
         });
+        let Some(generation) = started else { return };
+        self.publish(key.0.clone(), key.1.clone(), true);
+        let tracker = Arc::clone(self);
+        tokio::spawn(async move { tracker.expire(key, generation, deadline).await });
+    }
+
+    /// The expiry task of one stretch of typing: waits for its deadline, again while starts
+    /// keep moving it, then announces the stop. Ends quietly once the stretch ended
+    /// otherwise (a stop, a closed connection).
+    async fn expire(&self, key: TypingKey, generation: u64, mut deadline: tokio::time::Instant) {
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let later = self.with(|active| match active.get(&key) {
+                Some(entry) if entry.generation == generation => {
+                    if entry.deadline > tokio::time::Instant::now() {
+                        return Some(Some(entry.deadline));
+                    }
+                    active.remove(&key);
+                    Some(None)
+                }
+                _ => None,
+            });
+            match later {
+                Some(Some(moved)) => deadline = moved,
+                Some(None) => return self.publish(key.0, key.1, false),
+                None => return,
+            }
+        }
     }
 
     /// Records a stop; announces it if the user was typing there.
@@ -94,7 +131,7 @@ impl TypingTracker {
         let stopped: Vec<TypingKey> = self.with(|active| {
             let keys: Vec<_> = active
                 .iter()
-                .filter(|(_, (_, c))| c.as_ref() == Some(connection))
+                .filter(|(_, entry)| entry.connection.as_ref() == Some(connection))
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in &keys {
@@ -283,6 +320,7 @@ impl Chat {
 
     /// # `typing:start` (members only)
     pub async fn typing_start(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
+        self.spend(BudgetKind::Typing, user).await?;
         self.require_member(conversation_id, user).await?;
         self.typing.start(conversation_id, user);
         Ok(())
@@ -290,6 +328,7 @@ impl Chat {
 
     /// # `typing:stop` (members only)
     pub async fn typing_stop(&self, user: &User, conversation_id: &str) -> Result<(), ChatError> {
+        self.spend(BudgetKind::Typing, user).await?;
         self.require_member(conversation_id, user).await?;
         self.typing.stop(conversation_id, &user.id);
         Ok(())
@@ -299,6 +338,7 @@ impl Chat {
     /// After the given seq per conversation (from 0 for conversations not listed), ascending
     /// per conversation, at most `limit`; `has_more` says to call again with the new seqs.
     pub async fn sync(&self, user: &User, req: SyncRequest) -> Result<SyncPage, ChatError> {
+        self.spend(BudgetKind::Sync, user).await?;
         let limit = validate::page_limit(req.limit, SYNC_DEFAULT, SYNC_MAX)?;
         for (id, seq) in &req.conversations {
             validate::identifier("conversations key", id)?;
@@ -347,27 +387,32 @@ impl Chat {
     }
 
     /// # `presence:query`
-    /// Users who block the caller, or whom the caller blocks, read as offline and never seen.
+    /// Need-to-know: only the caller and their contacts (users sharing a conversation with
+    /// them, no block either way) are answered as they are; anyone else reads as offline and
+    /// never seen. At most [`PRESENCE_QUERY_MAX`] ids (`too_large`).
     pub async fn presence(
         &self,
         user: &User,
         req: PresenceQuery,
     ) -> Result<BTreeMap<String, PresenceInfo>, ChatError> {
+        self.spend(BudgetKind::Presence, user).await?;
         if req.user_ids.len() > PRESENCE_QUERY_MAX {
-            return Err(ChatError::invalid(format!("at most {PRESENCE_QUERY_MAX} user_ids per query")));
+            return Err(ChatError::TooLarge(format!("at most {PRESENCE_QUERY_MAX} user_ids per query")));
         }
         for user_id in &req.user_ids {
             validate::identifier("user_ids[]", user_id)?;
         }
-        let hidden = self.store.blocked_among(&user.id, &req.user_ids).await?;
-        let infos = self.presence.info(&req.user_ids).await;
+        let contacts: HashSet<String> = self.store.contacts(&user.id).await?.into_iter().collect();
+        let visible: Vec<String> =
+            req.user_ids.iter().filter(|id| **id == user.id || contacts.contains(*id)).cloned().collect();
+        let found = if visible.is_empty() { Vec::new() } else { self.presence.info(&visible).await };
+        let mut infos: BTreeMap<String, PresenceInfo> = visible.into_iter().zip(found).collect();
         let unknown = PresenceInfo { online: false, last_seen_at: None };
         Ok(req
             .user_ids
             .into_iter()
-            .zip(infos)
-            .map(|(id, info)| {
-                let info = if hidden.contains(&id) { unknown.clone() } else { info };
+            .map(|id| {
+                let info = infos.remove(&id).unwrap_or_else(|| unknown.clone());
                 (id, info)
             })
             .collect())
@@ -404,6 +449,26 @@ mod tests {
         assert_eq!(next_event(&mut rx), None, "the second start re-armed the timer");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(next_event(&mut rx).as_deref(), Some("typing:stop"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_of_starts_keeps_one_timer_task_and_one_entry() {
+        let bus = Arc::new(LocalBus::default());
+        let mut rx = bus.subscribe();
+        let tracker = Arc::new(TypingTracker::new(bus, Duration::from_secs(5)));
+        let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        for _ in 0..10_000 {
+            tracker.start("c1", &user("alice", "s1"));
+        }
+        let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks() - tasks_before;
+        assert_eq!(tasks, 1, "one expiry task, not one per start");
+        assert_eq!(tracker.with(|active| active.len()), 1);
+        assert_eq!(next_event(&mut rx).as_deref(), Some("typing:start"));
+        assert_eq!(next_event(&mut rx), None);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(next_event(&mut rx).as_deref(), Some("typing:stop"));
+        tokio::task::yield_now().await;
+        assert_eq!(tokio::runtime::Handle::current().metrics().num_alive_tasks(), tasks_before);
     }
 
     #[tokio::test(start_paused = true)]

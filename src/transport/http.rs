@@ -276,7 +276,8 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Status>> {
     responses((status = 201, description = "Created", body = Conversation),
         (status = 200, description = "The direct conversation existed", body = Conversation),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
-        (status = 413, response = TooLarge), (status = 503, response = Unavailable)))]
+        (status = 403, response = Forbidden), (status = 413, response = TooLarge),
+        (status = 429, response = RateLimited), (status = 503, response = Unavailable)))]
 async fn create_conversation(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -342,7 +343,7 @@ async fn update_conversation(
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden), (status = 404, response = NotFound),
         (status = 409, response = Conflict), (status = 413, response = TooLarge),
-        (status = 503, response = Unavailable)))]
+        (status = 429, response = RateLimited), (status = 503, response = Unavailable)))]
 async fn add_members(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

@@ -140,7 +140,7 @@ error_responses! {
     /// 413 `too_large`.
     TooLarge = PAYLOAD_TOO_LARGE, "Content, body or group over the limit";
     /// 429 `rate_limited`, with `Retry-After`.
-    RateLimited = TOO_MANY_REQUESTS, "Over the per-user message rate limit";
+    RateLimited = TOO_MANY_REQUESTS, "Over a per-user rate limit (message writes, or an event budget)";
     /// 503 `unavailable`.
     Unavailable = SERVICE_UNAVAILABLE, "The node is draining or its store is unreachable";
 }

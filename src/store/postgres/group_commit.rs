@@ -236,7 +236,9 @@ fn check_jobs_sql() -> String {
 
 const LOAD_MEMBERS: &str = "SELECT mb.conversation_id, mb.user_id, mb.role, mb.joined_at, mb.last_read_seq, \
        mb.notifications, EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, \
-       EXISTS (SELECT 1 FROM notification_counters n WHERE n.user_id = mb.user_id) \
+       EXISTS (SELECT 1 FROM notification_counters n WHERE n.user_id = mb.user_id), \
+       ARRAY(SELECT b.blocked_id FROM blocks b JOIN members o \
+         ON o.conversation_id = mb.conversation_id AND o.user_id = b.blocked_id WHERE b.blocker_id = mb.user_id) \
      FROM members mb WHERE mb.conversation_id = ANY($1)";
 
 const BUMP_SEQS: &str = "UPDATE conversations c SET last_seq = c.last_seq + v.n, last_message_at = $3, \
@@ -326,6 +328,7 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
                 has_devices: get(row, 6)?,
                 has_notification_log: get(row, 8)?,
                 unread_count: get(row, 7)?,
+                blocks: get(row, 9)?,
             });
             state.unread_added.push(0);
         }

@@ -229,7 +229,9 @@ fn load_conversation(
     let mut statement = conn.prepare_cached(
         "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, \
            EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id), m.unread_count, \
-           EXISTS (SELECT 1 FROM notification_counters n WHERE n.user_id = m.user_id) \
+           EXISTS (SELECT 1 FROM notification_counters n WHERE n.user_id = m.user_id), \
+           (SELECT json_group_array(b.blocked_id) FROM blocks b JOIN members o \
+              ON o.conversation_id = c.id AND o.user_id = b.blocked_id WHERE b.blocker_id = m.user_id) \
          FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id WHERE c.id = ?1",
     )?;
     let mut rows = statement.query([conversation_id])?;
@@ -253,6 +255,7 @@ fn load_conversation(
             has_devices: row.get(6)?,
             has_notification_log: row.get(8)?,
             unread_count: row.get(7)?,
+            blocks: serde_json::from_str(&row.get::<_, String>(9)?).map_err(json_error)?,
         });
     }
     if !found {
