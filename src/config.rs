@@ -191,6 +191,11 @@ pub struct Settings {
     #[arg(long, env = "CHATD_PUSH_ALLOWED_HOSTS", value_name = "HOSTS", value_delimiter = ',')]
     pub push_allowed_hosts: Option<Vec<String>>,
 
+    /// Most push devices one user keeps; registering one more replaces the one least
+    /// recently registered or refreshed [default: 10].
+    #[arg(long, env = "CHATD_MAX_DEVICES_PER_USER", value_name = "N")]
+    pub max_devices_per_user: Option<usize>,
+
     /// Timeout of one request to a push provider [default: 10000].
     #[arg(long, env = "CHATD_PUSH_TIMEOUT_MS", value_name = "MS")]
     pub push_timeout_ms: Option<u64>,
@@ -284,7 +289,7 @@ impl Settings {
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
-            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts,
+            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts, max_devices_per_user,
             fcm_service_account, fcm_endpoint, apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint,
             max_connections, max_connections_per_user, handshake_rate, handshake_burst, allowed_origins,
             max_json_depth, max_outbound_queue, shutdown_timeout),
@@ -329,6 +334,9 @@ impl Settings {
         if settings.admin_key.as_ref().is_some_and(|key| key.len() < 16) {
             anyhow::bail!("--admin-key must be at least 16 bytes");
         }
+        if settings.max_devices_per_user == Some(0) {
+            anyhow::bail!("--max-devices-per-user must be at least 1");
+        }
         let defaults = ChatLimits::default();
         Ok(Config {
             bind: settings.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
@@ -349,6 +357,7 @@ impl Settings {
                 max_content_chars: settings.max_content_chars.unwrap_or(defaults.max_content_chars),
                 mask_pii: settings.mask_pii.unwrap_or(false),
                 push_collapse: Duration::from_millis(settings.push_collapse_ms.unwrap_or(0)),
+                max_devices_per_user: settings.max_devices_per_user.unwrap_or(defaults.max_devices_per_user),
                 push_endpoints: EndpointPolicy {
                     allow_private: settings.push_allow_private_endpoints.unwrap_or(false),
                     allowed_hosts: settings

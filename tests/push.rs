@@ -383,3 +383,30 @@ async fn the_worker_starts_no_more_jobs_per_second_than_its_rate_and_still_sends
     assert_eq!(seqs, (1..=MESSAGES as i64).collect::<Vec<_>>(), "every message pushed once");
     receiver.assert_no_more_than(MESSAGES).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eleventh_device_replaces_the_least_recently_registered_or_refreshed_one() {
+    let server = server().await;
+    let bob = server.client("bob");
+    let register = |token: String| {
+        let bob = bob.clone();
+        async move { bob.post("/api/devices", json!({"platform": "fcm", "token": token})).await.expect(201) }
+    };
+    for n in 1..=10 {
+        register(format!("phone-{n}")).await;
+    }
+    // Registering phone-1 again refreshes it: phone-2 is now the least recently refreshed.
+    register("phone-1".to_owned()).await;
+    register("phone-11".to_owned()).await;
+    let devices = bob.get("/api/devices").await.expect(200);
+    let mut tokens: Vec<String> = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .map(|d| d["token"].as_str().expect("token").to_owned())
+        .collect();
+    tokens.sort();
+    let mut expected: Vec<String> = (1..=11).filter(|n| *n != 2).map(|n| format!("phone-{n}")).collect();
+    expected.sort();
+    assert_eq!(tokens, expected);
+}

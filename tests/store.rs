@@ -135,6 +135,7 @@ store_tests!(
     finished_push_jobs_are_pruned_within_the_limit_and_unfinished_ones_are_kept,
     a_worker_whose_lease_ran_out_cannot_finish_or_reschedule_the_newer_claim,
     devices_are_upserted_listed_and_removed_per_user,
+    registering_past_the_device_cap_replaces_the_least_recently_refreshed_device,
     everything_survives_reopening_the_store,
     concurrent_appends_get_seqs_one_to_n_and_hooks_run_in_seq_order,
     concurrent_appends_on_two_nodes_share_one_gap_free_sequence,
@@ -488,15 +489,18 @@ async fn appends_get_gap_free_seqs_and_return_the_members_with_their_unread_coun
 ) {
     let id = create(&store, group("alice", &["bob", "carol"])).await;
     store
-        .upsert_device(NewDevice {
-            id: new_id(),
-            user_id: "bob".into(),
-            platform: Platform::Fcm,
-            token: "t".into(),
-            endpoint: None,
-            keys: None,
-            created_at: Timestamp::now(),
-        })
+        .upsert_device(
+            NewDevice {
+                id: new_id(),
+                user_id: "bob".into(),
+                platform: Platform::Fcm,
+                token: "t".into(),
+                endpoint: None,
+                keys: None,
+                created_at: Timestamp::now(),
+            },
+            10,
+        )
         .await
         .expect("device");
     for n in 1..=3 {
@@ -1037,12 +1041,10 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
         created_at: Timestamp(at),
     };
     let first = store
-        .upsert_device(device(
-            "t1",
-            Some("https://push/1"),
-            Some(object(json!({ "p256dh": "k", "auth": "a" }))),
-            1_000,
-        ))
+        .upsert_device(
+            device("t1", Some("https://push/1"), Some(object(json!({ "p256dh": "k", "auth": "a" }))), 1_000),
+            10,
+        )
         .await
         .expect("upsert");
     assert_eq!(
@@ -1050,12 +1052,15 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
         (Platform::Webpush, "t1", Timestamp(1_000))
     );
     let refreshed = store
-        .upsert_device(device(
-            "t1",
-            Some("https://push/2"),
-            Some(object(json!({ "p256dh": "k2", "auth": "a2" }))),
-            2_000,
-        ))
+        .upsert_device(
+            device(
+                "t1",
+                Some("https://push/2"),
+                Some(object(json!({ "p256dh": "k2", "auth": "a2" }))),
+                2_000,
+            ),
+            10,
+        )
         .await
         .expect("upsert");
     assert_eq!(
@@ -1065,11 +1070,11 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
     );
     assert_eq!(refreshed.endpoint.as_deref(), Some("https://push/2"));
     assert_eq!(refreshed.keys, Some(object(json!({ "p256dh": "k2", "auth": "a2" }))));
-    let second = store.upsert_device(device("t2", None, None, 3_000)).await.expect("upsert");
+    let second = store.upsert_device(device("t2", None, None, 3_000), 10).await.expect("upsert");
     assert_eq!((second.endpoint.clone(), second.keys.clone()), (None, None));
     let mut bobs = device("t1", None, None, 4_000);
     bobs.user_id = "bob".into();
-    let bobs = store.upsert_device(bobs).await.expect("upsert");
+    let bobs = store.upsert_device(bobs, 10).await.expect("upsert");
     assert_ne!(bobs.id, first.id, "the token is per user");
 
     assert_eq!(store.devices("alice").await.expect("devices"), vec![refreshed.clone(), second.clone()]);
@@ -1078,6 +1083,40 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
     assert!(!store.remove_device("alice", &first.id).await.expect("remove"));
     assert_eq!(store.devices("alice").await.expect("devices"), vec![second]);
     assert_eq!(store.devices("bob").await.expect("devices"), vec![bobs]);
+}
+
+async fn registering_past_the_device_cap_replaces_the_least_recently_refreshed_device(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let device = |token: &str, at| NewDevice {
+        id: new_id(),
+        user_id: "alice".into(),
+        platform: Platform::Fcm,
+        token: token.into(),
+        endpoint: None,
+        keys: None,
+        created_at: Timestamp(at),
+    };
+    for (token, at) in [("t1", 1_000), ("t2", 2_000), ("t3", 3_000)] {
+        store.upsert_device(device(token, at), 3).await.expect("upsert");
+    }
+    // Refreshing t1 makes t2 the least recently registered or refreshed.
+    store.upsert_device(device("t1", 4_000), 3).await.expect("refresh");
+    store.upsert_device(device("t4", 5_000), 3).await.expect("upsert");
+    let tokens = |devices: Vec<chatd::core::model::Device>| {
+        devices.into_iter().map(|d| d.token).collect::<BTreeSet<_>>()
+    };
+    let kept = tokens(store.devices("alice").await.expect("devices"));
+    assert_eq!(kept, BTreeSet::from(["t1".to_owned(), "t3".to_owned(), "t4".to_owned()]));
+    // A lower cap (a restart with another flag) trims on the next registration.
+    store.upsert_device(device("t5", 6_000), 2).await.expect("upsert");
+    let kept = tokens(store.devices("alice").await.expect("devices"));
+    assert_eq!(kept, BTreeSet::from(["t4".to_owned(), "t5".to_owned()]));
+    let mut bobs = device("t1", 7_000);
+    bobs.user_id = "bob".into();
+    store.upsert_device(bobs, 1).await.expect("upsert");
+    assert_eq!(store.devices("alice").await.expect("devices").len(), 2, "another user's cap is their own");
 }
 
 async fn everything_survives_reopening_the_store(store: Arc<dyn Store>, db: Db) {

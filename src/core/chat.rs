@@ -59,6 +59,9 @@ pub struct ChatLimits {
     pub notification_log_max_age: Duration,
     /// Which webhook and Web Push endpoints users may register (and chatd will call).
     pub push_endpoints: EndpointPolicy,
+    /// Most push devices one user keeps; registering one more replaces the least recently
+    /// registered or refreshed (at least 1).
+    pub max_devices_per_user: usize,
 }
 
 impl Default for ChatLimits {
@@ -76,6 +79,7 @@ impl Default for ChatLimits {
             notification_log_keep: 1000,
             notification_log_max_age: Duration::from_secs(7 * 24 * 3600),
             push_endpoints: EndpointPolicy::default(),
+            max_devices_per_user: 10,
         }
     }
 }
@@ -783,7 +787,7 @@ impl Chat {
             keys: req.keys,
             created_at: Timestamp::now(),
         };
-        Ok(self.store.upsert_device(device).await?)
+        Ok(self.store.upsert_device(device, self.limits.max_devices_per_user.max(1)).await?)
     }
 
     /// # The caller's devices

@@ -302,7 +302,7 @@ pub struct NewDevice {
     pub endpoint: Option<String>,
     /// Web Push keys.
     pub keys: Option<JsonObject>,
-    /// Registration time.
+    /// Registration (or refresh) time.
     pub created_at: Timestamp,
 }
 
@@ -700,8 +700,11 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_notifications(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// Registers a device, or refreshes the endpoint and keys of the same
-    /// `(user, platform, token)`; returns it.
-    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError>;
+    /// `(user, platform, token)`; returns it. Either way the device counts as refreshed at
+    /// `device.created_at`; the user then keeps at most `max_per_user` devices (at least
+    /// this one): the least recently registered or refreshed others are deleted, in the same
+    /// transaction.
+    async fn upsert_device(&self, device: NewDevice, max_per_user: usize) -> Result<Device, StoreError>;
 
     /// The user's devices, oldest first.
     async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StoreError>;

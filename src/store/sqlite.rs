@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_notifications.sql"),
     include_str!("../../migrations/sqlite/0005_notification_settings.sql"),
     include_str!("../../migrations/sqlite/0006_bans_blocks.sql"),
+    include_str!("../../migrations/sqlite/0007_device_refresh.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
@@ -1336,14 +1337,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError> {
+    async fn upsert_device(&self, device: NewDevice, max_per_user: usize) -> Result<Device, StoreError> {
         self.write(move |conn| {
             let keys = device.keys.as_ref().map(serde_json::to_string).transpose().map_err(json_error)?;
             let id: String = conn
                 .prepare_cached(
-                    "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (user_id, platform, token) DO UPDATE SET endpoint = ?5, keys = ?6 \
+                    "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at, refreshed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+                     ON CONFLICT (user_id, platform, token) DO UPDATE SET endpoint = ?5, keys = ?6, refreshed_at = ?7 \
                      RETURNING id",
                 )?
                 .query_row(
@@ -1358,6 +1359,13 @@ impl Store for SqliteStore {
                     ],
                     |r| r.get(0),
                 )?;
+            // The writer is the only one: nothing registers a device between these statements.
+            conn.prepare_cached(
+                "DELETE FROM devices WHERE user_id = ?1 AND id <> ?2 AND id NOT IN (\
+                 SELECT id FROM devices WHERE user_id = ?1 AND id <> ?2 \
+                 ORDER BY refreshed_at DESC, id DESC LIMIT ?3)",
+            )?
+            .execute(params![device.user_id, id, i64::try_from(max_per_user.saturating_sub(1)).unwrap_or(i64::MAX)])?;
             load_devices(conn, &device.user_id, Some(&id))?
                 .pop()
                 .ok_or_else(|| StoreError::Backend("the device just written is missing".into()))
