@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::core::ChatLimits;
 use crate::core::endpoint::EndpointPolicy;
-use crate::core::push_worker::PushSettings;
+use crate::core::push_worker::{PushSettings, REQUESTS_PER_SEND};
 use crate::push::apns::ApnsConfig;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 use crate::store::sqlite::Synchronous;
@@ -428,10 +428,10 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
     let defaults = PushSettings::default();
     let ms = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
     let request_timeout = ms(settings.push_timeout_ms, Duration::from_secs(10));
-    let worker = PushSettings {
+    let mut worker = PushSettings {
         batch_size: settings.push_batch_size.unwrap_or(defaults.batch_size),
-        // Sends are bounded by the request timeout; the lease leaves room for a few devices.
-        lease: defaults.lease.max(request_timeout.saturating_mul(3)),
+        send_timeout: request_timeout.saturating_mul(REQUESTS_PER_SEND),
+        max_devices: settings.max_devices_per_user.unwrap_or(ChatLimits::default().max_devices_per_user),
         max_attempts: settings.push_max_attempts.unwrap_or(defaults.max_attempts),
         retry_base: ms(settings.push_retry_base_ms, defaults.retry_base),
         retry_max: ms(settings.push_retry_max_ms, defaults.retry_max),
@@ -440,6 +440,9 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
         // The wiring uses the core's limit (`ChatLimits::preview_chars`), as notifications do.
         ..defaults
     };
+    // Always longer than the worst-case send of a job, so that no other node claims a job
+    // while it is being sent.
+    worker.lease = worker.lease.max(worker.min_lease());
     if worker.batch_size == 0 || worker.max_attempts == 0 {
         anyhow::bail!("--push-batch-size and --push-max-attempts must be at least 1");
     }
@@ -649,5 +652,27 @@ impl Config {
     /// A configuration with every default, rooted at `data_dir` (handy for tests and tools).
     pub fn with_data_dir(data_dir: impl AsRef<Path>) -> anyhow::Result<Config> {
         Settings { data_dir: Some(data_dir.as_ref().to_owned()), ..Settings::default() }.resolve()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_push_lease_outlasts_the_worst_case_send_of_a_job() {
+        for (timeout_ms, max_devices) in [(None, None), (Some(60_000), None), (Some(2_000), Some(50))] {
+            let settings = Settings {
+                data_dir: Some(PathBuf::from("unused")),
+                push_timeout_ms: timeout_ms,
+                max_devices_per_user: max_devices,
+                ..Settings::default()
+            };
+            let worker = settings.resolve().expect("resolves").push.worker;
+            let request = Duration::from_millis(timeout_ms.unwrap_or(10_000));
+            let rounds = max_devices.unwrap_or(10).div_ceil(worker.device_concurrency);
+            let worst = request * REQUESTS_PER_SEND * u32::try_from(rounds).expect("small");
+            assert!(worker.lease > worst, "lease {:?} <= worst-case send {worst:?}", worker.lease);
+        }
     }
 }

@@ -632,6 +632,11 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_push_jobs(&self, limit: usize, lease: Duration)
     -> Result<Vec<ClaimedPushJob>, StoreError>;
 
+    /// Whether claim `attempt` still holds job `id`: the job is unfinished, has not been
+    /// claimed again since, and the claim's lease has not run out. The push worker checks it
+    /// before each send, so a worker that outlived its lease sends nothing more.
+    async fn push_job_held(&self, id: &str, attempt: u32) -> Result<bool, StoreError>;
+
     /// Marks a job sent: it is finished and never claimed again (lease or not). False, and
     /// nothing changes, when no unfinished job has that id (already sent, dropped, pruned),
     /// or when it has been claimed again since claim `attempt` (see below).

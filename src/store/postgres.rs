@@ -940,6 +940,17 @@ impl Store for PostgresStore {
         Ok(claimed)
     }
 
+    async fn push_job_held(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let rows = self
+            .query(
+                "SELECT 1 FROM push_jobs \
+                 WHERE id = $1 AND attempts = $2 AND finished_at IS NULL AND next_attempt_at > $3",
+                &[&id, &attempt_param(attempt), &Timestamp::now().millis()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         let changed = self
             .execute(

@@ -1148,6 +1148,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn push_job_held(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            let held = conn
+                .prepare_cached(
+                    "SELECT 1 FROM push_jobs \
+                     WHERE id = ?1 AND attempts = ?2 AND finished_at IS NULL AND next_attempt_at > ?3",
+                )?
+                .exists(params![id, attempt, Timestamp::now().millis()])?;
+            Ok(held)
+        })
+        .await
+    }
+
     async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write_apart(move |conn| {
