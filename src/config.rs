@@ -29,6 +29,11 @@ pub struct Settings {
     #[arg(long, env = "CHATD_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
 
+    /// Serve `GET /metrics` on this address (its own listener) instead of the main one,
+    /// e.g. `127.0.0.1:9100`. Unset: on the main listener.
+    #[arg(long, env = "CHATD_METRICS_BIND", value_name = "ADDR")]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Directory for the SQLite database and the generated JWT secret; created if missing
     /// [default: ./chatd-data].
     #[arg(long, env = "CHATD_DATA_DIR", value_name = "DIR")]
@@ -284,7 +289,7 @@ impl Settings {
         let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let cli = self;
         Ok(
-            or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
+            or_file!(cli, file: bind, metrics_bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
@@ -340,6 +345,7 @@ impl Settings {
         let defaults = ChatLimits::default();
         Ok(Config {
             bind: settings.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
+            metrics_bind: settings.metrics_bind,
             data_dir,
             database,
             redis,
@@ -544,6 +550,8 @@ pub struct JwtConfig {
 pub struct Config {
     /// Listen address.
     pub bind: SocketAddr,
+    /// Where `/metrics` is served on a listener of its own; `None`: on the main one.
+    pub metrics_bind: Option<SocketAddr>,
     /// Data directory (SQLite file, generated secret).
     pub data_dir: PathBuf,
     /// Store backend.

@@ -245,8 +245,8 @@ impl Chat {
     }
 
     /// Refreshes the backend gauges: probes the store and the bus's backend (each bounded by
-    /// `timeout`) and counts the push outbox. Runs periodically and on every metrics scrape,
-    /// never on the send path.
+    /// `timeout`) and counts the push outbox. Runs periodically (never on a metrics scrape,
+    /// never on the send path).
     pub async fn observe_backends(&self, timeout: Duration) {
         let store_up = matches!(tokio::time::timeout(timeout, self.store.ping()).await, Ok(Ok(())));
         telemetry::backend_up("store", store_up);
