@@ -408,7 +408,7 @@ impl Chat {
             let members: Vec<String> = conversation.members.iter().map(|m| m.user_id.clone()).collect();
             self.announce_new_members(&conversation, &members);
         }
-        Ok((conversation, created.created))
+        Ok((conversation.viewed_by(&user.id), created.created))
     }
 
     /// # List the caller's conversations
@@ -421,6 +421,7 @@ impl Chat {
         let limit = validate::page_limit(req.limit, LIST_DEFAULT, LIST_MAX)?;
         let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
         let conversations = self.store.conversations_of(&user.id, after, limit + 1).await?;
+        let conversations = conversations.into_iter().map(|c| c.viewed_by(&user.id)).collect();
         Ok(page_of(conversations, limit))
     }
 
@@ -430,7 +431,7 @@ impl Chat {
         if conversation.member(&user.id).is_none() {
             return Err(ChatError::NotAMember);
         }
-        Ok(conversation)
+        Ok(conversation.viewed_by(&user.id))
     }
 
     /// # Rename or re-describe a conversation (owner/admin)
@@ -461,7 +462,7 @@ impl Chat {
             let event = ServerEvent::ConversationUpdated(conversation.clone());
             self.deliver(Audience::Conversation(id.to_owned()), user, event);
         }
-        Ok(conversation)
+        Ok(conversation.viewed_by(&user.id))
     }
 
     /// # Add members (owner/admin; groups only)
@@ -508,7 +509,7 @@ impl Chat {
             self.deliver(Audience::Conversation(id.to_owned()), user, event);
             self.announce_new_members(&conversation, &added);
         }
-        Ok(conversation)
+        Ok(conversation.viewed_by(&user.id))
     }
 
     /// # Remove a member

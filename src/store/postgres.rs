@@ -255,6 +255,7 @@ fn member_at(row: &Row, at: usize) -> Result<Member, StoreError> {
         joined_at: Timestamp(get(row, at + 2)?),
         last_read_seq: get(row, at + 3)?,
         notifications: get(row, at + 4)?,
+        shown_notifications: None,
     })
 }
 

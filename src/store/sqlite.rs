@@ -530,6 +530,7 @@ fn into_member(
         joined_at: Timestamp(joined_at),
         last_read_seq,
         notifications,
+        shown_notifications: None,
     })
 }
 
