@@ -112,6 +112,7 @@ store_tests!(
     update_conversation_replaces_only_the_given_fields,
     added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_alone,
     remove_member_reports_whether_it_removed_and_passes_ownership,
+    concurrent_removals_of_the_owner_and_members_always_leave_an_owner,
     appends_get_gap_free_seqs_and_return_the_members_with_their_unread_counts,
     a_message_keeps_every_field_it_was_sent_with,
     refused_appends_write_nothing_and_consume_no_seq,
@@ -473,14 +474,34 @@ async fn added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_
 
 async fn remove_member_reports_whether_it_removed_and_passes_ownership(store: Arc<dyn Store>, _db: Db) {
     let id = create(&store, group("alice", &["bob", "carol"])).await;
-    assert!(!store.remove_member(&id, "mallory", None).await.expect("remove"));
-    assert!(store.remove_member(&id, "carol", None).await.expect("remove"));
+    assert!(!store.remove_member(&id, "mallory").await.expect("remove"));
+    assert!(store.remove_member(&id, "carol").await.expect("remove"));
     assert!(matches!(store.membership(&id, "carol").await.expect("m"), Membership::NotMember));
-    assert!(store.remove_member(&id, "alice", Some("bob".into())).await.expect("remove"));
+    assert!(store.remove_member(&id, "alice").await.expect("remove"));
     let conversation = store.conversation(&id, "bob").await.expect("read").expect("exists");
     let members: Vec<(&str, Role)> =
         conversation.members.iter().map(|m| (m.user_id.as_str(), m.role)).collect();
     assert_eq!(members, vec![("bob", Role::Owner)]);
+}
+
+async fn concurrent_removals_of_the_owner_and_members_always_leave_an_owner(store: Arc<dyn Store>, db: Db) {
+    let others = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    for _ in 0..3 {
+        let id = create(&store, group("alice", &others)).await;
+        // The owner and the four longest-standing members leave at once, over two nodes.
+        let second = db.another_node().await;
+        let leaving = ["alice", "m1", "m2", "m3", "m4"];
+        let removals = leaving.iter().enumerate().map(|(i, user)| {
+            let store = if i % 2 == 0 { store.clone() } else { second.clone() };
+            let id = id.clone();
+            async move { store.remove_member(&id, user).await.expect("remove") }
+        });
+        assert!(join_all(removals).await.into_iter().all(|removed| removed));
+        let conversation = store.conversation(&id, "m5").await.expect("read").expect("exists");
+        let roles: Vec<(&str, Role)> =
+            conversation.members.iter().map(|m| (m.user_id.as_str(), m.role)).collect();
+        assert_eq!(roles, vec![("m5", Role::Owner), ("m6", Role::Member)]);
+    }
 }
 
 async fn appends_get_gap_free_seqs_and_return_the_members_with_their_unread_counts(
@@ -1288,7 +1309,7 @@ async fn a_member_removed_concurrently_cannot_append_after_the_removal(store: Ar
         });
         let appenders: Vec<_> = appenders.collect();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(store.remove_member(&id, "carol", None).await.expect("remove"));
+        assert!(store.remove_member(&id, "carol").await.expect("remove"));
         let removed_at = tokio::time::Instant::now();
         let at_removal = history(&store, &id).await;
 

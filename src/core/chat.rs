@@ -534,19 +534,8 @@ impl Chat {
                 return Err(ChatError::forbidden("your role does not allow removing this member"));
             }
         }
-        let new_owner = (target_member.role == Role::Owner)
-            .then(|| {
-                conversation
-                    .members
-                    .iter()
-                    .filter(|m| m.user_id != target)
-                    // Highest role, then earliest join; ties go to the first listed (members
-                    // are listed oldest first), as `min_by_key` keeps the first minimum.
-                    .min_by_key(|m| (std::cmp::Reverse(m.role), m.joined_at))
-                    .map(|m| m.user_id.clone())
-            })
-            .flatten();
-        if self.store.remove_member(id, target, new_owner).await? {
+        // The store passes ownership on, in the same transaction (see `Store::remove_member`).
+        if self.store.remove_member(id, target).await? {
             // Stop their connections' traffic at once, then tell everyone, them included.
             self.bus.publish(BusMessage::Unsubscribe {
                 user_id: target.to_owned(),

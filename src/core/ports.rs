@@ -500,14 +500,11 @@ pub trait Store: Send + Sync + 'static {
         joined_at: Timestamp,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Removes a member and, if given, makes `new_owner` the owner in the same transaction.
-    /// False when the user was not a member.
-    async fn remove_member(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        new_owner: Option<String>,
-    ) -> Result<bool, StoreError>;
+    /// Removes a member; false when the user was not a member. A group left with members but
+    /// no owner gets one in the same transaction (serialized with every other change of its
+    /// members): the longest-standing admin, else the longest-standing member (ties: the
+    /// first listed). So concurrent leaves, the owner's among them, never leave it ownerless.
+    async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError>;
 
     /// Appends a message with the next seq if the sender is a member (and the replied-to
     /// message is in the conversation), or returns the original on a `client_id` repeat.

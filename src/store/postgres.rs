@@ -581,29 +581,27 @@ impl Store for PostgresStore {
         Ok(added)
     }
 
-    async fn remove_member(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        new_owner: Option<String>,
-    ) -> Result<bool, StoreError> {
+    async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Waits for appends in flight: a removed member's append either committed before
-        // this or sees the removal.
+        // Waits for appends and other member changes in flight: a removed member's append
+        // either committed before this or sees the removal, and concurrent leaves take turns,
+        // each seeing the members the previous left.
         let lock = tx.prepare_cached("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE").await?;
         tx.query_opt(&lock, &[&conversation_id]).await?;
         let delete =
             tx.prepare_cached("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2").await?;
         let removed = tx.execute(&delete, &[&conversation_id, &user_id]).await?;
-        if let Some(owner) = new_owner {
-            let promote = tx
-                .prepare_cached(
-                    "UPDATE members SET role = 'owner' WHERE conversation_id = $1 AND user_id = $2",
-                )
-                .await?;
-            tx.execute(&promote, &[&conversation_id, &owner]).await?;
-        }
+        let succession = tx
+            .prepare_cached(
+                "UPDATE members SET role = 'owner' \
+                 WHERE conversation_id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND role = 'owner') \
+                 AND user_id = (SELECT user_id FROM members WHERE conversation_id = $1 \
+                     ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1)",
+            )
+            .await?;
+        tx.execute(&succession, &[&conversation_id]).await?;
         tx.commit().await?;
         Ok(removed == 1)
     }

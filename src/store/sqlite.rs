@@ -534,6 +534,14 @@ fn into_member(
     })
 }
 
+/// Makes the longest-standing admin (else member; ties: the first listed) of conversation
+/// `?1` its owner when it has members but no owner.
+const SUCCESSION: &str = "UPDATE members SET role = 'owner' \
+     WHERE conversation_id = ?1 \
+     AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND role = 'owner') \
+     AND user_id = (SELECT user_id FROM members WHERE conversation_id = ?1 \
+         ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1)";
+
 /// The members of a conversation, oldest first.
 fn load_members(conn: &Connection, conversation_id: &str) -> Result<Vec<Member>, StoreError> {
     conn.prepare_cached(
@@ -785,23 +793,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_member(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        new_owner: Option<String>,
-    ) -> Result<bool, StoreError> {
+    async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError> {
         let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
+        // The one writer runs this whole: no other change of the members interleaves.
         self.write(move |conn| {
             let removed = conn
                 .prepare_cached("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
                 .execute(params![conversation_id, user_id])?;
-            if let Some(owner) = new_owner {
-                conn.prepare_cached(
-                    "UPDATE members SET role = 'owner' WHERE conversation_id = ?1 AND user_id = ?2",
-                )?
-                .execute(params![conversation_id, owner])?;
-            }
+            conn.prepare_cached(SUCCESSION)?.execute(params![conversation_id])?;
             Ok(removed == 1)
         })
         .await
