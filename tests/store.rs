@@ -1836,3 +1836,70 @@ async fn all_conversations_are_listed_newest_activity_first_with_a_cursor(store:
     let rest = store.all_conversations(Some(cursor), 10).await.expect("rest");
     assert_eq!(rest.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [second.as_str()]);
 }
+
+// ---------------------------------------------------------------------------------------
+// SQLite only: a full disk in the middle of a commit group.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_full_disk_under_concurrent_sends_acks_nothing_missing_from_the_history_and_skips_no_seq() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite =
+        Arc::new(SqliteStore::open(&dir.path().join("chatd.db"), Synchronous::Normal).expect("open"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    let id = create(&store, group("alice", &["bob", "carol"])).await;
+    send(&store, &id, "alice", "before the disk filled up").await;
+    let pages = sqlite.page_count().await.expect("page count");
+    sqlite.set_max_page_count(pages + 16).await.expect("cap");
+
+    // Small messages sent in parallel with large conversations being created, so that
+    // failures land in the middle of commit groups: once the cap is near, a creation fails
+    // (SQLITE_FULL, with nothing written yet) and SQLite rolls the whole transaction back,
+    // while the small messages after it in the same group still fit.
+    let senders = (0..8).map(|n| {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..150 {
+                let content = format!("{n}-{i}");
+                if let Ok(AppendOutcome::Committed { message, .. }) =
+                    store.append_message(text(&id, "alice", &content), no_hook()).await
+                {
+                    acked.push((message.id, message.seq));
+                }
+            }
+            acked
+        })
+    });
+    let creators = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut failed = 0;
+            for _ in 0..60 {
+                let mut new = group("carol", &["dave"]);
+                new.metadata.insert("blob".into(), json!("x".repeat(40_000)));
+                if store.create_conversation(new).await.is_err() {
+                    failed += 1;
+                }
+            }
+            failed
+        })
+    });
+    let (senders, creators) = tokio::join!(join_all(senders), join_all(creators));
+    let acked: Vec<(String, i64)> =
+        senders.into_iter().flat_map(|sender| sender.expect("sender task")).collect();
+    let failed: usize = creators.into_iter().map(|creator| creator.expect("creator task")).sum();
+    assert!(failed > 0, "the disk never filled up: raise the load or lower the cap");
+
+    sqlite.set_max_page_count(u64::from(u32::MAX)).await.expect("uncap");
+    let messages = history(&store, &id).await;
+    let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
+    let expected: Vec<i64> = (1..=i64::try_from(messages.len()).expect("small")).collect();
+    assert_eq!(seqs, expected, "no seq skipped");
+    let in_history: BTreeSet<(String, i64)> = messages.iter().map(|m| (m.id.clone(), m.seq)).collect();
+    for message in &acked {
+        assert!(in_history.contains(message), "acked but not in the history: {message:?}");
+    }
+    assert_eq!(in_history.len(), acked.len() + 1, "everything in the history was acked");
+    let after = send(&store, &id, "bob", "the disk has room again").await;
+    assert_eq!(after.seq, i64::try_from(messages.len()).expect("small") + 1);
+}

@@ -243,6 +243,23 @@ impl SqliteStore {
         })
     }
 
+    /// The database file's size in pages (`PRAGMA page_count`).
+    pub async fn page_count(&self) -> Result<u64, StoreError> {
+        let pages =
+            self.write_apart(|conn| Ok(conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))?));
+        Ok(u64::try_from(pages.await?).unwrap_or(0))
+    }
+
+    /// Caps the database file at `pages` pages (`PRAGMA max_page_count` on the writer, never
+    /// below its current size); returns the cap in force. Writes that need more fail with
+    /// `SQLITE_FULL`, as on a full disk: for fault-injection tests.
+    pub async fn set_max_page_count(&self, pages: u64) -> Result<u64, StoreError> {
+        let cap = self.write_apart(move |conn| {
+            Ok(conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?)
+        });
+        Ok(u64::try_from(cap.await?).unwrap_or(0))
+    }
+
     /// Runs `work` in the writer's next transaction; returns after it committed. For work
     /// that may change what appends cache (see [`Touches::AppendState`]).
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -384,7 +401,8 @@ fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Runs every job of the batch in one transaction and commits it.
 ///
 /// Jobs check before they write, so a job that fails has usually written nothing and the
-/// batch goes on without it. A job that fails after writing (an I/O error, say) cannot be
+/// batch goes on without it, unless SQLite rolled the transaction back on its own (checked
+/// after every failed job). A job that fails after writing (an I/O error, say) cannot be
 /// separated from its batch-mates: the whole batch is rolled back and every job fails, so
 /// nothing unacknowledged is ever committed and no seq is ever skipped. (This replaces a
 /// savepoint per job, whose page journaling cost more than the writes themselves.) The
@@ -419,8 +437,17 @@ fn run_batch(
             appends.invalidate(conn).map_err(|e| e.to_string())?;
         }
         let changes_before = conn.total_changes();
-        if !job.run(conn, appends) && conn.total_changes() != changes_before {
-            return Err("a write failed after changing rows; the batch was rolled back".into());
+        if !job.run(conn, appends) {
+            if conn.total_changes() != changes_before {
+                return Err("a write failed after changing rows; the batch was rolled back".into());
+            }
+            // Some failures (`SQLITE_FULL`, I/O errors, out of memory) make SQLite roll the
+            // whole transaction back on its own: the jobs before this one are undone, and
+            // those after it would each commit alone, unacknowledged, after the seqs of the
+            // undone ones. The batch fails instead.
+            if conn.is_autocommit() {
+                return Err("SQLite rolled the transaction back after a failed write".into());
+            }
         }
     }
     appends.flush(conn).map_err(|e| e.to_string())?;
