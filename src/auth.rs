@@ -1,7 +1,8 @@
 //! JWT verification (used by every transport) and minting (CLI, dev endpoint).
 //!
-//! Tokens are issued by the platform: `sub` is the user id, `name` an optional display name,
-//! `exp` required. HS256 with a shared secret by default; RS256 or ES256 when a PEM public
+//! Tokens are issued by the platform: `sub` is the user id (never the reserved `system`, the
+//! sender of admin messages), `name` an optional display name, `exp` required, `nbf` checked
+//! when present. HS256 with a shared secret by default; RS256 or ES256 when a PEM public
 //! key is configured (the algorithm follows the key type). Only the one configured
 //! algorithm is accepted, so `alg: none` and algorithm confusion are rejected.
 
@@ -12,10 +13,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::core::ChatError;
+use crate::core::admin::SYSTEM_SENDER;
 use crate::core::model::User;
 use crate::core::validate;
 
-/// Seconds of clock skew tolerated on `exp`.
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
 
 /// The claims chatd reads and writes.
@@ -84,6 +86,7 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         // jsonwebtoken checks `aud`/`iss` only when the token has them: a configured one
         // must also be present.
         let mut required = vec!["exp", "sub"];
@@ -118,6 +121,7 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(
             |err| match err.kind() {
                 ErrorKind::ExpiredSignature => ChatError::TokenExpired,
+                ErrorKind::ImmatureSignature => ChatError::Unauthorized("token not valid yet (nbf)".into()),
                 ErrorKind::InvalidAudience => ChatError::Unauthorized("token audience not accepted".into()),
                 ErrorKind::InvalidIssuer => ChatError::Unauthorized("token issuer not accepted".into()),
                 ErrorKind::MissingRequiredClaim(claim) => {
@@ -129,6 +133,9 @@ impl Authenticator {
         let claims = data.claims;
         validate::identifier("sub", &claims.sub)
             .map_err(|e| ChatError::Unauthorized(format!("token {e}")))?;
+        if claims.sub == SYSTEM_SENDER {
+            return Err(ChatError::Unauthorized(format!("{SYSTEM_SENDER:?} is reserved, not a user")));
+        }
         Ok((User { id: claims.sub, name: claims.name, connection: None, arrival: 0 }, claims.exp))
     }
 
@@ -141,6 +148,9 @@ impl Authenticator {
             ));
         };
         validate::identifier("user_id", user_id)?;
+        if user_id == SYSTEM_SENDER {
+            return Err(ChatError::invalid(format!("{SYSTEM_SENDER:?} is reserved, not a user")));
+        }
         if let Some(name) = &name {
             validate::label("name", name, validate::MAX_LABEL_CHARS)?;
         }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::core::ChatLimits;
 use crate::core::budget::{Budget, EventBudgets};
 use crate::core::endpoint::EndpointPolicy;
-use crate::core::push_worker::PushSettings;
+use crate::core::push_worker::{PushSettings, REQUESTS_PER_SEND};
 use crate::push::apns::ApnsConfig;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 use crate::store::sqlite::Synchronous;
@@ -29,6 +29,11 @@ pub struct Settings {
     /// Address and port to listen on for every transport [default: 127.0.0.1:3000].
     #[arg(long, env = "CHATD_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
+
+    /// Serve `GET /metrics` on this address (its own listener) instead of the main one,
+    /// e.g. `127.0.0.1:9100`. Unset: on the main listener.
+    #[arg(long, env = "CHATD_METRICS_BIND", value_name = "ADDR")]
+    pub metrics_bind: Option<SocketAddr>,
 
     /// Directory for the SQLite database and the generated JWT secret; created if missing
     /// [default: ./chatd-data].
@@ -215,6 +220,11 @@ pub struct Settings {
     #[arg(long, env = "CHATD_PUSH_ALLOWED_HOSTS", value_name = "HOSTS", value_delimiter = ',')]
     pub push_allowed_hosts: Option<Vec<String>>,
 
+    /// Most push devices one user keeps; registering one more replaces the one least
+    /// recently registered or refreshed [default: 10].
+    #[arg(long, env = "CHATD_MAX_DEVICES_PER_USER", value_name = "N")]
+    pub max_devices_per_user: Option<usize>,
+
     /// Timeout of one request to a push provider [default: 10000].
     #[arg(long, env = "CHATD_PUSH_TIMEOUT_MS", value_name = "MS")]
     pub push_timeout_ms: Option<u64>,
@@ -303,13 +313,13 @@ impl Settings {
         let file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let cli = self;
         Ok(
-            or_file!(cli, file: bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
+            or_file!(cli, file: bind, metrics_bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
             typing_budget, presence_budget, sync_budget, create_budget, members_budget,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
-            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts,
+            push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts, max_devices_per_user,
             fcm_service_account, fcm_endpoint, apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint,
             max_connections, max_connections_per_user, handshake_rate, handshake_burst, allowed_origins,
             max_json_depth, max_outbound_queue, shutdown_timeout),
@@ -354,9 +364,13 @@ impl Settings {
         if settings.admin_key.as_ref().is_some_and(|key| key.len() < 16) {
             anyhow::bail!("--admin-key must be at least 16 bytes");
         }
+        if settings.max_devices_per_user == Some(0) {
+            anyhow::bail!("--max-devices-per-user must be at least 1");
+        }
         let defaults = ChatLimits::default();
         Ok(Config {
             bind: settings.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000))),
+            metrics_bind: settings.metrics_bind,
             data_dir,
             database,
             redis,
@@ -383,6 +397,7 @@ impl Settings {
                 max_content_chars: settings.max_content_chars.unwrap_or(defaults.max_content_chars),
                 mask_pii: settings.mask_pii.unwrap_or(false),
                 push_collapse: Duration::from_millis(settings.push_collapse_ms.unwrap_or(0)),
+                max_devices_per_user: settings.max_devices_per_user.unwrap_or(defaults.max_devices_per_user),
                 push_endpoints: EndpointPolicy {
                     allow_private: settings.push_allow_private_endpoints.unwrap_or(false),
                     allowed_hosts: settings
@@ -453,10 +468,10 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
     let defaults = PushSettings::default();
     let ms = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
     let request_timeout = ms(settings.push_timeout_ms, Duration::from_secs(10));
-    let worker = PushSettings {
+    let mut worker = PushSettings {
         batch_size: settings.push_batch_size.unwrap_or(defaults.batch_size),
-        // Sends are bounded by the request timeout; the lease leaves room for a few devices.
-        lease: defaults.lease.max(request_timeout.saturating_mul(3)),
+        send_timeout: request_timeout.saturating_mul(REQUESTS_PER_SEND),
+        max_devices: settings.max_devices_per_user.unwrap_or(ChatLimits::default().max_devices_per_user),
         max_attempts: settings.push_max_attempts.unwrap_or(defaults.max_attempts),
         retry_base: ms(settings.push_retry_base_ms, defaults.retry_base),
         retry_max: ms(settings.push_retry_max_ms, defaults.retry_max),
@@ -465,6 +480,9 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
         // The wiring uses the core's limit (`ChatLimits::preview_chars`), as notifications do.
         ..defaults
     };
+    // Always longer than the worst-case send of a job, so that no other node claims a job
+    // while it is being sent.
+    worker.lease = worker.lease.max(worker.min_lease());
     if worker.batch_size == 0 || worker.max_attempts == 0 {
         anyhow::bail!("--push-batch-size and --push-max-attempts must be at least 1");
     }
@@ -566,6 +584,8 @@ pub struct JwtConfig {
 pub struct Config {
     /// Listen address.
     pub bind: SocketAddr,
+    /// Where `/metrics` is served on a listener of its own; `None`: on the main one.
+    pub metrics_bind: Option<SocketAddr>,
     /// Data directory (SQLite file, generated secret).
     pub data_dir: PathBuf,
     /// Store backend.
@@ -674,5 +694,27 @@ impl Config {
     /// A configuration with every default, rooted at `data_dir` (handy for tests and tools).
     pub fn with_data_dir(data_dir: impl AsRef<Path>) -> anyhow::Result<Config> {
         Settings { data_dir: Some(data_dir.as_ref().to_owned()), ..Settings::default() }.resolve()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_push_lease_outlasts_the_worst_case_send_of_a_job() {
+        for (timeout_ms, max_devices) in [(None, None), (Some(60_000), None), (Some(2_000), Some(50))] {
+            let settings = Settings {
+                data_dir: Some(PathBuf::from("unused")),
+                push_timeout_ms: timeout_ms,
+                max_devices_per_user: max_devices,
+                ..Settings::default()
+            };
+            let worker = settings.resolve().expect("resolves").push.worker;
+            let request = Duration::from_millis(timeout_ms.unwrap_or(10_000));
+            let rounds = max_devices.unwrap_or(10).div_ceil(worker.device_concurrency);
+            let worst = request * REQUESTS_PER_SEND * u32::try_from(rounds).expect("small");
+            assert!(worker.lease > worst, "lease {:?} <= worst-case send {worst:?}", worker.lease);
+        }
     }
 }

@@ -25,8 +25,9 @@ use crate::transport::{admin, prometheus, socketio, sse, web, ws};
 /// Largest request body or event payload (the contract's 64 KiB cap).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
-/// How often the backends are probed for the metrics (store and Redis up, outbox depth).
-const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the backends are probed for the metrics (store and Redis up, outbox depth):
+/// the only probes there are, however often `/metrics` is scraped.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The complete service: every route with its layers, and the realtime handles (to close
 /// connections at shutdown). Must be called inside a Tokio runtime: starts the node's hub.
@@ -42,12 +43,16 @@ pub fn app(state: AppState) -> (Router, Realtime) {
             .unwrap_or("-");
         tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
     };
-    let router = http::router(&state)
+    let mut router = http::router(&state)
         .merge(web::router())
         .merge(admin::router(&state))
         .merge(ws::router(hub.clone()))
-        .merge(sse::router(hub.clone()))
-        .merge(prometheus::router())
+        .merge(sse::router(hub.clone()));
+    // With `--metrics-bind`, /metrics is served there only (see [`serve`]).
+    if state.config.metrics_bind.is_none() {
+        router = router.merge(prometheus::router());
+    }
+    let router = router
         .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))
@@ -81,6 +86,8 @@ fn panic_response() -> Response {
 /// requests and realtime events finish and are answered (so every acked message is
 /// committed); then WebSocket clients get close 1012, Socket.IO clients a server-side
 /// disconnect and SSE streams end, all told to reconnect; the push worker stops last.
+/// With `--metrics-bind`, `/metrics` is served on a listener of its own (bound here) until
+/// then.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -109,6 +116,21 @@ pub async fn serve(
             }
         }
     });
+    let metrics = match state.config.metrics_bind {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.inspect_err(|err| {
+                tracing::error!(%addr, error = %err, "could not bind the metrics listener");
+            })?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let router = prometheus::router().with_state(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, router).await {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let shutdown_timeout = state.config.connections.shutdown_timeout;
     let push_worker = state.push_worker.clone().map(|worker| worker.spawn());
     let draining = state.draining.clone();
@@ -153,6 +175,9 @@ pub async fn serve(
     };
     housekeeping.abort();
     probe.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     if let Some(worker) = push_worker {
         worker.stop().await;
     }

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chatd::config::Config;
+use common::node::SioClient;
 use common::{Client, ServerProcess, TestServer, chatd_command, run_bounded};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
@@ -507,6 +508,61 @@ async fn a_token_without_iss_is_unauthorized_when_an_issuer_is_configured() {
     let server = aud_iss_server().await;
     let token = hs256(&json!({ "sub": "alice", "exp": now() + 3600, "aud": AUDIENCE }));
     assert!(!accepted(&server, &token).await);
+}
+
+// ---------------------------------------------------------------------------------------
+// The reserved subject and tokens not valid yet
+
+const PLAIN_SECRET: &str = "plain-test-secret-0123456789";
+
+async fn plain_server() -> TestServer {
+    TestServer::start_with(|config| config.jwt.secret = Some(PLAIN_SECRET.into())).await
+}
+
+fn plain(claims: &Value) -> String {
+    sign(Algorithm::HS256, &EncodingKey::from_secret(PLAIN_SECRET.as_bytes()), claims)
+}
+
+/// Asserts that REST, the `/ws`, SSE and Socket.IO handshakes all refuse `token` with 401
+/// `unauthorized`.
+async fn assert_refused_everywhere(server: &TestServer, token: &str) {
+    assert!(!accepted(server, token).await, "REST");
+    match tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", server.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401, "/ws");
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("JSON body");
+            assert_eq!(body["error"]["code"], "unauthorized", "/ws: {body}");
+        }
+        other => panic!("/ws: expected a refused upgrade, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    let sse = server
+        .http
+        .get(format!("{}/api/notifications/stream?token={token}", server.base))
+        .send()
+        .await
+        .expect("SSE request");
+    assert_eq!(sse.status().as_u16(), 401, "SSE");
+    let body: Value = sse.json().await.expect("JSON body");
+    assert_eq!(body["error"]["code"], "unauthorized", "SSE: {body}");
+    assert_eq!(SioClient::refused(&server.base, token).await, "unauthorized", "Socket.IO");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_the_reserved_system_subject_is_unauthorized_on_rest_and_every_handshake() {
+    let server = plain_server().await;
+    assert!(accepted(&server, &plain(&claims_for("alice"))).await);
+    assert_refused_everywhere(&server, &plain(&claims_for("system"))).await;
+    assert!(server.state.auth.mint("system", None, std::time::Duration::from_secs(60)).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_nbf_is_in_the_future_is_unauthorized_on_rest_and_every_handshake() {
+    let server = plain_server().await;
+    let valid_since = plain(&json!({ "sub": "alice", "exp": now() + 3600, "nbf": now() - 60 }));
+    assert!(accepted(&server, &valid_since).await);
+    let later = plain(&json!({ "sub": "alice", "exp": now() + 7200, "nbf": now() + 3600 }));
+    assert_refused_everywhere(&server, &later).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -264,16 +264,95 @@ async fn redis_is_reported_up_while_it_answers_and_down_once_it_is_gone() {
         });
     })
     .await;
-    let up = scrape(&server).await;
-    assert_eq!(up.get(r#"chatd_backend_up{backend="redis"}"#), 1.0);
+    // The first probe runs as the server starts.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let up = loop {
+        let up = scrape(&server).await;
+        if up.get(r#"chatd_backend_up{backend="redis"}"#) == 1.0 {
+            break up;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "redis was never reported up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(up.get(r#"chatd_backend_up{backend="store"}"#), 1.0);
     redis.kill();
-    let down = scrape(&server).await;
-    assert_eq!(down.get(r#"chatd_backend_up{backend="redis"}"#), 0.0);
+    // The next probe (at most 5 s away) sees it gone.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while scrape(&server).await.get(r#"chatd_backend_up{backend="redis"}"#) != 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "redis was not reported down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The subscriber notices the lost connection on its own.
     let deadline = tokio::time::Instant::now() + SETTLE;
     while scrape(&server).await.get("chatd_bus_errors_total") <= up.get("chatd_bus_errors_total") {
         assert!(tokio::time::Instant::now() < deadline, "the lost subscriber was not counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How many `PING`s `redis` has run so far.
+async fn pings(redis: &OwnRedis) -> u64 {
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("redis connection");
+    let stats: String =
+        redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.expect("INFO");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_do_not_probe_the_backends_more_than_once_per_probe_interval() {
+    let _turn = SERIAL.lock().await;
+    let redis = OwnRedis::start().await;
+    let url = redis.url();
+    let server = TestServer::start_with(|config| {
+        config.redis = Some(RedisConfig {
+            url,
+            prefix: common::redis::unique_prefix(),
+            presence_ttl: Duration::from_secs(30),
+        });
+    })
+    .await;
+    // The first probe runs as the server starts.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while scrape(&server).await.get(r#"chatd_backend_up{backend="redis"}"#) != 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "redis was never reported up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = pings(&redis).await;
+    for _ in 0..20 {
+        let scraped = scrape(&server).await;
+        assert_eq!(scraped.get(r#"chatd_backend_up{backend="redis"}"#), 1.0);
+    }
+    let probes = pings(&redis).await - before;
+    // The periodic probe (every 5 s) may fall within the scrapes, once or, on a slow machine,
+    // a few times; a probe per scrape would be 20.
+    assert!(probes < 5, "20 scrapes pinged Redis {probes} times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_metrics_bind_metrics_are_served_on_their_own_listener_only() {
+    let _turn = SERIAL.lock().await;
+    let metrics_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", common::free_port()).parse().expect("address");
+    let server = TestServer::start_with(|config| config.metrics_bind = Some(metrics_addr)).await;
+    let main = server.http.get(format!("{}/metrics", server.base)).send().await.expect("main port");
+    assert_eq!(main.status(), 404, "not on the main listener");
+    // The metrics listener is bound as the server starts; wait until it answers.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let response = loop {
+        match server.http.get(format!("http://{metrics_addr}/metrics")).send().await {
+            Ok(response) => break response,
+            Err(err) => {
+                assert!(tokio::time::Instant::now() < deadline, "the metrics listener never answered: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    assert!(text.contains("chatd_backend_up"), "Prometheus text with chatd's metrics: {text}");
 }

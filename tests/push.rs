@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use axum::http::Method;
-use chatd::config::Config;
+use chatd::config::{Config, Database};
 use common::webhook::{Received, Receiver, wait_until_no_devices};
 use common::{ServerProcess, TestServer, cli_token, free_port};
 use hmac::{Hmac, Mac};
@@ -382,4 +382,108 @@ async fn the_worker_starts_no_more_jobs_per_second_than_its_rate_and_still_sends
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=MESSAGES as i64).collect::<Vec<_>>(), "every message pushed once");
     receiver.assert_no_more_than(MESSAGES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eleventh_device_replaces_the_least_recently_registered_or_refreshed_one() {
+    let server = server().await;
+    let bob = server.client("bob");
+    let register = |token: String| {
+        let bob = bob.clone();
+        async move { bob.post("/api/devices", json!({"platform": "fcm", "token": token})).await.expect(201) }
+    };
+    for n in 1..=10 {
+        register(format!("phone-{n}")).await;
+    }
+    // Registering phone-1 again refreshes it: phone-2 is now the least recently refreshed.
+    register("phone-1".to_owned()).await;
+    register("phone-11".to_owned()).await;
+    let devices = bob.get("/api/devices").await.expect(200);
+    let mut tokens: Vec<String> = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .map(|d| d["token"].as_str().expect("token").to_owned())
+        .collect();
+    tokens.sort();
+    let mut expected: Vec<String> = (1..=11).filter(|n| *n != 2).map(|n| format!("phone-{n}")).collect();
+    expected.sort();
+    assert_eq!(tokens, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devices_of_one_push_are_sent_to_concurrently() {
+    let receiver = Receiver::bind(&[]).await;
+    receiver.answer_together(3);
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    for n in 1..=3 {
+        webhook_device(&bob, &format!("bob-{n}"), &receiver.url(&format!("/hooks/{n}"))).await;
+    }
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+    alice.send(&conversation, "to every device at once").await;
+    receiver.wait_for(3).await;
+    assert_eq!(receiver.answered_alone(), 0, "the three requests were in flight together");
+    receiver.assert_no_more_than(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_ran_out_sends_to_no_further_device_once_another_node_took_the_job() {
+    let receiver = Receiver::bind(&[]).await;
+    let release = receiver.hold("/hooks/1");
+    // Node A's lease runs out while its first send hangs, as when the process is paused; it
+    // sends to one device at a time.
+    let a = TestServer::start_with(|config: &mut Config| {
+        config.limits.messages_per_second = 0;
+        config.push.webhook_secret = Some(SECRET.into());
+        config.push.worker.poll_interval = Duration::from_millis(50);
+        config.push.worker.lease = Duration::from_millis(300);
+        config.push.worker.device_concurrency = 1;
+    })
+    .await;
+    let (alice, bob) = (a.client("alice"), a.client("bob"));
+    webhook_device(&bob, "bob-1", &receiver.url("/hooks/1")).await;
+    webhook_device(&bob, "bob-2", &receiver.url("/hooks/2")).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+    alice.send(&conversation, "once per device").await;
+    assert_eq!(receiver.wait_for(1).await[0].path, "/hooks/1", "node A's first send, held");
+
+    // Node B, on the same database, claims the job once A's lease has run out.
+    let database = a.data_dir.path().join("chatd.db");
+    let b = TestServer::start_with(|config: &mut Config| {
+        config.database = Database::Sqlite(database);
+        config.push.webhook_secret = Some(SECRET.into());
+        config.push.worker.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let mut paths: Vec<String> = receiver.wait_for(3).await.iter().map(|r| r.path.clone()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/hooks/1", "/hooks/1", "/hooks/2"], "node B sent to both devices");
+    // A's first send returns; its claim no longer holds the job, so it sends nothing more.
+    release.send(()).expect("the held request is waiting");
+    receiver.assert_no_more_than(3).await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_requests_ignore_proxy_environment_variables() {
+    let receiver = Receiver::bind(&[]).await;
+    let proxy = Receiver::bind(&[]).await;
+    let proxy_url = format!("http://{}", proxy.addr);
+    let cwd = tempfile::tempdir().unwrap();
+    let args = ["--webhook-secret", SECRET, "--push-poll-ms", "50", "--push-allow-private-endpoints"];
+    let env: Vec<(&str, &str)> =
+        ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+            .into_iter()
+            .map(|name| (name, proxy_url.as_str()))
+            .collect();
+    let server = ServerProcess::start_with_env(cwd.path(), &args, &env, cwd.path().join("chatd.log")).await;
+    let (alice_token, bob_token) = (cli_token(cwd.path(), "alice", &[]), cli_token(cwd.path(), "bob", &[]));
+    let (alice, bob) = (server.client(&alice_token), server.client(&bob_token));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+    alice.send(&conversation, "straight to the endpoint").await;
+    assert_eq!(receiver.wait_for(1).await[0].path, "/hook");
+    proxy.assert_no_more_than(0).await;
+    drop(server);
 }

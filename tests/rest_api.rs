@@ -205,7 +205,9 @@ async fn creating_a_direct_conversation_answers_201_with_the_contract_shape() {
     for m in conversation["members"].as_array().unwrap() {
         assert_timestamp(&m["joined_at"]);
         assert_eq!(m["last_read_seq"], 0);
-        assert_eq!(m["notifications"], true);
+        // The mute flag is the caller's own business only.
+        let own = m["user_id"] == "alice";
+        assert_eq!(m.get("notifications").cloned(), own.then_some(json!(true)), "{m}");
     }
     assert_eq!(role_of(&conversation, "alice"), "owner");
     assert_eq!(role_of(&conversation, "bob"), "member");
@@ -418,7 +420,19 @@ async fn a_member_can_get_a_conversation() {
     let created = alice.create("group", &["bob"]).await;
     let seen_by_bob = bob.get(&conversation_path(&id_of(&created))).await.expect(200);
     assert_eq!(seen_by_bob["id"], created["id"]);
-    assert_eq!(seen_by_bob["members"], created["members"]);
+    // The same members; each view shows only its caller's own mute flag.
+    let without_flags = |conversation: &Value| -> Vec<Value> {
+        let members = conversation["members"].as_array().expect("members").iter().cloned();
+        members
+            .map(|mut m| {
+                m.as_object_mut().expect("member").remove("notifications");
+                m
+            })
+            .collect()
+    };
+    assert_eq!(without_flags(&seen_by_bob), without_flags(&created));
+    assert_eq!(member(&seen_by_bob, "bob")["notifications"], true);
+    assert_eq!(member(&created, "alice")["notifications"], true);
     assert_eq!(seen_by_bob["created_at"], created["created_at"]);
 }
 
@@ -1449,16 +1463,26 @@ async fn marking_read_needs_membership_and_a_valid_seq() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn switching_notifications_off_shows_in_the_callers_member_entry() {
+async fn switching_notifications_off_shows_in_the_callers_member_entry_and_nobody_elses_view() {
     let server = TestServer::start().await;
     let (alice, bob) = (server.client("alice"), server.client("bob"));
     let id = group(&alice, &["bob"]).await;
     let reply = bob.put(&notifications_path(&id), json!({ "enabled": false })).await;
     assert_eq!(reply.status.as_u16(), 204);
     assert_eq!(reply.body, Value::Null);
-    let conversation = alice.get(&conversation_path(&id)).await.expect(200);
+    let conversation = bob.get(&conversation_path(&id)).await.expect(200);
     assert_eq!(member(&conversation, "bob")["notifications"], false);
+    assert!(member(&conversation, "alice").get("notifications").is_none(), "{conversation}");
+
+    // Alice sees her own flag, never Bob's: not in the conversation, the list, or answers
+    // to her changes.
+    let conversation = alice.get(&conversation_path(&id)).await.expect(200);
     assert_eq!(member(&conversation, "alice")["notifications"], true);
+    assert!(member(&conversation, "bob").get("notifications").is_none(), "{conversation}");
+    let list = alice.get("/api/conversations").await.expect(200);
+    assert!(member(&list["conversations"][0], "bob").get("notifications").is_none(), "{list}");
+    let renamed = alice.patch(&conversation_path(&id), json!({ "name": "renamed" })).await.expect(200);
+    assert!(member(&renamed, "bob").get("notifications").is_none(), "{renamed}");
 
     assert_eq!(bob.put(&notifications_path(&id), json!({ "enabled": true })).await.status.as_u16(), 204);
     assert_eq!(member(&bob.get(&conversation_path(&id)).await.expect(200), "bob")["notifications"], true);
@@ -1858,4 +1882,40 @@ async fn a_device_can_be_removed_only_by_its_owner() {
     bob.delete(&path).await.assert_error(404, "not_found");
     assert_eq!(bob.get("/api/devices").await.expect(200)["devices"], json!([]));
     server.anonymous().get("/api/devices").await.assert_error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_and_members_leaving_at_the_same_moment_never_leave_the_group_without_an_owner() {
+    let server = TestServer::start().await;
+    assert_concurrent_leaves_keep_an_owner(&server).await;
+}
+
+/// Three times: the owner and the four longest-standing of six members leave a group at once
+/// over REST; the fifth member must be its owner afterwards.
+async fn assert_concurrent_leaves_keep_an_owner(server: &TestServer) {
+    let others = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    for _ in 0..3 {
+        let created = server
+            .client("alice")
+            .post("/api/conversations", json!({ "type": "group", "members": others }))
+            .await
+            .expect(201);
+        let id = created["id"].as_str().expect("id").to_owned();
+        let leaves = ["alice", "m1", "m2", "m3", "m4"].map(|user| {
+            let client = server.client(user);
+            let path = format!("/api/conversations/{id}/members/{user}");
+            async move { client.delete(&path).await.status.as_u16() }
+        });
+        assert_eq!(futures::future::join_all(leaves).await, vec![204; 5]);
+        let conversation = server.client("m5").get(&format!("/api/conversations/{id}")).await.expect(200);
+        let roles: Vec<(String, String)> = conversation["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                (m["user_id"].as_str().unwrap_or("").to_owned(), m["role"].as_str().unwrap_or("").to_owned())
+            })
+            .collect();
+        assert_eq!(roles, [("m5".to_owned(), "owner".to_owned()), ("m6".to_owned(), "member".to_owned())]);
+    }
 }

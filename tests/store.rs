@@ -112,6 +112,7 @@ store_tests!(
     update_conversation_replaces_only_the_given_fields,
     added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_alone,
     remove_member_reports_whether_it_removed_and_passes_ownership,
+    concurrent_removals_of_the_owner_and_members_always_leave_an_owner,
     appends_get_gap_free_seqs_and_return_the_members_with_their_unread_counts,
     a_message_keeps_every_field_it_was_sent_with,
     refused_appends_write_nothing_and_consume_no_seq,
@@ -135,6 +136,7 @@ store_tests!(
     finished_push_jobs_are_pruned_within_the_limit_and_unfinished_ones_are_kept,
     a_worker_whose_lease_ran_out_cannot_finish_or_reschedule_the_newer_claim,
     devices_are_upserted_listed_and_removed_per_user,
+    registering_past_the_device_cap_replaces_the_least_recently_refreshed_device,
     everything_survives_reopening_the_store,
     concurrent_appends_get_seqs_one_to_n_and_hooks_run_in_seq_order,
     concurrent_appends_on_two_nodes_share_one_gap_free_sequence,
@@ -473,14 +475,34 @@ async fn added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_
 
 async fn remove_member_reports_whether_it_removed_and_passes_ownership(store: Arc<dyn Store>, _db: Db) {
     let id = create(&store, group("alice", &["bob", "carol"])).await;
-    assert!(!store.remove_member(&id, "mallory", None).await.expect("remove"));
-    assert!(store.remove_member(&id, "carol", None).await.expect("remove"));
+    assert!(!store.remove_member(&id, "mallory").await.expect("remove"));
+    assert!(store.remove_member(&id, "carol").await.expect("remove"));
     assert!(matches!(store.membership(&id, "carol").await.expect("m"), Membership::NotMember));
-    assert!(store.remove_member(&id, "alice", Some("bob".into())).await.expect("remove"));
+    assert!(store.remove_member(&id, "alice").await.expect("remove"));
     let conversation = store.conversation(&id, "bob").await.expect("read").expect("exists");
     let members: Vec<(&str, Role)> =
         conversation.members.iter().map(|m| (m.user_id.as_str(), m.role)).collect();
     assert_eq!(members, vec![("bob", Role::Owner)]);
+}
+
+async fn concurrent_removals_of_the_owner_and_members_always_leave_an_owner(store: Arc<dyn Store>, db: Db) {
+    let others = ["m1", "m2", "m3", "m4", "m5", "m6"];
+    for _ in 0..3 {
+        let id = create(&store, group("alice", &others)).await;
+        // The owner and the four longest-standing members leave at once, over two nodes.
+        let second = db.another_node().await;
+        let leaving = ["alice", "m1", "m2", "m3", "m4"];
+        let removals = leaving.iter().enumerate().map(|(i, user)| {
+            let store = if i % 2 == 0 { store.clone() } else { second.clone() };
+            let id = id.clone();
+            async move { store.remove_member(&id, user).await.expect("remove") }
+        });
+        assert!(join_all(removals).await.into_iter().all(|removed| removed));
+        let conversation = store.conversation(&id, "m5").await.expect("read").expect("exists");
+        let roles: Vec<(&str, Role)> =
+            conversation.members.iter().map(|m| (m.user_id.as_str(), m.role)).collect();
+        assert_eq!(roles, vec![("m5", Role::Owner), ("m6", Role::Member)]);
+    }
 }
 
 async fn appends_get_gap_free_seqs_and_return_the_members_with_their_unread_counts(
@@ -489,15 +511,18 @@ async fn appends_get_gap_free_seqs_and_return_the_members_with_their_unread_coun
 ) {
     let id = create(&store, group("alice", &["bob", "carol"])).await;
     store
-        .upsert_device(NewDevice {
-            id: new_id(),
-            user_id: "bob".into(),
-            platform: Platform::Fcm,
-            token: "t".into(),
-            endpoint: None,
-            keys: None,
-            created_at: Timestamp::now(),
-        })
+        .upsert_device(
+            NewDevice {
+                id: new_id(),
+                user_id: "bob".into(),
+                platform: Platform::Fcm,
+                token: "t".into(),
+                endpoint: None,
+                keys: None,
+                created_at: Timestamp::now(),
+            },
+            10,
+        )
         .await
         .expect("device");
     for n in 1..=3 {
@@ -1038,12 +1063,10 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
         created_at: Timestamp(at),
     };
     let first = store
-        .upsert_device(device(
-            "t1",
-            Some("https://push/1"),
-            Some(object(json!({ "p256dh": "k", "auth": "a" }))),
-            1_000,
-        ))
+        .upsert_device(
+            device("t1", Some("https://push/1"), Some(object(json!({ "p256dh": "k", "auth": "a" }))), 1_000),
+            10,
+        )
         .await
         .expect("upsert");
     assert_eq!(
@@ -1051,12 +1074,15 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
         (Platform::Webpush, "t1", Timestamp(1_000))
     );
     let refreshed = store
-        .upsert_device(device(
-            "t1",
-            Some("https://push/2"),
-            Some(object(json!({ "p256dh": "k2", "auth": "a2" }))),
-            2_000,
-        ))
+        .upsert_device(
+            device(
+                "t1",
+                Some("https://push/2"),
+                Some(object(json!({ "p256dh": "k2", "auth": "a2" }))),
+                2_000,
+            ),
+            10,
+        )
         .await
         .expect("upsert");
     assert_eq!(
@@ -1066,11 +1092,11 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
     );
     assert_eq!(refreshed.endpoint.as_deref(), Some("https://push/2"));
     assert_eq!(refreshed.keys, Some(object(json!({ "p256dh": "k2", "auth": "a2" }))));
-    let second = store.upsert_device(device("t2", None, None, 3_000)).await.expect("upsert");
+    let second = store.upsert_device(device("t2", None, None, 3_000), 10).await.expect("upsert");
     assert_eq!((second.endpoint.clone(), second.keys.clone()), (None, None));
     let mut bobs = device("t1", None, None, 4_000);
     bobs.user_id = "bob".into();
-    let bobs = store.upsert_device(bobs).await.expect("upsert");
+    let bobs = store.upsert_device(bobs, 10).await.expect("upsert");
     assert_ne!(bobs.id, first.id, "the token is per user");
 
     assert_eq!(store.devices("alice").await.expect("devices"), vec![refreshed.clone(), second.clone()]);
@@ -1079,6 +1105,40 @@ async fn devices_are_upserted_listed_and_removed_per_user(store: Arc<dyn Store>,
     assert!(!store.remove_device("alice", &first.id).await.expect("remove"));
     assert_eq!(store.devices("alice").await.expect("devices"), vec![second]);
     assert_eq!(store.devices("bob").await.expect("devices"), vec![bobs]);
+}
+
+async fn registering_past_the_device_cap_replaces_the_least_recently_refreshed_device(
+    store: Arc<dyn Store>,
+    _db: Db,
+) {
+    let device = |token: &str, at| NewDevice {
+        id: new_id(),
+        user_id: "alice".into(),
+        platform: Platform::Fcm,
+        token: token.into(),
+        endpoint: None,
+        keys: None,
+        created_at: Timestamp(at),
+    };
+    for (token, at) in [("t1", 1_000), ("t2", 2_000), ("t3", 3_000)] {
+        store.upsert_device(device(token, at), 3).await.expect("upsert");
+    }
+    // Refreshing t1 makes t2 the least recently registered or refreshed.
+    store.upsert_device(device("t1", 4_000), 3).await.expect("refresh");
+    store.upsert_device(device("t4", 5_000), 3).await.expect("upsert");
+    let tokens = |devices: Vec<chatd::core::model::Device>| {
+        devices.into_iter().map(|d| d.token).collect::<BTreeSet<_>>()
+    };
+    let kept = tokens(store.devices("alice").await.expect("devices"));
+    assert_eq!(kept, BTreeSet::from(["t1".to_owned(), "t3".to_owned(), "t4".to_owned()]));
+    // A lower cap (a restart with another flag) trims on the next registration.
+    store.upsert_device(device("t5", 6_000), 2).await.expect("upsert");
+    let kept = tokens(store.devices("alice").await.expect("devices"));
+    assert_eq!(kept, BTreeSet::from(["t4".to_owned(), "t5".to_owned()]));
+    let mut bobs = device("t1", 7_000);
+    bobs.user_id = "bob".into();
+    store.upsert_device(bobs, 1).await.expect("upsert");
+    assert_eq!(store.devices("alice").await.expect("devices").len(), 2, "another user's cap is their own");
 }
 
 async fn everything_survives_reopening_the_store(store: Arc<dyn Store>, db: Db) {
@@ -1250,7 +1310,7 @@ async fn a_member_removed_concurrently_cannot_append_after_the_removal(store: Ar
         });
         let appenders: Vec<_> = appenders.collect();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(store.remove_member(&id, "carol", None).await.expect("remove"));
+        assert!(store.remove_member(&id, "carol").await.expect("remove"));
         let removed_at = tokio::time::Instant::now();
         let at_removal = history(&store, &id).await;
 
@@ -1799,4 +1859,71 @@ async fn all_conversations_are_listed_newest_activity_first_with_a_cursor(store:
         ActivityCursor { activity_at: last.last_message_at.unwrap_or(last.created_at), id: last.id.clone() };
     let rest = store.all_conversations(Some(cursor), 10).await.expect("rest");
     assert_eq!(rest.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [second.as_str()]);
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite only: a full disk in the middle of a commit group.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_full_disk_under_concurrent_sends_acks_nothing_missing_from_the_history_and_skips_no_seq() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite =
+        Arc::new(SqliteStore::open(&dir.path().join("chatd.db"), Synchronous::Normal).expect("open"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    let id = create(&store, group("alice", &["bob", "carol"])).await;
+    send(&store, &id, "alice", "before the disk filled up").await;
+    let pages = sqlite.page_count().await.expect("page count");
+    sqlite.set_max_page_count(pages + 16).await.expect("cap");
+
+    // Small messages sent in parallel with large conversations being created, so that
+    // failures land in the middle of commit groups: once the cap is near, a creation fails
+    // (SQLITE_FULL, with nothing written yet) and SQLite rolls the whole transaction back,
+    // while the small messages after it in the same group still fit.
+    let senders = (0..8).map(|n| {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..150 {
+                let content = format!("{n}-{i}");
+                if let Ok(AppendOutcome::Committed { message, .. }) =
+                    store.append_message(text(&id, "alice", &content), no_hook()).await
+                {
+                    acked.push((message.id, message.seq));
+                }
+            }
+            acked
+        })
+    });
+    let creators = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut failed = 0;
+            for _ in 0..60 {
+                let mut new = group("carol", &["dave"]);
+                new.metadata.insert("blob".into(), json!("x".repeat(40_000)));
+                if store.create_conversation(new).await.is_err() {
+                    failed += 1;
+                }
+            }
+            failed
+        })
+    });
+    let (senders, creators) = tokio::join!(join_all(senders), join_all(creators));
+    let acked: Vec<(String, i64)> =
+        senders.into_iter().flat_map(|sender| sender.expect("sender task")).collect();
+    let failed: usize = creators.into_iter().map(|creator| creator.expect("creator task")).sum();
+    assert!(failed > 0, "the disk never filled up: raise the load or lower the cap");
+
+    sqlite.set_max_page_count(u64::from(u32::MAX)).await.expect("uncap");
+    let messages = history(&store, &id).await;
+    let seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
+    let expected: Vec<i64> = (1..=i64::try_from(messages.len()).expect("small")).collect();
+    assert_eq!(seqs, expected, "no seq skipped");
+    let in_history: BTreeSet<(String, i64)> = messages.iter().map(|m| (m.id.clone(), m.seq)).collect();
+    for message in &acked {
+        assert!(in_history.contains(message), "acked but not in the history: {message:?}");
+    }
+    assert_eq!(in_history.len(), acked.len() + 1, "everything in the history was acked");
+    let after = send(&store, &id, "bob", "the disk has room again").await;
+    assert_eq!(after.seq, i64::try_from(messages.len()).expect("small") + 1);
 }

@@ -491,3 +491,21 @@ async fn presence_query_takes_at_most_a_hundred_ids() {
     let presence = alice.ok("presence:query", json!({ "user_ids": ids[..100] })).await;
     assert_eq!(presence["presence"].as_object().map(|p| p.len()), Some(100));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_events_carry_no_members_mute_flag() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice");
+    let mut bob_ws = Ws::connect(&server, "bob").await;
+    let created =
+        alice.post("/api/conversations", json!({ "type": "group", "members": ["bob"] })).await.expect(201);
+    let id = created["id"].as_str().expect("id").to_owned();
+    let new = bob_ws.next("conversation:new").await;
+    alice.patch(&format!("/api/conversations/{id}"), json!({ "name": "renamed" })).await.expect(200);
+    let updated = bob_ws.next("conversation:updated").await;
+    for event in [new, updated] {
+        for member in event["members"].as_array().expect("members") {
+            assert!(member.get("notifications").is_none(), "a mute flag in an event: {event}");
+        }
+    }
+}

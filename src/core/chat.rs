@@ -63,6 +63,9 @@ pub struct ChatLimits {
     pub notification_log_max_age: Duration,
     /// Which webhook and Web Push endpoints users may register (and chatd will call).
     pub push_endpoints: EndpointPolicy,
+    /// Most push devices one user keeps; registering one more replaces the least recently
+    /// registered or refreshed (at least 1).
+    pub max_devices_per_user: usize,
 }
 
 impl Default for ChatLimits {
@@ -81,6 +84,7 @@ impl Default for ChatLimits {
             notification_log_keep: 1000,
             notification_log_max_age: Duration::from_secs(7 * 24 * 3600),
             push_endpoints: EndpointPolicy::default(),
+            max_devices_per_user: 10,
         }
     }
 }
@@ -256,8 +260,8 @@ impl Chat {
     }
 
     /// Refreshes the backend gauges: probes the store and the bus's backend (each bounded by
-    /// `timeout`) and counts the push outbox. Runs periodically and on every metrics scrape,
-    /// never on the send path.
+    /// `timeout`) and counts the push outbox. Runs periodically (never on a metrics scrape,
+    /// never on the send path).
     pub async fn observe_backends(&self, timeout: Duration) {
         let store_up = matches!(tokio::time::timeout(timeout, self.store.ping()).await, Ok(Ok(())));
         telemetry::backend_up("store", store_up);
@@ -436,7 +440,7 @@ impl Chat {
             let members: Vec<String> = conversation.members.iter().map(|m| m.user_id.clone()).collect();
             self.announce_new_members(&conversation, &members);
         }
-        Ok((conversation, created.created))
+        Ok((conversation.viewed_by(&user.id), created.created))
     }
 
     /// # List the caller's conversations
@@ -449,6 +453,7 @@ impl Chat {
         let limit = validate::page_limit(req.limit, LIST_DEFAULT, LIST_MAX)?;
         let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
         let conversations = self.store.conversations_of(&user.id, after, limit + 1).await?;
+        let conversations = conversations.into_iter().map(|c| c.viewed_by(&user.id)).collect();
         Ok(page_of(conversations, limit))
     }
 
@@ -458,7 +463,7 @@ impl Chat {
         if conversation.member(&user.id).is_none() {
             return Err(ChatError::NotAMember);
         }
-        Ok(conversation)
+        Ok(conversation.viewed_by(&user.id))
     }
 
     /// # Rename or re-describe a conversation (owner/admin)
@@ -489,7 +494,7 @@ impl Chat {
             let event = ServerEvent::ConversationUpdated(conversation.clone());
             self.deliver(Audience::Conversation(id.to_owned()), user, event);
         }
-        Ok(conversation)
+        Ok(conversation.viewed_by(&user.id))
     }
 
     /// # Add members (owner/admin; groups only)
@@ -538,7 +543,7 @@ impl Chat {
             self.deliver(Audience::Conversation(id.to_owned()), user, event);
             self.announce_new_members(&conversation, &added);
         }
-        Ok(conversation)
+        Ok(conversation.viewed_by(&user.id))
     }
 
     /// # Remove a member
@@ -563,19 +568,8 @@ impl Chat {
                 return Err(ChatError::forbidden("your role does not allow removing this member"));
             }
         }
-        let new_owner = (target_member.role == Role::Owner)
-            .then(|| {
-                conversation
-                    .members
-                    .iter()
-                    .filter(|m| m.user_id != target)
-                    // Highest role, then earliest join; ties go to the first listed (members
-                    // are listed oldest first), as `min_by_key` keeps the first minimum.
-                    .min_by_key(|m| (std::cmp::Reverse(m.role), m.joined_at))
-                    .map(|m| m.user_id.clone())
-            })
-            .flatten();
-        if self.store.remove_member(id, target, new_owner).await? {
+        // The store passes ownership on, in the same transaction (see `Store::remove_member`).
+        if self.store.remove_member(id, target).await? {
             // Stop their connections' traffic at once, then tell everyone, them included.
             self.bus.publish(BusMessage::Unsubscribe {
                 user_id: target.to_owned(),
@@ -818,7 +812,7 @@ impl Chat {
             keys: req.keys,
             created_at: Timestamp::now(),
         };
-        Ok(self.store.upsert_device(device).await?)
+        Ok(self.store.upsert_device(device, self.limits.max_devices_per_user.max(1)).await?)
     }
 
     /// # The caller's devices

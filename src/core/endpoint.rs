@@ -89,6 +89,8 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 // 100.64.0.0/10: carrier-grade NAT (shared address space).
                 || (a == 100 && (64..128).contains(&b))
+                // 192.0.0.0/24: IETF protocol assignments.
+                || (a == 192 && b == 0 && ip.octets()[2] == 0)
                 // 198.18.0.0/15: benchmarking; 240.0.0.0/4: reserved.
                 || (a == 198 && (18..20).contains(&b))
                 || a >= 240)
@@ -101,8 +103,12 @@ pub fn is_public(ip: IpAddr) -> bool {
                     || ip.is_multicast()
                     || ip.is_unique_local()
                     || ip.is_unicast_link_local()
-                    // 64:ff9b::/96 NAT64 and 2001:db8::/32 documentation.
+                    // fec0::/10: deprecated site-local, still routed inside some networks.
+                    || (ip.segments()[0] & 0xffc0) == 0xfec0
+                    // 64:ff9b::/96 NAT64, 64:ff9b:1::/48 local-use NAT64 and 2001:db8::/32
+                    // documentation.
                     || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                    || ip.segments()[..3] == [0x64, 0xff9b, 1]
                     || ip.segments()[..2] == [0x2001, 0xdb8])
             }
         },
@@ -139,6 +145,20 @@ mod tests {
         ] {
             assert!(strict().check(refused).is_err(), "{refused} must be refused");
         }
+    }
+
+    #[test]
+    fn site_local_local_nat64_and_ietf_protocol_addresses_are_not_public() {
+        for refused in
+            ["fec0::1", "feff:ffff::1", "64:ff9b:1::a00:1", "64:ff9b:1:ffff::1", "192.0.0.8", "192.0.0.170"]
+        {
+            assert!(!is_public(refused.parse().unwrap()), "{refused} must not count as public");
+        }
+        for public in ["fe00::1", "64:ff9b:2::1", "192.0.1.1", "192.1.0.1"] {
+            assert!(is_public(public.parse().unwrap()), "{public} is public");
+        }
+        assert!(strict().check("https://[fec0::1]/hook").is_err());
+        assert!(strict().check("https://192.0.0.9/hook").is_err());
     }
 
     #[test]

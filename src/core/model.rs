@@ -84,8 +84,15 @@ pub struct Member {
     pub joined_at: Timestamp,
     /// The highest seq the user has read; never moves backwards.
     pub last_read_seq: i64,
-    /// Whether the user receives push notifications for this conversation.
+    /// Whether the user receives push notifications for this conversation. Private to the
+    /// member, so never serialized as such: see `shown_notifications`.
+    #[serde(skip)]
     pub notifications: bool,
+    /// `notifications` as the wire shows it: only in the member's own entry of a view made
+    /// for them ([`Conversation::viewed_by`]); absent everywhere else (other members'
+    /// entries, events sent to several members).
+    #[serde(rename = "notifications", skip_serializing_if = "Option::is_none")]
+    pub shown_notifications: Option<bool>,
 }
 
 /// A message. `seq` is per conversation, starts at 1 and has no gaps; a deleted message
@@ -177,6 +184,14 @@ impl Conversation {
     /// The member entry of `user_id`, if they are a member.
     pub fn member(&self, user_id: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.user_id == user_id)
+    }
+
+    /// The conversation as `viewer` may see it: their own mute flag shown, nobody else's.
+    pub fn viewed_by(mut self, viewer: &str) -> Conversation {
+        for member in &mut self.members {
+            member.shown_notifications = (member.user_id == viewer).then_some(member.notifications);
+        }
+        self
     }
 }
 

@@ -334,7 +334,7 @@ pub struct NewDevice {
     pub endpoint: Option<String>,
     /// Web Push keys.
     pub keys: Option<JsonObject>,
-    /// Registration time.
+    /// Registration (or refresh) time.
     pub created_at: Timestamp,
 }
 
@@ -543,14 +543,11 @@ pub trait Store: Send + Sync + 'static {
         joined_at: Timestamp,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Removes a member and, if given, makes `new_owner` the owner in the same transaction.
-    /// False when the user was not a member.
-    async fn remove_member(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        new_owner: Option<String>,
-    ) -> Result<bool, StoreError>;
+    /// Removes a member; false when the user was not a member. A group left with members but
+    /// no owner gets one in the same transaction (serialized with every other change of its
+    /// members): the longest-standing admin, else the longest-standing member (ties: the
+    /// first listed). So concurrent leaves, the owner's among them, never leave it ownerless.
+    async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError>;
 
     /// Appends a message with the next seq if the sender is a member (and the replied-to
     /// message is in the conversation), or returns the original on a `client_id` repeat.
@@ -675,6 +672,11 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_push_jobs(&self, limit: usize, lease: Duration)
     -> Result<Vec<ClaimedPushJob>, StoreError>;
 
+    /// Whether claim `attempt` still holds job `id`: the job is unfinished, has not been
+    /// claimed again since, and the claim's lease has not run out. The push worker checks it
+    /// before each send, so a worker that outlived its lease sends nothing more.
+    async fn push_job_held(&self, id: &str, attempt: u32) -> Result<bool, StoreError>;
+
     /// Marks a job sent: it is finished and never claimed again (lease or not). False, and
     /// nothing changes, when no unfinished job has that id (already sent, dropped, pruned),
     /// or when it has been claimed again since claim `attempt` (see below).
@@ -743,8 +745,11 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_notifications(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError>;
 
     /// Registers a device, or refreshes the endpoint and keys of the same
-    /// `(user, platform, token)`; returns it.
-    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError>;
+    /// `(user, platform, token)`; returns it. Either way the device counts as refreshed at
+    /// `device.created_at`; the user then keeps at most `max_per_user` devices (at least
+    /// this one): the least recently registered or refreshed others are deleted, in the same
+    /// transaction.
+    async fn upsert_device(&self, device: NewDevice, max_per_user: usize) -> Result<Device, StoreError>;
 
     /// The user's devices, oldest first.
     async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StoreError>;

@@ -6,8 +6,12 @@
 //! then finishes the job: completed when at least one device got it; rescheduled with
 //! exponential backoff and jitter when a provider asked to retry and none got it; dropped
 //! (and logged) after the configured number of attempts, or when nothing can be delivered.
-//! Devices a provider reports gone are deleted. Every finishing call is fenced by the claim's
-//! attempt, so a worker that outlived its lease changes nothing.
+//! Devices a provider reports gone are deleted. The devices of one job are sent to
+//! concurrently, at most [`PushSettings::device_concurrency`] at once, and the lease is always
+//! longer than the worst-case send of a job ([`PushSettings::min_lease`]). Before each send,
+//! and in every finishing call, the worker checks that its claim still holds the job (the
+//! claim's attempt is the fence), so a worker that outlived its lease sends and changes
+//! nothing.
 //!
 //! The worker never runs on the chat send path: routing only records jobs, and the store
 //! wakes the worker ([`Store::push_enqueued`]); jobs recorded on other nodes, or due again
@@ -17,8 +21,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use governor::{DefaultDirectRateLimiter, Quota};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::error::StoreError;
@@ -36,14 +41,19 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 const FINISHED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most finished jobs one prune deletes.
 const PRUNE_BATCH: usize = 1000;
+/// Most HTTP requests one provider makes for one send (FCM: an access token, the send, and
+/// once more both when the token was refused), each bounded by the request timeout.
+pub const REQUESTS_PER_SEND: u32 = 4;
+/// What a lease adds to the sends' worst case: the store calls before and after them.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 /// How the worker claims, retries and gives up; defaults suit production.
 #[derive(Debug, Clone)]
 pub struct PushSettings {
     /// Most jobs claimed (and sent concurrently) at once.
     pub batch_size: usize,
-    /// How long a claimed job stays leased to this worker; sends are bounded well within it
-    /// by the providers' request timeouts.
+    /// How long a claimed job stays leased to this worker; the configuration makes it at
+    /// least [`PushSettings::min_lease`].
     pub lease: Duration,
     /// Attempts after which a job that still could not be delivered is dropped.
     pub max_attempts: u32,
@@ -61,6 +71,25 @@ pub struct PushSettings {
     /// Most jobs started per second on this node (0: no cap). A backlog then drains at this
     /// pace instead of taking the CPU the chat send path needs.
     pub max_rate: u32,
+    /// Most devices of one job sent to at once.
+    pub device_concurrency: usize,
+    /// Longest one send to one device may take: the providers' request timeout ×
+    /// [`REQUESTS_PER_SEND`].
+    pub send_timeout: Duration,
+    /// Most devices a user keeps (`--max-devices-per-user`), for [`PushSettings::min_lease`].
+    pub max_devices: usize,
+}
+
+impl PushSettings {
+    /// The shortest safe lease: every device of a job sent, [`PushSettings::device_concurrency`]
+    /// at a time, each taking its worst case [`PushSettings::send_timeout`], plus a margin for
+    /// the store calls. A worker whose sends take longer anyway (a user with more devices than
+    /// the cap allows today, a paused process) stops sending once the lease has run out.
+    pub fn min_lease(&self) -> Duration {
+        let rounds = self.max_devices.max(1).div_ceil(self.device_concurrency.max(1));
+        let rounds = u32::try_from(rounds).unwrap_or(u32::MAX);
+        self.send_timeout.saturating_mul(rounds).saturating_add(LEASE_MARGIN)
+    }
 }
 
 impl Default for PushSettings {
@@ -75,6 +104,9 @@ impl Default for PushSettings {
             preview_chars: 100,
             collapse: false,
             max_rate: 1000,
+            device_concurrency: 10,
+            send_timeout: Duration::from_secs(10).saturating_mul(REQUESTS_PER_SEND),
+            max_devices: 10,
         }
     }
 }
@@ -162,6 +194,16 @@ pub enum JobOutcome {
     Superseded,
 }
 
+/// What became of one device's send.
+enum DeviceSend {
+    /// No provider for the device's platform.
+    NoProvider,
+    /// Not sent: the claim no longer holds the job.
+    Fenced,
+    /// Sent, with the provider's answer.
+    Done(Result<(), PushError>),
+}
+
 impl PushWorker {
     /// A worker over `store` sending through `providers`.
     pub fn new(store: Arc<dyn Store>, providers: Providers, settings: PushSettings) -> PushWorker {
@@ -216,7 +258,13 @@ impl PushWorker {
     /// `max_rate`), returning once each is finished or rescheduled; returns how many were
     /// claimed.
     pub async fn run_once(self: Arc<Self>) -> Result<usize, StoreError> {
-        let claimed = self.store.claim_push_jobs(self.settings.batch_size, self.settings.lease).await?;
+        // No more than the pace starts within a second, so that no claimed job waits for its
+        // turn while its lease runs.
+        let limit = match self.settings.max_rate {
+            0 => self.settings.batch_size,
+            rate => self.settings.batch_size.min(usize::try_from(rate).unwrap_or(usize::MAX)),
+        };
+        let claimed = self.store.claim_push_jobs(limit, self.settings.lease).await?;
         let count = claimed.len();
         let mut sends = JoinSet::new();
         for job in claimed {
@@ -282,29 +330,45 @@ impl PushWorker {
             Err(skip) => return self.drop_job(claimed, skip.to_owned()).await,
         };
         let devices = self.store.devices(&job.user_id).await?;
+        // At most `device_concurrency` sends at once, started in the devices' order.
+        let bound = Semaphore::new(self.settings.device_concurrency.max(1));
+        let mut sends = Vec::with_capacity(devices.len());
+        for device in &devices {
+            let (bound, payload) = (&bound, &payload);
+            sends.push(async move {
+                let _permit = bound.acquire().await;
+                (device, self.send_fenced(claimed, device, payload).await)
+            });
+        }
+        let sends = join_all(sends).await;
         let mut delivered = false;
+        let mut fenced = false;
         let mut retry: Option<(String, Option<Duration>)> = None;
         let mut failures = Vec::new();
-        for device in &devices {
-            let Some(provider) = self.providers.get(device.platform) else {
-                failures.push(format!("{}: no provider configured", device.platform.as_str()));
-                continue;
-            };
-            match provider.send(device, &payload).await {
-                Ok(()) => delivered = true,
-                Err(PushError::Retry { reason, retry_after }) => {
+        for (device, send) in sends {
+            match send? {
+                DeviceSend::NoProvider => {
+                    failures.push(format!("{}: no provider configured", device.platform.as_str()))
+                }
+                DeviceSend::Fenced => fenced = true,
+                DeviceSend::Done(Ok(())) => delivered = true,
+                DeviceSend::Done(Err(PushError::Retry { reason, retry_after })) => {
                     let later = retry.as_ref().and_then(|(_, after)| *after).max(retry_after);
                     retry = Some((format!("device {}: {reason}", device.id), later));
                 }
-                Err(PushError::DeviceGone(reason)) => {
+                DeviceSend::Done(Err(PushError::DeviceGone(reason))) => {
                     self.remove_device(job, device, &reason).await?;
                     failures.push(format!("device {} gone: {reason}", device.id));
                 }
-                Err(PushError::Permanent(reason)) => {
+                DeviceSend::Done(Err(PushError::Permanent(reason))) => {
                     tracing::warn!(job = %job.id, device = %device.id, %reason, "push refused by the provider");
                     failures.push(format!("device {}: {reason}", device.id));
                 }
             }
+        }
+        if fenced && !delivered {
+            // The claim no longer holds the job: whoever holds it now finishes it.
+            return Ok(JobOutcome::Superseded);
         }
         if delivered {
             // A device that asked for a retry misses this one rather than the others getting
@@ -326,6 +390,25 @@ impl PushWorker {
         }
         let reason = if devices.is_empty() { "no devices".to_owned() } else { failures.join("; ") };
         self.drop_job(claimed, reason).await
+    }
+
+    /// Sends `payload` to `device` if this claim still holds the job (checked right before,
+    /// see [`Store::push_job_held`]).
+    async fn send_fenced(
+        &self,
+        claimed: &ClaimedPushJob,
+        device: &Device,
+        payload: &PushPayload,
+    ) -> Result<DeviceSend, StoreError> {
+        let Some(provider) = self.providers.get(device.platform) else {
+            return Ok(DeviceSend::NoProvider);
+        };
+        if Timestamp::now() >= claimed.leased_until
+            || !self.store.push_job_held(&claimed.job.id, claimed.attempt).await?
+        {
+            return Ok(DeviceSend::Fenced);
+        }
+        Ok(DeviceSend::Done(provider.send(device, payload).await))
     }
 
     /// The job's notification, or why none is owed any more.

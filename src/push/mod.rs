@@ -15,9 +15,12 @@ use crate::core::endpoint::EndpointPolicy;
 use crate::core::ports::PushError;
 
 /// The HTTP client settings every provider shares: each request bounded by `timeout`
-/// (connecting, sending and reading the answer), redirects not followed, chatd's user agent.
+/// (connecting, sending and reading the answer), redirects not followed, chatd's user agent,
+/// and no proxy from the environment (`HTTPS_PROXY` and the like): the endpoint policy must
+/// see, and connect to, the real address.
 pub(crate) fn http_client(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        .no_proxy()
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

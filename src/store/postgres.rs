@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_notifications.sql"),
     include_str!("../../migrations/postgres/0005_notification_settings.sql"),
     include_str!("../../migrations/postgres/0006_bans_blocks.sql"),
+    include_str!("../../migrations/postgres/0007_device_refresh.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -254,6 +255,7 @@ fn member_at(row: &Row, at: usize) -> Result<Member, StoreError> {
         joined_at: Timestamp(get(row, at + 2)?),
         last_read_seq: get(row, at + 3)?,
         notifications: get(row, at + 4)?,
+        shown_notifications: None,
     })
 }
 
@@ -579,29 +581,27 @@ impl Store for PostgresStore {
         Ok(added)
     }
 
-    async fn remove_member(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        new_owner: Option<String>,
-    ) -> Result<bool, StoreError> {
+    async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Waits for appends in flight: a removed member's append either committed before
-        // this or sees the removal.
+        // Waits for appends and other member changes in flight: a removed member's append
+        // either committed before this or sees the removal, and concurrent leaves take turns,
+        // each seeing the members the previous left.
         let lock = tx.prepare_cached("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE").await?;
         tx.query_opt(&lock, &[&conversation_id]).await?;
         let delete =
             tx.prepare_cached("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2").await?;
         let removed = tx.execute(&delete, &[&conversation_id, &user_id]).await?;
-        if let Some(owner) = new_owner {
-            let promote = tx
-                .prepare_cached(
-                    "UPDATE members SET role = 'owner' WHERE conversation_id = $1 AND user_id = $2",
-                )
-                .await?;
-            tx.execute(&promote, &[&conversation_id, &owner]).await?;
-        }
+        let succession = tx
+            .prepare_cached(
+                "UPDATE members SET role = 'owner' \
+                 WHERE conversation_id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND role = 'owner') \
+                 AND user_id = (SELECT user_id FROM members WHERE conversation_id = $1 \
+                     ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1)",
+            )
+            .await?;
+        tx.execute(&succession, &[&conversation_id]).await?;
         tx.commit().await?;
         Ok(removed == 1)
     }
@@ -939,6 +939,17 @@ impl Store for PostgresStore {
         Ok(claimed)
     }
 
+    async fn push_job_held(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let rows = self
+            .query(
+                "SELECT 1 FROM push_jobs \
+                 WHERE id = $1 AND attempts = $2 AND finished_at IS NULL AND next_attempt_at > $3",
+                &[&id, &attempt_param(attempt), &Timestamp::now().millis()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         let changed = self
             .execute(
@@ -1132,13 +1143,25 @@ impl Store for PostgresStore {
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
-    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError> {
-        let rows = self
-            .query(
-                "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (user_id, platform, token) DO UPDATE SET endpoint = EXCLUDED.endpoint, keys = EXCLUDED.keys \
+    async fn upsert_device(&self, device: NewDevice, max_per_user: usize) -> Result<Device, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Registrations of one user take turns, so that two at once cannot both keep a slot.
+        let lock =
+            tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtext('chatd devices ' || $1::text))").await?;
+        tx.execute(&lock, &[&device.user_id]).await?;
+        let upsert = tx
+            .prepare_cached(
+                "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at, refreshed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                 ON CONFLICT (user_id, platform, token) DO UPDATE \
+                 SET endpoint = EXCLUDED.endpoint, keys = EXCLUDED.keys, refreshed_at = EXCLUDED.refreshed_at \
                  RETURNING id, platform, token, endpoint, keys, created_at",
+            )
+            .await?;
+        let rows = tx
+            .query(
+                &upsert,
                 &[
                     &device.id,
                     &device.user_id,
@@ -1150,9 +1173,20 @@ impl Store for PostgresStore {
                 ],
             )
             .await?;
-        rows.first()
+        let written = rows
+            .first()
             .map(device_from)
-            .ok_or_else(|| StoreError::Backend("the device just written is missing".into()))?
+            .ok_or_else(|| StoreError::Backend("the device just written is missing".into()))??;
+        let evict = tx
+            .prepare_cached(
+                "DELETE FROM devices WHERE user_id = $1 AND id <> $2 AND id NOT IN (\
+                 SELECT id FROM devices WHERE user_id = $1 AND id <> $2 \
+                 ORDER BY refreshed_at DESC, id DESC LIMIT $3)",
+            )
+            .await?;
+        tx.execute(&evict, &[&device.user_id, &written.id, &as_i64(max_per_user.saturating_sub(1))]).await?;
+        tx.commit().await?;
+        Ok(written)
     }
 
     async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {

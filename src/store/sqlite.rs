@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_notifications.sql"),
     include_str!("../../migrations/sqlite/0005_notification_settings.sql"),
     include_str!("../../migrations/sqlite/0006_bans_blocks.sql"),
+    include_str!("../../migrations/sqlite/0007_device_refresh.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
@@ -253,6 +254,23 @@ impl SqliteStore {
         })
     }
 
+    /// The database file's size in pages (`PRAGMA page_count`).
+    pub async fn page_count(&self) -> Result<u64, StoreError> {
+        let pages =
+            self.write_apart(|conn| Ok(conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))?));
+        Ok(u64::try_from(pages.await?).unwrap_or(0))
+    }
+
+    /// Caps the database file at `pages` pages (`PRAGMA max_page_count` on the writer, never
+    /// below its current size); returns the cap in force. Writes that need more fail with
+    /// `SQLITE_FULL`, as on a full disk: for fault-injection tests.
+    pub async fn set_max_page_count(&self, pages: u64) -> Result<u64, StoreError> {
+        let cap = self.write_apart(move |conn| {
+            Ok(conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?)
+        });
+        Ok(u64::try_from(cap.await?).unwrap_or(0))
+    }
+
     /// Runs `work` in the writer's next transaction; returns after it committed. For work
     /// that may change what appends cache (see [`Touches::AppendState`]).
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -406,7 +424,8 @@ fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Runs every job of the batch in one transaction and commits it.
 ///
 /// Jobs check before they write, so a job that fails has usually written nothing and the
-/// batch goes on without it. A job that fails after writing (an I/O error, say) cannot be
+/// batch goes on without it, unless SQLite rolled the transaction back on its own (checked
+/// after every failed job). A job that fails after writing (an I/O error, say) cannot be
 /// separated from its batch-mates: the whole batch is rolled back and every job fails, so
 /// nothing unacknowledged is ever committed and no seq is ever skipped. (This replaces a
 /// savepoint per job, whose page journaling cost more than the writes themselves.) The
@@ -441,8 +460,17 @@ fn run_batch(
             appends.invalidate(conn).map_err(|e| e.to_string())?;
         }
         let changes_before = conn.total_changes();
-        if !job.run(conn, appends) && conn.total_changes() != changes_before {
-            return Err("a write failed after changing rows; the batch was rolled back".into());
+        if !job.run(conn, appends) {
+            if conn.total_changes() != changes_before {
+                return Err("a write failed after changing rows; the batch was rolled back".into());
+            }
+            // Some failures (`SQLITE_FULL`, I/O errors, out of memory) make SQLite roll the
+            // whole transaction back on its own: the jobs before this one are undone, and
+            // those after it would each commit alone, unacknowledged, after the seqs of the
+            // undone ones. The batch fails instead.
+            if conn.is_autocommit() {
+                return Err("SQLite rolled the transaction back after a failed write".into());
+            }
         }
     }
     appends.flush(conn).map_err(|e| e.to_string())?;
@@ -552,8 +580,17 @@ fn into_member(
         joined_at: Timestamp(joined_at),
         last_read_seq,
         notifications,
+        shown_notifications: None,
     })
 }
+
+/// Makes the longest-standing admin (else member; ties: the first listed) of conversation
+/// `?1` its owner when it has members but no owner.
+const SUCCESSION: &str = "UPDATE members SET role = 'owner' \
+     WHERE conversation_id = ?1 \
+     AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND role = 'owner') \
+     AND user_id = (SELECT user_id FROM members WHERE conversation_id = ?1 \
+         ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1)";
 
 /// The members of a conversation, oldest first.
 fn load_members(conn: &Connection, conversation_id: &str) -> Result<Vec<Member>, StoreError> {
@@ -806,23 +843,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_member(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        new_owner: Option<String>,
-    ) -> Result<bool, StoreError> {
+    async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError> {
         let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
+        // The one writer runs this whole: no other change of the members interleaves.
         self.write(move |conn| {
             let removed = conn
                 .prepare_cached("DELETE FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
                 .execute(params![conversation_id, user_id])?;
-            if let Some(owner) = new_owner {
-                conn.prepare_cached(
-                    "UPDATE members SET role = 'owner' WHERE conversation_id = ?1 AND user_id = ?2",
-                )?
-                .execute(params![conversation_id, owner])?;
-            }
+            conn.prepare_cached(SUCCESSION)?.execute(params![conversation_id])?;
             Ok(removed == 1)
         })
         .await
@@ -1170,6 +1198,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn push_job_held(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            let held = conn
+                .prepare_cached(
+                    "SELECT 1 FROM push_jobs \
+                     WHERE id = ?1 AND attempts = ?2 AND finished_at IS NULL AND next_attempt_at > ?3",
+                )?
+                .exists(params![id, attempt, Timestamp::now().millis()])?;
+            Ok(held)
+        })
+        .await
+    }
+
     async fn complete_push_job(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write_apart(move |conn| {
@@ -1359,14 +1401,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn upsert_device(&self, device: NewDevice) -> Result<Device, StoreError> {
+    async fn upsert_device(&self, device: NewDevice, max_per_user: usize) -> Result<Device, StoreError> {
         self.write(move |conn| {
             let keys = device.keys.as_ref().map(serde_json::to_string).transpose().map_err(json_error)?;
             let id: String = conn
                 .prepare_cached(
-                    "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (user_id, platform, token) DO UPDATE SET endpoint = ?5, keys = ?6 \
+                    "INSERT INTO devices (id, user_id, platform, token, endpoint, keys, created_at, refreshed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+                     ON CONFLICT (user_id, platform, token) DO UPDATE SET endpoint = ?5, keys = ?6, refreshed_at = ?7 \
                      RETURNING id",
                 )?
                 .query_row(
@@ -1381,6 +1423,13 @@ impl Store for SqliteStore {
                     ],
                     |r| r.get(0),
                 )?;
+            // The writer is the only one: nothing registers a device between these statements.
+            conn.prepare_cached(
+                "DELETE FROM devices WHERE user_id = ?1 AND id <> ?2 AND id NOT IN (\
+                 SELECT id FROM devices WHERE user_id = ?1 AND id <> ?2 \
+                 ORDER BY refreshed_at DESC, id DESC LIMIT ?3)",
+            )?
+            .execute(params![device.user_id, id, i64::try_from(max_per_user.saturating_sub(1)).unwrap_or(i64::MAX)])?;
             load_devices(conn, &device.user_id, Some(&id))?
                 .pop()
                 .ok_or_else(|| StoreError::Backend("the device just written is missing".into()))

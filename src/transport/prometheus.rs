@@ -3,13 +3,12 @@
 //! The recorder is process-wide (the `metrics` facade has one global recorder): it is
 //! installed once, by the first [`handle`] call, and shared by every server of the process
 //! (tests start many). The route has no auth, like any scrape target: operators keep it off
-//! the public listener (see `docs/deploy.md`).
+//! the public listener, or serve it on a listener of its own with `--metrics-bind` (see
+//! `docs/deploy.md`).
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -22,9 +21,6 @@ use crate::state::AppState;
 /// (SQLite group commit) up to multi-second stalls.
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// How long a scrape waits for each backend probe before reporting the backend down.
-const SCRAPE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process's Prometheus recorder, installed on first use. If another recorder was
 /// installed first (an embedding program's), this one still renders, but stays empty.
@@ -53,12 +49,13 @@ pub fn router() -> Router<AppState> {
 }
 
 /// # `GET /metrics`
-/// Refreshes the backend gauges (store and Redis up, push outbox depth), then renders every
-/// metric as Prometheus text (version 0.0.4).
+/// Renders every metric as Prometheus text (version 0.0.4). A scrape never touches the
+/// backends: their gauges (store and Redis up, push outbox depth) are those of the last
+/// periodic probe (see [`crate::server::PROBE_INTERVAL`]), so scraping often costs the
+/// database nothing.
 #[utoipa::path(get, path = "/metrics", tag = "health", security(()),
     responses((status = 200, description = "Every metric in Prometheus text format 0.0.4 (see docs/deploy.md)",
         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.chat.observe_backends(SCRAPE_PROBE_TIMEOUT).await;
+pub(crate) async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle().render())
 }

@@ -88,6 +88,33 @@ impl SioClient {
         client
     }
 
+    /// Tries to connect to `base` with `token`, expecting the handshake to be refused;
+    /// returns the `connect_error` message (the contract's error code).
+    pub async fn refused(base: &str, token: &str) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("node")
+            .arg(node_driver_dir().join("client.mjs"))
+            .arg(base)
+            .arg(token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (Node.js is needed for the Socket.IO tests)");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the client answers within 30 s")
+            .expect("read from the client")
+            .expect("the client printed a line");
+        let value: Value = serde_json::from_str(&line).expect("a JSON line");
+        let _ = child.kill().await;
+        value["connect_error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected a connect_error, got {value}"))
+            .to_owned()
+    }
+
     /// The next line the client printed, within `within` (None: nothing came).
     async fn line(&mut self, within: Duration) -> Option<Value> {
         let line = tokio::time::timeout(within, self.lines.next_line()).await.ok()?;

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,12 +13,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 /// Long enough for anything the test waits for; never reached when the code works.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 /// How long the tests watch for requests that must not come (many retry periods).
 pub const QUIET: Duration = Duration::from_millis(600);
+/// How long a request waits for the others of [`Receiver::answer_together`] before it is
+/// answered alone (never reached when they come together).
+pub const GATE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// One request as the receiver got it.
 #[derive(Debug, Clone)]
@@ -60,6 +64,12 @@ struct Recorded {
     script: Mutex<VecDeque<Reply>>,
     default: Reply,
     arrived: Notify,
+    /// Paths whose next request is answered only once its sender is used (or dropped).
+    holds: Mutex<Vec<(String, oneshot::Receiver<()>)>>,
+    /// When non-zero, each request is answered only once this many have arrived.
+    together: AtomicUsize,
+    /// Requests answered alone: the others of `together` did not come in time.
+    alone: AtomicUsize,
 }
 
 pub struct Receiver {
@@ -90,6 +100,9 @@ impl Receiver {
             script: Mutex::new(script.into()),
             default,
             arrived: Notify::new(),
+            holds: Mutex::default(),
+            together: AtomicUsize::new(0),
+            alone: AtomicUsize::new(0),
         });
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback(record).with_state(recorded.clone());
@@ -103,6 +116,25 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Holds the answer to the next request for `path` until the returned sender is used or
+    /// dropped (at most [`PATIENCE`]).
+    pub fn hold(&self, path: &str) -> oneshot::Sender<()> {
+        let (release, released) = oneshot::channel();
+        self.recorded.holds.lock().unwrap().push((path.to_owned(), released));
+        release
+    }
+
+    /// From now on, answers each request only once `n` requests have arrived in all (waiting
+    /// at most [`GATE_PATIENCE`]); see [`Receiver::answered_alone`].
+    pub fn answer_together(&self, n: usize) {
+        self.recorded.together.store(n, Ordering::SeqCst);
+    }
+
+    /// How many requests waited in vain for the others of [`Receiver::answer_together`].
+    pub fn answered_alone(&self) -> usize {
+        self.recorded.alone.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -152,6 +184,27 @@ async fn record(
         body,
     });
     recorded.arrived.notify_waiters();
+    let held = {
+        let mut holds = recorded.holds.lock().unwrap();
+        holds.iter().position(|(path, _)| path == uri.path()).map(|i| holds.remove(i).1)
+    };
+    if let Some(released) = held {
+        let _ = tokio::time::timeout(PATIENCE, released).await;
+    }
+    let together = recorded.together.load(Ordering::SeqCst);
+    if together > 0 {
+        let deadline = tokio::time::Instant::now() + GATE_PATIENCE;
+        loop {
+            let arrived = recorded.arrived.notified();
+            if recorded.requests.lock().unwrap().len() >= together {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                recorded.alone.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+        }
+    }
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (name, value) in reply.headers {
         response.headers_mut().insert(name, value.parse().unwrap());

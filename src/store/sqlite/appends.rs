@@ -251,6 +251,7 @@ fn load_conversation(
                 joined_at: Timestamp(row.get(3)?),
                 last_read_seq: row.get(4)?,
                 notifications: row.get(5)?,
+                shown_notifications: None,
             },
             has_devices: row.get(6)?,
             has_notification_log: row.get(8)?,
