@@ -299,10 +299,17 @@ async fn message_new_is_published_in_seq_order_under_concurrent_sends() {
     }
     let mut seqs = Vec::new();
     while let Ok(message) = bus.try_recv() {
-        if let BusMessage::Deliver(delivery) = message.as_ref()
-            && let ServerEvent::MessageNew(m) = &delivery.event
-        {
-            seqs.push(m.seq);
+        // A commit group's messages travel as one batch, in commit order.
+        let messages = match message.as_ref() {
+            BusMessage::Batch(messages) => messages.iter().collect(),
+            single => vec![single],
+        };
+        for message in messages {
+            if let BusMessage::Deliver(delivery) = message
+                && let ServerEvent::MessageNew(m) = &delivery.event
+            {
+                seqs.push(m.seq);
+            }
         }
     }
     assert_eq!(seqs, (1..=400).collect::<Vec<i64>>(), "message:new follows seq");
