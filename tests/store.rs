@@ -655,8 +655,11 @@ async fn edit_replaces_content_of_live_messages_only(store: Arc<dyn Store>, _db:
         store.edit_message(&message.id, "final".into(), Timestamp(9_000)).await.expect("edit").expect("live");
     assert_eq!((edited.content.as_deref(), edited.edited_at), (Some("final"), Some(Timestamp(9_000))));
     assert_eq!((edited.seq, edited.created_at), (message.seq, message.created_at));
+    assert_eq!((message.version, edited.version), (1, 2), "an edit is a new version");
     assert_eq!(store.message(&message.id).await.expect("read"), Some(edited));
-    store.delete_message(&message.id, Timestamp(9_500)).await.expect("delete");
+    let (deleted, _) =
+        store.delete_message(&message.id, Timestamp(9_500)).await.expect("delete").expect("exists");
+    assert_eq!(deleted.version, 3, "so is the delete");
     assert!(
         store.edit_message(&message.id, "again".into(), Timestamp(10_000)).await.expect("edit").is_none()
     );
@@ -687,6 +690,7 @@ async fn delete_clears_the_message_once_and_fixes_unread_counts(store: Arc<dyn S
         store.delete_message(&message.id, Timestamp(8_000)).await.expect("delete").expect("exists");
     assert!(!now);
     assert_eq!(again.deleted_at, Some(Timestamp(7_000)));
+    assert_eq!((deleted.version, again.version), (2, 2), "deleting again changes nothing");
     assert_eq!(unread_of(&store, &id, "bob").await, 1, "counted down once");
     assert!(store.delete_message("nope", Timestamp(8_000)).await.expect("delete").is_none());
     assert_eq!(seqs(&history(&store, &id).await), vec![1, 2], "a deleted message keeps its seq");

@@ -509,3 +509,58 @@ async fn conversation_events_carry_no_members_mute_flag() {
         }
     }
 }
+
+/// Edits and the delete of one message race from separate requests, so their events may
+/// reach a client in any order; each carries its own `version` and the delete, the last
+/// change, the highest: a client that keeps the highest version ends deleted (#17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_edits_and_a_delete_end_deleted_on_a_client_that_keeps_the_highest_version() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice");
+    let id = alice.create("group", &["bob"]).await["id"].as_str().expect("id").to_owned();
+    let mut bob = Ws::connect(&server, "bob").await;
+    let sent = alice.send(&id, "first").await;
+    assert_eq!(sent["version"], 1, "{sent}");
+    let path = format!("/api/messages/{}", sent["id"].as_str().expect("id"));
+    let edits = (0..12).map(|n| {
+        let (client, path) = (server.client("alice"), path.clone());
+        tokio::spawn(async move { client.patch(&path, json!({ "content": format!("edit {n}") })).await })
+    });
+    let delete = {
+        let (client, path) = (server.client("alice"), path.clone());
+        tokio::spawn(async move { client.delete(&path).await })
+    };
+    let edited = futures::future::join_all(edits)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().expect("edit").status == 200);
+    let edited = edited.count();
+    let deleted = delete.await.expect("delete").expect(200);
+    // Edits after the delete are refused (409), so the delete is the last change.
+    assert_eq!(deleted["version"], json!(1 + edited + 1), "{deleted}");
+
+    let mut versions = Vec::new();
+    let mut kept = sent.clone();
+    while versions.len() < edited + 1 {
+        let frame = bob.frame().await;
+        let name = frame["event"].as_str().unwrap_or_default();
+        if name != "message:updated" && name != "message:deleted" {
+            continue;
+        }
+        let state = frame["data"].clone();
+        versions.push(state["version"].as_i64().expect("every state carries its version"));
+        if state["version"].as_i64() > kept["version"].as_i64() {
+            kept = state;
+        }
+    }
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (2..=i64::try_from(edited + 2).expect("small")).collect::<Vec<_>>(),
+        "one version per change"
+    );
+    assert_eq!(kept, deleted, "the highest version is the deleted state");
+    assert!(kept["content"].is_null() && kept["deleted_at"].is_string());
+    let history = alice.get(&format!("/api/conversations/{id}/messages")).await.expect(200);
+    assert_eq!(history["messages"][0], deleted, "history holds the same last state");
+}

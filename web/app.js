@@ -567,11 +567,10 @@
   // Messages
 
   /** Of two versions of one message, the later (a delete wins, then the later edit). */
+  /** Of two states of one message, the later: the higher `version` (protocol.md, Message). */
   function newer(a, b) {
     if (!a) return b;
-    if (a.deleted_at && !b.deleted_at) return a;
-    if (b.deleted_at) return b;
-    return (a.edited_at || "") > (b.edited_at || "") ? a : b;
+    return (a.version || 0) > (b.version || 0) ? a : b;
   }
 
   function addToChat(chat, message) {

@@ -133,6 +133,9 @@ pub struct Message {
     /// When the message was deleted.
     #[schema(required = true)]
     pub deleted_at: Option<Timestamp>,
+    /// 1 when sent, one more with every edit or delete. Events about one message may arrive
+    /// out of order (from different requests or nodes): a client keeps the highest version.
+    pub version: i64,
 }
 
 impl Message {

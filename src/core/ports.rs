@@ -93,6 +93,7 @@ impl NewMessage {
             created_at,
             edited_at: None,
             deleted_at: None,
+            version: 1,
         }
     }
 }

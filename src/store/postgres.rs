@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_notification_settings.sql"),
     include_str!("../../migrations/postgres/0006_bans_blocks.sql"),
     include_str!("../../migrations/postgres/0007_device_refresh.sql"),
+    include_str!("../../migrations/postgres/0008_message_version.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -54,7 +55,7 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id, m.type, m.content, m.client_id, \
-     m.reply_to_id, m.attachments, m.metadata, m.created_at, m.edited_at, m.deleted_at";
+     m.reply_to_id, m.attachments, m.metadata, m.created_at, m.edited_at, m.deleted_at, m.version";
 
 /// A `postgres://` (or `postgresql://`) URL that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +239,7 @@ fn message_at(row: &Row, at: usize) -> Result<Option<Message>, StoreError> {
         created_at: Timestamp(get(row, at + 10)?),
         edited_at: get::<Option<i64>>(row, at + 11)?.map(Timestamp),
         deleted_at: get::<Option<i64>>(row, at + 12)?.map(Timestamp),
+        version: get(row, at + 13)?,
     }))
 }
 
@@ -629,7 +631,8 @@ impl Store for PostgresStore {
         let rows = self
             .query(
                 &format!(
-                    "UPDATE messages AS m SET content = $2, edited_at = $3 WHERE m.id = $1 AND m.deleted_at IS NULL \
+                    "UPDATE messages AS m SET content = $2, edited_at = $3, version = m.version + 1 \
+                     WHERE m.id = $1 AND m.deleted_at IS NULL \
                      RETURNING {MESSAGE_COLUMNS}"
                 ),
                 &[&id, &content, &at.millis()],
@@ -652,8 +655,8 @@ impl Store for PostgresStore {
         tx.query_opt(&lock, &[&conversation_id]).await?;
         let delete = tx
             .prepare_cached(&format!(
-                "UPDATE messages AS m SET content = NULL, attachments = '[]', metadata = '{{}}', deleted_at = $2 \
-                 WHERE m.id = $1 AND m.deleted_at IS NULL RETURNING {MESSAGE_COLUMNS}"
+                "UPDATE messages AS m SET content = NULL, attachments = '[]', metadata = '{{}}', deleted_at = $2, \
+                 version = m.version + 1 WHERE m.id = $1 AND m.deleted_at IS NULL RETURNING {MESSAGE_COLUMNS}"
             ))
             .await?;
         let result = match messages_from(&tx.query(&delete, &[&id, &at.millis()]).await?)?.pop() {

@@ -54,13 +54,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_notification_settings.sql"),
     include_str!("../../migrations/sqlite/0006_bans_blocks.sql"),
     include_str!("../../migrations/sqlite/0007_device_refresh.sql"),
+    include_str!("../../migrations/sqlite/0008_message_version.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
 macro_rules! message_columns {
     () => {
         "id, conversation_id, seq, sender_id, type, content, client_id, \
-         reply_to_id, attachments, metadata, created_at, edited_at, deleted_at"
+         reply_to_id, attachments, metadata, created_at, edited_at, deleted_at, version"
     };
 }
 
@@ -504,6 +505,7 @@ struct MessageRow {
     created_at: i64,
     edited_at: Option<i64>,
     deleted_at: Option<i64>,
+    version: i64,
 }
 
 impl MessageRow {
@@ -522,6 +524,7 @@ impl MessageRow {
             created_at: row.get(10)?,
             edited_at: row.get(11)?,
             deleted_at: row.get(12)?,
+            version: row.get(13)?,
         })
     }
 
@@ -540,6 +543,7 @@ impl MessageRow {
             created_at: Timestamp(self.created_at),
             edited_at: timestamp(self.edited_at),
             deleted_at: timestamp(self.deleted_at),
+            version: self.version,
         })
     }
 }
@@ -879,7 +883,8 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let changed = conn
                 .prepare_cached(
-                    "UPDATE messages SET content = ?2, edited_at = ?3 WHERE id = ?1 AND deleted_at IS NULL",
+                    "UPDATE messages SET content = ?2, edited_at = ?3, version = version + 1 \
+                     WHERE id = ?1 AND deleted_at IS NULL",
                 )?
                 .execute(params![id, content, at.millis()])?;
             if changed == 0 {
@@ -895,8 +900,8 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let deleted = conn
                 .prepare_cached(
-                    "UPDATE messages SET content = NULL, attachments = '[]', metadata = '{}', deleted_at = ?2 \
-                     WHERE id = ?1 AND deleted_at IS NULL",
+                    "UPDATE messages SET content = NULL, attachments = '[]', metadata = '{}', deleted_at = ?2, \
+                     version = version + 1 WHERE id = ?1 AND deleted_at IS NULL",
                 )?
                 .execute(params![id, at.millis()])?;
             let message = message_by_id(conn, &id)?;
