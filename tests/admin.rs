@@ -391,3 +391,48 @@ fn an_admin_key_shorter_than_16_bytes_is_refused_at_startup() {
     assert!(err.to_string().contains("--admin-key"), "{err}");
     assert!(settings(ADMIN_KEY).resolve().is_ok());
 }
+
+/// A ban whose bus messages were all lost (written to the shared store alone, as when Redis
+/// drops them) still takes effect on every node within 5 s: each node re-reads the banned set
+/// every 2 s and its hub closes a banned user's connections; an unban likewise (#17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ban_and_an_unban_whose_bus_messages_were_lost_still_reach_every_node_within_5_s() {
+    let schema = common::pg::Schema::fresh();
+    let prefix = common::redis::unique_prefix();
+    let node = || {
+        let (database, prefix) = (schema.database(), prefix.clone());
+        TestServer::start_with(move |config| {
+            config.limits.messages_per_second = 0;
+            config.jwt.secret = Some("cluster-admin-test-secret-0123".into());
+            config.database = database;
+            config.redis = Some(RedisConfig {
+                url: "redis://127.0.0.1:6379".into(),
+                prefix,
+                presence_ttl: Duration::from_secs(30),
+            });
+        })
+    };
+    let (a, b) = (node().await, node().await);
+    let mut on_a = Ws::connect(&a, "mallory").await;
+    let mut on_b = Ws::connect(&b, "mallory").await;
+
+    // Straight into the shared store: no node publishes anything.
+    let banned = a.state.store.ban_user("mallory", Some("spam".into()), chatd::core::time::Timestamp::now());
+    assert!(banned.await.expect("ban stored"));
+    for (ws, node) in [(&mut on_a, "a"), (&mut on_b, "b")] {
+        let close =
+            ws.closed(Duration::from_secs(5)).await.unwrap_or_else(|| panic!("a close frame on {node}"));
+        assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "forbidden: banned"), "on {node}");
+    }
+    a.client("mallory").get("/api/unread").await.assert_error(403, "forbidden");
+    b.client("mallory").get("/api/unread").await.assert_error(403, "forbidden");
+
+    assert!(b.state.store.unban_user("mallory").await.expect("unban stored"));
+    for server in [&a, &b] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while server.client("mallory").get("/api/unread").await.status != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "the unban reached every node within 5 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -5,12 +5,15 @@
 //! ([`Bans`]) so that checking a request costs a hash lookup, never a store round trip. A node
 //! loads the set at start ([`Chat::start_bans`]) and then follows [`BusMessage::BanChanged`]
 //! on the bus topic every node watches ([`Topic::Everyone`]); when its bus reports a gap
-//! (lost messages), it reloads the set from the store. Banning also publishes
-//! [`BusMessage::Disconnect`], which every transport on every node applies to that user's
-//! connections.
+//! (lost messages), and every [`BANS_RECHECK`] whatever the bus says, it reloads the set from
+//! the store, so a ban or unban whose bus message was lost silently still takes effect on
+//! every node within that time. Banning also publishes [`BusMessage::Disconnect`], which every
+//! transport on every node applies to that user's connections; should that be lost, the hub
+//! closes a banned user's connections at its next one-second tick ([`Chat::is_banned`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -25,6 +28,9 @@ use super::presence::NodeConnections;
 use super::realtime::{BusMessage, DisconnectReason};
 use super::time::Timestamp;
 use super::validate;
+
+/// How often a node reloads the banned set from the store even when its bus reported no loss.
+pub const BANS_RECHECK: Duration = Duration::from_secs(2);
 
 /// The `sender_id` of messages posted through the admin API (reserved: a message is a
 /// system message by its `type`, which users cannot send).
@@ -192,10 +198,15 @@ impl Chat {
     /// Refuses a banned user (`forbidden`). Every transport calls it when it authenticates
     /// a request, a connection or an event: the one place the ban rule lives.
     pub fn admit(&self, user: &User) -> Result<(), ChatError> {
-        if self.bans.contains(&user.id) {
+        if self.is_banned(&user.id) {
             return Err(ChatError::forbidden("this user is banned"));
         }
         Ok(())
+    }
+
+    /// Whether `user_id` is banned, as this node knows it (a hash lookup).
+    pub fn is_banned(&self, user_id: &str) -> bool {
+        self.bans.contains(user_id)
     }
 
     /// Loads the banned set and keeps it current from the bus (see the module docs). Called
@@ -343,11 +354,19 @@ impl Chat {
 }
 
 /// Applies ban changes from the bus to a node's set while the core exists; reloads the set
-/// from the store when the bus may have lost some.
+/// from the store when the bus may have lost some, and every [`BANS_RECHECK`].
 async fn follow_bans(chat: std::sync::Weak<Chat>, mut messages: broadcast::Receiver<Arc<BusMessage>>) {
+    let mut recheck = tokio::time::interval(BANS_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recheck.reset();
     loop {
-        let reload = match messages.recv().await {
-            Ok(message) => match message.as_ref() {
+        let message = tokio::select! {
+            message = messages.recv() => Some(message),
+            _ = recheck.tick() => None,
+        };
+        let reload = match message {
+            None => true,
+            Some(Ok(message)) => match message.as_ref() {
                 BusMessage::BanChanged { user_id, banned } => {
                     let Some(chat) = chat.upgrade() else { return };
                     chat.bans.set(user_id, *banned);
@@ -356,8 +375,8 @@ async fn follow_bans(chat: std::sync::Weak<Chat>, mut messages: broadcast::Recei
                 BusMessage::Gap => true,
                 _ => false,
             },
-            Err(broadcast::error::RecvError::Lagged(_)) => true,
-            Err(broadcast::error::RecvError::Closed) => return,
+            Some(Err(broadcast::error::RecvError::Lagged(_))) => true,
+            Some(Err(broadcast::error::RecvError::Closed)) => return,
         };
         if reload {
             let Some(chat) = chat.upgrade() else { return };

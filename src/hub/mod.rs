@@ -466,13 +466,24 @@ async fn sweep(hub: Weak<Hub>, period: Duration) {
             _ = second.tick() => false,
         };
         let Some(hub) = hub.upgrade() else { break };
-        let registry = hub.read();
-        for sink in registry.sinks() {
-            if keepalive_round {
-                sink.keepalive();
-            } else {
-                sink.tick();
+        let banned: Vec<Arc<dyn Sink>> = {
+            let registry = hub.read();
+            for sink in registry.sinks() {
+                if keepalive_round {
+                    sink.keepalive();
+                } else {
+                    sink.tick();
+                }
             }
+            // A ban whose disconnect the bus lost still ends the user's connections here.
+            registry
+                .users()
+                .filter(|user_id| hub.chat.is_banned(user_id))
+                .flat_map(|user_id| registry.sinks_of_user(user_id).cloned())
+                .collect()
+        };
+        for sink in banned {
+            sink.close(Close::Banned);
         }
     }
 }

@@ -237,6 +237,11 @@ impl Registry {
         self.connections.values().map(|entry| &entry.target.sink)
     }
 
+    /// The users with a connection on this node.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.by_user.keys().map(|user_id| &**user_id)
+    }
+
     /// A user's connections' sinks.
     pub fn sinks_of_user(&self, user_id: &str) -> impl Iterator<Item = &Arc<dyn Sink>> {
         self.by_user.get(user_id).into_iter().flatten().map(|t| &t.sink)
