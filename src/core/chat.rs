@@ -325,7 +325,10 @@ impl Chat {
                 publications.push(
                     &bus,
                     BusMessage::Deliver(Delivery {
-                        to: Audience::Conversation(message.conversation_id.clone()),
+                        to: Audience::members(
+                            message.conversation_id.clone(),
+                            recipients.iter().map(|r| r.member.user_id.clone()).collect(),
+                        ),
                         except_connection: origin,
                         except_user: None,
                         event: ServerEvent::MessageNew(message.clone()),

@@ -208,6 +208,23 @@ pub enum Audience {
     Conversation(String),
     /// Every connection of these users (each connection once).
     Users(Vec<String>),
+    /// Every connection subscribed to the conversation whose user is one of `members` (sorted:
+    /// the conversation's members as of the event's commit). A connection whose subscription
+    /// outlived its user's membership, because the bus lost the unsubscribe, gets nothing.
+    Members {
+        /// The conversation.
+        conversation_id: String,
+        /// Its members when the event committed, sorted.
+        members: Vec<String>,
+    },
+}
+
+impl Audience {
+    /// The connections of `members` subscribed to `conversation_id` (see [`Audience::Members`]).
+    pub fn members(conversation_id: String, mut members: Vec<String>) -> Audience {
+        members.sort_unstable();
+        Audience::Members { conversation_id, members }
+    }
 }
 
 /// An event for an audience, minus one connection or one user's connections.
@@ -274,9 +291,10 @@ impl BusMessage {
     pub fn topic(&self) -> Option<super::ports::Topic> {
         use super::ports::Topic;
         match self {
-            BusMessage::Deliver(Delivery { to: Audience::Conversation(id), .. }) => {
-                Some(Topic::Conversation(id.clone()))
-            }
+            BusMessage::Deliver(Delivery {
+                to: Audience::Conversation(id) | Audience::Members { conversation_id: id, .. },
+                ..
+            }) => Some(Topic::Conversation(id.clone())),
             BusMessage::Deliver(Delivery { to: Audience::Users(users), .. }) => match users.as_slice() {
                 [user] => Some(Topic::User(user.clone())),
                 _ => None,

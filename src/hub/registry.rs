@@ -278,6 +278,13 @@ impl Registry {
             Audience::Conversation(id) => {
                 self.by_conversation.get(id).into_iter().flatten().for_each(&mut visit)
             }
+            Audience::Members { conversation_id, members } => self
+                .by_conversation
+                .get(conversation_id)
+                .into_iter()
+                .flatten()
+                .filter(|target| members.binary_search_by(|m| (**m).cmp(&*target.user_id)).is_ok())
+                .for_each(&mut visit),
             Audience::Users(users) => {
                 let mut seen: Vec<&str> = Vec::with_capacity(users.len());
                 for user in users {
