@@ -1887,35 +1887,5 @@ async fn a_device_can_be_removed_only_by_its_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_and_members_leaving_at_the_same_moment_never_leave_the_group_without_an_owner() {
     let server = TestServer::start().await;
-    assert_concurrent_leaves_keep_an_owner(&server).await;
-}
-
-/// Three times: the owner and the four longest-standing of six members leave a group at once
-/// over REST; the fifth member must be its owner afterwards.
-async fn assert_concurrent_leaves_keep_an_owner(server: &TestServer) {
-    let others = ["m1", "m2", "m3", "m4", "m5", "m6"];
-    for _ in 0..3 {
-        let created = server
-            .client("alice")
-            .post("/api/conversations", json!({ "type": "group", "members": others }))
-            .await
-            .expect(201);
-        let id = created["id"].as_str().expect("id").to_owned();
-        let leaves = ["alice", "m1", "m2", "m3", "m4"].map(|user| {
-            let client = server.client(user);
-            let path = format!("/api/conversations/{id}/members/{user}");
-            async move { client.delete(&path).await.status.as_u16() }
-        });
-        assert_eq!(futures::future::join_all(leaves).await, vec![204; 5]);
-        let conversation = server.client("m5").get(&format!("/api/conversations/{id}")).await.expect(200);
-        let roles: Vec<(String, String)> = conversation["members"]
-            .as_array()
-            .expect("members")
-            .iter()
-            .map(|m| {
-                (m["user_id"].as_str().unwrap_or("").to_owned(), m["role"].as_str().unwrap_or("").to_owned())
-            })
-            .collect();
-        assert_eq!(roles, [("m5".to_owned(), "owner".to_owned()), ("m6".to_owned(), "member".to_owned())]);
-    }
+    common::assert_concurrent_leaves_keep_an_owner(&server).await;
 }

@@ -67,19 +67,25 @@ pub struct SioClient {
     pub ready: Value,
 }
 
+/// Starts the stock socket.io-client driver (`tests/node/client.mjs`) against `base` with
+/// `token`, its stdin and stdout piped.
+fn spawn_client(base: &str, token: &str) -> tokio::process::Child {
+    tokio::process::Command::new("node")
+        .arg(node_driver_dir().join("client.mjs"))
+        .arg(base)
+        .arg(token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (Node.js is needed for the Socket.IO tests)")
+}
+
 impl SioClient {
     /// Connects to `base` (`http://host:port`) with `token` and waits for `ready`.
     pub async fn connect(base: &str, token: &str) -> SioClient {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("node")
-            .arg(node_driver_dir().join("client.mjs"))
-            .arg(base)
-            .arg(token)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (Node.js is needed for the Socket.IO tests)");
+        let mut child = spawn_client(base, token);
         let stdin = child.stdin.take().expect("stdin");
         let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         let mut client =
@@ -92,15 +98,7 @@ impl SioClient {
     /// returns the `connect_error` message (the contract's error code).
     pub async fn refused(base: &str, token: &str) -> String {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("node")
-            .arg(node_driver_dir().join("client.mjs"))
-            .arg(base)
-            .arg(token)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (Node.js is needed for the Socket.IO tests)");
+        let mut child = spawn_client(base, token);
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
