@@ -7,6 +7,7 @@
 //! error; a success is acked `{ok:true}` to its id, or not answered without one.
 #![no_main]
 
+use chatd::transport::dispatch::Done;
 use chatd::transport::ws::{FrameId, decode_binary_frame, reply};
 use chatd_fuzz::{EVENTS, assert_error_ack, assert_error_body, round_trip};
 use libfuzzer_sys::fuzz_target;
@@ -30,7 +31,7 @@ fuzz_target!(|input: &[u8]| {
                 "a frame that is not a JSON object was accepted"
             );
             assert_eq!(request.id, readable_id, "the id was misread");
-            let answer = reply(request.id.clone(), Some(&request.name), Ok(json!({})));
+            let answer = reply(request.id.clone(), Some(&request.name), Ok(Done::Nothing {}));
             match (&request.id, answer) {
                 (Some(id), Some(answer)) => {
                     let frame = round_trip(&answer);
