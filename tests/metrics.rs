@@ -255,15 +255,7 @@ async fn a_refused_handshake_and_an_unknown_route_count_as_rejected() {
 async fn redis_is_reported_up_while_it_answers_and_down_once_it_is_gone() {
     let _turn = SERIAL.lock().await;
     let mut redis = OwnRedis::start().await;
-    let url = redis.url();
-    let server = TestServer::start_with(|config| {
-        config.redis = Some(RedisConfig {
-            url,
-            prefix: common::redis::unique_prefix(),
-            presence_ttl: Duration::from_secs(30),
-        });
-    })
-    .await;
+    let server = server_on(&redis).await;
     // The first probe runs as the server starts.
     let deadline = tokio::time::Instant::now() + SETTLE;
     let up = loop {
@@ -290,6 +282,19 @@ async fn redis_is_reported_up_while_it_answers_and_down_once_it_is_gone() {
     }
 }
 
+/// A server whose bus is `redis`.
+async fn server_on(redis: &OwnRedis) -> TestServer {
+    let url = redis.url();
+    TestServer::start_with(|config| {
+        config.redis = Some(RedisConfig {
+            url,
+            prefix: common::redis::unique_prefix(),
+            presence_ttl: Duration::from_secs(30),
+        });
+    })
+    .await
+}
+
 /// How many `PING`s `redis` has run so far.
 async fn pings(redis: &OwnRedis) -> u64 {
     let client = redis::Client::open(redis.url()).expect("redis url");
@@ -307,15 +312,7 @@ async fn pings(redis: &OwnRedis) -> u64 {
 async fn scrapes_do_not_probe_the_backends_more_than_once_per_probe_interval() {
     let _turn = SERIAL.lock().await;
     let redis = OwnRedis::start().await;
-    let url = redis.url();
-    let server = TestServer::start_with(|config| {
-        config.redis = Some(RedisConfig {
-            url,
-            prefix: common::redis::unique_prefix(),
-            presence_ttl: Duration::from_secs(30),
-        });
-    })
-    .await;
+    let server = server_on(&redis).await;
     // The first probe runs as the server starts.
     let deadline = tokio::time::Instant::now() + SETTLE;
     while scrape(&server).await.get(r#"chatd_backend_up{backend="redis"}"#) != 1.0 {
