@@ -84,3 +84,32 @@ async fn a_ban_and_an_unban_whose_bus_messages_were_lost_still_reach_every_node_
         }
     }
 }
+
+/// An operator's disconnect whose bus message was lost (the mark written to the shared store
+/// alone) still closes the user's connections on every node within 5 s; connections the user
+/// opens afterwards stay open through several re-reads of the marks (#17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_disconnect_whose_bus_message_was_lost_still_reaches_every_node_within_5_s() {
+    let (_schema, a, b) = two_nodes().await;
+    let mut on_a = Ws::connect(&a, "mallory").await;
+    let mut on_b = Ws::connect(&b, "mallory").await;
+
+    // Straight into the shared store: no node publishes anything.
+    let now = chatd::core::time::Timestamp::now();
+    a.state.store.mark_disconnected("mallory", now).await.expect("mark stored");
+    for (ws, node) in [(&mut on_a, "a"), (&mut on_b, "b")] {
+        let close =
+            ws.closed(Duration::from_secs(5)).await.unwrap_or_else(|| panic!("a close frame on {node}"));
+        assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "disconnected by an operator"));
+    }
+
+    // Reconnecting is allowed, and the old mark does not close the new connections: they
+    // answer after three of the nodes' 2 s re-reads.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut again_a = Ws::connect(&a, "mallory").await;
+    let mut again_b = Ws::connect(&b, "mallory").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for ws in [&mut again_a, &mut again_b] {
+        ws.ok("presence:query", serde_json::json!({ "user_ids": [] })).await;
+    }
+}

@@ -10,8 +10,13 @@
 //! every node within that time. Banning also publishes [`BusMessage::Disconnect`], which every
 //! transport on every node applies to that user's connections; should that be lost, the hub
 //! closes a banned user's connections at its next one-second tick ([`Chat::is_banned`]).
+//!
+//! Operator disconnects converge the same way: the store keeps a mark per user ("close what
+//! was opened before T"), the bus carries [`BusMessage::Disconnect`] at once, and every node
+//! re-reads the recent marks with the bans ([`DisconnectMarks`]), so the hub's tick closes
+//! a connection that a lost bus message left open.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -29,8 +34,13 @@ use super::realtime::{BusMessage, DisconnectReason};
 use super::time::Timestamp;
 use super::validate;
 
-/// How often a node reloads the banned set from the store even when its bus reported no loss.
+/// How often a node reloads the banned set and the recent disconnect marks from the store
+/// even when its bus reported no loss.
 pub const BANS_RECHECK: Duration = Duration::from_secs(2);
+
+/// How far back a node follows operator disconnect marks: a connection opened before a mark
+/// is closed within a tick or two, so older marks have nothing left to close.
+const DISCONNECTS_FOLLOWED: Duration = Duration::from_secs(300);
 
 /// The `sender_id` of messages posted through the admin API (reserved: a message is a
 /// system message by its `type`, which users cannot send).
@@ -60,6 +70,25 @@ impl Bans {
 
     fn replace(&self, banned: Vec<String>) {
         *self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = banned.into_iter().collect();
+    }
+}
+
+/// Operator disconnects of the last [`DISCONNECTS_FOLLOWED`], as this node knows them: user
+/// → the mark (connections the user opened before it are to be closed). Usually empty.
+#[derive(Default)]
+pub struct DisconnectMarks {
+    marks: RwLock<HashMap<String, Timestamp>>,
+}
+
+impl DisconnectMarks {
+    fn set(&self, user_id: &str, at: Timestamp) {
+        let mut marks = self.marks.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mark = marks.entry(user_id.to_owned()).or_insert(at);
+        *mark = (*mark).max(at);
+    }
+
+    fn replace(&self, marks: Vec<(String, Timestamp)>) {
+        *self.marks.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = marks.into_iter().collect();
     }
 }
 
@@ -239,12 +268,23 @@ impl Chat {
     }
 
     /// # `POST /api/admin/users/{id}/disconnect`
-    /// Closes every connection of the user on every node; they may reconnect.
-    pub fn disconnect_user(&self, user_id: &str) -> Result<(), ChatError> {
+    /// Closes every connection of the user on every node; they may reconnect. Durable: a
+    /// node that the bus message does not reach closes them within [`BANS_RECHECK`] and a
+    /// second.
+    pub async fn disconnect_user(&self, user_id: &str) -> Result<(), ChatError> {
         validate::identifier("user_id", user_id)?;
+        let at = Timestamp::now();
+        self.store.mark_disconnected(user_id, at).await?;
+        self.disconnects.set(user_id, at);
         self.bus
             .publish(BusMessage::Disconnect { user_id: user_id.to_owned(), reason: DisconnectReason::Admin });
         Ok(())
+    }
+
+    /// Runs `read` over the recent operator disconnects this node knows (user → mark); the
+    /// hub's tick closes connections opened before a mark. `read` must not block.
+    pub fn with_disconnect_marks<R>(&self, read: impl FnOnce(&HashMap<String, Timestamp>) -> R) -> R {
+        read(&self.disconnects.marks.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// # `PUT /api/admin/users/{id}/ban`
@@ -383,6 +423,12 @@ async fn follow_bans(chat: std::sync::Weak<Chat>, mut messages: broadcast::Recei
             match chat.store.banned_users().await {
                 Ok(banned) => chat.bans.replace(banned),
                 Err(err) => tracing::warn!(error = %err, "reloading bans failed; keeping the known set"),
+            }
+            match chat.store.disconnected_since(Timestamp::now().minus(DISCONNECTS_FOLLOWED)).await {
+                Ok(marks) => chat.disconnects.replace(marks),
+                Err(err) => {
+                    tracing::warn!(error = %err, "reloading disconnects failed; keeping the known marks")
+                }
             }
         }
     }

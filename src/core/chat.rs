@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::admin::{Bans, MessageRate};
+use super::admin::{Bans, DisconnectMarks, MessageRate};
 use super::budget::{BudgetKind, BudgetLimiters, EventBudgets};
 use super::endpoint::EndpointPolicy;
 use super::error::ChatError;
@@ -147,6 +147,8 @@ pub struct Chat {
     pub(super) budgets: BudgetLimiters,
     /// Users banned (this node's copy; see [`super::admin`]).
     pub(super) bans: Arc<Bans>,
+    /// Recent operator disconnects (this node's copy; see [`super::admin`]).
+    pub(super) disconnects: Arc<DisconnectMarks>,
     /// Messages committed through this node, for the admin stats.
     pub(super) rate: Arc<MessageRate>,
 }
@@ -193,6 +195,7 @@ impl Chat {
             message_limiter,
             budgets: BudgetLimiters::default(),
             bans: Arc::default(),
+            disconnects: Arc::default(),
             rate: Arc::default(),
         }
     }

@@ -503,6 +503,10 @@ pub trait RateLimiter: Send + Sync + 'static {
     fn forget_idle(&self) {}
 }
 
+/// How long the store keeps an operator's disconnect mark ([`Store::mark_disconnected`]):
+/// far longer than any node takes to notice it.
+pub const DISCONNECT_MARKS_KEPT: Duration = Duration::from_secs(24 * 3600);
+
 /// Durable storage of conversations, members and messages.
 ///
 /// Invariants every backend keeps: `seq` is gap-free per conversation and assigned at
@@ -779,6 +783,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every banned user id (each node loads them into memory at start).
     async fn banned_users(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Records an operator disconnect: every connection `user_id` opened before `at` is to be
+    /// closed (a later mark replaces an earlier one). Prunes marks older than a day.
+    async fn mark_disconnected(&self, user_id: &str, at: Timestamp) -> Result<(), StoreError>;
+
+    /// The disconnect marks made at or after `since`, as (user id, mark), in no order.
+    async fn disconnected_since(&self, since: Timestamp) -> Result<Vec<(String, Timestamp)>, StoreError>;
 
     /// Records that `blocker` blocks `blocked`; true when new (false: already blocked).
     async fn block_user(&self, blocker: &str, blocked: &str, at: Timestamp) -> Result<bool, StoreError>;

@@ -34,6 +34,7 @@ use crate::core::model::User;
 use crate::core::ports::{Bus, Store};
 use crate::core::realtime::{BusMessage, DisconnectReason, Ready, ServerEvent, SyncRequired};
 use crate::core::telemetry::{self, Transport};
+use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError};
 
 /// How a transport writes to one of its connections. Called under the hub's registry lock:
@@ -247,7 +248,9 @@ impl Hub {
     ) -> Link {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let target = Target { id, user_id: Arc::from(user_id), sink };
-        self.change(|registry, changes| registry.insert(target, follows_conversations, changes));
+        self.change(|registry, changes| {
+            registry.insert(target, Timestamp::now(), follows_conversations, changes)
+        });
         Link { hub: self.clone(), id, name: format!("{}:{}:{id}", transport.as_str(), self.node) }
     }
 
@@ -466,7 +469,7 @@ async fn sweep(hub: Weak<Hub>, period: Duration) {
             _ = second.tick() => false,
         };
         let Some(hub) = hub.upgrade() else { break };
-        let banned: Vec<Arc<dyn Sink>> = {
+        let closing: Vec<(Arc<dyn Sink>, Close)> = {
             let registry = hub.read();
             for sink in registry.sinks() {
                 if keepalive_round {
@@ -475,15 +478,22 @@ async fn sweep(hub: Weak<Hub>, period: Duration) {
                     sink.tick();
                 }
             }
-            // A ban whose disconnect the bus lost still ends the user's connections here.
-            registry
-                .users()
-                .filter(|user_id| hub.chat.is_banned(user_id))
-                .flat_map(|user_id| registry.sinks_of_user(user_id).cloned())
-                .collect()
+            // A ban or an operator's disconnect whose bus message was lost still ends the
+            // user's connections here.
+            let banned = registry.users().filter(|user_id| hub.chat.is_banned(user_id)).flat_map(|user_id| {
+                registry.sinks_of_user(user_id).map(|sink| (sink.clone(), Close::Banned))
+            });
+            let disconnected: Vec<_> = hub.chat.with_disconnect_marks(|marks| {
+                marks
+                    .iter()
+                    .flat_map(|(user_id, at)| registry.sinks_of_user_opened_before(user_id, *at))
+                    .map(|sink| (sink.clone(), Close::Admin))
+                    .collect()
+            });
+            banned.chain(disconnected).collect()
         };
-        for sink in banned {
-            sink.close(Close::Banned);
+        for (sink, close) in closing {
+            sink.close(close);
         }
     }
 }

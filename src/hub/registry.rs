@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::Sink;
 use crate::core::ports::Topic;
 use crate::core::realtime::{Audience, ConversationHead};
+use crate::core::time::Timestamp;
 
 /// One connection as deliveries see it: cloned into each index it belongs to, so a fan-out
 /// walks one list without further lookups.
@@ -23,6 +24,8 @@ pub(super) struct Target {
 /// idle): the rarely used parts are empty `Vec`s or boxed.
 struct Entry {
     target: Target,
+    /// When the connection registered (an operator's disconnect closes those opened before it).
+    opened: Timestamp,
     /// Whether the connection follows conversations (SSE streams only follow their user).
     follows_conversations: bool,
     conversations: Vec<String>,
@@ -65,7 +68,13 @@ impl Registry {
     }
 
     /// Adds a connection, its snapshot window open (see [`Registry::apply_snapshot`]).
-    pub fn insert(&mut self, target: Target, follows_conversations: bool, changes: &mut TopicChanges) {
+    pub fn insert(
+        &mut self,
+        target: Target,
+        opened: Timestamp,
+        follows_conversations: bool,
+        changes: &mut TopicChanges,
+    ) {
         // Most users have one connection.
         let targets = self.by_user.entry(target.user_id.clone()).or_insert_with(|| Vec::with_capacity(1));
         if targets.is_empty() {
@@ -73,8 +82,14 @@ impl Registry {
         }
         targets.push(target.clone());
         let window = follows_conversations.then(Box::default);
-        let entry =
-            Entry { target, follows_conversations, conversations: Vec::new(), left: Vec::new(), window };
+        let entry = Entry {
+            target,
+            opened,
+            follows_conversations,
+            conversations: Vec::new(),
+            left: Vec::new(),
+            window,
+        };
         self.connections.insert(entry.target.id, entry);
     }
 
@@ -247,6 +262,20 @@ impl Registry {
         self.by_user.get(user_id).into_iter().flatten().map(|t| &t.sink)
     }
 
+    /// The sinks of a user's connections that registered before `before`.
+    pub fn sinks_of_user_opened_before(
+        &self,
+        user_id: &str,
+        before: Timestamp,
+    ) -> impl Iterator<Item = &Arc<dyn Sink>> {
+        self.by_user
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter(move |t| self.connections.get(&t.id).is_some_and(|entry| entry.opened < before))
+            .map(|t| &t.sink)
+    }
+
     /// One connection's sink.
     pub fn sink(&self, id: u64) -> Option<&Arc<dyn Sink>> {
         self.connections.get(&id).map(|entry| &entry.target.sink)
@@ -331,7 +360,7 @@ mod tests {
     fn a_removal_during_the_snapshot_read_wins_over_the_snapshot() {
         let mut registry = Registry::default();
         let mut changes = TopicChanges::default();
-        registry.insert(target(1, "alice"), true, &mut changes);
+        registry.insert(target(1, "alice"), Timestamp(0), true, &mut changes);
         registry.membership_changed("alice", "c2", false, &mut changes);
         registry.membership_changed("alice", "c3", true, &mut changes);
         // The snapshot was read before the removal of c2 and the addition of c3 committed.
@@ -343,7 +372,7 @@ mod tests {
     fn a_rebuild_drops_stale_subscriptions_adds_missing_ones_and_keeps_leaves() {
         let mut registry = Registry::default();
         let mut changes = TopicChanges::default();
-        registry.insert(target(1, "alice"), true, &mut changes);
+        registry.insert(target(1, "alice"), Timestamp(0), true, &mut changes);
         registry.apply_snapshot(1, &heads(&["c1", "c2", "c3"]), &mut changes);
         registry.unsubscribe(1, "c3", &mut changes);
         registry.set_left(1, "c3", true);
@@ -356,8 +385,8 @@ mod tests {
     fn topics_are_watched_by_the_first_and_unwatched_by_the_last_connection() {
         let mut registry = Registry::default();
         let mut changes = TopicChanges::default();
-        registry.insert(target(1, "alice"), true, &mut changes);
-        registry.insert(target(2, "alice"), true, &mut changes);
+        registry.insert(target(1, "alice"), Timestamp(0), true, &mut changes);
+        registry.insert(target(2, "alice"), Timestamp(0), true, &mut changes);
         registry.subscribe(1, "c1", &mut changes);
         registry.subscribe(2, "c1", &mut changes);
         assert_eq!(changes.watch, vec![Topic::User("alice".into()), Topic::Conversation("c1".into())]);
@@ -373,7 +402,7 @@ mod tests {
         let mut registry = Registry::default();
         let mut changes = TopicChanges::default();
         for (id, user) in [(1, "alice"), (2, "bob"), (3, "bob"), (4, "carol")] {
-            registry.insert(target(id, user), true, &mut changes);
+            registry.insert(target(id, user), Timestamp(0), true, &mut changes);
             registry.subscribe(id, "c1", &mut changes);
         }
         let mut seen = Vec::new();
@@ -388,7 +417,7 @@ mod tests {
     fn a_stream_follows_its_user_only() {
         let mut registry = Registry::default();
         let mut changes = TopicChanges::default();
-        registry.insert(target(1, "alice"), false, &mut changes);
+        registry.insert(target(1, "alice"), Timestamp(0), false, &mut changes);
         registry.subscribe(1, "c1", &mut changes);
         registry.membership_changed("alice", "c2", true, &mut changes);
         assert!(registry.conversations_of(1).is_empty());

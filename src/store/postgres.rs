@@ -30,8 +30,9 @@ use crate::core::model::{
     NotificationSettings, Platform, Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
-    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PushJob, Store, clip_push_error,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created,
+    DISCONNECT_MARKS_KEPT, HistoryRange, Membership, NewConversation, NewDevice, NewMessage, NewNotification,
+    PushJob, Store, clip_push_error,
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_bans_blocks.sql"),
     include_str!("../../migrations/postgres/0007_device_refresh.sql"),
     include_str!("../../migrations/postgres/0008_message_version.sql"),
+    include_str!("../../migrations/postgres/0009_disconnects.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -1257,6 +1259,26 @@ impl Store for PostgresStore {
             .await?
             .iter()
             .map(|row| get(row, 0))
+            .collect()
+    }
+
+    async fn mark_disconnected(&self, user_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO disconnects (user_id, at) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET at = GREATEST(disconnects.at, EXCLUDED.at)",
+            &[&user_id, &at.millis()],
+        )
+        .await?;
+        let horizon = at.minus(DISCONNECT_MARKS_KEPT).millis();
+        self.execute("DELETE FROM disconnects WHERE at < $1", &[&horizon]).await?;
+        Ok(())
+    }
+
+    async fn disconnected_since(&self, since: Timestamp) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        self.query("SELECT user_id, at FROM disconnects WHERE at >= $1", &[&since.millis()])
+            .await?
+            .iter()
+            .map(|row| Ok((get(row, 0)?, Timestamp(get(row, 1)?))))
             .collect()
     }
 

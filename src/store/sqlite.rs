@@ -29,9 +29,9 @@ use crate::core::model::{
     Platform, Role,
 };
 use crate::core::ports::{
-    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created, HistoryRange,
-    Membership, NewConversation, NewDevice, NewMessage, NewNotification, Publications, PushJob, Store,
-    clip_push_error,
+    ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, Created,
+    DISCONNECT_MARKS_KEPT, HistoryRange, Membership, NewConversation, NewDevice, NewMessage, NewNotification,
+    Publications, PushJob, Store, clip_push_error,
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
@@ -55,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_bans_blocks.sql"),
     include_str!("../../migrations/sqlite/0007_device_refresh.sql"),
     include_str!("../../migrations/sqlite/0008_message_version.sql"),
+    include_str!("../../migrations/sqlite/0009_disconnects.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
@@ -1517,6 +1518,30 @@ impl Store for SqliteStore {
 
     async fn banned_users(&self) -> Result<Vec<String>, StoreError> {
         self.read(|conn| query_all(conn, "SELECT user_id FROM bans ORDER BY user_id", [], |r| r.get(0))).await
+    }
+
+    async fn mark_disconnected(&self, user_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let user_id = user_id.to_owned();
+        self.write_apart(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO disconnects (user_id, at) VALUES (?1, ?2) \
+                 ON CONFLICT (user_id) DO UPDATE SET at = max(at, excluded.at)",
+            )?
+            .execute(params![user_id, at.millis()])?;
+            conn.prepare_cached("DELETE FROM disconnects WHERE at < ?1")?
+                .execute([at.minus(DISCONNECT_MARKS_KEPT).millis()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn disconnected_since(&self, since: Timestamp) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        self.read(move |conn| {
+            query_all(conn, "SELECT user_id, at FROM disconnects WHERE at >= ?1", [since.millis()], |r| {
+                Ok((r.get(0)?, Timestamp(r.get(1)?)))
+            })
+        })
+        .await
     }
 
     async fn block_user(&self, blocker: &str, blocked: &str, at: Timestamp) -> Result<bool, StoreError> {

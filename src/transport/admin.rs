@@ -191,7 +191,7 @@ async fn disconnect(
     _: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    state.chat.disconnect_user(&id)?;
+    state.chat.disconnect_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
