@@ -312,7 +312,7 @@ async fn presence_and_notification_routing_span_nodes() {
         chatd::store::postgres::PostgresStore::connect(&cluster.schema.config()).await.expect("store");
     let mut jobs = Vec::new();
     eventually("a push job for bob", async || {
-        jobs = chatd::core::ports::Store::pending_push_jobs(&store, 100).await.expect("outbox");
+        jobs = chatd::core::ports::PushOutbox::pending_push_jobs(&store, 100).await.expect("outbox");
         !jobs.is_empty()
     })
     .await;

@@ -1,22 +1,22 @@
-//! The ports the core needs from the outside world. Backends implement them; only the
-//! wiring in `state.rs` names a concrete backend.
+//! The storage port: what the core asks of a database, split by concern. Both backends
+//! (`store::sqlite`, `store::postgres`) implement every sub-trait and run one test suite
+//! (tests/store).
 
 use async_trait::async_trait;
-use serde::Serialize;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-
-use super::error::{RateLimited, StoreError};
-use super::events::NotificationSettingsUpdate;
-use super::model::NotificationSettings;
-use super::model::{
-    Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType, Platform, Role,
+use crate::core::error::StoreError;
+use crate::core::events::NotificationSettingsUpdate;
+use crate::core::model::{
+    Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType,
+    NotificationSettings, Platform, Role,
 };
-use super::realtime::{BusMessage, ConversationHead, Notification, PresenceInfo};
-use super::time::Timestamp;
+use crate::core::realtime::{BusMessage, ConversationHead, Notification};
+use crate::core::time::Timestamp;
+
+use super::{Bus, ClaimedPushJob, PushJob};
 
 /// A conversation to create. For a direct conversation `direct_key` identifies the pair and
 /// context; the store returns the existing conversation instead of creating a second one.
@@ -98,7 +98,7 @@ impl NewMessage {
     }
 }
 
-/// Result of [`Store::append_message`]. The store checks the sender's membership, blocks
+/// Result of [`MessageStore::append_message`]. The store checks the sender's membership, blocks
 /// between the two members of a direct conversation, and the replied-to message inside the
 /// appending transaction, so a member removed (or blocked) concurrently cannot slip a
 /// message in.
@@ -124,7 +124,7 @@ pub enum AppendOutcome {
     ReplyNotFound,
 }
 
-/// Result of [`Store::create_conversation`].
+/// Result of [`ConversationStore::create_conversation`].
 #[derive(Debug, Clone)]
 pub struct Created {
     /// Id of the new (or, for a repeated direct conversation, existing) conversation.
@@ -133,7 +133,7 @@ pub struct Created {
     pub created: bool,
 }
 
-/// Work to run right after an append committed (see [`Store::append_message`]). What it
+/// Work to run right after an append committed (see [`MessageStore::append_message`]). What it
 /// publishes goes into its commit group's [`Publications`].
 pub type CommitHook = Box<dyn FnOnce(&AppendOutcome, &mut Publications) + Send>;
 
@@ -206,110 +206,7 @@ pub struct ActivityCursor {
     pub id: String,
 }
 
-/// A push notification owed to an offline member, recorded durably (the outbox) and sent
-/// later by a worker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PushJob {
-    /// Fresh time-ordered id.
-    pub id: String,
-    /// Recipient.
-    pub user_id: String,
-    /// Conversation of the message.
-    pub conversation_id: String,
-    /// The message.
-    pub message_id: String,
-    /// Its seq.
-    pub seq: i64,
-    /// When the job was recorded.
-    pub created_at: Timestamp,
-}
-
-/// A push job leased to one worker by [`Store::claim_push_jobs`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClaimedPushJob {
-    /// The job.
-    pub job: PushJob,
-    /// Which claim of the job this is, from 1; every claim counts, including those whose
-    /// lease ran out before the worker finished or rescheduled the job.
-    pub attempt: u32,
-    /// End of the lease: from then on the job is due again unless it was finished or
-    /// rescheduled meanwhile.
-    pub leased_until: Timestamp,
-    /// The error the last [`Store::retry_push_job`] recorded, if any.
-    pub last_error: Option<String>,
-}
-
-/// Longest error text (in bytes) a push job keeps; see [`clip_push_error`].
-pub const PUSH_ERROR_MAX_BYTES: usize = 1024;
-
-/// `error` cut to at most [`PUSH_ERROR_MAX_BYTES`] at a character boundary, as stores keep it
-/// (a provider's error body can be arbitrarily long).
-pub fn clip_push_error(error: &str) -> &str {
-    let mut end = error.len().min(PUSH_ERROR_MAX_BYTES);
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    error.get(..end).unwrap_or_default()
-}
-
-/// What one push notification says, the same for every provider (each maps it onto its
-/// own request). Holds no more of the message than the configured preview length.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PushPayload {
-    /// Always `"message"` for now.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// Headline: the conversation's name, or the sender for an unnamed conversation.
-    pub title: String,
-    /// The message preview; `None` when there is no text to show.
-    pub body: Option<String>,
-    /// Conversation of the message.
-    pub conversation_id: String,
-    /// The message.
-    pub message_id: String,
-    /// Its seq.
-    pub seq: i64,
-    /// Who sent it.
-    pub sender_id: String,
-    /// The recipient's total unread count (the app icon badge).
-    pub badge: i64,
-    /// Set when pushes collapse (`--push-collapse-ms`): the device shows only the newest
-    /// notification with this id (APNs `apns-collapse-id`, FCM `collapse_key`); it is the
-    /// conversation id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub collapse_id: Option<String>,
-}
-
-/// Why a push provider did not deliver a notification, classed by what the worker does next.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PushError {
-    /// Transient (5xx, 408, 429, timeout, connection error): send again later, not before
-    /// `retry_after` if the provider said so.
-    #[error("{reason}")]
-    Retry {
-        /// What went wrong, for the log and the job's last error.
-        reason: String,
-        /// The provider's `Retry-After`, if any.
-        retry_after: Option<Duration>,
-    },
-    /// The provider reports the device's token dead: the device is deleted.
-    #[error("device gone: {0}")]
-    DeviceGone(String),
-    /// Sending this again will not help (rejected request, misconfigured device).
-    #[error("{0}")]
-    Permanent(String),
-}
-
-/// Sends one notification to one device through one push service (FCM, APNs, Web Push, a
-/// webhook). Implementations bound each send by a timeout (the worker's lease assumes it)
-/// and never panic on what a provider answers.
-#[async_trait]
-pub trait Push: Send + Sync + 'static {
-    /// Delivers `payload` to `device` (of this provider's platform).
-    async fn send(&self, device: &Device, payload: &PushPayload) -> Result<(), PushError>;
-}
-
-/// A notification to append to its recipient's log (see [`Store::record_notifications`]).
+/// A notification to append to its recipient's log (see [`NotificationStore::record_notifications`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
     /// The recipient, whose log it joins.
@@ -356,154 +253,7 @@ pub struct Recipient {
     pub blocks: Vec<String>,
 }
 
-/// What a node can listen to on a shared bus: one conversation's events, or one user's.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// Deliveries to a conversation's subscribers.
-    Conversation(String),
-    /// Deliveries to a user's connections, and their subscription changes.
-    User(String),
-    /// Changes every node must hear (bans), whatever connections it serves.
-    Everyone,
-}
-
-/// Carries committed events to the connections that should see them, on this node and (with
-/// a shared bus) on others. Delivery is best effort: clients repair gaps with `sync`.
-///
-/// A node receives what is published on the topics it watches (see [`BusMessage::topic`]);
-/// transports watch the user of every connection and every conversation a connection is
-/// subscribed to, and unwatch exactly as often. A bus that carries everything to every
-/// subscriber (the in-process one) may ignore watching.
-#[async_trait]
-pub trait Bus: Send + Sync + 'static {
-    /// Publishes a message, in publication order; never blocks and never fails the caller
-    /// (a message that cannot be published is logged and dropped).
-    fn publish(&self, message: BusMessage);
-
-    /// Publishes `messages` in order, as one bus message where the bus can (the in-process
-    /// bus: one [`BusMessage::Batch`]); a shared bus publishes each on its topic.
-    fn publish_all(&self, messages: Vec<BusMessage>) {
-        for message in messages {
-            self.publish(message);
-        }
-    }
-
-    /// A stream of everything this node receives from now on.
-    fn subscribe(&self) -> broadcast::Receiver<Arc<BusMessage>>;
-
-    /// Starts receiving `topic` on this node. Counted: each call needs one [`Bus::unwatch`].
-    fn watch(&self, topic: Topic) {
-        let _ = topic;
-    }
-
-    /// Undoes one [`Bus::watch`]; the node stops receiving `topic` when none is left.
-    fn unwatch(&self, topic: Topic) {
-        let _ = topic;
-    }
-
-    /// Resolves once every earlier `watch` of this node is in effect (or the bus is down).
-    async fn settled(&self) {}
-
-    /// Probes the backend carrying the bus with a cheap round trip (for metrics); `None` for
-    /// a bus without one (the in-process bus).
-    async fn health(&self) -> Option<BackendHealth> {
-        None
-    }
-}
-
-/// The outcome of probing a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackendHealth {
-    /// The backend's name, as the metrics label it (`redis`).
-    pub backend: &'static str,
-    /// Whether it answered.
-    pub up: bool,
-}
-
-/// Where a recipient of a message is, for notification routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// A connection of theirs is looking at the conversation.
-    Focused,
-    /// Connected, looking elsewhere.
-    Online,
-    /// No connection anywhere.
-    Offline,
-}
-
-/// A user whose last node stopped answering (crashed or cut off) and who is offline now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Departure {
-    /// The user.
-    pub user_id: String,
-    /// When their node was last heard from.
-    pub last_seen_at: Timestamp,
-}
-
-/// Presence shared by the nodes of one service. Each node keeps its own connections (the
-/// core's `Presence`) and tells the directory only node-level changes: a user's first and
-/// last connection on this node, a conversation that the first of them / none of them looks
-/// at any more. The directory answers for the whole service.
-///
-/// Calls are carried out in call order and each callback runs exactly once, in call order:
-/// with the service-wide answer, or, when the directory cannot be reached, with this node's
-/// own view (the caller's fallback). Callbacks run on the directory's task: keep them short.
-#[async_trait]
-pub trait PresenceDirectory: Send + Sync + 'static {
-    /// The user's first connection on this node opened; `came_online` runs if the user had
-    /// no connection anywhere.
-    fn node_joined(&self, user_id: &str, came_online: Box<dyn FnOnce() + Send>);
-
-    /// The user's last connection on this node closed; `went_offline` runs with the time if
-    /// the user has no connection left anywhere.
-    fn node_left(&self, user_id: &str, went_offline: Box<dyn FnOnce(Timestamp) + Send>);
-
-    /// A connection of the user on this node now looks at the conversation (`focused`), or
-    /// the last one that did stopped.
-    fn focus_changed(&self, user_id: &str, conversation_id: &str, focused: bool);
-
-    /// Where each user is with respect to the conversation: `answer` gets one entry per user,
-    /// in order. `local` is this node's view, the answer when the directory cannot give one.
-    fn reach(
-        &self,
-        user_ids: Vec<String>,
-        conversation_id: &str,
-        local: Vec<Reach>,
-        answer: Box<dyn FnOnce(Vec<Reach>) + Send>,
-    );
-
-    /// Presence of each user, one entry per user, in order.
-    async fn info(&self, user_ids: &[String]) -> Result<Vec<PresenceInfo>, PresenceError>;
-
-    /// Users who went offline because their node died, as the directory finds them; `None`
-    /// after the first call (there is one consumer).
-    fn departures(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Departure>>;
-}
-
-/// The presence directory could not answer.
-#[derive(Debug, thiserror::Error)]
-#[error("presence directory unavailable: {0}")]
-pub struct PresenceError(pub String);
-
-/// Per-user admission control for message writes (send, edit, delete): each user has a
-/// budget of `per_second` writes with bursts of `burst` (GCRA, a token bucket without a
-/// refill task). One node's limiter, or one shared by every node of a cluster.
-///
-/// A limiter never fails the caller for reasons of its own: a backend that loses its shared
-/// state falls back to something local (and says so in the log) rather than refusing or
-/// erroring a send.
-#[async_trait]
-pub trait RateLimiter: Send + Sync + 'static {
-    /// Takes one write from `user_id`'s budget, or refuses with how long until the next
-    /// write would be admitted.
-    async fn check(&self, user_id: &str) -> Result<(), RateLimited>;
-
-    /// Periodic housekeeping (about once a minute): forgets the state of users whose budget
-    /// is full again, bounding memory.
-    fn forget_idle(&self) {}
-}
-
-/// How long the store keeps an operator's disconnect mark ([`Store::mark_disconnected`]):
+/// How long the store keeps an operator's disconnect mark ([`ModerationStore::mark_disconnected`]):
 /// far longer than any node takes to notice it.
 pub const DISCONNECT_MARKS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
@@ -514,18 +264,27 @@ pub const DISCONNECT_MARKS_KEPT: Duration = Duration::from_secs(24 * 3600);
 /// its write is durably committed; a push job is leased to at most one worker at a time
 /// (across nodes) and never claimed once finished (sent or dropped).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    ConversationStore
+    + MemberStore
+    + MessageStore
+    + NotificationStore
+    + PushOutbox
+    + DeviceStore
+    + ModerationStore
+{
     /// Succeeds when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
 
+/// Conversations: creating them, reading them as a member sees them, and listing them.
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
     /// Creates a conversation with its members, or returns the existing direct one.
     async fn create_conversation(&self, new: NewConversation) -> Result<Created, StoreError>;
 
     /// The conversation as seen by `viewer` (their unread count), with members and last message.
     async fn conversation(&self, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError>;
-
-    /// The user's standing in a conversation.
-    async fn membership(&self, conversation_id: &str, user_id: &str) -> Result<Membership, StoreError>;
 
     /// The user's conversations, newest activity first, starting after `after`.
     async fn conversations_of(
@@ -537,6 +296,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the given fields; false when the conversation does not exist.
     async fn update_conversation(&self, id: &str, update: ConversationUpdate) -> Result<bool, StoreError>;
+
+    /// Every conversation (of any user), newest activity first, starting after `after`; as
+    /// seen by nobody (`unread_count` 0). For the admin API.
+    async fn all_conversations(
+        &self,
+        after: Option<ActivityCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError>;
+
+    /// Every conversation of the user with its newest seq.
+    async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError>;
+
+    /// Everyone who shares at least one conversation with the user (not the user), except
+    /// users who block the user or whom the user blocks (presence is hidden between them).
+    async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Members: who belongs, their roles, read markers and mute switches.
+#[async_trait]
+pub trait MemberStore: Send + Sync + 'static {
+    /// The user's standing in a conversation.
+    async fn membership(&self, conversation_id: &str, user_id: &str) -> Result<Membership, StoreError>;
 
     /// Adds users who are not yet members with `role`, their read marker at the current
     /// last seq (earlier history is visible but not unread); returns those actually added.
@@ -554,6 +335,30 @@ pub trait Store: Send + Sync + 'static {
     /// first listed). So concurrent leaves, the owner's among them, never leave it ownerless.
     async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError>;
 
+    /// Sets the member's notification switch; false if not a member.
+    async fn set_notifications(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        enabled: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// Raises the member's `last_read_seq` to `seq` (capped at the conversation's last seq,
+    /// never lowered); returns the marker before and after, `None` if not a member.
+    async fn mark_read(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        seq: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError>;
+
+    /// Unread counts of every conversation of the user that has unread messages.
+    async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError>;
+}
+
+/// Messages: appends with gap-free seqs, edits, deletes and history pages.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
     /// Appends a message with the next seq if the sender is a member (and the replied-to
     /// message is in the conversation), or returns the original on a `client_id` repeat.
     /// A [`MessageType::System`] message needs no membership (its sender is the operator's
@@ -590,24 +395,11 @@ pub trait Store: Send + Sync + 'static {
         conversation_id: &str,
         range: HistoryRange,
     ) -> Result<(Vec<Message>, bool), StoreError>;
+}
 
-    /// Raises the member's `last_read_seq` to `seq` (capped at the conversation's last seq,
-    /// never lowered); returns the marker before and after, `None` if not a member.
-    async fn mark_read(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        seq: i64,
-    ) -> Result<Option<(i64, i64)>, StoreError>;
-
-    /// Sets the member's notification switch; false if not a member.
-    async fn set_notifications(
-        &self,
-        conversation_id: &str,
-        user_id: &str,
-        enabled: bool,
-    ) -> Result<bool, StoreError>;
-
+/// Notifications: each user's settings and their notification log (the SSE stream's backlog).
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
     /// The user's notification settings (the defaults when never set).
     async fn notification_settings(&self, user_id: &str) -> Result<NotificationSettings, StoreError>;
 
@@ -619,23 +411,50 @@ pub trait Store: Send + Sync + 'static {
         update: NotificationSettingsUpdate,
     ) -> Result<NotificationSettings, StoreError>;
 
-    /// Unread counts of every conversation of the user that has unread messages.
-    async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Appends notifications to their recipients' logs, in order, in one transaction, and
+    /// returns the ids given (one per entry, in order). Only users whose log is open (see
+    /// [`NotificationStore::open_notification_log`]) are recorded; the others get `None`, so users who
+    /// never opened a notification stream cost nothing. Ids are per user, from 1, gap-free,
+    /// and commit in id order per user, across every node sharing the database: once a
+    /// reader sees id `n` of a user, every id below `n` of that user is committed too (or
+    /// was trimmed). Each user's log then keeps only its newest `keep` entries (at least 1).
+    async fn record_notifications(
+        &self,
+        notifications: Vec<NewNotification>,
+        keep: usize,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
 
-    /// Every conversation of the user with its newest seq.
-    async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError>;
+    /// Opens the user's notification log if it is not yet (from then on their notifications
+    /// are recorded) and returns the newest id given so far (0 if none).
+    async fn open_notification_log(&self, user_id: &str) -> Result<i64, StoreError>;
 
-    /// Everyone who shares at least one conversation with the user (not the user), except
-    /// users who block the user or whom the user blocks (presence is hidden between them).
-    async fn contacts(&self, user_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` of the user's kept notifications with an id above `after`, ascending by
+    /// id, each with its `id` set.
+    async fn notifications_after(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
 
+    /// The newest id ever given to a notification of the user (kept or not); 0 if none.
+    async fn latest_notification_id(&self, user_id: &str) -> Result<i64, StoreError>;
+
+    /// Deletes up to `limit` notifications (of any user) recorded before `before`, oldest
+    /// first; returns how many. The users' counters stay, so ids are never reused.
+    async fn prune_notifications(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError>;
+}
+
+/// The push outbox: durable jobs, leased to one worker at a time across nodes.
+#[async_trait]
+pub trait PushOutbox: Send + Sync + 'static {
     /// Records push jobs durably, due at once.
     async fn enqueue_push(&self, jobs: Vec<PushJob>) -> Result<(), StoreError> {
         self.enqueue_push_delayed(jobs, std::time::Duration::ZERO).await
     }
 
     /// Records push jobs durably, due `delay` after they were created (a later message of
-    /// the same conversation may collapse them meanwhile, see [`Store::newer_push_job`]).
+    /// the same conversation may collapse them meanwhile, see [`PushOutbox::newer_push_job`]).
     async fn enqueue_push_delayed(
         &self,
         jobs: Vec<PushJob>,
@@ -646,7 +465,7 @@ pub trait Store: Send + Sync + 'static {
     /// exists (the job is collapsed into that one).
     async fn newer_push_job(&self, job: &PushJob) -> Result<bool, StoreError>;
 
-    /// Resolves once [`Store::enqueue_push`] recorded jobs through this store (this node)
+    /// Resolves once [`PushOutbox::enqueue_push`] recorded jobs through this store (this node)
     /// since the previous call resolved, at once if that already happened. Lets the push
     /// worker wake up for new jobs instead of waiting for its next poll. A store that cannot
     /// tell never resolves (the worker polls anyway, and jobs from other nodes are found by
@@ -686,7 +505,7 @@ pub trait Store: Send + Sync + 'static {
     /// nothing changes, when no unfinished job has that id (already sent, dropped, pruned),
     /// or when it has been claimed again since claim `attempt` (see below).
     ///
-    /// Fencing: this, [`Store::retry_push_job`] and [`Store::drop_push_job`] act only while
+    /// Fencing: this, [`PushOutbox::retry_push_job`] and [`PushOutbox::drop_push_job`] act only while
     /// the job's attempt count is still `attempt` (the [`ClaimedPushJob::attempt`] of the
     /// caller's claim), so a worker whose lease ran out and whose job was claimed again
     /// cannot overwrite what the newer claim's worker decides.
@@ -707,7 +526,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives up on a job: it is finished without being sent and never claimed again; the row
     /// is kept, with `reason` (clipped by [`clip_push_error`]) as its last error, until
-    /// [`Store::prune_push_jobs`] removes it. False, and nothing changes, when no unfinished
+    /// [`PushOutbox::prune_push_jobs`] removes it. False, and nothing changes, when no unfinished
     /// job has that id, or it was claimed again since claim `attempt`.
     async fn drop_push_job(&self, id: &str, attempt: u32, reason: &str) -> Result<bool, StoreError>;
 
@@ -715,40 +534,11 @@ pub trait Store: Send + Sync + 'static {
     /// `finished_before`, earliest finished first; returns how many. Unfinished jobs are never
     /// deleted. Bounded so a periodic call never holds the database for long.
     async fn prune_push_jobs(&self, finished_before: Timestamp, limit: usize) -> Result<usize, StoreError>;
+}
 
-    /// Appends notifications to their recipients' logs, in order, in one transaction, and
-    /// returns the ids given (one per entry, in order). Only users whose log is open (see
-    /// [`Store::open_notification_log`]) are recorded; the others get `None`, so users who
-    /// never opened a notification stream cost nothing. Ids are per user, from 1, gap-free,
-    /// and commit in id order per user, across every node sharing the database: once a
-    /// reader sees id `n` of a user, every id below `n` of that user is committed too (or
-    /// was trimmed). Each user's log then keeps only its newest `keep` entries (at least 1).
-    async fn record_notifications(
-        &self,
-        notifications: Vec<NewNotification>,
-        keep: usize,
-    ) -> Result<Vec<Option<i64>>, StoreError>;
-
-    /// Opens the user's notification log if it is not yet (from then on their notifications
-    /// are recorded) and returns the newest id given so far (0 if none).
-    async fn open_notification_log(&self, user_id: &str) -> Result<i64, StoreError>;
-
-    /// Up to `limit` of the user's kept notifications with an id above `after`, ascending by
-    /// id, each with its `id` set.
-    async fn notifications_after(
-        &self,
-        user_id: &str,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<Notification>, StoreError>;
-
-    /// The newest id ever given to a notification of the user (kept or not); 0 if none.
-    async fn latest_notification_id(&self, user_id: &str) -> Result<i64, StoreError>;
-
-    /// Deletes up to `limit` notifications (of any user) recorded before `before`, oldest
-    /// first; returns how many. The users' counters stay, so ids are never reused.
-    async fn prune_notifications(&self, before: Timestamp, limit: usize) -> Result<usize, StoreError>;
-
+/// Devices: each user's push endpoints.
+#[async_trait]
+pub trait DeviceStore: Send + Sync + 'static {
     /// Registers a device, or refreshes the endpoint and keys of the same
     /// `(user, platform, token)`; returns it. Either way the device counts as refreshed at
     /// `device.created_at`; the user then keeps at most `max_per_user` devices (at least
@@ -761,15 +551,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes one of the user's devices; false if they have none with that id.
     async fn remove_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError>;
+}
 
-    /// Every conversation (of any user), newest activity first, starting after `after`; as
-    /// seen by nobody (`unread_count` 0). For the admin API.
-    async fn all_conversations(
-        &self,
-        after: Option<ActivityCursor>,
-        limit: usize,
-    ) -> Result<Vec<Conversation>, StoreError>;
-
+/// Moderation: bans, operator disconnects and blocks between users.
+#[async_trait]
+pub trait ModerationStore: Send + Sync + 'static {
     /// Bans a user, or replaces the reason of an existing ban; true when newly banned.
     async fn ban_user(
         &self,

@@ -1,0 +1,23 @@
+//! The ports the core needs from the outside world, one file per port. Backends implement
+//! them; only the wiring in `state.rs` names a concrete backend.
+
+mod bus;
+mod limit;
+mod presence;
+mod push;
+mod store;
+
+pub use bus::*;
+pub use limit::*;
+pub use presence::*;
+pub use push::*;
+pub use store::*;
+
+/// The outcome of probing a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// The backend's name, as the metrics label it (`redis`).
+    pub backend: &'static str,
+    /// Whether it answered.
+    pub up: bool,
+}

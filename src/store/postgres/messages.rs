@@ -1,0 +1,107 @@
+//! Messages: appends, edits, deletes and history pages.
+
+use super::*;
+
+#[async_trait]
+impl MessageStore for PostgresStore {
+    async fn append_message(
+        &self,
+        new: NewMessage,
+        on_commit: CommitHook,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.appends.append(new, on_commit).await
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let rows =
+            self.query(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"), &[&id]).await?;
+        Ok(messages_from(&rows)?.pop())
+    }
+
+    async fn edit_message(
+        &self,
+        id: &str,
+        content: String,
+        at: Timestamp,
+    ) -> Result<Option<Message>, StoreError> {
+        let rows = self
+            .query(
+                &format!(
+                    "UPDATE messages AS m SET content = $2, edited_at = $3, version = m.version + 1 \
+                     WHERE m.id = $1 AND m.deleted_at IS NULL \
+                     RETURNING {MESSAGE_COLUMNS}"
+                ),
+                &[&id, &content, &at.millis()],
+            )
+            .await?;
+        Ok(messages_from(&rows)?.pop())
+    }
+
+    async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<(Message, bool)>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let find = tx.prepare_cached("SELECT conversation_id FROM messages WHERE id = $1").await?;
+        let Some(row) = tx.query_opt(&find, &[&id]).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let conversation_id: String = get(&row, 0)?;
+        // Unread counts change below: the conversation row first, like appends.
+        let lock = tx.prepare_cached("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE").await?;
+        tx.query_opt(&lock, &[&conversation_id]).await?;
+        let delete = tx
+            .prepare_cached(&format!(
+                "UPDATE messages AS m SET content = NULL, attachments = '[]', metadata = '{{}}', deleted_at = $2, \
+                 version = m.version + 1 WHERE m.id = $1 AND m.deleted_at IS NULL RETURNING {MESSAGE_COLUMNS}"
+            ))
+            .await?;
+        let result = match messages_from(&tx.query(&delete, &[&id, &at.millis()]).await?)?.pop() {
+            Some(message) => {
+                // It no longer counts as unread for those who had not read it.
+                let unread = tx
+                    .prepare_cached(
+                        "UPDATE members SET unread_count = unread_count - 1 \
+                         WHERE conversation_id = $1 AND user_id <> $2 AND last_read_seq < $3 AND unread_count > 0",
+                    )
+                    .await?;
+                tx.execute(&unread, &[&message.conversation_id, &message.sender_id, &message.seq]).await?;
+                Some((message, true))
+            }
+            None => {
+                let read = tx
+                    .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"))
+                    .await?;
+                messages_from(&tx.query(&read, &[&id]).await?)?.pop().map(|message| (message, false))
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn messages(
+        &self,
+        conversation_id: &str,
+        range: HistoryRange,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let after = range.after_seq.unwrap_or(0);
+        let before = range.before_seq.unwrap_or(i64::MAX);
+        let fetch = as_i64(range.limit).saturating_add(1);
+        let order = if range.after_seq.is_some() { "ASC" } else { "DESC" };
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m \
+                     WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq {order} LIMIT $4"
+                ),
+                &[&conversation_id, &after, &before, &fetch],
+            )
+            .await?;
+        let mut messages = messages_from(&rows)?;
+        let has_more = messages.len() > range.limit;
+        messages.truncate(range.limit);
+        if range.after_seq.is_none() {
+            messages.reverse();
+        }
+        Ok((messages, has_more))
+    }
+}
