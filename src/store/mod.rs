@@ -1,4 +1,6 @@
-//! Storage backends implementing [`crate::core::ports::Store`].
+//! Storage backends implementing [`crate::core::ports::Store`], and the message-append rules
+//! both of them apply.
 
+mod append_rules;
 pub mod postgres;
 pub mod sqlite;

@@ -37,6 +37,7 @@ use crate::core::error::StoreError;
 use crate::core::model::{Message, MessageType};
 use crate::core::ports::{AppendOutcome, CommitHook, NewMessage, Publications, Recipient};
 use crate::core::time::Timestamp;
+use crate::store::append_rules::{self, AppendFacts, Verdict};
 
 /// Most appends written in one transaction.
 pub const MAX_GROUP: usize = 512;
@@ -270,6 +271,49 @@ struct ConversationState {
     unread_added: Vec<i64>,
 }
 
+/// An earlier message with the same `client_id` as a job: committed before, or an earlier
+/// job of the same group (its index).
+enum Earlier {
+    Stored(Box<Message>),
+    InGroup(usize),
+}
+
+/// What the append rules ask about one job, answered from the group's check query and the
+/// jobs of the group accepted before it.
+struct Facts<'a> {
+    check: Checked,
+    exists: bool,
+    key: Option<(&'a str, &'a str, &'a str)>,
+    keys: &'a HashMap<(&'a str, &'a str, &'a str), usize>,
+}
+
+impl AppendFacts for Facts<'_> {
+    type Earlier = Earlier;
+
+    fn conversation_exists(&mut self) -> Result<bool, StoreError> {
+        Ok(self.exists)
+    }
+
+    fn sender_is_member(&mut self) -> Result<bool, StoreError> {
+        Ok(self.check.member)
+    }
+
+    fn direct_members_block_each_other(&mut self) -> Result<bool, StoreError> {
+        Ok(self.check.blocked)
+    }
+
+    fn earlier_with_client_id(&mut self) -> Result<Option<Earlier>, StoreError> {
+        if let Some(original) = self.check.original.take() {
+            return Ok(Some(Earlier::Stored(Box::new(original))));
+        }
+        Ok(self.key.and_then(|key| self.keys.get(&key)).map(|first| Earlier::InGroup(*first)))
+    }
+
+    fn reply_in_conversation(&mut self) -> Result<bool, StoreError> {
+        Ok(self.check.reply_ok)
+    }
+}
+
 /// Per job, what the check query found.
 #[derive(Default)]
 struct Checked {
@@ -352,35 +396,29 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     // (conversation, sender, client_id) of accepted jobs → the job's index.
     let mut keys: HashMap<(&str, &str, &str), usize> = HashMap::new();
     for (index, (new, check)) in news.iter().zip(checks).enumerate() {
-        let system = new.kind == MessageType::System;
-        let state = match states.get_mut(new.conversation_id.as_str()) {
-            Some(state) if check.found => state,
-            _ => {
+        let key = new.client_id.as_deref().map(|c| (new.conversation_id.as_str(), new.sender_id.as_str(), c));
+        let state = states.get_mut(new.conversation_id.as_str()).filter(|_| check.found);
+        let verdict =
+            append_rules::judge(new, &mut Facts { check, exists: state.is_some(), key, keys: &keys })?;
+        let state = match (verdict, state) {
+            (Verdict::Accept, Some(state)) => state,
+            (Verdict::Accept, None) => {
                 decisions.push(Decision::Other(Box::new(AppendOutcome::NoConversation)));
                 continue;
             }
+            (Verdict::Repeat(Earlier::Stored(original)), _) => {
+                decisions.push(Decision::Other(Box::new(AppendOutcome::Duplicate(*original))));
+                continue;
+            }
+            (Verdict::Repeat(Earlier::InGroup(first)), _) => {
+                decisions.push(Decision::RepeatOf(first));
+                continue;
+            }
+            (Verdict::Refuse(refusal), _) => {
+                decisions.push(Decision::Other(Box::new(refusal.into())));
+                continue;
+            }
         };
-        if !system && !check.member {
-            decisions.push(Decision::Other(Box::new(AppendOutcome::NotMember)));
-            continue;
-        }
-        if check.blocked {
-            decisions.push(Decision::Other(Box::new(AppendOutcome::Blocked)));
-            continue;
-        }
-        if let Some(original) = check.original {
-            decisions.push(Decision::Other(Box::new(AppendOutcome::Duplicate(original))));
-            continue;
-        }
-        let key = new.client_id.as_deref().map(|c| (new.conversation_id.as_str(), new.sender_id.as_str(), c));
-        if let Some(first) = key.and_then(|key| keys.get(&key)) {
-            decisions.push(Decision::RepeatOf(*first));
-            continue;
-        }
-        if !check.reply_ok {
-            decisions.push(Decision::Other(Box::new(AppendOutcome::ReplyNotFound)));
-            continue;
-        }
         if let Some(key) = key {
             keys.insert(key, index);
         }

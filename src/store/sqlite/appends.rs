@@ -21,9 +21,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{json_error, query_messages, unknown_name};
 use crate::core::error::StoreError;
-use crate::core::model::{ConversationType, Member, MessageType, Role};
+use crate::core::model::{ConversationType, Member, Message, Role};
 use crate::core::ports::{AppendOutcome, NewMessage, Recipient};
 use crate::core::time::Timestamp;
+use crate::store::append_rules::{self, AppendFacts, Verdict};
 
 /// Members kept in memory at most, over all cached conversations; beyond it the cache is
 /// dropped and refilled as appends come.
@@ -136,38 +137,14 @@ impl Appends {
         Ok(self.conversations.get_mut(conversation_id))
     }
 
-    /// Appends a message with the next seq, or refuses it; see [`crate::core::ports::Store::append_message`].
+    /// Appends a message with the next seq, or refuses it; see [`crate::core::ports::MessageStore::append_message`]
+    /// and the rules in [`crate::store::append_rules`].
     pub(super) fn append(&mut self, conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
-        let system = new.kind == MessageType::System;
-        let Some(cached) = self.conversation(conn, &new.conversation_id)? else {
-            return Ok(AppendOutcome::NoConversation);
-        };
-        // A system message needs no membership (the conversation may have no members left).
-        if !system && !cached.recipients.iter().any(|r| r.member.user_id == new.sender_id) {
-            return Ok(AppendOutcome::NotMember);
-        }
-        if !system && cached.blocked {
-            return Ok(AppendOutcome::Blocked);
-        }
-        if let Some(client_id) = &new.client_id {
-            const SQL: &str = concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND client_id = ?3"
-            );
-            if let Some(original) =
-                query_messages(conn, SQL, params![new.conversation_id, new.sender_id, client_id])?.pop()
-            {
-                return Ok(AppendOutcome::Duplicate(original));
-            }
-        }
-        if let Some(reply_to) = &new.reply_to_id {
-            let in_conversation = conn
-                .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2")?
-                .exists(params![reply_to, new.conversation_id])?;
-            if !in_conversation {
-                return Ok(AppendOutcome::ReplyNotFound);
-            }
+        let cached = self.conversation(conn, &new.conversation_id)?.map(|cached| &*cached);
+        match append_rules::judge(&new, &mut Facts { conn, new: &new, cached })? {
+            Verdict::Accept => {}
+            Verdict::Repeat(original) => return Ok(AppendOutcome::Duplicate(original)),
+            Verdict::Refuse(refusal) => return Ok(refusal.into()),
         }
         let now = Timestamp::now();
         let seq: i64 = conn
@@ -274,4 +251,45 @@ fn load_conversation(
     };
     let unread_added = vec![0; recipients.len()];
     Ok(Some(CachedConversation { blocked, recipients, unread_added }))
+}
+
+/// What an append's rules ask, answered from the member cache and, for repeats and replies,
+/// the database.
+struct Facts<'a> {
+    conn: &'a Connection,
+    new: &'a NewMessage,
+    cached: Option<&'a CachedConversation>,
+}
+
+impl AppendFacts for Facts<'_> {
+    type Earlier = Message;
+
+    fn conversation_exists(&mut self) -> Result<bool, StoreError> {
+        Ok(self.cached.is_some())
+    }
+
+    fn sender_is_member(&mut self) -> Result<bool, StoreError> {
+        Ok(self.cached.is_some_and(|c| c.recipients.iter().any(|r| r.member.user_id == self.new.sender_id)))
+    }
+
+    fn direct_members_block_each_other(&mut self) -> Result<bool, StoreError> {
+        Ok(self.cached.is_some_and(|c| c.blocked))
+    }
+
+    fn earlier_with_client_id(&mut self) -> Result<Option<Message>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE conversation_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+        );
+        let new = self.new;
+        Ok(query_messages(self.conn, SQL, params![new.conversation_id, new.sender_id, new.client_id])?.pop())
+    }
+
+    fn reply_in_conversation(&mut self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2")?
+            .exists(params![self.new.reply_to_id, self.new.conversation_id])?)
+    }
 }
