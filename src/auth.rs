@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::core::ChatError;
-use crate::core::admin::SYSTEM_SENDER;
+use crate::core::chat::admin::SYSTEM_SENDER;
 use crate::core::model::User;
 use crate::core::validate;
 

@@ -8,9 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::chat::Chat;
 use super::error::ChatError;
-use super::model::User;
 use super::ports::RateLimiter;
 
 /// A sustained rate per user per second and a burst; `per_second == 0` switches it off.
@@ -168,13 +166,6 @@ impl BudgetLimiters {
         for (_, limiter) in &self.limiters {
             limiter.forget_idle();
         }
-    }
-}
-
-impl Chat {
-    /// Takes one request of `kind` from the caller's budget (`rate_limited` when spent).
-    pub(super) async fn spend(&self, kind: BudgetKind, user: &User) -> Result<(), ChatError> {
-        self.budgets.spend(kind, &user.id).await
     }
 }
 

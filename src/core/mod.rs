@@ -5,25 +5,25 @@
 //! storage only through the [`ports`] traits, so it compiles and is tested without axum,
 //! socketioxide or any database driver.
 
-pub mod admin;
 pub mod admission;
-pub mod blocks;
 pub mod budget;
 pub mod chat;
 pub mod endpoint;
 pub mod error;
 pub mod events;
+pub mod lease;
 pub mod model;
+pub mod moderation;
+pub mod notification_routing;
 pub mod notifications;
 pub mod pii;
 pub mod ports;
 pub mod presence;
 pub mod push_worker;
 pub mod realtime;
-pub mod routing;
-pub mod session;
 pub mod telemetry;
 pub mod time;
+pub mod typing;
 pub mod validate;
 
 pub use chat::{Chat, ChatLimits};

@@ -10,6 +10,15 @@ use super::time::Timestamp;
 /// A JSON object, as used for `metadata` fields and attachment descriptors.
 pub type JsonObject = Map<String, Value>;
 
+/// Identifies one realtime connection across the nodes: `<transport>:<node>:<n>`, named by
+/// the hub (`telemetry::Transport::of_connection` reads the transport back).
+pub type ConnectionId = String;
+
+/// A fresh time-ordered id (UUIDv7) for a conversation, message or notification.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// The caller: identity established by a verified JWT, and the realtime connection the
 /// request came from, if any (so the core can leave that connection out of echoes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +28,7 @@ pub struct User {
     /// Optional display name (the token's `name`).
     pub name: Option<String>,
     /// The realtime connection making the request; `None` for REST.
-    pub connection: Option<super::realtime::ConnectionId>,
+    pub connection: Option<ConnectionId>,
     /// Arrival position of this request among its connection's events (0 for REST). Event
     /// handlers run concurrently; per-connection state (focus) keeps the latest arrival.
     pub arrival: u64,

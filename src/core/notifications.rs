@@ -2,7 +2,7 @@
 //! events, each with its id in the user's notification log, resumable from an id.
 //!
 //! Every `notification` is recorded in the recipient's log before it is published (see
-//! [`routing`](super::routing)), with an id per user that is gap-free and commits in order. A
+//! [`routing`](super::notification_routing)), with an id per user that is gap-free and commits in order. A
 //! stream keeps a cursor (the last id it delivered) and only ever delivers the log's entries
 //! after it, in id order: a live event whose id is the cursor's successor goes out as it is;
 //! anything else (an id further ahead, a lagging or reconnected bus) makes the stream read

@@ -5,8 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::ports::{PresenceDirectory, Reach};
-use super::realtime::{ConnectionId, PresenceInfo};
+use tokio::sync::mpsc;
+
+use super::ports::{Bus, Departure, PresenceDirectory, Reach, Store};
+use super::realtime::{
+    Audience, BusMessage, ConnectionId, Delivery, PresenceChange, PresenceInfo, ServerEvent,
+};
 use super::telemetry::Transport;
 use super::time::Timestamp;
 
@@ -261,6 +265,39 @@ impl Presence {
             Err(err) => {
                 tracing::warn!(error = %err, "presence directory unavailable; answering for this node only");
                 local()
+            }
+        }
+    }
+}
+
+/// Publishes a presence change to `contacts`.
+pub(crate) fn announce_presence(bus: &dyn Bus, contacts: &[String], event: ServerEvent) {
+    if !contacts.is_empty() {
+        bus.publish(BusMessage::Deliver(Delivery {
+            to: Audience::Users(contacts.to_vec()),
+            except_connection: None,
+            except_user: None,
+            event,
+        }));
+    }
+}
+
+/// Announces `user:offline` for users whose node died, as the presence directory finds them.
+pub(crate) async fn announce_departures(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    mut departures: mpsc::UnboundedReceiver<Departure>,
+) {
+    while let Some(departure) = departures.recv().await {
+        match store.contacts(&departure.user_id).await {
+            Ok(contacts) => {
+                let change =
+                    PresenceChange { user_id: departure.user_id, last_seen_at: Some(departure.last_seen_at) };
+                announce_presence(bus.as_ref(), &contacts, ServerEvent::UserOffline(change));
+            }
+            Err(err) => {
+                super::telemetry::store_error();
+                tracing::warn!(error = %err, user = %departure.user_id, "contacts unavailable; user:offline not announced");
             }
         }
     }

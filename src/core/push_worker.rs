@@ -28,8 +28,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::error::StoreError;
 use super::model::{Device, Platform};
+use super::notification_routing::preview;
 use super::ports::{ClaimedPushJob, Push, PushError, PushJob, PushPayload, Store};
-use super::routing::preview;
 use super::telemetry;
 use super::time::Timestamp;
 

@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{Conversation, Message};
 use super::time::Timestamp;
 
-/// Identifies one realtime connection across the nodes: `<transport>:<node>:<n>`, named by
-/// the hub (see [`Transport::of_connection`](super::telemetry::Transport::of_connection)).
-pub type ConnectionId = String;
+pub use super::model::ConnectionId;
 
 /// Why the server closes every connection of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! only connection counts and deliveries are recorded per transport, as only a transport
 //! knows its connections.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
@@ -257,6 +258,44 @@ pub fn push_outbox_depth(depth: u64) {
     gauge!(PUSH_OUTBOX_DEPTH).set(depth as f64);
 }
 
+/// Messages committed through this node per second over the last minute: a ring of 60
+/// one-second buckets. `std::sync::Mutex`: one short update per committed message (on the
+/// store's commit path), no `.await` inside.
+pub struct MessageRate {
+    /// (Unix second, messages committed in it), at index second % 60.
+    buckets: Mutex<[(i64, u64); 60]>,
+}
+
+impl Default for MessageRate {
+    fn default() -> Self {
+        MessageRate { buckets: Mutex::new([(0, 0); 60]) }
+    }
+}
+
+impl MessageRate {
+    fn now_second() -> i64 {
+        Timestamp::now().millis().div_euclid(1000)
+    }
+
+    /// Counts one committed message.
+    pub fn record(&self) {
+        let second = Self::now_second();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = &mut buckets[second.rem_euclid(60) as usize];
+        if bucket.0 != second {
+            *bucket = (second, 0);
+        }
+        bucket.1 += 1;
+    }
+
+    /// Messages counted in the last 60 seconds (this one included).
+    pub fn last_minute(&self) -> u64 {
+        let second = Self::now_second();
+        let buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        buckets.iter().filter(|(at, _)| second - at < 60).map(|(_, count)| count).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +309,27 @@ mod tests {
             assert_eq!(metrics.reason(), Some(reason), "the first reason wins");
         }
         assert_eq!(ConnectionMetrics::open(Transport::Sse).reason(), None);
+    }
+}
+
+#[cfg(test)]
+mod message_rate_tests {
+    use super::*;
+
+    #[test]
+    fn the_message_rate_counts_the_current_minute() {
+        let rate = MessageRate::default();
+        assert_eq!(rate.last_minute(), 0);
+        rate.record();
+        rate.record();
+        assert_eq!(rate.last_minute(), 2);
+    }
+
+    #[test]
+    fn a_bucket_older_than_a_minute_is_not_counted() {
+        let rate = MessageRate::default();
+        let stale = MessageRate::now_second() - 60;
+        rate.buckets.lock().unwrap()[stale.rem_euclid(60) as usize] = (stale, 5);
+        assert_eq!(rate.last_minute(), 0);
     }
 }

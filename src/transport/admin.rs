@@ -18,10 +18,10 @@ use super::http::{ApiError, ApiJson, ApiPath, ApiQuery, bearer_token};
 use super::openapi::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
 use crate::auth::admin_key_matches;
 use crate::core::ChatError;
-use crate::core::admin::{
+use crate::core::chat::ConversationPage;
+use crate::core::chat::admin::{
     BanRequest, CreateConversationFor, ListConversationsFor, Stats, SystemMessage, UserStatus,
 };
-use crate::core::chat::ConversationPage;
 use crate::core::model::{Conversation, Message};
 use crate::state::AppState;
 

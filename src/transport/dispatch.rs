@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::Authenticator;
 use crate::core::events::{DeleteMessage, EditMessage, MarkRead, SendMessage};
+use crate::core::lease::Lease;
 use crate::core::model::{Message, User};
 use crate::core::realtime::{ConversationRef, Empty, PresenceInfo, PresenceQuery, SyncPage, SyncRequest};
-use crate::core::session::Lease;
 use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError, telemetry};
 use crate::hub::Link;

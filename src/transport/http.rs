@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use super::openapi::{
     self, Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
 };
-use crate::core::blocks::BlockRequest;
+use crate::core::chat::BlockRequest;
 use crate::core::chat::{ConversationPage, MessagePage, Unread};
 use crate::core::events::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,

@@ -28,8 +28,8 @@ use tracing::{Instrument, Span};
 
 use crate::core::ChatError;
 use crate::core::admission::Permit;
+use crate::core::lease::Lease;
 use crate::core::model::User;
-use crate::core::session::Lease;
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::core::time::unix_now;
 use crate::core::validate;

@@ -17,12 +17,11 @@
 
 use serde::Deserialize;
 
-use super::chat::Chat;
-use super::error::ChatError;
-use super::model::{Block, ConversationType, User};
-use super::ports::Recipient;
-use super::time::Timestamp;
-use super::validate;
+use crate::core::Chat;
+use crate::core::error::ChatError;
+use crate::core::model::{Block, ConversationType, User};
+use crate::core::time::Timestamp;
+use crate::core::validate;
 
 /// `POST /api/blocks`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -75,12 +74,6 @@ impl Chat {
         }
         Ok(())
     }
-}
-
-/// Whether `recipient` blocks `sender_id`, so that a message of theirs sends the recipient
-/// no `notification` and no push.
-pub fn silences(recipient: &Recipient, sender_id: &str) -> bool {
-    recipient.blocks.iter().any(|blocked| blocked == sender_id)
 }
 
 impl Chat {

@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
-use super::chat::new_id;
 use super::model::Message;
+use super::model::new_id;
 use super::ports::{Bus, NewNotification, Publications, PushJob, Reach, Recipient, Store};
 use super::presence::Presence;
 use super::realtime::{Audience, BusMessage, Delivery, Notification, ReadReceipt, ServerEvent};
@@ -98,7 +98,7 @@ fn route(
     let mut push = Vec::new();
     let mut notify = Vec::new();
     for (recipient, reach) in recipients.into_iter().zip(reaches) {
-        if *reach != Reach::Focused && super::blocks::silences(&recipient, &message.sender_id) {
+        if *reach != Reach::Focused && silences(&recipient, &message.sender_id) {
             continue;
         }
         let member = recipient.member;
@@ -213,4 +213,10 @@ fn notification_to(user_id: String, notification: Notification) -> BusMessage {
         except_user: None,
         event: ServerEvent::Notification(notification),
     })
+}
+
+/// Whether `recipient` blocks `sender_id`, so that a message of theirs sends the recipient
+/// no `notification` and no push.
+pub fn silences(recipient: &Recipient, sender_id: &str) -> bool {
+    recipient.blocks.iter().any(|blocked| blocked == sender_id)
 }

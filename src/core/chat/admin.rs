@@ -16,119 +16,28 @@
 //! re-reads the recent marks with the bans ([`DisconnectMarks`]), so the hub's tick closes
 //! a connection that a lost bus message left open.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 
-use super::chat::{Chat, ConversationPage, LIST_DEFAULT, LIST_MAX, decode_cursor, new_id, page_of};
-use super::error::ChatError;
-use super::events::CreateConversation;
-use super::model::{Conversation, ConversationType, JsonObject, Message, MessageType, User};
-use super::ports::{AppendOutcome, NewMessage, Topic};
-use super::presence::NodeConnections;
-use super::realtime::{BusMessage, DisconnectReason};
-use super::time::Timestamp;
-use super::validate;
-
-/// How often a node reloads the banned set and the recent disconnect marks from the store
-/// even when its bus reported no loss.
-pub const BANS_RECHECK: Duration = Duration::from_secs(2);
-
-/// How far back a node follows operator disconnect marks: a connection opened before a mark
-/// is closed within a tick or two, so older marks have nothing left to close.
-const DISCONNECTS_FOLLOWED: Duration = Duration::from_secs(300);
+use super::{Chat, ConversationPage, LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};
+use crate::core::error::ChatError;
+use crate::core::events::CreateConversation;
+use crate::core::model::new_id;
+use crate::core::model::{Conversation, ConversationType, JsonObject, Message, MessageType, User};
+use crate::core::moderation::{BANS_RECHECK, DISCONNECTS_FOLLOWED};
+use crate::core::ports::{AppendOutcome, NewMessage, Topic};
+use crate::core::presence::NodeConnections;
+use crate::core::realtime::{BusMessage, DisconnectReason};
+use crate::core::time::Timestamp;
+use crate::core::validate;
 
 /// The `sender_id` of messages posted through the admin API (reserved: a message is a
 /// system message by its `type`, which users cannot send).
 pub const SYSTEM_SENDER: &str = "system";
-
-/// The users banned, as this node knows them. `std::sync::RwLock`: every use is one set
-/// operation, never held across `.await`; reads (every request) vastly outnumber writes.
-#[derive(Default)]
-pub struct Bans {
-    users: RwLock<HashSet<String>>,
-}
-
-impl Bans {
-    /// Whether `user_id` is banned.
-    pub fn contains(&self, user_id: &str) -> bool {
-        self.users.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(user_id)
-    }
-
-    fn set(&self, user_id: &str, banned: bool) {
-        let mut users = self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if banned {
-            users.insert(user_id.to_owned());
-        } else {
-            users.remove(user_id);
-        }
-    }
-
-    fn replace(&self, banned: Vec<String>) {
-        *self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = banned.into_iter().collect();
-    }
-}
-
-/// Operator disconnects of the last [`DISCONNECTS_FOLLOWED`], as this node knows them: user
-/// → the mark (connections the user opened before it are to be closed). Usually empty.
-#[derive(Default)]
-pub struct DisconnectMarks {
-    marks: RwLock<HashMap<String, Timestamp>>,
-}
-
-impl DisconnectMarks {
-    fn set(&self, user_id: &str, at: Timestamp) {
-        let mut marks = self.marks.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mark = marks.entry(user_id.to_owned()).or_insert(at);
-        *mark = (*mark).max(at);
-    }
-
-    fn replace(&self, marks: Vec<(String, Timestamp)>) {
-        *self.marks.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = marks.into_iter().collect();
-    }
-}
-
-/// Messages committed through this node per second over the last minute: a ring of 60
-/// one-second buckets. `std::sync::Mutex`: one short update per committed message (on the
-/// store's commit path), no `.await` inside.
-pub struct MessageRate {
-    /// (Unix second, messages committed in it), at index second % 60.
-    buckets: Mutex<[(i64, u64); 60]>,
-}
-
-impl Default for MessageRate {
-    fn default() -> Self {
-        MessageRate { buckets: Mutex::new([(0, 0); 60]) }
-    }
-}
-
-impl MessageRate {
-    fn now_second() -> i64 {
-        Timestamp::now().millis().div_euclid(1000)
-    }
-
-    /// Counts one committed message.
-    pub fn record(&self) {
-        let second = Self::now_second();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let bucket = &mut buckets[second.rem_euclid(60) as usize];
-        if bucket.0 != second {
-            *bucket = (second, 0);
-        }
-        bucket.1 += 1;
-    }
-
-    /// Messages counted in the last 60 seconds (this one included).
-    pub fn last_minute(&self) -> u64 {
-        let second = Self::now_second();
-        let buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        buckets.iter().filter(|(at, _)| second - at < 60).map(|(_, count)| count).sum()
-    }
-}
 
 /// `GET /api/admin/stats`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -284,7 +193,7 @@ impl Chat {
     /// Runs `read` over the recent operator disconnects this node knows (user → mark); the
     /// hub's tick closes connections opened before a mark. `read` must not block.
     pub fn with_disconnect_marks<R>(&self, read: impl FnOnce(&HashMap<String, Timestamp>) -> R) -> R {
-        read(&self.disconnects.marks.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        self.disconnects.read(read)
     }
 
     /// # `PUT /api/admin/users/{id}/ban`
@@ -431,38 +340,5 @@ async fn follow_bans(chat: std::sync::Weak<Chat>, mut messages: broadcast::Recei
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_message_rate_counts_the_current_minute() {
-        let rate = MessageRate::default();
-        assert_eq!(rate.last_minute(), 0);
-        rate.record();
-        rate.record();
-        assert_eq!(rate.last_minute(), 2);
-    }
-
-    #[test]
-    fn a_bucket_older_than_a_minute_is_not_counted() {
-        let rate = MessageRate::default();
-        let stale = MessageRate::now_second() - 60;
-        rate.buckets.lock().unwrap()[stale.rem_euclid(60) as usize] = (stale, 5);
-        assert_eq!(rate.last_minute(), 0);
-    }
-
-    #[test]
-    fn bans_are_set_lifted_and_replaced() {
-        let bans = Bans::default();
-        bans.set("mallory", true);
-        assert!(bans.contains("mallory"));
-        bans.set("mallory", false);
-        assert!(!bans.contains("mallory"));
-        bans.replace(vec!["eve".into()]);
-        assert!(bans.contains("eve") && !bans.contains("mallory"));
     }
 }
