@@ -276,14 +276,15 @@ async fn an_oversized_frame_is_closed_with_1009() {
 async fn a_client_that_stops_answering_pings_is_closed_while_a_live_one_stays() {
     let server = TestServer::start_with(|config| {
         config.limits.messages_per_second = 0;
-        config.ws.ping_interval = Duration::from_millis(100);
-        config.ws.idle_timeout = Duration::from_millis(600);
+        config.ws.ping_interval = Duration::from_millis(500);
+        config.ws.idle_timeout = Duration::from_secs(3);
     })
     .await;
     let mut silent = Ws::connect(&server, "alice").await;
     let mut live = Ws::connect(&server, "bob").await;
-    // The live client keeps reading (its library answers the pings); the silent one does not.
-    live.none("never", Duration::from_millis(1500)).await;
+    // The live client keeps reading (its library answers the pings) for longer than the idle
+    // timeout; the silent one does not. The timeout leaves a busy machine seconds to pong.
+    live.none("never", Duration::from_secs(4)).await;
     let close = silent.closed(WAIT).await.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1001, "idle timeout"));
     let presence = live.ok("presence:query", json!({ "user_ids": ["alice", "bob"] })).await;
@@ -294,10 +295,10 @@ async fn a_client_that_stops_answering_pings_is_closed_while_a_live_one_stays() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_is_closed_with_1008_when_its_token_expires() {
     let server = TestServer::start_with(|config| config.ws.ping_interval = Duration::from_millis(200)).await;
-    let token = server.state.auth.mint("alice", None, Duration::from_secs(2)).expect("token");
+    let token = server.state.auth.mint("alice", None, Duration::from_secs(4)).expect("token");
     let mut alice = Ws::open(format!("ws://{}/ws?token={token}", server.addr)).await;
     alice.ok("presence:query", json!({ "user_ids": [] })).await;
-    let close = alice.closed(Duration::from_secs(6)).await.expect("a close frame");
+    let close = alice.closed(WAIT).await.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "token_expired"));
 }
 
