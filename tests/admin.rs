@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use chatd::config::RedisConfig;
-use common::ws::Ws;
+use common::ws::{WAIT, Ws};
 use common::{Client, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -71,18 +71,16 @@ async fn notification_stream(server: &TestServer, user: &str) -> reqwest::Respon
         .expect("stream request")
 }
 
-/// Reads the stream until it ends; panics if it is still open after 5 s.
+/// Reads the stream until it ends; panics if it is still open after [`WAIT`].
 async fn stream_ends(mut stream: reqwest::Response) {
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Ok(Some(_)) = stream.chunk().await {}
-    })
-    .await;
+    let ended = tokio::time::timeout(WAIT, async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
     assert!(ended.is_ok(), "the notification stream is still open");
 }
 
-/// Polls the stats until `check` accepts them (connections register asynchronously).
+/// Polls the stats until `check` accepts them (connections register asynchronously), at most
+/// [`WAIT`].
 async fn stats_until(server: &TestServer, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let stats = admin(server).get("/api/admin/stats").await.expect(200);
         if check(&stats) {
@@ -259,7 +257,7 @@ async fn disconnect_closes_every_websocket_and_notification_stream_of_the_user_o
 
     admin(&server).post("/api/admin/users/mallory/disconnect", json!({})).await.expect(204);
     for tab in [&mut tab1, &mut tab2] {
-        let close = tab.closed(Duration::from_secs(5)).await.expect("a close frame");
+        let close = tab.closed(WAIT).await.expect("a close frame");
         assert_eq!(u16::from(close.code), 1008);
         assert_eq!(close.reason.as_str(), "disconnected by an operator");
     }
@@ -278,7 +276,7 @@ async fn a_ban_cuts_live_connections_refuses_reconnects_rest_and_streams_until_l
     let stream = notification_stream(&server, "mallory").await;
 
     admin(&server).put("/api/admin/users/mallory/ban", json!({ "reason": "spam" })).await.expect(204);
-    let close = mallory.closed(Duration::from_secs(5)).await.expect("a close frame");
+    let close = mallory.closed(WAIT).await.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "forbidden: banned"));
     stream_ends(stream).await;
 
@@ -362,17 +360,17 @@ async fn a_ban_on_one_node_cuts_the_users_connection_on_another_and_both_refuse_
     let mut on_b = Ws::connect(&b, "mallory").await;
 
     admin(&a).put("/api/admin/users/mallory/ban", Value::Null).await.expect(204);
-    let close = on_b.closed(Duration::from_secs(5)).await.expect("a close frame");
+    let close = on_b.closed(WAIT).await.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "forbidden: banned"));
     b.client("mallory").get("/api/unread").await.assert_error(403, "forbidden");
     a.client("mallory").get("/api/unread").await.assert_error(403, "forbidden");
 
     let mut again = Ws::connect(&b, "bob").await;
     admin(&a).post("/api/admin/users/bob/disconnect", Value::Null).await.expect(204);
-    assert!(again.closed(Duration::from_secs(5)).await.is_some(), "disconnect crosses nodes too");
+    assert!(again.closed(WAIT).await.is_some(), "disconnect crosses nodes too");
 
     admin(&b).delete("/api/admin/users/mallory/ban").await.expect(204);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + WAIT;
     while a.client("mallory").get("/api/unread").await.status != 200 {
         assert!(tokio::time::Instant::now() < deadline, "the unban reached the other node");
         tokio::time::sleep(Duration::from_millis(20)).await;

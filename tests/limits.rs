@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chatd::core::budget::{Budget, EventBudgets};
 use common::TestServer;
-use common::ws::{Ws, flood_and_follow};
+use common::ws::{WAIT, Ws, flood_and_follow};
 use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -87,9 +87,11 @@ async fn socketio_polling(server: &TestServer, user: &str, origin: Option<&str>)
     String::new()
 }
 
-/// Waits until the node holds `n` connections (a closed one is released asynchronously).
+/// Waits until the node holds `n` connections (a closed one is released asynchronously), at
+/// most [`WAIT`].
 async fn until_connections(server: &TestServer, n: usize) {
-    for _ in 0..250 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
         if server.state.admission.connections() == n {
             return;
         }
@@ -297,7 +299,7 @@ async fn a_socketio_client_that_stops_reading_is_disconnected_while_a_normal_cli
     let (mut carol, _) =
         tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
     let mut next_text = async || loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), carol.next()).await.expect("a frame");
+        let frame = tokio::time::timeout(WAIT, carol.next()).await.expect("a frame");
         if let Some(Ok(Message::Text(text))) = frame {
             return text.to_string();
         }
@@ -306,7 +308,7 @@ async fn a_socketio_client_that_stops_reading_is_disconnected_while_a_normal_cli
     let connect = format!("40{}", json!({ "token": server.token("carol") }));
     carol.send(Message::text(connect)).await.expect("connect");
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), carol.next()).await.expect("a frame");
+        let frame = tokio::time::timeout(WAIT, carol.next()).await.expect("a frame");
         match frame {
             Some(Ok(Message::Text(text))) if text.starts_with("42[\"ready\"") => break,
             Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
@@ -326,7 +328,7 @@ async fn a_socketio_client_that_stops_reading_is_disconnected_while_a_normal_cli
     // first event or keepalive round (every 2 s) that finds room for the disconnect packet
     // `41`, on which socket.io-client closes the connection; long before her missing pong
     // would (28 s). Reading now, she gets what was in flight, then the disconnect.
-    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(Ok(frame)) = carol.next().await {
             match frame {
                 Message::Close(_) => break,
@@ -343,14 +345,14 @@ async fn a_socketio_client_that_stops_reading_is_disconnected_while_a_normal_cli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_closes_the_live_connection_unless_auth_refresh_extended_it() {
     let server = TestServer::start().await;
-    let short = |user: &str| server.state.auth.mint(user, None, Duration::from_secs(2)).expect("token");
+    let short = |user: &str| server.state.auth.mint(user, None, Duration::from_secs(4)).expect("token");
     let mut expiring = Ws::open(format!("ws://{}/ws?token={}", server.addr, short("alice"))).await;
     let mut refreshed = Ws::open(format!("ws://{}/ws?token={}", server.addr, short("alice"))).await;
 
     let ack = refreshed.ok("auth:refresh", json!({ "token": server.token("alice") })).await;
     assert!(ack["expires_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{ack}");
 
-    let close = expiring.closed(Duration::from_secs(6)).await.expect("a close frame");
+    let close = expiring.closed(WAIT).await.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "token_expired"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     refreshed.ok("presence:query", json!({ "user_ids": [] })).await;
@@ -359,13 +361,13 @@ async fn an_expired_token_closes_the_live_connection_unless_auth_refresh_extende
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_refresh_with_another_users_or_a_bad_token_is_refused_and_the_old_expiry_stays() {
     let server = TestServer::start().await;
-    let token = server.state.auth.mint("alice", None, Duration::from_secs(2)).expect("token");
+    let token = server.state.auth.mint("alice", None, Duration::from_secs(4)).expect("token");
     let mut alice = Ws::open(format!("ws://{}/ws?token={token}", server.addr)).await;
     let ack = alice.call("auth:refresh", json!({ "token": server.token("bob") })).await;
     assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
     let ack = alice.call("auth:refresh", json!({ "token": "not-a-jwt" })).await;
     assert_eq!(ack["error"]["code"], "unauthorized", "{ack}");
-    let close = alice.closed(Duration::from_secs(6)).await.expect("a close frame");
+    let close = alice.closed(WAIT).await.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, "token_expired"));
 }
 

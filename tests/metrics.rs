@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// How long a metric may take to settle (routing and disconnect bookkeeping are async).
-const SETTLE: Duration = Duration::from_secs(10);
+const SETTLE: Duration = Duration::from_secs(30);
 
 /// One scrape: each series (name with its labels, as rendered) and its value.
 struct Scrape(HashMap<String, f64>);

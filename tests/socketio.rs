@@ -66,7 +66,8 @@ async fn notifications_follow_focus_online_and_offline_branches() {
         .collect();
     // Routing runs after the ack; give it a bounded moment to record the jobs, then a little
     // more for any job that should not be there.
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + common::ws::WAIT;
+    while tokio::time::Instant::now() < deadline {
         if server.state.store.pending_push_jobs(100).await.expect("outbox").len() >= offline.len() {
             break;
         }
@@ -131,7 +132,7 @@ async fn raw_socket(
     let auth = serde_json::json!({ "token": server.token(user) });
     socket.send(Frame::text(format!("40{auth}"))).await.expect("connect packet");
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("ready in time");
+        let frame = tokio::time::timeout(common::ws::WAIT, socket.next()).await.expect("ready in time");
         if let Some(Ok(Frame::Text(text))) = frame
             && text.starts_with("42[\"ready\"")
         {

@@ -130,7 +130,10 @@ impl SioClient {
         let command = serde_json::json!({ "id": id, "event": event, "data": data }).to_string() + "\n";
         self.stdin.write_all(command.as_bytes()).await.expect("write to the client");
         loop {
-            let line = self.line(super::ws::WAIT).await.expect("an ack within 5 s");
+            let line = self
+                .line(super::ws::WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no ack within {:?}", super::ws::WAIT));
             if line.get("ack") == Some(&serde_json::json!(id)) {
                 return line["data"].clone();
             }
@@ -151,7 +154,10 @@ impl SioClient {
             return self.pushes.remove(i).map(|p| p["data"].clone()).unwrap_or_default();
         }
         loop {
-            let line = self.line(super::ws::WAIT).await.unwrap_or_else(|| panic!("no {event} within 5 s"));
+            let line = self
+                .line(super::ws::WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no {event} within {:?}", super::ws::WAIT));
             if line["event"] == event {
                 return line["data"].clone();
             }

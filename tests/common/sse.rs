@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// How long a test waits for something that should happen.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// One SSE frame: its fields, and the comment lines it had.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -13,7 +13,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::TestServer;
 
-pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a client waits for a frame, an ack or a close that must come: generous, so that
+/// a busy 2-core CI machine never fails a test by being slow.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A `/ws` client that keeps pushes it has not looked at yet.
 pub struct Ws {
@@ -64,7 +66,7 @@ impl Ws {
         loop {
             let message = tokio::time::timeout(WAIT, self.stream.next())
                 .await
-                .expect("a frame within 5 s")
+                .unwrap_or_else(|_| panic!("no frame within {WAIT:?}"))
                 .expect("the connection is open")
                 .expect("a readable frame");
             match message {
