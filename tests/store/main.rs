@@ -106,11 +106,11 @@ macro_rules! store_tests {
     };
 }
 
-mod blocks;
 mod conversations;
 mod devices;
 mod members;
 mod messages;
+mod moderation;
 mod notifications;
 mod postgres_only;
 mod push_jobs;

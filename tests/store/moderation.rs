@@ -1,9 +1,10 @@
-//! Bans and blocks.
+//! Moderation: bans, operator disconnect marks and blocks.
 
 use super::*;
 
 store_tests!(
     bans_are_recorded_listed_and_lifted,
+    disconnect_marks_keep_the_latest_per_user_and_are_read_from_a_time_on,
     blocks_are_recorded_per_blocker_and_found_either_way,
     a_blocked_pair_cannot_append_to_their_direct_conversation_either_way,
     blocks_leave_group_conversations_alone,
@@ -21,6 +22,39 @@ async fn bans_are_recorded_listed_and_lifted(store: Arc<dyn Store>, db: Db) {
     assert!(store.unban_user("mallory").await.expect("unban"));
     assert!(!store.unban_user("mallory").await.expect("unban again"), "nothing left to lift");
     assert_eq!(store.banned_users().await.expect("bans"), vec!["eve"]);
+}
+
+async fn disconnect_marks_keep_the_latest_per_user_and_are_read_from_a_time_on(
+    store: Arc<dyn Store>,
+    db: Db,
+) {
+    let now = Timestamp::now().millis();
+    let marks = |mut found: Vec<(String, Timestamp)>| {
+        found.sort();
+        found
+    };
+    assert!(store.disconnected_since(Timestamp(0)).await.expect("marks").is_empty());
+    store.mark_disconnected("mallory", Timestamp(now - 10_000)).await.expect("mark");
+    store.mark_disconnected("eve", Timestamp(now - 1_000)).await.expect("mark");
+    // An earlier mark never replaces a later one.
+    store.mark_disconnected("eve", Timestamp(now - 5_000)).await.expect("mark");
+    assert_eq!(
+        marks(store.disconnected_since(Timestamp(now - 60_000)).await.expect("marks")),
+        [("eve".to_owned(), Timestamp(now - 1_000)), ("mallory".to_owned(), Timestamp(now - 10_000))]
+    );
+    assert_eq!(
+        db.another_node().await.disconnected_since(Timestamp(now - 5_000)).await.expect("marks"),
+        [("eve".to_owned(), Timestamp(now - 1_000))],
+        "another node reads the same marks"
+    );
+    // A later mark replaces the user's earlier one; marks older than a day are pruned.
+    store.mark_disconnected("mallory", Timestamp(now)).await.expect("mark");
+    store.mark_disconnected("old", Timestamp(now - 2 * 86_400_000)).await.expect("mark");
+    store.mark_disconnected("eve", Timestamp(now)).await.expect("mark");
+    assert_eq!(
+        marks(store.disconnected_since(Timestamp(0)).await.expect("marks")),
+        [("eve".to_owned(), Timestamp(now)), ("mallory".to_owned(), Timestamp(now))]
+    );
 }
 
 async fn blocks_are_recorded_per_blocker_and_found_either_way(store: Arc<dyn Store>, _db: Db) {
