@@ -18,4 +18,5 @@ pub mod push;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod transport;

@@ -29,11 +29,19 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// the only probes there are, however often `/metrics` is scraped.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long shutdown waits for the background loops to end once told to stop.
+const TASKS_GRACE: Duration = Duration::from_secs(2);
+
 /// The complete service: every route with its layers, and the realtime handles (to close
 /// connections at shutdown). Must be called inside a Tokio runtime: starts the node's hub.
 pub fn app(state: AppState) -> (Router, Realtime) {
-    let hub =
-        Hub::start(state.chat.clone(), state.store.clone(), state.bus.clone(), state.config.ws.ping_interval);
+    let hub = Hub::start(
+        state.chat.clone(),
+        state.store.clone(),
+        state.bus.clone(),
+        state.config.ws.ping_interval,
+        &state.tasks,
+    );
     let (socketio_layer, io) = socketio::layer(&state, &hub);
     let request_span = |request: &Request<_>| {
         let id = request
@@ -93,7 +101,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let housekeeping = tokio::spawn({
+    let tasks = state.tasks.clone();
+    tasks.spawn("housekeeping", {
         let (chat, handshakes) = (state.chat.clone(), state.handshakes.clone());
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -104,7 +113,7 @@ pub async fn serve(
             }
         }
     });
-    let probe = tokio::spawn({
+    tasks.spawn("backend probe", {
         let chat = state.chat.clone();
         async move {
             let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -116,23 +125,20 @@ pub async fn serve(
             }
         }
     });
-    let metrics = match state.config.metrics_bind {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr).await.inspect_err(|err| {
-                tracing::error!(%addr, error = %err, "could not bind the metrics listener");
-            })?;
-            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-            let router = prometheus::router().with_state(state.clone());
-            Some(tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router).await {
-                    tracing::error!(error = %err, "the metrics listener failed");
-                }
-            }))
-        }
-        None => None,
-    };
+    if let Some(addr) = state.config.metrics_bind {
+        let listener = TcpListener::bind(addr).await.inspect_err(|err| {
+            tracing::error!(%addr, error = %err, "could not bind the metrics listener");
+        })?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        let router = prometheus::router().with_state(state.clone());
+        tasks.spawn("metrics listener", async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                tracing::error!(error = %err, "the metrics listener failed");
+            }
+        });
+    }
     let shutdown_timeout = state.config.connections.shutdown_timeout;
-    let push_worker = state.push_worker.clone().map(|worker| worker.spawn());
+    let push_worker = state.push_worker.clone().map(|worker| worker.spawn(&tasks));
     let draining = state.draining.clone();
     let listener = listener.tap_io(|stream| {
         if let Err(err) = stream.set_nodelay(true) {
@@ -173,13 +179,12 @@ pub async fn serve(
             Ok(())
         }
     };
-    housekeeping.abort();
-    probe.abort();
-    if let Some(metrics) = metrics {
-        metrics.abort();
-    }
+    // The push worker first, gracefully (its sends finish), then every other loop.
     if let Some(worker) = push_worker {
         worker.stop().await;
+    }
+    if !tasks.stop(TASKS_GRACE).await {
+        tracing::warn!(grace = ?TASKS_GRACE, "background tasks still running at exit");
     }
     result
 }

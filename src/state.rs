@@ -28,6 +28,7 @@ use crate::push::webhook::WebhookPush;
 use crate::push::webpush::{VapidKey, WebPush};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::tasks::Tasks;
 
 /// File in the data directory holding the generated HS256 secret.
 const SECRET_FILE: &str = "jwt-secret";
@@ -53,12 +54,15 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Realtime handshakes per client IP.
     pub handshakes: Arc<HandshakeLimiter>,
+    /// The node's background loops (src/tasks.rs), stopped together at shutdown.
+    pub tasks: Tasks,
 }
 
 impl AppState {
     /// Opens the store and builds the core. Must run inside a Tokio runtime.
     pub async fn build(config: Config) -> anyhow::Result<AppState> {
         let auth = authenticator(&config)?;
+        let tasks = Tasks::new();
         let store: Arc<dyn Store> = match &config.database {
             Database::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -70,7 +74,7 @@ impl AppState {
                 )
             }
             Database::Postgres(postgres) => Arc::new(
-                PostgresStore::connect(postgres)
+                PostgresStore::connect(postgres, &tasks)
                     .await
                     .with_context(|| format!("opening PostgreSQL database {}", postgres.describe()))?,
             ),
@@ -79,8 +83,9 @@ impl AppState {
             None => (Arc::new(LocalBus::default()), None),
             Some(redis) => {
                 let connecting = || format!("connecting to Redis at {}", redis.url);
-                let bus = RedisBus::connect(&redis.url, &redis.prefix).await.with_context(connecting)?;
-                let directory = RedisPresence::connect(&redis.url, &redis.prefix, redis.presence_ttl)
+                let bus =
+                    RedisBus::connect(&redis.url, &redis.prefix, &tasks).await.with_context(connecting)?;
+                let directory = RedisPresence::connect(&redis.url, &redis.prefix, redis.presence_ttl, &tasks)
                     .await
                     .with_context(connecting)?;
                 (Arc::new(bus), Some(Arc::new(directory)))
@@ -94,8 +99,15 @@ impl AppState {
             budgets.push((kind, rate_limiter(&config, kind.name(), budget.per_second, budget.burst).await?));
         }
         let chat = Arc::new(
-            Chat::with_presence(store.clone(), bus.clone(), limiter, config.limits.clone(), directory)
-                .with_budgets(BudgetLimiters::new(budgets)),
+            Chat::with_presence(
+                store.clone(),
+                bus.clone(),
+                limiter,
+                config.limits.clone(),
+                directory,
+                &tasks,
+            )
+            .with_budgets(BudgetLimiters::new(budgets)),
         );
         chat.start_bans().await.context("loading the banned users")?;
         let push_worker = push_worker(&config, &store)?;
@@ -112,6 +124,7 @@ impl AppState {
             push_worker,
             admission,
             handshakes,
+            tasks,
         })
     }
 

@@ -316,7 +316,9 @@ async fn presence_and_notification_routing_span_nodes() {
     assert!(offline["last_seen_at"].is_string(), "{offline}");
     let sent = alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "for later" })).await;
     let store =
-        chatd::store::postgres::PostgresStore::connect(&cluster.schema.config()).await.expect("store");
+        chatd::store::postgres::PostgresStore::connect(&cluster.schema.config(), &chatd::tasks::Tasks::new())
+            .await
+            .expect("store");
     let mut jobs = Vec::new();
     eventually("a push job for bob", async || {
         jobs = chatd::core::ports::PushOutbox::pending_push_jobs(&store, 100).await.expect("outbox");

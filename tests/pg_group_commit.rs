@@ -25,9 +25,9 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 async fn node(schema: &Schema) -> Arc<dyn Store> {
-    Arc::new(PostgresStore::connect(&schema.config()).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is needed ({}; set CHATD_TEST_POSTGRES_URL): {e}", common::pg::base_url())
-    }))
+    Arc::new(PostgresStore::connect(&schema.config(), &chatd::tasks::Tasks::new()).await.unwrap_or_else(
+        |e| panic!("PostgreSQL is needed ({}; set CHATD_TEST_POSTGRES_URL): {e}", common::pg::base_url()),
+    ))
 }
 
 async fn conversation(store: &Arc<dyn Store>, kind: ConversationType, members: &[&str]) -> String {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chatd::core::ports::{PresenceDirectory, Reach};
 use chatd::presence::redis::RedisPresence;
+use chatd::tasks::Tasks;
 use common::redis::{OwnRedis, unique_prefix};
 
 /// A node's time to live: long enough that a busy machine still renews it in time (renewals
@@ -56,8 +57,8 @@ async fn online(directory: &RedisPresence, user: &str) -> bool {
 async fn two_nodes_share_presence_and_focus() {
     let redis = OwnRedis::start().await;
     let prefix = unique_prefix();
-    let a = RedisPresence::connect(&redis.url(), &prefix, TTL).await.expect("node a");
-    let b = RedisPresence::connect(&redis.url(), &prefix, TTL).await.expect("node b");
+    let a = RedisPresence::connect(&redis.url(), &prefix, TTL, &Tasks::new()).await.expect("node a");
+    let b = RedisPresence::connect(&redis.url(), &prefix, TTL, &Tasks::new()).await.expect("node b");
 
     assert!(joined(&a, "bob").await, "first node: bob came online");
     assert!(!joined(&b, "bob").await, "second node: he already was");
@@ -77,11 +78,11 @@ async fn two_nodes_share_presence_and_focus() {
 async fn a_dead_nodes_users_are_reported_once_and_others_stay_online() {
     let redis = OwnRedis::start().await;
     let prefix = unique_prefix();
-    let survivor = RedisPresence::connect(&redis.url(), &prefix, TTL).await.expect("survivor");
+    let survivor = RedisPresence::connect(&redis.url(), &prefix, TTL, &Tasks::new()).await.expect("survivor");
     let mut departures = survivor.departures().expect("departures");
     assert!(survivor.departures().is_none(), "one consumer");
     {
-        let doomed = RedisPresence::connect(&redis.url(), &prefix, TTL).await.expect("doomed");
+        let doomed = RedisPresence::connect(&redis.url(), &prefix, TTL, &Tasks::new()).await.expect("doomed");
         joined(&doomed, "bob").await;
         joined(&doomed, "dave").await;
         joined(&survivor, "dave").await;
@@ -103,13 +104,13 @@ async fn a_dead_nodes_users_are_reported_once_and_others_stay_online() {
 async fn a_node_puts_its_users_back_after_redis_forgot_them() {
     let mut redis = OwnRedis::start().await;
     let prefix = unique_prefix();
-    let a = RedisPresence::connect(&redis.url(), &prefix, TTL).await.expect("node a");
+    let a = RedisPresence::connect(&redis.url(), &prefix, TTL, &Tasks::new()).await.expect("node a");
     joined(&a, "bob").await;
     a.focus_changed("bob", "c1", true);
     flushed(&a).await;
     redis.kill();
     redis.restart().await;
-    let b = RedisPresence::connect(&redis.url(), &prefix, TTL).await.expect("node b");
+    let b = RedisPresence::connect(&redis.url(), &prefix, TTL, &Tasks::new()).await.expect("node b");
     let mut restored = false;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while tokio::time::Instant::now() < deadline {

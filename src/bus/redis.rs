@@ -25,6 +25,7 @@ use crate::core::ports::{BackendHealth, Bus, Topic};
 use crate::core::realtime::{Audience, BusMessage, Delivery, DisconnectReason, RelayedEvent, ServerEvent};
 use crate::core::telemetry::bus_error;
 use crate::core::time::Timestamp;
+use crate::tasks::Tasks;
 
 /// Messages buffered for this node's transports (as the in-process bus).
 const FEED_CAPACITY: usize = crate::bus::local::CAPACITY;
@@ -179,7 +180,7 @@ impl RedisBus {
     /// Connects to Redis at `url` (publishing connection first, so a wrong URL fails at
     /// startup) and starts the publisher and subscriber tasks. Channels are named under
     /// `prefix`, so several deployments (or tests) can share one Redis.
-    pub async fn connect(url: &str, prefix: &str) -> redis::RedisResult<RedisBus> {
+    pub async fn connect(url: &str, prefix: &str, tasks: &Tasks) -> redis::RedisResult<RedisBus> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -191,8 +192,8 @@ impl RedisBus {
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let watched = Arc::new(Mutex::new(HashMap::new()));
         let probe = publisher.clone();
-        tokio::spawn(publish_loop(publisher, queued));
-        tokio::spawn(subscribe_loop(client, watched.clone(), pending, feed.clone()));
+        tasks.spawn("redis bus publisher", publish_loop(publisher, queued));
+        tasks.spawn("redis bus subscriber", subscribe_loop(client, watched.clone(), pending, feed.clone()));
         Ok(RedisBus { prefix: prefix.to_owned(), outgoing, feed, watched, commands, probe })
     }
 

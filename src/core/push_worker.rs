@@ -23,8 +23,10 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use governor::{DefaultDirectRateLimiter, Quota};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::tasks::Tasks;
 
 use super::error::StoreError;
 use super::model::{Device, Platform};
@@ -158,7 +160,7 @@ pub struct PushWorker {
 /// A running worker; [`PushWorkerHandle::stop`] ends it gracefully.
 pub struct PushWorkerHandle {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    ended: oneshot::Receiver<()>,
 }
 
 impl PushWorkerHandle {
@@ -167,11 +169,9 @@ impl PushWorkerHandle {
     /// stay leased and are claimed again when the lease runs out.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        if let Err(err) = self.task.await
-            && err.is_panic()
-        {
-            tracing::error!("push worker panicked");
-        }
+        // An error means the worker ended without saying so: it panicked (logged by the
+        // task set) or the set was stopped first.
+        let _ = self.ended.await;
     }
 }
 
@@ -214,11 +214,15 @@ impl PushWorker {
         PushWorker { store, providers, settings, pace }
     }
 
-    /// Runs the worker in a task until [`PushWorkerHandle::stop`].
-    pub fn spawn(self: Arc<Self>) -> PushWorkerHandle {
+    /// Runs the worker as one of `tasks` until [`PushWorkerHandle::stop`].
+    pub fn spawn(self: Arc<Self>, tasks: &Tasks) -> PushWorkerHandle {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(self.run(stopped));
-        PushWorkerHandle { stop, task }
+        let (done, ended) = oneshot::channel();
+        tasks.spawn("push worker", async move {
+            self.run(stopped).await;
+            let _ = done.send(());
+        });
+        PushWorkerHandle { stop, ended }
     }
 
     /// The worker loop: claim a batch and send it, or sleep until polled, woken or stopped.

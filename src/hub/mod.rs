@@ -36,6 +36,7 @@ use crate::core::realtime::{BusMessage, DisconnectReason, Ready, ServerEvent, Sy
 use crate::core::telemetry::{self, Transport};
 use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError};
+use crate::tasks::Tasks;
 
 /// How a transport writes to one of its connections. Called under the hub's registry lock:
 /// implementations only queue (or mark) and wake the connection's writer, never wait.
@@ -175,9 +176,15 @@ pub struct Hub {
 
 impl Hub {
     /// A hub relaying `bus` to this node's connections, with a keepalive round every
-    /// `keepalive`. Must be called inside a Tokio runtime: starts the relay and the sweeper,
-    /// which end when the hub is dropped.
-    pub fn start(chat: Arc<Chat>, store: Arc<dyn Store>, bus: Arc<dyn Bus>, keepalive: Duration) -> Arc<Hub> {
+    /// `keepalive`. Must be called inside a Tokio runtime: starts the relay and the sweeper
+    /// as `tasks`; they end when the hub is dropped or the tasks are stopped.
+    pub fn start(
+        chat: Arc<Chat>,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        keepalive: Duration,
+        tasks: &Tasks,
+    ) -> Arc<Hub> {
         let messages = bus.subscribe();
         let hub = Arc::new(Hub {
             chat,
@@ -191,8 +198,8 @@ impl Hub {
             resyncing: AtomicBool::new(false),
             resync_again: AtomicBool::new(false),
         });
-        tokio::spawn(relay(Arc::downgrade(&hub), messages));
-        tokio::spawn(sweep(Arc::downgrade(&hub), keepalive));
+        tasks.spawn("hub relay", relay(Arc::downgrade(&hub), messages));
+        tasks.spawn("hub sweep", sweep(Arc::downgrade(&hub), keepalive));
         hub
     }
 

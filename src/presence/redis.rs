@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::ports::{Departure, PresenceDirectory, PresenceError, Reach};
 use crate::core::realtime::PresenceInfo;
 use crate::core::time::Timestamp;
+use crate::tasks::Tasks;
 
 /// Most operations carried out in one pipelined round trip.
 const MAX_PIPELINE: usize = 256;
@@ -75,7 +76,12 @@ impl Drop for RedisPresence {
 impl RedisPresence {
     /// Connects to Redis at `url`, registers this node (a fresh id per process) under
     /// `prefix`, and starts renewing it every third of `ttl`.
-    pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> redis::RedisResult<RedisPresence> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        ttl: Duration,
+        tasks: &Tasks,
+    ) -> redis::RedisResult<RedisPresence> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -96,9 +102,9 @@ impl RedisPresence {
         };
         // The first tick registers the node before any other operation.
         let _ = ops.send(Op::Tick);
-        let working = tokio::spawn(worker.run(queued)).abort_handle();
+        let working = tasks.spawn("redis presence worker", worker.run(queued));
         let ticker = ops.clone();
-        let ticking = tokio::spawn(async move {
+        let ticking = tasks.spawn("redis presence ticker", async move {
             let mut every = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
             every.tick().await;
             loop {
@@ -108,11 +114,7 @@ impl RedisPresence {
                 }
             }
         });
-        Ok(RedisPresence {
-            ops,
-            departures: Mutex::new(Some(departures)),
-            tasks: [working, ticking.abort_handle()],
-        })
+        Ok(RedisPresence { ops, departures: Mutex::new(Some(departures)), tasks: [working, ticking] })
     }
 
     fn queue(&self, op: Op) {

@@ -49,14 +49,16 @@ impl Place {
             Place::Sqlite(dir) => Arc::new(
                 SqliteStore::open(&dir.path().join("chatd.db"), Synchronous::Normal).expect("open SQLite"),
             ),
-            Place::Postgres(schema) => {
-                Arc::new(PostgresStore::connect(&schema.config()).await.unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is needed for these tests ({}; set CHATD_TEST_POSTGRES_URL): {e}",
-                        common::pg::base_url()
-                    )
-                }))
-            }
+            Place::Postgres(schema) => Arc::new(
+                PostgresStore::connect(&schema.config(), &chatd::tasks::Tasks::new()).await.unwrap_or_else(
+                    |e| {
+                        panic!(
+                            "PostgreSQL is needed for these tests ({}; set CHATD_TEST_POSTGRES_URL): {e}",
+                            common::pg::base_url()
+                        )
+                    },
+                ),
+            ),
         }
     }
 }

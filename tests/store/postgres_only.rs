@@ -7,7 +7,7 @@ use crate::push_jobs::every_push_job_is_claimed_exactly_once;
 async fn postgres_an_unreachable_database_is_reported_unavailable_not_a_panic() {
     let port = common::free_port();
     let config = PostgresConfig::from_url(&format!("postgres://root@127.0.0.1:{port}/test")).expect("url");
-    match PostgresStore::connect(&config).await {
+    match PostgresStore::connect(&config, &chatd::tasks::Tasks::new()).await {
         Err(StoreError::Unavailable(message)) => assert!(message.contains("connect"), "{message}"),
         Err(other) => panic!("expected Unavailable, got {other}"),
         Ok(_) => panic!("connected to a closed port"),
@@ -18,11 +18,13 @@ async fn postgres_an_unreachable_database_is_reported_unavailable_not_a_panic() 
 async fn postgres_nodes_starting_together_migrate_one_fresh_schema_once() {
     let schema = Schema::fresh();
     let config = schema.config();
-    let opened = join_all((0..4).map(|_| PostgresStore::connect(&config))).await;
+    let tasks = chatd::tasks::Tasks::new();
+    let opened = join_all((0..4).map(|_| PostgresStore::connect(&config, &tasks))).await;
     let stores: Vec<PostgresStore> = opened.into_iter().map(|r| r.expect("connect")).collect();
     let id =
         create(&(Arc::new(stores.into_iter().next().expect("one")) as Arc<dyn Store>), group("a", &[])).await;
-    let again: Arc<dyn Store> = Arc::new(PostgresStore::connect(&config).await.expect("reconnect"));
+    let again: Arc<dyn Store> =
+        Arc::new(PostgresStore::connect(&config, &chatd::tasks::Tasks::new()).await.expect("reconnect"));
     assert!(again.conversation(&id, "a").await.expect("read").is_some());
 }
 
@@ -31,7 +33,9 @@ async fn postgres_a_search_path_without_a_schema_is_an_error_not_a_panic() {
     let base = common::pg::base_url();
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-c%20search_path%3Dchatd_no_such_schema");
-    let missing = PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url")).await;
+    let missing =
+        PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url"), &chatd::tasks::Tasks::new())
+            .await;
     assert!(missing.is_err(), "nowhere to create tables is an error");
 }
 
@@ -40,7 +44,9 @@ async fn postgres_connections_killed_by_the_server_are_replaced() {
     let schema = Schema::fresh();
     let url = format!("{}&application_name={}", schema.url, schema.name);
     let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url")).await.expect("connect"),
+        PostgresStore::connect(&PostgresConfig::from_url(&url).expect("url"), &chatd::tasks::Tasks::new())
+            .await
+            .expect("connect"),
     );
     let id = create(&store, group("alice", &["bob"])).await;
     send(&store, &id, "alice", "before").await;
@@ -69,7 +75,9 @@ async fn postgres_claimers_on_two_nodes_take_every_push_job_exactly_once() {
     let schema = Schema::fresh();
     let mut nodes: Vec<Arc<dyn Store>> = Vec::new();
     for _ in 0..2 {
-        nodes.push(Arc::new(PostgresStore::connect(&schema.config()).await.expect("connect")));
+        nodes.push(Arc::new(
+            PostgresStore::connect(&schema.config(), &chatd::tasks::Tasks::new()).await.expect("connect"),
+        ));
     }
     every_push_job_is_claimed_exactly_once(&nodes, 8, 500).await;
 }

@@ -154,7 +154,7 @@ impl Chat {
         let changes = self.bus.subscribe();
         self.bus.settled().await;
         self.bans.replace(self.store.banned_users().await?);
-        tokio::spawn(follow_bans(Arc::downgrade(self), changes));
+        self.tasks.spawn("follow bans", follow_bans(Arc::downgrade(self), changes));
         Ok(())
     }
 

@@ -32,6 +32,7 @@ use super::telemetry::MessageRate;
 use super::time::Timestamp;
 use super::typing::TypingTracker;
 use super::validate;
+use crate::tasks::Tasks;
 
 pub mod admin;
 mod blocks;
@@ -122,6 +123,8 @@ pub struct Chat {
     pub(super) disconnects: Arc<DisconnectMarks>,
     /// Messages committed through this node, for the admin stats.
     pub(super) rate: Arc<MessageRate>,
+    /// Where the service's background loops run.
+    pub(super) tasks: Tasks,
 }
 
 impl Chat {
@@ -133,23 +136,27 @@ impl Chat {
         bus: Arc<dyn Bus>,
         message_limiter: Arc<dyn RateLimiter>,
         limits: ChatLimits,
+        tasks: &Tasks,
     ) -> Self {
-        Self::with_presence(store, bus, message_limiter, limits, None)
+        Self::with_presence(store, bus, message_limiter, limits, None, tasks)
     }
 
     /// [`Chat::new`] with presence shared through `directory` when there is one (several
-    /// nodes). With a directory, must be called inside a Tokio runtime: it starts announcing
-    /// the users of nodes that die.
+    /// nodes). The service's background loops (announcing the users of nodes that die,
+    /// following bans) run as `tasks`; with a directory, must be called inside a Tokio
+    /// runtime.
     pub fn with_presence(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         message_limiter: Arc<dyn RateLimiter>,
         limits: ChatLimits,
         directory: Option<Arc<dyn PresenceDirectory>>,
+        tasks: &Tasks,
     ) -> Self {
         let typing = Arc::new(TypingTracker::new(bus.clone(), limits.typing_timeout));
         if let Some(departures) = directory.as_ref().and_then(|d| d.departures()) {
-            tokio::spawn(super::presence::announce_departures(store.clone(), bus.clone(), departures));
+            let announcing = super::presence::announce_departures(store.clone(), bus.clone(), departures);
+            tasks.spawn("announce departed users", announcing);
         }
         let presence = Arc::new(Presence::new(directory));
         Chat {
@@ -163,6 +170,7 @@ impl Chat {
             bans: Arc::default(),
             disconnects: Arc::default(),
             rate: Arc::default(),
+            tasks: tasks.clone(),
         }
     }
 
@@ -257,7 +265,7 @@ impl Chat {
         self.budgets.forget_idle();
         let store = self.store.clone();
         let before = Timestamp::now().minus(self.limits.notification_log_max_age);
-        tokio::spawn(async move {
+        self.tasks.spawn("prune the notification log", async move {
             // Bounded rounds so no round holds the database for long.
             const ROUND: usize = 10_000;
             loop {

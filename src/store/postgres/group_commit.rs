@@ -38,6 +38,7 @@ use crate::core::model::{Message, MessageType};
 use crate::core::ports::{AppendOutcome, CommitHook, NewMessage, Publications, Recipient};
 use crate::core::time::Timestamp;
 use crate::store::append_rules::{self, AppendFacts, Verdict};
+use crate::tasks::Tasks;
 
 /// Most appends written in one transaction.
 pub const MAX_GROUP: usize = 512;
@@ -62,10 +63,10 @@ pub(super) struct AppendQueue {
 }
 
 impl AppendQueue {
-    /// Starts the writer task on the current Tokio runtime.
-    pub(super) fn start(pool: Pool) -> AppendQueue {
+    /// Starts the writer as one of `tasks`.
+    pub(super) fn start(pool: Pool, tasks: &Tasks) -> AppendQueue {
         let (jobs, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(run_writer(pool, pending));
+        tasks.spawn("postgres group writer", run_writer(pool, pending));
         AppendQueue { jobs }
     }
 

@@ -44,6 +44,7 @@ use crate::core::ports::{
 };
 use crate::core::realtime::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
+use crate::tasks::Tasks;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -392,8 +393,8 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Connects, creates the schema if one is configured and applies migrations. Must be
-    /// called inside a Tokio runtime.
-    pub async fn connect(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+    /// called inside a Tokio runtime; the group writer runs as one of `tasks`.
+    pub async fn connect(config: &PostgresConfig, tasks: &Tasks) -> Result<PostgresStore, StoreError> {
         let manager = Manager::from_config(
             config.connect.clone(),
             NoTls,
@@ -409,7 +410,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         migrate(&pool, config.schema()).await?;
         Ok(PostgresStore {
-            appends: group_commit::AppendQueue::start(pool.clone()),
+            appends: group_commit::AppendQueue::start(pool.clone(), tasks),
             pool,
             push_enqueued: Notify::new(),
         })
