@@ -81,13 +81,14 @@ struct Received {
 }
 
 /// A client's account at a checkpoint: its sends acked since the last one, how many attempts
-/// failed (no ack in time, a lost connection or an error ack) and had to be repeated, and
-/// what it holds.
+/// failed (no ack in time, a lost connection or an error ack) and had to be repeated, how
+/// often it had to connect again, and what it holds.
 #[derive(Debug)]
 struct ClientReport {
     user: String,
     acked: Vec<Acked>,
     retried: usize,
+    reconnected: usize,
     received: BTreeMap<String, Received>,
 }
 
@@ -106,7 +107,9 @@ impl ClientReport {
             .collect();
         let received = serde_json::from_value(value["received"].clone()).expect("received");
         let retried = value["retried"].as_u64().expect("retried") as usize;
-        ClientReport { user: value["user"].as_str().expect("user").to_owned(), acked, retried, received }
+        let reconnected = value["reconnected"].as_u64().expect("reconnected") as usize;
+        let user = value["user"].as_str().expect("user").to_owned();
+        ClientReport { user, acked, retried, reconnected, received }
     }
 }
 
@@ -138,6 +141,9 @@ struct WsClient {
     contiguous: HashMap<String, i64>,
     acked: Vec<Acked>,
     retried: usize,
+    /// Connections opened since the last report, after the first one.
+    reconnected: usize,
+    connected_once: bool,
     socket: Option<Socket>,
     next_id: u64,
     need_sync: bool,
@@ -171,6 +177,8 @@ impl WsClient {
             conversations,
             acked: Vec::new(),
             retried: 0,
+            reconnected: 0,
+            connected_once: false,
             socket: None,
             next_id: 0,
             need_sync: true,
@@ -223,6 +231,9 @@ impl WsClient {
             if let Some(socket) = open_ready(addr, &self.user).await {
                 self.socket = Some(socket);
                 self.request_sync();
+                if std::mem::replace(&mut self.connected_once, true) {
+                    self.reconnected += 1;
+                }
                 return;
             }
         }
@@ -371,6 +382,7 @@ impl WsClient {
             user: self.user.clone(),
             acked: std::mem::take(&mut self.acked),
             retried: std::mem::take(&mut self.retried),
+            reconnected: std::mem::take(&mut self.reconnected),
             received,
         }
     }
@@ -789,6 +801,8 @@ struct Row {
     acked: usize,
     /// Send attempts that failed and were repeated (with the same `client_id`).
     retried: usize,
+    /// Clients' connections opened again after losing one.
+    reconnected: usize,
     lost: usize,
     duplicated: usize,
     converged: Duration,
@@ -808,19 +822,20 @@ struct Ledger {
 }
 
 impl Ledger {
-    /// Checks the histories and the clients' reports; returns (acked, retried, lost,
-    /// duplicated) since the last checkpoint.
+    /// Checks the histories and the clients' reports; returns (acked, retried, reconnected,
+    /// lost, duplicated) since the last checkpoint.
     async fn checkpoint(
         &mut self,
         setup: &Setup,
         reports: Vec<ClientReport>,
         label: &str,
-    ) -> (usize, usize, usize, usize) {
-        let (mut new_acked, mut retried) = (0, 0);
+    ) -> (usize, usize, usize, usize, usize) {
+        let (mut new_acked, mut retried, mut reconnected) = (0, 0, 0);
         let mut holdings = Vec::new();
         for report in reports {
             new_acked += report.acked.len();
             retried += report.retried;
+            reconnected += report.reconnected;
             self.acked.extend(report.acked);
             holdings.push((report.user, report.received));
         }
@@ -870,7 +885,7 @@ impl Ledger {
             (lost.len().saturating_sub(self.lost), duplicated.saturating_sub(self.duplicated));
         self.lost = self.lost.max(lost.len());
         self.duplicated = self.duplicated.max(duplicated);
-        (new_acked, retried, new_lost, new_duplicated)
+        (new_acked, retried, reconnected, new_lost, new_duplicated)
     }
 }
 
@@ -912,7 +927,8 @@ async fn run_fault(
         .expect("ban and leave");
     traffic.stop().await;
     let reports = traffic.settle().await;
-    let (acked, retried, lost, duplicated) = ledger.checkpoint(setup, reports, fault.name()).await;
+    let (acked, retried, reconnected, lost, duplicated) =
+        ledger.checkpoint(setup, reports, fault.name()).await;
     let converged = healed.elapsed();
     // The banned user's connections: closed by every node within the bound (the killed node's
     // died with it), and every node refuses a new one.
@@ -964,6 +980,7 @@ async fn run_fault(
         fault: fault.name(),
         acked,
         retried,
+        reconnected,
         lost,
         duplicated,
         converged,
@@ -976,17 +993,18 @@ fn print_table(scale: &Scale, rows: &[Row]) {
     println!();
     println!("fault suite ({}: {} clients, 3 nodes)", scale.name, scale.clients);
     println!(
-        "| fault | acked | retried | lost | duplicated | converged in | ban closed in | left group quiet |"
+        "| fault | acked | retried | reconnected | lost | duplicated | converged in | ban closed in | left group quiet |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for row in rows {
         let ban = row.ban_closed.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
         let quiet = row.left_quiet.map_or("-", |q| if q { "yes" } else { "no" });
         println!(
-            "| {} | {} | {} | {} | {} | {:.1} s | {ban} | {quiet} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} s | {ban} | {quiet} |",
             row.fault,
             row.acked,
             row.retried,
+            row.reconnected,
             row.lost,
             row.duplicated,
             row.converged.as_secs_f64()
@@ -1063,11 +1081,12 @@ async fn acked_messages_survive_every_fault_exactly_once_and_every_client_conver
     let ended = Instant::now();
     traffic.stop().await;
     let reports = traffic.settle().await;
-    let (acked, retried, lost, duplicated) = ledger.checkpoint(&setup, reports, "end").await;
+    let (acked, retried, reconnected, lost, duplicated) = ledger.checkpoint(&setup, reports, "end").await;
     rows.push(Row {
         fault: "end (no fault; whole history)",
         acked,
         retried,
+        reconnected,
         lost,
         duplicated,
         converged: ended.elapsed(),

@@ -12,7 +12,8 @@
 // old one is gone) until it is acked. It reconnects to the first node that answers (its home
 // node first), and calls `sync` after connecting, on `sync:required`, and when a seq gap
 // stays open for a second. A report: {user, acked:[[conversation, seq, client_id]…] and
-// retried (send attempts that failed and were repeated) since the last report,
+// retried (send attempts that failed and were repeated) and reconnected (connections opened
+// again) since the last report,
 // received:{conversation:{count, max, missing:[…up to 20]}}}.
 import { createHmac } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -42,6 +43,8 @@ class TrafficClient {
     this.contiguous = new Map(conversations.map((id) => [id, 0]));
     this.acked = [];
     this.retried = 0;
+    this.reconnected = 0;
+    this.connectedOnce = false;
     this.socket = null;
     this.needSync = true;
     this.syncRequests = 0;
@@ -106,6 +109,8 @@ class TrafficClient {
       });
       this.socket = socket;
       this.requestSync();
+      if (this.connectedOnce) this.reconnected += 1;
+      this.connectedOnce = true;
       return;
     }
     await sleep(200);
@@ -207,10 +212,11 @@ class TrafficClient {
       for (let seq = 1; seq <= max && missing.length < 20; seq++) if (!seqs.has(seq)) missing.push(seq);
       received[id] = { count: seqs.size, max, missing };
     }
-    const { acked, retried } = this;
+    const { acked, retried, reconnected } = this;
     this.acked = [];
     this.retried = 0;
-    return { user: this.user, acked, retried, received };
+    this.reconnected = 0;
+    return { user: this.user, acked, retried, reconnected, received };
   }
 }
 
