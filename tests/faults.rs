@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{Cluster, SECRET, token};
+use common::node::SioClient;
 use common::pg::OwnPostgres;
 use common::proxy::LatencyProxy;
 use common::redis::OwnRedis;
@@ -899,8 +900,15 @@ async fn run_fault(
 ) -> Row {
     let banned = format!("banned-{}", fault.slug());
     let mut ban_watches = Vec::new();
+    let mut ban_sio = Vec::new();
     for addr in setup.nodes.iter() {
         ban_watches.push((*addr, Watch::open(*addr, &banned, false).await));
+        let mut sio = SioClient::connect(&format!("http://{addr}"), &token(&banned)).await;
+        let ended = tokio::spawn(async move {
+            let reason = sio.disconnected(RECOVERY).await;
+            (Instant::now(), reason)
+        });
+        ban_sio.push((*addr, ended));
     }
     let leaver = setup.leavers[index].clone();
     let group = setup.groups[index % setup.groups.len()].clone();
@@ -946,6 +954,34 @@ async fn run_fault(
                 "{}: the banned user's connection to {addr} was not closed for the ban within {BAN_BOUND:?}: {other:?}",
                 fault.name()
             )),
+        }
+    }
+    for (i, (addr, ended)) in ban_sio.into_iter().enumerate() {
+        if !ended.is_finished() {
+            ended.abort();
+            ledger.problems.push(format!(
+                "{}: the banned user's Socket.IO connection to {addr} was still open {BAN_BOUND:?} after the ban",
+                fault.name()
+            ));
+            continue;
+        }
+        match ended.await.expect("Socket.IO watch") {
+            _ if fault == Fault::NodeKill && i == KILLED => {}
+            (at, Some(reason)) if reason == "io server disconnect" && at <= ban_deadline => {
+                ban_closed = ban_closed.max(at.saturating_duration_since(banned_at));
+            }
+            other => ledger.problems.push(format!(
+                "{}: the banned user's Socket.IO connection to {addr} was not closed for the ban within {BAN_BOUND:?}: {other:?}",
+                fault.name()
+            )),
+        }
+        let refused =
+            SioClient::refused(&format!("http://{addr}"), &token(&format!("banned-{}", fault.slug()))).await;
+        if refused != "forbidden" {
+            ledger.problems.push(format!(
+                "{}: a new Socket.IO connection of the banned user to {addr} got {refused:?}, not forbidden",
+                fault.name()
+            ));
         }
     }
     for addr in setup.nodes.iter() {
