@@ -36,7 +36,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN_KEY: &str = "faults-admin-key-0123456789";
-/// How long a client waits for an ack before it gives up on the connection and resends.
+/// How long a client waits for a send's ack before it gives up on the connection and resends
+/// (on a new one): shorter than a PostgreSQL pause, so a resend can race the original.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client waits for any other ack (`sync`) before it gives up on the connection.
 const ACK_TIMEOUT: Duration = Duration::from_secs(8);
 /// The bound on every wait for the system to recover (generous: a loaded 2-core machine).
 const RECOVERY: Duration = Duration::from_secs(90);
@@ -89,6 +92,9 @@ struct ClientReport {
     user: String,
     acked: Vec<Acked>,
     retried: usize,
+    /// Why attempts failed: an error ack's code, or `no ack` (none in time, or the connection
+    /// was lost), with how often.
+    failures: BTreeMap<String, usize>,
     reconnected: usize,
     received: BTreeMap<String, Received>,
 }
@@ -110,7 +116,8 @@ impl ClientReport {
         let retried = value["retried"].as_u64().expect("retried") as usize;
         let reconnected = value["reconnected"].as_u64().expect("reconnected") as usize;
         let user = value["user"].as_str().expect("user").to_owned();
-        ClientReport { user, acked, retried, reconnected, received }
+        let failures = serde_json::from_value(value["failures"].clone()).expect("failures");
+        ClientReport { user, acked, retried, failures, reconnected, received }
     }
 }
 
@@ -142,6 +149,7 @@ struct WsClient {
     contiguous: HashMap<String, i64>,
     acked: Vec<Acked>,
     retried: usize,
+    failures: BTreeMap<String, usize>,
     /// Connections opened since the last report, after the first one.
     reconnected: usize,
     connected_once: bool,
@@ -178,6 +186,7 @@ impl WsClient {
             conversations,
             acked: Vec::new(),
             retried: 0,
+            failures: BTreeMap::new(),
             reconnected: 0,
             connected_once: false,
             socket: None,
@@ -241,15 +250,15 @@ impl WsClient {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    /// Sends `event` and waits for its ack, handling pushes meanwhile; `None` (and the
-    /// connection dropped) when the connection failed or no ack came in time.
-    async fn call(&mut self, event: &str, data: Value) -> Option<Value> {
+    /// Sends `event` and waits (at most `timeout`) for its ack, handling pushes meanwhile;
+    /// `None` (and the connection dropped) when the connection failed or no ack came in time.
+    async fn call(&mut self, event: &str, data: Value, timeout: Duration) -> Option<Value> {
         let mut socket = self.socket.take()?;
         self.next_id += 1;
         let id = self.next_id;
         let frame = json!({ "id": id, "event": event, "data": data }).to_string();
         socket.send(Message::text(frame)).await.ok()?;
-        let deadline = Instant::now() + ACK_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, socket.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) => {
@@ -290,7 +299,9 @@ impl WsClient {
         loop {
             let since: serde_json::Map<String, Value> =
                 self.conversations.iter().map(|c| (c.clone(), json!(self.contiguous[c]))).collect();
-            let Some(ack) = self.call("sync", json!({ "conversations": since })).await else { return };
+            let Some(ack) = self.call("sync", json!({ "conversations": since }), ACK_TIMEOUT).await else {
+                return;
+            };
             if ack["ok"] != true {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 return;
@@ -319,8 +330,9 @@ impl WsClient {
             "content": format!("{} says {client_id}", self.user),
             "client_id": client_id,
         });
-        let Some(ack) = self.call("message:send", data).await else {
+        let Some(ack) = self.call("message:send", data, SEND_TIMEOUT).await else {
             self.retried += 1;
+            *self.failures.entry("no ack".to_owned()).or_default() += 1;
             return;
         };
         match ack["message"]["seq"].as_i64() {
@@ -331,6 +343,8 @@ impl WsClient {
             }
             _ => {
                 self.retried += 1;
+                let code = ack["error"]["code"].as_str().unwrap_or("malformed ack").to_owned();
+                *self.failures.entry(code).or_default() += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -383,6 +397,7 @@ impl WsClient {
             user: self.user.clone(),
             acked: std::mem::take(&mut self.acked),
             retried: std::mem::take(&mut self.retried),
+            failures: std::mem::take(&mut self.failures),
             reconnected: std::mem::take(&mut self.reconnected),
             received,
         }
@@ -491,6 +506,7 @@ impl SioClients {
             "nodes": nodes,
             "clients": clients,
             "interval_ms": interval.as_millis() as u64,
+            "send_timeout_ms": SEND_TIMEOUT.as_millis() as u64,
             "ack_timeout_ms": ACK_TIMEOUT.as_millis() as u64,
         }))
         .await;
@@ -802,6 +818,8 @@ struct Row {
     acked: usize,
     /// Send attempts that failed and were repeated (with the same `client_id`).
     retried: usize,
+    /// Why send attempts failed, with how often.
+    failures: BTreeMap<String, usize>,
     /// Clients' connections opened again after losing one.
     reconnected: usize,
     lost: usize,
@@ -811,6 +829,16 @@ struct Row {
     ban_closed: Option<Duration>,
     /// Whether the user who left heard nothing of the group afterwards.
     left_quiet: Option<bool>,
+}
+
+/// What one checkpoint found new since the last one.
+struct Tally {
+    acked: usize,
+    retried: usize,
+    failures: BTreeMap<String, usize>,
+    reconnected: usize,
+    lost: usize,
+    duplicated: usize,
 }
 
 /// What the checkpoints have seen so far.
@@ -823,20 +851,18 @@ struct Ledger {
 }
 
 impl Ledger {
-    /// Checks the histories and the clients' reports; returns (acked, retried, reconnected,
-    /// lost, duplicated) since the last checkpoint.
-    async fn checkpoint(
-        &mut self,
-        setup: &Setup,
-        reports: Vec<ClientReport>,
-        label: &str,
-    ) -> (usize, usize, usize, usize, usize) {
+    /// Checks the histories and the clients' reports; what is new since the last checkpoint.
+    async fn checkpoint(&mut self, setup: &Setup, reports: Vec<ClientReport>, label: &str) -> Tally {
         let (mut new_acked, mut retried, mut reconnected) = (0, 0, 0);
+        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
         let mut holdings = Vec::new();
         for report in reports {
             new_acked += report.acked.len();
             retried += report.retried;
             reconnected += report.reconnected;
+            for (why, count) in report.failures {
+                *failures.entry(why).or_default() += count;
+            }
             self.acked.extend(report.acked);
             holdings.push((report.user, report.received));
         }
@@ -886,7 +912,7 @@ impl Ledger {
             (lost.len().saturating_sub(self.lost), duplicated.saturating_sub(self.duplicated));
         self.lost = self.lost.max(lost.len());
         self.duplicated = self.duplicated.max(duplicated);
-        (new_acked, retried, reconnected, new_lost, new_duplicated)
+        Tally { acked: new_acked, retried, failures, reconnected, lost: new_lost, duplicated: new_duplicated }
     }
 }
 
@@ -935,8 +961,7 @@ async fn run_fault(
         .expect("ban and leave");
     traffic.stop().await;
     let reports = traffic.settle().await;
-    let (acked, retried, reconnected, lost, duplicated) =
-        ledger.checkpoint(setup, reports, fault.name()).await;
+    let tally = ledger.checkpoint(setup, reports, fault.name()).await;
     let converged = healed.elapsed();
     // The banned user's connections: closed by every node within the bound (the killed node's
     // died with it), and every node refuses a new one.
@@ -1014,11 +1039,12 @@ async fn run_fault(
     }
     Row {
         fault: fault.name(),
-        acked,
-        retried,
-        reconnected,
-        lost,
-        duplicated,
+        acked: tally.acked,
+        retried: tally.retried,
+        failures: tally.failures,
+        reconnected: tally.reconnected,
+        lost: tally.lost,
+        duplicated: tally.duplicated,
         converged,
         ban_closed: Some(ban_closed),
         left_quiet: Some(left_quiet),
@@ -1047,6 +1073,10 @@ fn print_table(scale: &Scale, rows: &[Row]) {
         );
     }
     println!();
+    for row in rows.iter().filter(|r| !r.failures.is_empty()) {
+        let failures: Vec<String> = row.failures.iter().map(|(why, n)| format!("{why} ×{n}")).collect();
+        println!("{}: failed send attempts: {}", row.fault, failures.join(", "));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1117,14 +1147,15 @@ async fn acked_messages_survive_every_fault_exactly_once_and_every_client_conver
     let ended = Instant::now();
     traffic.stop().await;
     let reports = traffic.settle().await;
-    let (acked, retried, reconnected, lost, duplicated) = ledger.checkpoint(&setup, reports, "end").await;
+    let tally = ledger.checkpoint(&setup, reports, "end").await;
     rows.push(Row {
         fault: "end (no fault; whole history)",
-        acked,
-        retried,
-        reconnected,
-        lost,
-        duplicated,
+        acked: tally.acked,
+        retried: tally.retried,
+        failures: tally.failures,
+        reconnected: tally.reconnected,
+        lost: tally.lost,
+        duplicated: tally.duplicated,
         converged: ended.elapsed(),
         ban_closed: None,
         left_quiet: None,

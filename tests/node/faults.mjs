@@ -2,18 +2,18 @@
 // socket.io-client connections in one process, each acting as a careful chat client.
 //   CHATD_SECRET=... node faults.mjs
 // stdin, one JSON line each:
-//   {"cmd":"start","nodes":[url…],"clients":[{user,home,conversations:[id…]}],"interval_ms","ack_timeout_ms"}
+//   {"cmd":"start","nodes":[url…],"clients":[{user,home,conversations:[id…]}],"interval_ms","send_timeout_ms","ack_timeout_ms"}
 //   {"cmd":"run"}      every client sends a message every interval_ms, alternating its conversations
 //   {"cmd":"stop"}     no new sends; answers {"stopped":true} once no send waits for its ack
 //   {"cmd":"settle"}   every client syncs until caught up; answers {"settled":[report…]}
 //   {"cmd":"quit"}
-// A client sends with an ack (timeout: ack_timeout_ms) and a client_id of its own; a send that
+// A client sends with an ack (timeout: send_timeout_ms) and a client_id of its own; a send that
 // failed or was not acked is sent again with the same client_id (on a new connection if the
 // old one is gone) until it is acked. It reconnects to the first node that answers (its home
 // node first), and calls `sync` after connecting, on `sync:required`, and when a seq gap
 // stays open for a second. A report: {user, acked:[[conversation, seq, client_id]…] and
-// retried (send attempts that failed and were repeated) and reconnected (connections opened
-// again) since the last report,
+// retried (send attempts that failed and were repeated), failures ({why: count}: an error
+// ack's code or "no ack") and reconnected (connections opened again) since the last report,
 // received:{conversation:{count, max, missing:[…up to 20]}}}.
 import { createHmac } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -43,6 +43,7 @@ class TrafficClient {
     this.contiguous = new Map(conversations.map((id) => [id, 0]));
     this.acked = [];
     this.retried = 0;
+    this.failures = {};
     this.reconnected = 0;
     this.connectedOnce = false;
     this.socket = null;
@@ -116,12 +117,12 @@ class TrafficClient {
     await sleep(200);
   }
 
-  /** Emits with an ack; null when no ack came in time (the connection is then dropped). */
-  async call(event, data) {
+  /** Emits with an ack; null when no ack came within `ms` (the connection is then dropped). */
+  async call(event, data, ms = config.ack_timeout_ms) {
     const socket = this.socket;
     if (socket === null) return null;
     try {
-      return await socket.timeout(config.ack_timeout_ms).emitWithAck(event, data);
+      return await socket.timeout(ms).emitWithAck(event, data);
     } catch {
       if (this.socket === socket) {
         this.socket = null;
@@ -154,9 +155,11 @@ class TrafficClient {
       conversation_id: conversation,
       content: `${this.user} says ${clientId}`,
       client_id: clientId,
-    });
+    }, config.send_timeout_ms);
     if (ack === null || !ack.ok) {
       this.retried += 1;
+      const why = ack === null ? "no ack" : (ack.error?.code ?? "malformed ack");
+      this.failures[why] = (this.failures[why] ?? 0) + 1;
       if (ack !== null) await sleep(200);
       return;
     }
@@ -212,11 +215,12 @@ class TrafficClient {
       for (let seq = 1; seq <= max && missing.length < 20; seq++) if (!seqs.has(seq)) missing.push(seq);
       received[id] = { count: seqs.size, max, missing };
     }
-    const { acked, retried, reconnected } = this;
+    const { acked, retried, failures, reconnected } = this;
     this.acked = [];
     this.retried = 0;
+    this.failures = {};
     this.reconnected = 0;
-    return { user: this.user, acked, retried, reconnected, received };
+    return { user: this.user, acked, retried, failures, reconnected, received };
   }
 }
 
