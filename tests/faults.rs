@@ -3,12 +3,14 @@
 //! `socket.io-client` from tests/node/faults.mjs) sending with acks, and one fault after
 //! another injected while they send: a Redis restart, a PostgreSQL restart, PostgreSQL paused
 //! (SIGSTOP) for 3 s, a node killed with SIGKILL and restarted, and 200 ms of added latency
-//! between the nodes and Redis. During each fault a user is banned and another leaves a group.
+//! between the nodes and Redis. During each fault a user with a `/ws` and a Socket.IO
+//! connection on every node is banned, and another such user leaves a group.
 //!
 //! After each fault, and at the end: every acked message is in the history exactly once, no
-//! conversation has a seq gap, every client caught up through `sync` holds exactly the history,
-//! the user who left hears nothing of the group any more on any node, and the banned user's
-//! connections were closed on every node within 5 s of the ban and new ones are refused. The
+//! conversation has a seq gap, every client caught up through `sync` holds exactly the history
+//! and never got a message of a conversation it is not in, the user who left hears nothing of
+//! the group any more on any node, and the banned user's connections were closed on every node
+//! within 5 s of the ban and new ones are refused. The
 //! table it prints (fault → acked, lost, duplicated, time to converge) is the one README.md's
 //! "Reliability" section quotes.
 //!
@@ -96,6 +98,8 @@ struct ClientReport {
     /// was lost), with how often.
     failures: BTreeMap<String, usize>,
     reconnected: usize,
+    /// `message:new` pushes of conversations the client is not in (must stay 0).
+    strays: usize,
     received: BTreeMap<String, Received>,
 }
 
@@ -117,7 +121,8 @@ impl ClientReport {
         let reconnected = value["reconnected"].as_u64().expect("reconnected") as usize;
         let user = value["user"].as_str().expect("user").to_owned();
         let failures = serde_json::from_value(value["failures"].clone()).expect("failures");
-        ClientReport { user, acked, retried, failures, reconnected, received }
+        let strays = value["strays"].as_u64().expect("strays") as usize;
+        ClientReport { user, acked, retried, failures, reconnected, strays, received }
     }
 }
 
@@ -153,6 +158,7 @@ struct WsClient {
     /// Connections opened since the last report, after the first one.
     reconnected: usize,
     connected_once: bool,
+    strays: usize,
     socket: Option<Socket>,
     next_id: u64,
     need_sync: bool,
@@ -189,6 +195,7 @@ impl WsClient {
             failures: BTreeMap::new(),
             reconnected: 0,
             connected_once: false,
+            strays: 0,
             socket: None,
             next_id: 0,
             need_sync: true,
@@ -227,7 +234,11 @@ impl WsClient {
                 if let (Some(conversation), Some(seq)) =
                     (frame["data"]["conversation_id"].as_str(), frame["data"]["seq"].as_i64())
                 {
-                    self.take(conversation, seq);
+                    if self.received.contains_key(conversation) {
+                        self.take(conversation, seq);
+                    } else {
+                        self.strays += 1;
+                    }
                 }
             }
             Some("sync:required") => self.request_sync(),
@@ -399,6 +410,7 @@ impl WsClient {
             retried: std::mem::take(&mut self.retried),
             failures: std::mem::take(&mut self.failures),
             reconnected: std::mem::take(&mut self.reconnected),
+            strays: self.strays,
             received,
         }
     }
@@ -856,7 +868,11 @@ impl Ledger {
         let (mut new_acked, mut retried, mut reconnected) = (0, 0, 0);
         let mut failures: BTreeMap<String, usize> = BTreeMap::new();
         let mut holdings = Vec::new();
+        let mut strays = Vec::new();
         for report in reports {
+            if report.strays > 0 {
+                strays.push((report.user.clone(), report.strays));
+            }
             new_acked += report.acked.len();
             retried += report.retried;
             reconnected += report.reconnected;
@@ -896,6 +912,10 @@ impl Ledger {
         for (client_id, found) in by_client_id.iter().filter(|(_, f)| f.len() > 1).take(10) {
             self.problems
                 .push(format!("{label}: {client_id} is in the history {} times: {found:?}", found.len()));
+        }
+        for (user, strays) in &strays {
+            self.problems
+                .push(format!("{label}: {user} got {strays} message(s) of conversations it is not in"));
         }
         for (user, received) in holdings {
             for (group, held) in received {
@@ -939,8 +959,20 @@ async fn run_fault(
     let leaver = setup.leavers[index].clone();
     let group = setup.groups[index % setup.groups.len()].clone();
     let mut leave_watches = Vec::new();
+    let mut leave_sio = Vec::new();
     for addr in setup.nodes.iter() {
         leave_watches.push(Watch::open(*addr, &leaver, true).await);
+        // Socket.IO too: what it got until told to stop (or until its node dies).
+        let mut sio = SioClient::connect(&format!("http://{addr}"), &token(&leaver)).await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let heard = tokio::spawn(async move {
+            tokio::select! {
+                _ = stopped => {}
+                _ = sio.disconnected(RECOVERY * 4) => {}
+            }
+            std::mem::take(&mut sio.pushes)
+        });
+        leave_sio.push((stop, heard));
     }
 
     traffic.run().await;
@@ -1023,15 +1055,29 @@ async fn run_fault(
     // The user who left: nothing of the group from the owner's message on, on any node.
     let group = &setup.groups[index % setup.groups.len()];
     let mut left_quiet = true;
-    for watch in &leave_watches {
-        let heard: Vec<(String, i64)> = watch
-            .messages
-            .lock()
-            .expect("messages")
-            .iter()
-            .filter(|(c, seq)| c == group && *seq >= first_unheard)
-            .cloned()
-            .collect();
+    let mut heard_by_connection: Vec<Vec<(String, i64)>> =
+        leave_watches.iter().map(|w| w.messages.lock().expect("messages").clone()).collect();
+    for (stop, heard) in leave_sio {
+        let _ = stop.send(());
+        let pushes = heard.await.expect("Socket.IO leaver");
+        let messages = pushes.iter().filter(|p| p["event"] == "message:new").map(|p| {
+            (
+                p["data"]["conversation_id"].as_str().unwrap_or_default().to_owned(),
+                p["data"]["seq"].as_i64().unwrap_or(0),
+            )
+        });
+        heard_by_connection.push(messages.collect());
+    }
+    for messages in heard_by_connection {
+        // A watch that heard nothing of the group before the leave would prove nothing after.
+        if !messages.iter().any(|(c, seq)| c == group && *seq < first_unheard) {
+            ledger.problems.push(format!(
+                "{}: a connection of the user who left heard nothing of {group} before",
+                fault.name()
+            ));
+        }
+        let heard: Vec<(String, i64)> =
+            messages.into_iter().filter(|(c, seq)| c == group && *seq >= first_unheard).collect();
         if !heard.is_empty() {
             left_quiet = false;
             ledger.problems.push(format!("{}: a user who left {group} still got {heard:?}", fault.name()));

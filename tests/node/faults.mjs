@@ -14,6 +14,7 @@
 // stays open for a second. A report: {user, acked:[[conversation, seq, client_id]…] and
 // retried (send attempts that failed and were repeated), failures ({why: count}: an error
 // ack's code or "no ack") and reconnected (connections opened again) since the last report,
+// strays (messages of conversations it is not in, ever),
 // received:{conversation:{count, max, missing:[…up to 20]}}}.
 import { createHmac } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -46,6 +47,7 @@ class TrafficClient {
     this.failures = {};
     this.reconnected = 0;
     this.connectedOnce = false;
+    this.strays = 0;
     this.socket = null;
     this.needSync = true;
     this.syncRequests = 0;
@@ -58,7 +60,10 @@ class TrafficClient {
   /** Records a seq of one of this client's conversations. */
   take(conversation, seq) {
     const seqs = this.received.get(conversation);
-    if (!seqs) return;
+    if (!seqs) {
+      this.strays += 1;
+      return;
+    }
     seqs.add(seq);
     let last = this.contiguous.get(conversation);
     while (seqs.has(last + 1)) last += 1;
@@ -220,7 +225,7 @@ class TrafficClient {
     this.retried = 0;
     this.failures = {};
     this.reconnected = 0;
-    return { user: this.user, acked, retried, failures, reconnected, received };
+    return { user: this.user, acked, retried, failures, reconnected, strays: this.strays, received };
   }
 }
 
