@@ -60,6 +60,7 @@ struct Scale {
 }
 
 impl Scale {
+    /// `CHATD_FAULTS=full` or else the short run.
     fn from_env() -> Scale {
         match std::env::var("CHATD_FAULTS").as_deref() {
             Ok("full") => {
@@ -210,6 +211,7 @@ impl WsClient {
         }
     }
 
+    /// Records a seq of one of the client's conversations.
     fn take(&mut self, conversation: &str, seq: i64) {
         let Some(seqs) = self.received.get_mut(conversation) else { return };
         seqs.insert(seq);
@@ -219,11 +221,13 @@ impl WsClient {
         }
     }
 
+    /// Asks for a sync; one already running when asked does not count.
     fn request_sync(&mut self) {
         self.need_sync = true;
         self.sync_requests += 1;
     }
 
+    /// Whether the client holds a seq past a missing one.
     fn has_gap(&self) -> bool {
         self.conversations.iter().any(|c| self.received[c].len() as i64 > self.contiguous[c])
     }
@@ -246,6 +250,7 @@ impl WsClient {
         }
     }
 
+    /// Connects to the first node that answers with `ready`, home first.
     async fn connect(&mut self) {
         for k in 0..self.nodes.len() {
             let addr = self.nodes[(self.home + k) % self.nodes.len()];
@@ -305,6 +310,7 @@ impl WsClient {
         self.socket = Some(socket);
     }
 
+    /// Catches up every conversation from its first missing seq until nothing is newer.
     async fn sync(&mut self) {
         let asked = self.sync_requests;
         loop {
@@ -334,6 +340,7 @@ impl WsClient {
         self.gap_since = None;
     }
 
+    /// One attempt at the pending send.
     async fn send(&mut self) {
         let Some((conversation, client_id)) = self.pending.clone() else { return };
         let data = json!({
@@ -526,6 +533,7 @@ impl SioClients {
         sio
     }
 
+    /// Writes one command line.
     async fn send(&mut self, command: Value) {
         let line = command.to_string() + "\n";
         self.stdin.write_all(line.as_bytes()).await.expect("write to the Socket.IO clients");
@@ -612,8 +620,16 @@ struct Watch {
 }
 
 impl Watch {
+    /// Connects `user` to `addr` (retrying while the node is busy) and starts watching.
     async fn open(addr: SocketAddr, user: &str, reconnect: bool) -> Watch {
-        let socket = open_ready(addr, user).await.unwrap_or_else(|| panic!("{user} connects to {addr}"));
+        let deadline = Instant::now() + RECOVERY;
+        let socket = loop {
+            if let Some(socket) = open_ready(addr, user).await {
+                break socket;
+            }
+            assert!(Instant::now() < deadline, "{user} could not connect to {addr}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let messages = Arc::new(Mutex::new(Vec::new()));
         let closed = Arc::new(Mutex::new(None));
         let task = tokio::spawn({
@@ -737,6 +753,7 @@ impl Fault {
         Fault::RedisLatency,
     ];
 
+    /// Its line in the table.
     fn name(self) -> &'static str {
         match self {
             Fault::RedisRestart => "Redis restarted (down 2 s)",
@@ -747,6 +764,7 @@ impl Fault {
         }
     }
 
+    /// A short name, for user names.
     fn slug(self) -> &'static str {
         match self {
             Fault::RedisRestart => "redis-restart",
