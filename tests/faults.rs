@@ -1213,7 +1213,7 @@ async fn acked_messages_survive_every_fault_exactly_once_and_every_client_conver
     let reports = traffic.settle().await;
     let tally = ledger.checkpoint(&setup, reports, "end").await;
     rows.push(Row {
-        fault: "end (no fault; whole history)",
+        fault: "end (2 s more, no fault)",
         acked: tally.acked,
         retried: tally.retried,
         failures: tally.failures,
