@@ -808,7 +808,17 @@ impl Setup {
             }
             Fault::PostgresPause => {
                 self.postgres.pause();
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let paused = Instant::now();
+                // The pause is real: nothing answers.
+                let answer = tokio::time::timeout(Duration::from_secs(1), async {
+                    let (client, connection) =
+                        tokio_postgres::connect(&self.postgres.url(), tokio_postgres::NoTls).await?;
+                    tokio::spawn(connection);
+                    client.simple_query("SELECT 1").await.map(|_| ())
+                })
+                .await;
+                assert!(answer.is_err(), "a paused PostgreSQL answered: {answer:?}");
+                tokio::time::sleep_until(paused + Duration::from_secs(3)).await;
                 self.postgres.resume();
             }
             Fault::NodeKill => {
@@ -818,7 +828,22 @@ impl Setup {
             }
             Fault::RedisLatency => {
                 self.proxy.set_delay(Duration::from_millis(200));
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let slowed = Instant::now();
+                // The latency is real: a PING through the proxy takes both ways' delay.
+                let url = format!("redis://127.0.0.1:{}", self.proxy.port);
+                let mut redis = redis::Client::open(url)
+                    .expect("redis url")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect through the proxy");
+                let sent = Instant::now();
+                let _: String = redis::cmd("PING").query_async(&mut redis).await.expect("PING");
+                let round_trip = sent.elapsed();
+                assert!(
+                    round_trip >= Duration::from_millis(400),
+                    "PING took {round_trip:?} through the proxy"
+                );
+                tokio::time::sleep_until(slowed + Duration::from_secs(3)).await;
                 self.proxy.set_delay(Duration::ZERO);
             }
         }
