@@ -45,6 +45,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 const ACK_TIMEOUT: Duration = Duration::from_secs(8);
 /// The bound on every wait for the system to recover (generous: a loaded 2-core machine).
 const RECOVERY: Duration = Duration::from_secs(90);
+/// How soon after a fault every client must hold the whole history by itself (through live
+/// delivery and the syncs it makes on `sync:required`, a reconnect or a gap): generous, for a
+/// loaded machine; the table shows the time it took.
+const SELF_CONVERGENCE: Duration = Duration::from_secs(30);
 /// How soon a ban must have closed the banned user's connections on every node.
 const BAN_BOUND: Duration = Duration::from_secs(5);
 /// The user who creates every group (never connects; reads the histories).
@@ -138,6 +142,9 @@ enum Command {
     Run,
     /// Stop sending; answer once no send waits for its ack.
     Stop(oneshot::Sender<()>),
+    /// Whether the client holds every seq up to these heads (and nothing past them), as it
+    /// is, without being told to sync.
+    Peek(Arc<HashMap<String, i64>>, oneshot::Sender<bool>),
     /// Catch up with `sync`; answer with the report.
     Settle(oneshot::Sender<ClientReport>),
 }
@@ -400,6 +407,14 @@ impl WsClient {
         false
     }
 
+    /// Whether the client holds exactly seqs 1 to the head of each of its conversations.
+    fn holds_exactly(&self, heads: &HashMap<String, i64>) -> bool {
+        self.conversations.iter().all(|c| {
+            let head = heads.get(c).copied().unwrap_or(0);
+            self.received[c].len() as i64 == head && self.contiguous[c] == head
+        })
+    }
+
     fn report(&mut self) -> ClientReport {
         let received = self
             .conversations
@@ -436,6 +451,9 @@ impl WsClient {
                     Ok(Command::Stop(reply)) => {
                         self.sending = false;
                         stopped = Some(reply);
+                    }
+                    Ok(Command::Peek(heads, reply)) => {
+                        let _ = reply.send(self.holds_exactly(&heads));
                     }
                     Ok(Command::Settle(reply)) => {
                         self.request_sync();
@@ -583,6 +601,24 @@ impl Traffic {
         let all = futures::future::join_all(waits);
         tokio::time::timeout(RECOVERY, all).await.expect("every /ws send acked in time");
         self.sio.answer("stopped").await;
+    }
+
+    /// How many clients do not hold exactly the histories whose newest seqs are `heads`, as
+    /// they are (live delivery and the syncs they chose to make).
+    async fn behind(&mut self, heads: &HashMap<String, i64>) -> usize {
+        let heads = Arc::new(heads.clone());
+        let mut waits = Vec::new();
+        for client in &self.ws {
+            let (reply, wait) = oneshot::channel();
+            let _ = client.send(Command::Peek(heads.clone(), reply));
+            waits.push(wait);
+        }
+        self.sio.send(json!({ "cmd": "peek", "heads": *heads })).await;
+        let all = futures::future::join_all(waits);
+        let ws = tokio::time::timeout(RECOVERY, all).await.expect("every /ws client answered in time");
+        let ws_behind = ws.into_iter().filter(|caught_up| !matches!(caught_up, Ok(true))).count();
+        let sio_behind = self.sio.answer("behind").await.as_u64().expect("count") as usize;
+        ws_behind + sio_behind
     }
 
     /// Every client catches up; their reports.
@@ -849,6 +885,19 @@ impl Setup {
         }
     }
 
+    /// The newest seq of every group, read over REST as their owner.
+    async fn heads(&self) -> HashMap<String, i64> {
+        let mut heads = HashMap::new();
+        for group in &self.groups {
+            let path = format!("/api/conversations/{group}");
+            let (conversation, _) =
+                until_done(&self.nodes, &token(OWNER), reqwest::Method::GET, &path, None, |s, _| s == 200)
+                    .await;
+            heads.insert(group.clone(), conversation["last_seq"].as_i64().expect("last_seq"));
+        }
+        heads
+    }
+
     /// Every message of `group`, read over REST as its owner (retried while a node or the
     /// database still recovers).
     async fn history(&self, group: &str) -> Vec<Value> {
@@ -979,6 +1028,32 @@ impl Ledger {
     }
 }
 
+/// Waits until every client holds exactly the history by itself; the time since `healed`
+/// (a problem if it takes longer than [`SELF_CONVERGENCE`]).
+async fn converge(
+    setup: &Setup,
+    traffic: &mut Traffic,
+    ledger: &mut Ledger,
+    healed: Instant,
+    label: &str,
+) -> Duration {
+    let heads = setup.heads().await;
+    let deadline = Instant::now() + SELF_CONVERGENCE;
+    loop {
+        let behind = traffic.behind(&heads).await;
+        if behind == 0 {
+            return healed.elapsed();
+        }
+        if Instant::now() >= deadline {
+            ledger.problems.push(format!(
+                "{label}: {behind} client(s) still did not hold the whole history by themselves {SELF_CONVERGENCE:?} after the fault"
+            ));
+            return healed.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs one fault under traffic with a ban and a leave during it, then checks everything.
 async fn run_fault(
     setup: &mut Setup,
@@ -1035,9 +1110,9 @@ async fn run_fault(
         .expect("the ban and the leave went through in time")
         .expect("ban and leave");
     traffic.stop().await;
+    let converged = converge(setup, traffic, ledger, healed, fault.name()).await;
     let reports = traffic.settle().await;
     let tally = ledger.checkpoint(setup, reports, fault.name()).await;
-    let converged = healed.elapsed();
     // The banned user's connections: closed by every node within the bound (the killed node's
     // died with it), and every node refuses a new one.
     let ban_deadline = banned_at + BAN_BOUND;
@@ -1235,6 +1310,7 @@ async fn acked_messages_survive_every_fault_exactly_once_and_every_client_conver
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ended = Instant::now();
     traffic.stop().await;
+    let converged = converge(&setup, &mut traffic, &mut ledger, ended, "end").await;
     let reports = traffic.settle().await;
     let tally = ledger.checkpoint(&setup, reports, "end").await;
     rows.push(Row {
@@ -1245,7 +1321,7 @@ async fn acked_messages_survive_every_fault_exactly_once_and_every_client_conver
         reconnected: tally.reconnected,
         lost: tally.lost,
         duplicated: tally.duplicated,
-        converged: ended.elapsed(),
+        converged,
         ban_closed: None,
         left_quiet: None,
     });

@@ -5,6 +5,8 @@
 //   {"cmd":"start","nodes":[url…],"clients":[{user,home,conversations:[id…]}],"interval_ms","send_timeout_ms","ack_timeout_ms"}
 //   {"cmd":"run"}      every client sends a message every interval_ms, alternating its conversations
 //   {"cmd":"stop"}     no new sends; answers {"stopped":true} once no send waits for its ack
+//   {"cmd":"peek","heads":{conversation:seq}}  answers {"behind":n}: how many clients do not
+//                      hold exactly seqs 1 to the head of each of their conversations
 //   {"cmd":"settle"}   every client syncs until caught up; answers {"settled":[report…]}
 //   {"cmd":"quit"}
 // A client sends with an ack (timeout: send_timeout_ms) and a client_id of its own; a send that
@@ -211,6 +213,13 @@ class TrafficClient {
     this.socket?.close();
   }
 
+  holdsExactly(heads) {
+    return this.conversations.every((id) => {
+      const head = heads[id] ?? 0;
+      return this.received.get(id).size === head && this.contiguous.get(id) === head;
+    });
+  }
+
   report() {
     const received = {};
     for (const id of this.conversations) {
@@ -254,6 +263,9 @@ lines.on("line", async (line) => {
       sending = false;
       await until(() => clients.every((c) => c.pending === null));
       out({ stopped: true });
+      break;
+    case "peek":
+      out({ behind: clients.filter((c) => !c.holdsExactly(command.heads)).length });
       break;
     case "settle":
       for (const client of clients) client.requestSync();
