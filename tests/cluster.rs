@@ -9,98 +9,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chatd::auth::{Authenticator, KeySource};
-use common::ServerProcess;
+use common::cluster::{Cluster, token};
 use common::node::SioClient;
 use common::redis::OwnRedis;
 use common::ws::Ws;
 use serde_json::{Value, json};
 
-const SECRET: &str = "cluster-test-secret-0123456789";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-fn token(user: &str) -> String {
-    let auth = Authenticator::new(KeySource::Secret(SECRET.as_bytes().to_vec()), None, None).expect("auth");
-    auth.mint(user, None, Duration::from_secs(3600)).expect("mint")
-}
-
-/// Nodes sharing a PostgreSQL schema and a Redis. Fields drop in order: the nodes stop
-/// before their schema is dropped.
-struct Cluster {
-    nodes: Vec<Option<ServerProcess>>,
-    dir: tempfile::TempDir,
-    schema: common::pg::Schema,
-    redis: String,
-    prefix: String,
-    /// `--rate-limit N --rate-limit-burst B` of every node.
-    rate_limit: (u32, u32),
-    /// Flags every node gets besides the shared ones.
-    extra: Vec<String>,
-}
-
-impl Cluster {
-    /// `count` nodes without rate limits.
-    async fn start(count: usize, redis: &str) -> Cluster {
-        Self::start_limited(count, redis, (0, 0)).await
-    }
-
-    /// `count` nodes allowing each user `per_second` message writes with bursts of `burst`.
-    async fn start_limited(count: usize, redis: &str, rate_limit: (u32, u32)) -> Cluster {
-        Self::start_with(count, redis, rate_limit, &[]).await
-    }
-
-    /// `count` nodes with a rate limit and `extra` flags.
-    async fn start_with(
-        count: usize,
-        redis: &str,
-        (per_second, burst): (u32, u32),
-        extra: &[&str],
-    ) -> Cluster {
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            schema: common::pg::Schema::fresh(),
-            redis: redis.to_owned(),
-            prefix: common::redis::unique_prefix(),
-            rate_limit: (per_second, burst),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for _ in 0..count {
-            let node = cluster.start_node().await;
-            cluster.nodes.push(Some(node));
-        }
-        cluster
-    }
-
-    async fn start_node(&self) -> ServerProcess {
-        let n = self.nodes.len();
-        let (per_second, burst) = (self.rate_limit.0.to_string(), self.rate_limit.1.to_string());
-        let mut args = vec![
-            "--database-url",
-            &self.schema.url,
-            "--redis-url",
-            &self.redis,
-            "--redis-prefix",
-            &self.prefix,
-            "--jwt-secret",
-            SECRET,
-            "--rate-limit",
-            &per_second,
-            "--rate-limit-burst",
-            &burst,
-        ];
-        args.extend(self.extra.iter().map(String::as_str));
-        ServerProcess::start(self.dir.path(), &args, self.dir.path().join(format!("node{n}.log"))).await
-    }
-
-    fn node(&self, i: usize) -> &ServerProcess {
-        self.nodes[i].as_ref().expect("node is running")
-    }
-
-    async fn ws(&self, i: usize, user: &str) -> Ws {
-        Ws::connect_to(self.node(i).addr(), &token(user)).await
-    }
-}
 
 /// A Redis client for inspecting what the nodes subscribed to.
 async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
@@ -315,10 +230,9 @@ async fn presence_and_notification_routing_span_nodes() {
     let offline = next_matching(&mut carol, "user:offline", long, |d| d["user_id"] == "bob").await;
     assert!(offline["last_seen_at"].is_string(), "{offline}");
     let sent = alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "for later" })).await;
-    let store =
-        chatd::store::postgres::PostgresStore::connect(&cluster.schema.config(), &chatd::tasks::Tasks::new())
-            .await
-            .expect("store");
+    let config = chatd::store::postgres::PostgresConfig::from_url(&cluster.database_url).expect("url");
+    let tasks = chatd::tasks::Tasks::new();
+    let store = chatd::store::postgres::PostgresStore::connect(&config, &tasks).await.expect("store");
     let mut jobs = Vec::new();
     eventually("a push job for bob", async || {
         jobs = chatd::core::ports::PushOutbox::pending_push_jobs(&store, 100).await.expect("outbox");
@@ -350,7 +264,7 @@ async fn the_users_of_a_killed_node_go_offline_within_the_presence_ttl() {
     }
 
     let killed_at = tokio::time::Instant::now();
-    cluster.nodes[2].take().expect("node 2").kill();
+    cluster.kill_node(2);
     // Within the TTL plus one renewal period, and a wide margin for a loaded machine (ten
     // times the TTL: a node that waited for its own TTL to renew would still be far under).
     let offline =
@@ -672,7 +586,7 @@ async fn killing_a_node_mid_traffic_loses_and_duplicates_nothing() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    cluster.nodes[2].take().expect("node 2").kill();
+    cluster.kill_node(2);
     for sender in senders {
         sender.await.expect("sender");
     }

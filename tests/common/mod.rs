@@ -3,8 +3,10 @@
 //! and a small HTTP client speaking the REST contract.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod node;
 pub mod pg;
+pub mod proxy;
 pub mod redis;
 pub mod sse;
 pub mod store;
@@ -335,7 +337,20 @@ impl ServerProcess {
         env: &[(&str, &str)],
         log: std::path::PathBuf,
     ) -> ServerProcess {
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", free_port()).parse().expect("loopback address");
+        Self::start_at(cwd, addr, args, env, log).await
+    }
+
+    /// [`ServerProcess::start_with_env`] on a given address (e.g. a killed node's, to bring it
+    /// back where its clients reconnect).
+    pub async fn start_at(
+        cwd: &std::path::Path,
+        addr: std::net::SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: std::path::PathBuf,
+    ) -> ServerProcess {
+        let addr = addr.to_string();
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = chatd_command()
             .arg("serve")

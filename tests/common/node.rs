@@ -180,6 +180,24 @@ impl SioClient {
         }
     }
 
+    /// Waits (at most `within`) for the connection to end; its `disconnect` reason (`io server
+    /// disconnect` when the server closed it), or `None` if it stayed open. Events that arrive
+    /// meanwhile are kept.
+    pub async fn disconnected(&mut self, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line()).await.ok()?;
+            let Ok(Some(line)) = line else { return Some("the client exited".to_owned()) };
+            let value: Value = serde_json::from_str(&line).expect("a JSON line");
+            if let Some(reason) = value.get("disconnect") {
+                return Some(reason.as_str().unwrap_or_default().to_owned());
+            }
+            if value.get("event").is_some() {
+                self.pushes.push_back(value);
+            }
+        }
+    }
+
     fn keep(&mut self, line: Value) {
         assert!(line.get("disconnect").is_none(), "the socket disconnected: {line}");
         if line.get("event").is_some() {
