@@ -919,15 +919,8 @@ impl Setup {
 /// One line of the table.
 struct Row {
     fault: &'static str,
-    acked: usize,
-    /// Send attempts that failed and were repeated (with the same `client_id`).
-    retried: usize,
-    /// Why send attempts failed, with how often.
-    failures: BTreeMap<String, usize>,
-    /// Clients' connections opened again after losing one.
-    reconnected: usize,
-    lost: usize,
-    duplicated: usize,
+    /// What the fault's checkpoint found.
+    tally: Tally,
     converged: Duration,
     /// Longest time from the ban's 204 to the close of one of the user's connections.
     ban_closed: Option<Duration>,
@@ -938,8 +931,11 @@ struct Row {
 /// What one checkpoint found new since the last one.
 struct Tally {
     acked: usize,
+    /// Send attempts that failed and were repeated (with the same `client_id`).
     retried: usize,
+    /// Why send attempts failed, with how often.
     failures: BTreeMap<String, usize>,
+    /// Clients' connections opened again after losing one.
     reconnected: usize,
     lost: usize,
     duplicated: usize,
@@ -1201,18 +1197,7 @@ async fn run_fault(
             ledger.problems.push(format!("{}: a user who left {group} still got {heard:?}", fault.name()));
         }
     }
-    Row {
-        fault: fault.name(),
-        acked: tally.acked,
-        retried: tally.retried,
-        failures: tally.failures,
-        reconnected: tally.reconnected,
-        lost: tally.lost,
-        duplicated: tally.duplicated,
-        converged,
-        ban_closed: Some(ban_closed),
-        left_quiet: Some(left_quiet),
-    }
+    Row { fault: fault.name(), tally, converged, ban_closed: Some(ban_closed), left_quiet: Some(left_quiet) }
 }
 
 fn print_table(scale: &Scale, rows: &[Row]) {
@@ -1228,17 +1213,17 @@ fn print_table(scale: &Scale, rows: &[Row]) {
         println!(
             "| {} | {} | {} | {} | {} | {} | {:.1} s | {ban} | {quiet} |",
             row.fault,
-            row.acked,
-            row.retried,
-            row.reconnected,
-            row.lost,
-            row.duplicated,
+            row.tally.acked,
+            row.tally.retried,
+            row.tally.reconnected,
+            row.tally.lost,
+            row.tally.duplicated,
             row.converged.as_secs_f64()
         );
     }
     println!();
-    for row in rows.iter().filter(|r| !r.failures.is_empty()) {
-        let failures: Vec<String> = row.failures.iter().map(|(why, n)| format!("{why} ×{n}")).collect();
+    for row in rows.iter().filter(|r| !r.tally.failures.is_empty()) {
+        let failures: Vec<String> = row.tally.failures.iter().map(|(why, n)| format!("{why} ×{n}")).collect();
         println!("{}: failed send attempts: {}", row.fault, failures.join(", "));
     }
 }
@@ -1315,12 +1300,7 @@ async fn acked_messages_survive_every_fault_exactly_once_and_every_client_conver
     let tally = ledger.checkpoint(&setup, reports, "end").await;
     rows.push(Row {
         fault: "end (2 s more, no fault)",
-        acked: tally.acked,
-        retried: tally.retried,
-        failures: tally.failures,
-        reconnected: tally.reconnected,
-        lost: tally.lost,
-        duplicated: tally.duplicated,
+        tally,
         converged,
         ban_closed: None,
         left_quiet: None,
@@ -1336,5 +1316,5 @@ async fn acked_messages_survive_every_fault_exactly_once_and_every_client_conver
             setup.cluster.log_tails(40)
         );
     }
-    assert!(rows.iter().all(|r| r.lost == 0 && r.duplicated == 0));
+    assert!(rows.iter().all(|r| r.tally.lost == 0 && r.tally.duplicated == 0));
 }
