@@ -495,7 +495,7 @@ async fn presence_query_takes_at_most_a_hundred_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conversation_events_carry_no_members_mute_flag() {
+async fn conversation_events_carry_no_members_mute_flag_and_no_ones_unread_count() {
     let server = TestServer::start().await;
     let alice = server.client("alice");
     let mut bob_ws = Ws::connect(&server, "bob").await;
@@ -503,8 +503,14 @@ async fn conversation_events_carry_no_members_mute_flag() {
         alice.post("/api/conversations", json!({ "type": "group", "members": ["bob"] })).await.expect(201);
     let id = created["id"].as_str().expect("id").to_owned();
     let new = bob_ws.next("conversation:new").await;
-    alice.patch(&format!("/api/conversations/{id}"), json!({ "name": "renamed" })).await.expect(200);
+    // alice has two unread messages when she renames the group: bob must not learn that.
+    server.client("bob").send(&id, "one").await;
+    server.client("bob").send(&id, "two").await;
+    let renamed =
+        alice.patch(&format!("/api/conversations/{id}"), json!({ "name": "renamed" })).await.expect(200);
+    assert_eq!(renamed["unread_count"], 2, "the actor's own view keeps her count: {renamed}");
     let updated = bob_ws.next("conversation:updated").await;
+    assert_eq!(updated["unread_count"], 0, "the actor's unread count went to bob: {updated}");
     for event in [new, updated] {
         for member in event["members"].as_array().expect("members") {
             assert!(member.get("notifications").is_none(), "a mute flag in an event: {event}");

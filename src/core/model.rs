@@ -198,6 +198,17 @@ impl Conversation {
         self.members.iter().find(|m| m.user_id == user_id)
     }
 
+    /// The conversation as every member may see it, for events fanned out to several users
+    /// (the same bytes for each): no per-viewer fields, so `unread_count` is 0 and no mute
+    /// flag is shown.
+    pub fn shared(mut self) -> Conversation {
+        self.unread_count = 0;
+        for member in &mut self.members {
+            member.shown_notifications = None;
+        }
+        self
+    }
+
     /// The conversation as `viewer` may see it: their own mute flag shown, nobody else's.
     pub fn viewed_by(mut self, viewer: &str) -> Conversation {
         for member in &mut self.members {

@@ -113,7 +113,7 @@ impl Chat {
         }
         let conversation = self.load_conversation(id, user).await?;
         if changed {
-            let event = ServerEvent::ConversationUpdated(conversation.clone());
+            let event = ServerEvent::ConversationUpdated(conversation.clone().shared());
             self.deliver(Audience::Conversation(id.to_owned()), user, event);
         }
         Ok(conversation.viewed_by(&user.id))

@@ -45,7 +45,7 @@ impl Chat {
         let added = self.store.add_members(id, req.user_ids, role, Timestamp::now()).await?;
         let conversation = self.load_conversation(id, user).await?;
         if !added.is_empty() {
-            let event = ServerEvent::ConversationUpdated(conversation.clone());
+            let event = ServerEvent::ConversationUpdated(conversation.clone().shared());
             self.deliver(Audience::Conversation(id.to_owned()), user, event);
             self.announce_new_members(&conversation, &added);
         }
@@ -82,7 +82,7 @@ impl Chat {
                 conversation_id: id.to_owned(),
             });
             let conversation = self.load_conversation(id, user).await?;
-            let event = ServerEvent::ConversationUpdated(conversation);
+            let event = ServerEvent::ConversationUpdated(conversation.shared());
             self.deliver(Audience::Conversation(id.to_owned()), user, event.clone());
             self.deliver(Audience::Users(vec![target.to_owned()]), user, event);
         }

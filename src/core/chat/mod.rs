@@ -210,7 +210,7 @@ impl Chat {
             });
         }
         // New members have read nothing they could have missed: their count is 0.
-        let fresh = Conversation { unread_count: 0, ..conversation.clone() };
+        let fresh = conversation.clone().shared();
         self.bus.publish(BusMessage::Deliver(Delivery {
             to: Audience::Users(user_ids.to_vec()),
             except_connection: None,
