@@ -91,12 +91,23 @@ impl AppState {
                 (Arc::new(bus), Some(Arc::new(directory)))
             }
         };
+        // One Redis connection (multiplexed) for every shared limiter.
+        let limits_redis = match &config.redis {
+            Some(redis) => Some(
+                RedisRateLimiter::open(&redis.url)
+                    .await
+                    .with_context(|| format!("connecting the rate limiters to Redis at {}", redis.url))?,
+            ),
+            None => None,
+        };
         let (per_second, burst) = (config.limits.messages_per_second, config.limits.message_burst);
-        let limiter = rate_limiter(&config, "", per_second, burst).await?;
+        let limiter = rate_limiter(&config, limits_redis.as_ref(), "", per_second, burst);
         let mut budgets = Vec::new();
         for kind in BudgetKind::ALL {
             let budget = config.limits.budgets.of(kind);
-            budgets.push((kind, rate_limiter(&config, kind.name(), budget.per_second, budget.burst).await?));
+            let limiter =
+                rate_limiter(&config, limits_redis.as_ref(), kind.name(), budget.per_second, budget.burst);
+            budgets.push((kind, limiter));
         }
         let chat = Arc::new(
             Chat::with_presence(
@@ -146,21 +157,21 @@ impl AppState {
 /// is empty, else the budget of that kind, in a key namespace of its own): shared through
 /// Redis when the node runs with Redis (failing open to this node's own limiter while Redis
 /// is unreachable), else this node's own.
-async fn rate_limiter(
+fn rate_limiter(
     config: &Config,
+    connection: Option<&redis::aio::ConnectionManager>,
     kind: &str,
     per_second: u32,
     burst: u32,
-) -> anyhow::Result<Arc<dyn RateLimiter>> {
+) -> Arc<dyn RateLimiter> {
     let local = Arc::new(LocalRateLimiter::new(per_second, burst));
-    let (Some(redis), Some(per_second)) = (&config.redis, std::num::NonZeroU32::new(per_second)) else {
-        return Ok(local);
+    let (Some(redis), Some(connection), Some(per_second)) =
+        (&config.redis, connection, std::num::NonZeroU32::new(per_second))
+    else {
+        return local;
     };
     let prefix = if kind.is_empty() { redis.prefix.clone() } else { format!("{}:{kind}", redis.prefix) };
-    let shared = RedisRateLimiter::connect(&redis.url, &prefix, per_second, burst, local)
-        .await
-        .with_context(|| format!("connecting the rate limiter to Redis at {}", redis.url))?;
-    Ok(Arc::new(shared))
+    Arc::new(RedisRateLimiter::over(connection.clone(), &prefix, per_second, burst, local))
 }
 
 /// The push worker with the providers `config` enables; `None` (and said once in the log)

@@ -268,3 +268,26 @@ async fn redis_connection(url: &str) -> ::redis::aio::MultiplexedConnection {
 async fn pttl(redis: &mut ::redis::aio::MultiplexedConnection, key: &str) -> i64 {
     ::redis::cmd("PTTL").arg(key).query_async(redis).await.expect("PTTL")
 }
+
+/// A node on Redis shares one connection among its message limiter and its five event
+/// budgets (#17: it opened one per limiter): counted with `CLIENT LIST` on a Redis of the
+/// test's own, a node holds the bus's two, presence's one and the limiters' one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shares_one_redis_connection_among_all_its_limiters() {
+    let redis = OwnRedis::start().await;
+    let url = redis.url();
+    let _server = common::TestServer::start_with(|config| {
+        config.redis = Some(chatd::config::RedisConfig {
+            url,
+            prefix: unique_prefix(),
+            presence_ttl: Duration::from_secs(30),
+        });
+    })
+    .await;
+    let mut connection = redis_connection(&redis.url()).await;
+    let clients: String =
+        ::redis::cmd("CLIENT").arg("LIST").query_async(&mut connection).await.expect("CLIENT LIST");
+    // This test's own connection is one of them.
+    let node = clients.lines().count() - 1;
+    assert!(node <= 4, "the node holds {node} Redis connections:\n{clients}");
+}

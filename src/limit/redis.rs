@@ -91,17 +91,33 @@ impl RedisRateLimiter {
         burst: u32,
         fallback: Arc<dyn RateLimiter>,
     ) -> redis::RedisResult<RedisRateLimiter> {
+        Ok(Self::over(Self::open(url).await?, prefix, per_second, burst, fallback))
+    }
+
+    /// A connection to Redis at `url` with the limiter's timeouts, which several limiters
+    /// may share (it multiplexes; see [`RedisRateLimiter::over`]).
+    pub async fn open(url: &str) -> redis::RedisResult<redis::aio::ConnectionManager> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CHECK_TIMEOUT * 4))
             .set_response_timeout(Some(CHECK_TIMEOUT * 4))
             .set_max_delay(Duration::from_secs(2));
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        redis::aio::ConnectionManager::new_with_config(client, config).await
+    }
+
+    /// [`RedisRateLimiter::connect`] over an open `connection` (from [`RedisRateLimiter::open`]).
+    pub fn over(
+        connection: redis::aio::ConnectionManager,
+        prefix: &str,
+        per_second: NonZeroU32,
+        burst: u32,
+        fallback: Arc<dyn RateLimiter>,
+    ) -> RedisRateLimiter {
         // As governor's `Quota::per_second`: whole nanoseconds per write, here rounded down
         // to whole microseconds (exact for every rate dividing 1,000,000).
         let interval_us = (1_000_000 / u64::from(per_second.get())).max(1);
         let tolerance_us = interval_us.saturating_mul(u64::from(burst.max(1) - 1));
-        Ok(RedisRateLimiter {
+        RedisRateLimiter {
             connection,
             script: redis::Script::new(GCRA),
             prefix: prefix.to_owned(),
@@ -109,7 +125,7 @@ impl RedisRateLimiter {
             tolerance_us,
             fallback,
             health: Mutex::new(Health::default()),
-        })
+        }
     }
 
     /// The key of `user_id`'s budget.
