@@ -34,10 +34,11 @@ use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::core::time::unix_now;
 use crate::core::validate;
 use crate::hub::{Close, Hub, Link, Outgoing, Sink};
-use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
+use crate::transport::MAX_PAYLOAD_BYTES;
 use crate::transport::dispatch::{self, Credentials, dispatch, error_body};
 use crate::transport::guard::check_handshake;
+use crate::transport::http::extract::request_token;
 
 /// Where socketioxide serves (its default).
 const SOCKET_IO_PATH: &str = "/socket.io/";
@@ -197,15 +198,7 @@ fn handshake_token(socket: &Socket, auth: Option<HandshakeAuth>) -> Option<Strin
     if let Some(token) = auth.and_then(|a| a.token).filter(|t| !t.is_empty()) {
         return Some(token);
     }
-    let parts = socket.req_parts();
-    let from_query = parts.uri.query().and_then(|query| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-            .map(|t| t.to_owned())
-            .filter(|t| !t.is_empty())
-    });
-    from_query.or_else(|| super::http::bearer_token(parts).map(str::to_owned))
+    request_token(socket.req_parts())
 }
 
 /// Everything chatd keeps per socket, in one extension: one allocation and one entry in the

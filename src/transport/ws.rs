@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
@@ -34,9 +33,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::MAX_PAYLOAD_BYTES;
 use super::dispatch::{self, Credentials};
 use super::guard::check_handshake;
-use super::http::{ApiError, error_body, request_token};
+use super::http::error::ApiError;
+use super::http::extract::request_token;
 use crate::core::ChatError;
 use crate::core::admission::Permit;
 use crate::core::lease::{Lease, LeaseEnd};
@@ -44,7 +45,6 @@ use crate::core::model::User;
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::core::validate;
 use crate::hub::{Close, Hub, Link, Outgoing, Sink};
-use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
 
 /// Bytes read from the socket at a time. Small, because every idle connection keeps one.
@@ -92,7 +92,7 @@ async fn upgrade(State(state): State<AppState>, hub: Arc<Hub>, request: Request)
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
-            return (StatusCode::BAD_REQUEST, error_body("invalid", &rejection.body_text())).into_response();
+            return ApiError(ChatError::invalid(rejection.body_text())).into_response();
         }
     };
     upgrade
