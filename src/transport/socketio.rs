@@ -311,6 +311,7 @@ async fn connected(socket: SocketRef, conn: Arc<SocketConn>) {
             tracing::warn!(error = %err, user = %user.id, "connect failed");
             hub.remove(&conn.link);
             release(&conn);
+            dispatch::rejected(None, &err);
             let _ = socket.emit("error", &error_body(None, &err));
             let _ = socket.disconnect();
         }
@@ -341,14 +342,15 @@ fn register_events(socket: &SocketRef) {
                 // Counted before the draining check, so a shutdown that saw no event running
                 // cannot miss one that started meanwhile.
                 let _running = conn.link.hub().in_flight().enter();
-                let result = match (depth, data) {
-                    _ if state.is_draining() => Err(ChatError::Unavailable("draining: reconnect".into())),
-                    (Err(err), _) => Err(err),
-                    (Ok(()), Ok(data)) => {
+                let result = match readable(state.is_draining(), depth, data) {
+                    Ok(data) => {
                         let credentials = Credentials { auth: &state.auth, lease: &conn.lease };
                         dispatch(&state.chat, &user, &event, data, &conn.link, &credentials).await
                     }
-                    (Ok(()), Err(err)) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
+                    Err(err) => {
+                        dispatch::rejected(Some(&event), &err);
+                        Err(err)
+                    }
                 };
                 respond(&socket, &event, wants_ack, ack, result);
             }
@@ -370,6 +372,20 @@ fn register_events(socket: &SocketRef) {
             .await;
         },
     );
+}
+
+/// An event's payload, unless the event is refused before it is dispatched: the node is
+/// draining, the JSON nests too deep, or the payload is unreadable.
+fn readable(
+    draining: bool,
+    depth: Result<(), ChatError>,
+    data: Result<Value, impl std::fmt::Display>,
+) -> Result<Value, ChatError> {
+    if draining {
+        return Err(ChatError::Unavailable("draining: reconnect".into()));
+    }
+    depth?;
+    data.map_err(|err| ChatError::invalid(format!("unreadable payload: {err}")))
 }
 
 /// The socket's state and its user, stamped with this event's arrival position on the

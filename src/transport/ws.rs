@@ -468,6 +468,7 @@ async fn run_connection(
         }
         Err(err) => {
             tracing::warn!(error = %err, user = %user.id, "connect failed");
+            dispatch::rejected(None, &err);
             if let Ok(frame) = encode(&Push { event: "error", data: &dispatch::error_body(None, &err) }) {
                 let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(frame)).await;
             }
@@ -606,13 +607,7 @@ fn handle_frame(
     let request = match decoded {
         Ok(request) => request,
         Err(refusal) => {
-            let result = Err(refusal.error);
-            if let Some(name) = &refusal.name {
-                dispatch::record(name, &result);
-            }
-            if let Some(frame) = reply(refusal.id, refusal.name.as_deref(), result) {
-                connection.push_json(&frame);
-            }
+            answer(connection, refusal.id, refusal.name.as_deref(), Err(refusal.error));
             return None;
         }
     };
@@ -624,9 +619,20 @@ fn handle_frame(
         let _running = link.hub().in_flight().enter();
         let credentials = Credentials { auth: &auth, lease: &lease };
         let result = dispatch::apply(&chat, &user, request.event, &link, &credentials).await;
-        dispatch::record(&request.name, &result);
-        if let Some(frame) = reply(request.id, Some(&request.name), result) {
-            connection.push_json(&frame);
-        }
+        answer(&connection, request.id, Some(&request.name), result);
     })
+}
+
+/// Accounts for an event's outcome ([`dispatch::record`]) and queues the frame answering it,
+/// if any (see [`reply`]).
+fn answer(
+    connection: &Connection,
+    id: Option<FrameId>,
+    event: Option<&str>,
+    result: Result<dispatch::Done, ChatError>,
+) {
+    dispatch::record(event, &result);
+    if let Some(frame) = reply(id, event, result) {
+        connection.push_json(&frame);
+    }
 }
