@@ -4,11 +4,13 @@
 //! Socket.IO ([`super::dispatch`]); this module only frames bytes: subscriptions, the bus
 //! relay and the connection lifecycle are the [`Hub`]'s.
 //!
-//! Per connection there is one task and a byte-bounded outbox (the connection's [`Sink`]):
-//! the hub queues each event's shared, pre-encoded frame; the task takes everything queued
-//! and writes it with one flush, so frames queued while it was busy leave in one write. A client that lets more than `max_queued_bytes` or
-//! `--max-outbound-queue` frames pile up is cut off (close 1008) instead of buffered. Events of one connection run one at a time, in the
-//! order they arrived, so a client's sends are committed in the order it sent them.
+//! Per connection there is one task (`connection.rs`) and a byte-bounded outbox (`outbox.rs`,
+//! the connection's [`Sink`](crate::hub::Sink)): the hub queues each event's shared,
+//! pre-encoded frame; the task takes everything queued and writes it with one flush, so
+//! frames queued while it was busy leave in one write. A client that lets more than
+//! `max_queued_bytes` or `--max-outbound-queue` frames pile up is cut off (close 1008) instead
+//! of buffered. Events of one connection run one at a time, in the order they arrived, so a
+//! client's sends are committed in the order it sent them.
 //!
 //! The hub's keepalive round pings every connection each `ping_interval` and closes those
 //! silent for `idle_timeout` (1001). Each connection closes itself when its token's lease expires
