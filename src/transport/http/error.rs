@@ -76,3 +76,41 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn rejected(response: &Response) -> &Rejected {
+        response.extensions().get::<Rejected>().expect("an error answer is marked Rejected")
+    }
+
+    #[test]
+    fn an_internal_error_is_marked_with_its_cause_for_the_log() {
+        let response = ApiError(ChatError::Internal("disk on fire".into())).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let mark = rejected(&response);
+        assert_eq!(mark.code, "internal");
+        assert_eq!(mark.cause.as_ref().map(ToString::to_string).as_deref(), Some("disk on fire"));
+    }
+
+    #[test]
+    fn a_rate_limited_answer_rounds_retry_after_up_and_has_no_cause() {
+        let retry_after = Duration::from_millis(1500);
+        let response = ApiError(ChatError::RateLimited { retry_after }).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let mark = rejected(&response);
+        assert_eq!(mark.code, "rate_limited");
+        assert!(mark.cause.is_none());
+    }
+
+    #[test]
+    fn an_answer_built_from_a_status_and_code_is_marked_with_that_code() {
+        let response = error_response(StatusCode::METHOD_NOT_ALLOWED, "invalid", "method not allowed");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(rejected(&response).code, "invalid");
+    }
+}
