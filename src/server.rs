@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -19,11 +19,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::hub::Hub;
 use crate::state::AppState;
-use crate::transport::http::{self, error_body};
-use crate::transport::{admin, prometheus, socketio, sse, web, ws};
-
-/// Largest request body or event payload (the contract's 64 KiB cap).
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+use crate::transport::http::{self, error::error_response};
+use crate::transport::{MAX_PAYLOAD_BYTES, prometheus, socketio, sse, web, ws};
 
 /// How often the backends are probed for the metrics (store and Redis up, outbox depth):
 /// the only probes there are, however often `/metrics` is scraped.
@@ -53,7 +50,6 @@ pub fn app(state: AppState) -> (Router, Realtime) {
     };
     let mut router = http::router(&state)
         .merge(web::router())
-        .merge(admin::router(&state))
         .merge(ws::router(hub.clone()))
         .merge(sse::router(hub.clone()));
     // With `--metrics-bind`, /metrics is served there only (see [`serve`]).
@@ -61,14 +57,15 @@ pub fn app(state: AppState) -> (Router, Realtime) {
         router = router.merge(prometheus::router());
     }
     let router = router
-        .fallback(|| async { (StatusCode::NOT_FOUND, error_body("not_found", "no such route")) })
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, error_body("invalid", "method not allowed on this route"))
+            error_response(StatusCode::METHOD_NOT_ALLOWED, "invalid", "method not allowed on this route")
         })
         .layer(socketio_layer)
         .layer(axum::middleware::map_request(socketio::detach_handshake))
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
         .layer(CatchPanicLayer::custom(|_| panic_response()))
+        .layer(axum::middleware::from_fn(http::rejections::record))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -86,7 +83,7 @@ pub struct Realtime {
 
 fn panic_response() -> Response {
     tracing::error!("handler panicked");
-    (StatusCode::INTERNAL_SERVER_ERROR, error_body("internal", "internal error")).into_response()
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains and returns within

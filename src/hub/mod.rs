@@ -16,7 +16,7 @@
 //!   seqs, so it `sync`s what it missed. The same on every transport; nothing is lost
 //!   silently.
 //!
-//! A transport only frames: it decodes requests into [`ClientEvent`](crate::transport::dispatch::ClientEvent)s
+//! A transport only frames: it decodes requests into client events (`transport::dispatch`)
 //! and implements [`Sink`] (write pre-encoded frames, close).
 
 mod outgoing;
@@ -82,7 +82,7 @@ impl From<DisconnectReason> for Close {
 }
 
 /// A connection's place in the hub: its id, its name in the core ([`User::connection`]),
-/// and its subscriptions (as [`Subscriptions`](crate::transport::dispatch::Subscriptions)).
+/// and its subscriptions.
 pub struct Link {
     hub: Arc<Hub>,
     id: u64,

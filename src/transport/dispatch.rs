@@ -147,8 +147,8 @@ fn decode<T: DeserializeOwned>(data: Value) -> Result<T, ChatError> {
 }
 
 /// Runs client event `event` for `user`: decodes `data`, calls the core, and returns what
-/// the success ack carries. Unknown events are `invalid`. Counts the event in
-/// `chatd_events_total` and logs its outcome (at debug; never the payload).
+/// the success ack carries. Unknown events are `invalid`. Accounts for the outcome
+/// ([`record`]).
 pub async fn dispatch(
     chat: &Chat,
     user: &User,
@@ -161,16 +161,37 @@ pub async fn dispatch(
         Ok(decoded) => apply(chat, user, decoded, connection, credentials).await,
         Err(err) => Err(err),
     };
-    record(event, &result);
+    record(Some(event), &result);
     result
 }
 
-/// Counts client event `event` in `chatd_events_total` (unknown names as `unknown`) and
-/// logs its outcome at debug (never the payload).
-pub fn record<T>(event: &str, result: &Result<T, ChatError>) {
-    let label = event_label(event);
-    telemetry::event_received(label);
-    tracing::debug!(event = label, outcome = result.as_ref().map_or_else(ChatError::code, |_| "ok"), "event");
+/// Accounts for a client event's outcome, once per event answered: counts the event in
+/// `chatd_events_total` (unknown names as `unknown`) and logs its outcome at debug (never
+/// the payload), when its name could be read; a failure goes to [`rejected`].
+pub fn record<T>(event: Option<&str>, result: &Result<T, ChatError>) {
+    if let Some(event) = event {
+        let label = event_label(event);
+        telemetry::event_received(label);
+        tracing::debug!(
+            event = label,
+            outcome = result.as_ref().map_or_else(ChatError::code, |_| "ok"),
+            "event"
+        );
+    }
+    if let Err(err) = result {
+        rejected(event, err);
+    }
+}
+
+/// The one place the realtime transports count and log the errors they answer (acks,
+/// `error` pushes; `event` is the event answered, when known): counted in
+/// `chatd_rejected_total`, and an internal error's cause logged. Encoding the answer
+/// ([`ack`], [`error_body`]) is pure.
+pub fn rejected(event: Option<&str>, err: &ChatError) {
+    telemetry::rejected(err.code());
+    if let ChatError::Internal(source) = err {
+        tracing::error!(error = %source, event, "internal error");
+    }
 }
 
 /// What a successful event answers besides `ok: true`: the ack's other fields, typed, so an
@@ -285,13 +306,8 @@ pub fn ack(result: Result<Done, ChatError>) -> Ack {
 }
 
 /// `{code, message}`, plus the event name when it goes out as an `error` event (a failure
-/// the client asked no ack for). Internal errors are logged here, once; every error answer
-/// of the realtime transports is built here, so it is counted here in `chatd_rejected_total`.
+/// the client asked no ack for). Pure: the transports account for the error ([`rejected`]).
 pub fn error_body(event: Option<&str>, err: &ChatError) -> Value {
-    telemetry::rejected(err.code());
-    if let ChatError::Internal(source) = err {
-        tracing::error!(error = %source, event, "internal error");
-    }
     let mut body = json!({ "code": err.code(), "message": err.to_string() });
     if let Some(event) = event {
         body["event"] = json!(event);

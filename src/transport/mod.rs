@@ -1,7 +1,6 @@
 //! Transports: thin adapters that decode requests, call the core, and encode results.
 //! No chat rule lives here.
 
-pub mod admin;
 pub mod dispatch;
 pub mod guard;
 pub mod http;
@@ -11,3 +10,6 @@ pub mod socketio;
 pub mod sse;
 pub mod web;
 pub mod ws;
+
+/// Largest request body or event payload (the contract's 64 KiB cap), on every transport.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;

@@ -1,10 +1,11 @@
 //! The OpenAPI 3.1 description of the REST API, served at `GET /api/openapi.json`.
 //!
-//! The REST routes are registered through `utoipa_axum`'s `OpenApiRouter` (see
-//! [`super::http::router`]), so every route the server answers is in the document and every
-//! documented route is served: the two cannot drift. This module holds what is shared by the
-//! routes' annotations: the document's header, the security schemes, and the error responses,
-//! whose code enums are derived from [`status_of`] (the one mapping the edge uses).
+//! The REST routes are registered through `utoipa_axum`'s `OpenApiRouter` (the REST router
+//! in `transport::http` assembles them with the document's header), so every route the
+//! server answers is in the document and every documented route is served: the two cannot
+//! drift. This module holds what the routes' annotations share: the security schemes, and the
+//! error responses, whose code enums are derived from [`status_of`] (the one mapping the edge
+//! uses).
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,39 +14,15 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{self, ContentBuilder, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToResponse};
+use utoipa::{Modify, ToResponse};
 
-use super::http::status_of;
+use super::http::error::status_of;
 use crate::core::ChatError;
-
-/// The document's header, shared components and the routes served outside
-/// [`super::http::router`] (the SSE stream, `/metrics`). Every operation needs a bearer token unless it
-/// says otherwise.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "chatd", description = "REST API of chatd, a real-time chat backend. The realtime \
-        events (Socket.IO, plain WebSocket `/ws`) are described in docs/protocol.md."),
-    paths(super::sse::notification_stream, super::prometheus::metrics),
-    components(responses(Invalid, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited, Unavailable)),
-    modifiers(&SecuritySchemes),
-    security(("bearer" = [])),
-    tags(
-        (name = "conversations", description = "Conversations and their members"),
-        (name = "messages", description = "Messages, history and read receipts"),
-        (name = "devices", description = "Push notification devices"),
-        (name = "blocks", description = "Users the caller blocks"),
-        (name = "admin", description = "Operators' API (with `--admin-key`; not served without it)"),
-        (name = "notifications", description = "Unread counts and the notification stream"),
-        (name = "health", description = "Probes for orchestrators"),
-        (name = "dev", description = "Development helpers (only with `--dev`)"),
-    )
-)]
-pub struct ApiDoc;
 
 /// Adds the security schemes: `bearer` (`Authorization: Bearer <jwt>`, every `/api` route),
 /// `admin_key` (`Authorization: Bearer <admin key>`, the admin API) and `token_query`
 /// (`?token=<jwt>`, for clients that cannot set headers).
-struct SecuritySchemes;
+pub struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
     fn modify(&self, api: &mut openapi::OpenApi) {

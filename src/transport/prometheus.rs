@@ -51,7 +51,7 @@ pub fn router() -> Router<AppState> {
 /// # `GET /metrics`
 /// Renders every metric as Prometheus text (version 0.0.4). A scrape never touches the
 /// backends: their gauges (store and Redis up, push outbox depth) are those of the last
-/// periodic probe (see [`crate::server::PROBE_INTERVAL`]), so scraping often costs the
+/// periodic probe (the server's `PROBE_INTERVAL`), so scraping often costs the
 /// database nothing.
 #[utoipa::path(get, path = "/metrics", tag = "health", security(()),
     responses((status = 200, description = "Every metric in Prometheus text format 0.0.4 (see docs/deploy.md)",

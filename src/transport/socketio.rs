@@ -34,10 +34,11 @@ use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
 use crate::core::time::unix_now;
 use crate::core::validate;
 use crate::hub::{Close, Hub, Link, Outgoing, Sink};
-use crate::server::MAX_PAYLOAD_BYTES;
 use crate::state::AppState;
+use crate::transport::MAX_PAYLOAD_BYTES;
 use crate::transport::dispatch::{self, Credentials, dispatch, error_body};
 use crate::transport::guard::check_handshake;
+use crate::transport::http::extract::request_token;
 
 /// Where socketioxide serves (its default).
 const SOCKET_IO_PATH: &str = "/socket.io/";
@@ -197,15 +198,7 @@ fn handshake_token(socket: &Socket, auth: Option<HandshakeAuth>) -> Option<Strin
     if let Some(token) = auth.and_then(|a| a.token).filter(|t| !t.is_empty()) {
         return Some(token);
     }
-    let parts = socket.req_parts();
-    let from_query = parts.uri.query().and_then(|query| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-            .map(|t| t.to_owned())
-            .filter(|t| !t.is_empty())
-    });
-    from_query.or_else(|| super::http::bearer_token(parts).map(str::to_owned))
+    request_token(socket.req_parts())
 }
 
 /// Everything chatd keeps per socket, in one extension: one allocation and one entry in the
@@ -318,6 +311,7 @@ async fn connected(socket: SocketRef, conn: Arc<SocketConn>) {
             tracing::warn!(error = %err, user = %user.id, "connect failed");
             hub.remove(&conn.link);
             release(&conn);
+            dispatch::rejected(None, &err);
             let _ = socket.emit("error", &error_body(None, &err));
             let _ = socket.disconnect();
         }
@@ -348,14 +342,15 @@ fn register_events(socket: &SocketRef) {
                 // Counted before the draining check, so a shutdown that saw no event running
                 // cannot miss one that started meanwhile.
                 let _running = conn.link.hub().in_flight().enter();
-                let result = match (depth, data) {
-                    _ if state.is_draining() => Err(ChatError::Unavailable("draining: reconnect".into())),
-                    (Err(err), _) => Err(err),
-                    (Ok(()), Ok(data)) => {
+                let result = match readable(state.is_draining(), depth, data) {
+                    Ok(data) => {
                         let credentials = Credentials { auth: &state.auth, lease: &conn.lease };
                         dispatch(&state.chat, &user, &event, data, &conn.link, &credentials).await
                     }
-                    (Ok(()), Err(err)) => Err(ChatError::invalid(format!("unreadable payload: {err}"))),
+                    Err(err) => {
+                        dispatch::rejected(Some(&event), &err);
+                        Err(err)
+                    }
                 };
                 respond(&socket, &event, wants_ack, ack, result);
             }
@@ -377,6 +372,20 @@ fn register_events(socket: &SocketRef) {
             .await;
         },
     );
+}
+
+/// An event's payload, unless the event is refused before it is dispatched: the node is
+/// draining, the JSON nests too deep, or the payload is unreadable.
+fn readable(
+    draining: bool,
+    depth: Result<(), ChatError>,
+    data: Result<Value, impl std::fmt::Display>,
+) -> Result<Value, ChatError> {
+    if draining {
+        return Err(ChatError::Unavailable("draining: reconnect".into()));
+    }
+    depth?;
+    data.map_err(|err| ChatError::invalid(format!("unreadable payload: {err}")))
 }
 
 /// The socket's state and its user, stamped with this event's arrival position on the

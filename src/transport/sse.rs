@@ -21,7 +21,8 @@ use serde_json::json;
 use tracing::{Instrument, Span};
 
 use super::guard::check_handshake;
-use super::http::{ApiError, ApiQuery, request_token};
+use super::http::error::ApiError;
+use super::http::extract::{ApiQuery, request_token};
 use crate::core::ChatError;
 use crate::core::admission::Permit;
 use crate::core::lease::Lease;

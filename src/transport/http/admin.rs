@@ -1,12 +1,11 @@
 //! The admin API under `/api/admin/*` and the read-only admin page at `/admin`, served only
 //! when `--admin-key` is set (otherwise every such route is 404 `not_found`, like any unknown
 //! route). Every API route needs `Authorization: Bearer <admin key>`, compared in constant
-//! time; a user's JWT, a wrong key or none is 401 `unauthorized`. The handlers only decode
-//! and encode: the operations live in the core ([`crate::core::admin`]).
+//! time ([`Admin`]); a user's JWT, a wrong key or none is 401 `unauthorized`. The handlers
+//! only decode and encode: the operations live in the core ([`crate::core::chat::admin`]).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,9 +13,8 @@ use axum::{Json, Router};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::http::{ApiError, ApiJson, ApiPath, ApiQuery, bearer_token};
-use super::openapi::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
-use crate::auth::admin_key_matches;
+use super::error::ApiResult;
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use crate::core::ChatError;
 use crate::core::chat::ConversationPage;
 use crate::core::chat::admin::{
@@ -24,30 +22,10 @@ use crate::core::chat::admin::{
 };
 use crate::core::model::{Conversation, Message};
 use crate::state::AppState;
-
-type ApiResult<T> = Result<T, ApiError>;
-
-/// The caller holds the admin key.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(expected) = state.config.admin_key.as_deref() else {
-            return Err(ChatError::not_found("no such route").into());
-        };
-        let given = bearer_token(parts)
-            .ok_or_else(|| ChatError::Unauthorized("missing admin key (Bearer)".into()))?;
-        if !admin_key_matches(expected, given) {
-            return Err(ChatError::Unauthorized("not the admin key".into()).into());
-        }
-        Ok(Admin)
-    }
-}
+use crate::transport::openapi::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
 
 /// The admin page; empty when no admin key is configured (API off).
-pub fn router(state: &AppState) -> Router<AppState> {
+pub fn page_router(state: &AppState) -> Router<AppState> {
     if state.config.admin_key.is_none() {
         return Router::new();
     }
@@ -55,8 +33,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
 }
 
 /// The admin API routes with their OpenAPI operations (merged into the REST API's document
-/// by [`super::http::router`]); empty when no admin key is configured (API off).
-pub fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
+/// by the router); empty when no admin key is configured (API off).
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     if state.config.admin_key.is_none() {
         return OpenApiRouter::new();
     }
@@ -84,7 +62,7 @@ async fn page() -> Response {
                  connect-src 'self'; frame-ancestors 'none'",
             ),
         ],
-        include_str!("../../web/admin.html"),
+        include_str!("../../../web/admin.html"),
     )
         .into_response()
 }
