@@ -1,6 +1,7 @@
 //! A plain-WebSocket (`/ws`) test client speaking the JSON frame contract.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -158,11 +159,18 @@ pub async fn flood_and_follow(
     follower: &mut Ws,
 ) {
     let content = "x".repeat(4000);
+    // The senders stay at most WINDOW messages ahead of what the follower has read, so a
+    // follower slowed by a busy machine is never itself a slow consumer (its server-side
+    // queue may be as small as 100 frames).
+    const WINDOW: usize = 50;
+    let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
     let tasks: Vec<_> = (0..senders)
         .map(|_| {
             let (alice, id, content) = (server.client("alice"), conversation_id.to_owned(), content.clone());
+            let window = window.clone();
             tokio::spawn(async move {
                 for _ in 0..messages / senders {
+                    window.acquire().await.expect("the window stays open").forget();
                     alice.send(&id, &content).await;
                 }
             })
@@ -174,6 +182,7 @@ pub async fn flood_and_follow(
             seq as i64,
             "the follower keeps receiving, in order"
         );
+        window.add_permits(1);
     }
     for task in tasks {
         task.await.expect("sender");
