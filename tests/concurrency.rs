@@ -283,7 +283,8 @@ async fn concurrent_direct_creation_for_the_same_pair_and_context_yields_one_con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn message_new_is_published_in_seq_order_under_concurrent_sends() {
-    use chatd::core::realtime::{BusMessage, ServerEvent};
+    use chatd::core::ports::BusMessage;
+    use chatd::core::server_events::ServerEvent;
     let server = TestServer::start().await;
     let mut bus = server.state.bus.subscribe();
     let alice = server.client("alice");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::core::ports::Bus;
-use crate::core::realtime::BusMessage;
+use crate::core::ports::BusMessage;
 
 /// Messages buffered per subscriber.
 pub const CAPACITY: usize = 65_536;

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::core::ports::{Audience, BusMessage, Delivery, DisconnectReason};
 use crate::core::ports::{BackendHealth, Bus, Topic};
-use crate::core::realtime::{Audience, BusMessage, Delivery, DisconnectReason, RelayedEvent, ServerEvent};
+use crate::core::server_events::{RelayedEvent, ServerEvent};
 use crate::core::telemetry::bus_error;
 use crate::core::time::Timestamp;
 use crate::tasks::Tasks;

@@ -1,7 +1,7 @@
 //! The domain core: every chat rule lives here, once.
 //!
 //! Transports (REST, Socket.IO, plain WebSocket) decode requests into the types of
-//! [`events`], call one method of [`chat::Chat`], and encode the result. The core talks to
+//! [`requests`], call one method of [`chat::Chat`], and encode the result. The core talks to
 //! storage only through the [`ports`] traits, so it compiles and is tested without axum,
 //! socketioxide or any database driver.
 
@@ -10,7 +10,6 @@ pub mod budget;
 pub mod chat;
 pub mod endpoint;
 pub mod error;
-pub mod events;
 pub mod lease;
 pub mod model;
 pub mod moderation;
@@ -20,7 +19,8 @@ pub mod pii;
 pub mod ports;
 pub mod presence;
 pub mod push_worker;
-pub mod realtime;
+pub mod requests;
+pub mod server_events;
 pub mod telemetry;
 pub mod time;
 pub mod typing;

@@ -15,8 +15,9 @@ use super::model::Message;
 use super::model::new_id;
 use super::ports::{Bus, NewNotification, Publications, PushJob, Reach, Recipient, Store};
 use super::presence::Presence;
-use super::realtime::{Audience, BusMessage, Delivery, Notification, ReadReceipt, ServerEvent};
 use super::time::Timestamp;
+use crate::core::ports::{Audience, BusMessage, Delivery};
+use crate::core::server_events::{Notification, ReadReceipt, ServerEvent};
 
 /// The start of a message for previews: at most `max_chars` characters, none when deleted.
 pub fn preview(message: &Message, max_chars: usize) -> Option<String> {

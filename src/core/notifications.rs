@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::chat::Chat;
 use super::error::{ChatError, StoreError};
 use super::model::User;
-use super::realtime::{Notification, ServerEvent};
+use crate::core::server_events::{Notification, ServerEvent};
 
 /// Entries read from the log per query while catching up.
 const PAGE: usize = 200;

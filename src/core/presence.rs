@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::ports::{Bus, Departure, PresenceDirectory, Reach, Store};
-use super::realtime::{
-    Audience, BusMessage, ConnectionId, Delivery, PresenceChange, PresenceInfo, ServerEvent,
-};
 use super::telemetry::Transport;
 use super::time::Timestamp;
+use crate::core::model::ConnectionId;
+use crate::core::ports::{Audience, BusMessage, Delivery};
+use crate::core::server_events::{PresenceChange, PresenceInfo, ServerEvent};
 
 /// What one connection is looking at, and the arrival of the event that said so.
 #[derive(Default)]

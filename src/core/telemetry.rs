@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-use super::realtime::ServerEvent;
 use super::time::Timestamp;
+use crate::core::server_events::ServerEvent;
 
 /// Open realtime connections, by `transport`.
 pub const CONNECTIONS: &str = "chatd_connections";

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::model::User;
 use super::ports::Bus;
-use super::realtime::{Audience, BusMessage, ConnectionId, Delivery, ServerEvent, Typing};
+use crate::core::model::ConnectionId;
+use crate::core::ports::{Audience, BusMessage, Delivery};
+use crate::core::server_events::{ServerEvent, Typing};
 
 /// (conversation, user).
 type TypingKey = (String, String);

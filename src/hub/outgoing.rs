@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 
-use crate::core::realtime::{BusMessage, Delivery, ServerEvent};
+use crate::core::ports::{BusMessage, Delivery};
+use crate::core::server_events::ServerEvent;
 
 /// A server event shared by every recipient on this node; the encodings are made on first
 /// use and then shared (reference-counted bytes), never re-encoded per recipient.

@@ -7,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::Sink;
+use crate::core::ports::Audience;
 use crate::core::ports::Topic;
-use crate::core::realtime::{Audience, ConversationHead};
+use crate::core::server_events::ConversationHead;
 use crate::core::time::Timestamp;
 
 /// One connection as deliveries see it: cloned into each index it belongs to, so a fan-out

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::ports::{Departure, PresenceDirectory, PresenceError, Reach};
-use crate::core::realtime::PresenceInfo;
+use crate::core::server_events::PresenceInfo;
 use crate::core::time::Timestamp;
 use crate::tasks::Tasks;
 

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Authenticator;
-use crate::core::events::{DeleteMessage, EditMessage, MarkRead, SendMessage};
 use crate::core::lease::Lease;
 use crate::core::model::{Message, User};
-use crate::core::realtime::{ConversationRef, Empty, PresenceInfo, PresenceQuery, SyncPage, SyncRequest};
+use crate::core::requests::{ConversationRef, Empty, PresenceQuery, SyncRequest};
+use crate::core::requests::{DeleteMessage, EditMessage, MarkRead, SendMessage};
+use crate::core::server_events::{PresenceInfo, SyncPage};
 use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError, telemetry};
 use crate::hub::Link;

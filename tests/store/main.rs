@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatd::core::error::StoreError;
-use chatd::core::events::NotificationSettingsUpdate;
 use chatd::core::model::{
     Block, ConversationType, JsonObject, Message, MessageType, NotificationSettings, Platform, Role,
 };
@@ -25,7 +24,8 @@ use chatd::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationUpdate, HistoryRange, Membership,
     NewConversation, NewDevice, NewMessage, PushJob, Store,
 };
-use chatd::core::realtime::{ConversationHead, Notification};
+use chatd::core::requests::NotificationSettingsUpdate;
+use chatd::core::server_events::{ConversationHead, Notification};
 use chatd::core::time::Timestamp;
 use chatd::store::postgres::{PostgresConfig, PostgresStore};
 use chatd::store::sqlite::{SqliteStore, Synchronous};

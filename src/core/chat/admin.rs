@@ -25,13 +25,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Chat, ConversationPage, LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};
 use crate::core::error::ChatError;
-use crate::core::events::CreateConversation;
 use crate::core::model::new_id;
 use crate::core::model::{Conversation, ConversationType, JsonObject, Message, MessageType, User};
 use crate::core::moderation::{BANS_RECHECK, DISCONNECTS_FOLLOWED};
 use crate::core::ports::{AppendOutcome, NewMessage, Topic};
+use crate::core::ports::{BusMessage, DisconnectReason};
 use crate::core::presence::NodeConnections;
-use crate::core::realtime::{BusMessage, DisconnectReason};
+use crate::core::requests::CreateConversation;
 use crate::core::time::Timestamp;
 use crate::core::validate;
 

@@ -7,12 +7,12 @@ use crate::core::Chat;
 use crate::core::budget::BudgetKind;
 use crate::core::error::ChatError;
 use crate::core::lease::Lease;
+use crate::core::model::ConnectionId;
 use crate::core::model::User;
 use crate::core::ports::HistoryRange;
 use crate::core::presence::announce_presence;
-use crate::core::realtime::{
-    ConnectionId, PresenceChange, PresenceInfo, PresenceQuery, Ready, ServerEvent, SyncPage, SyncRequest,
-};
+use crate::core::requests::{PresenceQuery, SyncRequest};
+use crate::core::server_events::{PresenceChange, PresenceInfo, Ready, ServerEvent, SyncPage};
 use crate::core::validate;
 
 const SYNC_DEFAULT: usize = 500;

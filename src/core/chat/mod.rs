@@ -10,10 +10,6 @@ use serde::Serialize;
 use super::budget::{BudgetKind, BudgetLimiters, EventBudgets};
 use super::endpoint::EndpointPolicy;
 use super::error::ChatError;
-use super::events::{
-    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
-    NotificationSettingsUpdate, RegisterDevice, SendMessage, UpdateConversation,
-};
 use super::model::{
     Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
     Role, User, new_id,
@@ -26,12 +22,17 @@ use super::ports::{
     NewConversation, NewDevice, NewMessage, PresenceDirectory, RateLimiter, Store,
 };
 use super::presence::Presence;
-use super::realtime::{Audience, BusMessage, Delivery, ReadReceipt, ServerEvent};
+use super::requests::{
+    AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
+    NotificationSettingsUpdate, RegisterDevice, SendMessage, UpdateConversation,
+};
 use super::telemetry;
 use super::telemetry::MessageRate;
 use super::time::Timestamp;
 use super::typing::TypingTracker;
 use super::validate;
+use crate::core::ports::{Audience, BusMessage, Delivery};
+use crate::core::server_events::{ReadReceipt, ServerEvent};
 use crate::tasks::Tasks;
 
 pub mod admin;

@@ -1,4 +1,5 @@
-//! The bus port: carries committed events between the nodes' hubs.
+//! The bus port: carries committed events between the nodes' hubs, and what it carries
+//! ([`BusMessage`]: deliveries to an [`Audience`], subscription changes, disconnects).
 
 use async_trait::async_trait;
 
@@ -6,7 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::core::realtime::BusMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::core::model::ConnectionId;
+use crate::core::server_events::ServerEvent;
 
 use super::BackendHealth;
 
@@ -62,5 +66,132 @@ pub trait Bus: Send + Sync + 'static {
     /// a bus without one (the in-process bus).
     async fn health(&self) -> Option<BackendHealth> {
         None
+    }
+}
+
+/// Why the server closes every connection of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReason {
+    /// An operator disconnected the user (they may reconnect).
+    Admin,
+    /// The user was banned (reconnecting is refused with `forbidden`).
+    Banned,
+}
+
+impl DisconnectReason {
+    /// The close reason transports send (WebSocket close frame text).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::Admin => "disconnected by an operator",
+            DisconnectReason::Banned => "forbidden: banned",
+        }
+    }
+}
+
+/// Who receives a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Every connection subscribed to the conversation.
+    Conversation(String),
+    /// Every connection of these users (each connection once).
+    Users(Vec<String>),
+    /// Every connection subscribed to the conversation whose user is one of `members` (sorted:
+    /// the conversation's members as of the event's commit). A connection whose subscription
+    /// outlived its user's membership, because the bus lost the unsubscribe, gets nothing.
+    Members {
+        /// The conversation.
+        conversation_id: String,
+        /// Its members when the event committed, sorted.
+        members: Vec<String>,
+    },
+}
+
+impl Audience {
+    /// The connections of `members` subscribed to `conversation_id` (see [`Audience::Members`]).
+    pub fn members(conversation_id: String, mut members: Vec<String>) -> Audience {
+        members.sort_unstable();
+        Audience::Members { conversation_id, members }
+    }
+}
+
+/// An event for an audience, minus one connection or one user's connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Who receives it.
+    pub to: Audience,
+    /// Left out: the connection the action came from.
+    pub except_connection: Option<ConnectionId>,
+    /// Left out: every connection of this user (the actor).
+    pub except_user: Option<String>,
+    /// What they receive.
+    pub event: ServerEvent,
+}
+
+/// What the core publishes on the bus, in order; transports apply it to their connections.
+// Each message is built once and shared behind an `Arc`, so the variants' size difference
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusMessage {
+    /// Push an event.
+    Deliver(Delivery),
+    /// Subscribe every connection of a user to a conversation (they were added to it).
+    Subscribe {
+        /// The user.
+        user_id: String,
+        /// The conversation.
+        conversation_id: String,
+    },
+    /// Unsubscribe every connection of a user from a conversation (they left or were removed).
+    Unsubscribe {
+        /// The user.
+        user_id: String,
+        /// The conversation.
+        conversation_id: String,
+    },
+    /// Close every connection of a user, on every node (admin disconnect, ban).
+    Disconnect {
+        /// The user.
+        user_id: String,
+        /// Why (WebSocket connections get it as their close reason).
+        reason: DisconnectReason,
+    },
+    /// A user was banned or unbanned: every node updates its in-memory banned set.
+    BanChanged {
+        /// The user.
+        user_id: String,
+        /// Banned now (true) or no longer (false).
+        banned: bool,
+    },
+    /// Messages may have been lost before this one (the bus reconnected): connections must
+    /// catch up with `sync`. Never published; a bus backend puts it in its node's stream.
+    Gap,
+    /// Several messages published together (one commit group's, see
+    /// [`Bus::publish_all`](super::ports::Bus::publish_all)), to apply in order. Only the
+    /// in-process bus carries them; never nested.
+    Batch(Vec<BusMessage>),
+}
+
+impl BusMessage {
+    /// The topic a shared bus carries this message on; `None` for a delivery to several
+    /// users, which a shared bus publishes once per user.
+    pub fn topic(&self) -> Option<Topic> {
+        match self {
+            BusMessage::Deliver(Delivery {
+                to: Audience::Conversation(id) | Audience::Members { conversation_id: id, .. },
+                ..
+            }) => Some(Topic::Conversation(id.clone())),
+            BusMessage::Deliver(Delivery { to: Audience::Users(users), .. }) => match users.as_slice() {
+                [user] => Some(Topic::User(user.clone())),
+                _ => None,
+            },
+            BusMessage::Subscribe { user_id, .. }
+            | BusMessage::Unsubscribe { user_id, .. }
+            | BusMessage::Disconnect { user_id, .. } => Some(Topic::User(user_id.clone())),
+            BusMessage::BanChanged { .. } => Some(Topic::Everyone),
+            BusMessage::Gap | BusMessage::Batch(_) => None,
+        }
     }
 }

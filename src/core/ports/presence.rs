@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::core::realtime::PresenceInfo;
+use crate::core::server_events::PresenceInfo;
 use crate::core::time::Timestamp;
 
 /// Where a recipient of a message is, for notification routing.

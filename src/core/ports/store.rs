@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::error::StoreError;
-use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
     Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType,
     NotificationSettings, Platform, Role,
 };
-use crate::core::realtime::{BusMessage, ConversationHead, Notification};
+use crate::core::ports::BusMessage;
+use crate::core::requests::NotificationSettingsUpdate;
+use crate::core::server_events::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
 
 use super::{Bus, ClaimedPushJob, PushJob};

@@ -31,7 +31,6 @@ use tokio_postgres::types::{FromSql, Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::core::error::StoreError;
-use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
     Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType,
     NotificationSettings, Platform, Role,
@@ -42,7 +41,8 @@ use crate::core::ports::{
     ModerationStore, NewConversation, NewDevice, NewMessage, NewNotification, NotificationStore, PushJob,
     PushOutbox, Store, clip_push_error,
 };
-use crate::core::realtime::{ConversationHead, Notification};
+use crate::core::requests::NotificationSettingsUpdate;
+use crate::core::server_events::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
 use crate::tasks::Tasks;
 

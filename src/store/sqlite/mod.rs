@@ -23,7 +23,6 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use appends::Appends;
 
 use crate::core::error::StoreError;
-use crate::core::events::NotificationSettingsUpdate;
 use crate::core::model::{
     Block, Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings,
     Platform, Role,
@@ -34,7 +33,8 @@ use crate::core::ports::{
     ModerationStore, NewConversation, NewDevice, NewMessage, NewNotification, NotificationStore,
     Publications, PushJob, PushOutbox, Store, clip_push_error,
 };
-use crate::core::realtime::{ConversationHead, Notification};
+use crate::core::requests::NotificationSettingsUpdate;
+use crate::core::server_events::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
 
 /// Most jobs committed in one transaction.
@@ -545,7 +545,7 @@ mod tests {
     fn a_batch_publishes_what_its_hooks_published_as_one_bus_message() {
         use crate::bus::local::LocalBus;
         use crate::core::ports::Bus;
-        use crate::core::realtime::BusMessage;
+        use crate::core::ports::BusMessage;
 
         let (_dir, conn) = database();
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());

@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::core::chat::ConversationPage;
-use crate::core::events::{CreateConversation, ListConversations, UpdateConversation};
 use crate::core::model::Conversation;
+use crate::core::requests::{CreateConversation, ListConversations, UpdateConversation};
 use crate::state::AppState;
 use crate::transport::openapi::{
     Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,

@@ -11,8 +11,8 @@ use utoipa_axum::routes;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, AuthUser};
-use crate::core::events::RegisterDevice;
 use crate::core::model::Device;
+use crate::core::requests::RegisterDevice;
 use crate::state::AppState;
 use crate::transport::openapi::{Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
 

@@ -9,8 +9,8 @@ use utoipa_axum::routes;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, AuthUser};
-use crate::core::events::AddMembers;
 use crate::core::model::Conversation;
+use crate::core::requests::AddMembers;
 use crate::state::AppState;
 use crate::transport::openapi::{
     Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,

@@ -11,8 +11,8 @@ use utoipa_axum::routes;
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, id_from_path};
 use crate::core::chat::MessagePage;
-use crate::core::events::{EditMessage, HistoryQuery, SendMessage};
 use crate::core::model::Message;
+use crate::core::requests::{EditMessage, HistoryQuery, SendMessage};
 use crate::state::AppState;
 use crate::transport::openapi::{
     Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,

@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, AuthUser};
-use crate::core::events::{NotificationSettingsUpdate, SetNotifications};
 use crate::core::model::NotificationSettings;
+use crate::core::requests::{NotificationSettingsUpdate, SetNotifications};
 use crate::state::AppState;
 use crate::transport::openapi::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
 

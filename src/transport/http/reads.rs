@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, AuthUser, id_from_path};
 use crate::core::chat::Unread;
-use crate::core::events::MarkRead;
+use crate::core::requests::MarkRead;
 use crate::state::AppState;
 use crate::transport::openapi::{Forbidden, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
 

@@ -1,34 +1,11 @@
-//! Realtime vocabulary shared by every transport: server→client events, who receives them,
-//! and the messages the core publishes on the [`Bus`](super::ports::Bus).
+//! What the server sends to clients: every server→client event, and the answers to the
+//! realtime requests (`ready`, a `sync` page, presence). Shared by every transport, which
+//! only frames them.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::model::{Conversation, Message};
 use super::time::Timestamp;
-
-pub use super::model::ConnectionId;
-
-/// Why the server closes every connection of a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DisconnectReason {
-    /// An operator disconnected the user (they may reconnect).
-    Admin,
-    /// The user was banned (reconnecting is refused with `forbidden`).
-    Banned,
-}
-
-impl DisconnectReason {
-    /// The close reason transports send (WebSocket close frame text).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisconnectReason::Admin => "disconnected by an operator",
-            DisconnectReason::Banned => "forbidden: banned",
-        }
-    }
-}
 
 /// `message:read` payload: `user_id` has read `conversation_id` up to `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -198,114 +175,6 @@ impl ServerEvent {
     }
 }
 
-/// Who receives a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Audience {
-    /// Every connection subscribed to the conversation.
-    Conversation(String),
-    /// Every connection of these users (each connection once).
-    Users(Vec<String>),
-    /// Every connection subscribed to the conversation whose user is one of `members` (sorted:
-    /// the conversation's members as of the event's commit). A connection whose subscription
-    /// outlived its user's membership, because the bus lost the unsubscribe, gets nothing.
-    Members {
-        /// The conversation.
-        conversation_id: String,
-        /// Its members when the event committed, sorted.
-        members: Vec<String>,
-    },
-}
-
-impl Audience {
-    /// The connections of `members` subscribed to `conversation_id` (see [`Audience::Members`]).
-    pub fn members(conversation_id: String, mut members: Vec<String>) -> Audience {
-        members.sort_unstable();
-        Audience::Members { conversation_id, members }
-    }
-}
-
-/// An event for an audience, minus one connection or one user's connections.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
-    /// Who receives it.
-    pub to: Audience,
-    /// Left out: the connection the action came from.
-    pub except_connection: Option<ConnectionId>,
-    /// Left out: every connection of this user (the actor).
-    pub except_user: Option<String>,
-    /// What they receive.
-    pub event: ServerEvent,
-}
-
-/// What the core publishes on the bus, in order; transports apply it to their connections.
-// Each message is built once and shared behind an `Arc`, so the variants' size difference
-// costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum BusMessage {
-    /// Push an event.
-    Deliver(Delivery),
-    /// Subscribe every connection of a user to a conversation (they were added to it).
-    Subscribe {
-        /// The user.
-        user_id: String,
-        /// The conversation.
-        conversation_id: String,
-    },
-    /// Unsubscribe every connection of a user from a conversation (they left or were removed).
-    Unsubscribe {
-        /// The user.
-        user_id: String,
-        /// The conversation.
-        conversation_id: String,
-    },
-    /// Close every connection of a user, on every node (admin disconnect, ban).
-    Disconnect {
-        /// The user.
-        user_id: String,
-        /// Why (WebSocket connections get it as their close reason).
-        reason: DisconnectReason,
-    },
-    /// A user was banned or unbanned: every node updates its in-memory banned set.
-    BanChanged {
-        /// The user.
-        user_id: String,
-        /// Banned now (true) or no longer (false).
-        banned: bool,
-    },
-    /// Messages may have been lost before this one (the bus reconnected): connections must
-    /// catch up with `sync`. Never published; a bus backend puts it in its node's stream.
-    Gap,
-    /// Several messages published together (one commit group's, see
-    /// [`Bus::publish_all`](super::ports::Bus::publish_all)), to apply in order. Only the
-    /// in-process bus carries them; never nested.
-    Batch(Vec<BusMessage>),
-}
-
-impl BusMessage {
-    /// The topic a shared bus carries this message on; `None` for a delivery to several
-    /// users, which a shared bus publishes once per user.
-    pub fn topic(&self) -> Option<super::ports::Topic> {
-        use super::ports::Topic;
-        match self {
-            BusMessage::Deliver(Delivery {
-                to: Audience::Conversation(id) | Audience::Members { conversation_id: id, .. },
-                ..
-            }) => Some(Topic::Conversation(id.clone())),
-            BusMessage::Deliver(Delivery { to: Audience::Users(users), .. }) => match users.as_slice() {
-                [user] => Some(Topic::User(user.clone())),
-                _ => None,
-            },
-            BusMessage::Subscribe { user_id, .. }
-            | BusMessage::Unsubscribe { user_id, .. }
-            | BusMessage::Disconnect { user_id, .. } => Some(Topic::User(user_id.clone())),
-            BusMessage::BanChanged { .. } => Some(Topic::Everyone),
-            BusMessage::Gap | BusMessage::Batch(_) => None,
-        }
-    }
-}
-
 /// `ready` payload, sent when a connection is established.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ready {
@@ -332,18 +201,6 @@ pub struct ConversationHead {
     pub last_seq: i64,
 }
 
-/// `sync` request: the newest seq the client has per conversation.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncRequest {
-    /// Known newest seq per conversation id; conversations not listed sync from seq 0.
-    #[serde(default)]
-    pub conversations: BTreeMap<String, i64>,
-    /// Most messages in this answer (default 500, at most 1000).
-    #[serde(default)]
-    pub limit: Option<i64>,
-}
-
 /// `sync` answer.
 #[derive(Debug, Serialize)]
 pub struct SyncPage {
@@ -355,14 +212,6 @@ pub struct SyncPage {
     pub conversations: Vec<ConversationHead>,
 }
 
-/// `presence:query` request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PresenceQuery {
-    /// Users to look up (at most 500).
-    pub user_ids: Vec<String>,
-}
-
 /// One user's presence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PresenceInfo {
@@ -371,16 +220,3 @@ pub struct PresenceInfo {
     /// When the last connection closed (null when online or never seen).
     pub last_seen_at: Option<Timestamp>,
 }
-
-/// A `{conversation_id}` payload (typing, focus, join, leave).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConversationRef {
-    /// The conversation.
-    pub conversation_id: String,
-}
-
-/// An empty payload (`conversation:unfocus`); tolerates `{}` or nothing.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}

@@ -2,6 +2,8 @@
 //! arrives on the wire (REST body, Socket.IO or WebSocket event payload); serde rejects
 //! unknown fields and wrong types, which transports report as `invalid`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 
@@ -205,3 +207,36 @@ pub struct RegisterDevice {
     #[serde(default)]
     pub keys: Option<JsonObject>,
 }
+
+/// `sync` request: the newest seq the client has per conversation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Known newest seq per conversation id; conversations not listed sync from seq 0.
+    #[serde(default)]
+    pub conversations: BTreeMap<String, i64>,
+    /// Most messages in this answer (default 500, at most 1000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// `presence:query` request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceQuery {
+    /// Users to look up (at most 500).
+    pub user_ids: Vec<String>,
+}
+
+/// A `{conversation_id}` payload (typing, focus, join, leave).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationRef {
+    /// The conversation.
+    pub conversation_id: String,
+}
+
+/// An empty payload (`conversation:unfocus`); tolerates `{}` or nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
