@@ -148,7 +148,7 @@ impl AppState {
     /// the user and the token's expiry (Unix seconds). What every transport calls first.
     pub fn authenticate(&self, token: &str) -> Result<(User, u64), ChatError> {
         let (user, expires_at) = self.auth.verify_session(token)?;
-        self.chat.admit(&user)?;
+        self.chat.refuse_banned(&user)?;
         Ok((user, expires_at))
     }
 }

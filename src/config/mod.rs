@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::core::ChatLimits;
 use crate::core::budget::{Budget, EventBudgets};
-use crate::core::endpoint::EndpointPolicy;
+use crate::core::push_endpoints::EndpointPolicy;
 use crate::core::push_worker::{PushSettings, REQUESTS_PER_SEND};
 use crate::push::apns::ApnsConfig;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};

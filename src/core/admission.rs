@@ -26,17 +26,6 @@ pub enum Refusal {
     UserFull,
 }
 
-impl Refusal {
-    /// The Socket.IO `connect_error` message: `server_full` for a full node (as the
-    /// contract names it), else the error code.
-    pub fn socketio_code(self) -> &'static str {
-        match self {
-            Refusal::NodeFull => "server_full",
-            Refusal::UserFull => ChatError::from(self).code(),
-        }
-    }
-}
-
 impl From<Refusal> for ChatError {
     /// A full node is `unavailable` (503); a user over the cap is `rate_limited` (429).
     fn from(refusal: Refusal) -> Self {

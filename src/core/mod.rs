@@ -8,7 +8,6 @@
 pub mod admission;
 pub mod budget;
 pub mod chat;
-pub mod endpoint;
 pub mod error;
 pub mod lease;
 pub mod model;
@@ -18,6 +17,7 @@ pub mod notifications;
 pub mod pii;
 pub mod ports;
 pub mod presence;
+pub mod push_endpoints;
 pub mod push_worker;
 pub mod requests;
 pub mod server_events;

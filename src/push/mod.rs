@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::core::endpoint::EndpointPolicy;
 use crate::core::ports::PushError;
+use crate::core::push_endpoints::EndpointPolicy;
 
 /// The HTTP client settings every provider shares: each request bounded by `timeout`
 /// (connecting, sending and reading the answer), redirects not followed, chatd's user agent,

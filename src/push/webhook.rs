@@ -19,9 +19,9 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::core::endpoint::EndpointPolicy;
 use crate::core::model::Device;
 use crate::core::ports::{Push, PushError, PushPayload};
+use crate::core::push_endpoints::EndpointPolicy;
 
 /// Header carrying the body's signature.
 pub const SIGNATURE_HEADER: &str = "X-Chatd-Signature";

@@ -35,9 +35,9 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::core::endpoint::EndpointPolicy;
 use crate::core::model::Device;
 use crate::core::ports::{Push, PushError, PushPayload};
+use crate::core::push_endpoints::EndpointPolicy;
 
 /// Record size announced in the aes128gcm header; the one record is always smaller.
 const RECORD_SIZE: u32 = 4096;

@@ -244,7 +244,7 @@ pub async fn apply(
     connection: &Link,
     credentials: &Credentials<'_>,
 ) -> Result<Done, ChatError> {
-    chat.admit(user)?;
+    chat.refuse_banned(user)?;
     Ok(match event {
         ClientEvent::AuthRefresh(req) => {
             let verified = credentials.auth.verify_session(&req.token);

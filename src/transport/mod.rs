@@ -2,7 +2,7 @@
 //! No chat rule lives here.
 
 pub mod dispatch;
-pub mod guard;
+pub mod handshake;
 pub mod http;
 pub mod openapi;
 pub mod prometheus;

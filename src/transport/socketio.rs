@@ -27,7 +27,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tracing::{Instrument, Span};
 
 use crate::core::ChatError;
-use crate::core::admission::Permit;
+use crate::core::admission::{Permit, Refusal};
 use crate::core::lease::Lease;
 use crate::core::model::User;
 use crate::core::telemetry::{self, ConnectionMetrics, Disconnect, Transport};
@@ -37,7 +37,7 @@ use crate::hub::{Close, Hub, Link, Outgoing, Sink};
 use crate::state::AppState;
 use crate::transport::MAX_PAYLOAD_BYTES;
 use crate::transport::dispatch::{self, Credentials, dispatch, error_body};
-use crate::transport::guard::check_handshake;
+use crate::transport::handshake::check_handshake;
 use crate::transport::http::extract::request_token;
 
 /// Where socketioxide serves (its default).
@@ -238,7 +238,7 @@ fn disconnect_reason(reason: DisconnectReason) -> Disconnect {
 
 /// Connect middleware: runs the handshake checks, verifies the JWT, refuses banned users
 /// (`forbidden`), admits the connection and attaches the [`User`], its [`Permit`] and its
-/// [`Lease`] to the socket (see [`admit`]).
+/// [`Lease`] to the socket (see [`connect_socket`]).
 /// A refusal is counted like every error answer.
 async fn authenticate(
     socket: SocketRef,
@@ -246,17 +246,26 @@ async fn authenticate(
     hub: State<Arc<Hub>>,
     auth: TryData<HandshakeAuth>,
 ) -> Result<(), Refused> {
-    let result = admit(socket, state, hub, auth);
+    let result = connect_socket(socket, state, hub, auth);
     if let Err(Refused(code)) = &result {
         telemetry::rejected(code);
     }
     result
 }
 
+/// The `connect_error` message of a refused connection: `server_full` for a full node (as
+/// the contract names it), else the error code.
+fn connect_error_code(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::NodeFull => "server_full",
+        Refusal::UserFull => ChatError::from(refusal).code(),
+    }
+}
+
 /// Authenticates the handshake and sets the socket up: handlers, its place in the hub, its
 /// user, its `connection` span and its place in the connection metrics (which leaves them
 /// when the socket is dropped, whichever way it ends).
-fn admit(
+fn connect_socket(
     socket: SocketRef,
     State(state): State<AppState>,
     State(hub): State<Arc<Hub>>,
@@ -265,7 +274,7 @@ fn admit(
     check_handshake(&state, socket.req_parts()).map_err(|err| Refused(err.code()))?;
     let token = handshake_token(&socket, auth.ok()).ok_or(Refused("unauthorized"))?;
     let (mut user, expires_at) = state.authenticate(&token).map_err(|err| Refused(err.code()))?;
-    let permit = state.admission.admit(&user.id).map_err(|refusal| Refused(refusal.socketio_code()))?;
+    let permit = state.admission.admit(&user.id).map_err(|refusal| Refused(connect_error_code(refusal)))?;
     // Handlers and the hub registration are in place before the client learns it is
     // connected, so neither an event it sends nor one addressed to it is missed.
     let lease = Arc::new(Lease::new(expires_at));

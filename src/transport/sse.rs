@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{Instrument, Span};
 
-use super::guard::check_handshake;
+use super::handshake::check_handshake;
 use super::http::error::ApiError;
 use super::http::extract::{ApiQuery, request_token};
 use crate::core::ChatError;

@@ -135,7 +135,7 @@ fn acting_as(user_id: String) -> User {
 impl Chat {
     /// Refuses a banned user (`forbidden`). Every transport calls it when it authenticates
     /// a request, a connection or an event: the one place the ban rule lives.
-    pub fn admit(&self, user: &User) -> Result<(), ChatError> {
+    pub fn refuse_banned(&self, user: &User) -> Result<(), ChatError> {
         if self.is_banned(&user.id) {
             return Err(ChatError::forbidden("this user is banned"));
         }

@@ -33,7 +33,7 @@ impl Chat {
         // Checked again here, after the transport registered the connection: a ban made
         // since the handshake was admitted either reaches the registered connection or is
         // seen now.
-        self.admit(user)?;
+        self.refuse_banned(user)?;
         // Read first, then change and announce in one step (see Presence::connect).
         let contacts = self.store.contacts(&user.id).await?;
         let conversations = self.store.conversation_heads(&user.id).await?;

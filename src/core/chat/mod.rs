@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::budget::{BudgetKind, BudgetLimiters, EventBudgets};
-use super::endpoint::EndpointPolicy;
 use super::error::ChatError;
 use super::model::{
     Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
@@ -22,6 +21,7 @@ use super::ports::{
     NewConversation, NewDevice, NewMessage, PresenceDirectory, RateLimiter, Store,
 };
 use super::presence::Presence;
+use super::push_endpoints::EndpointPolicy;
 use super::requests::{
     AddMembers, CreateConversation, EditMessage, HistoryQuery, ListConversations, MarkRead,
     NotificationSettingsUpdate, RegisterDevice, SendMessage, UpdateConversation,

@@ -34,7 +34,7 @@ use axum::routing::get;
 pub use self::codec::{FrameId, FrameRequest, Refusal, Reply, decode_binary_frame, decode_frame, reply};
 use self::connection::serve_connection;
 use super::MAX_PAYLOAD_BYTES;
-use super::guard::check_handshake;
+use super::handshake::check_handshake;
 use super::http::error::ApiError;
 use super::http::extract::request_token;
 use crate::core::ChatError;
