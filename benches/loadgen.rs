@@ -1,8 +1,8 @@
 //! The load generator of issue 5: the same scenarios against chatd over Socket.IO, chatd
-//! over plain WS, the Node.js Socket.IO peer (bench/peers/node-socketio) and a ceiling relay
+//! over plain WS, the Node.js Socket.IO peer (benches/peers/node-socketio) and a ceiling relay
 //! (see `support/scenarios.rs` for what each scenario does and measures, `support/wire.rs`
-//! for the client, `support/ceiling.rs` for the relay). `bench/run.sh` runs them all and
-//! writes bench/RESULTS.md.
+//! for the client, `support/ceiling.rs` for the relay). `benches/run.sh` runs them all and
+//! writes benches/RESULTS.md.
 //!
 //! ```text
 //! cargo bench --bench loadgen -- --target chatd-sio|chatd-ws|node|ceiling \

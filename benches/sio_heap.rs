@@ -1,7 +1,7 @@
 //! Where an idle Socket.IO connection's memory goes, allocation by allocation.
 //!
 //! Starts chatd's server in this process (`chatd::server::serve`, SQLite in a temp dir, one
-//! Tokio worker as `bench/run.sh` runs it) under a counting global allocator that wraps
+//! Tokio worker as `benches/run.sh` runs it) under a counting global allocator that wraps
 //! mimalloc (chatd's allocator), opens `BENCH_CONNECTIONS` idle Socket.IO websocket
 //! connections to it (each its own user, authenticating with a JWT in the namespace connect
 //! packet and waiting for `ready`, as the load generator's idle scenario does), lets them
@@ -384,7 +384,7 @@ static FAILED: AtomicUsize = AtomicUsize::new(0);
 /// Engine.IO pings the clients answered.
 static PINGS: AtomicUsize = AtomicUsize::new(0);
 
-/// Starts chatd on a thread of its own (one Tokio worker, as `bench/run.sh` runs it) and
+/// Starts chatd on a thread of its own (one Tokio worker, as `benches/run.sh` runs it) and
 /// returns where it listens.
 fn start_server(data_dir: std::path::PathBuf) -> anyhow::Result<SocketAddr> {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -1,9 +1,9 @@
 //! The benchmark of issue 5 in smoke mode, so it cannot rot: the load generator
 //! (benches/loadgen.rs, code in benches/support/) runs every scenario with tiny numbers
 //! against chatd over Socket.IO, chatd over plain WS, the Node.js peer
-//! (bench/peers/node-socketio, whose npm dependencies are installed with `npm ci` on first
+//! (benches/peers/node-socketio, whose npm dependencies are installed with `npm ci` on first
 //! use if missing) and the ceiling relay (which has no storm and no idle scenario), and the
-//! fan-out attached to two chatd nodes on PostgreSQL and Redis (bench/cluster.sh's path).
+//! fan-out attached to two chatd nodes on PostgreSQL and Redis (benches/cluster.sh's path).
 //! Asserts only that numbers are produced and that no message was lost; nothing here
 //! measures anything.
 
@@ -29,7 +29,7 @@ fn peer_dependencies() {
                 .current_dir(&dir)
                 .status()
                 .expect("npm runs (Node.js and npm are needed for the benchmark's Node peer)");
-            assert!(status.success(), "npm ci in bench/peers/node-socketio failed");
+            assert!(status.success(), "npm ci in benches/peers/node-socketio failed");
         }
     });
 }
@@ -114,7 +114,7 @@ fn ceiling_relay() {
     smoke(Target::Ceiling, launch, &["fanout", "acks", "marketplace"]);
 }
 
-/// `--attach A,B` (bench/cluster.sh): two chatd nodes on one PostgreSQL schema and Redis,
+/// `--attach A,B` (benches/cluster.sh): two chatd nodes on one PostgreSQL schema and Redis,
 /// clients spread over them round-robin so every room spans both nodes; every delivery
 /// arrives. Needs PostgreSQL and Redis on 127.0.0.1, as tests/cluster.rs does.
 #[test]

@@ -1,6 +1,6 @@
 //! The servers the load generator measures, each as its own process: chatd (one binary,
 //! measured over Socket.IO and over plain WS), the Node.js Socket.IO peer
-//! (bench/peers/node-socketio) and the ceiling relay (this load generator with
+//! (benches/peers/node-socketio) and the ceiling relay (this load generator with
 //! `--serve-ceiling`). Optionally pinned to one CPU with `taskset`; CPU time, RSS and threads
 //! are read from /proc.
 
@@ -189,7 +189,7 @@ fn collect_stderr(stderr: std::process::ChildStderr, log: Arc<Mutex<ServerLog>>)
 
 /// The Node peer's directory.
 pub fn peer_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/peers/node-socketio")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/node-socketio")
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 5: chatd side by side with the Node.js Socket.IO peer (bench/peers/node-socketio).
+# Issue 5: chatd side by side with the Node.js Socket.IO peer (benches/peers/node-socketio).
 # Builds the load generator (benches/loadgen.rs) and chatd in release mode, installs the
 # peer's npm dependencies if they are missing, runs every scenario against every server and
-# writes bench/RESULTS.md.
+# writes benches/RESULTS.md.
 #
-#   bench/run.sh            # the full run (about 25 minutes once built)
-#   SMOKE=1 bench/run.sh    # everything with small numbers, in seconds; writes
+#   benches/run.sh            # the full run (about 25 minutes once built)
+#   SMOKE=1 benches/run.sh    # everything with small numbers, in seconds; writes
 #                           # target/bench/RESULTS-smoke.md unless RESULTS is set
 #
 # Env: RESULTS (output file), BENCH_DATA_ROOT (where the servers' databases go; default
@@ -25,14 +25,14 @@ START=$(date +%s)
 SMOKE=${SMOKE:-0}
 SCENARIOS=${SCENARIOS:-"fanout acks marketplace storm idle"}
 TARGETS=${TARGETS:-"node chatd-sio chatd-ws ceiling"}
-PEER=bench/peers/node-socketio
+PEER=benches/peers/node-socketio
 WORK=target/bench
 mkdir -p "$WORK"
 if [ "$SMOKE" = 1 ]; then
   RESULTS=${RESULTS:-$WORK/RESULTS-smoke.md}
   SMOKE_FLAG=--smoke
 else
-  RESULTS=${RESULTS:-bench/RESULTS.md}
+  RESULTS=${RESULTS:-benches/RESULTS.md}
   SMOKE_FLAG=
 fi
 JSONL=$WORK/results.jsonl
@@ -144,7 +144,7 @@ SQLITE3_VERSION=$(node -p "require('./$PEER/node_modules/better-sqlite3/package.
 EXPRESS_VERSION=$(node -p "require('./$PEER/node_modules/express/package.json').version" 2>/dev/null || echo "?")
 SOCKETIOXIDE_VERSION=$(grep -A1 '^name = "socketioxide"$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
-DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -qv 'bench/RESULTS.md' && echo " (with uncommitted changes)" || true)
+DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -qv 'benches/RESULTS.md' && echo " (with uncommitted changes)" || true)
 CEILING_NOTE=""
 [ "$SMOKE" = 1 ] || CEILING_NOTE="(the ceiling's fan-out starts at \`--rates 8,16,…\`), "
 {
@@ -154,7 +154,7 @@ CEILING_NOTE=""
     echo "**SMOKE RUN: tiny numbers that only prove every path works. Not a measurement.**"
     echo
   fi
-  echo "Written by \`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in $((ELAPSED / 60)) min $((ELAPSED % 60)) s (issue 5). chatd commit \`$COMMIT\`$DIRTY."
+  echo "Written by \`benches/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in $((ELAPSED / 60)) min $((ELAPSED % 60)) s (issue 5). chatd commit \`$COMMIT\`$DIRTY."
   echo
   echo "## Headline: ratios, same machine, same run"
   echo
@@ -164,7 +164,7 @@ CEILING_NOTE=""
   echo
   echo '## Targets missed, by how much, and what is next'
   echo
-  echo 'The headline'\''s ratio columns against its last column say by how much each target is missed in this run. Where the time goes is in [`bench/PROFILE.md`](PROFILE.md) (perf of the pinned server); in short:'
+  echo 'The headline'\''s ratio columns against its last column say by how much each target is missed in this run. Where the time goes is in [`benches/PROFILE.md`](PROFILE.md) (perf of the pinned server); in short:'
   echo
   echo '- **Fan-out** (WS ≥ 10×, Socket.IO ≥ 3× the peer): about half of the server'\''s CPU is the kernel'\''s loopback TCP path under `send()` (≈ 7 µs per call, one call per recipient connection), a quarter SQLite, a fifth chatd'\''s own code with no function above 2 %. The WS target needs ≈ 28 µs per message; the `send()`s alone take ≈ 67 µs at rooms of 10. chatd also does more per message than the peer (a `notification` with an unread count to each online member). Next: one bus message for a message'\''s notifications, and one statement for the recipients'\'' unread counts.'
   echo '- **Durable acks** (≥ 5× the peer, ≥ 40k/s): 69 µs per acked message, of which SQLite'\''s writer thread ≈ 27 µs and the three `send()`s ≈ 19 µs; 40k/s needs 25 µs in all. Next: the same unread-count statement, prepared transaction control, larger commit groups.'
@@ -175,10 +175,10 @@ CEILING_NOTE=""
   echo
   echo "- Machine: $CPUS × $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1), $(free -g | awk '/^Mem:/ {print $2}') GB RAM, Linux $(uname -r)"
   echo "- Versions: $(rustc --version), Node.js $(node --version), socket.io $SIO_VERSION (peer; express $EXPRESS_VERSION, better-sqlite3 $SQLITE3_VERSION), socketioxide $SOCKETIOXIDE_VERSION (chatd)"
-  echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")bench/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out, acks and the marketplace, one storm and one idle run per server; the raw records are in \`target/bench/results.jsonl\`"
+  echo "- Command: \`$([ "$SMOKE" = 1 ] && echo "SMOKE=1 ")benches/run.sh\`; each run is \`taskset -c 1 cargo bench --bench loadgen -- --target <server> --scenario <scenario> --server-cpu 0${DATA_ROOT:+ --data-root $DATA_ROOT}${SMOKE_FLAG:+ $SMOKE_FLAG}\`, $CEILING_NOTE$ROUNDS round(s) of fan-out, acks and the marketplace, one storm and one idle run per server; the raw records are in \`target/bench/results.jsonl\`"
   echo "- Priority: the load generator and the servers it starts run at nice $NICE$([ "$NICE" -lt 0 ] && echo " in a session of their own whose autogroup has nice $NICE too, so that other jobs on this shared machine (compiles, mostly) yield the CPU to them; what still ran beside them is in the *others* columns")."
   echo "- Pinning: $PINNING. chatd runs \`serve --rate-limit 0\` with \`TOKIO_WORKER_THREADS=1\` (chatd has no worker-thread setting; Tokio's default builder reads that variable, and the table at the end shows 1 Tokio worker in every chatd process); its SQLite writer thread shares CPU 0. The Node peer runs \`node server.js\` with \`NODE_ENV=production\`. The ceiling relay is the load generator's own \`--serve-ceiling\` mode (one thread)."
-  echo "- Storage: both servers' SQLite databases on ${DATA_ROOT:-the system temp dir}${DATA_ROOT:+ (tmpfs)}: WAL, synchronous=NORMAL on both (no fsync per commit either way). The shared disk of this machine stalls for hundreds of ms at WAL checkpoints, which made disk runs unrepeatable; \`BENCH_DATA_ROOT=/path bench/run.sh\` puts them elsewhere."
+  echo "- Storage: both servers' SQLite databases on ${DATA_ROOT:-the system temp dir}${DATA_ROOT:+ (tmpfs)}: WAL, synchronous=NORMAL on both (no fsync per commit either way). The shared disk of this machine stalls for hundreds of ms at WAL checkpoints, which made disk runs unrepeatable; \`BENCH_DATA_ROOT=/path benches/run.sh\` puts them elsewhere."
   echo "- Load generator: Rust (\`benches/loadgen.rs\`, \`benches/support/\`): a WebSocket client written for it (Socket.IO v5 / Engine.IO v4 over WebSocket, and chatd's plain-WS frames), 50 connections per task, source addresses 127.0.0.2–.9, TCP_NODELAY; it reads only the fields it needs from each frame. Latency = send → \`message:new\` at each other member, in one process clock. Its own CPU use is shown per step (\`loadgen\`), and how late it was against its send schedule, so a saturated generator is visible."
   echo "- What differs between the servers on the message path: chatd also pushes a \`notification\` event (with the recipient's unread count) to every online member not focused on the conversation, so each fan-out message costs it 9 more pushes and unread-count reads than the peer, which implements only \`message:new\`; chatd group-commits concurrent writes, the peer runs one transaction per message on its event loop; the sender gets the ack and no echo on all three."
   echo

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Issue 6's bench: room fan-out with 1 chatd node vs 3 nodes, all on PostgreSQL + Redis, and
-# durable REST sends/s on PostgreSQL at 1/16/256 concurrent senders. Writes bench/CLUSTER.md.
+# durable REST sends/s on PostgreSQL at 1/16/256 concurrent senders. Writes benches/CLUSTER.md.
 #
-#   bench/cluster.sh          # about 5 minutes once built
+#   benches/cluster.sh          # about 5 minutes once built
 #
-# Env: CLUSTER_RESULTS (output file, default bench/CLUSTER.md), PG_URL (default
+# Env: CLUSTER_RESULTS (output file, default benches/CLUSTER.md), PG_URL (default
 # postgres://root@127.0.0.1:5432/test), REDIS_URL (default redis://127.0.0.1:6379), RATES
 # (fan-out steps, msg/s per client; default 0.25,0.5,1,2,3,4,6), BENCH_SECONDS (rest_send step
 # length; default 3), BENCH_NICE (priority; default -10 as root).
 #
-# The fan-out workload is bench/run.sh's chatd-ws fan-out (1,000 plain-WS clients in 100 rooms
+# The fan-out workload is benches/run.sh's chatd-ws fan-out (1,000 plain-WS clients in 100 rooms
 # of 10, each client sending at a fixed rate, stepped up until p99 > 100 ms, then bisected),
 # with a bounded step list. With N nodes the load generator connects client i to node i % N,
 # so every room has members on every node and most deliveries cross nodes through Redis.
@@ -18,11 +18,11 @@
 # their own on a 2-core machine, so they all share both.
 set -euo pipefail
 for tool in jq psql redis-cli; do
-  command -v "$tool" >/dev/null || { echo "bench/cluster.sh needs $tool (apt-get install jq postgresql-client redis-tools)"; exit 1; }
+  command -v "$tool" >/dev/null || { echo "benches/cluster.sh needs $tool (apt-get install jq postgresql-client redis-tools)"; exit 1; }
 done
 SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
-# Priority, as bench/run.sh: at nice -10 when run as root (BENCH_NICE overrides), in a session
+# Priority, as benches/run.sh: at nice -10 when run as root (BENCH_NICE overrides), in a session
 # of its own whose autogroup gets that nice value too, so that other jobs on a shared machine
 # (compiles, mostly) yield. The script re-runs itself that way; the nodes and the load
 # generator inherit it. PostgreSQL and Redis are the machine's services and keep theirs.
@@ -39,7 +39,7 @@ PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432/test}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 RATES=${RATES:-0.25,0.5,1,2,3,4,6}
 BENCH_SECONDS=${BENCH_SECONDS:-3}
-RESULTS=${CLUSTER_RESULTS:-bench/CLUSTER.md}
+RESULTS=${CLUSTER_RESULTS:-benches/CLUSTER.md}
 SECRET=benchmark-secret-not-for-production # benches/support/mod.rs SECRET: the loadgen's tokens
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 CHATD=$TARGET_DIR/release/chatd
@@ -81,7 +81,7 @@ start_nodes() {
     local port dir
     port=$(free_port)
     dir=$(mktemp -d "$WORK/node.XXXXXX")
-    # One Tokio worker per node, as bench/run.sh runs chatd (and its SQLite writer is unused).
+    # One Tokio worker per node, as benches/run.sh runs chatd (and its SQLite writer is unused).
     TOKIO_WORKER_THREADS=1 CHATD_LOG=warn NO_COLOR=1 "$CHATD" serve \
       --bind "127.0.0.1:$port" --data-dir "$dir" --rate-limit 0 --jwt-secret "$SECRET" \
       --database-url "$PG_URL?schema=$SCHEMA" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" \
@@ -159,7 +159,7 @@ fanout_steps() {
 {
   echo "# chatd on several nodes: benchmark results (issue 6)"
   echo
-  echo "Written by \`bench/cluster.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in $((ELAPSED / 60)) min $((ELAPSED % 60)) s. chatd commit \`$COMMIT\`$DIRTY."
+  echo "Written by \`benches/cluster.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in $((ELAPSED / 60)) min $((ELAPSED % 60)) s. chatd commit \`$COMMIT\`$DIRTY."
   echo
   echo "## Read this first: what a 2-core machine can and cannot show"
   echo
@@ -171,8 +171,8 @@ fanout_steps() {
   echo
   echo "- Machine: $(nproc) × $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1), $(free -g | awk '/^Mem:/ {print $2}') GB RAM, Linux $(uname -r)"
   echo "- Versions: $(rustc --version), PostgreSQL $PG_VERSION (synchronous_commit=$PG_SYNC), Redis $REDIS_VERSION, all on 127.0.0.1"
-  echo "- Command: \`bench/cluster.sh\` (release build). Each node: \`TOKIO_WORKER_THREADS=1 chatd serve --rate-limit 0 --jwt-secret S --database-url '$PG_URL?schema=<fresh>' --redis-url $REDIS_URL --redis-prefix <unique>\`; 1 node, then 3 nodes on a new schema and prefix."
-  echo "- Fan-out: \`$LOADGEN_CMD\` — the workload of bench/run.sh's chatd plain-WS fan-out: 1,000 clients in 100 rooms of 10, each client sends at a fixed rate from its own random offset, 1 s warm-up + 3 s per step, failing steps repeated, the knee bisected; a step passes when p99 ≤ 100 ms and every delivery arrived. With 3 nodes client i is on node i % 3, so every room has members on all three nodes. Steps offered: $RATES msg/s per client."
+  echo "- Command: \`benches/cluster.sh\` (release build). Each node: \`TOKIO_WORKER_THREADS=1 chatd serve --rate-limit 0 --jwt-secret S --database-url '$PG_URL?schema=<fresh>' --redis-url $REDIS_URL --redis-prefix <unique>\`; 1 node, then 3 nodes on a new schema and prefix."
+  echo "- Fan-out: \`$LOADGEN_CMD\` — the workload of benches/run.sh's chatd plain-WS fan-out: 1,000 clients in 100 rooms of 10, each client sends at a fixed rate from its own random offset, 1 s warm-up + 3 s per step, failing steps repeated, the knee bisected; a step passes when p99 ≤ 100 ms and every delivery arrived. With 3 nodes client i is on node i % 3, so every room has members on all three nodes. Steps offered: $RATES msg/s per client."
   echo "- Priority: the nodes and the load generator run at nice $NICE$([ "$NICE" -lt 0 ] && echo " in a session of their own whose autogroup has nice $NICE too, so that other jobs on this shared machine yield to them; PostgreSQL and Redis run as the machine's services at their own priority"). Not pinned (see above)."
   echo "- Durable sends: \`BENCH_DATABASE_URL=$PG_URL BENCH_SECONDS=$BENCH_SECONDS cargo bench --bench rest_send\` (one node, fresh schema, no Redis)."
   echo "- Raw records: \`$JSONL\`, log \`$LOG\`."
