@@ -52,6 +52,7 @@ async fn conversation(store: &Arc<dyn Store>, kind: ConversationType, members: &
         })
         .await
         .expect("create")
+        .expect("no block")
         .id
 }
 

@@ -25,7 +25,7 @@ async fn a_group_is_created_with_its_members_oldest_first(store: Arc<dyn Store>,
     new.context = Some("team:7".into());
     new.metadata = object(json!({ "topic": "launch", "n": 1 }));
     let created_at = new.created_at;
-    let created = store.create_conversation(new.clone()).await.expect("create");
+    let created = store.create_conversation(new.clone()).await.expect("create").expect("no block");
     assert!(created.created);
     assert_eq!(created.id, new.id);
 
@@ -55,14 +55,23 @@ async fn a_group_is_created_with_its_members_oldest_first(store: Arc<dyn Store>,
 }
 
 async fn a_repeated_direct_key_returns_the_existing_conversation(store: Arc<dyn Store>, _db: Db) {
-    let first =
-        store.create_conversation(direct("alice", "bob", "alice|bob|product:981")).await.expect("first");
+    let first = store
+        .create_conversation(direct("alice", "bob", "alice|bob|product:981"))
+        .await
+        .expect("first")
+        .expect("no block");
     assert!(first.created);
-    let again =
-        store.create_conversation(direct("bob", "alice", "alice|bob|product:981")).await.expect("again");
+    let again = store
+        .create_conversation(direct("bob", "alice", "alice|bob|product:981"))
+        .await
+        .expect("again")
+        .expect("no block");
     assert_eq!((again.id.as_str(), again.created), (first.id.as_str(), false));
-    let other =
-        store.create_conversation(direct("alice", "bob", "alice|bob|product:982")).await.expect("other");
+    let other = store
+        .create_conversation(direct("alice", "bob", "alice|bob|product:982"))
+        .await
+        .expect("other")
+        .expect("no block");
     assert!(other.created);
     assert_ne!(other.id, first.id);
     let conversation = store.conversation(&first.id, "alice").await.expect("read").expect("exists");
@@ -77,8 +86,11 @@ async fn a_direct_conversation_created_on_two_nodes_at_once_exists_once(store: A
         let node = if n % 2 == 0 { store.clone() } else { other.clone() };
         tokio::spawn(async move { node.create_conversation(direct("alice", "bob", "alice|bob|")).await })
     });
-    let results: Vec<_> =
-        join_all(attempts).await.into_iter().map(|r| r.expect("task").expect("create")).collect();
+    let results: Vec<_> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task").expect("create").expect("no block"))
+        .collect();
     let ids: BTreeSet<&str> = results.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids.len(), 1, "one conversation: {results:?}");
     assert_eq!(results.iter().filter(|c| c.created).count(), 1);

@@ -159,7 +159,7 @@ fn direct(a: &str, b: &str, key: &str) -> NewConversation {
 }
 
 async fn create(store: &Arc<dyn Store>, new: NewConversation) -> String {
-    store.create_conversation(new).await.expect("create").id
+    store.create_conversation(new).await.expect("create").expect("no block").id
 }
 
 fn no_hook() -> CommitHook {

@@ -19,10 +19,16 @@ async fn added_members_start_read_up_to_the_last_seq_and_existing_ones_are_left_
     send(&store, &id, "alice", "one").await;
     send(&store, &id, "alice", "two").await;
     let added = store
-        .add_members(&id, vec!["carol".into(), "bob".into(), "dave".into()], Role::Admin, Timestamp(5_000))
+        .add_members(
+            &id,
+            vec!["carol".into(), "bob".into(), "dave".into()],
+            Role::Admin,
+            Timestamp(5_000),
+            "alice",
+        )
         .await
         .expect("add");
-    assert_eq!(added, vec!["carol".to_owned(), "dave".to_owned()]);
+    assert_eq!(added, Some(vec!["carol".to_owned(), "dave".to_owned()]));
     let conversation = store.conversation(&id, "carol").await.expect("read").expect("exists");
     let carol = conversation.member("carol").expect("carol");
     assert_eq!((carol.role, carol.last_read_seq, carol.joined_at), (Role::Admin, 2, Timestamp(5_000)));
@@ -144,9 +150,10 @@ async fn members_added_during_appends_get_exact_unread_counts(store: Arc<dyn Sto
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(n * 3)).await;
             store
-                .add_members(&id, vec![format!("user{n}")], Role::Member, Timestamp::now())
+                .add_members(&id, vec![format!("user{n}")], Role::Member, Timestamp::now(), "owner")
                 .await
                 .expect("add")
+                .expect("no block")
         })
     });
     let (appended, added) = futures::join!(join_all(appends), join_all(adds));

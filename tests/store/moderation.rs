@@ -10,7 +10,37 @@ store_tests!(
     blocks_leave_group_conversations_alone,
     appends_return_whom_each_recipient_blocks_among_the_members,
     contacts_leave_out_users_blocked_either_way,
+    no_conversation_is_created_or_joined_across_a_block,
 );
+
+async fn no_conversation_is_created_or_joined_across_a_block(store: Arc<dyn Store>, _db: Db) {
+    assert!(store.block_user("alice", "mallory", Timestamp::now()).await.expect("block"));
+    // A group whose owner one of its members blocks: refused, nothing written.
+    let refused = store.create_conversation(group("mallory", &["alice", "bob"])).await.expect("create");
+    assert!(refused.is_none(), "{refused:?}");
+    assert!(store.conversation_heads("bob").await.expect("heads").is_empty(), "nothing was written");
+    // A direct pair either way.
+    let direct = |a: &str, b: &str| NewConversation {
+        direct_key: Some(format!("{a}|{b}")),
+        kind: ConversationType::Direct,
+        ..group(a, &[b])
+    };
+    assert!(store.create_conversation(direct("mallory", "alice")).await.expect("create").is_none());
+    assert!(store.create_conversation(direct("alice", "mallory")).await.expect("create").is_none());
+    // Adding the blocker: refused, nobody added (not even bob).
+    let id = create(&store, group("mallory", &["carol"])).await;
+    let added = store
+        .add_members(&id, vec!["bob".into(), "alice".into()], Role::Member, Timestamp::now(), "mallory")
+        .await
+        .expect("add");
+    assert!(added.is_none(), "{added:?}");
+    assert!(store.conversation_heads("bob").await.expect("heads").is_empty(), "nobody was added");
+    // The blocker herself may share a group with the user she blocks.
+    let hers = store.create_conversation(group("alice", &["mallory"])).await.expect("create");
+    assert!(hers.is_some_and(|created| created.created));
+    let added = store.add_members(&id, vec!["bob".into()], Role::Member, Timestamp::now(), "mallory").await;
+    assert_eq!(added.expect("add"), Some(vec!["bob".to_owned()]));
+}
 
 async fn bans_are_recorded_listed_and_lifted(store: Arc<dyn Store>, db: Db) {
     assert!(store.banned_users().await.expect("bans").is_empty());

@@ -17,7 +17,7 @@
 
 use serde::Deserialize;
 
-use crate::core::Chat;
+use super::{Chat, DIRECT_WITH_BLOCKER};
 use crate::core::error::ChatError;
 use crate::core::model::{Block, ConversationType, User};
 use crate::core::time::Timestamp;
@@ -70,29 +70,13 @@ impl Chat {
     /// Refuses a direct conversation between users of whom one blocks the other.
     pub(super) async fn refuse_blocked_pair(&self, user_id: &str, other: &str) -> Result<(), ChatError> {
         if !self.store.blocked_among(user_id, &[other.to_owned()]).await?.is_empty() {
-            return Err(ChatError::forbidden("one of you blocks the other: no direct conversation"));
+            return Err(ChatError::forbidden(DIRECT_WITH_BLOCKER));
         }
         Ok(())
     }
 }
 
 impl Chat {
-    /// Refuses putting `others` into a group with `user_id` when one of them blocks
-    /// `user_id` (a block the caller made does not stop them).
-    pub(super) async fn refuse_group_with_blockers(
-        &self,
-        user_id: &str,
-        others: &[String],
-    ) -> Result<(), ChatError> {
-        // Usually empty: only users with a block either way need the second look.
-        for other in self.store.blocked_among(user_id, others).await? {
-            if self.store.blocks_of(&other).await?.iter().any(|block| block.user_id == user_id) {
-                return Err(ChatError::forbidden("a user you named blocks you: no group with them"));
-            }
-        }
-        Ok(())
-    }
-
     /// Refuses a write by `user` into conversation `conversation_id` of type `kind` when it
     /// is direct and one of its two members blocks the other.
     pub(super) async fn refuse_blocked_direct(

@@ -41,8 +41,10 @@ impl Chat {
                 self.limits.max_members
             )));
         }
-        self.refuse_group_with_blockers(&user.id, &req.user_ids).await?;
-        let added = self.store.add_members(id, req.user_ids, role, Timestamp::now()).await?;
+        let Some(added) = self.store.add_members(id, req.user_ids, role, Timestamp::now(), &user.id).await?
+        else {
+            return Err(ChatError::forbidden(GROUP_WITH_BLOCKER));
+        };
         let conversation = self.load_conversation(id, user).await?;
         if !added.is_empty() {
             let event = ServerEvent::ConversationUpdated(conversation.clone().shared());

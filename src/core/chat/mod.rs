@@ -51,6 +51,11 @@ pub(crate) use conversations::{LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};
 pub use messages::{MessagePage, Sent};
 pub use reads::Unread;
 
+/// Why a group with, or an addition of, a user who blocks the caller is refused.
+pub(crate) const GROUP_WITH_BLOCKER: &str = "a user you named blocks you: no group with them";
+/// Why a direct conversation between users of whom one blocks the other is refused.
+pub(crate) const DIRECT_WITH_BLOCKER: &str = "one of you blocks the other: no direct conversation";
+
 /// Limits the core enforces; defaults are the contract's.
 #[derive(Debug, Clone)]
 pub struct ChatLimits {
@@ -323,12 +328,12 @@ impl Chat {
                 others.push(id);
             }
         }
+        let kind = req.kind;
         let direct_key = match req.kind {
             ConversationType::Direct => {
                 let [other] = others.as_slice() else {
                     return Err(ChatError::invalid("a direct conversation needs exactly one other member"));
                 };
-                self.refuse_blocked_pair(&user.id, other).await?;
                 let (a, b) = if user.id < *other { (&user.id, other) } else { (other, &user.id) };
                 Some(serde_json::json!([a, b, req.context]).to_string())
             }
@@ -339,7 +344,6 @@ impl Chat {
                         self.limits.max_members
                     )));
                 }
-                self.refuse_group_with_blockers(&user.id, &others).await?;
                 None
             }
         };
@@ -360,6 +364,12 @@ impl Chat {
                 private_preview: req.private_preview.unwrap_or(false),
             })
             .await?;
+        let Some(created) = created else {
+            return Err(ChatError::forbidden(match kind {
+                ConversationType::Direct => DIRECT_WITH_BLOCKER,
+                ConversationType::Group => GROUP_WITH_BLOCKER,
+            }));
+        };
         let conversation = self.load_conversation(&created.id, user).await?;
         if created.created {
             let members: Vec<String> = conversation.members.iter().map(|m| m.user_id.clone()).collect();

@@ -281,8 +281,12 @@ pub trait Store:
 /// Conversations: creating them, reading them as a member sees them, and listing them.
 #[async_trait]
 pub trait ConversationStore: Send + Sync + 'static {
-    /// Creates a conversation with its members, or returns the existing direct one.
-    async fn create_conversation(&self, new: NewConversation) -> Result<Created, StoreError>;
+    /// Creates a conversation with its members, or returns the existing direct one. `None`,
+    /// and nothing written, when a block forbids it: a group whose members include one who
+    /// blocks its owner, a direct pair of which one blocks the other. The check runs in the
+    /// write's transaction, serialized with [`ModerationStore::block_user`], so a block
+    /// committed at the same moment is never missed.
+    async fn create_conversation(&self, new: NewConversation) -> Result<Option<Created>, StoreError>;
 
     /// The conversation as seen by `viewer` (their unread count), with members and last message.
     async fn conversation(&self, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError>;
@@ -322,13 +326,16 @@ pub trait MemberStore: Send + Sync + 'static {
 
     /// Adds users who are not yet members with `role`, their read marker at the current
     /// last seq (earlier history is visible but not unread); returns those actually added.
+    /// `None`, and nobody added, when one of `user_ids` blocks `by` (who adds them); checked
+    /// in the write's transaction, as for [`ConversationStore::create_conversation`].
     async fn add_members(
         &self,
         conversation_id: &str,
         user_ids: Vec<String>,
         role: Role,
         joined_at: Timestamp,
-    ) -> Result<Vec<String>, StoreError>;
+        by: &str,
+    ) -> Result<Option<Vec<String>>, StoreError>;
 
     /// Removes a member; false when the user was not a member. A group left with members but
     /// no owner gets one in the same transaction (serialized with every other change of its

@@ -4,9 +4,18 @@ use super::*;
 
 #[async_trait]
 impl ConversationStore for PostgresStore {
-    async fn create_conversation(&self, new: NewConversation) -> Result<Created, StoreError> {
+    async fn create_conversation(&self, new: NewConversation) -> Result<Option<Created>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let owner = new.members.iter().find(|(_, role)| *role == Role::Owner).map(|(id, _)| id.as_str());
+        let others: Vec<&str> =
+            new.members.iter().map(|(id, _)| id.as_str()).filter(|id| Some(*id) != owner).collect();
+        if let Some(owner) = owner
+            && blocks_between(&tx, owner, &others, new.direct_key.is_some()).await?
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let at = new.created_at.millis();
         let insert = tx
             .prepare_cached(
@@ -39,7 +48,7 @@ impl ConversationStore for PostgresStore {
             let row = rows
                 .first()
                 .ok_or_else(|| StoreError::Backend("a direct_key conflict left no conversation".into()))?;
-            return Ok(Created { id: get(row, 0)?, created: false });
+            return Ok(Some(Created { id: get(row, 0)?, created: false }));
         }
         let (user_ids, roles): (Vec<&str>, Vec<&str>) =
             new.members.iter().map(|(user_id, role)| (user_id.as_str(), role.as_str())).unzip();
@@ -51,7 +60,7 @@ impl ConversationStore for PostgresStore {
             .await?;
         tx.execute(&members, &[&new.id, &user_ids, &roles, &at]).await?;
         tx.commit().await?;
-        Ok(Created { id: new.id, created: true })
+        Ok(Some(Created { id: new.id, created: true }))
     }
 
     async fn conversation(&self, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError> {

@@ -28,14 +28,20 @@ impl MemberStore for PostgresStore {
         user_ids: Vec<String>,
         role: Role,
         joined_at: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
+        by: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let named: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+        if blocks_between(&tx, by, &named, false).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         // Waits for appends in flight, so the new members' read markers are at the real last seq.
         let lock = tx.prepare_cached("SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE").await?;
         let Some(row) = tx.query_opt(&lock, &[&conversation_id]).await? else {
             tx.rollback().await?;
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let last_seq: i64 = get(&row, 0)?;
         let insert = tx
@@ -57,7 +63,7 @@ impl MemberStore for PostgresStore {
             }
         }
         tx.commit().await?;
-        Ok(added)
+        Ok(Some(added))
     }
 
     async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError> {

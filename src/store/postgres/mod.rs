@@ -442,6 +442,40 @@ impl Store for PostgresStore {
     }
 }
 
+/// The advisory-lock class of blocks: [`ModerationStore::block_user`] takes the blocked
+/// user's lock exclusively, [`blocks_between`] shares the locks of the users it checks.
+const BLOCKS_LOCK: i32 = 0x626c6b; // "blk"
+
+/// Whether one of `others` blocks `user_id` or, with `either_way`, `user_id` blocks one of
+/// them: the block rule of creating a conversation or adding members. Takes the checked
+/// users' block locks (shared) first, so a block being committed is waited for and seen,
+/// and a block that starts after waits for this transaction.
+async fn blocks_between(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user_id: &str,
+    others: &[&str],
+    either_way: bool,
+) -> Result<bool, StoreError> {
+    let mut locked: Vec<&str> = vec![user_id];
+    if either_way {
+        locked.extend_from_slice(others);
+    }
+    locked.sort_unstable();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, hashtext(u)) FROM unnest($2::text[]) AS t (u)",
+        &[&BLOCKS_LOCK, &locked],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM blocks WHERE \
+               (blocked_id = $1 AND blocker_id = ANY($2)) OR ($3 AND blocker_id = $1 AND blocked_id = ANY($2)))",
+            &[&user_id, &others, &either_way],
+        )
+        .await?;
+    get(&row, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,12 +54,17 @@ impl ModerationStore for PostgresStore {
     }
 
     async fn block_user(&self, blocker: &str, blocked: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let inserted = self
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Waits for conversations being created or joined with `blocked` (see `blocks_between`).
+        tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&BLOCKS_LOCK, &blocked]).await?;
+        let inserted = tx
             .execute(
                 "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 &[&blocker, &blocked, &at.millis()],
             )
             .await?;
+        tx.commit().await?;
         Ok(inserted == 1)
     }
 

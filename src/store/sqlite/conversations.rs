@@ -4,15 +4,24 @@ use super::*;
 
 #[async_trait]
 impl ConversationStore for SqliteStore {
-    async fn create_conversation(&self, new: NewConversation) -> Result<Created, StoreError> {
+    async fn create_conversation(&self, new: NewConversation) -> Result<Option<Created>, StoreError> {
         self.write(move |conn| {
+            // The one writer runs this whole: no block commits between the check and the write.
+            let owner = new.members.iter().find(|(_, role)| *role == Role::Owner).map(|(id, _)| id.as_str());
+            let others: Vec<&str> =
+                new.members.iter().map(|(id, _)| id.as_str()).filter(|id| Some(*id) != owner).collect();
+            if let Some(owner) = owner
+                && blocks_between(conn, owner, &others, new.direct_key.is_some())?
+            {
+                return Ok(None);
+            }
             if let Some(key) = &new.direct_key {
                 let existing: Option<String> = conn
                     .prepare_cached("SELECT id FROM conversations WHERE direct_key = ?1")?
                     .query_row([key], |r| r.get(0))
                     .optional()?;
                 if let Some(id) = existing {
-                    return Ok(Created { id, created: false });
+                    return Ok(Some(Created { id, created: false }));
                 }
             }
             let metadata = serde_json::to_string(&new.metadata).map_err(json_error)?;
@@ -38,7 +47,7 @@ impl ConversationStore for SqliteStore {
             for (user_id, role) in &new.members {
                 insert.execute(params![new.id, user_id, role.as_str(), at])?;
             }
-            Ok(Created { id: new.id, created: true })
+            Ok(Some(Created { id: new.id, created: true }))
         })
         .await
     }

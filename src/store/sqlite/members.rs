@@ -42,9 +42,14 @@ impl MemberStore for SqliteStore {
         user_ids: Vec<String>,
         role: Role,
         joined_at: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
-        let conversation_id = conversation_id.to_owned();
+        by: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let (conversation_id, by) = (conversation_id.to_owned(), by.to_owned());
         self.write(move |conn| {
+            let named: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+            if blocks_between(conn, &by, &named, false)? {
+                return Ok(None);
+            }
             let mut insert = conn.prepare_cached(
                 "INSERT INTO members (conversation_id, user_id, role, joined_at, last_read_seq) \
                  VALUES (?1, ?2, ?3, ?4, (SELECT last_seq FROM conversations WHERE id = ?1)) \
@@ -57,7 +62,7 @@ impl MemberStore for SqliteStore {
                     added.push(user_id);
                 }
             }
-            Ok(added)
+            Ok(Some(added))
         })
         .await
     }

@@ -252,3 +252,21 @@ pub(super) fn load_devices(
         })
         .collect()
 }
+
+/// Whether one of `others` blocks `user_id` or, with `either_way`, `user_id` blocks one of
+/// them: the block rule of creating a conversation or adding members.
+pub(super) fn blocks_between(
+    conn: &Connection,
+    user_id: &str,
+    others: &[&str],
+    either_way: bool,
+) -> Result<bool, StoreError> {
+    let others = serde_json::to_string(others).map_err(json_error)?;
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM blocks WHERE \
+               (blocked_id = ?1 AND blocker_id IN (SELECT value FROM json_each(?2))) \
+               OR (?3 AND blocker_id = ?1 AND blocked_id IN (SELECT value FROM json_each(?2)))",
+        )?
+        .exists(params![user_id, others, either_way])?)
+}
