@@ -72,9 +72,9 @@ pub enum BudgetKind {
     Presence,
     /// `sync`.
     Sync,
-    /// `POST /api/conversations`.
+    /// Conversation creation.
     CreateConversation,
-    /// `POST /api/conversations/{id}/members`.
+    /// Member additions.
     AddMembers,
 }
 
@@ -109,9 +109,9 @@ pub struct EventBudgets {
     pub presence: Budget,
     /// `sync`.
     pub sync: Budget,
-    /// Conversation creation (REST).
+    /// Conversation creation.
     pub create_conversation: Budget,
-    /// Member additions (REST).
+    /// Member additions.
     pub add_members: Budget,
 }
 

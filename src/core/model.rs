@@ -293,7 +293,7 @@ pub struct Device {
     pub created_at: Timestamp,
 }
 
-/// A user blocked by the caller (`GET /api/blocks`).
+/// A user blocked by the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Block {
     /// The blocked user.

@@ -1,4 +1,4 @@
-//! A user's notification stream (`GET /api/notifications/stream`, SSE): their `notification`
+//! A user's notification stream (served as SSE): their `notification`
 //! events, each with its id in the user's notification log, resumable from an id.
 //!
 //! Every `notification` is recorded in the recipient's log before it is published (see
@@ -37,7 +37,7 @@ pub enum StreamItem {
     Notification(Notification),
     /// The log no longer holds the notifications with ids `from..=to` (they aged out or
     /// were trimmed before the client resumed): the client should refresh what it shows
-    /// (e.g. `GET /api/unread`). Sent once, before the entries that follow them.
+    /// (the unread counts). Sent once, before the entries that follow them.
     Gap {
         /// First id missing.
         from: i64,
@@ -258,7 +258,6 @@ impl Feed {
 }
 
 impl Chat {
-    /// # `GET /api/notifications/stream`
     /// Opens the user's notification stream, fed live by `live` (from the stream's hub
     /// connection, registered before this call so nothing recorded from then on is missed;
     /// `user.connection` is that connection's name). With `last_event_id` it first replays

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::model::{ConversationType, JsonObject, MessageType, Role};
 
-/// `POST /api/conversations`: create a conversation; the caller becomes its owner.
+/// Create a conversation; the caller becomes its owner.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
@@ -35,7 +35,7 @@ pub struct CreateConversation {
     pub private_preview: Option<bool>,
 }
 
-/// `PATCH /api/conversations/{id}`: fields present are replaced.
+/// Change a conversation: fields present are replaced.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConversation {
@@ -52,7 +52,7 @@ pub struct UpdateConversation {
     pub private_preview: Option<bool>,
 }
 
-/// `PUT /api/notifications/settings`: fields present are changed.
+/// Change the caller's notification settings: fields present are changed.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationSettingsUpdate {
@@ -64,7 +64,7 @@ pub struct NotificationSettingsUpdate {
     pub mentions_when_muted: Option<bool>,
 }
 
-/// `POST /api/conversations/{id}/members`.
+/// Member additions.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
@@ -76,7 +76,7 @@ pub struct AddMembers {
     pub role: Option<Role>,
 }
 
-/// `message:send` / `POST /api/conversations/{id}/messages`.
+/// Send a message.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
@@ -108,7 +108,7 @@ pub struct SendMessage {
     pub metadata: JsonObject,
 }
 
-/// `message:edit` / `PATCH /api/messages/{id}`.
+/// Edit a message.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditMessage {
@@ -127,7 +127,7 @@ pub struct DeleteMessage {
     pub message_id: String,
 }
 
-/// `message:read` / `POST /api/conversations/{id}/read`.
+/// Mark a conversation read up to a seq.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
@@ -139,7 +139,7 @@ pub struct MarkRead {
     pub seq: i64,
 }
 
-/// `PUT /api/conversations/{id}/notifications`.
+/// Switch a conversation's notifications for the caller (mute).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetNotifications {
@@ -147,7 +147,7 @@ pub struct SetNotifications {
     pub enabled: bool,
 }
 
-/// `GET /api/conversations/{id}/messages` query.
+/// Which page of a conversation's history to read.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -166,7 +166,7 @@ pub struct HistoryQuery {
     pub limit: Option<i64>,
 }
 
-/// `GET /api/conversations` query.
+/// Which page of the caller's conversations to list.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -190,7 +190,7 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// `POST /api/devices`: register (or refresh) a device for push notifications.
+/// Register (or refresh) a device for push notifications.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDevice {

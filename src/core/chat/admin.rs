@@ -39,7 +39,7 @@ use crate::core::validate;
 /// system message by its `type`, which users cannot send).
 pub const SYSTEM_SENDER: &str = "system";
 
-/// `GET /api/admin/stats`.
+/// A node's stats for the operator.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Stats {
     /// This node's open connections by transport.
@@ -50,7 +50,7 @@ pub struct Stats {
     pub messages_per_minute: u64,
 }
 
-/// `GET /api/admin/users/{id}`.
+/// A user's standing for the operator.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserStatus {
     /// The user.
@@ -63,8 +63,8 @@ pub struct UserStatus {
     pub connections: usize,
 }
 
-/// `POST /api/admin/conversations`: a conversation created on behalf of `owner`, by the
-/// same rules as `POST /api/conversations`.
+/// A conversation created on behalf of `owner`, by the
+/// same rules as one a user creates.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversationFor {
@@ -90,7 +90,7 @@ pub struct CreateConversationFor {
     pub private_preview: Option<bool>,
 }
 
-/// `POST /api/admin/conversations/{id}/messages`: a system message.
+/// A system message from the operator.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SystemMessage {
@@ -102,7 +102,7 @@ pub struct SystemMessage {
     pub metadata: Option<JsonObject>,
 }
 
-/// `GET /api/admin/conversations` query.
+/// Which conversations the operator lists.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +118,7 @@ pub struct ListConversationsFor {
     pub cursor: Option<String>,
 }
 
-/// `PUT /api/admin/users/{id}/ban` body (optional).
+/// Why a user is banned (optional).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BanRequest {
@@ -158,13 +158,13 @@ impl Chat {
         Ok(())
     }
 
-    /// # `GET /api/admin/stats`
+    /// This node's connections, online users and message rate.
     pub fn stats(&self) -> Stats {
         let connections = self.presence.node_connections();
         Stats { users_online: connections.users, connections, messages_per_minute: self.rate.last_minute() }
     }
 
-    /// # `GET /api/admin/users/{id}`
+    /// Whether a user is banned and online, and their connections on this node.
     pub async fn user_status(&self, user_id: &str) -> Result<UserStatus, ChatError> {
         validate::identifier("user_id", user_id)?;
         let online = self.presence.info(&[user_id.to_owned()]).await.first().is_some_and(|info| info.online);
@@ -176,7 +176,8 @@ impl Chat {
         })
     }
 
-    /// # `POST /api/admin/users/{id}/disconnect`
+    /// Disconnects a user.
+    ///
     /// Closes every connection of the user on every node; they may reconnect. Durable: a
     /// node that the bus message does not reach closes them within [`BANS_RECHECK`] and a
     /// second.
@@ -196,7 +197,8 @@ impl Chat {
         self.disconnects.read(read)
     }
 
-    /// # `PUT /api/admin/users/{id}/ban`
+    /// Bans a user.
+    ///
     /// Durable; this node refuses the user at once, the others when the bus tells them; every
     /// connection of the user is closed.
     pub async fn ban(&self, user_id: &str, req: BanRequest) -> Result<(), ChatError> {
@@ -214,7 +216,8 @@ impl Chat {
         Ok(())
     }
 
-    /// # `DELETE /api/admin/users/{id}/ban`
+    /// Lifts a user's ban.
+    ///
     /// Idempotent: lifting a ban that does not exist succeeds.
     pub async fn unban(&self, user_id: &str) -> Result<(), ChatError> {
         validate::identifier("user_id", user_id)?;
@@ -224,7 +227,8 @@ impl Chat {
         Ok(())
     }
 
-    /// # `POST /api/admin/conversations`
+    /// Opens a conversation for a user.
+    ///
     /// Created on behalf of `owner`, exactly as if they had asked (members are told with
     /// `conversation:new`; a direct conversation is unique per pair and context).
     pub async fn create_conversation_for(
@@ -244,7 +248,8 @@ impl Chat {
         self.open_conversation(&owner, req).await
     }
 
-    /// # `GET /api/admin/conversations?user_id=&limit=&cursor=`
+    /// Lists conversations for the operator.
+    ///
     /// One user's conversations (their unread counts), or every conversation (unread counts
     /// 0), newest activity first.
     pub async fn conversations_for(&self, req: ListConversationsFor) -> Result<ConversationPage, ChatError> {
@@ -260,14 +265,16 @@ impl Chat {
         Ok(page_of(conversations, limit))
     }
 
-    /// # `GET /api/admin/conversations/{id}`
+    /// Inspects a conversation.
+    ///
     /// Any conversation with all its members; `unread_count` is 0 (it is nobody's view).
     pub async fn inspect_conversation(&self, id: &str) -> Result<Conversation, ChatError> {
         validate::identifier("id", id)?;
         self.store.conversation(id, "").await?.ok_or_else(|| ChatError::not_found("no such conversation"))
     }
 
-    /// # `POST /api/admin/conversations/{id}/messages`
+    /// Posts a system message.
+    ///
     /// Appends a `system` message from [`SYSTEM_SENDER`]: committed, then fanned out and
     /// routed (notifications, pushes) to every member like any message.
     pub async fn post_system_message(

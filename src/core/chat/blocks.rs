@@ -23,7 +23,7 @@ use crate::core::model::{Block, ConversationType, User};
 use crate::core::time::Timestamp;
 use crate::core::validate;
 
-/// `POST /api/blocks`.
+/// Block a user.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRequest {
@@ -32,7 +32,6 @@ pub struct BlockRequest {
 }
 
 impl Chat {
-    /// # `POST /api/blocks`
     /// Blocks `user_id`; returns the block and whether it is new (blocking again is harmless).
     pub async fn block(&self, user: &User, req: BlockRequest) -> Result<(Block, bool), ChatError> {
         validate::identifier("user_id", &req.user_id)?;
@@ -51,8 +50,7 @@ impl Chat {
         Ok((block, created))
     }
 
-    /// # `DELETE /api/blocks/{user_id}`
-    /// `not_found` unless the caller blocks that user.
+    /// Lifts the caller's block of `user_id`; `not_found` unless the caller blocks that user.
     pub async fn unblock(&self, user: &User, user_id: &str) -> Result<(), ChatError> {
         validate::identifier("user_id", user_id)?;
         if !self.store.unblock_user(&user.id, user_id).await? {
@@ -61,7 +59,6 @@ impl Chat {
         Ok(())
     }
 
-    /// # `GET /api/blocks`
     /// The users the caller blocks, oldest block first.
     pub async fn blocks(&self, user: &User) -> Result<Vec<Block>, ChatError> {
         Ok(self.store.blocks_of(&user.id).await?)
