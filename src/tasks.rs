@@ -4,7 +4,9 @@
 //! them all at shutdown, and a loop that panics is logged with its name instead of vanishing.
 //!
 //! Short-lived work tied to one request or connection (a typing timer, a notification stream,
-//! a rebuild after a bus loss) is not a background loop and is spawned where it happens.
+//! a rebuild after a bus loss) is not a background loop and is spawned where it happens. The
+//! SQLite writer is an OS thread, not a task (its statements block), and ends when its store
+//! is dropped.
 
 use std::future::Future;
 use std::time::Duration;
