@@ -168,10 +168,14 @@ async fn every_client_event_works_over_plain_websocket() {
     assert!(deleted["message"]["content"].is_null() && deleted["message"]["deleted_at"].is_string());
     assert_eq!(bob.next("message:deleted").await, deleted["message"]);
 
-    // Leave stops this connection's deliveries; join resumes them.
+    // Leave stops this connection's deliveries; join resumes them. The send's ack comes at
+    // commit, its fan-out a moment later: a second tab of alice's, which receives it, shows
+    // the fan-out is done before bob joins again.
+    let mut alice_tab = Ws::connect(&server, "alice").await;
     bob.pushes.clear();
     bob.ok("conversation:leave", json!({ "conversation_id": id })).await;
     alice.ok("message:send", json!({ "conversation_id": id, "content": "unheard" })).await;
+    assert_eq!(alice_tab.next("message:new").await["content"], "unheard");
     bob.ok("conversation:join", json!({ "conversation_id": id })).await;
     alice.ok("message:send", json!({ "conversation_id": id, "content": "heard" })).await;
     // "unheard", had it been delivered, would have come first.
