@@ -456,7 +456,7 @@ const scenarios = {
 
   async join_leave() {
     const conv = await group("alice", ["bob"]);
-    const [alice, dave] = await Promise.all([connect("alice"), connect("dave")]);
+    const [alice, dave, bob] = await Promise.all([connect("alice"), connect("dave"), connect("bob")]);
     const refused = await dave.ack("conversation:join", { conversation_id: conv.id });
     assert.equal(refused.ok, false);
     assert.equal(refused.error.code, "not_a_member");
@@ -467,6 +467,9 @@ const scenarios = {
     // Leaving unsubscribes this socket only; joining again resubscribes it.
     assert.deepEqual(await alice.ack("conversation:leave", { conversation_id: conv.id }), { ok: true });
     await api("bob", "POST", `/api/conversations/${conv.id}/messages`, { content: "unheard" });
+    // The send answers at commit and fans out a moment later: bob's socket receiving it shows
+    // the fan-out is done before alice joins again.
+    await bob.next("message:new", (m) => m.content === "unheard");
     await alice.none("message:new");
     assert.deepEqual(await alice.ack("conversation:join", { conversation_id: conv.id }), { ok: true });
     await api("bob", "POST", `/api/conversations/${conv.id}/messages`, { content: "heard" });
@@ -478,6 +481,7 @@ const scenarios = {
     await alice.next("notification", (n) => n.message_id === note.body.id);
     alice.close();
     dave.close();
+    bob.close();
   },
 
   async membership_changes() {
