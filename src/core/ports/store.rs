@@ -43,6 +43,17 @@ pub struct NewConversation {
     pub private_preview: bool,
 }
 
+impl NewConversation {
+    /// What the block rule of creating it checks: its owner, the other members, and whether
+    /// a block counts either way (a direct pair) or only against the owner (a group). `None`
+    /// without an owner.
+    pub fn block_check(&self) -> Option<(&str, Vec<&str>, bool)> {
+        let (owner, _) = self.members.iter().find(|(_, role)| *role == Role::Owner)?;
+        let others = self.members.iter().map(|(id, _)| id.as_str()).filter(|id| id != owner).collect();
+        Some((owner, others, self.direct_key.is_some()))
+    }
+}
+
 /// Fields of a conversation to change; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
 pub struct ConversationUpdate {

@@ -7,11 +7,8 @@ impl ConversationStore for PostgresStore {
     async fn create_conversation(&self, new: NewConversation) -> Result<Option<Created>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let owner = new.members.iter().find(|(_, role)| *role == Role::Owner).map(|(id, _)| id.as_str());
-        let others: Vec<&str> =
-            new.members.iter().map(|(id, _)| id.as_str()).filter(|id| Some(*id) != owner).collect();
-        if let Some(owner) = owner
-            && blocks_between(&tx, owner, &others, new.direct_key.is_some()).await?
+        if let Some((owner, others, either_way)) = new.block_check()
+            && blocks_between(&tx, owner, &others, either_way).await?
         {
             tx.rollback().await?;
             return Ok(None);

@@ -7,11 +7,8 @@ impl ConversationStore for SqliteStore {
     async fn create_conversation(&self, new: NewConversation) -> Result<Option<Created>, StoreError> {
         self.write(move |conn| {
             // The one writer runs this whole: no block commits between the check and the write.
-            let owner = new.members.iter().find(|(_, role)| *role == Role::Owner).map(|(id, _)| id.as_str());
-            let others: Vec<&str> =
-                new.members.iter().map(|(id, _)| id.as_str()).filter(|id| Some(*id) != owner).collect();
-            if let Some(owner) = owner
-                && blocks_between(conn, owner, &others, new.direct_key.is_some())?
+            if let Some((owner, others, either_way)) = new.block_check()
+                && blocks_between(conn, owner, &others, either_way)?
             {
                 return Ok(None);
             }
