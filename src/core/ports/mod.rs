@@ -3,12 +3,14 @@
 
 mod bus;
 mod limit;
+mod media;
 mod presence;
 mod push;
 mod store;
 
 pub use bus::*;
 pub use limit::*;
+pub use media::*;
 pub use presence::*;
 pub use push::*;
 pub use store::*;
