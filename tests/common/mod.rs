@@ -11,6 +11,7 @@ pub mod redis;
 pub mod sse;
 pub mod store;
 pub mod webhook;
+pub mod weed;
 pub mod ws;
 
 use std::net::SocketAddr;
