@@ -84,7 +84,7 @@ start_nodes() {
     # One Tokio worker per node, as benches/run.sh runs chatd (and its SQLite writer is unused).
     TOKIO_WORKER_THREADS=1 CHATD_LOG=warn NO_COLOR=1 "$CHATD" serve \
       --bind "127.0.0.1:$port" --data-dir "$dir" --rate-limit 0 --jwt-secret "$SECRET" \
-      --database-url "$PG_URL?schema=$SCHEMA" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" \
+      --database-url "$PG_URL?schema=$SCHEMA" --media-dir-shared --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" \
       >"$WORK/node-${1}n-$i.log" 2>&1 &
     NODE_PIDS+=($!)
     ADDRS+=("127.0.0.1:$port")

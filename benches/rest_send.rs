@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         };
         let schema = PgSchema::fresh(&base);
         let result = async {
-            let server = Server::start_with(&["--database-url", &schema.url]).await?;
+            let server = Server::start_with(&["--database-url", &schema.url, "--media-dir-shared"]).await?;
             let label = format!("PostgreSQL (schema {}, default pool)", schema.name);
             run(&server, &label, Duration::from_secs(seconds)).await
             // The server stops here, before its schema is dropped.

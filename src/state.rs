@@ -10,17 +10,19 @@ use anyhow::Context;
 use crate::auth::{Authenticator, KeySource};
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
-use crate::config::{Config, Database};
+use crate::config::{Config, Database, MediaStorage};
 use crate::core::admission::Admission;
 use crate::core::budget::{BudgetKind, BudgetLimiters};
 use crate::core::model::Platform;
 use crate::core::model::User;
-use crate::core::ports::{Bus, PresenceDirectory, RateLimiter, Store};
+use crate::core::ports::{Bus, Media, PresenceDirectory, RateLimiter, Store};
 use crate::core::push_worker::{Providers, PushSettings, PushWorker};
 use crate::core::{Chat, ChatError};
 use crate::limit::handshake::HandshakeLimiter;
 use crate::limit::local::LocalRateLimiter;
 use crate::limit::redis::RedisRateLimiter;
+use crate::media::local::LocalMedia;
+use crate::media::s3::S3Media;
 use crate::presence::redis::RedisPresence;
 use crate::push::apns::ApnsPush;
 use crate::push::fcm::{FcmPush, ServiceAccount};
@@ -118,8 +120,10 @@ impl AppState {
                 directory,
                 &tasks,
             )
-            .with_budgets(BudgetLimiters::new(budgets)),
+            .with_budgets(BudgetLimiters::new(budgets))
+            .with_media(open_media(&config).await?),
         );
+        chat.start_media_housekeeping();
         chat.start_bans().await.context("loading the banned users")?;
         let push_worker = push_worker(&config, &store)?;
         let limits = &config.connections;
@@ -282,4 +286,18 @@ fn stored_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => stored_secret(data_dir),
         Err(err) => Err(err).with_context(|| format!("creating {}", path.display())),
     }
+}
+
+/// Opens the configured media store: a directory (created if missing) or an S3 bucket
+/// (checked reachable).
+pub async fn open_media(config: &Config) -> anyhow::Result<Arc<dyn Media>> {
+    Ok(match &config.media.store {
+        MediaStorage::Local(dir) => Arc::new(
+            LocalMedia::open(dir, config.media.public_url.clone())
+                .with_context(|| format!("opening the media directory {}", dir.display()))?,
+        ),
+        MediaStorage::S3(s3) => Arc::new(
+            S3Media::connect(s3).await.with_context(|| format!("opening the S3 bucket {}", s3.bucket))?,
+        ),
+    })
 }

@@ -128,6 +128,7 @@ fn fanout_across_two_nodes() {
         let mut nodes = Vec::new();
         for i in 0..2 {
             let args = [
+                "--media-dir-shared",
                 "--database-url",
                 &schema.url,
                 "--redis-url",

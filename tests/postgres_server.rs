@@ -90,7 +90,8 @@ async fn two_chatd_processes_on_one_schema_share_conversations_and_one_gap_free_
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8 path");
-    let args = ["--data-dir", data, "--rate-limit", "0", "--database-url", schema.url.as_str()];
+    let args =
+        ["--data-dir", data, "--rate-limit", "0", "--database-url", schema.url.as_str(), "--media-dir-shared"];
     let first = ServerProcess::start(dir.path(), &args, dir.path().join("first.log")).await;
     let second = ServerProcess::start(dir.path(), &args, dir.path().join("second.log")).await;
     let tokens: Vec<String> =
@@ -150,7 +151,7 @@ fn serve_exits_with_a_clear_error_when_postgresql_is_unreachable() {
     let url = format!("postgres://root@127.0.0.1:{}/test", free_port());
     let output = run_bounded(
         chatd_command()
-            .args(["serve", "--bind", "127.0.0.1:0", "--database-url", &url])
+            .args(["serve", "--bind", "127.0.0.1:0", "--database-url", &url, "--media-dir-shared"])
             .arg("--data-dir")
             .arg(dir.path())
             .current_dir(dir.path()),

@@ -107,6 +107,24 @@ async fn an_offline_user_with_a_webhook_device_gets_one_signed_post_per_message(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_or_file_without_text_is_previewed_as_photo_or_by_its_file_name() {
+    let receiver = Receiver::bind(&[]).await;
+    let server = server().await;
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    webhook_device(&bob, "bob-phone", &receiver.url("/hooks/bob")).await;
+    let conversation = id(&alice.create("direct", &["bob"]).await);
+    let png = common::media::encoded(20, 20, image::ImageFormat::Png);
+    let photo = common::media::upload(&alice, &conversation, "cat.png", "image/png", png).await;
+    common::media::send_uploads(&alice, &conversation, "image", &[&photo]).await.expect(201);
+    let pdf = b"%PDF-1.4\n%%EOF\n".to_vec();
+    let file = common::media::upload(&alice, &conversation, "계약서.pdf", "application/pdf", pdf).await;
+    common::media::send_uploads(&alice, &conversation, "file", &[&file]).await.expect(201);
+    let requests = receiver.wait_for(2).await;
+    let bodies: Vec<Value> = requests.iter().map(|request| request.json()["body"].clone()).collect();
+    assert_eq!(bodies, vec![json!("📷 Photo"), json!("계약서.pdf")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_failing_twice_with_500_gets_the_message_once_on_the_third_attempt() {
     let receiver = Receiver::bind(&[500, 500]).await;
     let server = server().await;

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::core::ChatLimits;
 use crate::core::budget::{Budget, EventBudgets};
+use crate::core::media::MediaLimits;
+use crate::media::s3::S3Config;
 use crate::core::push_endpoints::EndpointPolicy;
 use crate::core::push_worker::{PushSettings, REQUESTS_PER_SEND};
 use crate::push::apns::ApnsConfig;
@@ -84,6 +86,27 @@ pub struct Config {
     pub sse_keep_alive: Duration,
     /// Limits on realtime connections and payloads, and the shutdown bound.
     pub connections: ConnectionLimits,
+    /// Where uploads and attachments are stored.
+    pub media: MediaConfig,
+}
+
+/// Where media are stored.
+#[derive(Debug, Clone)]
+pub enum MediaStorage {
+    /// Files in this directory (the embedded default).
+    Local(PathBuf),
+    /// An S3-compatible bucket.
+    S3(S3Config),
+}
+
+/// Media storage and the URL its upload links start with.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The backend.
+    pub store: MediaStorage,
+    /// chatd's base URL as clients reach it, without a trailing slash; `None`: upload links
+    /// are relative.
+    pub public_url: Option<String>,
 }
 
 /// Limits on realtime connections (Socket.IO, WebSocket, SSE) and on JSON payloads.

@@ -290,6 +290,63 @@ pub struct Settings {
     /// connections before the process exits anyway [default: 10].
     #[arg(long, env = "CHATD_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
+
+    /// chatd's base URL as clients reach it (`https://chat.example.com`), for the upload URLs
+    /// of the local media store. Unset: those URLs are relative to the URL the client used.
+    #[arg(long, env = "CHATD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Directory of uploaded media on local disk [default: media in the data directory].
+    #[arg(long, env = "CHATD_MEDIA_DIR", value_name = "DIR")]
+    pub media_dir: Option<PathBuf>,
+
+    /// Declares `--media-dir` shared by every node (a network file system): required to
+    /// keep media on disk with PostgreSQL, where several nodes may serve one deployment.
+    #[arg(long, env = "CHATD_MEDIA_DIR_SHARED", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub media_dir_shared: Option<bool>,
+
+    /// Keep media in this S3 bucket (any S3-compatible store) instead of on local disk.
+    #[arg(long, env = "CHATD_MEDIA_S3_BUCKET", value_name = "BUCKET")]
+    pub media_s3_bucket: Option<String>,
+
+    /// The S3 endpoint (`http://127.0.0.1:8333` for SeaweedFS or MinIO). Unset: AWS.
+    #[arg(long, env = "CHATD_MEDIA_S3_ENDPOINT", value_name = "URL")]
+    pub media_s3_endpoint: Option<String>,
+
+    /// The S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "CHATD_MEDIA_S3_REGION", value_name = "REGION")]
+    pub media_s3_region: Option<String>,
+
+    /// The S3 access key id. Unset: AWS_ACCESS_KEY_ID.
+    #[arg(long, env = "CHATD_MEDIA_S3_ACCESS_KEY_ID", value_name = "KEY")]
+    pub media_s3_access_key_id: Option<String>,
+
+    /// The S3 secret access key. Unset: AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "CHATD_MEDIA_S3_SECRET_ACCESS_KEY", value_name = "SECRET", hide_env_values = true)]
+    pub media_s3_secret_access_key: Option<String>,
+
+    /// Largest upload in bytes [default: 26214400, 25 MiB].
+    #[arg(long, env = "CHATD_MEDIA_MAX_BYTES", value_name = "BYTES")]
+    pub media_max_bytes: Option<u64>,
+
+    /// Most pixels (width × height) of an uploaded image, checked before decoding
+    /// [default: 40000000].
+    #[arg(long, env = "CHATD_MEDIA_MAX_PIXELS", value_name = "N")]
+    pub media_max_pixels: Option<u64>,
+
+    /// Uploads one user may open in 24 hours [default: 500].
+    #[arg(long, env = "CHATD_MEDIA_UPLOADS_PER_DAY", value_name = "N")]
+    pub media_uploads_per_day: Option<u64>,
+
+    /// How long an upload may wait to be attached to a message; never attached, it is
+    /// deleted after it (`30m`, `24h`) [default: 24h].
+    #[arg(long, env = "CHATD_MEDIA_UPLOAD_EXPIRY", value_name = "DURATION")]
+    pub media_upload_expiry: Option<String>,
+
+    /// How long a deleted message's media are kept before they are deleted [default: 24h].
+    #[arg(long, env = "CHATD_MEDIA_RETENTION", value_name = "DURATION")]
+    pub media_retention: Option<String>,
 }
 
 impl Settings {
@@ -309,7 +366,10 @@ impl Settings {
             push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts, max_devices_per_user,
             fcm_service_account, fcm_endpoint, apns_key_file, apns_key_id, apns_team_id, apns_topic, apns_endpoint,
             max_connections, max_connections_per_user, handshake_rate, handshake_burst, allowed_origins,
-            max_json_depth, max_outbound_queue, shutdown_timeout),
+            max_json_depth, max_outbound_queue, shutdown_timeout, public_url, media_dir, media_dir_shared,
+            media_s3_bucket, media_s3_endpoint, media_s3_region, media_s3_access_key_id,
+            media_s3_secret_access_key, media_max_bytes, media_max_pixels, media_uploads_per_day,
+            media_upload_expiry, media_retention),
         )
     }
 
@@ -318,7 +378,8 @@ impl Settings {
         let settings = self.with_file()?;
         let push = push_config(&settings)?;
         let connections = connection_limits(&settings)?;
-        let data_dir = settings.data_dir.unwrap_or_else(|| PathBuf::from("./chatd-data"));
+        let media_limits = media_limits(&settings)?;
+        let data_dir = settings.data_dir.clone().unwrap_or_else(|| PathBuf::from("./chatd-data"));
         let database = match settings.database_url.as_deref() {
             None => Database::Sqlite(data_dir.join("chatd.db")),
             Some(url) => {
@@ -337,6 +398,7 @@ impl Settings {
                 }
             }
         };
+        let media = media_config(&settings, &data_dir, matches!(database, Database::Postgres(_)))?;
         let redis = match settings.redis_url {
             Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
                 anyhow::bail!("unsupported --redis-url {url:?}: expected redis://HOST[:PORT][/DB]")
@@ -395,6 +457,7 @@ impl Settings {
                         .filter(|host| !host.is_empty())
                         .collect(),
                 },
+                media: media_limits,
                 ..defaults
             },
             sqlite_synchronous: settings.sqlite_synchronous.unwrap_or_default(),
@@ -405,6 +468,7 @@ impl Settings {
             },
             push,
             sse_keep_alive: Duration::from_secs(settings.sse_keep_alive.unwrap_or(15).max(1)),
+            media,
             connections,
         })
     }
@@ -531,4 +595,68 @@ fn push_config(settings: &Settings) -> anyhow::Result<PushConfig> {
         fcm_endpoint,
         apns,
     })
+}
+
+/// The upload limits and media lifetimes from `settings`.
+fn media_limits(settings: &Settings) -> anyhow::Result<MediaLimits> {
+    let defaults = MediaLimits::default();
+    let duration = |flag: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
+        match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(text)
+                .with_context(|| format!("--{flag} {text:?}: expected a duration such as 30m or 24h")),
+        }
+    };
+    let limits = MediaLimits {
+        max_bytes: settings.media_max_bytes.unwrap_or(defaults.max_bytes),
+        max_pixels: settings.media_max_pixels.unwrap_or(defaults.max_pixels),
+        uploads_per_day: settings.media_uploads_per_day.unwrap_or(defaults.uploads_per_day),
+        upload_expiry: duration("media-upload-expiry", &settings.media_upload_expiry, defaults.upload_expiry)?,
+        retention: duration("media-retention", &settings.media_retention, defaults.retention)?,
+        ..defaults
+    };
+    if limits.max_bytes == 0 || limits.max_pixels == 0 {
+        anyhow::bail!("--media-max-bytes and --media-max-pixels must be at least 1");
+    }
+    if limits.upload_expiry.is_zero() {
+        anyhow::bail!("--media-upload-expiry must be longer than zero");
+    }
+    Ok(limits)
+}
+
+/// Where media are stored, from `settings`: local disk unless an S3 bucket is named. Local
+/// disk with PostgreSQL (several nodes) is refused unless the directory is declared shared.
+fn media_config(settings: &Settings, data_dir: &Path, postgres: bool) -> anyhow::Result<MediaConfig> {
+    let public_url = settings.public_url.as_ref().map(|url| url.trim_end_matches('/').to_owned());
+    if let Some(url) = &public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("--public-url {url:?}: expected http://… or https://…");
+        }
+    }
+    let store = match &settings.media_s3_bucket {
+        Some(bucket) => MediaStorage::S3(S3Config {
+            bucket: bucket.clone(),
+            endpoint: settings.media_s3_endpoint.clone(),
+            region: settings
+                .media_s3_region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+            access_key_id: settings.media_s3_access_key_id.clone(),
+            secret_access_key: settings.media_s3_secret_access_key.clone(),
+            session_token: None,
+        }),
+        None => {
+            let shared = settings.media_dir_shared.unwrap_or(false);
+            if postgres && !shared {
+                anyhow::bail!(
+                    "media on local disk with PostgreSQL: other nodes could not serve them. Name an S3 \
+                     bucket (--media-s3-bucket), or declare --media-dir shared by every node \
+                     (--media-dir-shared)"
+                );
+            }
+            MediaStorage::Local(settings.media_dir.clone().unwrap_or_else(|| data_dir.join("media")))
+        }
+    };
+    Ok(MediaConfig { store, public_url })
 }

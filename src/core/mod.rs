@@ -10,6 +10,7 @@ pub mod budget;
 pub mod chat;
 pub mod error;
 pub mod lease;
+pub mod media;
 pub mod model;
 pub mod moderation;
 pub mod notification_routing;

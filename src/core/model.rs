@@ -301,3 +301,51 @@ pub struct Block {
     /// When the block was made.
     pub created_at: Timestamp,
 }
+
+/// What an attachment holds, from its verified bytes (never the declared type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentKind {
+    /// A photo (re-encoded without metadata, with a thumbnail when it could be decoded).
+    Image,
+    /// A video, stored as uploaded.
+    Video,
+    /// A sound recording, stored as uploaded.
+    Audio,
+    /// Any other allowed file (PDF, text, office documents), stored as uploaded.
+    File,
+}
+
+/// Size of an attachment's thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThumbnailSize {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// A server-made attachment, as messages carry it: the same object for every recipient.
+/// Its bytes are at `GET /api/attachments/{id}` (and `…/thumbnail`), for members only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attachment {
+    /// The attachment's id (not the upload's).
+    pub id: String,
+    /// What it holds.
+    pub kind: AttachmentKind,
+    /// The verified MIME type.
+    pub content_type: String,
+    /// Bytes stored (after re-encoding for images).
+    pub size: u64,
+    /// The file name the uploader gave.
+    pub name: String,
+    /// Width in pixels, after EXIF orientation (images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels, after EXIF orientation (images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// The thumbnail's size, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<ThumbnailSize>,
+}

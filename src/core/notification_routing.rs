@@ -20,8 +20,20 @@ use crate::core::ports::{Audience, BusMessage, Delivery};
 use crate::core::server_events::{Notification, ReadReceipt, ServerEvent};
 
 /// The start of a message for previews: at most `max_chars` characters, none when deleted.
+/// A message without text shows its first attachment: "📷 Photo" for an image, else the
+/// file's name.
 pub fn preview(message: &Message, max_chars: usize) -> Option<String> {
-    let content = message.content.as_deref()?;
+    if message.deleted_at.is_some() {
+        return None;
+    }
+    let content = message.content.as_deref().filter(|text| !text.trim().is_empty());
+    let content = content.or_else(|| {
+        let first = message.attachments.first()?;
+        match first.get("kind").and_then(|kind| kind.as_str()) {
+            Some("image") => Some("📷 Photo"),
+            _ => first.get("name").and_then(|name| name.as_str()),
+        }
+    })?;
     Some(content.chars().take(max_chars).collect())
 }
 

@@ -240,3 +240,26 @@ pub struct ConversationRef {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
+
+/// Open an upload (`POST /api/uploads`): what the client is about to upload, and where it
+/// will be attached.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUpload {
+    /// The conversation the file will be sent in (members only).
+    #[schema(min_length = 1, max_length = 128)]
+    pub conversation_id: String,
+    /// The file's name as the user knows it (directories are dropped).
+    #[schema(min_length = 1, max_length = 255)]
+    pub filename: String,
+    /// The MIME type the client believes it is (a hint: the bytes decide).
+    #[schema(min_length = 1, max_length = 255)]
+    pub content_type: String,
+    /// The exact length in bytes.
+    #[schema(minimum = 1)]
+    pub size: u64,
+    /// The SHA-256 of the bytes (hex), checked when the file is attached.
+    #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub sha256: Option<String>,
+}

@@ -47,6 +47,8 @@ pub const STORE_ERRORS: &str = "chatd_store_errors_total";
 pub const BUS_ERRORS: &str = "chatd_bus_errors_total";
 /// Whether a backend answers its probe (1) or not (0), by `backend`.
 pub const BACKEND_UP: &str = "chatd_backend_up";
+/// Histogram: time to check and process one upload (sniff, decode, re-encode, thumbnail).
+pub const MEDIA_PROCESS_SECONDS: &str = "chatd_media_process_seconds";
 
 /// Registers each metric's help text and unit with the installed recorder.
 pub fn describe() {
@@ -55,6 +57,7 @@ pub fn describe() {
     describe_counter!(DISCONNECTS, "Realtime connections closed, by transport and reason");
     describe_counter!(EVENTS, "Client events received on the realtime transports, by event");
     describe_counter!(MESSAGES_SENT, "Messages committed");
+    describe_histogram!(MEDIA_PROCESS_SECONDS, Unit::Seconds, "Checking and processing one upload");
     describe_counter!(DELIVERIES, "Event frames handed to local connections, by event");
     describe_counter!(WS_WRITES, "Socket writes (one flush each) of plain-WebSocket connections");
     describe_counter!(WS_FRAMES_WRITTEN, "Frames written by those writes (frames per write = the ratio)");
@@ -198,6 +201,11 @@ impl Drop for ConnectionMetrics {
 /// A client event arrived; `event` is a known event name or `unknown`.
 pub fn event_received(event: &'static str) {
     counter!(EVENTS, "event" => event).increment(1);
+}
+
+/// An upload was checked and processed in `took`.
+pub fn media_processed(took: std::time::Duration) {
+    histogram!(MEDIA_PROCESS_SECONDS).record(took.as_secs_f64());
 }
 
 /// A message sent at `received` was committed.

@@ -4,3 +4,4 @@
 mod append_rules;
 pub mod postgres;
 pub mod sqlite;
+mod upload_rows;

@@ -106,6 +106,7 @@ impl Cluster {
             &per_second,
             "--rate-limit-burst",
             &burst,
+            "--media-dir-shared",
         ];
         args.extend(self.extra.iter().map(String::as_str));
         let log = match self.starts[n] {

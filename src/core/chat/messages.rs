@@ -121,19 +121,23 @@ impl Chat {
         // appending transaction (one round trip, and no race with a concurrent removal or
         // block). Fan-out runs on commit, in commit order (so `message:new` follows seq),
         // and even if this request is cancelled after the commit.
+        let id = new_id();
+        let attachments = self
+            .attach_uploads(user, &conversation_id, &id, req.client_id.as_deref(), req.attachments)
+            .await?;
         let on_commit = self.fan_out_on_commit(user.connection.clone(), received);
         let outcome = self
             .store
             .append_message(
                 NewMessage {
-                    id: new_id(),
+                    id,
                     conversation_id,
                     sender_id: user.id.clone(),
                     kind: req.kind,
                     content,
                     client_id: req.client_id,
                     reply_to_id: req.reply_to_id,
-                    attachments: req.attachments,
+                    attachments,
                     metadata: req.metadata,
                 },
                 on_commit,

@@ -13,12 +13,13 @@ use super::model::{
     Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
     Role, User, new_id,
 };
+use super::media::MediaLimits;
 use super::moderation::{Bans, DisconnectMarks};
 use super::notification_routing;
 use super::pii;
 use super::ports::{
-    ActivityCursor, AppendOutcome, Bus, CommitHook, ConversationUpdate, HistoryRange, Membership,
-    NewConversation, NewDevice, NewMessage, PresenceDirectory, RateLimiter, Store,
+    ActivityCursor, AppendOutcome, Bus, CommitHook, ConversationUpdate, HistoryRange, Media, MediaError,
+    Membership, NewConversation, NewDevice, NewMessage, PresenceDirectory, RateLimiter, Store,
 };
 use super::presence::Presence;
 use super::push_endpoints::EndpointPolicy;
@@ -44,12 +45,14 @@ mod members;
 mod messages;
 mod reads;
 mod settings;
+mod uploads;
 
 pub use blocks::BlockRequest;
 pub use conversations::ConversationPage;
 pub(crate) use conversations::{LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};
 pub use messages::{MessagePage, Sent};
 pub use reads::Unread;
+pub use uploads::{AttachmentDownload, THUMBNAIL_EDGE, UploadTicket};
 
 /// Why a group with, or an addition of, a user who blocks the caller is refused.
 pub(crate) const GROUP_WITH_BLOCKER: &str = "a user you named blocks you: no group with them";
@@ -90,6 +93,8 @@ pub struct ChatLimits {
     /// Most push devices one user keeps; registering one more replaces the least recently
     /// registered or refreshed (at least 1).
     pub max_devices_per_user: usize,
+    /// Upload sizes, quotas and how long media are kept.
+    pub media: MediaLimits,
 }
 
 impl Default for ChatLimits {
@@ -109,6 +114,7 @@ impl Default for ChatLimits {
             notification_log_max_age: Duration::from_secs(7 * 24 * 3600),
             push_endpoints: EndpointPolicy::default(),
             max_devices_per_user: 10,
+            media: MediaLimits::default(),
         }
     }
 }
@@ -131,6 +137,10 @@ pub struct Chat {
     pub(super) rate: Arc<MessageRate>,
     /// Where the service's background loops run.
     pub(super) tasks: Tasks,
+    /// Where uploads and attachments are stored; none until [`Chat::with_media`].
+    media: Option<Arc<dyn Media>>,
+    /// Turns of image processing (`limits.media.concurrent_processing` at once).
+    processing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Chat {
@@ -165,6 +175,7 @@ impl Chat {
             tasks.spawn("announce departed users", announcing);
         }
         let presence = Arc::new(Presence::new(directory));
+        let processing = Arc::new(tokio::sync::Semaphore::new(limits.media.concurrent_processing.max(1)));
         Chat {
             store,
             bus,
@@ -177,6 +188,8 @@ impl Chat {
             disconnects: Arc::default(),
             rate: Arc::default(),
             tasks: tasks.clone(),
+            media: None,
+            processing,
         }
     }
 

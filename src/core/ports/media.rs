@@ -103,6 +103,11 @@ pub enum Download {
     Redirect(String),
     /// Stream the bytes through chatd.
     Stream(ObjectStream),
+    /// The range asked for starts past the end of the object (HTTP 416), `total` bytes long.
+    Unsatisfiable {
+        /// The object's length.
+        total: u64,
+    },
 }
 
 /// Object storage of uploads, attachments and thumbnails.

@@ -7,6 +7,7 @@ mod media;
 mod presence;
 mod push;
 mod store;
+mod uploads;
 
 pub use bus::*;
 pub use limit::*;
@@ -14,6 +15,7 @@ pub use media::*;
 pub use presence::*;
 pub use push::*;
 pub use store::*;
+pub use uploads::*;
 
 /// The outcome of probing a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

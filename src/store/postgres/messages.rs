@@ -65,6 +65,11 @@ impl MessageStore for PostgresStore {
                     )
                     .await?;
                 tx.execute(&unread, &[&message.conversation_id, &message.sender_id, &message.seq]).await?;
+                // Its media go after the retention (the media housekeeping).
+                let media = tx
+                    .prepare_cached("UPDATE uploads SET message_deleted_at = $2 WHERE message_id = $1")
+                    .await?;
+                tx.execute(&media, &[&id, &at.millis()]).await?;
                 Some((message, true))
             }
             None => {

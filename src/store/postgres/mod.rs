@@ -20,6 +20,7 @@ mod messages;
 mod moderation;
 mod notifications;
 mod push_outbox;
+mod uploads;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -56,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0007_device_refresh.sql"),
     include_str!("../../../migrations/postgres/0008_message_version.sql"),
     include_str!("../../../migrations/postgres/0009_disconnects.sql"),
+    include_str!("../../../migrations/postgres/0010_uploads.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.

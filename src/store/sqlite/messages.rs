@@ -56,6 +56,9 @@ impl MessageStore for SqliteStore {
                      WHERE conversation_id = ?1 AND user_id <> ?2 AND last_read_seq < ?3 AND unread_count > 0",
                 )?
                 .execute(params![m.conversation_id, m.sender_id, m.seq])?;
+                // Its media go after the retention (the media housekeeping).
+                conn.prepare_cached("UPDATE uploads SET message_deleted_at = ?2 WHERE message_id = ?1")?
+                    .execute(params![id, at.millis()])?;
             }
             Ok(message.map(|m| (m, deleted == 1)))
         })

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0007_device_refresh.sql"),
     include_str!("../../../migrations/sqlite/0008_message_version.sql"),
     include_str!("../../../migrations/sqlite/0009_disconnects.sql"),
+    include_str!("../../../migrations/sqlite/0010_uploads.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
@@ -70,6 +71,7 @@ macro_rules! message_columns {
 const MESSAGE_COLUMNS: &str = message_columns!();
 
 mod appends;
+mod uploads;
 mod conversations;
 mod devices;
 mod members;

@@ -14,6 +14,7 @@ mod devices;
 pub mod error;
 pub mod extract;
 mod health;
+mod media;
 mod members;
 mod messages;
 mod notifications;
@@ -45,6 +46,7 @@ use crate::transport::openapi::{
     tags(
         (name = "conversations", description = "Conversations and their members"),
         (name = "messages", description = "Messages, history and read receipts"),
+        (name = "media", description = "Photos and files: uploads and attachment downloads"),
         (name = "devices", description = "Push notification devices"),
         (name = "blocks", description = "Users the caller blocks"),
         (name = "admin", description = "Operators' API (with `--admin-key`; not served without it)"),
@@ -65,6 +67,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(conversations::routes())
         .merge(members::routes())
         .merge(messages::routes())
+        .merge(media::routes())
         .merge(reads::routes())
         .merge(notifications::routes())
         .merge(devices::routes())
