@@ -349,8 +349,15 @@ async fn kill_9_mid_load_loses_no_acked_message() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8 path");
-    let args =
-        ["--data-dir", data, "--rate-limit", "0", "--database-url", schema.url.as_str(), "--media-dir-shared"];
+    let args = [
+        "--data-dir",
+        data,
+        "--rate-limit",
+        "0",
+        "--database-url",
+        schema.url.as_str(),
+        "--media-dir-shared",
+    ];
     let server = ServerProcess::start(dir.path(), &args, dir.path().join("first.log")).await;
     let users: Vec<String> = (0..2 * PAIRS).map(|n| format!("user{n}")).collect();
     let tokens: Vec<String> = users.iter().map(|u| cli_token(dir.path(), u, &["--data-dir", data])).collect();

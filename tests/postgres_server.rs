@@ -90,8 +90,15 @@ async fn two_chatd_processes_on_one_schema_share_conversations_and_one_gap_free_
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8 path");
-    let args =
-        ["--data-dir", data, "--rate-limit", "0", "--database-url", schema.url.as_str(), "--media-dir-shared"];
+    let args = [
+        "--data-dir",
+        data,
+        "--rate-limit",
+        "0",
+        "--database-url",
+        schema.url.as_str(),
+        "--media-dir-shared",
+    ];
     let first = ServerProcess::start(dir.path(), &args, dir.path().join("first.log")).await;
     let second = ServerProcess::start(dir.path(), &args, dir.path().join("second.log")).await;
     let tokens: Vec<String> =

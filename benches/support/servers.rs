@@ -233,7 +233,8 @@ impl ServerProcess {
                 let mut database = Vec::new();
                 if let Some(url) = &launch.database_url {
                     let fresh = BenchSchema::fresh(url);
-                    database = vec!["--database-url".to_owned(), fresh.url(), "--media-dir-shared".to_owned()];
+                    database =
+                        vec!["--database-url".to_owned(), fresh.url(), "--media-dir-shared".to_owned()];
                     schema = Some(fresh);
                 }
                 let child = pinned(launch.cpu, env!("CARGO_BIN_EXE_chatd"))

@@ -1,6 +1,7 @@
 //! Settings from flags, `CHATD_*` environment variables and an optional TOML file.
 //! Precedence: flag, then environment (both handled by clap), then file, then default.
 
+mod media;
 mod settings;
 
 pub use settings::Settings;
@@ -15,9 +16,9 @@ use serde::Deserialize;
 use crate::core::ChatLimits;
 use crate::core::budget::{Budget, EventBudgets};
 use crate::core::media::MediaLimits;
-use crate::media::s3::S3Config;
 use crate::core::push_endpoints::EndpointPolicy;
 use crate::core::push_worker::{PushSettings, REQUESTS_PER_SEND};
+use crate::media::s3::S3Config;
 use crate::push::apns::ApnsConfig;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 use crate::store::sqlite::Synchronous;

@@ -12,9 +12,7 @@ use futures_util::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::{
-    RangeNotSatisfiable, delete_object, object_path, object_size, read_bounded, resolve_range, store_error,
-};
+use super::{delete_object, object_path, object_size, read_bounded, resolve_range, store_error};
 use crate::core::ports::{
     ByteRange, Download, Media, MediaError, ObjectHeaders, ObjectStream, UploadSpec, UploadTarget,
 };
@@ -81,7 +79,7 @@ impl Media for LocalMedia {
     }
 
     /// Streams the file (or the one range asked for); a range with no byte in the file is
-    /// [`RangeNotSatisfiable`] (carried as [`MediaError::Backend`]).
+    /// [`Download::Unsatisfiable`].
     async fn download(
         &self,
         key: &str,
@@ -94,8 +92,9 @@ impl Media for LocalMedia {
             None => GetOptions::new(),
             Some(range) => {
                 let total = self.store.head(&path).await.map_err(store_error)?.size;
-                let offsets = resolve_range(&range, total)
-                    .ok_or_else(|| MediaError::backend(RangeNotSatisfiable { total }))?;
+                let Some(offsets) = resolve_range(&range, total) else {
+                    return Ok(Download::Unsatisfiable { total });
+                };
                 GetOptions::new().with_range(Some(offsets))
             }
         };

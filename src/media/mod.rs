@@ -17,15 +17,6 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::core::ports::{ByteRange, MediaError};
 
-/// A download asked for bytes the object does not have (HTTP 416). Carried as
-/// [`MediaError::Backend`]; find it with `downcast_ref::<RangeNotSatisfiable>()`.
-#[derive(Debug, thiserror::Error)]
-#[error("range not satisfiable: the object has {total} bytes")]
-pub struct RangeNotSatisfiable {
-    /// The object's full length (for `Content-Range: bytes */total`).
-    pub total: u64,
-}
-
 /// The offsets `range` selects in an object of `total` bytes, as HTTP defines a single
 /// range: an end past the object is cut to it; `None` when no byte is selected (a start at
 /// or past the end, an empty suffix, an empty object, or a reversed range).

@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use super::budget::{BudgetKind, BudgetLimiters, EventBudgets};
 use super::error::ChatError;
+use super::media::MediaLimits;
 use super::model::{
     Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
     Role, User, new_id,
 };
-use super::media::MediaLimits;
 use super::moderation::{Bans, DisconnectMarks};
 use super::notification_routing;
 use super::pii;

@@ -71,7 +71,6 @@ macro_rules! message_columns {
 const MESSAGE_COLUMNS: &str = message_columns!();
 
 mod appends;
-mod uploads;
 mod conversations;
 mod devices;
 mod members;
@@ -80,6 +79,7 @@ mod moderation;
 mod notifications;
 mod push_outbox;
 mod rows;
+mod uploads;
 
 use rows::*;
 
