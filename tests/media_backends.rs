@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatd::core::ports::{ByteRange, Download, Media, MediaError, ObjectHeaders, UploadSpec, UploadTarget};
-use chatd::media::RangeNotSatisfiable;
 use chatd::media::local::LocalMedia;
 use common::weed::Weed;
 use futures::TryStreamExt;
@@ -82,13 +81,9 @@ async fn fetch(media: &dyn Media, key: &str, range: Option<ByteRange>) -> Result
     let download = media
         .download(key, range.clone(), &file_headers(), Duration::from_secs(60))
         .await
-        .map_err(|err| match &err {
-            MediaError::Backend(source) if source.downcast_ref::<RangeNotSatisfiable>().is_some() => {
-                "416".to_owned()
-            }
-            _ => err.to_string(),
-        })?;
+        .map_err(|err| err.to_string())?;
     match download {
+        Download::Unsatisfiable { .. } => Err("416".to_owned()),
         Download::Stream(stream) => {
             let chunks: Vec<Bytes> = stream.body.try_collect().await.expect("body");
             Ok(Fetched { range: stream.range, total: stream.total, body: chunks.concat() })

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod media;
 pub mod node;
 pub mod pg;
 pub mod proxy;
