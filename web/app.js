@@ -13,6 +13,10 @@
   const ACK_TIMEOUT_MS = 10000;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 10000;
+  const MAX_FILES_AT_ONCE = 10; // files one pick, drop or paste may send
+  /** Image types every browser shows, so a pending upload can show its picture. */
+  const PREVIEWABLE = new Set(["image/jpeg", "image/png", "image/gif", "image/webp"]);
+  const KIND_ICONS = { image: "🖼️", video: "🎬", audio: "🎵", file: "📄" };
 
   const $ = (id) => document.getElementById(id);
 
@@ -96,7 +100,9 @@
       nextCursor: null,
       listLoaded: false, // first list page arrived (before it, "no conversations" is not shown)
       chats: new Map(), // id → loaded history, see newChat()
-      pending: new Map(), // client_id → {conversation_id, content, state: queued|sending|failed, error}
+      // client_id → {conversation_id, content, state: uploading|queued|sending|failed, error, at,
+      // upload?: {file, name, size, type, kind, progress, id, xhr, previewUrl}} (see sendFiles)
+      pending: new Map(),
       presence: new Map(), // user_id → {online, last_seen_at}
       typing: new Map(), // conversation_id → Map(user_id → fallback timer)
       openId: null, // the conversation on screen
@@ -600,7 +606,7 @@
     }
     if (message.sender_id === state.me && message.client_id) {
       const send = state.pending.get(message.client_id);
-      if (send && send.conversation_id === id) state.pending.delete(message.client_id);
+      if (send && send.conversation_id === id) forgetPending(message.client_id);
     }
     if (live) {
       setTyping(id, message.sender_id, false);
@@ -687,15 +693,25 @@
     scheduleRender();
   }
 
-  /** Sends (or re-sends: same client_id, so never twice) one pending message. */
+  /**
+   * Sends (or re-sends: same client_id, so never twice) one pending message. A file waits
+   * until its bytes are uploaded, and until the files picked before it in the same chat are.
+   */
   function trySend(clientId) {
     const pending = state.pending.get(clientId);
-    if (!pending || pending.state === "sending" || !conn.ready) return;
+    if (!pending || pending.state === "sending" || pending.state === "uploading" || !conn.ready) return;
+    if (pending.upload && earlierUploadRunning(pending)) return; // flushPending sends it later
     pending.state = "sending";
     pending.error = null;
-    call("message:send", { conversation_id: pending.conversation_id, content: pending.content, client_id: clientId })
+    const payload = { conversation_id: pending.conversation_id, client_id: clientId };
+    if (pending.content) payload.content = pending.content;
+    if (pending.upload) {
+      payload.type = pending.upload.kind === "image" ? "image" : "file";
+      payload.attachments = [{ upload_id: pending.upload.id }];
+    }
+    call("message:send", payload)
       .then((ack) => {
-        state.pending.delete(clientId);
+        forgetPending(clientId);
         applyMessage(ack.message, false);
       })
       .catch((err) => {
@@ -736,6 +752,274 @@
       notice(`Could not delete: ${err.message}`);
     }
     scheduleRender();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Photos and files: each file is uploaded (POST /api/uploads, then its bytes straight to the
+  // storage), then sent as a message of its own naming the upload (protocol.md, "Photos and
+  // files"). Until its message is acked it is a pending entry with an `upload`.
+
+  /** Drops a pending entry: stops its upload and frees its local picture. */
+  function forgetPending(clientId) {
+    const upload = state.pending.get(clientId)?.upload;
+    state.pending.delete(clientId);
+    if (!upload) return;
+    if (upload.xhr) upload.xhr.abort();
+    if (upload.previewUrl) URL.revokeObjectURL(upload.previewUrl);
+  }
+
+  function earlierUploadRunning(pending) {
+    for (const other of state.pending.values()) {
+      if (other !== pending && other.upload && other.state === "uploading" && other.conversation_id === pending.conversation_id && other.at < pending.at) return true;
+    }
+    return false;
+  }
+
+  /** Sends `files` (picked, dropped or pasted) to the open chat; the composer's text becomes the first one's caption. */
+  function sendFiles(fileList) {
+    const id = state.openId;
+    let files = [...(fileList || [])];
+    if (!id || !files.length) return;
+    if (files.length > MAX_FILES_AT_ONCE) {
+      notice(`At most ${MAX_FILES_AT_ONCE} files at a time: sending the first ${MAX_FILES_AT_ONCE}.`);
+      files = files.slice(0, MAX_FILES_AT_ONCE);
+    }
+    const caption = $("composer-input").value.trim();
+    if (caption) {
+      stopTyping();
+      $("composer-input").value = "";
+    }
+    const now = Date.now();
+    files.forEach((file, i) => {
+      const type = (file.type || "application/octet-stream").toLowerCase();
+      const clientId = newClientId();
+      state.pending.set(clientId, {
+        conversation_id: id,
+        content: i === 0 && caption ? caption : null,
+        state: "uploading",
+        error: null,
+        at: now + i / 1000, // keeps the picked order among messages of the same millisecond
+        upload: {
+          file,
+          name: file.name || "file",
+          size: file.size,
+          type,
+          kind: type.startsWith("image/") ? "image" : "file",
+          progress: 0,
+          id: null,
+          xhr: null,
+          previewUrl: PREVIEWABLE.has(type) ? URL.createObjectURL(file) : null,
+        },
+      });
+      startUpload(clientId);
+    });
+    jumpToBottom = true;
+    scheduleRender();
+  }
+
+  /** Opens the upload and sends the bytes; then the message goes out (trySend). */
+  async function startUpload(clientId) {
+    const pending = state.pending.get(clientId);
+    if (!pending?.upload) return;
+    const upload = pending.upload;
+    const current = () => state.pending.get(clientId) === pending;
+    pending.state = "uploading";
+    pending.error = null;
+    upload.progress = 0;
+    scheduleRender();
+    try {
+      const ticket = await api("POST", "/api/uploads", {
+        conversation_id: pending.conversation_id,
+        filename: upload.name,
+        content_type: upload.type,
+        size: upload.size,
+      });
+      if (!current()) return;
+      await uploadBytes(ticket, upload, (fraction) => showProgress(clientId, fraction));
+      if (!current()) return;
+      upload.id = ticket.upload_id;
+      upload.progress = 1;
+      pending.state = "queued";
+    } catch (err) {
+      if (err.code === "stale" || !current()) return;
+      pending.state = "failed";
+      pending.error = err.message;
+      notice(`Could not send ${upload.name}: ${err.message}`);
+    }
+    scheduleRender();
+    flushPending();
+  }
+
+  /** PUTs the file to chatd (local disk) or POSTs it as a form to the object store (S3), reporting progress. */
+  function uploadBytes(ticket, upload, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const post = ticket.method === "POST";
+      xhr.open(post ? "POST" : "PUT", ticket.url);
+      let body = upload.file;
+      if (post) {
+        body = new FormData();
+        for (const [name, value] of Object.entries(ticket.fields || {})) body.append(name, value);
+        body.append("file", upload.file, upload.name);
+      } else {
+        for (const [name, value] of Object.entries(ticket.headers || {})) xhr.setRequestHeader(name, value);
+      }
+      const done = (err) => {
+        upload.xhr = null;
+        if (err) reject(err);
+        else resolve();
+      };
+      xhr.upload.onprogress = (event) => {
+        if (event.lengthComputable && event.total > 0) onProgress(event.loaded / event.total);
+      };
+      xhr.upload.onload = () => onProgress(1); // every byte sent; the storage's answer is next
+      xhr.onload = () => done(xhr.status >= 200 && xhr.status < 300 ? null : uploadRefusal(xhr));
+      xhr.onerror = () => done(Object.assign(new Error("the upload failed (network error)"), { code: "network" }));
+      xhr.onabort = () => done(Object.assign(new Error("upload cancelled"), { code: "stale" }));
+      upload.xhr = xhr;
+      xhr.send(body);
+    });
+  }
+
+  /** The storage's reason for refusing an upload: chatd's JSON error, or S3's XML one. */
+  function uploadRefusal(xhr) {
+    const text = xhr.responseText || "";
+    let message = null;
+    let code = null;
+    try {
+      const data = JSON.parse(text);
+      message = data?.error?.message;
+      code = data?.error?.code;
+    } catch {
+      const xml = new DOMParser().parseFromString(text, "application/xml");
+      message = xml.querySelector("Message")?.textContent;
+      code = xml.querySelector("Code")?.textContent;
+    }
+    const err = new Error(message || `the storage refused the file (HTTP ${xhr.status})`);
+    return Object.assign(err, { code: code || `http_${xhr.status}`, status: xhr.status });
+  }
+
+  /** Moves a pending upload's progress bar in place (no re-render per progress event). */
+  function showProgress(clientId, fraction) {
+    const pending = state.pending.get(clientId);
+    if (!pending?.upload) return;
+    pending.upload.progress = fraction;
+    const el = messageCache.get(`p${clientId}`)?.el;
+    if (!el) return;
+    const percent = Math.round(fraction * 100);
+    const bar = el.querySelector("progress");
+    if (bar) bar.value = percent;
+    const label = el.querySelector(".upload-state");
+    if (label) label.textContent = `uploading… ${percent}%`;
+  }
+
+  function humanSize(bytes) {
+    if (!Number.isFinite(bytes) || bytes < 0) return "";
+    if (bytes < 1024) return `${bytes} B`;
+    const units = ["KB", "MB", "GB"];
+    let value = bytes / 1024;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+  }
+
+  /** An attachment's bytes (or thumbnail) with the token in the query, for <img src> and links. */
+  function attachmentUrl(id, thumbnail) {
+    const path = `/api/attachments/${encodeURIComponent(id)}${thumbnail ? "/thumbnail" : ""}`;
+    return `${path}?token=${encodeURIComponent(state.token)}`;
+  }
+
+  /** Server-made attachments (those with an id and kind); platform-shaped entries are not shown. */
+  function mediaOf(message) {
+    return (message.attachments || []).filter((a) => a && typeof a.id === "string" && typeof a.kind === "string");
+  }
+
+  const dimension = (n) => (Number.isInteger(n) && n > 0 ? n : undefined);
+
+  /** A thumbnail sized from the attachment (no layout jump); a click opens the full image. */
+  function photoThumb(attachment) {
+    const name = typeof attachment.name === "string" && attachment.name ? attachment.name : "photo";
+    return h(
+      "button",
+      {
+        type: "button",
+        class: "photo",
+        title: `Open ${name}`,
+        dataset: { testid: "attachment-image", attachmentId: attachment.id },
+        onclick: () => openLightbox(attachment, name),
+      },
+      h("img", {
+        src: attachmentUrl(attachment.id, true),
+        alt: name,
+        width: dimension(attachment.thumbnail.width),
+        height: dimension(attachment.thumbnail.height),
+        decoding: "async",
+        dataset: { testid: "attachment-thumbnail" },
+      }),
+    );
+  }
+
+  /** A file to download: icon by kind, name, size. */
+  function fileChip(attachment) {
+    const name = typeof attachment.name === "string" && attachment.name ? attachment.name : "file";
+    return h(
+      "a",
+      {
+        class: "file-chip",
+        href: attachmentUrl(attachment.id, false),
+        download: name,
+        title: `Download ${name}`,
+        dataset: { testid: "attachment-file", attachmentId: attachment.id, kind: attachment.kind },
+      },
+      h("span", { class: "file-icon", "aria-hidden": "true", text: KIND_ICONS[attachment.kind] || KIND_ICONS.file }),
+      h(
+        "span",
+        { class: "file-text" },
+        h("span", { class: "file-name", dataset: { testid: "attachment-name" }, text: name }),
+        h("span", { class: "muted small", dataset: { testid: "attachment-size" }, text: humanSize(attachment.size) }),
+      ),
+    );
+  }
+
+  function attachmentsBlock(message) {
+    const media = mediaOf(message);
+    if (!media.length) return null;
+    return h(
+      "div",
+      { class: "attachments" },
+      media.map((a) => (a.kind === "image" && a.thumbnail ? photoThumb(a) : fileChip(a))),
+    );
+  }
+
+  let lightbox = null; // {el, opener} while the full image is shown
+
+  /** Shows the full image over the page; a click anywhere or Escape closes it. */
+  function openLightbox(attachment, name) {
+    closeLightbox();
+    const close = h("button", { type: "button", class: "lightbox-close", "aria-label": "Close", text: "×", dataset: { testid: "lightbox-close" } });
+    const img = h("img", {
+      src: attachmentUrl(attachment.id, false),
+      alt: name,
+      width: dimension(attachment.width),
+      height: dimension(attachment.height),
+      dataset: { testid: "lightbox-image" },
+    });
+    const el = h("div", { class: "lightbox", role: "dialog", "aria-modal": "true", "aria-label": name, dataset: { testid: "lightbox" }, onclick: closeLightbox }, close, img);
+    img.addEventListener("error", () => el.append(h("p", { class: "lightbox-error", role: "alert", text: "The image could not be loaded." })));
+    lightbox = { el, opener: document.activeElement };
+    document.body.append(el);
+    close.focus();
+  }
+
+  function closeLightbox() {
+    if (!lightbox) return;
+    const { el, opener } = lightbox;
+    lightbox = null;
+    el.remove();
+    if (opener && opener.isConnected) opener.focus();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -905,9 +1189,18 @@
     if (typing) return { text: typing, typing: true };
     const m = conv.last_message;
     if (!m) return { text: "No messages yet", typing: false };
-    const body = m.deleted_at ? "message deleted" : m.content ?? `[${m.type}]`;
+    const body = m.deleted_at ? "message deleted" : messagePreview(m);
     const who = m.sender_id === state.me ? "You: " : conv.type === "group" ? `${m.sender_id}: ` : "";
     return { text: who + body, typing: false };
+  }
+
+  /** Mirrors the server's push preview: the text, else "📷 Photo" for an image, else the file's name. */
+  function messagePreview(m) {
+    if (typeof m.content === "string" && m.content.trim()) return m.content;
+    const first = (m.attachments || [])[0];
+    if (first?.kind === "image") return "📷 Photo";
+    if (typeof first?.name === "string") return first.name;
+    return m.content ?? `[${m.type}]`;
   }
 
   function renderList() {
@@ -984,10 +1277,12 @@
     const editing = state.editing === message.id && !deleted;
     const confirming = state.confirmDelete === message.id;
     const receipt = own && !deleted ? readers(conv, message.seq) : null;
-    const sig = JSON.stringify([message.id, message.content, message.edited_at, message.deleted_at, receipt, editing, confirming]);
+    const sig = JSON.stringify([message.id, message.content, message.edited_at, message.deleted_at, message.attachments, receipt, editing, confirming]);
     const build = () => {
       const parts = [];
       if (!own && conv.type === "group") parts.push(h("span", { class: "sender", text: message.sender_id }));
+      const media = deleted ? null : attachmentsBlock(message);
+      if (media) parts.push(media);
       if (editing) {
         const input = h("textarea", { class: "edit-input", rows: 2, maxlength: 4000, dataset: { testid: "edit-input" } });
         input.value = message.content ?? "";
@@ -1027,7 +1322,7 @@
             }),
           ),
         );
-      } else {
+      } else if (deleted || message.content != null || !media) {
         parts.push(
           h("span", {
             class: `content${deleted ? " deleted" : ""}`,
@@ -1085,41 +1380,65 @@
     return { key: `s${message.seq}`, sig, build };
   }
 
+  /** What a pending file shows: its picture (or a chip), and its progress bar while uploading. */
+  function pendingUpload(pending) {
+    const upload = pending.upload;
+    const parts = [];
+    if (upload.previewUrl) parts.push(h("img", { class: "pending-photo", src: upload.previewUrl, alt: upload.name }));
+    else {
+      parts.push(
+        h(
+          "span",
+          { class: "file-chip" },
+          h("span", { class: "file-icon", "aria-hidden": "true", text: KIND_ICONS[upload.kind] }),
+          h("span", { class: "file-text" }, h("span", { class: "file-name", text: upload.name }), h("span", { class: "muted small", text: humanSize(upload.size) })),
+        ),
+      );
+    }
+    if (pending.state === "uploading") {
+      const percent = Math.round(upload.progress * 100);
+      parts.push(h("progress", { class: "upload-progress", max: 100, value: percent, "aria-label": `Uploading ${upload.name}`, dataset: { testid: "upload-progress" } }));
+    }
+    return parts;
+  }
+
   function pendingItem(clientId, pending) {
     const failed = pending.state === "failed";
+    const uploading = pending.state === "uploading";
+    const upload = pending.upload;
+    const status = failed
+      ? h("span", { class: "error", role: "alert", dataset: { testid: "pending-error" }, text: `not sent: ${pending.error}` })
+      : h("span", { class: "upload-state", text: uploading ? `uploading… ${Math.round(upload.progress * 100)}%` : "sending…" });
+    const retry = () => {
+      if (upload && !upload.id) startUpload(clientId);
+      else {
+        pending.state = "queued";
+        trySend(clientId);
+      }
+    };
+    const discard = () => {
+      forgetPending(clientId);
+      scheduleRender();
+    };
     return {
       key: `p${clientId}`,
       sig: JSON.stringify([pending.state, pending.error]),
       build: () =>
         h(
           "li",
-          { class: `message own pending${failed ? " failed" : ""}`, dataset: { testid: "pending-message", clientId } },
-          h("span", { class: "content", text: pending.content }),
+          {
+            class: `message own pending${failed ? " failed" : ""}`,
+            dataset: upload ? { testid: "pending-message", clientId, upload: upload.kind } : { testid: "pending-message", clientId },
+          },
+          upload ? pendingUpload(pending) : null,
+          pending.content ? h("span", { class: "content", text: pending.content }) : null,
           h(
             "span",
             { class: "meta" },
-            failed ? h("span", { class: "error", text: `not sent: ${pending.error}` }) : h("span", { text: "sending…" }),
-            failed
-              ? h("button", {
-                  type: "button",
-                  class: "link",
-                  onclick: () => {
-                    pending.state = "queued";
-                    trySend(clientId);
-                  },
-                  text: "retry",
-                })
-              : null,
-            failed
-              ? h("button", {
-                  type: "button",
-                  class: "link",
-                  onclick: () => {
-                    state.pending.delete(clientId);
-                    scheduleRender();
-                  },
-                  text: "discard",
-                })
+            status,
+            failed ? h("button", { type: "button", class: "link", dataset: { testid: "pending-retry" }, onclick: retry, text: "retry" }) : null,
+            failed || uploading
+              ? h("button", { type: "button", class: "link", dataset: { testid: "pending-discard" }, onclick: discard, text: failed ? "discard" : "cancel" })
               : null,
           ),
         ),
@@ -1217,6 +1536,8 @@
 
   function signOut(message) {
     stopTyping();
+    closeLightbox();
+    for (const clientId of [...state.pending.keys()]) forgetPending(clientId);
     const session = state.session + 1;
     state.token = null;
     dropSocket("signed out");
@@ -1313,6 +1634,61 @@
       $("composer").requestSubmit();
     }
   });
+  composer.addEventListener("paste", (event) => {
+    const files = event.clipboardData?.files;
+    if (!files?.length || !state.openId) return;
+    event.preventDefault();
+    sendFiles(files);
+  });
+  $("attach").addEventListener("click", () => $("attach-input").click());
+  $("attach-input").addEventListener("change", (event) => {
+    sendFiles(event.target.files);
+    event.target.value = ""; // picking the same file again is a new change
+  });
+
+  // Files dragged onto the chat are sent to it; dropped anywhere else they are ignored (the
+  // browser would otherwise leave the page to show them).
+  const carriesFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+  let dragDepth = 0;
+  const showDropHint = (on) => {
+    dragDepth = on ? dragDepth + 1 : 0;
+    $("drop-hint").hidden = !on;
+  };
+  $("chat").addEventListener("dragenter", (event) => {
+    if (!state.openId || !carriesFiles(event)) return;
+    event.preventDefault();
+    showDropHint(true);
+  });
+  $("chat").addEventListener("dragover", (event) => {
+    if (!state.openId || !carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+  });
+  $("chat").addEventListener("dragleave", (event) => {
+    if (!carriesFiles(event) || --dragDepth > 0) return;
+    showDropHint(false);
+  });
+  $("chat").addEventListener("drop", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    showDropHint(false);
+    sendFiles(event.dataTransfer.files);
+  });
+  window.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event) || event.defaultPrevented) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "none";
+  });
+  window.addEventListener("drop", (event) => {
+    if (carriesFiles(event)) event.preventDefault();
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && lightbox) {
+      event.preventDefault();
+      closeLightbox();
+    }
+  });
+
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const content = composer.value.trim();
