@@ -114,3 +114,13 @@ async fn the_admin_page_refuses_a_wrong_key_and_shows_live_figures_with_the_righ
     let result = scenario(&server, "admin").await;
     assert_eq!(result["messages_per_minute"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_and_files_upload_with_progress_show_as_thumbnails_a_lightbox_and_file_chips() {
+    let server = TestServer::start_with(|config| {
+        config.dev = true;
+        config.limits.messages_per_second = 0;
+    })
+    .await;
+    scenario(&server, "media").await;
+}

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { statSync } from "node:fs";
 import { join } from "node:path";
+import { deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
 
 const URL = process.env.CHATD_URL;
@@ -37,6 +38,37 @@ async function api(user, method, path, body) {
   assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
   return text ? JSON.parse(text) : null;
 }
+
+/** CRC-32 (ISO-HDLC), for PNG chunks. */
+function crc32(bytes) {
+  let c = ~0;
+  for (const byte of bytes) {
+    c ^= byte;
+    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
+  }
+  return ~c >>> 0;
+}
+
+/** A `width`×`height` RGB PNG (a gradient, `blue` in the third channel), built here: no binary fixture. */
+function png(width, height, blue = 128) {
+  const u32 = (n) => Buffer.from([n >>> 24, n >>> 16, n >>> 8, n]);
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
+    return Buffer.concat([u32(data.length), body, u32(crc32(body))]);
+  };
+  // 8 bits per channel, RGB, deflate, no filter, no interlace.
+  const header = Buffer.concat([u32(width), u32(height), Buffer.from([8, 2, 0, 0, 0])]);
+  const rows = Buffer.alloc((width * 3 + 1) * height); // each row: filter byte 0, then RGB triples
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) rows.set([(x * 255) / width, (y * 255) / height, blue], y * (width * 3 + 1) + 1 + x * 3);
+  }
+  const signature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
+  return Buffer.concat([signature, chunk("IHDR", header), chunk("IDAT", deflateSync(rows)), chunk("IEND", Buffer.alloc(0))]);
+}
+
+/** A one-page PDF. */
+const PDF = Buffer.from("%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n" +
+  "3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n");
 
 /** Every browser-side failure we must not see: uncaught errors and JS dialogs (alert). */
 const trouble = { pageErrors: [], dialogs: [] };
@@ -410,6 +442,118 @@ const scenarios = {
     assert.deepEqual(trouble.dialogs, [], "no dialog fired");
     assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
     return { conversation: conv, screenshots: [offlineShot, desktopShot, phoneChat, phoneList] };
+  },
+
+  /** Photos and files: Alice sends a photo (file input, progress bar), a PDF, a captioned photo
+   * dropped on the chat and a pasted one; Bob sees thumbnails, opens the full image, downloads
+   * the PDF from its chip; a refused file says why. */
+  async media(browser) {
+    const [{ page: A }, { page: B }] = [await openUser(browser), await openUser(browser)];
+    await signIn(A, "alice", "Alice");
+    await signIn(B, "bob", "Bob");
+    const conv = await startDirect(A, "bob");
+    await item(B, conv).waitFor();
+    const preview = (text) => until(B, `bob's preview reads ${text}`, ([id, text]) =>
+      document.querySelector(`[data-conversation-id="${id}"] [data-testid="conversation-preview"]`)?.textContent === text, [conv, text]);
+    const pick = (name, mimeType, buffer) => A.setInputFiles(byTestId("composer-file"), { name, mimeType, buffer });
+    const mediaShown = (page, who, n) => until(page, `${who} shows ${n} messages with media`, (n) =>
+      document.querySelectorAll('[data-testid="message"] .attachments').length === n &&
+      !document.querySelector('[data-testid="pending-message"]'), n);
+
+    // The photo's bytes are held on their way to chatd, so the pending photo and its progress
+    // bar can be seen; every value the bar shows is recorded.
+    let release;
+    const held = new Promise((resolve) => (release = resolve));
+    await A.route("**/api/uploads/*/content*", (route) => held.then(() => route.continue()));
+    await A.evaluate(() => {
+      window.progressSeen = [];
+      const record = (changes) => changes.forEach((c) => c.target.localName === "progress" && window.progressSeen.push(c.target.value));
+      new MutationObserver(record).observe(document.getElementById("message-items"), { subtree: true, attributeFilter: ["value"] });
+    });
+    await pick("product.png", "image/png", png(640, 480));
+    await until(A, "alice sees her photo uploading", () => document.querySelector(
+      '[data-testid="pending-message"][data-upload="image"]:has(img[alt="product.png"]) [data-testid="upload-progress"]'));
+    const uploadingShot = await screenshot(A, "alice-uploading.png");
+    release();
+    await mediaShown(A, "alice", 1);
+    const seen = await A.evaluate(() => window.progressSeen);
+    assert.equal(seen[seen.length - 1], 100, `the bar moves up to full: ${seen}`);
+    await preview("📷 Photo");
+    await waitBadge(B, "bob", conv, "1");
+
+    // A PDF: the list shows its name.
+    await pick("invoice.pdf", "application/pdf", PDF);
+    await mediaShown(A, "alice", 2);
+    await preview("invoice.pdf");
+
+    // Bob opens the chat; Alice drops a photo with a caption typed first, then pastes one.
+    await openConversation(B, conv);
+    await mediaShown(B, "bob", 2);
+    await A.fill(byTestId("composer-input"), "The blue one");
+    const fileEvent = (page, testId, types, name, bytes) =>
+      page.evaluate(([testId, types, name, base64]) => {
+        const data = new DataTransfer();
+        data.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type: "image/png" }));
+        const target = document.querySelector(`[data-testid="${testId}"]`);
+        for (const type of types) {
+          const init = { bubbles: true, cancelable: true, dataTransfer: data, clipboardData: data };
+          target.dispatchEvent(type === "paste" ? new ClipboardEvent(type, init) : new DragEvent(type, init));
+        }
+        return !document.querySelector('[data-testid="drop-hint"]').hidden;
+      }, [testId, types, name, bytes.toString("base64")]);
+    assert.equal(await fileEvent(A, "message-list", ["dragenter", "dragover"], "blue.png", png(300, 500, 255)), true, "the drop hint shows");
+    assert.equal(await fileEvent(A, "message-list", ["drop"], "blue.png", png(300, 500, 255)), false, "the hint goes");
+    await mediaShown(A, "alice", 3);
+    assert.equal(await A.inputValue(byTestId("composer-input")), "", "the caption left the composer");
+    await fileEvent(A, "composer-input", ["paste"], "pasted.png", png(64, 64, 0));
+    await mediaShown(B, "bob", 4);
+    const sends = A.frames.filter((f) => f.dir === "sent" && f.event === "message:send").map((f) => f.data);
+    assert.deepEqual(sends.map((d) => [d.type, d.content, d.attachments.length]),
+      [["image", undefined, 1], ["file", undefined, 1], ["image", "The blue one", 1], ["image", undefined, 1]]);
+
+    // Bob: thumbnails loaded at the attachment's thumbnail size, alt = file name; the caption.
+    const { messages } = await api("bob", "GET", `/api/conversations/${conv}/messages`);
+    const photos = messages.filter((m) => m.attachments[0].kind === "image");
+    const thumbs = await B.$$eval('[data-testid="attachment-thumbnail"]', (imgs) => imgs.map((img) =>
+      ({ alt: img.alt, loaded: img.complete && img.naturalWidth > 0, width: img.width, height: img.height })));
+    assert.deepEqual(thumbs, photos.map((m) => ({ alt: m.attachments[0].name, loaded: true, ...m.attachments[0].thumbnail })));
+    assert.deepEqual(photos[0].attachments[0].thumbnail, { width: 320, height: 240 });
+    assert.equal((await shownMessages(B)).find((m) => m.seq === photos[1].seq).text, "The blue one");
+
+    // A click opens the full image (a lightbox), Escape or a click closes it.
+    await B.click(`[data-testid="message"][data-seq="${photos[0].seq}"] ${byTestId("attachment-image")}`);
+    await until(B, "the full image (640 px wide) is loaded", () => {
+      const img = document.querySelector('[data-testid="lightbox-image"]');
+      return img?.complete && img.naturalWidth === 640;
+    });
+    assert.equal(photos[0].attachments[0].width, 640);
+    const lightboxShot = await screenshot(B, "bob-lightbox.png");
+    await B.keyboard.press("Escape");
+    assert.equal(await B.locator(byTestId("lightbox")).count(), 0, "Escape closes it");
+    await B.click(`[data-testid="message"][data-seq="${photos[1].seq}"] ${byTestId("attachment-image")}`);
+    await B.click(byTestId("lightbox"));
+    assert.equal(await B.locator(byTestId("lightbox")).count(), 0, "a click closes it");
+
+    // The PDF is a chip with its name and size; its link downloads it.
+    const chip = B.locator(byTestId("attachment-file"));
+    assert.equal(await chip.locator(byTestId("attachment-name")).textContent(), "invoice.pdf");
+    assert.equal(await chip.locator(byTestId("attachment-size")).textContent(), `${PDF.length} B`);
+    const download = await chip.evaluate((a) => fetch(a.href).then(async (res) =>
+      [res.status, res.headers.get("content-disposition").split(";")[0], (await res.arrayBuffer()).byteLength]));
+    assert.deepEqual(download, [200, "attachment", PDF.length], "the chip's link downloads the PDF");
+    const chatShot = await screenshot(B, "bob-media.png");
+
+    // A type chatd never accepts: the pending file says why, and can be discarded.
+    await pick("page.html", "text/html", Buffer.from("<p>hi</p>"));
+    await until(A, "alice sees the refusal", () =>
+      /not sent: .*html/i.test(document.querySelector('[data-testid="pending-error"]')?.textContent || ""));
+    const refusedShot = await screenshot(A, "alice-refused.png");
+    await A.click(byTestId("pending-discard"));
+    assert.equal(await A.locator(byTestId("pending-message")).count(), 0);
+
+    assert.deepEqual(trouble.dialogs, [], "no dialog fired");
+    assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
+    return { conversation: conv, screenshots: [uploadingShot, lightboxShot, chatShot, refusedShot] };
   },
 
   /** The read-only admin page: a wrong key is refused, the right one shows this node's live
