@@ -768,9 +768,11 @@
     if (upload.previewUrl) URL.revokeObjectURL(upload.previewUrl);
   }
 
+  /** Whether a file picked before `pending`, for the same chat, is still uploading. */
   function earlierUploadRunning(pending) {
     for (const other of state.pending.values()) {
-      if (other !== pending && other.upload && other.state === "uploading" && other.conversation_id === pending.conversation_id && other.at < pending.at) return true;
+      const earlier = other.conversation_id === pending.conversation_id && other.at < pending.at;
+      if (earlier && other.upload && other.state === "uploading") return true;
     }
     return false;
   }
@@ -874,7 +876,8 @@
       };
       xhr.upload.onload = () => onProgress(1); // every byte sent; the storage's answer is next
       xhr.onload = () => done(xhr.status >= 200 && xhr.status < 300 ? null : uploadRefusal(xhr));
-      xhr.onerror = () => done(Object.assign(new Error("the upload failed (network error)"), { code: "network" }));
+      const unreachable = "the upload failed: the storage could not be reached (network, or it refuses this site)";
+      xhr.onerror = () => done(Object.assign(new Error(unreachable), { code: "network" }));
       xhr.onabort = () => done(Object.assign(new Error("upload cancelled"), { code: "stale" }));
       upload.xhr = xhr;
       xhr.send(body);
@@ -913,6 +916,7 @@
     if (label) label.textContent = `uploading… ${percent}%`;
   }
 
+  /** 193 B, 4.2 KB, 18 MB. */
   function humanSize(bytes) {
     if (!Number.isFinite(bytes) || bytes < 0) return "";
     if (bytes < 1024) return `${bytes} B`;
@@ -932,9 +936,10 @@
     return `${path}?token=${encodeURIComponent(state.token)}`;
   }
 
-  /** Server-made attachments (those with an id and kind); platform-shaped entries are not shown. */
+  /** Server-made attachments (protocol.md, Message); platform-shaped entries are not shown. */
   function mediaOf(message) {
-    return (message.attachments || []).filter((a) => a && typeof a.id === "string" && typeof a.kind === "string");
+    const serverMade = (a) => a && typeof a.id === "string" && typeof a.kind === "string" && typeof a.content_type === "string";
+    return (message.attachments || []).filter(serverMade);
   }
 
   const dimension = (n) => (Number.isInteger(n) && n > 0 ? n : undefined);
@@ -962,7 +967,20 @@
     );
   }
 
-  /** A file to download: icon by kind, name, size. */
+  /** What a file chip shows: an icon by kind, the name, the size. */
+  function chipParts(kind, name, size) {
+    return [
+      h("span", { class: "file-icon", "aria-hidden": "true", text: KIND_ICONS[kind] || KIND_ICONS.file }),
+      h(
+        "span",
+        { class: "file-text" },
+        h("span", { class: "file-name", dataset: { testid: "attachment-name" }, text: name }),
+        h("span", { class: "muted small", dataset: { testid: "attachment-size" }, text: humanSize(size) }),
+      ),
+    ];
+  }
+
+  /** A file to download. */
   function fileChip(attachment) {
     const name = typeof attachment.name === "string" && attachment.name ? attachment.name : "file";
     return h(
@@ -974,16 +992,11 @@
         title: `Download ${name}`,
         dataset: { testid: "attachment-file", attachmentId: attachment.id, kind: attachment.kind },
       },
-      h("span", { class: "file-icon", "aria-hidden": "true", text: KIND_ICONS[attachment.kind] || KIND_ICONS.file }),
-      h(
-        "span",
-        { class: "file-text" },
-        h("span", { class: "file-name", dataset: { testid: "attachment-name" }, text: name }),
-        h("span", { class: "muted small", dataset: { testid: "attachment-size" }, text: humanSize(attachment.size) }),
-      ),
+      chipParts(attachment.kind, name, attachment.size),
     );
   }
 
+  /** A message's photos and files, or null without any. */
   function attachmentsBlock(message) {
     const media = mediaOf(message);
     if (!media.length) return null;
@@ -999,7 +1012,13 @@
   /** Shows the full image over the page; a click anywhere or Escape closes it. */
   function openLightbox(attachment, name) {
     closeLightbox();
-    const close = h("button", { type: "button", class: "lightbox-close", "aria-label": "Close", text: "×", dataset: { testid: "lightbox-close" } });
+    const close = h("button", {
+      type: "button",
+      class: "lightbox-close",
+      "aria-label": "Close",
+      dataset: { testid: "lightbox-close" },
+      text: "×",
+    });
     const img = h("img", {
       src: attachmentUrl(attachment.id, false),
       alt: name,
@@ -1007,13 +1026,28 @@
       height: dimension(attachment.height),
       dataset: { testid: "lightbox-image" },
     });
-    const el = h("div", { class: "lightbox", role: "dialog", "aria-modal": "true", "aria-label": name, dataset: { testid: "lightbox" }, onclick: closeLightbox }, close, img);
-    img.addEventListener("error", () => el.append(h("p", { class: "lightbox-error", role: "alert", text: "The image could not be loaded." })));
+    const el = h(
+      "div",
+      {
+        class: "lightbox",
+        role: "dialog",
+        "aria-modal": "true",
+        "aria-label": name,
+        dataset: { testid: "lightbox" },
+        onclick: closeLightbox,
+      },
+      close,
+      img,
+    );
+    img.addEventListener("error", () => {
+      el.append(h("p", { class: "lightbox-error", role: "alert", text: "The image could not be loaded." }));
+    });
     lightbox = { el, opener: document.activeElement };
     document.body.append(el);
     close.focus();
   }
 
+  /** Closes the full image, if shown, and gives the focus back to what opened it. */
   function closeLightbox() {
     if (!lightbox) return;
     const { el, opener } = lightbox;
@@ -1277,7 +1311,16 @@
     const editing = state.editing === message.id && !deleted;
     const confirming = state.confirmDelete === message.id;
     const receipt = own && !deleted ? readers(conv, message.seq) : null;
-    const sig = JSON.stringify([message.id, message.content, message.edited_at, message.deleted_at, message.attachments, receipt, editing, confirming]);
+    const sig = JSON.stringify([
+      message.id,
+      message.content,
+      message.edited_at,
+      message.deleted_at,
+      message.attachments,
+      receipt,
+      editing,
+      confirming,
+    ]);
     const build = () => {
       const parts = [];
       if (!own && conv.type === "group") parts.push(h("span", { class: "sender", text: message.sender_id }));
@@ -1385,19 +1428,17 @@
     const upload = pending.upload;
     const parts = [];
     if (upload.previewUrl) parts.push(h("img", { class: "pending-photo", src: upload.previewUrl, alt: upload.name }));
-    else {
-      parts.push(
-        h(
-          "span",
-          { class: "file-chip" },
-          h("span", { class: "file-icon", "aria-hidden": "true", text: KIND_ICONS[upload.kind] }),
-          h("span", { class: "file-text" }, h("span", { class: "file-name", text: upload.name }), h("span", { class: "muted small", text: humanSize(upload.size) })),
-        ),
-      );
-    }
+    else parts.push(h("span", { class: "file-chip" }, chipParts(upload.kind, upload.name, upload.size)));
     if (pending.state === "uploading") {
-      const percent = Math.round(upload.progress * 100);
-      parts.push(h("progress", { class: "upload-progress", max: 100, value: percent, "aria-label": `Uploading ${upload.name}`, dataset: { testid: "upload-progress" } }));
+      parts.push(
+        h("progress", {
+          class: "upload-progress",
+          max: 100,
+          value: Math.round(upload.progress * 100),
+          "aria-label": `Uploading ${upload.name}`,
+          dataset: { testid: "upload-progress" },
+        }),
+      );
     }
     return parts;
   }
@@ -1436,9 +1477,17 @@
             "span",
             { class: "meta" },
             status,
-            failed ? h("button", { type: "button", class: "link", dataset: { testid: "pending-retry" }, onclick: retry, text: "retry" }) : null,
+            failed
+              ? h("button", { type: "button", class: "link", dataset: { testid: "pending-retry" }, onclick: retry, text: "retry" })
+              : null,
             failed || uploading
-              ? h("button", { type: "button", class: "link", dataset: { testid: "pending-discard" }, onclick: discard, text: failed ? "discard" : "cancel" })
+              ? h("button", {
+                  type: "button",
+                  class: "link",
+                  dataset: { testid: "pending-discard" },
+                  onclick: discard,
+                  text: failed ? "discard" : "cancel",
+                })
               : null,
           ),
         ),
