@@ -29,7 +29,8 @@ fn main() -> anyhow::Result<()> {
     processing_time()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let server = Server::start().await?;
+        // The daily upload quota would stop a benchmark after 500 uploads per user.
+        let server = Server::start_with(&["--media-uploads-per-day", "1000000000"]).await?;
         let pdf = Bytes::from(pdf(100 * 1024));
         let photo = Bytes::from(jpeg(1280, 960)?);
         println!("## uploads through the local backend ({CLIENTS} clients, {seconds} s each)");

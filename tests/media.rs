@@ -214,7 +214,17 @@ async fn foreign_unknown_and_reused_uploads_are_refused(server: &TestServer) {
     let elsewhere = upload(&alice, &other, "other.pdf", "application/pdf", pdf.clone()).await;
     let never = open_upload(&alice, &conversation, "never.pdf", "application/pdf", pdf.len()).await;
     let never = never["upload_id"].as_str().expect("upload_id").to_owned();
+    // A store without a length policy could hold other bytes than declared: put them there.
+    let resized = upload(&alice, &conversation, "resized.pdf", "application/pdf", pdf.clone()).await;
+    let media = chatd::state::open_media(&server.state.config).await.expect("media store");
+    let headers = chatd::core::ports::ObjectHeaders {
+        content_type: "application/pdf".into(),
+        content_disposition: "attachment".into(),
+    };
+    let longer = [pdf.as_slice(), b"% more"].concat();
+    media.put(&format!("uploads/{resized}"), longer.into(), &headers).await.expect("put");
     for (upload_id, reason) in [
+        (resized.as_str(), "were declared"),
         (bobs.as_str(), "not an upload of yours"),
         (elsewhere.as_str(), "not an upload of yours"),
         ("0190f000-0000-7000-8000-000000000000", "not an upload of yours"),

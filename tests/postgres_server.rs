@@ -153,6 +153,25 @@ async fn two_chatd_processes_on_one_schema_share_conversations_and_one_gap_free_
 }
 
 #[test]
+fn serve_refuses_media_on_an_unshared_local_disk_with_postgresql() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let schema = Schema::fresh();
+    let output = run_bounded(
+        chatd_command()
+            .args(["serve", "--bind", "127.0.0.1:0", "--database-url", &schema.url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .current_dir(dir.path()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "serve must refuse to start");
+    assert!(
+        stderr.contains("--media-dir-shared") && stderr.contains("--media-s3-bucket"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
 fn serve_exits_with_a_clear_error_when_postgresql_is_unreachable() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("postgres://root@127.0.0.1:{}/test", free_port());

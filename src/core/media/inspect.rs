@@ -20,7 +20,6 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::imageops::FilterType;
@@ -352,11 +351,10 @@ fn reencode_still(
     image.apply_orientation(orientation);
     let mut out = Vec::new();
     match codec {
-        StillCodec::Jpeg => write_pixels(
-            &jpeg_compatible(&image),
-            JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY),
-            icc_profile,
-        ),
+        StillCodec::Jpeg => {
+            out = encode_jpeg(&image, JPEG_QUALITY, icc_profile.as_deref())?;
+            Ok(())
+        }
         StillCodec::Png => write_pixels(&image, PngEncoder::new(&mut out), icc_profile),
         StillCodec::LosslessWebp => {
             write_pixels(&eight_bit(&image), WebPEncoder::new_lossless(&mut out), icc_profile)
@@ -378,6 +376,30 @@ fn write_pixels<E: ImageEncoder>(
         let _ = encoder.set_icc_profile(profile);
     }
     image.write_with_encoder(encoder)
+}
+
+/// `image` as a baseline JPEG at `quality`, with `icc_profile` if given and nothing else
+/// (no EXIF, no XMP, no comment). `jpeg-encoder` rather than `image`'s own encoder: the same
+/// output at several times the speed.
+fn encode_jpeg(image: &DynamicImage, quality: u8, icc_profile: Option<&[u8]>) -> Result<Vec<u8>, Refusal> {
+    let pixels = jpeg_compatible(image);
+    let (Ok(width), Ok(height)) = (u16::try_from(pixels.width()), u16::try_from(pixels.height())) else {
+        return Err(Refusal::ReencodeFailed("a JPEG is at most 65535 pixels on a side".into()));
+    };
+    let color = if pixels.color().channel_count() == 1 {
+        jpeg_encoder::ColorType::Luma
+    } else {
+        jpeg_encoder::ColorType::Rgb
+    };
+    let mut out = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+    if let Some(profile) = icc_profile {
+        encoder.add_icc_profile(profile).map_err(|err| Refusal::ReencodeFailed(err.to_string()))?;
+    }
+    encoder
+        .encode(pixels.as_bytes(), width, height, color)
+        .map_err(|err| Refusal::ReencodeFailed(err.to_string()))?;
+    Ok(out)
 }
 
 /// The image as 8-bit grey or RGB (JPEG has no alpha and no 16-bit samples).
@@ -478,8 +500,7 @@ fn make_thumbnail(image: &DynamicImage, edge: u32) -> Result<Option<Thumbnail>, 
     };
     let mut out = Vec::new();
     let content_type = if is_opaque(&resized) {
-        let encoder = JpegEncoder::new_with_quality(&mut out, THUMBNAIL_JPEG_QUALITY);
-        jpeg_compatible(&resized).write_with_encoder(encoder).map_err(reencode_refusal)?;
+        out = encode_jpeg(&resized, THUMBNAIL_JPEG_QUALITY, None)?;
         "image/jpeg"
     } else {
         let rgba = DynamicImage::ImageRgba8(resized.to_rgba8());
