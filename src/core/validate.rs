@@ -62,6 +62,39 @@ pub fn mentions(metadata: &serde_json::Map<String, serde_json::Value>) -> Result
         .collect()
 }
 
+/// The metadata a message kind requires: a `location` has `latitude` (-90..=90) and
+/// `longitude` (-180..=180) numbers; a `product` has `product_id`, a non-empty string of at
+/// most 128 characters or a non-negative integer. Other kinds take any metadata.
+pub fn kind_metadata(
+    kind: crate::core::model::MessageType,
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ChatError> {
+    use crate::core::model::MessageType;
+    match kind {
+        MessageType::Location => {
+            for (field, bound) in [("latitude", 90.0), ("longitude", 180.0)] {
+                let value = metadata.get(field).and_then(serde_json::Value::as_f64);
+                if !value.is_some_and(|v| v.is_finite() && (-bound..=bound).contains(&v)) {
+                    return Err(ChatError::invalid(format!(
+                        "a location message needs metadata.{field}, a number from -{bound} to {bound}"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        MessageType::Product => match metadata.get("product_id") {
+            Some(serde_json::Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_ID_CHARS => {
+                Ok(())
+            }
+            Some(serde_json::Value::Number(id)) if id.is_u64() => Ok(()),
+            _ => Err(ChatError::invalid(
+                "a product message needs metadata.product_id, a string of 1 to 128 characters or a non-negative integer",
+            )),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// A page size: `None` → `default`; 1..=`max` accepted; larger values are capped at `max`.
 pub fn page_limit(limit: Option<i64>, default: usize, max: usize) -> Result<usize, ChatError> {
     match limit {

@@ -537,6 +537,35 @@ async fn explicit_null_attachments_and_metadata_mean_none() {
 }
 
 #[tokio::test]
+async fn location_and_product_messages_need_their_metadata() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice");
+    let id = group(&alice, &["bob"]).await;
+    let send = |body: Value| {
+        let (alice, path) = (alice.clone(), messages_path(&id));
+        async move { alice.post(&path, body).await }
+    };
+    let here = json!({"type": "location", "metadata": {"latitude": 37.5665, "longitude": 126.978}});
+    assert_eq!(send(here).await.expect(201)["metadata"]["latitude"], 37.5665);
+    for metadata in [
+        json!({}),
+        json!({"latitude": 91, "longitude": 0}),
+        json!({"latitude": 0, "longitude": -180.5}),
+        json!({"latitude": "37.5", "longitude": 127}),
+    ] {
+        send(json!({"type": "location", "metadata": metadata})).await.assert_error(400, "invalid");
+    }
+    for product_id in [json!("981"), json!(981)] {
+        send(json!({"type": "product", "metadata": {"product_id": product_id}})).await.expect(201);
+    }
+    for metadata in
+        [json!({}), json!({"product_id": ""}), json!({"product_id": -1}), json!({"product_id": [1]})]
+    {
+        send(json!({"type": "product", "metadata": metadata})).await.assert_error(400, "invalid");
+    }
+}
+
+#[tokio::test]
 async fn a_plain_member_cannot_delete_others_messages() {
     let server = TestServer::start().await;
     let alice = server.client("alice");

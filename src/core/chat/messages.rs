@@ -116,6 +116,7 @@ impl Chat {
             validate::identifier("reply_to_id", reply_to)?;
         }
         validate::mentions(&req.metadata)?;
+        validate::kind_metadata(req.kind, &req.metadata)?;
         self.message_limiter.check(&user.id).await?;
         // Membership, blocks and the reply target are checked by the store inside the
         // appending transaction (one round trip, and no race with a concurrent removal or
