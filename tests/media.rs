@@ -313,6 +313,7 @@ async fn lifecycle_scenarios(storage: &Storage) {
         config.limits.media.upload_expiry = Duration::from_secs(2);
         config.limits.media.retention = Duration::from_secs(1);
         config.limits.media.uploads_per_day = 3;
+        config.limits.media.allowed_types = Some(vec!["image".into(), "text/plain".into()]);
         config.admin_key = Some(ADMIN_KEY.into());
     })
     .await;
@@ -334,6 +335,12 @@ async fn lifecycle_scenarios(storage: &Storage) {
     let attachment_id = message["attachments"][0]["id"].as_str().expect("id").to_owned();
     let third = upload(&bob, &conversation, "bob.png", "image/png", png()).await;
     assert!(!third.is_empty());
+    let pdf = upload(&bob, &conversation, "a.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n".to_vec()).await;
+    let reply = send_uploads(&bob, &conversation, "file", &[&pdf]).await;
+    reply.assert_error(400, "invalid");
+    assert!(reply.body["error"]["message"].as_str().expect("message").contains("not allowed here"));
+    let notes = upload(&bob, &conversation, "notes.txt", "text/plain", "메모".as_bytes().to_vec()).await;
+    send_uploads(&bob, &conversation, "file", &[&notes]).await.expect(201);
     let _ = upload(&alice, &conversation, "third.png", "image/png", png()).await;
     let reply = alice
         .post(

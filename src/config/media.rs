@@ -1,6 +1,7 @@
 //! The media settings: upload limits, lifetimes, and where media are stored.
 
 use super::*;
+use crate::core::media::inspect;
 
 /// The upload limits and media lifetimes from `settings`.
 pub(super) fn media_limits(settings: &Settings) -> anyhow::Result<MediaLimits> {
@@ -22,6 +23,7 @@ pub(super) fn media_limits(settings: &Settings) -> anyhow::Result<MediaLimits> {
             defaults.upload_expiry,
         )?,
         retention: duration("media-retention", &settings.media_retention, defaults.retention)?,
+        allowed_types: settings.media_allowed_types.as_deref().map(allowed_types).transpose()?,
         ..defaults
     };
     if limits.max_bytes == 0 || limits.max_pixels == 0 {
@@ -72,4 +74,22 @@ pub(super) fn media_config(
         }
     };
     Ok(MediaConfig { store, public_url })
+}
+
+/// `--media-allowed-types`: kinds and MIME types chatd can accept at all, lowercase.
+fn allowed_types(list: &str) -> anyhow::Result<Vec<String>> {
+    let entries: Vec<String> =
+        list.split(',').map(|entry| entry.trim().to_ascii_lowercase()).filter(|e| !e.is_empty()).collect();
+    for entry in &entries {
+        let kind = ["image", "video", "audio", "file"].contains(&entry.as_str());
+        if !kind && (entry == "application/octet-stream" || !inspect::declared_type_allowed(entry)) {
+            anyhow::bail!(
+                "--media-allowed-types: {entry:?} is neither a kind (image, video, audio, file) nor a type chatd accepts"
+            );
+        }
+    }
+    if entries.is_empty() {
+        anyhow::bail!("--media-allowed-types is empty");
+    }
+    Ok(entries)
 }

@@ -336,6 +336,12 @@ pub struct Settings {
     #[arg(long, env = "CHATD_MEDIA_MAX_PIXELS", value_name = "N")]
     pub media_max_pixels: Option<u64>,
 
+    /// What may be attached, narrower than the default of every type chatd accepts: a comma
+    /// list of kinds (`image`, `video`, `audio`, `file`) and MIME types (`application/pdf`),
+    /// e.g. `image,application/pdf` for photos and PDFs only.
+    #[arg(long, env = "CHATD_MEDIA_ALLOWED_TYPES", value_name = "LIST")]
+    pub media_allowed_types: Option<String>,
+
     /// Uploads one user may open in 24 hours [default: 500].
     #[arg(long, env = "CHATD_MEDIA_UPLOADS_PER_DAY", value_name = "N")]
     pub media_uploads_per_day: Option<u64>,
@@ -369,7 +375,7 @@ impl Settings {
             max_connections, max_connections_per_user, handshake_rate, handshake_burst, allowed_origins,
             max_json_depth, max_outbound_queue, shutdown_timeout, public_url, media_dir, media_dir_shared,
             media_s3_bucket, media_s3_endpoint, media_s3_region, media_s3_access_key_id,
-            media_s3_secret_access_key, media_max_bytes, media_max_pixels, media_uploads_per_day,
+            media_s3_secret_access_key, media_allowed_types, media_max_bytes, media_max_pixels, media_uploads_per_day,
             media_upload_expiry, media_retention),
         )
     }

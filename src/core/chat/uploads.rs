@@ -359,7 +359,11 @@ impl Chat {
             .await
             .map_err(|err| ChatError::Internal(Box::new(err)))?;
         telemetry::media_processed(started.elapsed());
-        inspected.map_err(|refusal| ChatError::invalid(refusal.to_string()))
+        let inspected = inspected.map_err(|refusal| ChatError::invalid(refusal.to_string()))?;
+        if !self.limits.media.allows(inspected.kind, inspected.content_type) {
+            return Err(ChatError::invalid(format!("{} files are not allowed here", inspected.content_type)));
+        }
+        Ok(inspected)
     }
 
     /// Stores an inspected upload's bytes and thumbnail as a new attachment.

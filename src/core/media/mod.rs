@@ -20,6 +20,20 @@ pub struct MediaLimits {
     pub retention: Duration,
     /// Images processed at once on this node (each holds its decoded pixels).
     pub concurrent_processing: usize,
+    /// What may be attached, narrower than everything [`inspect`] accepts: kinds (`image`,
+    /// `video`, `audio`, `file`) and verified MIME types (`application/pdf`), lowercase;
+    /// `None`: everything it accepts.
+    pub allowed_types: Option<Vec<String>>,
+}
+
+impl MediaLimits {
+    /// Whether an inspected file of `kind` and verified `content_type` may be attached.
+    pub fn allows(&self, kind: inspect::Kind, content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        self.allowed_types
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|entry| entry == kind.as_str() || entry == essence))
+    }
 }
 
 impl Default for MediaLimits {
@@ -31,6 +45,7 @@ impl Default for MediaLimits {
             upload_expiry: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(24 * 3600),
             concurrent_processing: 2,
+            allowed_types: None,
         }
     }
 }
