@@ -285,7 +285,11 @@ async fn a_scripted_session_conforms_to_the_document() {
     assert_eq!(found.body["results"][0]["highlights"], json!([[0, 5]]));
     c.check("get", "/api/search", &found);
     c.check("get", "/api/search", &bob.get("/api/search?q=%20").await);
-    c.check("get", "/api/search", &mallory.get(&format!("/api/search?q=again&conversation_id={group}")).await);
+    c.check(
+        "get",
+        "/api/search",
+        &mallory.get(&format!("/api/search?q=again&conversation_id={group}")).await,
+    );
     c.check("get", "/api/search", &server.anonymous().get("/api/search?q=again").await);
 
     // Devices.

@@ -110,6 +110,21 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Runs a search statement prepared for this call only. A cached statement would switch
+    /// to a generic plan after a few runs, and a generic plan cannot see that the `ILIKE`
+    /// pattern is selective: it walks the caller's messages by time instead of asking the
+    /// trigram index (milliseconds against microseconds for a rare word, and growing with
+    /// the history). A fresh statement is always planned with its parameters.
+    async fn query_with_fresh_plan(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        Ok(self.client().await?.query(sql, params).await?)
+    }
+}
+
 /// `name` as a double-quoted SQL identifier.
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -129,7 +144,7 @@ impl SearchStore for PostgresStore {
                  ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
                 params.len()
             );
-            let rows = self.query(&sql, &borrowed(&params)).await?;
+            let rows = self.query_with_fresh_plan(&sql, &borrowed(&params)).await?;
             return Ok(page(messages_from(&rows)?, query.limit));
         }
         // Only short words: no trigram to look up; scan the newest messages in scope.
@@ -142,7 +157,7 @@ impl SearchStore for PostgresStore {
              ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
             params.len()
         );
-        let rows = self.query(&sql, &borrowed(&params)).await?;
+        let rows = self.query_with_fresh_plan(&sql, &borrowed(&params)).await?;
         let found = page(messages_from(&rows)?, query.limit);
         if found.next.is_some() {
             return Ok(found);
@@ -152,7 +167,7 @@ impl SearchStore for PostgresStore {
              LIMIT 1 OFFSET {}",
             SHORT_QUERY_SCAN - 1
         );
-        let rows = self.query(&last_scanned, &borrowed(&params[..scope_len])).await?;
+        let rows = self.query_with_fresh_plan(&last_scanned, &borrowed(&params[..scope_len])).await?;
         let next = match rows.first() {
             Some(row) => Some(SearchCursor { created_at: Timestamp(get(row, 0)?), id: get(row, 1)? }),
             None => None,
