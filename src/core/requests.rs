@@ -187,7 +187,7 @@ pub struct ListConversations {
 pub struct SearchMessages {
     /// The words to find, all of them, as substrings of the text, case-insensitively
     /// (1 to 200 characters after trimming).
-    #[param(min_length = 1, max_length = 200)]
+    #[param(required = true, min_length = 1, max_length = 200)]
     #[serde(default)]
     pub q: Option<String>,
     /// Only this conversation (one the caller is a member of; otherwise `not_found`).

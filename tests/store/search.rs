@@ -2,7 +2,7 @@
 //! one- and two-character queries, membership scoping, deleted and edited messages,
 //! filters and cursor pages.
 
-use chatd::core::ports::{SearchCursor, SearchPage, SearchQuery};
+use chatd::core::ports::{SHORT_QUERY_SCAN, SearchCursor, SearchPage, SearchQuery};
 
 use super::*;
 
@@ -10,6 +10,7 @@ store_tests!(
     search_finds_korean_stems_english_prefixes_and_short_words,
     search_sees_only_current_members_and_live_text,
     search_pages_newest_first_and_applies_its_filters,
+    a_short_query_scans_a_bounded_number_of_messages_per_page,
 );
 
 fn query(user: &str, words: &[&str]) -> SearchQuery {
@@ -133,4 +134,27 @@ async fn search_pages_newest_first_and_applies_its_filters(store: Arc<dyn Store>
     };
     let expected: Vec<String> = sent[2..5].iter().rev().map(|m| m.id.clone()).collect();
     assert_eq!(ids(search(&store, window).await), expected);
+}
+
+async fn a_short_query_scans_a_bounded_number_of_messages_per_page(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob"])).await;
+    let oldest = send_later(&store, &id, "alice", "검색을 해보세요").await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    for chunk in 0..(SHORT_QUERY_SCAN / 500) {
+        let sends = (0..500).map(|n| {
+            let (store, id) = (store.clone(), id.clone());
+            async move { send(&store, &id, "alice", &format!("filler {chunk} {n}")).await }
+        });
+        join_all(sends).await;
+    }
+    // The first page scans the newest SHORT_QUERY_SCAN messages, finds nothing, and says
+    // where to go on; the next page finds the oldest message.
+    let first = search(&store, query("bob", &["검"])).await;
+    assert!(first.messages.is_empty());
+    let cursor = first.next.expect("a next page after a cut-short scan");
+    let second = search(&store, SearchQuery { cursor: Some(cursor), ..query("bob", &["검"]) }).await;
+    assert_eq!(second.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), vec![oldest.id.clone()]);
+    assert_eq!(second.next, None);
+    // A word the index serves finds it at once.
+    assert_eq!(search(&store, query("bob", &["검색을"])).await.messages.len(), 1);
 }
