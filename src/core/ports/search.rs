@@ -6,9 +6,9 @@ use crate::core::error::StoreError;
 use crate::core::model::Message;
 use crate::core::time::Timestamp;
 
-/// Most messages a search for only short words (fewer than [`INDEXED_WORD_CHARS`] characters,
-/// which no trigram index serves) scans per page on a store without such an index path. A
-/// page of it may hold fewer matches than asked while a next page still follows.
+/// Most messages a search made only of short words (fewer than [`INDEXED_WORD_CHARS`]
+/// characters, which no trigram index serves) scans per page, newest first. A page of it may
+/// hold fewer matches than asked, even none, while a next page still follows.
 pub const SHORT_QUERY_SCAN: usize = 10_000;
 
 /// Words at least this long (in characters) are looked up in a trigram index; shorter ones
