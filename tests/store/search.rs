@@ -158,3 +158,28 @@ async fn a_short_query_scans_a_bounded_number_of_messages_per_page(store: Arc<dy
     // A word the index serves finds it at once.
     assert_eq!(search(&store, query("bob", &["검색을"])).await.messages.len(), 1);
 }
+
+/// SQLite: messages written before the search migration are indexed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_search_migration_indexes_existing_messages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("chatd.db");
+    let id = {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Synchronous::Normal).expect("open"));
+        let id = create(&store, group("alice", &["bob"])).await;
+        send(&store, &id, "alice", "이전 메시지 검색을 해보세요").await;
+        id
+    };
+    // Undo the search migration (0011) as if the database predated it.
+    let conn = rusqlite::Connection::open(&path).expect("open raw");
+    conn.execute_batch(
+        "DROP TRIGGER messages_search_insert; DROP TRIGGER messages_search_update; \
+         DROP TABLE messages_search; DROP INDEX messages_by_time; PRAGMA user_version = 10;",
+    )
+    .expect("undo 0011");
+    drop(conn);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Synchronous::Normal).expect("reopen"));
+    assert_eq!(found(&store, "bob", &["검색을"]).await, vec!["이전 메시지 검색을 해보세요"]);
+    send(&store, &id, "alice", "이후 메시지 검색을").await;
+    assert_eq!(found(&store, "bob", &["메시지", "검색을"]).await.len(), 2);
+}
