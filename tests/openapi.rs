@@ -280,6 +280,18 @@ async fn a_scripted_session_conforms_to_the_document() {
     assert_eq!(unread.body["total"], 1);
     c.check("get", "/api/unread", &unread);
 
+    // Search.
+    let found = bob.get("/api/search?q=again&limit=1").await;
+    assert_eq!(found.body["results"][0]["highlights"], json!([[0, 5]]));
+    c.check("get", "/api/search", &found);
+    c.check("get", "/api/search", &bob.get("/api/search?q=%20").await);
+    c.check(
+        "get",
+        "/api/search",
+        &mallory.get(&format!("/api/search?q=again&conversation_id={group}")).await,
+    );
+    c.check("get", "/api/search", &server.anonymous().get("/api/search?q=again").await);
+
     // Devices.
     let device = bob.post("/api/devices", json!({ "platform": "fcm", "token": "t1" })).await;
     assert_eq!(device.status, 201);

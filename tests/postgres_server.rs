@@ -213,3 +213,12 @@ async fn the_owner_and_members_leaving_at_the_same_moment_never_leave_the_group_
     let server = TestServer::start_in(data_dir, config).await;
     common::assert_concurrent_leaves_keep_an_owner(&server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_korean_stems_and_english_prefixes_on_postgresql() {
+    let schema = Schema::fresh();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = config_on(&schema, data_dir.path());
+    let server = TestServer::start_in(data_dir, config).await;
+    common::search::assert_search_end_to_end(&server).await;
+}

@@ -180,6 +180,39 @@ pub struct ListConversations {
     pub cursor: Option<String>,
 }
 
+/// Search the caller's messages (`GET /api/search`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SearchMessages {
+    /// The words to find, all of them, as substrings of the text, case-insensitively
+    /// (1 to 200 characters after trimming).
+    #[param(required = true, min_length = 1, max_length = 200)]
+    #[serde(default)]
+    pub q: Option<String>,
+    /// Only this conversation (one the caller is a member of; otherwise `not_found`).
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Only messages from this sender (a user id).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Only messages created before this time (RFC 3339, exclusive).
+    #[param(format = DateTime)]
+    #[serde(default)]
+    pub before: Option<String>,
+    /// Only messages created after this time (RFC 3339, exclusive).
+    #[param(format = DateTime)]
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Page size (default 20, at most 100).
+    #[param(minimum = 1)]
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
 /// Reads an explicit JSON `null` as the type's default, as clients often send it for
 /// "nothing" (`attachments: null`).
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>

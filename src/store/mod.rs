@@ -3,5 +3,6 @@
 
 mod append_rules;
 pub mod postgres;
+mod search_terms;
 pub mod sqlite;
 mod upload_rows;

@@ -9,6 +9,7 @@ pub mod node;
 pub mod pg;
 pub mod proxy;
 pub mod redis;
+pub mod search;
 pub mod sse;
 pub mod store;
 pub mod webhook;

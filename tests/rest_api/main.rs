@@ -15,6 +15,7 @@ mod messages;
 mod notification_settings;
 mod options;
 mod routing;
+mod search;
 mod unread;
 
 use std::collections::BTreeSet;

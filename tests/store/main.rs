@@ -117,6 +117,7 @@ mod notifications;
 mod postgres_only;
 mod push_jobs;
 mod reads;
+mod search;
 
 // ---------------------------------------------------------------------------------------
 // Helpers.

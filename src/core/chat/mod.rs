@@ -44,6 +44,7 @@ mod devices;
 mod members;
 mod messages;
 mod reads;
+mod search;
 mod settings;
 mod uploads;
 
@@ -52,6 +53,7 @@ pub use conversations::ConversationPage;
 pub(crate) use conversations::{LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};
 pub use messages::{MessagePage, Sent};
 pub use reads::Unread;
+pub use search::{SearchHit, SearchResults};
 pub use uploads::{AttachmentDownload, THUMBNAIL_EDGE, UploadTicket};
 
 /// Why a group with, or an addition of, a user who blocks the caller is refused.

@@ -6,6 +6,7 @@ mod limit;
 mod media;
 mod presence;
 mod push;
+mod search;
 mod store;
 mod uploads;
 
@@ -14,6 +15,7 @@ pub use limit::*;
 pub use media::*;
 pub use presence::*;
 pub use push::*;
+pub use search::*;
 pub use store::*;
 pub use uploads::*;
 

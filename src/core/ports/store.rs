@@ -17,7 +17,7 @@ use crate::core::requests::NotificationSettingsUpdate;
 use crate::core::server_events::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
 
-use super::{Bus, ClaimedPushJob, PushJob, UploadStore};
+use super::{Bus, ClaimedPushJob, PushJob, SearchStore, UploadStore};
 
 /// A conversation to create. For a direct conversation `direct_key` identifies the pair and
 /// context; the store returns the existing conversation instead of creating a second one.
@@ -285,6 +285,7 @@ pub trait Store:
     + DeviceStore
     + ModerationStore
     + UploadStore
+    + SearchStore
 {
     /// Succeeds when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -20,6 +20,7 @@ mod messages;
 mod moderation;
 mod notifications;
 mod push_outbox;
+mod search;
 mod uploads;
 
 use std::str::FromStr;
@@ -58,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0008_message_version.sql"),
     include_str!("../../../migrations/postgres/0009_disconnects.sql"),
     include_str!("../../../migrations/postgres/0010_uploads.sql"),
+    include_str!("../../../migrations/postgres/0011_search.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -411,11 +413,13 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         migrate(&pool, config.schema()).await?;
-        Ok(PostgresStore {
+        let store = PostgresStore {
             appends: group_commit::AppendQueue::start(pool.clone(), tasks),
             pool,
             push_enqueued: Notify::new(),
-        })
+        };
+        store.check_korean_trigrams().await?;
+        Ok(store)
     }
 
     async fn client(&self) -> Result<Object, StoreError> {

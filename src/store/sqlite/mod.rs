@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0008_message_version.sql"),
     include_str!("../../../migrations/sqlite/0009_disconnects.sql"),
     include_str!("../../../migrations/sqlite/0010_uploads.sql"),
+    include_str!("../../../migrations/sqlite/0011_search.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
@@ -79,6 +80,7 @@ mod moderation;
 mod notifications;
 mod push_outbox;
 mod rows;
+mod search;
 mod uploads;
 
 use rows::*;

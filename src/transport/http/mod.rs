@@ -20,6 +20,7 @@ mod messages;
 mod notifications;
 mod reads;
 pub mod rejections;
+mod search;
 
 use axum::Router;
 use axum::routing::get;
@@ -69,6 +70,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(messages::routes())
         .merge(media::routes())
         .merge(reads::routes())
+        .merge(search::routes())
         .merge(notifications::routes())
         .merge(devices::routes())
         .merge(blocks::routes())

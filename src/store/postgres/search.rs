@@ -1,0 +1,177 @@
+//! Message search: `content ILIKE '%word%'` for every word, which the `pg_trgm` GIN index
+//! (migrations/postgres/0011_search.sql) serves for words of three or more characters; a
+//! query of only shorter words scans at most [`SHORT_QUERY_SCAN`] of the caller's newest
+//! messages per page. At start, [`check_korean_trigrams`] warns when the database cannot
+//! extract trigrams from Korean text.
+
+use super::*;
+use crate::core::ports::{SHORT_QUERY_SCAN, SearchCursor, SearchPage, SearchQuery, SearchStore};
+use crate::store::search_terms::{contains_pattern, indexed};
+
+/// A query parameter owned by the query being built.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The conditions every search applies except the words (membership, deletion, filters,
+/// cursor), as SQL on `messages m` with their parameters appended to `params`.
+fn scope_conditions(query: &SearchQuery, params: &mut Vec<Param>) -> String {
+    let mut bind = |value: Param| {
+        params.push(value);
+        format!("${}", params.len())
+    };
+    let mut conditions = vec![
+        "m.deleted_at IS NULL".to_owned(),
+        format!(
+            "m.conversation_id IN (SELECT conversation_id FROM members WHERE user_id = {})",
+            bind(Box::new(query.user_id.clone()))
+        ),
+    ];
+    if let Some(conversation_id) = &query.conversation_id {
+        conditions.push(format!("m.conversation_id = {}", bind(Box::new(conversation_id.clone()))));
+    }
+    if let Some(sender_id) = &query.sender_id {
+        conditions.push(format!("m.sender_id = {}", bind(Box::new(sender_id.clone()))));
+    }
+    if let Some(after) = query.after {
+        conditions.push(format!("m.created_at > {}", bind(Box::new(after.millis()))));
+    }
+    if let Some(before) = query.before {
+        conditions.push(format!("m.created_at < {}", bind(Box::new(before.millis()))));
+    }
+    if let Some(cursor) = &query.cursor {
+        let at = bind(Box::new(cursor.created_at.millis()));
+        let id = bind(Box::new(cursor.id.clone()));
+        conditions.push(format!("(m.created_at, m.id) < ({at}, {id})"));
+    }
+    conditions.join(" AND ")
+}
+
+/// `ILIKE` conditions on `m.content` for every word, parameters appended to `params`.
+fn word_conditions(words: &[String], params: &mut Vec<Param>) -> String {
+    words
+        .iter()
+        .map(|word| {
+            params.push(Box::new(contains_pattern(word)));
+            format!("m.content ILIKE ${}", params.len())
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn borrowed(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|param| param.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+/// A page of at most `limit` from `messages` fetched with one more: the cursor of its last
+/// message when more follow.
+fn page(mut messages: Vec<Message>, limit: usize) -> SearchPage {
+    let next = if messages.len() > limit {
+        messages.truncate(limit);
+        messages.last().map(|m| SearchCursor { created_at: m.created_at, id: m.id.clone() })
+    } else {
+        None
+    };
+    SearchPage { messages, next }
+}
+
+impl PostgresStore {
+    /// Logs a warning unless the database extracts trigrams from Korean text (`show_trgm`
+    /// of a Korean word is empty when the database's LC_CTYPE is `C`): then Korean searches
+    /// still find what they should, but by scanning instead of through the index.
+    pub(super) async fn check_korean_trigrams(&self) -> Result<(), StoreError> {
+        let rows = self
+            .query(
+                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+                 WHERE e.extname = 'pg_trgm'",
+                &[],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            tracing::warn!("the pg_trgm extension is missing: message search cannot use its index");
+            return Ok(());
+        };
+        let schema: String = get(row, 0)?;
+        let sql = format!(
+            "SELECT cardinality({}.show_trgm('검색을')), current_setting('lc_ctype')",
+            quote_identifier(&schema)
+        );
+        let row = self.query(&sql, &[]).await?;
+        let Some(row) = row.first() else { return Ok(()) };
+        let trigrams: Option<i32> = get(row, 0)?;
+        let ctype: String = get(row, 1)?;
+        if trigrams.unwrap_or(0) == 0 {
+            tracing::warn!(
+                lc_ctype = %ctype,
+                "this PostgreSQL database extracts no trigrams from Korean text (LC_CTYPE {ctype}): \
+                 Korean message search works but scans instead of using its index; create the database \
+                 with a UTF-8 LC_CTYPE (e.g. CREATE DATABASE … LC_CTYPE 'C.UTF-8' TEMPLATE template0)"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// Runs a search statement prepared for this call only. A cached statement would switch
+    /// to a generic plan after a few runs, and a generic plan cannot see that the `ILIKE`
+    /// pattern is selective: it walks the caller's messages by time instead of asking the
+    /// trigram index (milliseconds against microseconds for a rare word, and growing with
+    /// the history). A fresh statement is always planned with its parameters.
+    async fn query_with_fresh_plan(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        Ok(self.client().await?.query(sql, params).await?)
+    }
+}
+
+/// `name` as a double-quoted SQL identifier.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[async_trait]
+impl SearchStore for PostgresStore {
+    async fn search_messages(&self, query: SearchQuery) -> Result<SearchPage, StoreError> {
+        let mut params: Vec<Param> = Vec::new();
+        let scope = scope_conditions(&query, &mut params);
+        let fetch = as_i64(query.limit).saturating_add(1);
+        if query.words.iter().any(|word| indexed(word)) {
+            let words = word_conditions(&query.words, &mut params);
+            params.push(Box::new(fetch));
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {scope} AND {words} \
+                 ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
+                params.len()
+            );
+            let rows = self.query_with_fresh_plan(&sql, &borrowed(&params)).await?;
+            return Ok(page(messages_from(&rows)?, query.limit));
+        }
+        // Only short words: no trigram to look up; scan the newest messages in scope.
+        let scope_len = params.len();
+        let words = word_conditions(&query.words, &mut params);
+        params.push(Box::new(fetch));
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM (SELECT * FROM messages m WHERE {scope} \
+             ORDER BY m.created_at DESC, m.id DESC LIMIT {SHORT_QUERY_SCAN}) m WHERE {words} \
+             ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
+            params.len()
+        );
+        let rows = self.query_with_fresh_plan(&sql, &borrowed(&params)).await?;
+        let found = page(messages_from(&rows)?, query.limit);
+        if found.next.is_some() {
+            return Ok(found);
+        }
+        let last_scanned = format!(
+            "SELECT m.created_at, m.id FROM messages m WHERE {scope} ORDER BY m.created_at DESC, m.id DESC \
+             LIMIT 1 OFFSET {}",
+            SHORT_QUERY_SCAN - 1
+        );
+        let rows = self.query_with_fresh_plan(&last_scanned, &borrowed(&params[..scope_len])).await?;
+        let next = match rows.first() {
+            Some(row) => Some(SearchCursor { created_at: Timestamp(get(row, 0)?), id: get(row, 1)? }),
+            None => None,
+        };
+        Ok(SearchPage { messages: found.messages, next })
+    }
+}
