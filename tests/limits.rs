@@ -387,6 +387,7 @@ async fn budgeted_server() -> TestServer {
             sync: tight(),
             create_conversation: tight(),
             add_members: tight(),
+            search: tight(),
         };
     })
     .await

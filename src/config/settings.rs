@@ -118,6 +118,11 @@ pub struct Settings {
     #[arg(long, env = "CHATD_MEMBERS_BUDGET", value_name = "RATE/BURST")]
     pub members_budget: Option<Budget>,
 
+    /// Per-user budget of message search, `GET /api/search` (RATE/BURST; rate 0 disables)
+    /// [default: 2/20].
+    #[arg(long, env = "CHATD_SEARCH_BUDGET", value_name = "RATE/BURST")]
+    pub search_budget: Option<Budget>,
+
     /// Longest message content in characters [default: 4000].
     #[arg(long, env = "CHATD_MAX_CONTENT_CHARS", value_name = "N")]
     pub max_content_chars: Option<usize>,
@@ -367,7 +372,7 @@ impl Settings {
             or_file!(cli, file: bind, metrics_bind, data_dir, database_url, database_pool_size, redis_url, redis_prefix, presence_ttl, jwt_secret,
             jwt_public_key,
             jwt_audience, jwt_issuer, admin_key, dev, rate_limit, rate_limit_burst,
-            typing_budget, presence_budget, sync_budget, create_budget, members_budget,
+            typing_budget, presence_budget, sync_budget, create_budget, members_budget, search_budget,
             max_content_chars, mask_pii, sqlite_synchronous, ws_ping_interval, sse_keep_alive, ws_idle_timeout,
             ws_max_queued_bytes, webhook_secret, vapid_private_key, vapid_subject, webpush_ttl, push_batch_size,
             push_max_attempts, push_retry_base_ms, push_retry_max_ms, push_poll_ms, push_collapse_ms, push_rate, push_timeout_ms, push_allow_private_endpoints, push_allowed_hosts, max_devices_per_user,
@@ -449,6 +454,7 @@ impl Settings {
                         .create_budget
                         .unwrap_or(defaults.budgets.create_conversation),
                     add_members: settings.members_budget.unwrap_or(defaults.budgets.add_members),
+                    search: settings.search_budget.unwrap_or(defaults.budgets.search),
                 },
                 max_content_chars: settings.max_content_chars.unwrap_or(defaults.max_content_chars),
                 mask_pii: settings.mask_pii.unwrap_or(false),

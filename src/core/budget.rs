@@ -1,5 +1,5 @@
 //! Per-user budgets of the expensive requests besides message writes: typing, presence
-//! queries, `sync`, conversation creation and member additions. Each kind has a token bucket
+//! queries, `sync`, conversation creation, member additions and search. Each kind has a token bucket
 //! of its own per user (a [`RateLimiter`], shared across nodes with Redis like the message
 //! limiter); a request over its budget is refused with `rate_limited` before it does any
 //! work. Defaults are far above what a normal client sends.
@@ -76,16 +76,19 @@ pub enum BudgetKind {
     CreateConversation,
     /// Member additions.
     AddMembers,
+    /// Message search.
+    Search,
 }
 
 impl BudgetKind {
     /// Every kind, in [`EventBudgets`] field order.
-    pub const ALL: [BudgetKind; 5] = [
+    pub const ALL: [BudgetKind; 6] = [
         BudgetKind::Typing,
         BudgetKind::Presence,
         BudgetKind::Sync,
         BudgetKind::CreateConversation,
         BudgetKind::AddMembers,
+        BudgetKind::Search,
     ];
 
     /// A short name (Redis key namespaces, logs).
@@ -96,6 +99,7 @@ impl BudgetKind {
             BudgetKind::Sync => "sync",
             BudgetKind::CreateConversation => "create",
             BudgetKind::AddMembers => "members",
+            BudgetKind::Search => "search",
         }
     }
 }
@@ -113,6 +117,8 @@ pub struct EventBudgets {
     pub create_conversation: Budget,
     /// Member additions.
     pub add_members: Budget,
+    /// Message search.
+    pub search: Budget,
 }
 
 impl Default for EventBudgets {
@@ -123,6 +129,7 @@ impl Default for EventBudgets {
             sync: Budget::new(5, 30),
             create_conversation: Budget::new(2, 30),
             add_members: Budget::new(5, 30),
+            search: Budget::new(2, 20),
         }
     }
 }
@@ -136,6 +143,7 @@ impl EventBudgets {
             BudgetKind::Sync => self.sync,
             BudgetKind::CreateConversation => self.create_conversation,
             BudgetKind::AddMembers => self.add_members,
+            BudgetKind::Search => self.search,
         }
     }
 }

@@ -11,6 +11,22 @@ async fn search_finds_korean_stems_short_words_and_prefixes_in_the_callers_live_
 }
 
 #[tokio::test]
+async fn searches_past_the_budget_are_rate_limited() {
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 0;
+        config.limits.budgets.search = chatd::core::budget::Budget::new(1, 2);
+    })
+    .await;
+    let alice = server.client("alice");
+    for _ in 0..2 {
+        alice.get(&search_path(&[("q", "hello")])).await.expect(200);
+    }
+    let refused = alice.get(&search_path(&[("q", "hello")])).await;
+    refused.assert_error(429, "rate_limited");
+    assert!(refused.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
 async fn a_blank_or_overlong_query_is_invalid() {
     let server = TestServer::start().await;
     let alice = server.client("alice");

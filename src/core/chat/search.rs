@@ -3,6 +3,7 @@
 //! occurs as highlights.
 
 use super::*;
+use crate::core::budget::BudgetKind;
 use crate::core::ports::{SearchCursor, SearchQuery};
 use crate::core::requests::SearchMessages;
 
@@ -131,6 +132,7 @@ impl Chat {
         let after = req.after.as_deref().map(|t| parse_time("after", t)).transpose()?;
         let before = req.before.as_deref().map(|t| parse_time("before", t)).transpose()?;
         let cursor = req.cursor.as_deref().map(decode_cursor).transpose()?;
+        self.spend(BudgetKind::Search, user).await?;
         if let Some(conversation_id) = &req.conversation_id {
             match self.require_member(conversation_id, user).await {
                 Err(ChatError::NotAMember) => return Err(ChatError::not_found("no such conversation")),

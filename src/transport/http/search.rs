@@ -11,7 +11,7 @@ use super::extract::{ApiQuery, AuthUser};
 use crate::core::chat::SearchResults;
 use crate::core::requests::SearchMessages;
 use crate::state::AppState;
-use crate::transport::openapi::{Invalid, NotFound, Unauthorized, Unavailable};
+use crate::transport::openapi::{Invalid, NotFound, RateLimited, Unauthorized, Unavailable};
 
 /// The search route with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -26,7 +26,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/search", tag = "messages", params(SearchMessages),
     responses((status = 200, description = "A page of results, newest first", body = SearchResults),
         (status = 400, response = Invalid), (status = 401, response = Unauthorized),
-        (status = 404, response = NotFound), (status = 503, response = Unavailable)))]
+        (status = 404, response = NotFound), (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)))]
 async fn search_messages(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
