@@ -173,7 +173,7 @@ async fn sqlite_the_search_migration_indexes_existing_messages() {
     // Undo the search migration (0011) as if the database predated it.
     let conn = rusqlite::Connection::open(&path).expect("open raw");
     conn.execute_batch(
-        "DROP TRIGGER messages_search_insert; DROP TRIGGER messages_search_update; \
+        "DROP TRIGGER messages_search_update; \
          DROP TABLE messages_search; DROP INDEX messages_by_time; PRAGMA user_version = 10;",
     )
     .expect("undo 0011");

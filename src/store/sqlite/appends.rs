@@ -180,6 +180,11 @@ impl Appends {
             utf8(&self.metadata)?,
             now.millis(),
         ])?;
+        if let Some(content) = &new.content {
+            // The search index (migrations/sqlite/0011_search.sql), in this transaction.
+            conn.prepare_cached("INSERT INTO messages_search (rowid, content) VALUES (?1, ?2)")?
+                .execute(params![conn.last_insert_rowid(), content])?;
+        }
         // The insert succeeded: count it (the lookup again, since `self` was borrowed).
         let Some(cached) = self.conversations.get_mut(new.conversation_id.as_str()) else {
             return Err(StoreError::Backend("a cached conversation vanished".into()));
