@@ -1,6 +1,68 @@
-//! How both backends turn search words into SQL: `LIKE` patterns and FTS5 phrases.
+//! What both backends share of a search: the scope conditions, the paging, and how words
+//! become SQL (`LIKE` patterns, FTS5 phrases).
 
-use crate::core::ports::INDEXED_WORD_CHARS;
+use crate::core::model::Message;
+use crate::core::ports::{INDEXED_WORD_CHARS, SearchCursor, SearchPage, SearchQuery};
+
+/// A value a search condition binds, before a backend turns it into its own parameter type.
+#[derive(Debug, Clone)]
+pub(crate) enum Bound {
+    /// A text parameter.
+    Text(String),
+    /// An integer parameter.
+    Integer(i64),
+}
+
+/// The conditions every search applies except the words (membership, deletion, filters,
+/// cursor), as SQL on `messages m`. Their values are appended to `params`, each written as
+/// `placeholder(n)` with `n` its 1-based position.
+pub(crate) fn scope_conditions(
+    query: &SearchQuery,
+    placeholder: fn(usize) -> String,
+    params: &mut Vec<Bound>,
+) -> String {
+    let mut bind = |value: Bound| {
+        params.push(value);
+        placeholder(params.len())
+    };
+    let mut conditions = vec![
+        "m.deleted_at IS NULL".to_owned(),
+        format!(
+            "m.conversation_id IN (SELECT conversation_id FROM members WHERE user_id = {})",
+            bind(Bound::Text(query.user_id.clone()))
+        ),
+    ];
+    if let Some(conversation_id) = &query.conversation_id {
+        conditions.push(format!("m.conversation_id = {}", bind(Bound::Text(conversation_id.clone()))));
+    }
+    if let Some(sender_id) = &query.sender_id {
+        conditions.push(format!("m.sender_id = {}", bind(Bound::Text(sender_id.clone()))));
+    }
+    if let Some(after) = query.after {
+        conditions.push(format!("m.created_at > {}", bind(Bound::Integer(after.millis()))));
+    }
+    if let Some(before) = query.before {
+        conditions.push(format!("m.created_at < {}", bind(Bound::Integer(before.millis()))));
+    }
+    if let Some(cursor) = &query.cursor {
+        let at = bind(Bound::Integer(cursor.created_at.millis()));
+        let id = bind(Bound::Text(cursor.id.clone()));
+        conditions.push(format!("(m.created_at < {at} OR (m.created_at = {at} AND m.id < {id}))"));
+    }
+    conditions.join(" AND ")
+}
+
+/// A page of at most `limit` from `messages` fetched with one more: the cursor of its last
+/// message when more follow.
+pub(crate) fn page(mut messages: Vec<Message>, limit: usize) -> SearchPage {
+    let next = if messages.len() > limit {
+        messages.truncate(limit);
+        messages.last().map(|m| SearchCursor { created_at: m.created_at, id: m.id.clone() })
+    } else {
+        None
+    };
+    SearchPage { messages, next }
+}
 
 /// Whether a trigram index can look `word` up (it has at least three characters).
 pub(crate) fn indexed(word: &str) -> bool {

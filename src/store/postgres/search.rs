@@ -6,43 +6,22 @@
 
 use super::*;
 use crate::core::ports::{SHORT_QUERY_SCAN, SearchCursor, SearchPage, SearchQuery, SearchStore};
-use crate::store::search_terms::{contains_pattern, indexed};
+use crate::store::search_terms::{Bound, contains_pattern, indexed, page};
 
 /// A query parameter owned by the query being built.
 type Param = Box<dyn ToSql + Sync + Send>;
 
-/// The conditions every search applies except the words (membership, deletion, filters,
-/// cursor), as SQL on `messages m` with their parameters appended to `params`.
+/// [`crate::store::search_terms::scope_conditions`] with PostgreSQL's `$n` and values.
 fn scope_conditions(query: &SearchQuery, params: &mut Vec<Param>) -> String {
-    let mut bind = |value: Param| {
-        params.push(value);
-        format!("${}", params.len())
-    };
-    let mut conditions = vec![
-        "m.deleted_at IS NULL".to_owned(),
-        format!(
-            "m.conversation_id IN (SELECT conversation_id FROM members WHERE user_id = {})",
-            bind(Box::new(query.user_id.clone()))
-        ),
-    ];
-    if let Some(conversation_id) = &query.conversation_id {
-        conditions.push(format!("m.conversation_id = {}", bind(Box::new(conversation_id.clone()))));
-    }
-    if let Some(sender_id) = &query.sender_id {
-        conditions.push(format!("m.sender_id = {}", bind(Box::new(sender_id.clone()))));
-    }
-    if let Some(after) = query.after {
-        conditions.push(format!("m.created_at > {}", bind(Box::new(after.millis()))));
-    }
-    if let Some(before) = query.before {
-        conditions.push(format!("m.created_at < {}", bind(Box::new(before.millis()))));
-    }
-    if let Some(cursor) = &query.cursor {
-        let at = bind(Box::new(cursor.created_at.millis()));
-        let id = bind(Box::new(cursor.id.clone()));
-        conditions.push(format!("(m.created_at, m.id) < ({at}, {id})"));
-    }
-    conditions.join(" AND ")
+    let mut bound = Vec::new();
+    let conditions = crate::store::search_terms::scope_conditions(query, |n| format!("${n}"), &mut bound);
+    params.extend(bound.into_iter().map(|value| -> Param {
+        match value {
+            Bound::Text(text) => Box::new(text),
+            Bound::Integer(n) => Box::new(n),
+        }
+    }));
+    conditions
 }
 
 /// `ILIKE` conditions on `m.content` for every word, parameters appended to `params`.
@@ -59,18 +38,6 @@ fn word_conditions(words: &[String], params: &mut Vec<Param>) -> String {
 
 fn borrowed(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|param| param.as_ref() as &(dyn ToSql + Sync)).collect()
-}
-
-/// A page of at most `limit` from `messages` fetched with one more: the cursor of its last
-/// message when more follow.
-fn page(mut messages: Vec<Message>, limit: usize) -> SearchPage {
-    let next = if messages.len() > limit {
-        messages.truncate(limit);
-        messages.last().map(|m| SearchCursor { created_at: m.created_at, id: m.id.clone() })
-    } else {
-        None
-    };
-    SearchPage { messages, next }
 }
 
 impl PostgresStore {

@@ -7,40 +7,17 @@ use rusqlite::types::Value;
 
 use super::*;
 use crate::core::ports::{SHORT_QUERY_SCAN, SearchCursor, SearchPage, SearchQuery, SearchStore};
-use crate::store::search_terms::{contains_pattern, fts_all_of, indexed};
+use crate::store::search_terms::{Bound, contains_pattern, fts_all_of, indexed, page};
 
-/// The conditions every search applies except the words (membership, deletion, filters,
-/// cursor), as SQL on `messages m` with their parameters appended to `params`.
+/// [`crate::store::search_terms::scope_conditions`] with SQLite's `?n` and values.
 fn scope_conditions(query: &SearchQuery, params: &mut Vec<Value>) -> String {
-    let mut bind = |value: Value| {
-        params.push(value);
-        format!("?{}", params.len())
-    };
-    let mut conditions = vec![
-        "m.deleted_at IS NULL".to_owned(),
-        format!(
-            "m.conversation_id IN (SELECT conversation_id FROM members WHERE user_id = {})",
-            bind(Value::Text(query.user_id.clone()))
-        ),
-    ];
-    if let Some(conversation_id) = &query.conversation_id {
-        conditions.push(format!("m.conversation_id = {}", bind(Value::Text(conversation_id.clone()))));
-    }
-    if let Some(sender_id) = &query.sender_id {
-        conditions.push(format!("m.sender_id = {}", bind(Value::Text(sender_id.clone()))));
-    }
-    if let Some(after) = query.after {
-        conditions.push(format!("m.created_at > {}", bind(Value::Integer(after.millis()))));
-    }
-    if let Some(before) = query.before {
-        conditions.push(format!("m.created_at < {}", bind(Value::Integer(before.millis()))));
-    }
-    if let Some(cursor) = &query.cursor {
-        let at = bind(Value::Integer(cursor.created_at.millis()));
-        let id = bind(Value::Text(cursor.id.clone()));
-        conditions.push(format!("(m.created_at < {at} OR (m.created_at = {at} AND m.id < {id}))"));
-    }
-    conditions.join(" AND ")
+    let mut bound = Vec::new();
+    let conditions = crate::store::search_terms::scope_conditions(query, |n| format!("?{n}"), &mut bound);
+    params.extend(bound.into_iter().map(|value| match value {
+        Bound::Text(text) => Value::Text(text),
+        Bound::Integer(n) => Value::Integer(n),
+    }));
+    conditions
 }
 
 /// `LIKE` conditions on `m.content` for `words`, parameters appended to `params`.
@@ -51,18 +28,6 @@ fn like_conditions<'a>(words: impl Iterator<Item = &'a String>, params: &mut Vec
             format!("m.content LIKE ?{} ESCAPE '\\'", params.len())
         })
         .collect()
-}
-
-/// A page of at most `limit` from `messages` fetched with one more: the cursor of its last
-/// message when more follow.
-fn page(mut messages: Vec<Message>, limit: usize) -> SearchPage {
-    let next = if messages.len() > limit {
-        messages.truncate(limit);
-        messages.last().map(|m| SearchCursor { created_at: m.created_at, id: m.id.clone() })
-    } else {
-        None
-    };
-    SearchPage { messages, next }
 }
 
 /// Search with at least one word long enough for the trigram index.
