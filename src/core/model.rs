@@ -1,6 +1,8 @@
 //! The chat domain's data: conversations, members, messages, exactly as the wire contract
 //! shapes them (snake_case JSON, RFC 3339 timestamps).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -142,18 +144,96 @@ pub struct Message {
     /// When the message was deleted.
     #[schema(required = true)]
     pub deleted_at: Option<Timestamp>,
-    /// 1 when sent, one more with every edit or delete. Events about one message may arrive
-    /// out of order (from different requests or nodes): a client keeps the highest version.
+    /// 1 when sent, one more with every change (edit, delete, reaction, pin, thread reply).
+    /// Events about one message may arrive out of order (from different requests or nodes):
+    /// a client keeps the highest version.
     pub version: i64,
+    /// The conversation's change counter at this message's latest change after it was sent
+    /// (0: never changed); see [`ConversationHead::last_revision`](super::ports::ConversationHead).
+    pub revision: i64,
+    /// The root of the thread this message replies in; null outside threads (roots included).
+    #[schema(required = true)]
+    pub thread_id: Option<String>,
+    /// A thread reply the sender also posted to the conversation's timeline (counted as
+    /// unread like any message there). Always false outside threads.
+    pub also_in_conversation: bool,
+    /// On a thread's root: its replies so far; null while it has none.
+    #[schema(required = true)]
+    pub thread: Option<ThreadSummary>,
+    /// Members the message mentions (validated against the members at send: others are
+    /// dropped).
+    pub mentions: Vec<String>,
+    /// Mentions every member (`@channel`; owners and admins of groups only).
+    pub mentions_all: bool,
+    /// Reactions per emoji, e.g. `{"👍": 3}` (emoji with none are absent).
+    pub reaction_counts: BTreeMap<String, i64>,
+    /// The newest reactions, newest first, at most [`LATEST_REACTIONS`].
+    pub latest_reactions: Vec<ReactionRef>,
+    /// When it was pinned; null when not pinned.
+    #[schema(required = true)]
+    pub pinned_at: Option<Timestamp>,
+    /// Who pinned it; null when not pinned.
+    #[schema(required = true)]
+    pub pinned_by: Option<String>,
+}
+
+/// How many of the newest reactions a message object carries.
+pub const LATEST_REACTIONS: usize = 10;
+
+/// How many participants a thread summary names.
+pub const THREAD_PARTICIPANTS_SHOWN: usize = 10;
+
+/// One reaction as a message object shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReactionRef {
+    /// Who reacted.
+    pub user_id: String,
+    /// With what: one emoji (a grapheme cluster) or a `:shortcode:`.
+    pub emoji: String,
+}
+
+/// A reaction as the reaction list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Reaction {
+    /// Who reacted.
+    pub user_id: String,
+    /// With what.
+    pub emoji: String,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// The replies of a thread, as its root carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ThreadSummary {
+    /// Replies not deleted.
+    pub reply_count: i64,
+    /// When the newest reply was sent.
+    #[schema(required = true)]
+    pub last_reply_at: Option<Timestamp>,
+    /// The root's author, then repliers in order of their first reply; at most
+    /// [`THREAD_PARTICIPANTS_SHOWN`].
+    pub participants: Vec<String>,
+}
+
+impl ThreadSummary {
+    /// The summary a root shows for these stored values: none before the first reply.
+    pub fn of(reply_count: i64, last_reply_at: Option<Timestamp>, participants: Vec<String>) -> Option<Self> {
+        last_reply_at.map(|_| ThreadSummary { reply_count, last_reply_at, participants })
+    }
 }
 
 impl Message {
-    /// Whether the message mentions `user_id` (listed in `metadata.mentions`).
+    /// Whether the message mentions `user_id`: named in `mentions`, or everyone
+    /// (`mentions_all`) and `user_id` is not the sender.
     pub fn mentions(&self, user_id: &str) -> bool {
-        self.metadata
-            .get("mentions")
-            .and_then(Value::as_array)
-            .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(user_id)))
+        (self.mentions_all && user_id != self.sender_id) || self.mentions.iter().any(|id| id == user_id)
+    }
+
+    /// Whether the conversation's timeline shows it (not a thread-only reply): only such
+    /// messages count as unread.
+    pub fn in_timeline(&self) -> bool {
+        self.thread_id.is_none() || self.also_in_conversation
     }
 }
 
@@ -186,8 +266,12 @@ pub struct Conversation {
     pub last_message_at: Option<Timestamp>,
     /// When the conversation was created.
     pub created_at: Timestamp,
-    /// Messages after the viewer's `last_read_seq`, not sent by the viewer, not deleted.
+    /// Messages after the viewer's `last_read_seq`, not sent by the viewer, not deleted,
+    /// shown in the timeline (thread-only replies are not counted).
     pub unread_count: i64,
+    /// Of the messages after the viewer's `last_read_seq`, those that mention the viewer
+    /// (by name or `mentions_all`), thread replies included; not deleted.
+    pub unread_mentions: i64,
     /// Pushes for this conversation never show message text (extension).
     pub private_preview: bool,
 }
@@ -199,10 +283,11 @@ impl Conversation {
     }
 
     /// The conversation as every member may see it, for events fanned out to several users
-    /// (the same bytes for each): no per-viewer fields, so `unread_count` is 0 and no mute
+    /// (the same bytes for each): no per-viewer fields, so the unread counts are 0 and no mute
     /// flag is shown.
     pub fn shared(mut self) -> Conversation {
         self.unread_count = 0;
+        self.unread_mentions = 0;
         for member in &mut self.members {
             member.shown_notifications = None;
         }

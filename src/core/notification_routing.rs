@@ -17,7 +17,7 @@ use super::ports::{Bus, NewNotification, Publications, PushJob, Reach, Recipient
 use super::presence::Presence;
 use super::time::Timestamp;
 use crate::core::ports::{Audience, BusMessage, Delivery};
-use crate::core::server_events::{Notification, ReadReceipt, ServerEvent};
+use crate::core::server_events::{Notification, NotificationKind, ReadReceipt, ServerEvent};
 
 /// The start of a message for previews: at most `max_chars` characters, none when deleted.
 /// A message without text shows its first attachment: "📷 Photo" for an image, else the
@@ -118,9 +118,15 @@ fn route(
         match reach {
             Reach::Focused => focused.push(member),
             Reach::Online => {
+                let kind = if message.mentions(&member.user_id) {
+                    NotificationKind::Mention
+                } else {
+                    NotificationKind::Message
+                };
                 let notification = Notification {
                     id: None,
-                    kind: "message",
+                    kind,
+                    emoji: None,
                     conversation_id: conversation_id.clone(),
                     message_id: message.id.clone(),
                     seq: message.seq,
@@ -200,7 +206,7 @@ fn route(
 /// [`Store::open_notification_log`]), then publishes each to its recipient with the id it got
 /// (none when the recipient has no log). If the log cannot record them they are published without an id:
 /// realtime connections still get them, streams find them missing from the log.
-async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNotification>, keep: usize) {
+pub(crate) async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNotification>, keep: usize) {
     let ids = match store.record_notifications(notify.clone(), keep).await {
         Ok(ids) => ids,
         Err(err) => {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::chat::Chat;
 use super::error::{ChatError, StoreError};
 use super::model::User;
-use crate::core::server_events::{Notification, ServerEvent};
+use crate::core::server_events::{Notification, NotificationKind, ServerEvent};
 
 /// Entries read from the log per query while catching up.
 const PAGE: usize = 200;
@@ -63,6 +63,10 @@ impl NotificationStream {
 #[derive(Deserialize)]
 struct RelayedNotification {
     id: Option<i64>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    emoji: Option<String>,
     conversation_id: String,
     message_id: String,
     seq: i64,
@@ -80,7 +84,8 @@ pub fn notification_of(event: &ServerEvent) -> Option<Notification> {
             let wire: RelayedNotification = serde_json::from_str(relayed.data.get()).ok()?;
             Notification {
                 id: wire.id,
-                kind: "message",
+                kind: NotificationKind::parse(&wire.kind).unwrap_or(NotificationKind::Message),
+                emoji: wire.emoji,
                 conversation_id: wire.conversation_id,
                 message_id: wire.message_id,
                 seq: wire.seq,

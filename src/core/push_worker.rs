@@ -445,7 +445,7 @@ impl PushWorker {
         }
         let badge = self.store.unread_counts(&job.user_id).await?.iter().map(|(_, n)| n).sum();
         Ok(Ok(PushPayload {
-            kind: "message",
+            kind: if message.mentions(&job.user_id) { "mention" } else { "message" },
             title: conversation.name.clone().unwrap_or_else(|| message.sender_id.clone()),
             body: if conversation.private_preview {
                 None

@@ -106,6 +106,21 @@ pub struct SendMessage {
     #[schema(value_type = Option<Object>)]
     #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: JsonObject,
+    /// The root of the thread this replies in (a message of the conversation that is not a
+    /// thread reply itself).
+    #[schema(min_length = 1, max_length = 128)]
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// A thread reply also posted to the conversation's timeline.
+    #[serde(default)]
+    pub also_in_conversation: bool,
+    /// Users to mention (at most 50); only members other than the sender are kept. When
+    /// absent, `metadata.mentions` is read instead (the earlier form).
+    #[serde(default)]
+    pub mentions: Option<Vec<String>>,
+    /// Mention every member (owners and admins of groups only).
+    #[serde(default)]
+    pub mentions_all: bool,
 }
 
 /// Edit a message.
@@ -127,6 +142,16 @@ pub struct DeleteMessage {
     pub message_id: String,
 }
 
+/// `message:react` / `message:unreact`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReactToMessage {
+    /// The message.
+    pub message_id: String,
+    /// One emoji or a `:shortcode:`.
+    pub emoji: String,
+}
+
 /// Mark a conversation read up to a seq.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +170,53 @@ pub struct MarkRead {
 pub struct SetNotifications {
     /// Whether pushes are sent for this conversation.
     pub enabled: bool,
+}
+
+/// A page of a message's reactions.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionsQuery {
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Page size (default 50, at most 200).
+    #[param(minimum = 1)]
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// A page of a thread's replies.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadQuery {
+    /// Only replies with a larger seq.
+    #[param(minimum = 0)]
+    #[serde(default)]
+    pub after_seq: Option<i64>,
+    /// Page size (default 50, at most 100).
+    #[param(minimum = 1)]
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// Which changed messages to read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    /// The conversation's `last_revision` the client knows: messages changed after it.
+    #[param(minimum = 0)]
+    pub after_revision: i64,
+    /// Only messages with seq ≤ this (those the client holds); default all.
+    #[param(minimum = 0)]
+    #[serde(default)]
+    pub up_to_seq: Option<i64>,
+    /// Page size (default 100, at most 500).
+    #[param(minimum = 1)]
+    #[serde(default)]
+    pub limit: Option<i64>,
 }
 
 /// Which page of a conversation's history to read.
@@ -248,9 +320,14 @@ pub struct SyncRequest {
     /// Known newest seq per conversation id; conversations not listed sync from seq 0.
     #[serde(default)]
     pub conversations: BTreeMap<String, i64>,
-    /// Most messages in this answer (default 500, at most 1000).
+    /// Most messages in this answer (default 500, at most 1000), changed ones included.
     #[serde(default)]
     pub limit: Option<i64>,
+    /// Known `last_revision` per conversation id: messages the client holds (seq ≤ the seq
+    /// it sent in `conversations`) that changed after it come back in `changed`.
+    /// Conversations not listed get no `changed`.
+    #[serde(default)]
+    pub revisions: BTreeMap<String, i64>,
 }
 
 /// `presence:query` request.

@@ -37,16 +37,47 @@ pub struct PresenceChange {
     pub last_seen_at: Option<Timestamp>,
 }
 
-/// `notification` payload: a new message for a member online but not looking at it.
+/// What a `notification` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationKind {
+    /// A new message.
+    Message,
+    /// A new message that mentions the recipient (by name or everyone).
+    Mention,
+    /// A reaction to the recipient's message (`emoji` says which; `sender_id` is who reacted).
+    Reaction,
+}
+
+impl NotificationKind {
+    /// The wire (and storage) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Message => "message",
+            NotificationKind::Mention => "mention",
+            NotificationKind::Reaction => "reaction",
+        }
+    }
+
+    /// Parses the wire (and storage) name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [NotificationKind::Message, NotificationKind::Mention, NotificationKind::Reaction]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+/// `notification` payload: a new message for a member online but not looking at it, or a
+/// reaction to their message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Notification {
     /// Its place in the recipient's notification log (per user, from 1, gap-free; the SSE
     /// `id:`). Absent only when the log could not record it (the store failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
-    /// Always `"message"`.
+    /// `message`, `mention` or `reaction`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: NotificationKind,
     /// The conversation.
     pub conversation_id: String,
     /// The new message.
@@ -59,6 +90,30 @@ pub struct Notification {
     pub preview: Option<String>,
     /// The recipient's unread messages in this conversation.
     pub unread_count: i64,
+    /// For a reaction: the emoji.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+}
+
+/// `reaction:added` / `reaction:removed` payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReactionChange {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The message reacted to.
+    pub message_id: String,
+    /// Who reacted.
+    pub user_id: String,
+    /// With what.
+    pub emoji: String,
+    /// The message's counts after the change.
+    pub reaction_counts: std::collections::BTreeMap<String, i64>,
+    /// The message's newest reactions after the change.
+    pub latest_reactions: Vec<super::model::ReactionRef>,
+    /// The message's version after the change (keep the highest, as for messages).
+    pub version: i64,
+    /// The message's revision after the change.
+    pub revision: i64,
 }
 
 /// An event pushed to clients. Serializes as its payload; [`ServerEvent::name`] is the event.
@@ -83,6 +138,16 @@ pub enum ServerEvent {
     UserOffline(PresenceChange),
     /// `notification`
     Notification(Notification),
+    /// `reaction:added`
+    ReactionAdded(ReactionChange),
+    /// `reaction:removed`
+    ReactionRemoved(ReactionChange),
+    /// `message:pinned`
+    MessagePinned(Message),
+    /// `message:unpinned`
+    MessageUnpinned(Message),
+    /// `thread:updated`: a thread's root with its new summary.
+    ThreadUpdated(Message),
     /// `conversation:new`
     ConversationNew(Conversation),
     /// `conversation:updated`
@@ -119,10 +184,15 @@ impl Serialize for RelayedEvent {
 }
 
 /// Every event name the server sends.
-const SERVER_EVENTS: [&str; 12] = [
+const SERVER_EVENTS: [&str; 17] = [
     "message:new",
     "message:updated",
     "message:deleted",
+    "reaction:added",
+    "reaction:removed",
+    "message:pinned",
+    "message:unpinned",
+    "thread:updated",
     "message:read",
     "typing:start",
     "typing:stop",
@@ -153,6 +223,11 @@ impl ServerEvent {
             ServerEvent::MessageNew(_) => "message:new",
             ServerEvent::MessageUpdated(_) => "message:updated",
             ServerEvent::MessageDeleted(_) => "message:deleted",
+            ServerEvent::ReactionAdded(_) => "reaction:added",
+            ServerEvent::ReactionRemoved(_) => "reaction:removed",
+            ServerEvent::MessagePinned(_) => "message:pinned",
+            ServerEvent::MessageUnpinned(_) => "message:unpinned",
+            ServerEvent::ThreadUpdated(_) => "thread:updated",
             ServerEvent::MessageRead(_) => "message:read",
             ServerEvent::TypingStart(_) => "typing:start",
             ServerEvent::TypingStop(_) => "typing:stop",
@@ -199,6 +274,11 @@ pub struct ConversationHead {
     pub id: String,
     /// Seq of its newest message.
     pub last_seq: i64,
+    /// Its change counter: every change to one of its messages after it was sent (edit,
+    /// delete, reaction, pin, thread reply) takes the next value, which the message carries
+    /// as `revision`. A client that holds the messages up to some seq and revision asks
+    /// `sync` for those changed after that revision.
+    pub last_revision: i64,
 }
 
 /// `sync` answer.
@@ -206,6 +286,10 @@ pub struct ConversationHead {
 pub struct SyncPage {
     /// Missed messages, ascending per conversation.
     pub messages: Vec<Message>,
+    /// Messages the client holds that changed after the revisions it sent (edits, deletes,
+    /// reactions, pins, thread summaries), as they stand now, ascending by revision per
+    /// conversation.
+    pub changed: Vec<Message>,
     /// Whether another call would return more.
     pub has_more: bool,
     /// Every conversation of the user with its newest seq.

@@ -62,6 +62,59 @@ pub fn mentions(metadata: &serde_json::Map<String, serde_json::Value>) -> Result
         .collect()
 }
 
+/// The users a message mentions: `mentions` when given (at most [`MAX_MENTIONS`] user ids),
+/// else `metadata.mentions` (see [`mentions`]).
+pub fn message_mentions(
+    mentions: Option<Vec<String>>,
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<String>, ChatError> {
+    let from_metadata: Vec<String> = self::mentions(metadata)?.into_iter().map(str::to_owned).collect();
+    let Some(list) = mentions else { return Ok(from_metadata) };
+    if list.len() > MAX_MENTIONS {
+        return Err(ChatError::invalid(format!("mentions: at most {MAX_MENTIONS} user ids")));
+    }
+    for id in &list {
+        identifier("mentions[]", id)?;
+    }
+    Ok(list)
+}
+
+/// Longest `:shortcode:` reaction, in characters.
+pub const MAX_SHORTCODE_CHARS: usize = 32;
+
+/// A reaction: one emoji (a single extended grapheme cluster, not a lone letter, digit, ASCII
+/// sign or whitespace, at most 64 bytes) or a `:shortcode:` of lower-case letters, digits, `_`, `+` and `-`, at most
+/// [`MAX_SHORTCODE_CHARS`] characters with its colons.
+pub fn emoji(emoji: &str) -> Result<(), ChatError> {
+    use unicode_segmentation::UnicodeSegmentation;
+    let invalid = || {
+        ChatError::invalid(format!(
+            "emoji must be one emoji or a :shortcode: of at most {MAX_SHORTCODE_CHARS} characters"
+        ))
+    };
+    if let Some(name) = emoji.strip_prefix(':').and_then(|rest| rest.strip_suffix(':')) {
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '+' | '-');
+        return if !name.is_empty() && emoji.chars().count() <= MAX_SHORTCODE_CHARS && name.chars().all(allowed) {
+            Ok(())
+        } else {
+            Err(invalid())
+        };
+    }
+    let mut clusters = emoji.graphemes(true);
+    let (Some(cluster), None) = (clusters.next(), clusters.next()) else { return Err(invalid()) };
+    let first = cluster.chars().next().ok_or_else(invalid)?;
+    // A lone letter, digit or ASCII sign is text; a keycap (`1️⃣`) starts with a digit but is
+    // a sequence.
+    let lone = cluster.chars().nth(1).is_none();
+    if first.is_whitespace() || first.is_control() || (lone && (first.is_ascii() || first.is_alphanumeric())) {
+        return Err(invalid());
+    }
+    if cluster.len() > 64 {
+        return Err(invalid());
+    }
+    Ok(())
+}
+
 /// The metadata a message kind requires: a `location` has `latitude` (-90..=90) and
 /// `longitude` (-180..=180) numbers; a `product` has `product_id`, a non-empty string of at
 /// most 128 characters or a non-negative integer. Other kinds take any metadata.

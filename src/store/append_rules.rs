@@ -4,7 +4,7 @@
 //! and their order cannot drift apart between stores.
 
 use crate::core::error::StoreError;
-use crate::core::model::MessageType;
+use crate::core::model::{MessageType, THREAD_PARTICIPANTS_SHOWN};
 use crate::core::ports::{AppendOutcome, NewMessage};
 
 /// What a backend knows, or can look up, about one append. [`judge`] asks in the rules'
@@ -29,6 +29,14 @@ pub(crate) trait AppendFacts {
 
     /// Whether the replied-to message is in the conversation (asked only for a reply).
     fn reply_in_conversation(&mut self) -> Result<bool, StoreError>;
+
+    /// Whether the thread root is a message of the conversation that is not itself a thread
+    /// reply (asked only for a thread reply).
+    fn thread_root_in_conversation(&mut self) -> Result<bool, StoreError>;
+
+    /// Whether the conversation is a group and the sender one of its owners or admins (asked
+    /// only for `mentions_all`).
+    fn sender_manages_group(&mut self) -> Result<bool, StoreError>;
 }
 
 /// What the rules decided about one append.
@@ -52,6 +60,10 @@ pub(crate) enum Refusal {
     Blocked,
     /// The replied-to message is not in the conversation.
     ReplyNotFound,
+    /// The thread root is not a root message of the conversation.
+    ThreadNotFound,
+    /// `mentions_all` from someone who does not manage a group.
+    MentionsAllRefused,
 }
 
 impl From<Refusal> for AppendOutcome {
@@ -61,6 +73,8 @@ impl From<Refusal> for AppendOutcome {
             Refusal::NotMember => AppendOutcome::NotMember,
             Refusal::Blocked => AppendOutcome::Blocked,
             Refusal::ReplyNotFound => AppendOutcome::ReplyNotFound,
+            Refusal::ThreadNotFound => AppendOutcome::ThreadNotFound,
+            Refusal::MentionsAllRefused => AppendOutcome::MentionsAllRefused,
         }
     }
 }
@@ -68,7 +82,8 @@ impl From<Refusal> for AppendOutcome {
 /// The append rules, in order: the conversation must exist; unless the message is a
 /// [`MessageType::System`] one (the operator's, which needs no membership and is never
 /// blocked) the sender must be a member and the direct conversation must not be blocked; a
-/// repeated `client_id` answers with the original; a reply must point into the conversation.
+/// repeated `client_id` answers with the original; a reply must point into the conversation,
+/// a thread reply at a root of it; only a group's owners and admins may mention everyone.
 pub(crate) fn judge<F: AppendFacts>(
     new: &NewMessage,
     facts: &mut F,
@@ -92,5 +107,51 @@ pub(crate) fn judge<F: AppendFacts>(
     if new.reply_to_id.is_some() && !facts.reply_in_conversation()? {
         return Ok(Verdict::Refuse(Refusal::ReplyNotFound));
     }
+    if new.thread_id.is_some() && !facts.thread_root_in_conversation()? {
+        return Ok(Verdict::Refuse(Refusal::ThreadNotFound));
+    }
+    if new.mentions_all && !facts.sender_manages_group()? {
+        return Ok(Verdict::Refuse(Refusal::MentionsAllRefused));
+    }
     Ok(Verdict::Accept)
+}
+
+/// Of an accepted message's `mentions`, the members other than the sender, each once, in
+/// the order given (mentions of anyone else are dropped, not refused).
+pub(crate) fn member_mentions(new: &NewMessage, is_member: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::with_capacity(new.mentions.len());
+    for id in &new.mentions {
+        if *id != new.sender_id && is_member(id) && !kept.contains(id) {
+            kept.push(id.clone());
+        }
+    }
+    kept
+}
+
+/// The members an accepted message mentions, for their unread mentions: every member but the
+/// sender for `mentions_all`, else `kept` (its [`member_mentions`]).
+pub(crate) fn mentioned_members<'a>(
+    new: &NewMessage,
+    kept: &'a [String],
+    members: impl Iterator<Item = &'a str>,
+) -> Vec<&'a str> {
+    if new.mentions_all {
+        members.filter(|id| *id != new.sender_id).collect()
+    } else {
+        kept.iter().map(String::as_str).collect()
+    }
+}
+
+/// Whether an accepted message counts as unread for the other members: the timeline shows it.
+pub(crate) fn shown_in_timeline(new: &NewMessage) -> bool {
+    new.thread_id.is_none() || new.also_in_conversation
+}
+
+/// A thread summary's participants after `user_id` replied: added at the end if new and
+/// there is room (the first [`THREAD_PARTICIPANTS_SHOWN`] are kept).
+pub(crate) fn with_participant(mut participants: Vec<String>, user_id: &str) -> Vec<String> {
+    if participants.len() < THREAD_PARTICIPANTS_SHOWN && !participants.iter().any(|p| p == user_id) {
+        participants.push(user_id.to_owned());
+    }
+    participants
 }

@@ -13,7 +13,7 @@ use crate::auth::Authenticator;
 use crate::core::lease::Lease;
 use crate::core::model::{Message, User};
 use crate::core::requests::{ConversationRef, Empty, PresenceQuery, SyncRequest};
-use crate::core::requests::{DeleteMessage, EditMessage, MarkRead, SendMessage};
+use crate::core::requests::{DeleteMessage, EditMessage, MarkRead, ReactToMessage, SendMessage};
 use crate::core::server_events::{PresenceInfo, SyncPage};
 use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError, telemetry};
@@ -21,11 +21,13 @@ use crate::hub::Link;
 
 /// Every event name [`dispatch`] knows: the values of the `event` metric label (any other
 /// name counts as `unknown`, so clients cannot add label values).
-const CLIENT_EVENTS: [&str; 13] = [
+const CLIENT_EVENTS: [&str; 15] = [
     "auth:refresh",
     "message:send",
     "message:edit",
     "message:delete",
+    "message:react",
+    "message:unreact",
     "message:read",
     "typing:start",
     "typing:stop",
@@ -70,6 +72,10 @@ pub enum ClientEvent {
     MessageEdit(EditMessage),
     /// `message:delete`
     MessageDelete(DeleteMessage),
+    /// `message:react`
+    MessageReact(ReactToMessage),
+    /// `message:unreact`
+    MessageUnreact(ReactToMessage),
     /// `message:read`
     MessageRead(MarkRead),
     /// `typing:start`
@@ -100,6 +106,8 @@ impl ClientEvent {
             "message:send" => ClientEvent::MessageSend(decode(data)?),
             "message:edit" => ClientEvent::MessageEdit(decode(data)?),
             "message:delete" => ClientEvent::MessageDelete(decode(data)?),
+            "message:react" => ClientEvent::MessageReact(decode(data)?),
+            "message:unreact" => ClientEvent::MessageUnreact(decode(data)?),
             "message:read" => ClientEvent::MessageRead(decode(data)?),
             "typing:start" => ClientEvent::TypingStart(decode(data)?),
             "typing:stop" => ClientEvent::TypingStop(decode(data)?),
@@ -123,6 +131,8 @@ impl ClientEvent {
             ClientEvent::MessageSend(_) => "message:send",
             ClientEvent::MessageEdit(_) => "message:edit",
             ClientEvent::MessageDelete(_) => "message:delete",
+            ClientEvent::MessageReact(_) => "message:react",
+            ClientEvent::MessageUnreact(_) => "message:unreact",
             ClientEvent::MessageRead(_) => "message:read",
             ClientEvent::TypingStart(_) => "typing:start",
             ClientEvent::TypingStop(_) => "typing:stop",
@@ -202,7 +212,8 @@ pub fn rejected(event: Option<&str>, err: &ChatError) {
 pub enum Done {
     /// `{}`.
     Nothing {},
-    /// `{message}`: `message:send`, `message:edit`, `message:delete`.
+    /// `{message}`: `message:send`, `message:edit`, `message:delete`, `message:react`,
+    /// `message:unreact`.
     Message {
         /// The message as stored.
         message: Message,
@@ -258,6 +269,12 @@ pub async fn apply(
         ClientEvent::MessageEdit(req) => Done::Message { message: chat.edit_message(user, req).await? },
         ClientEvent::MessageDelete(req) => {
             Done::Message { message: chat.delete_message(user, &req.message_id).await? }
+        }
+        ClientEvent::MessageReact(req) => {
+            Done::Message { message: chat.react(user, &req.message_id, &req.emoji).await? }
+        }
+        ClientEvent::MessageUnreact(req) => {
+            Done::Message { message: chat.unreact(user, &req.message_id, &req.emoji).await? }
         }
         ClientEvent::MessageRead(req) => Done::Read { last_read_seq: chat.mark_read(user, req).await? },
         ClientEvent::TypingStart(req) => {

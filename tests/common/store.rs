@@ -20,6 +20,10 @@ pub fn text(conversation_id: &str, sender: &str, content: &str) -> NewMessage {
         reply_to_id: None,
         attachments: Vec::new(),
         metadata: JsonObject::new(),
+        thread_id: None,
+        also_in_conversation: false,
+        mentions: Vec::new(),
+        mentions_all: false,
     }
 }
 

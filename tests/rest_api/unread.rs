@@ -52,21 +52,21 @@ async fn reading_lowers_the_unread_counts() {
     assert_eq!(unread_count(&bob, &busy).await, 5);
     assert_eq!(
         bob.get("/api/unread").await.expect(200),
-        json!({ "total": 7, "conversations": { &busy: 5, &other: 2 } })
+        json!({ "total": 7, "conversations": { &busy: 5, &other: 2 }, "mentions": {} })
     );
 
     mark_read(&bob, &busy, 3).await;
     assert_eq!(unread_count(&bob, &busy).await, 2);
     assert_eq!(
         bob.get("/api/unread").await.expect(200),
-        json!({ "total": 4, "conversations": { &busy: 2, &other: 2 } })
+        json!({ "total": 4, "conversations": { &busy: 2, &other: 2 }, "mentions": {} })
     );
 
     mark_read(&bob, &busy, 5).await;
     assert_eq!(unread_count(&bob, &busy).await, 0);
     assert_eq!(
         bob.get("/api/unread").await.expect(200),
-        json!({ "total": 2, "conversations": { &other: 2 } })
+        json!({ "total": 2, "conversations": { &other: 2 }, "mentions": {} })
     );
 }
 
@@ -81,11 +81,11 @@ async fn own_messages_never_count_as_unread() {
     assert_eq!(unread_count(&bob, &id).await, 3);
     assert_eq!(
         alice.get("/api/unread").await.expect(200),
-        json!({ "total": 1, "conversations": { &id: 1 } })
+        json!({ "total": 1, "conversations": { &id: 1 }, "mentions": {} })
     );
     assert_eq!(
         server.client("carol").get("/api/unread").await.expect(200),
-        json!({ "total": 0, "conversations": {} })
+        json!({ "total": 0, "conversations": {}, "mentions": {} })
     );
 }
 

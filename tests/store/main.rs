@@ -25,7 +25,7 @@ use chatd::core::ports::{
     NewConversation, NewDevice, NewMessage, PushJob, Store,
 };
 use chatd::core::requests::NotificationSettingsUpdate;
-use chatd::core::server_events::{ConversationHead, Notification};
+use chatd::core::server_events::{ConversationHead, Notification, NotificationKind};
 use chatd::core::time::Timestamp;
 use chatd::store::postgres::{PostgresConfig, PostgresStore};
 use chatd::store::sqlite::{SqliteStore, Synchronous};

@@ -108,7 +108,7 @@ async fn a_member_removed_concurrently_cannot_append_after_the_removal(store: Ar
             let outcomes = appender.await.expect("task");
             for (started, outcome) in &outcomes {
                 match outcome {
-                    AppendOutcome::Committed { message, recipients } => {
+                    AppendOutcome::Committed { message, recipients, .. } => {
                         assert!(*started < removed_at, "an append started after the removal committed");
                         assert!(
                             recipients.iter().any(|r| r.member.user_id == "carol"),

@@ -42,7 +42,7 @@ async fn appends_get_gap_free_seqs_and_return_the_members_with_their_unread_coun
         .expect("device");
     for n in 1..=3 {
         let outcome = append(&store, text(&id, "alice", &format!("m{n}"))).await;
-        let AppendOutcome::Committed { message, mut recipients } = outcome else { panic!("{outcome:?}") };
+        let AppendOutcome::Committed { message, mut recipients, .. } = outcome else { panic!("{outcome:?}") };
         assert_eq!(message.seq, n);
         recipients.sort_by(|a, b| a.member.user_id.cmp(&b.member.user_id));
         let seen: Vec<(&str, bool, i64)> =
@@ -73,6 +73,10 @@ async fn a_message_keeps_every_field_it_was_sent_with(store: Arc<dyn Store>, _db
         reply_to_id: Some(first.id.clone()),
         attachments: vec![object(json!({ "url": "https://x/y.png", "w": 10, "nested": { "a": [1, null] } }))],
         metadata: object(json!({ "product_id": 981, "nul": "a\u{0}b", "big": 12345678901234_i64 })),
+        thread_id: None,
+        also_in_conversation: false,
+        mentions: vec!["bob".into()],
+        mentions_all: false,
     };
     let message = committed(&append(&store, new.clone()).await).clone();
     let read = store.message(&new.id).await.expect("read").expect("exists");
@@ -371,7 +375,7 @@ async fn a_system_message_needs_no_membership_and_counts_as_unread_for_everyone(
     let mut new = text(&id, "system", "Order #981 was shipped");
     new.kind = MessageType::System;
     let outcome = append(&store, new).await;
-    let AppendOutcome::Committed { message, recipients } = outcome else { panic!("{outcome:?}") };
+    let AppendOutcome::Committed { message, recipients, .. } = outcome else { panic!("{outcome:?}") };
     assert_eq!((message.seq, message.kind, message.sender_id.as_str()), (1, MessageType::System, "system"));
     assert_eq!(recipients.len(), 2);
     assert!(recipients.iter().all(|r| r.unread_count == 1), "{recipients:?}");

@@ -16,7 +16,9 @@ fn notification(user_id: &str, seq: i64) -> NewNotification {
         user_id: user_id.to_owned(),
         notification: Notification {
             id: None,
-            kind: "message",
+            // Every third one a reaction, so kinds and emoji round-trip through the log.
+            kind: if seq % 3 == 0 { NotificationKind::Reaction } else { NotificationKind::Message },
+            emoji: (seq % 3 == 0).then(|| "👍".to_owned()),
             conversation_id: "c1".into(),
             message_id: format!("m{seq}"),
             seq,

@@ -170,8 +170,33 @@ async fn sqlite_the_search_migration_indexes_existing_messages() {
         send(&store, &id, "alice", "이전 메시지 검색을 해보세요").await;
         id
     };
-    // Undo the search migration (0011) as if the database predated it.
+    // Undo the migrations from the search one (0011) on, as if the database predated them.
     let conn = rusqlite::Connection::open(&path).expect("open raw");
+    let added_by_0012 = [
+        ("conversations", "last_revision"),
+        ("messages", "revision"),
+        ("messages", "thread_id"),
+        ("messages", "also_in_conversation"),
+        ("messages", "reply_count"),
+        ("messages", "last_reply_at"),
+        ("messages", "thread_participants"),
+        ("messages", "mentions"),
+        ("messages", "mentions_all"),
+        ("messages", "reaction_counts"),
+        ("messages", "latest_reactions"),
+        ("messages", "pinned_at"),
+        ("messages", "pinned_by"),
+        ("notifications", "type"),
+        ("notifications", "emoji"),
+    ];
+    let mut undo = String::from(
+        "DROP INDEX messages_by_thread; DROP INDEX messages_by_revision; DROP INDEX messages_pinned; \
+         DROP TABLE reactions; DROP TABLE thread_followers; DROP TABLE mentions;",
+    );
+    for (table, column) in added_by_0012 {
+        undo.push_str(&format!(" ALTER TABLE {table} DROP COLUMN {column};"));
+    }
+    conn.execute_batch(&undo).expect("undo 0012");
     conn.execute_batch(
         "DROP TRIGGER messages_search_update; \
          DROP TABLE messages_search; DROP INDEX messages_by_time; PRAGMA user_version = 10;",

@@ -297,6 +297,10 @@ impl Chat {
             reply_to_id: None,
             attachments: Vec::new(),
             metadata: req.metadata.unwrap_or_default(),
+            thread_id: None,
+            also_in_conversation: false,
+            mentions: Vec::new(),
+            mentions_all: false,
         };
         let on_commit = self.fan_out_on_commit(None, std::time::Instant::now());
         match self.store.append_message(new, on_commit).await? {

@@ -119,15 +119,43 @@ impl Chat {
             validate::identifier("conversations key", id)?;
             validate::seq("conversations value", *seq)?;
         }
+        for (id, revision) in &req.revisions {
+            validate::identifier("revisions key", id)?;
+            validate::seq("revisions value", *revision)?;
+        }
         let conversations = self.store.conversation_heads(&user.id).await?;
         let mut messages = Vec::new();
+        let mut changed = Vec::new();
         let mut has_more = false;
+        // Changes first: to messages the client holds (seq ≤ what it sent), after the
+        // revision it sent.
         for head in &conversations {
+            let Some(&known_revision) = req.revisions.get(&head.id) else { continue };
+            let held = req.conversations.get(&head.id).copied().unwrap_or(0);
+            if head.last_revision <= known_revision || held == 0 {
+                continue;
+            }
+            let remaining = limit - changed.len();
+            if remaining == 0 {
+                has_more = true;
+                break;
+            }
+            let (page, more) = self.store.changed_messages(&head.id, known_revision, held, remaining).await?;
+            changed.extend(page);
+            if more {
+                has_more = true;
+                break;
+            }
+        }
+        for head in &conversations {
+            if has_more {
+                break;
+            }
             let known = req.conversations.get(&head.id).copied().unwrap_or(0);
             if head.last_seq <= known {
                 continue;
             }
-            let remaining = limit - messages.len();
+            let remaining = limit.saturating_sub(messages.len() + changed.len());
             if remaining == 0 {
                 has_more = true;
                 break;
@@ -140,7 +168,7 @@ impl Chat {
                 break;
             }
         }
-        Ok(SyncPage { messages, has_more, conversations })
+        Ok(SyncPage { messages, changed, has_more, conversations })
     }
 
     /// # `auth:refresh`: a fresh token for a live connection

@@ -39,28 +39,51 @@ impl Chat {
         };
         let runtime = tokio::runtime::Handle::current();
         Box::new(move |outcome, publications| {
-            if let AppendOutcome::Committed { message, recipients } = outcome {
+            if let AppendOutcome::Committed { message, recipients, thread } = outcome {
                 rate.record();
                 telemetry::message_committed(received);
+                let members = || {
+                    Audience::members(
+                        message.conversation_id.clone(),
+                        recipients.iter().map(|r| r.member.user_id.clone()).collect(),
+                    )
+                };
                 publications.push(
                     &bus,
                     BusMessage::Deliver(Delivery {
-                        to: Audience::members(
-                            message.conversation_id.clone(),
-                            recipients.iter().map(|r| r.member.user_id.clone()).collect(),
-                        ),
+                        to: members(),
                         except_connection: origin,
                         except_user: None,
                         event: ServerEvent::MessageNew(message.clone()),
                     }),
                 );
+                // A thread reply: every member learns the root's new summary; only the
+                // thread's followers (and the mentioned) are notified, unless it is also
+                // in the timeline.
+                let mut notified = recipients.clone();
+                if let Some(thread) = thread {
+                    publications.push(
+                        &bus,
+                        BusMessage::Deliver(Delivery {
+                            to: members(),
+                            except_connection: None,
+                            except_user: None,
+                            event: ServerEvent::ThreadUpdated(thread.root.clone()),
+                        }),
+                    );
+                    if !message.also_in_conversation {
+                        notified.retain(|r| {
+                            thread.followers.contains(&r.member.user_id) || message.mentions(&r.member.user_id)
+                        });
+                    }
+                }
                 notification_routing::route_new_message(
                     &runtime,
                     &store,
                     &bus,
                     &presence,
                     message,
-                    recipients.clone(),
+                    notified,
                     limits,
                     publications,
                 );
@@ -115,7 +138,10 @@ impl Chat {
         if let Some(reply_to) = &req.reply_to_id {
             validate::identifier("reply_to_id", reply_to)?;
         }
-        validate::mentions(&req.metadata)?;
+        let mentions = validate::message_mentions(req.mentions, &req.metadata)?;
+        if let Some(thread_id) = &req.thread_id {
+            validate::identifier("thread_id", thread_id)?;
+        }
         validate::kind_metadata(req.kind, &req.metadata)?;
         self.message_limiter.check(&user.id).await?;
         // Membership, blocks and the reply target are checked by the store inside the
@@ -140,6 +166,10 @@ impl Chat {
                     reply_to_id: req.reply_to_id,
                     attachments,
                     metadata: req.metadata,
+                    thread_id: req.thread_id,
+                    also_in_conversation: req.also_in_conversation,
+                    mentions,
+                    mentions_all: req.mentions_all,
                 },
                 on_commit,
             )
@@ -154,6 +184,12 @@ impl Chat {
             AppendOutcome::NoConversation => Err(ChatError::not_found("no such conversation")),
             AppendOutcome::ReplyNotFound => {
                 Err(ChatError::invalid("reply_to_id is not a message of this conversation"))
+            }
+            AppendOutcome::ThreadNotFound => Err(ChatError::invalid(
+                "thread_id is not a message of this conversation, or is a thread reply itself (threads do not nest)",
+            )),
+            AppendOutcome::MentionsAllRefused => {
+                Err(ChatError::forbidden("only a group's owner or admins may mention everyone"))
             }
         }
     }
@@ -205,6 +241,12 @@ impl Chat {
         if newly {
             let to = Audience::Conversation(deleted.conversation_id.clone());
             self.deliver(to, user, ServerEvent::MessageDeleted(deleted.clone()));
+            if let Some(root_id) = &deleted.thread_id
+                && let Some(root) = self.store.message(root_id).await?
+            {
+                let to = Audience::Conversation(deleted.conversation_id.clone());
+                self.deliver(to, user, ServerEvent::ThreadUpdated(root));
+            }
         }
         Ok(deleted)
     }

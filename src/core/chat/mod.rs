@@ -19,7 +19,7 @@ use super::notification_routing;
 use super::pii;
 use super::ports::{
     ActivityCursor, AppendOutcome, Bus, CommitHook, ConversationUpdate, HistoryRange, Media, MediaError,
-    Membership, NewConversation, NewDevice, NewMessage, PresenceDirectory, RateLimiter, Store,
+    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PresenceDirectory, RateLimiter, Store,
 };
 use super::presence::Presence;
 use super::push_endpoints::EndpointPolicy;
@@ -37,6 +37,7 @@ use crate::core::server_events::{ReadReceipt, ServerEvent};
 use crate::tasks::Tasks;
 
 pub mod admin;
+mod annotations;
 mod blocks;
 mod connections;
 mod conversations;
@@ -48,6 +49,7 @@ mod search;
 mod settings;
 mod uploads;
 
+pub use annotations::{ChangedMessages, MAX_PINS, MAX_REACTIONS_PER_USER, PinnedMessages, ReactionPage, ThreadPage};
 pub use blocks::BlockRequest;
 pub use conversations::ConversationPage;
 pub(crate) use conversations::{LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};

@@ -9,6 +9,8 @@ pub struct Unread {
     pub total: i64,
     /// Per conversation, only those with unread messages.
     pub conversations: BTreeMap<String, i64>,
+    /// Unread mentions of the caller per conversation, only those with some.
+    pub mentions: BTreeMap<String, i64>,
 }
 
 impl Chat {
@@ -35,6 +37,7 @@ impl Chat {
     pub async fn unread(&self, user: &User) -> Result<Unread, ChatError> {
         let conversations: BTreeMap<String, i64> =
             self.store.unread_counts(&user.id).await?.into_iter().collect();
-        Ok(Unread { total: conversations.values().sum(), conversations })
+        let mentions: BTreeMap<String, i64> = self.store.unread_mentions(&user.id).await?.into_iter().collect();
+        Ok(Unread { total: conversations.values().sum(), conversations, mentions })
     }
 }

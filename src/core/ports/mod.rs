@@ -1,6 +1,7 @@
 //! The ports the core needs from the outside world, one file per port. Backends implement
 //! them; only the wiring in `state.rs` names a concrete backend.
 
+mod annotations;
 mod bus;
 mod limit;
 mod media;
@@ -10,6 +11,7 @@ mod search;
 mod store;
 mod uploads;
 
+pub use annotations::*;
 pub use bus::*;
 pub use limit::*;
 pub use media::*;

@@ -59,7 +59,7 @@ pub fn clip_push_error(error: &str) -> &str {
 /// own request). Holds no more of the message than the configured preview length.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PushPayload {
-    /// Always `"message"` for now.
+    /// `"mention"` when the message mentions the recipient, else `"message"`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// Headline: the conversation's name, or the sender for an unnamed conversation.

@@ -17,7 +17,7 @@ use crate::core::requests::NotificationSettingsUpdate;
 use crate::core::server_events::{ConversationHead, Notification};
 use crate::core::time::Timestamp;
 
-use super::{Bus, ClaimedPushJob, PushJob, SearchStore, UploadStore};
+use super::{AnnotationStore, Bus, ClaimedPushJob, PushJob, SearchStore, UploadStore};
 
 /// A conversation to create. For a direct conversation `direct_key` identifies the pair and
 /// context; the store returns the existing conversation instead of creating a second one.
@@ -86,6 +86,15 @@ pub struct NewMessage {
     pub attachments: Vec<JsonObject>,
     /// Free-form data.
     pub metadata: JsonObject,
+    /// The thread root this message replies in: a message of the conversation that is not
+    /// itself a reply in a thread.
+    pub thread_id: Option<String>,
+    /// A thread reply also shown in the timeline.
+    pub also_in_conversation: bool,
+    /// Users mentioned; the store keeps only members other than the sender.
+    pub mentions: Vec<String>,
+    /// Mentions every member: refused unless the sender is an owner or admin of a group.
+    pub mentions_all: bool,
 }
 
 impl NewMessage {
@@ -106,6 +115,16 @@ impl NewMessage {
             edited_at: None,
             deleted_at: None,
             version: 1,
+            revision: 0,
+            also_in_conversation: self.thread_id.is_some() && self.also_in_conversation,
+            thread_id: self.thread_id,
+            thread: None,
+            mentions: self.mentions,
+            mentions_all: self.mentions_all,
+            reaction_counts: Default::default(),
+            latest_reactions: Vec::new(),
+            pinned_at: None,
+            pinned_by: None,
         }
     }
 }
@@ -123,6 +142,8 @@ pub enum AppendOutcome {
         message: Message,
         /// Every member, the sender included.
         recipients: Vec<Recipient>,
+        /// For a thread reply: its root and followers after it.
+        thread: Option<ThreadReply>,
     },
     /// `client_id` matched an earlier message of this sender here; nothing was written.
     Duplicate(Message),
@@ -134,6 +155,20 @@ pub enum AppendOutcome {
     NoConversation,
     /// `reply_to_id` is not a message of this conversation.
     ReplyNotFound,
+    /// `thread_id` is not a message of this conversation, or is itself a thread reply.
+    ThreadNotFound,
+    /// `mentions_all` from a member who is not an owner or admin of a group.
+    MentionsAllRefused,
+}
+
+/// What a committed thread reply changed besides itself.
+#[derive(Debug, Clone)]
+pub struct ThreadReply {
+    /// The root as it stands after the reply (its summary, version and revision moved).
+    pub root: Message,
+    /// Who follows the thread after the reply (the root's author, every replier, every user
+    /// a reply mentioned), in order of following; they are notified of replies.
+    pub followers: Vec<String>,
 }
 
 /// Result of [`ConversationStore::create_conversation`].
@@ -286,6 +321,7 @@ pub trait Store:
     + ModerationStore
     + UploadStore
     + SearchStore
+    + AnnotationStore
 {
     /// Succeeds when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

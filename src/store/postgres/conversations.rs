@@ -109,13 +109,13 @@ impl ConversationStore for PostgresStore {
 
     async fn conversation_heads(&self, user_id: &str) -> Result<Vec<ConversationHead>, StoreError> {
         self.query(
-            "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
-             WHERE m.user_id = $1 ORDER BY c.id",
+            "SELECT c.id, c.last_seq, c.last_revision FROM members m JOIN conversations c \
+             ON c.id = m.conversation_id WHERE m.user_id = $1 ORDER BY c.id",
             &[&user_id],
         )
         .await?
         .iter()
-        .map(|row| Ok(ConversationHead { id: get(row, 0)?, last_seq: get(row, 1)? }))
+        .map(|row| Ok(ConversationHead { id: get(row, 0)?, last_seq: get(row, 1)?, last_revision: get(row, 2)? }))
         .collect()
     }
 

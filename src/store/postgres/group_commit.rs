@@ -32,10 +32,10 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::{Json, ToSql};
 
-use super::{MESSAGE_COLUMNS, get, member_at, message_at, pool_error};
+use super::{MESSAGE_COLUMNS, annotations, get, member_at, message_at, pool_error};
 use crate::core::error::StoreError;
 use crate::core::model::{Message, MessageType};
-use crate::core::ports::{AppendOutcome, CommitHook, NewMessage, Publications, Recipient};
+use crate::core::ports::{AppendOutcome, CommitHook, NewMessage, Publications, Recipient, ThreadReply};
 use crate::core::time::Timestamp;
 use crate::store::append_rules::{self, AppendFacts, Verdict};
 use crate::tasks::Tasks;
@@ -180,7 +180,15 @@ fn settle_one(news: Vec<NewMessage>, decision: Decision) -> AppendOutcome {
 /// What became of one job of a committed group.
 enum Decision {
     /// Written with this seq; the recipients with their unread counts after it.
-    Committed { seq: i64, created_at: Timestamp, recipients: Vec<Recipient> },
+    Committed {
+        seq: i64,
+        created_at: Timestamp,
+        recipients: Vec<Recipient>,
+        /// The mentions kept (members other than the sender).
+        mentions: Vec<String>,
+        /// For a thread reply, its root and followers after it (filled in after the writes).
+        thread: Option<ThreadReply>,
+    },
     /// The same `client_id` as the earlier job at this index of the group, which committed.
     RepeatOf(usize),
     /// Refused, or a repeat of a message committed earlier; nothing written.
@@ -192,8 +200,9 @@ fn settle(news: Vec<NewMessage>, decisions: Vec<Decision>) -> Vec<AppendOutcome>
     let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(news.len());
     for (new, decision) in news.into_iter().zip(decisions) {
         let outcome = match decision {
-            Decision::Committed { seq, created_at, recipients } => {
-                AppendOutcome::Committed { message: new.committed(seq, created_at), recipients }
+            Decision::Committed { seq, created_at, recipients, mentions, thread } => {
+                let new = NewMessage { mentions, ..new };
+                AppendOutcome::Committed { message: new.committed(seq, created_at), recipients, thread }
             }
             Decision::RepeatOf(index) => match outcomes.get(index) {
                 Some(AppendOutcome::Committed { message, .. }) => AppendOutcome::Duplicate(message.clone()),
@@ -211,12 +220,12 @@ fn settle(news: Vec<NewMessage>, decisions: Vec<Decision>) -> Vec<AppendOutcome>
 /// and the membership changes (`FOR UPDATE`), not the `FOR KEY SHARE` of foreign-key checks
 /// (a read marker's update takes one), which would deadlock against the members' rows.
 const LOCK_CONVERSATIONS: &str =
-    "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+    "SELECT id, last_seq, type FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// Per job (by 1-based ordinal): sender is a member; refused by a block (direct
 /// conversations, non-system messages: the sender and a member block each other, either
-/// way); the replied-to message is in the conversation; the original of a `client_id`
-/// repeat. Jobs of conversations that do not exist have no row.
+/// way); the replied-to message is in the conversation; the thread root is a root of the
+/// conversation; the original of a `client_id` repeat. Jobs of conversations that do not exist have no row.
 fn check_jobs_sql() -> String {
     format!(
         "SELECT g.ord, \
@@ -227,9 +236,11 @@ fn check_jobs_sql() -> String {
              WHERE mb.conversation_id = g.conv), \
            g.reply_to IS NULL OR EXISTS (SELECT 1 FROM messages r \
              WHERE r.id = g.reply_to AND r.conversation_id = g.conv), \
+           g.thread IS NULL OR EXISTS (SELECT 1 FROM messages r \
+             WHERE r.id = g.thread AND r.conversation_id = g.conv AND r.thread_id IS NULL), \
            {MESSAGE_COLUMNS} \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
-           WITH ORDINALITY AS g (conv, sender, client_id, reply_to, system, ord) \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[]) \
+           WITH ORDINALITY AS g (conv, sender, client_id, reply_to, system, thread, ord) \
          JOIN conversations c ON c.id = g.conv \
          LEFT JOIN messages m ON g.client_id IS NOT NULL AND m.conversation_id = g.conv \
            AND m.sender_id = g.sender AND m.client_id = g.client_id"
@@ -248,12 +259,18 @@ const BUMP_SEQS: &str = "UPDATE conversations c SET last_seq = c.last_seq + v.n,
      FROM unnest($1::text[], $2::bigint[]) AS v (id, n) WHERE c.id = v.id RETURNING c.id, c.last_seq";
 
 const INSERT_MESSAGES: &str = "INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, \
-       client_id, reply_to_id, attachments, metadata, created_at) \
+       client_id, reply_to_id, attachments, metadata, created_at, thread_id, also_in_conversation, mentions, \
+       mentions_all) \
      SELECT t.id, t.conv, t.seq, t.sender, t.kind, t.content, t.client_id, t.reply_to, t.attachments, \
-       t.metadata, $11 \
+       t.metadata, $11, t.thread, t.also, t.mentions, t.mentions_all \
      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
-       $8::text[], $9::json[], $10::json[]) \
-       AS t (id, conv, seq, sender, kind, content, client_id, reply_to, attachments, metadata)";
+       $8::text[], $9::json[], $10::json[], $12::text[], $13::bool[], $14::json[], $15::bool[]) \
+       AS t (id, conv, seq, sender, kind, content, client_id, reply_to, attachments, metadata, thread, also, \
+         mentions, mentions_all)";
+
+/// The unread mentions of a group: one row per (member, conversation, seq).
+const INSERT_MENTIONS: &str = "INSERT INTO mentions (user_id, conversation_id, seq) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING";
 
 /// Rows are given sorted by (conversation, user), so concurrent writers that update several
 /// members of one conversation in key order (deleting a message) lock them in the same order.
@@ -264,6 +281,8 @@ const ADD_UNREAD: &str = "UPDATE members m SET unread_count = m.unread_count + d
 /// A conversation of the group as its lock found it, and what the group adds to it.
 struct ConversationState {
     last_seq: i64,
+    /// A direct conversation (else a group).
+    direct: bool,
     /// Accepted messages so far.
     added: i64,
     /// Its members, unread counts as they stand after the accepted messages so far.
@@ -284,6 +303,8 @@ enum Earlier {
 struct Facts<'a> {
     check: Checked,
     exists: bool,
+    /// The conversation is a group and the sender one of its owners or admins.
+    manages_group: bool,
     key: Option<(&'a str, &'a str, &'a str)>,
     keys: &'a HashMap<(&'a str, &'a str, &'a str), usize>,
 }
@@ -313,6 +334,14 @@ impl AppendFacts for Facts<'_> {
     fn reply_in_conversation(&mut self) -> Result<bool, StoreError> {
         Ok(self.check.reply_ok)
     }
+
+    fn thread_root_in_conversation(&mut self) -> Result<bool, StoreError> {
+        Ok(self.check.thread_ok)
+    }
+
+    fn sender_manages_group(&mut self) -> Result<bool, StoreError> {
+        Ok(self.manages_group)
+    }
 }
 
 /// Per job, what the check query found.
@@ -322,6 +351,7 @@ struct Checked {
     member: bool,
     blocked: bool,
     reply_ok: bool,
+    thread_ok: bool,
     original: Option<Message>,
 }
 
@@ -339,6 +369,7 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     let client_ids: Vec<Option<&str>> = news.iter().map(|n| n.client_id.as_deref()).collect();
     let reply_tos: Vec<Option<&str>> = news.iter().map(|n| n.reply_to_id.as_deref()).collect();
     let systems: Vec<bool> = news.iter().map(|n| n.kind == MessageType::System).collect();
+    let threads: Vec<Option<&str>> = news.iter().map(|n| n.thread_id.as_deref()).collect();
 
     let lock = tx.prepare_cached(LOCK_CONVERSATIONS).await?;
     let check = tx.prepare_cached(&check_jobs_sql()).await?;
@@ -347,7 +378,7 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     // the members, blocks and messages as of after it (READ COMMITTED: a snapshot per
     // statement).
     let lock_params: [&(dyn ToSql + Sync); 1] = [&conversation_ids];
-    let check_params: [&(dyn ToSql + Sync); 5] = [&convs, &senders, &client_ids, &reply_tos, &systems];
+    let check_params: [&(dyn ToSql + Sync); 6] = [&convs, &senders, &client_ids, &reply_tos, &systems, &threads];
     let (locked, checked, member_rows) = tokio::try_join!(
         tx.query(&lock, &lock_params),
         tx.query(&check, &check_params),
@@ -357,8 +388,10 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     let mut states: HashMap<&str, ConversationState> = HashMap::with_capacity(locked.len());
     for row in &locked {
         let id: &str = get(row, 0)?;
+        let kind: &str = get(row, 2)?;
         let state = ConversationState {
             last_seq: get(row, 1)?,
+            direct: kind == "direct",
             added: 0,
             recipients: Vec::new(),
             unread_added: Vec::new(),
@@ -389,18 +422,24 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
             member: get(row, 1)?,
             blocked: get(row, 2)?,
             reply_ok: get(row, 3)?,
-            original: message_at(row, 4)?,
+            thread_ok: get(row, 4)?,
+            original: message_at(row, 5)?,
         };
     }
 
     let mut decisions = Vec::with_capacity(news.len());
     // (conversation, sender, client_id) of accepted jobs → the job's index.
     let mut keys: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    // (member, conversation, seq) of every mention the group adds.
+    let mut mentioned: Vec<(String, &str, i64)> = Vec::new();
     for (index, (new, check)) in news.iter().zip(checks).enumerate() {
         let key = new.client_id.as_deref().map(|c| (new.conversation_id.as_str(), new.sender_id.as_str(), c));
         let state = states.get_mut(new.conversation_id.as_str()).filter(|_| check.found);
-        let verdict =
-            append_rules::judge(new, &mut Facts { check, exists: state.is_some(), key, keys: &keys })?;
+        let manages_group = state.as_ref().is_some_and(|s| {
+            !s.direct && s.recipients.iter().any(|r| r.member.user_id == new.sender_id && r.member.role.is_manager())
+        });
+        let facts = &mut Facts { check, exists: state.is_some(), manages_group, key, keys: &keys };
+        let verdict = append_rules::judge(new, facts)?;
         let state = match (verdict, state) {
             (Verdict::Accept, Some(state)) => state,
             (Verdict::Accept, None) => {
@@ -425,20 +464,32 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
         }
         state.added += 1;
         let seq = state.last_seq + state.added;
+        let unread = append_rules::shown_in_timeline(new);
         for (recipient, added) in state.recipients.iter_mut().zip(state.unread_added.iter_mut()) {
-            if recipient.member.user_id != new.sender_id {
+            if unread && recipient.member.user_id != new.sender_id {
                 recipient.unread_count += 1;
                 *added += 1;
             }
         }
-        decisions.push(Decision::Committed { seq, created_at: now, recipients: state.recipients.clone() });
+        let kept = append_rules::member_mentions(new, |id| state.recipients.iter().any(|r| r.member.user_id == id));
+        let members = state.recipients.iter().map(|r| r.member.user_id.as_str());
+        for user_id in append_rules::mentioned_members(new, &kept, members) {
+            mentioned.push((user_id.to_owned(), new.conversation_id.as_str(), seq));
+        }
+        decisions.push(Decision::Committed {
+            seq,
+            created_at: now,
+            recipients: state.recipients.clone(),
+            mentions: kept,
+            thread: None,
+        });
     }
 
-    let accepted: Vec<(&NewMessage, i64)> = news
+    let accepted: Vec<(&NewMessage, i64, &[String])> = news
         .iter()
         .zip(&decisions)
         .filter_map(|(new, decision)| match decision {
-            Decision::Committed { seq, .. } => Some((new, *seq)),
+            Decision::Committed { seq, mentions, .. } => Some((new, *seq, mentions.as_slice())),
             _ => None,
         })
         .collect();
@@ -466,16 +517,20 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     let unread_users: Vec<&str> = unread.iter().map(|u| u.1).collect();
     let unread_counts: Vec<i64> = unread.iter().map(|u| u.2).collect();
 
-    let ids: Vec<&str> = accepted.iter().map(|(n, _)| n.id.as_str()).collect();
-    let convs: Vec<&str> = accepted.iter().map(|(n, _)| n.conversation_id.as_str()).collect();
-    let seqs: Vec<i64> = accepted.iter().map(|(_, seq)| *seq).collect();
-    let senders: Vec<&str> = accepted.iter().map(|(n, _)| n.sender_id.as_str()).collect();
-    let kinds: Vec<&str> = accepted.iter().map(|(n, _)| n.kind.as_str()).collect();
-    let contents: Vec<Option<&str>> = accepted.iter().map(|(n, _)| n.content.as_deref()).collect();
-    let client_ids: Vec<Option<&str>> = accepted.iter().map(|(n, _)| n.client_id.as_deref()).collect();
-    let reply_tos: Vec<Option<&str>> = accepted.iter().map(|(n, _)| n.reply_to_id.as_deref()).collect();
-    let attachments: Vec<_> = accepted.iter().map(|(n, _)| Json(&n.attachments)).collect();
-    let metadata: Vec<_> = accepted.iter().map(|(n, _)| Json(&n.metadata)).collect();
+    let ids: Vec<&str> = accepted.iter().map(|(n, _, _)| n.id.as_str()).collect();
+    let convs: Vec<&str> = accepted.iter().map(|(n, _, _)| n.conversation_id.as_str()).collect();
+    let seqs: Vec<i64> = accepted.iter().map(|(_, seq, _)| *seq).collect();
+    let senders: Vec<&str> = accepted.iter().map(|(n, _, _)| n.sender_id.as_str()).collect();
+    let kinds: Vec<&str> = accepted.iter().map(|(n, _, _)| n.kind.as_str()).collect();
+    let contents: Vec<Option<&str>> = accepted.iter().map(|(n, _, _)| n.content.as_deref()).collect();
+    let client_ids: Vec<Option<&str>> = accepted.iter().map(|(n, _, _)| n.client_id.as_deref()).collect();
+    let reply_tos: Vec<Option<&str>> = accepted.iter().map(|(n, _, _)| n.reply_to_id.as_deref()).collect();
+    let attachments: Vec<_> = accepted.iter().map(|(n, _, _)| Json(&n.attachments)).collect();
+    let metadata: Vec<_> = accepted.iter().map(|(n, _, _)| Json(&n.metadata)).collect();
+    let thread_ids: Vec<Option<&str>> = accepted.iter().map(|(n, _, _)| n.thread_id.as_deref()).collect();
+    let also: Vec<bool> = accepted.iter().map(|(n, _, _)| n.thread_id.is_some() && n.also_in_conversation).collect();
+    let mentions: Vec<_> = accepted.iter().map(|(_, _, kept)| Json(*kept)).collect();
+    let mentions_all: Vec<bool> = accepted.iter().map(|(n, _, _)| n.mentions_all).collect();
     let created_at = now.millis();
 
     let bump = tx.prepare_cached(BUMP_SEQS).await?;
@@ -483,7 +538,7 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     let add_unread = tx.prepare_cached(ADD_UNREAD).await?;
     // One round trip for the three writes.
     let bump_params: [&(dyn ToSql + Sync); 3] = [&bump_ids, &bump_counts, &created_at];
-    let insert_params: [&(dyn ToSql + Sync); 11] = [
+    let insert_params: [&(dyn ToSql + Sync); 15] = [
         &ids,
         &convs,
         &seqs,
@@ -495,6 +550,10 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
         &attachments,
         &metadata,
         &created_at,
+        &thread_ids,
+        &also,
+        &mentions,
+        &mentions_all,
     ];
     let unread_params: [&(dyn ToSql + Sync); 3] = [&unread_convs, &unread_users, &unread_counts];
     let (bumped_rows, inserted, _) = tokio::try_join!(
@@ -517,6 +576,23 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     }
     if !expected.is_empty() || inserted != accepted.len() as u64 {
         return Err(StoreError::Backend("a group of appends wrote fewer rows than it accepted".into()).into());
+    }
+    if !mentioned.is_empty() {
+        let users: Vec<&str> = mentioned.iter().map(|m| m.0.as_str()).collect();
+        let convs: Vec<&str> = mentioned.iter().map(|m| m.1).collect();
+        let seqs: Vec<i64> = mentioned.iter().map(|m| m.2).collect();
+        let insert = tx.prepare_cached(INSERT_MENTIONS).await?;
+        tx.execute(&insert, &[&users, &convs, &seqs]).await?;
+    }
+    // Thread replies (rare) move their roots one at a time, in seq order.
+    for (new, decision) in news.iter().zip(decisions.iter_mut()) {
+        if let (Some(root_id), Decision::Committed { created_at, mentions, thread, recipients, .. }) =
+            (&new.thread_id, decision)
+        {
+            let everyone = recipients.iter().map(|r| r.member.user_id.as_str());
+            let mentioned = append_rules::mentioned_members(new, mentions, everyone);
+            *thread = Some(annotations::record_reply(&tx, root_id, &new.sender_id, &mentioned, *created_at).await?);
+        }
     }
     tx.commit().await?;
     Ok(decisions)

@@ -123,7 +123,8 @@ impl MemberStore for PostgresStore {
             let recount = tx
                 .prepare_cached(
                     "UPDATE members SET unread_count = (SELECT count(*) FROM messages \
-                       WHERE conversation_id = $1 AND seq > $3 AND sender_id <> $2 AND deleted_at IS NULL) \
+                       WHERE conversation_id = $1 AND seq > $3 AND sender_id <> $2 AND deleted_at IS NULL \
+                         AND (thread_id IS NULL OR also_in_conversation)) \
                      WHERE conversation_id = $1 AND user_id = $2",
                 )
                 .await?;

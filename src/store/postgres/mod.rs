@@ -21,6 +21,7 @@ mod moderation;
 mod notifications;
 mod push_outbox;
 mod search;
+mod annotations;
 mod uploads;
 
 use std::str::FromStr;
@@ -35,7 +36,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::core::error::StoreError;
 use crate::core::model::{
     Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType,
-    NotificationSettings, Platform, Role,
+    NotificationSettings, Platform, ReactionRef, Role, ThreadSummary,
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationStore, ConversationUpdate,
@@ -44,7 +45,7 @@ use crate::core::ports::{
     PushOutbox, Store, clip_push_error,
 };
 use crate::core::requests::NotificationSettingsUpdate;
-use crate::core::server_events::{ConversationHead, Notification};
+use crate::core::server_events::{ConversationHead, Notification, NotificationKind};
 use crate::core::time::Timestamp;
 use crate::tasks::Tasks;
 
@@ -60,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0009_disconnects.sql"),
     include_str!("../../../migrations/postgres/0010_uploads.sql"),
     include_str!("../../../migrations/postgres/0011_search.sql"),
+    include_str!("../../../migrations/postgres/0012_reactions_threads_pins.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -70,7 +72,9 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.sender_id, m.type, m.content, m.client_id, \
-     m.reply_to_id, m.attachments, m.metadata, m.created_at, m.edited_at, m.deleted_at, m.version";
+     m.reply_to_id, m.attachments, m.metadata, m.created_at, m.edited_at, m.deleted_at, m.version, m.revision, \
+     m.thread_id, m.also_in_conversation, m.reply_count, m.last_reply_at, m.thread_participants, m.mentions, \
+     m.mentions_all, m.reaction_counts, m.latest_reactions, m.pinned_at, m.pinned_by";
 
 /// A `postgres://` (or `postgresql://`) URL that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +259,20 @@ fn message_at(row: &Row, at: usize) -> Result<Option<Message>, StoreError> {
         edited_at: get::<Option<i64>>(row, at + 11)?.map(Timestamp),
         deleted_at: get::<Option<i64>>(row, at + 12)?.map(Timestamp),
         version: get(row, at + 13)?,
+        revision: get(row, at + 14)?,
+        thread_id: get(row, at + 15)?,
+        also_in_conversation: get(row, at + 16)?,
+        thread: ThreadSummary::of(
+            get(row, at + 17)?,
+            get::<Option<i64>>(row, at + 18)?.map(Timestamp),
+            get::<Json<Vec<String>>>(row, at + 19)?.0,
+        ),
+        mentions: get::<Json<Vec<String>>>(row, at + 20)?.0,
+        mentions_all: get(row, at + 21)?,
+        reaction_counts: get::<Json<std::collections::BTreeMap<String, i64>>>(row, at + 22)?.0,
+        latest_reactions: get::<Json<Vec<ReactionRef>>>(row, at + 23)?.0,
+        pinned_at: get::<Option<i64>>(row, at + 24)?.map(Timestamp),
+        pinned_by: get(row, at + 25)?,
     }))
 }
 
@@ -303,7 +321,9 @@ fn push_job_from(row: &Row) -> Result<PushJob, StoreError> {
 /// Conversation columns followed by the viewer's unread count and the last message, as
 /// [`conversations_from`] reads them.
 const CONVERSATION_COLUMNS: &str = "c.id, c.type, c.name, c.context, c.metadata, c.last_seq, \
-     c.last_message_at, c.created_at, COALESCE(v.unread_count, 0), c.private_preview";
+     c.last_message_at, c.created_at, COALESCE(v.unread_count, 0), c.private_preview, \
+     (SELECT count(*) FROM mentions mn WHERE mn.user_id = v.user_id AND mn.conversation_id = c.id \
+       AND mn.seq > v.last_read_seq)";
 
 /// A page cursor as the two nullable query parameters (activity time, id) the listing
 /// queries compare against; both null for the first page.
@@ -346,7 +366,8 @@ async fn conversations_from(client: &Object, rows: Vec<Row>) -> Result<Vec<Conve
                 created_at: Timestamp(get(row, 7)?),
                 unread_count: get(row, 8)?,
                 private_preview: get(row, 9)?,
-                last_message: message_at(row, 10)?,
+                unread_mentions: get(row, 10)?,
+                last_message: message_at(row, 11)?,
                 id,
             })
         })

@@ -101,17 +101,19 @@ impl NotificationStore for PostgresStore {
             logged.iter().map(|(n, _)| n.notification.preview.as_deref()).collect();
         let unread: Vec<i64> = logged.iter().map(|(n, _)| n.notification.unread_count).collect();
         let created: Vec<i64> = logged.iter().map(|(n, _)| n.created_at.millis()).collect();
+        let kinds: Vec<&str> = logged.iter().map(|(n, _)| n.notification.kind.as_str()).collect();
+        let emojis: Vec<Option<&str>> = logged.iter().map(|(n, _)| n.notification.emoji.as_deref()).collect();
         let insert = tx
             .prepare_cached(
                 "INSERT INTO notifications (user_id, id, conversation_id, message_id, seq, sender_id, \
-                 preview, unread_count, created_at) \
+                 preview, unread_count, created_at, type, emoji) \
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], \
-                 $6::text[], $7::text[], $8::bigint[], $9::bigint[])",
+                 $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[])",
             )
             .await?;
         tx.execute(
             &insert,
-            &[&users, &numbers, &conversations, &messages, &seqs, &senders, &previews, &unread, &created],
+            &[&users, &numbers, &conversations, &messages, &seqs, &senders, &previews, &unread, &created, &kinds, &emojis],
         )
         .await?;
         let trim = tx
@@ -133,16 +135,18 @@ impl NotificationStore for PostgresStore {
     ) -> Result<Vec<Notification>, StoreError> {
         let rows = self
             .query(
-                "SELECT id, conversation_id, message_id, seq, sender_id, preview, unread_count \
+                "SELECT id, conversation_id, message_id, seq, sender_id, preview, unread_count, type, emoji \
                  FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                 &[&user_id, &after, &as_i64(limit)],
             )
             .await?;
         rows.iter()
             .map(|row| {
+                let kind: &str = get(row, 7)?;
                 Ok(Notification {
                     id: Some(get(row, 0)?),
-                    kind: "message",
+                    kind: NotificationKind::parse(kind).unwrap_or(NotificationKind::Message),
+                    emoji: get(row, 8)?,
                     conversation_id: get(row, 1)?,
                     message_id: get(row, 2)?,
                     seq: get(row, 3)?,

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{json_error, query_messages, unknown_name};
+use super::{json_error, query_messages, threads, unknown_name};
 use crate::core::error::StoreError;
 use crate::core::model::{ConversationType, Member, Message, Role};
 use crate::core::ports::{AppendOutcome, NewMessage, Recipient};
@@ -32,6 +32,8 @@ const MAX_CACHED_RECIPIENTS: usize = 65_536;
 
 /// A conversation as appends need it.
 struct CachedConversation {
+    /// A direct conversation (else a group).
+    direct: bool,
     /// A direct conversation of two members who block each other (either way): non-system
     /// messages are refused.
     blocked: bool,
@@ -139,12 +141,17 @@ impl Appends {
 
     /// Appends a message with the next seq, or refuses it; see [`crate::core::ports::MessageStore::append_message`]
     /// and the rules in [`crate::store::append_rules`].
-    pub(super) fn append(&mut self, conn: &Connection, new: NewMessage) -> Result<AppendOutcome, StoreError> {
+    pub(super) fn append(&mut self, conn: &Connection, mut new: NewMessage) -> Result<AppendOutcome, StoreError> {
         let cached = self.conversation(conn, &new.conversation_id)?.map(|cached| &*cached);
         match append_rules::judge(&new, &mut Facts { conn, new: &new, cached })? {
             Verdict::Accept => {}
             Verdict::Repeat(original) => return Ok(AppendOutcome::Duplicate(original)),
             Verdict::Refuse(refusal) => return Ok(refusal.into()),
+        }
+        if let Some(cached) = cached
+            && !new.mentions.is_empty()
+        {
+            new.mentions = append_rules::member_mentions(&new, |id| cached.recipients.iter().any(|r| r.member.user_id == id));
         }
         let now = Timestamp::now();
         let seq: i64 = conn
@@ -162,10 +169,12 @@ impl Appends {
         self.metadata.clear();
         serde_json::to_writer(&mut self.metadata, &new.metadata).map_err(json_error)?;
         let utf8 = |bytes| std::str::from_utf8(bytes).map_err(|e| StoreError::Backend(Box::new(e)));
+        let mentions = serde_json::to_string(&new.mentions).map_err(json_error)?;
         conn.prepare_cached(
             "INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, client_id, \
-             reply_to_id, attachments, metadata, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             reply_to_id, attachments, metadata, created_at, thread_id, also_in_conversation, mentions, \
+             mentions_all) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             new.id,
@@ -179,6 +188,10 @@ impl Appends {
             utf8(&self.attachments)?,
             utf8(&self.metadata)?,
             now.millis(),
+            new.thread_id,
+            new.thread_id.is_some() && new.also_in_conversation,
+            mentions,
+            new.mentions_all,
         ])?;
         if let Some(content) = &new.content {
             // The search index (migrations/sqlite/0011_search.sql), in this transaction.
@@ -189,15 +202,30 @@ impl Appends {
         let Some(cached) = self.conversations.get_mut(new.conversation_id.as_str()) else {
             return Err(StoreError::Backend("a cached conversation vanished".into()));
         };
+        let members = cached.recipients.iter().map(|r| r.member.user_id.as_str());
+        let mentioned = append_rules::mentioned_members(&new, &new.mentions, members);
+        if !mentioned.is_empty() {
+            let mut insert = conn.prepare_cached(
+                "INSERT OR IGNORE INTO mentions (user_id, conversation_id, seq) VALUES (?1, ?2, ?3)",
+            )?;
+            for user_id in &mentioned {
+                insert.execute(params![user_id, new.conversation_id, seq])?;
+            }
+        }
+        let thread = match &new.thread_id {
+            Some(root_id) => Some(threads::record_reply(conn, root_id, &new.sender_id, &mentioned, now)?),
+            None => None,
+        };
+        let unread = append_rules::shown_in_timeline(&new);
         for (recipient, added) in cached.recipients.iter_mut().zip(cached.unread_added.iter_mut()) {
-            if recipient.member.user_id != new.sender_id {
+            if unread && recipient.member.user_id != new.sender_id {
                 recipient.unread_count += 1;
                 *added += 1;
                 self.dirty = true;
             }
         }
         let recipients = cached.recipients.clone();
-        Ok(AppendOutcome::Committed { message: new.committed(seq, now), recipients })
+        Ok(AppendOutcome::Committed { message: new.committed(seq, now), recipients, thread })
     }
 }
 
@@ -255,7 +283,7 @@ fn load_conversation(
         _ => false,
     };
     let unread_added = vec![0; recipients.len()];
-    Ok(Some(CachedConversation { blocked, recipients, unread_added }))
+    Ok(Some(CachedConversation { direct, blocked, recipients, unread_added }))
 }
 
 /// What an append's rules ask, answered from the member cache and, for repeats and replies,
@@ -296,5 +324,19 @@ impl AppendFacts for Facts<'_> {
             .conn
             .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2")?
             .exists(params![self.new.reply_to_id, self.new.conversation_id])?)
+    }
+
+    fn thread_root_in_conversation(&mut self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2 AND thread_id IS NULL")?
+            .exists(params![self.new.thread_id, self.new.conversation_id])?)
+    }
+
+    fn sender_manages_group(&mut self) -> Result<bool, StoreError> {
+        Ok(self.cached.is_some_and(|c| {
+            !c.direct
+                && c.recipients.iter().any(|r| r.member.user_id == self.new.sender_id && r.member.role.is_manager())
+        }))
     }
 }

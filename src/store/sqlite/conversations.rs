@@ -108,10 +108,10 @@ impl ConversationStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
-                "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
-                     WHERE m.user_id = ?1 ORDER BY c.id",
+                "SELECT c.id, c.last_seq, c.last_revision FROM members m JOIN conversations c \
+                     ON c.id = m.conversation_id WHERE m.user_id = ?1 ORDER BY c.id",
                 [&user_id],
-                |r| Ok(ConversationHead { id: r.get(0)?, last_seq: r.get(1)? }),
+                |r| Ok(ConversationHead { id: r.get(0)?, last_seq: r.get(1)?, last_revision: r.get(2)? }),
             )
         })
         .await

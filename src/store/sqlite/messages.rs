@@ -25,15 +25,16 @@ impl MessageStore for SqliteStore {
     ) -> Result<Option<Message>, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE messages SET content = ?2, edited_at = ?3, version = version + 1 \
-                     WHERE id = ?1 AND deleted_at IS NULL",
-                )?
-                .execute(params![id, content, at.millis()])?;
-            if changed == 0 {
-                return Ok(None);
-            }
+            let conversation_id: Option<String> = conn
+                .prepare_cached("SELECT conversation_id FROM messages WHERE id = ?1 AND deleted_at IS NULL")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
+            let Some(conversation_id) = conversation_id else { return Ok(None) };
+            let revision = threads::next_revision(conn, &conversation_id)?;
+            conn.prepare_cached(
+                "UPDATE messages SET content = ?2, edited_at = ?3, version = version + 1, revision = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, content, at.millis(), revision])?;
             message_by_id(conn, &id)
         })
         .await
@@ -42,20 +43,39 @@ impl MessageStore for SqliteStore {
     async fn delete_message(&self, id: &str, at: Timestamp) -> Result<Option<(Message, bool)>, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
-            let deleted = conn
-                .prepare_cached(
-                    "UPDATE messages SET content = NULL, attachments = '[]', metadata = '{}', deleted_at = ?2, \
-                     version = version + 1 WHERE id = ?1 AND deleted_at IS NULL",
-                )?
-                .execute(params![id, at.millis()])?;
+            let conversation_id: Option<String> = conn
+                .prepare_cached("SELECT conversation_id FROM messages WHERE id = ?1 AND deleted_at IS NULL")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
+            let deleted = match conversation_id {
+                Some(conversation_id) => {
+                    let revision = threads::next_revision(conn, &conversation_id)?;
+                    conn.prepare_cached(
+                        "UPDATE messages SET content = NULL, attachments = '[]', metadata = '{}', deleted_at = ?2, \
+                         mentions = '[]', mentions_all = 0, reaction_counts = '{}', latest_reactions = '[]', \
+                         pinned_at = NULL, pinned_by = NULL, version = version + 1, revision = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![id, at.millis(), revision])?
+                }
+                None => 0,
+            };
             let message = message_by_id(conn, &id)?;
             if let (1, Some(m)) = (deleted, &message) {
                 // It no longer counts as unread for those who had not read it.
-                conn.prepare_cached(
-                    "UPDATE members SET unread_count = unread_count - 1 \
-                     WHERE conversation_id = ?1 AND user_id <> ?2 AND last_read_seq < ?3 AND unread_count > 0",
-                )?
-                .execute(params![m.conversation_id, m.sender_id, m.seq])?;
+                if m.in_timeline() {
+                    conn.prepare_cached(
+                        "UPDATE members SET unread_count = unread_count - 1 \
+                         WHERE conversation_id = ?1 AND user_id <> ?2 AND last_read_seq < ?3 AND unread_count > 0",
+                    )?
+                    .execute(params![m.conversation_id, m.sender_id, m.seq])?;
+                }
+                // Nor as a mention; its reactions go with its content.
+                conn.prepare_cached("DELETE FROM mentions WHERE conversation_id = ?1 AND seq = ?2")?
+                    .execute(params![m.conversation_id, m.seq])?;
+                conn.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?.execute([&id])?;
+                if let Some(root_id) = &m.thread_id {
+                    threads::record_reply_deleted(conn, root_id)?;
+                }
                 // Its media go after the retention (the media housekeeping).
                 conn.prepare_cached("UPDATE uploads SET message_deleted_at = ?2 WHERE message_id = ?1")?
                     .execute(params![id, at.millis()])?;

@@ -25,7 +25,7 @@ use appends::Appends;
 use crate::core::error::StoreError;
 use crate::core::model::{
     Block, Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings,
-    Platform, Role,
+    Platform, ReactionRef, Role, ThreadSummary,
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationStore, ConversationUpdate,
@@ -34,7 +34,7 @@ use crate::core::ports::{
     Publications, PushJob, PushOutbox, Store, clip_push_error,
 };
 use crate::core::requests::NotificationSettingsUpdate;
-use crate::core::server_events::{ConversationHead, Notification};
+use crate::core::server_events::{ConversationHead, Notification, NotificationKind};
 use crate::core::time::Timestamp;
 
 /// Most jobs committed in one transaction.
@@ -59,13 +59,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0009_disconnects.sql"),
     include_str!("../../../migrations/sqlite/0010_uploads.sql"),
     include_str!("../../../migrations/sqlite/0011_search.sql"),
+    include_str!("../../../migrations/sqlite/0012_reactions_threads_pins.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).
 macro_rules! message_columns {
     () => {
         "id, conversation_id, seq, sender_id, type, content, client_id, \
-         reply_to_id, attachments, metadata, created_at, edited_at, deleted_at, version"
+         reply_to_id, attachments, metadata, created_at, edited_at, deleted_at, version, revision, \
+         thread_id, also_in_conversation, reply_count, last_reply_at, thread_participants, mentions, \
+         mentions_all, reaction_counts, latest_reactions, pinned_at, pinned_by"
     };
 }
 
@@ -81,6 +84,8 @@ mod notifications;
 mod push_outbox;
 mod rows;
 mod search;
+mod threads;
+mod annotations;
 mod uploads;
 
 use rows::*;

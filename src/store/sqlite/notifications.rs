@@ -48,7 +48,7 @@ impl NotificationStore for SqliteStore {
             )?;
             let mut insert = conn.prepare_cached(
                 "INSERT INTO notifications (user_id, id, conversation_id, message_id, seq, sender_id, \
-                 preview, unread_count, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 preview, unread_count, created_at, type, emoji) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             let mut trim =
                 conn.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id <= ?2")?;
@@ -70,7 +70,9 @@ impl NotificationStore for SqliteStore {
                     n.sender_id,
                     n.preview,
                     n.unread_count,
-                    new.created_at.millis()
+                    new.created_at.millis(),
+                    n.kind.as_str(),
+                    n.emoji,
                 ])?;
                 if id > keep {
                     trim.execute(params![new.user_id, id - keep])?;
@@ -93,13 +95,15 @@ impl NotificationStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
-                "SELECT id, conversation_id, message_id, seq, sender_id, preview, unread_count \
+                "SELECT id, conversation_id, message_id, seq, sender_id, preview, unread_count, type, emoji \
                  FROM notifications WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                 params![user_id, after, limit],
                 |r| {
+                    let kind: String = r.get(7)?;
                     Ok(Notification {
                         id: Some(r.get(0)?),
-                        kind: "message",
+                        kind: NotificationKind::parse(&kind).unwrap_or(NotificationKind::Message),
+                        emoji: r.get(8)?,
                         conversation_id: r.get(1)?,
                         message_id: r.get(2)?,
                         seq: r.get(3)?,

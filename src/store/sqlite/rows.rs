@@ -30,6 +30,18 @@ pub(super) struct MessageRow {
     edited_at: Option<i64>,
     deleted_at: Option<i64>,
     version: i64,
+    revision: i64,
+    thread_id: Option<String>,
+    also_in_conversation: bool,
+    reply_count: i64,
+    last_reply_at: Option<i64>,
+    thread_participants: String,
+    mentions: String,
+    mentions_all: bool,
+    reaction_counts: String,
+    latest_reactions: String,
+    pinned_at: Option<i64>,
+    pinned_by: Option<String>,
 }
 
 impl MessageRow {
@@ -49,6 +61,18 @@ impl MessageRow {
             edited_at: row.get(11)?,
             deleted_at: row.get(12)?,
             version: row.get(13)?,
+            revision: row.get(14)?,
+            thread_id: row.get(15)?,
+            also_in_conversation: row.get(16)?,
+            reply_count: row.get(17)?,
+            last_reply_at: row.get(18)?,
+            thread_participants: row.get(19)?,
+            mentions: row.get(20)?,
+            mentions_all: row.get(21)?,
+            reaction_counts: row.get(22)?,
+            latest_reactions: row.get(23)?,
+            pinned_at: row.get(24)?,
+            pinned_by: row.get(25)?,
         })
     }
 
@@ -68,6 +92,20 @@ impl MessageRow {
             edited_at: timestamp(self.edited_at),
             deleted_at: timestamp(self.deleted_at),
             version: self.version,
+            revision: self.revision,
+            thread_id: self.thread_id,
+            also_in_conversation: self.also_in_conversation,
+            thread: ThreadSummary::of(
+                self.reply_count,
+                timestamp(self.last_reply_at),
+                parse_json(&self.thread_participants)?,
+            ),
+            mentions: parse_json(&self.mentions)?,
+            mentions_all: self.mentions_all,
+            reaction_counts: parse_json(&self.reaction_counts)?,
+            latest_reactions: parse_json(&self.latest_reactions)?,
+            pinned_at: timestamp(self.pinned_at),
+            pinned_by: self.pinned_by,
         })
     }
 }
@@ -182,11 +220,15 @@ pub(super) fn load_conversation(
     } else {
         None
     };
-    let unread_count: i64 = conn
-        .prepare_cached("SELECT unread_count FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
-        .query_row(params![id, viewer], |r| r.get(0))
+    let (unread_count, unread_mentions): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT m.unread_count, (SELECT count(*) FROM mentions mn WHERE mn.user_id = m.user_id \
+               AND mn.conversation_id = m.conversation_id AND mn.seq > m.last_read_seq) \
+             FROM members m WHERE m.conversation_id = ?1 AND m.user_id = ?2",
+        )?
+        .query_row(params![id, viewer], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
-        .unwrap_or(0);
+        .unwrap_or((0, 0));
     Ok(Some(Conversation {
         id: id.to_owned(),
         kind: ConversationType::parse(&kind).ok_or_else(|| unknown_name("conversation type", &kind))?,
@@ -199,6 +241,7 @@ pub(super) fn load_conversation(
         last_message_at: timestamp(last_message_at),
         created_at: Timestamp(created_at),
         unread_count,
+        unread_mentions,
         private_preview,
     }))
 }
@@ -212,7 +255,7 @@ pub(super) fn unread_after(
     Ok(conn
         .prepare_cached(
             "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND seq > ?3 \
-             AND sender_id <> ?2 AND deleted_at IS NULL",
+             AND sender_id <> ?2 AND deleted_at IS NULL AND (thread_id IS NULL OR also_in_conversation)",
         )?
         .query_row(params![conversation_id, user_id, last_read_seq], |r| r.get(0))?)
 }

@@ -7,6 +7,7 @@
 //! counts and logs every refused request).
 
 pub mod admin;
+mod annotations;
 mod blocks;
 mod conversations;
 mod dev;
@@ -68,6 +69,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(conversations::routes())
         .merge(members::routes())
         .merge(messages::routes())
+        .merge(annotations::routes())
         .merge(media::routes())
         .merge(reads::routes())
         .merge(search::routes())
