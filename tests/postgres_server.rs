@@ -222,3 +222,16 @@ async fn search_finds_korean_stems_and_english_prefixes_on_postgresql() {
     let server = TestServer::start_in(data_dir, config).await;
     common::search::assert_search_end_to_end(&server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_threads_pins_mentions_and_changes_work_on_postgresql() {
+    let schema = Schema::fresh();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = config_on(&schema, data_dir.path());
+    let server = TestServer::start_in(data_dir, config).await;
+    common::annotations::assert_reactions_end_to_end(&server).await;
+    common::annotations::assert_threads_end_to_end(&server).await;
+    common::annotations::assert_pins_end_to_end(&server).await;
+    common::annotations::assert_mentions_end_to_end(&server).await;
+    common::annotations::assert_changes_end_to_end(&server).await;
+}

@@ -206,7 +206,12 @@ fn route(
 /// [`Store::open_notification_log`]), then publishes each to its recipient with the id it got
 /// (none when the recipient has no log). If the log cannot record them they are published without an id:
 /// realtime connections still get them, streams find them missing from the log.
-pub(crate) async fn record_and_publish(store: &dyn Store, bus: &dyn Bus, notify: Vec<NewNotification>, keep: usize) {
+pub(crate) async fn record_and_publish(
+    store: &dyn Store,
+    bus: &dyn Bus,
+    notify: Vec<NewNotification>,
+    keep: usize,
+) {
     let ids = match store.record_notifications(notify.clone(), keep).await {
         Ok(ids) => ids,
         Err(err) => {

@@ -94,7 +94,10 @@ pub fn emoji(emoji: &str) -> Result<(), ChatError> {
     };
     if let Some(name) = emoji.strip_prefix(':').and_then(|rest| rest.strip_suffix(':')) {
         let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '+' | '-');
-        return if !name.is_empty() && emoji.chars().count() <= MAX_SHORTCODE_CHARS && name.chars().all(allowed) {
+        return if !name.is_empty()
+            && emoji.chars().count() <= MAX_SHORTCODE_CHARS
+            && name.chars().all(allowed)
+        {
             Ok(())
         } else {
             Err(invalid())
@@ -106,7 +109,8 @@ pub fn emoji(emoji: &str) -> Result<(), ChatError> {
     // A lone letter, digit or ASCII sign is text; a keycap (`1️⃣`) starts with a digit but is
     // a sequence.
     let lone = cluster.chars().nth(1).is_none();
-    if first.is_whitespace() || first.is_control() || (lone && (first.is_ascii() || first.is_alphanumeric())) {
+    if first.is_whitespace() || first.is_control() || (lone && (first.is_ascii() || first.is_alphanumeric()))
+    {
         return Err(invalid());
     }
     if cluster.len() > 64 {

@@ -349,7 +349,9 @@ mod tests {
     }
 
     fn heads(ids: &[&str]) -> Vec<ConversationHead> {
-        ids.iter().map(|id| ConversationHead { id: (*id).to_owned(), last_seq: 0, last_revision: 0 }).collect()
+        ids.iter()
+            .map(|id| ConversationHead { id: (*id).to_owned(), last_seq: 0, last_revision: 0 })
+            .collect()
     }
 
     fn sorted(mut ids: Vec<String>) -> Vec<String> {

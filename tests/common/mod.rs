@@ -3,6 +3,7 @@
 //! and a small HTTP client speaking the REST contract.
 #![allow(dead_code)]
 
+pub mod annotations;
 pub mod cluster;
 pub mod media;
 pub mod node;

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod annotations;
 mod auth;
 mod conversations;
 mod devices;

@@ -63,8 +63,10 @@ async fn conversation_heads_and_contacts_cover_the_users_conversations(store: Ar
     send(&store, &a, "bob", "1").await;
     send(&store, &a, "bob", "2").await;
     let heads = store.conversation_heads("alice").await.expect("heads");
-    let mut expected =
-        vec![ConversationHead { id: a.clone(), last_seq: 2, last_revision: 0 }, ConversationHead { id: b, last_seq: 0, last_revision: 0 }];
+    let mut expected = vec![
+        ConversationHead { id: a.clone(), last_seq: 2, last_revision: 0 },
+        ConversationHead { id: b, last_seq: 0, last_revision: 0 },
+    ];
     expected.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(heads, expected, "sorted by id");
     let mut contacts = store.contacts("alice").await.expect("contacts");

@@ -66,7 +66,8 @@ fn encode_reaction_cursor(reaction: &Reaction) -> String {
 fn decode_reaction_cursor(cursor: &str) -> Result<ReactionCursor, ChatError> {
     let bad = || ChatError::invalid("cursor is not one this server issued");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let (millis, user_id, emoji): (i64, String, String) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let (millis, user_id, emoji): (i64, String, String) =
+        serde_json::from_slice(&bytes).map_err(|_| bad())?;
     Ok(ReactionCursor { created_at: Timestamp(millis), user_id, emoji })
 }
 

@@ -73,7 +73,8 @@ impl Chat {
                     );
                     if !message.also_in_conversation {
                         notified.retain(|r| {
-                            thread.followers.contains(&r.member.user_id) || message.mentions(&r.member.user_id)
+                            thread.followers.contains(&r.member.user_id)
+                                || message.mentions(&r.member.user_id)
                         });
                     }
                 }

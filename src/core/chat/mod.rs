@@ -19,7 +19,8 @@ use super::notification_routing;
 use super::pii;
 use super::ports::{
     ActivityCursor, AppendOutcome, Bus, CommitHook, ConversationUpdate, HistoryRange, Media, MediaError,
-    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PresenceDirectory, RateLimiter, Store,
+    Membership, NewConversation, NewDevice, NewMessage, NewNotification, PresenceDirectory, RateLimiter,
+    Store,
 };
 use super::presence::Presence;
 use super::push_endpoints::EndpointPolicy;
@@ -49,7 +50,9 @@ mod search;
 mod settings;
 mod uploads;
 
-pub use annotations::{ChangedMessages, MAX_PINS, MAX_REACTIONS_PER_USER, PinnedMessages, ReactionPage, ThreadPage};
+pub use annotations::{
+    ChangedMessages, MAX_PINS, MAX_REACTIONS_PER_USER, PinnedMessages, ReactionPage, ThreadPage,
+};
 pub use blocks::BlockRequest;
 pub use conversations::ConversationPage;
 pub(crate) use conversations::{LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};

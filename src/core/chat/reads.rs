@@ -37,7 +37,8 @@ impl Chat {
     pub async fn unread(&self, user: &User) -> Result<Unread, ChatError> {
         let conversations: BTreeMap<String, i64> =
             self.store.unread_counts(&user.id).await?.into_iter().collect();
-        let mentions: BTreeMap<String, i64> = self.store.unread_mentions(&user.id).await?.into_iter().collect();
+        let mentions: BTreeMap<String, i64> =
+            self.store.unread_mentions(&user.id).await?.into_iter().collect();
         Ok(Unread { total: conversations.values().sum(), conversations, mentions })
     }
 }

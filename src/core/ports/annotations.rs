@@ -50,8 +50,12 @@ pub trait AnnotationStore: Send + Sync + 'static {
     ) -> Result<Annotated, StoreError>;
 
     /// Removes `user_id`'s `emoji` from a message.
-    async fn remove_reaction(&self, message_id: &str, user_id: &str, emoji: &str)
-    -> Result<Annotated, StoreError>;
+    async fn remove_reaction(
+        &self,
+        message_id: &str,
+        user_id: &str,
+        emoji: &str,
+    ) -> Result<Annotated, StoreError>;
 
     /// A page of a message's reactions, oldest first, after `after`.
     async fn reactions(

@@ -9,7 +9,7 @@ use deadpool_postgres::Transaction;
 
 use super::*;
 use crate::core::model::{LATEST_REACTIONS, Reaction};
-use crate::core::ports::{AnnotationStore, Annotated, ReactionCursor, ThreadReply};
+use crate::core::ports::{Annotated, AnnotationStore, ReactionCursor, ThreadReply};
 use crate::store::append_rules;
 
 /// Takes a conversation's next revision (see migrations/postgres/0012); the value the changed
@@ -26,7 +26,8 @@ pub(super) async fn next_revision(tx: &Transaction<'_>, conversation_id: &str) -
 
 /// The message as `tx` sees it.
 async fn current(tx: &Transaction<'_>, message_id: &str) -> Result<Message, StoreError> {
-    let read = tx.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1")).await?;
+    let read =
+        tx.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1")).await?;
     messages_from(&tx.query(&read, &[&message_id]).await?)?
         .pop()
         .ok_or_else(|| StoreError::Backend(format!("message {message_id} vanished").into()))
@@ -73,8 +74,12 @@ pub(super) async fn record_reply(
     let list = tx
         .prepare_cached("SELECT user_id FROM thread_followers WHERE root_id = $1 ORDER BY since, user_id")
         .await?;
-    let followers =
-        tx.query(&list, &[&root_id]).await?.iter().map(|row| get(row, 0)).collect::<Result<Vec<String>, _>>()?;
+    let followers = tx
+        .query(&list, &[&root_id])
+        .await?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect::<Result<Vec<String>, _>>()?;
     Ok(ThreadReply { root, followers })
 }
 
@@ -99,7 +104,10 @@ pub(super) async fn record_reply_deleted(
 /// A message's conversation, whether it is deleted and whether it is pinned, locking its
 /// conversation's row first (every change takes a revision from it); `None` if there is no
 /// such message.
-async fn lock_message(tx: &Transaction<'_>, message_id: &str) -> Result<Option<(String, bool, bool)>, StoreError> {
+async fn lock_message(
+    tx: &Transaction<'_>,
+    message_id: &str,
+) -> Result<Option<(String, bool, bool)>, StoreError> {
     let find = tx.prepare_cached("SELECT conversation_id FROM messages WHERE id = $1").await?;
     let Some(row) = tx.query_opt(&find, &[&message_id]).await? else { return Ok(None) };
     let conversation_id: String = get(&row, 0)?;
@@ -119,7 +127,9 @@ async fn refresh_reactions(
     message_id: &str,
     conversation_id: &str,
 ) -> Result<Message, StoreError> {
-    let count = tx.prepare_cached("SELECT emoji, count(*) FROM reactions WHERE message_id = $1 GROUP BY emoji").await?;
+    let count = tx
+        .prepare_cached("SELECT emoji, count(*) FROM reactions WHERE message_id = $1 GROUP BY emoji")
+        .await?;
     let counts = tx
         .query(&count, &[&message_id])
         .await?
@@ -209,7 +219,9 @@ async fn apply(
                 return Ok(Annotated::LimitReached);
             }
             let insert = tx
-                .prepare_cached("INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)")
+                .prepare_cached(
+                    "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)",
+                )
                 .await?;
             tx.execute(&insert, &[&message_id, &user_id, &emoji, &at.millis()]).await?;
             Ok(Annotated::Changed(refresh_reactions(tx, message_id, conversation_id).await?))
@@ -231,7 +243,9 @@ async fn apply(
                 return Ok(Annotated::Unchanged(current(tx, message_id).await?));
             }
             let count = tx
-                .prepare_cached("SELECT count(*) FROM messages WHERE conversation_id = $1 AND pinned_at IS NOT NULL")
+                .prepare_cached(
+                    "SELECT count(*) FROM messages WHERE conversation_id = $1 AND pinned_at IS NOT NULL",
+                )
                 .await?;
             let pins: i64 = get(&tx.query_one(&count, &[&conversation_id]).await?, 0)?;
             if pins >= as_i64(max_pins) {
@@ -303,7 +317,9 @@ impl AnnotationStore for PostgresStore {
         )
         .await?
         .iter()
-        .map(|row| Ok(Reaction { user_id: get(row, 0)?, emoji: get(row, 1)?, created_at: Timestamp(get(row, 2)?) }))
+        .map(|row| {
+            Ok(Reaction { user_id: get(row, 0)?, emoji: get(row, 1)?, created_at: Timestamp(get(row, 2)?) })
+        })
         .collect()
     }
 

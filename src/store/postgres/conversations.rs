@@ -115,7 +115,9 @@ impl ConversationStore for PostgresStore {
         )
         .await?
         .iter()
-        .map(|row| Ok(ConversationHead { id: get(row, 0)?, last_seq: get(row, 1)?, last_revision: get(row, 2)? }))
+        .map(|row| {
+            Ok(ConversationHead { id: get(row, 0)?, last_seq: get(row, 1)?, last_revision: get(row, 2)? })
+        })
         .collect()
     }
 

@@ -378,7 +378,8 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     // the members, blocks and messages as of after it (READ COMMITTED: a snapshot per
     // statement).
     let lock_params: [&(dyn ToSql + Sync); 1] = [&conversation_ids];
-    let check_params: [&(dyn ToSql + Sync); 6] = [&convs, &senders, &client_ids, &reply_tos, &systems, &threads];
+    let check_params: [&(dyn ToSql + Sync); 6] =
+        [&convs, &senders, &client_ids, &reply_tos, &systems, &threads];
     let (locked, checked, member_rows) = tokio::try_join!(
         tx.query(&lock, &lock_params),
         tx.query(&check, &check_params),
@@ -436,7 +437,10 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
         let key = new.client_id.as_deref().map(|c| (new.conversation_id.as_str(), new.sender_id.as_str(), c));
         let state = states.get_mut(new.conversation_id.as_str()).filter(|_| check.found);
         let manages_group = state.as_ref().is_some_and(|s| {
-            !s.direct && s.recipients.iter().any(|r| r.member.user_id == new.sender_id && r.member.role.is_manager())
+            !s.direct
+                && s.recipients
+                    .iter()
+                    .any(|r| r.member.user_id == new.sender_id && r.member.role.is_manager())
         });
         let facts = &mut Facts { check, exists: state.is_some(), manages_group, key, keys: &keys };
         let verdict = append_rules::judge(new, facts)?;
@@ -471,7 +475,8 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
                 *added += 1;
             }
         }
-        let kept = append_rules::member_mentions(new, |id| state.recipients.iter().any(|r| r.member.user_id == id));
+        let kept =
+            append_rules::member_mentions(new, |id| state.recipients.iter().any(|r| r.member.user_id == id));
         let members = state.recipients.iter().map(|r| r.member.user_id.as_str());
         for user_id in append_rules::mentioned_members(new, &kept, members) {
             mentioned.push((user_id.to_owned(), new.conversation_id.as_str(), seq));
@@ -528,7 +533,8 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     let attachments: Vec<_> = accepted.iter().map(|(n, _, _)| Json(&n.attachments)).collect();
     let metadata: Vec<_> = accepted.iter().map(|(n, _, _)| Json(&n.metadata)).collect();
     let thread_ids: Vec<Option<&str>> = accepted.iter().map(|(n, _, _)| n.thread_id.as_deref()).collect();
-    let also: Vec<bool> = accepted.iter().map(|(n, _, _)| n.thread_id.is_some() && n.also_in_conversation).collect();
+    let also: Vec<bool> =
+        accepted.iter().map(|(n, _, _)| n.thread_id.is_some() && n.also_in_conversation).collect();
     let mentions: Vec<_> = accepted.iter().map(|(_, _, kept)| Json(*kept)).collect();
     let mentions_all: Vec<bool> = accepted.iter().map(|(n, _, _)| n.mentions_all).collect();
     let created_at = now.millis();
@@ -591,7 +597,8 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
         {
             let everyone = recipients.iter().map(|r| r.member.user_id.as_str());
             let mentioned = append_rules::mentioned_members(new, mentions, everyone);
-            *thread = Some(annotations::record_reply(&tx, root_id, &new.sender_id, &mentioned, *created_at).await?);
+            *thread =
+                Some(annotations::record_reply(&tx, root_id, &new.sender_id, &mentioned, *created_at).await?);
         }
     }
     tx.commit().await?;

@@ -26,7 +26,9 @@ impl MessageStore for PostgresStore {
     ) -> Result<Option<Message>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let find = tx.prepare_cached("SELECT conversation_id FROM messages WHERE id = $1 AND deleted_at IS NULL").await?;
+        let find = tx
+            .prepare_cached("SELECT conversation_id FROM messages WHERE id = $1 AND deleted_at IS NULL")
+            .await?;
         let Some(row) = tx.query_opt(&find, &[&id]).await? else {
             tx.rollback().await?;
             return Ok(None);
@@ -74,7 +76,8 @@ impl MessageStore for PostgresStore {
                              WHERE conversation_id = $1 AND user_id <> $2 AND last_read_seq < $3 AND unread_count > 0",
                         )
                         .await?;
-                    tx.execute(&unread, &[&message.conversation_id, &message.sender_id, &message.seq]).await?;
+                    tx.execute(&unread, &[&message.conversation_id, &message.sender_id, &message.seq])
+                        .await?;
                 }
                 // Nor as a mention; its reactions go with its content.
                 let mentions =
@@ -96,7 +99,9 @@ impl MessageStore for PostgresStore {
                 // Already deleted: nothing changed, the revision taken above goes back.
                 tx.rollback().await?;
                 let read = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1");
-                return Ok(messages_from(&self.query(&read, &[&id]).await?)?.pop().map(|message| (message, false)));
+                return Ok(messages_from(&self.query(&read, &[&id]).await?)?
+                    .pop()
+                    .map(|message| (message, false)));
             }
         };
         tx.commit().await?;

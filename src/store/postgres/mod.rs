@@ -12,6 +12,7 @@
 //! Push workers on every node claim due jobs with one `UPDATE … WHERE id IN (SELECT … FOR
 //! UPDATE SKIP LOCKED) RETURNING …`, so they take disjoint jobs without waiting for each other.
 
+mod annotations;
 mod conversations;
 mod devices;
 mod group_commit;
@@ -21,7 +22,6 @@ mod moderation;
 mod notifications;
 mod push_outbox;
 mod search;
-mod annotations;
 mod uploads;
 
 use std::str::FromStr;

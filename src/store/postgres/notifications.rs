@@ -113,7 +113,19 @@ impl NotificationStore for PostgresStore {
             .await?;
         tx.execute(
             &insert,
-            &[&users, &numbers, &conversations, &messages, &seqs, &senders, &previews, &unread, &created, &kinds, &emojis],
+            &[
+                &users,
+                &numbers,
+                &conversations,
+                &messages,
+                &seqs,
+                &senders,
+                &previews,
+                &unread,
+                &created,
+                &kinds,
+                &emojis,
+            ],
         )
         .await?;
         let trim = tx

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::threads::next_revision;
 use super::*;
 use crate::core::model::{LATEST_REACTIONS, Reaction};
-use crate::core::ports::{AnnotationStore, Annotated, ReactionCursor};
+use crate::core::ports::{Annotated, AnnotationStore, ReactionCursor};
 
 /// A message's conversation, whether it is deleted and whether it is pinned; `None` if
 /// there is no such message.
@@ -27,7 +27,11 @@ fn current(conn: &Connection, message_id: &str) -> Result<Message, StoreError> {
 
 /// Rewrites a message's reaction summary from its reactions, with the conversation's next
 /// revision; returns the message.
-fn refresh_reactions(conn: &Connection, message_id: &str, conversation_id: &str) -> Result<Message, StoreError> {
+fn refresh_reactions(
+    conn: &Connection,
+    message_id: &str,
+    conversation_id: &str,
+) -> Result<Message, StoreError> {
     let counts: BTreeMap<String, i64> = query_all(
         conn,
         "SELECT emoji, count(*) FROM reactions WHERE message_id = ?1 GROUP BY emoji",
@@ -98,7 +102,9 @@ impl AnnotationStore for SqliteStore {
                 return Ok(Annotated::Deleted);
             }
             let there = conn
-                .prepare_cached("SELECT 1 FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3")?
+                .prepare_cached(
+                    "SELECT 1 FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3",
+                )?
                 .exists(params![message_id, user_id, emoji])?;
             if there {
                 return Ok(Annotated::Unchanged(current(conn, &message_id)?));
@@ -130,7 +136,9 @@ impl AnnotationStore for SqliteStore {
                 return Ok(Annotated::NoMessage);
             };
             let removed = conn
-                .prepare_cached("DELETE FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3")?
+                .prepare_cached(
+                    "DELETE FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3",
+                )?
                 .execute(params![message_id, user_id, emoji])?;
             if removed == 0 {
                 return Ok(Annotated::Unchanged(current(conn, &message_id)?));
@@ -183,7 +191,9 @@ impl AnnotationStore for SqliteStore {
                 return Ok(Annotated::Unchanged(current(conn, &message_id)?));
             }
             let pins: i64 = conn
-                .prepare_cached("SELECT count(*) FROM messages WHERE conversation_id = ?1 AND pinned_at IS NOT NULL")?
+                .prepare_cached(
+                    "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND pinned_at IS NOT NULL",
+                )?
                 .query_row([&conversation_id], |r| r.get(0))?;
             if pins >= max_pins as i64 {
                 return Ok(Annotated::LimitReached);

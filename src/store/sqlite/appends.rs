@@ -141,7 +141,11 @@ impl Appends {
 
     /// Appends a message with the next seq, or refuses it; see [`crate::core::ports::MessageStore::append_message`]
     /// and the rules in [`crate::store::append_rules`].
-    pub(super) fn append(&mut self, conn: &Connection, mut new: NewMessage) -> Result<AppendOutcome, StoreError> {
+    pub(super) fn append(
+        &mut self,
+        conn: &Connection,
+        mut new: NewMessage,
+    ) -> Result<AppendOutcome, StoreError> {
         let cached = self.conversation(conn, &new.conversation_id)?.map(|cached| &*cached);
         match append_rules::judge(&new, &mut Facts { conn, new: &new, cached })? {
             Verdict::Accept => {}
@@ -151,7 +155,9 @@ impl Appends {
         if let Some(cached) = cached
             && !new.mentions.is_empty()
         {
-            new.mentions = append_rules::member_mentions(&new, |id| cached.recipients.iter().any(|r| r.member.user_id == id));
+            new.mentions = append_rules::member_mentions(&new, |id| {
+                cached.recipients.iter().any(|r| r.member.user_id == id)
+            });
         }
         let now = Timestamp::now();
         let seq: i64 = conn
@@ -329,14 +335,18 @@ impl AppendFacts for Facts<'_> {
     fn thread_root_in_conversation(&mut self) -> Result<bool, StoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2 AND thread_id IS NULL")?
+            .prepare_cached(
+                "SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2 AND thread_id IS NULL",
+            )?
             .exists(params![self.new.thread_id, self.new.conversation_id])?)
     }
 
     fn sender_manages_group(&mut self) -> Result<bool, StoreError> {
         Ok(self.cached.is_some_and(|c| {
             !c.direct
-                && c.recipients.iter().any(|r| r.member.user_id == self.new.sender_id && r.member.role.is_manager())
+                && c.recipients
+                    .iter()
+                    .any(|r| r.member.user_id == self.new.sender_id && r.member.role.is_manager())
         }))
     }
 }

@@ -74,6 +74,7 @@ macro_rules! message_columns {
 
 const MESSAGE_COLUMNS: &str = message_columns!();
 
+mod annotations;
 mod appends;
 mod conversations;
 mod devices;
@@ -85,7 +86,6 @@ mod push_outbox;
 mod rows;
 mod search;
 mod threads;
-mod annotations;
 mod uploads;
 
 use rows::*;

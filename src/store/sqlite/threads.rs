@@ -8,10 +8,12 @@ use crate::store::append_rules;
 /// Takes a conversation's next revision (see migrations/sqlite/0012): the value the changed
 /// message carries.
 pub(super) fn next_revision(conn: &Connection, conversation_id: &str) -> Result<i64, StoreError> {
-    conn.prepare_cached("UPDATE conversations SET last_revision = last_revision + 1 WHERE id = ?1 RETURNING last_revision")?
-        .query_row([conversation_id], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::Backend(format!("conversation {conversation_id} vanished").into()))
+    conn.prepare_cached(
+        "UPDATE conversations SET last_revision = last_revision + 1 WHERE id = ?1 RETURNING last_revision",
+    )?
+    .query_row([conversation_id], |r| r.get(0))
+    .optional()?
+    .ok_or_else(|| StoreError::Backend(format!("conversation {conversation_id} vanished").into()))
 }
 
 /// Records a reply by `replier` (mentioning `mentioned`) in the thread of `root_id`: the
@@ -43,7 +45,12 @@ pub(super) fn record_reply(
         "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?2, thread_participants = ?3, \
          version = version + 1, revision = ?4 WHERE id = ?1",
     )?
-    .execute(params![root_id, at.millis(), serde_json::to_string(&participants).map_err(json_error)?, revision])?;
+    .execute(params![
+        root_id,
+        at.millis(),
+        serde_json::to_string(&participants).map_err(json_error)?,
+        revision
+    ])?;
     let root = message_by_id(conn, root_id)?
         .ok_or_else(|| StoreError::Backend(format!("thread root {root_id} vanished").into()))?;
     let followers = query_all(
