@@ -576,3 +576,86 @@ async fn racing_edits_and_a_delete_end_deleted_on_a_client_that_keeps_the_highes
     let history = alice.get(&format!("/api/conversations/{id}/messages")).await.expect(200);
     assert_eq!(history["messages"][0], deleted, "history holds the same last state");
 }
+
+/// Reactions, threads and mentions over plain WebSocket: `message:react`/`message:unreact`
+/// acks and `reaction:added`/`reaction:removed` pushes, the author's `reaction`
+/// notification, `thread:updated` for every member but notifications for thread followers
+/// only, `mention` notifications, and `sync` with `revisions` answering what changed.
+#[tokio::test]
+async fn reactions_threads_and_mentions_reach_the_right_connections() {
+    let server = TestServer::start().await;
+    let conv = server.client("alice").create("group", &["bob", "carol"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let mut alice = Ws::connect(&server, "alice").await;
+    let mut bob = Ws::connect(&server, "bob").await;
+    let mut carol = Ws::connect(&server, "carol").await;
+
+    let root =
+        alice.ok("message:send", json!({ "conversation_id": id, "content": "lunch?" })).await["message"]
+            .clone();
+    for ws in [&mut bob, &mut carol] {
+        assert_eq!(ws.next("message:new").await["id"], root["id"]);
+        assert_eq!(ws.next("notification").await["type"], "message");
+    }
+    let ready_revision = 0;
+
+    let reacted = bob.ok("message:react", json!({ "message_id": root["id"], "emoji": "👍" })).await;
+    assert_eq!(reacted["message"]["reaction_counts"], json!({ "👍": 1 }));
+    let added = carol.next("reaction:added").await;
+    assert_eq!(
+        (
+            added["message_id"].clone(),
+            added["user_id"].clone(),
+            added["emoji"].clone(),
+            added["reaction_counts"].clone()
+        ),
+        (root["id"].clone(), json!("bob"), json!("👍"), json!({ "👍": 1 }))
+    );
+    assert_eq!(alice.next("reaction:added").await, added);
+    let note = alice.next("notification").await;
+    assert_eq!(
+        (note["type"].as_str(), note["sender_id"].as_str(), note["emoji"].as_str()),
+        (Some("reaction"), Some("bob"), Some("👍"))
+    );
+    let refused = bob.call("message:react", json!({ "message_id": root["id"], "emoji": "no" })).await;
+    assert_eq!(refused["error"]["code"], "invalid");
+    bob.ok("message:unreact", json!({ "message_id": root["id"], "emoji": "👍" })).await;
+    assert_eq!(carol.next("reaction:removed").await["reaction_counts"], json!({}));
+
+    // A thread-only reply: every member gets it and the root's new summary; only the
+    // thread's followers (alice, the root's author) are notified.
+    let reply = bob
+        .ok("message:send", json!({ "conversation_id": id, "content": "sure", "thread_id": root["id"] }))
+        .await["message"]
+        .clone();
+    for ws in [&mut alice, &mut carol] {
+        assert_eq!(ws.next("message:new").await, reply);
+        let updated = ws.next("thread:updated").await;
+        assert_eq!(
+            (updated["id"].clone(), updated["thread"]["reply_count"].clone()),
+            (root["id"].clone(), json!(1))
+        );
+    }
+    assert_eq!(alice.next("notification").await["message_id"], reply["id"]);
+    carol.none("notification", Duration::from_millis(300)).await;
+
+    // A mention notifies as a mention.
+    alice
+        .ok("message:send", json!({ "conversation_id": id, "content": "@carol", "mentions": ["carol"] }))
+        .await;
+    let note = carol.next("notification").await;
+    assert_eq!(note["type"], "mention");
+
+    // A client that held seqs 1–2 at revision 0 learns what changed on them.
+    let synced =
+        carol.ok("sync", json!({ "conversations": { id: 2 }, "revisions": { id: ready_revision } })).await;
+    let changed = synced["changed"].as_array().expect("changed");
+    assert_eq!(changed.len(), 1, "{synced}");
+    assert_eq!(
+        (changed[0]["id"].clone(), changed[0]["thread"]["reply_count"].clone()),
+        (root["id"].clone(), json!(1))
+    );
+    assert_eq!(synced["messages"].as_array().map(Vec::len), Some(1), "seq 3 is new");
+    let head = synced["conversations"].as_array().and_then(|c| c.iter().find(|h| h["id"] == id)).cloned();
+    assert_eq!(head.map(|h| h["last_revision"].clone()), Some(json!(3)));
+}
