@@ -114,6 +114,9 @@ pub struct ReactionChange {
     pub version: i64,
     /// The message's revision after the change.
     pub revision: i64,
+    /// The whole message after the change: a client that keeps the highest `version` takes
+    /// it as the message's state (the fields above alone would miss an edit made before).
+    pub message: Message,
 }
 
 /// An event pushed to clients. Serializes as its payload; [`ServerEvent::name`] is the event.

@@ -30,8 +30,8 @@ pub(crate) trait AppendFacts {
     /// Whether the replied-to message is in the conversation (asked only for a reply).
     fn reply_in_conversation(&mut self) -> Result<bool, StoreError>;
 
-    /// Whether the thread root is a message of the conversation that is not itself a thread
-    /// reply (asked only for a thread reply).
+    /// Whether the thread root is a message of the conversation, not deleted and not itself a
+    /// thread reply (asked only for a thread reply).
     fn thread_root_in_conversation(&mut self) -> Result<bool, StoreError>;
 
     /// Whether the conversation is a group and the sender one of its owners or admins (asked

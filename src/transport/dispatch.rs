@@ -216,7 +216,7 @@ pub enum Done {
     /// `message:unreact`.
     Message {
         /// The message as stored.
-        message: Message,
+        message: Box<Message>,
     },
     /// `{last_read_seq}`: `message:read`.
     Read {
@@ -264,17 +264,19 @@ pub async fn apply(
             Done::Refreshed { expires_at: Timestamp(millis) }
         }
         ClientEvent::MessageSend(req) => {
-            Done::Message { message: chat.send_message(user, req).await?.message }
+            Done::Message { message: Box::new(chat.send_message(user, req).await?.message) }
         }
-        ClientEvent::MessageEdit(req) => Done::Message { message: chat.edit_message(user, req).await? },
+        ClientEvent::MessageEdit(req) => {
+            Done::Message { message: Box::new(chat.edit_message(user, req).await?) }
+        }
         ClientEvent::MessageDelete(req) => {
-            Done::Message { message: chat.delete_message(user, &req.message_id).await? }
+            Done::Message { message: Box::new(chat.delete_message(user, &req.message_id).await?) }
         }
         ClientEvent::MessageReact(req) => {
-            Done::Message { message: chat.react(user, &req.message_id, &req.emoji).await? }
+            Done::Message { message: Box::new(chat.react(user, &req.message_id, &req.emoji).await?) }
         }
         ClientEvent::MessageUnreact(req) => {
-            Done::Message { message: chat.unreact(user, &req.message_id, &req.emoji).await? }
+            Done::Message { message: Box::new(chat.unreact(user, &req.message_id, &req.emoji).await?) }
         }
         ClientEvent::MessageRead(req) => Done::Read { last_read_seq: chat.mark_read(user, req).await? },
         ClientEvent::TypingStart(req) => {

@@ -158,6 +158,14 @@ pub async fn assert_threads_end_to_end(server: &TestServer) {
     // A deleted reply leaves the count.
     bob.delete(&format!("/api/messages/{}", id_of(&reply))).await.expect(200);
     assert_eq!(message_as_seen_by(&carol, &id, &root_id).await["thread"]["reply_count"], 1);
+    // A deleted root takes no more replies.
+    alice.delete(&format!("/api/messages/{root_id}")).await.expect(200);
+    bob.post(
+        &format!("/api/conversations/{id}/messages"),
+        json!({ "content": "late", "thread_id": root_id }),
+    )
+    .await
+    .assert_error(400, "invalid");
 }
 
 /// Pins: group members may not, owners may; pinning twice changes nothing; the list shows

@@ -275,5 +275,6 @@ fn reaction_change(message: &Message, user: &User, emoji: &str) -> ReactionChang
         latest_reactions: message.latest_reactions.clone(),
         version: message.version,
         revision: message.revision,
+        message: message.clone(),
     }
 }

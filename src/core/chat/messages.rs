@@ -187,7 +187,7 @@ impl Chat {
                 Err(ChatError::invalid("reply_to_id is not a message of this conversation"))
             }
             AppendOutcome::ThreadNotFound => Err(ChatError::invalid(
-                "thread_id is not a message of this conversation, or is a thread reply itself (threads do not nest)",
+                "thread_id is not a live message of this conversation, or is a thread reply itself (threads do not nest)",
             )),
             AppendOutcome::MentionsAllRefused => {
                 Err(ChatError::forbidden("only a group's owner or admins may mention everyone"))
@@ -245,8 +245,13 @@ impl Chat {
             if let Some(root_id) = &deleted.thread_id
                 && let Some(root) = self.store.message(root_id).await?
             {
+                // To every connection: the deleting one's ack carries only the reply.
                 let to = Audience::Conversation(deleted.conversation_id.clone());
-                self.deliver(to, user, ServerEvent::ThreadUpdated(root));
+                self.deliver(
+                    to,
+                    &User { connection: None, ..user.clone() },
+                    ServerEvent::ThreadUpdated(root),
+                );
             }
         }
         Ok(deleted)

@@ -143,7 +143,7 @@ pub enum AppendOutcome {
         /// Every member, the sender included.
         recipients: Vec<Recipient>,
         /// For a thread reply: its root and followers after it.
-        thread: Option<ThreadReply>,
+        thread: Option<Box<ThreadReply>>,
     },
     /// `client_id` matched an earlier message of this sender here; nothing was written.
     Duplicate(Message),
@@ -155,7 +155,8 @@ pub enum AppendOutcome {
     NoConversation,
     /// `reply_to_id` is not a message of this conversation.
     ReplyNotFound,
-    /// `thread_id` is not a message of this conversation, or is itself a thread reply.
+    /// `thread_id` is not a message of this conversation, is deleted, or is itself a thread
+    /// reply.
     ThreadNotFound,
     /// `mentions_all` from a member who is not an owner or admin of a group.
     MentionsAllRefused,

@@ -187,7 +187,7 @@ enum Decision {
         /// The mentions kept (members other than the sender).
         mentions: Vec<String>,
         /// For a thread reply, its root and followers after it (filled in after the writes).
-        thread: Option<ThreadReply>,
+        thread: Option<Box<ThreadReply>>,
     },
     /// The same `client_id` as the earlier job at this index of the group, which committed.
     RepeatOf(usize),
@@ -225,7 +225,7 @@ const LOCK_CONVERSATIONS: &str =
 /// Per job (by 1-based ordinal): sender is a member; refused by a block (direct
 /// conversations, non-system messages: the sender and a member block each other, either
 /// way); the replied-to message is in the conversation; the thread root is a root of the
-/// conversation; the original of a `client_id` repeat. Jobs of conversations that do not exist have no row.
+/// conversation, not deleted; the original of a `client_id` repeat. Jobs of conversations that do not exist have no row.
 fn check_jobs_sql() -> String {
     format!(
         "SELECT g.ord, \
@@ -237,7 +237,8 @@ fn check_jobs_sql() -> String {
            g.reply_to IS NULL OR EXISTS (SELECT 1 FROM messages r \
              WHERE r.id = g.reply_to AND r.conversation_id = g.conv), \
            g.thread IS NULL OR EXISTS (SELECT 1 FROM messages r \
-             WHERE r.id = g.thread AND r.conversation_id = g.conv AND r.thread_id IS NULL), \
+             WHERE r.id = g.thread AND r.conversation_id = g.conv AND r.thread_id IS NULL \
+             AND r.deleted_at IS NULL), \
            {MESSAGE_COLUMNS} \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[]) \
            WITH ORDINALITY AS g (conv, sender, client_id, reply_to, system, thread, ord) \
@@ -597,8 +598,9 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
         {
             let everyone = recipients.iter().map(|r| r.member.user_id.as_str());
             let mentioned = append_rules::mentioned_members(new, mentions, everyone);
-            *thread =
-                Some(annotations::record_reply(&tx, root_id, &new.sender_id, &mentioned, *created_at).await?);
+            let reply =
+                annotations::record_reply(&tx, root_id, &new.sender_id, &mentioned, *created_at).await?;
+            *thread = Some(Box::new(reply));
         }
     }
     tx.commit().await?;

@@ -219,7 +219,9 @@ impl Appends {
             }
         }
         let thread = match &new.thread_id {
-            Some(root_id) => Some(threads::record_reply(conn, root_id, &new.sender_id, &mentioned, now)?),
+            Some(root_id) => {
+                Some(Box::new(threads::record_reply(conn, root_id, &new.sender_id, &mentioned, now)?))
+            }
             None => None,
         };
         let unread = append_rules::shown_in_timeline(&new);
@@ -336,7 +338,7 @@ impl AppendFacts for Facts<'_> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2 AND thread_id IS NULL",
+                "SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2 AND thread_id IS NULL AND deleted_at IS NULL",
             )?
             .exists(params![self.new.thread_id, self.new.conversation_id])?)
     }
