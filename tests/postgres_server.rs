@@ -43,7 +43,7 @@ async fn rest_and_websocket_work_on_postgresql_and_everything_survives_a_restart
     let conversation = alice.create("group", &["bob"]).await;
     let id = conversation["id"].as_str().expect("id").to_owned();
     let mut bob = Ws::connect(&server, "bob").await;
-    assert_eq!(bob.ready["conversations"], json!([{ "id": id, "last_seq": 0 }]));
+    assert_eq!(bob.ready["conversations"], json!([{ "id": id, "last_seq": 0, "last_revision": 0 }]));
 
     // A REST send is committed, acked and pushed to bob's socket.
     let path = format!("/api/conversations/{id}/messages");
@@ -63,7 +63,7 @@ async fn rest_and_websocket_work_on_postgresql_and_everything_survives_a_restart
     // Unread counts and read markers.
     assert_eq!(
         server.client("bob").get("/api/unread").await.expect(200),
-        json!({ "total": 1, "conversations": { &id: 1 } })
+        json!({ "total": 1, "conversations": { &id: 1 }, "mentions": {} })
     );
     assert_eq!(alice.get("/api/unread").await.expect(200)["total"], 1);
     assert_eq!(bob.ok("message:read", json!({ "conversation_id": id, "seq": 2 })).await["last_read_seq"], 2);

@@ -71,7 +71,7 @@ async fn a_send_is_acked_after_commit_and_reaches_the_other_member_and_the_sende
     let mut alice = Ws::connect(&server, "alice").await;
     let mut alice_tab = Ws::connect(&server, "alice").await;
     let mut bob = Ws::connect(&server, "bob").await;
-    assert_eq!(bob.ready["conversations"], json!([{ "id": id, "last_seq": 0 }]));
+    assert_eq!(bob.ready["conversations"], json!([{ "id": id, "last_seq": 0, "last_revision": 0 }]));
 
     let ack =
         alice.ok("message:send", json!({ "conversation_id": id, "content": "hi", "client_id": "c-1" })).await;
@@ -187,7 +187,7 @@ async fn every_client_event_works_over_plain_websocket() {
         sync["messages"].as_array().expect("messages").iter().filter_map(|m| m["seq"].as_i64()).collect();
     assert_eq!(seqs, vec![3, 4, 5]);
     assert_eq!(sync["has_more"], false);
-    assert_eq!(sync["conversations"], json!([{ "id": id, "last_seq": 5 }]));
+    assert_eq!(sync["conversations"], json!([{ "id": id, "last_seq": 5, "last_revision": 0 }]));
 
     // Added to a new conversation: conversation:new, and its messages arrive at once.
     let later = server.client("carol").create("group", &["alice"]).await;

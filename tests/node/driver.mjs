@@ -273,7 +273,7 @@ const scenarios = {
   async send_fanout() {
     const conv = await group("alice", ["bob"]);
     const [tab1, tab2, bob] = await Promise.all([connect("alice"), connect("alice"), connect("bob")]);
-    assert.deepEqual(bob.ready.conversations, [{ id: conv.id, last_seq: 0 }]);
+    assert.deepEqual(bob.ready.conversations, [{ id: conv.id, last_seq: 0, last_revision: 0 }]);
     const ack = await tab1.ack("message:send", { conversation_id: conv.id, content: "hello", client_id: "c-1" });
     assert.equal(ack.ok, true, JSON.stringify(ack));
     assert.equal(ack.message.seq, 1);
@@ -523,7 +523,7 @@ const scenarios = {
       sent.push(...batch.map((r) => r.body));
     }
     bob = await connect("bob");
-    assert.deepEqual(bob.ready.conversations, [{ id: conv.id, last_seq: 201 }]);
+    assert.deepEqual(bob.ready.conversations, [{ id: conv.id, last_seq: 201, last_revision: 0 }]);
     const received = [];
     let known = seen.seq;
     for (let round = 0; round < 20; round++) {

@@ -97,7 +97,10 @@ async fn deleted_messages_do_not_count_as_unread() {
     let sent = send_many(&alice, &id, 3).await;
     alice.delete(&message_path(&id_of(&sent[0]))).await.expect(200);
     assert_eq!(unread_count(&bob, &id).await, 2);
-    assert_eq!(bob.get("/api/unread").await.expect(200), json!({ "total": 2, "conversations": { &id: 2 } }));
+    assert_eq!(
+        bob.get("/api/unread").await.expect(200),
+        json!({ "total": 2, "conversations": { &id: 2 }, "mentions": {} })
+    );
 }
 
 #[tokio::test]
@@ -115,7 +118,10 @@ async fn deleting_an_already_read_message_leaves_the_unread_count_alone() {
     alice.delete(&message_path(&id_of(&sent[2]))).await.expect(200);
     assert_eq!(unread_count(&bob, &id).await, 1, "deleting twice counts once");
     mark_read(&bob, &id, 4).await;
-    assert_eq!(bob.get("/api/unread").await.expect(200), json!({ "total": 0, "conversations": {} }));
+    assert_eq!(
+        bob.get("/api/unread").await.expect(200),
+        json!({ "total": 0, "conversations": {}, "mentions": {} })
+    );
 }
 
 #[tokio::test]
