@@ -201,6 +201,39 @@ async fn presence_and_notification_routing_span_nodes() {
     let mut bob = cluster.ws(1, "bob").await;
     next_matching(&mut carol, "user:online", long, |d| d["user_id"] == "bob").await;
     bob.ok("conversation:focus", json!({ "conversation_id": id })).await;
+    // Who is here, asked on node 2 about users on nodes 0, 1 and 2; hidden from non-members.
+    let mut here = Value::Null;
+    for _ in 0..100 {
+        here = carol.ok("presence:conversation", json!({ "conversation_id": id })).await;
+        if here["focused"] == json!(["bob"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut online: Vec<String> = here["online"]
+        .as_array()
+        .expect("online")
+        .iter()
+        .filter_map(|u| u.as_str().map(str::to_owned))
+        .collect();
+    online.sort();
+    assert_eq!(
+        (online, here["focused"].clone()),
+        (vec!["alice".into(), "bob".into(), "carol".into()], json!(["bob"]))
+    );
+    let over_rest = cluster
+        .node(0)
+        .client(&token("alice"))
+        .get(&format!("/api/conversations/{id}/presence"))
+        .await
+        .expect(200);
+    assert_eq!(over_rest["focused"], json!(["bob"]));
+    cluster
+        .node(0)
+        .client(&token("eve"))
+        .get(&format!("/api/conversations/{id}/presence"))
+        .await
+        .assert_error(403, "not_a_member");
     let mut alice_on_0 = cluster.ws(0, "alice").await;
     alice_on_0.ok("message:send", json!({ "conversation_id": id, "content": "seen at once" })).await;
     assert_eq!(bob.next("message:new").await["seq"], 1);

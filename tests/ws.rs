@@ -659,3 +659,29 @@ async fn reactions_threads_and_mentions_reach_the_right_connections() {
     let head = synced["conversations"].as_array().and_then(|c| c.iter().find(|h| h["id"] == id)).cloned();
     assert_eq!(head.map(|h| h["last_revision"].clone()), Some(json!(3)));
 }
+
+/// Who is in a conversation: members online and focused, over `/ws` and REST; a member who
+/// blocks the caller is left out; non-members are refused.
+#[tokio::test]
+async fn who_is_here_lists_online_and_focused_members_but_not_blockers() {
+    let server = TestServer::start().await;
+    let conv = server.client("alice").create("group", &["bob", "carol", "dave"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let mut alice = Ws::connect(&server, "alice").await;
+    let mut bob = Ws::connect(&server, "bob").await;
+    let _carol = Ws::connect(&server, "carol").await;
+    bob.ok("conversation:focus", json!({ "conversation_id": id })).await;
+    let here = alice.ok("presence:conversation", json!({ "conversation_id": id })).await;
+    assert_eq!(
+        (here["online"].clone(), here["focused"].clone()),
+        (json!(["alice", "bob", "carol"]), json!(["bob"]))
+    );
+    server.client("carol").post("/api/blocks", json!({ "user_id": "alice" })).await.expect(201);
+    let here = server.client("alice").get(&format!("/api/conversations/{id}/presence")).await.expect(200);
+    assert_eq!(here["online"], json!(["alice", "bob"]), "carol blocks alice");
+    let refused = Ws::connect(&server, "eve")
+        .await
+        .call("presence:conversation", json!({ "conversation_id": id }))
+        .await;
+    assert_eq!(refused["error"]["code"], "not_a_member");
+}

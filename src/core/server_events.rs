@@ -299,6 +299,16 @@ pub struct SyncPage {
     pub conversations: Vec<ConversationHead>,
 }
 
+/// Who is in a conversation now: `presence:conversation`'s answer and
+/// `GET /api/conversations/{id}/presence`.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ConversationPresence {
+    /// Members with at least one connection open, on any node (the caller included).
+    pub online: Vec<String>,
+    /// Members with a connection looking at the conversation (`conversation:focus`).
+    pub focused: Vec<String>,
+}
+
 /// One user's presence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PresenceInfo {

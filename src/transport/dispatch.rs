@@ -14,14 +14,14 @@ use crate::core::lease::Lease;
 use crate::core::model::{Message, User};
 use crate::core::requests::{ConversationRef, Empty, PresenceQuery, SyncRequest};
 use crate::core::requests::{DeleteMessage, EditMessage, MarkRead, ReactToMessage, SendMessage};
-use crate::core::server_events::{PresenceInfo, SyncPage};
+use crate::core::server_events::{ConversationPresence, PresenceInfo, SyncPage};
 use crate::core::time::Timestamp;
 use crate::core::{Chat, ChatError, telemetry};
 use crate::hub::Link;
 
 /// Every event name [`dispatch`] knows: the values of the `event` metric label (any other
 /// name counts as `unknown`, so clients cannot add label values).
-const CLIENT_EVENTS: [&str; 15] = [
+const CLIENT_EVENTS: [&str; 16] = [
     "auth:refresh",
     "message:send",
     "message:edit",
@@ -37,6 +37,7 @@ const CLIENT_EVENTS: [&str; 15] = [
     "conversation:leave",
     "sync",
     "presence:query",
+    "presence:conversation",
 ];
 
 /// The metric label of a client event name.
@@ -94,6 +95,8 @@ pub enum ClientEvent {
     Sync(SyncRequest),
     /// `presence:query`
     PresenceQuery(PresenceQuery),
+    /// `presence:conversation`
+    PresenceConversation(ConversationRef),
 }
 
 impl ClientEvent {
@@ -120,6 +123,7 @@ impl ClientEvent {
             "conversation:leave" => ClientEvent::ConversationLeave(decode(data)?),
             "sync" => ClientEvent::Sync(decode(data)?),
             "presence:query" => ClientEvent::PresenceQuery(decode(data)?),
+            "presence:conversation" => ClientEvent::PresenceConversation(decode(data)?),
             other => return Err(ChatError::invalid(format!("unknown event {other:?}"))),
         })
     }
@@ -142,6 +146,7 @@ impl ClientEvent {
             ClientEvent::ConversationLeave(_) => "conversation:leave",
             ClientEvent::Sync(_) => "sync",
             ClientEvent::PresenceQuery(_) => "presence:query",
+            ClientEvent::PresenceConversation(_) => "presence:conversation",
         }
     }
 }
@@ -230,6 +235,8 @@ pub enum Done {
     },
     /// `{messages, has_more, conversations}`: `sync`.
     Synced(SyncPage),
+    /// `{online, focused}`: `presence:conversation`.
+    Here(ConversationPresence),
     /// `{presence}`: `presence:query`.
     Presence {
         /// Each asked user's presence.
@@ -314,6 +321,9 @@ pub async fn apply(
         }
         ClientEvent::Sync(req) => Done::Synced(chat.sync(user, req).await?),
         ClientEvent::PresenceQuery(req) => Done::Presence { presence: chat.presence(user, req).await? },
+        ClientEvent::PresenceConversation(req) => {
+            Done::Here(chat.conversation_presence(user, &req.conversation_id).await?)
+        }
     })
 }
 

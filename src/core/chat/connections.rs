@@ -9,10 +9,12 @@ use crate::core::error::ChatError;
 use crate::core::lease::Lease;
 use crate::core::model::ConnectionId;
 use crate::core::model::User;
-use crate::core::ports::HistoryRange;
+use crate::core::ports::{HistoryRange, Reach};
 use crate::core::presence::announce_presence;
 use crate::core::requests::{PresenceQuery, SyncRequest};
-use crate::core::server_events::{PresenceChange, PresenceInfo, Ready, ServerEvent, SyncPage};
+use crate::core::server_events::{
+    ConversationPresence, PresenceChange, PresenceInfo, Ready, ServerEvent, SyncPage,
+};
 use crate::core::validate;
 
 const SYNC_DEFAULT: usize = 500;
@@ -219,5 +221,55 @@ impl Chat {
                 (id, info)
             })
             .collect())
+    }
+}
+
+impl Chat {
+    /// # Who is in a conversation now (members only)
+    /// The members with a connection open (on any node) and those looking at it, leaving out
+    /// members who block the caller or whom the caller blocks (as `presence:query` does).
+    pub async fn conversation_presence(
+        &self,
+        user: &User,
+        conversation_id: &str,
+    ) -> Result<ConversationPresence, ChatError> {
+        validate::identifier("conversation_id", conversation_id)?;
+        self.spend(BudgetKind::Presence, user).await?;
+        self.require_member(conversation_id, user).await?;
+        let conversation = self.load_conversation(conversation_id, user).await?;
+        let others: Vec<String> =
+            conversation.members.iter().filter(|m| m.user_id != user.id).map(|m| m.user_id.clone()).collect();
+        let hidden: HashSet<String> =
+            self.store.blocked_among(&user.id, &others).await?.into_iter().collect();
+        let members: Vec<String> =
+            conversation.members.into_iter().map(|m| m.user_id).filter(|id| !hidden.contains(id)).collect();
+        let local = self.presence.local_reach(&members, conversation_id);
+        let reaches = match self.presence.directory() {
+            None => local,
+            Some(directory) => {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                directory.reach(
+                    members.clone(),
+                    conversation_id,
+                    local,
+                    Box::new(move |reaches| {
+                        let _ = answer.send(reaches);
+                    }),
+                );
+                answered
+                    .await
+                    .map_err(|_| ChatError::Unavailable("the presence directory did not answer".into()))?
+            }
+        };
+        let mut presence = ConversationPresence::default();
+        for (id, reach) in members.into_iter().zip(reaches) {
+            if reach == Reach::Focused {
+                presence.focused.push(id.clone());
+            }
+            if reach != Reach::Offline {
+                presence.online.push(id);
+            }
+        }
+        Ok(presence)
     }
 }

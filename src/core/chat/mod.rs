@@ -322,7 +322,7 @@ impl Chat {
     }
 
     /// Loads the conversation as the caller sees it (after a write, to answer with it).
-    async fn load_conversation(&self, id: &str, user: &User) -> Result<Conversation, ChatError> {
+    pub(super) async fn load_conversation(&self, id: &str, user: &User) -> Result<Conversation, ChatError> {
         self.store
             .conversation(id, &user.id)
             .await?

@@ -1,6 +1,7 @@
 //! Reactions, pins, threads and changed messages (`/api/messages/{id}/reactions…`,
 //! `/api/messages/{id}/pin`, `/api/messages/{id}/thread`, `/api/conversations/{id}/pins`,
-//! `/api/conversations/{id}/changes`).
+//! `/api/conversations/{id}/changes`), and who is in a conversation now
+//! (`/api/conversations/{id}/presence`).
 
 use axum::Json;
 use axum::extract::State;
@@ -14,6 +15,7 @@ use super::extract::{ApiPath, ApiQuery, AuthUser};
 use crate::core::chat::{ChangedMessages, PinnedMessages, ReactionPage, ThreadPage};
 use crate::core::model::Message;
 use crate::core::requests::{ChangesQuery, ReactionsQuery, ThreadQuery};
+use crate::core::server_events::ConversationPresence;
 use crate::state::AppState;
 use crate::transport::openapi::{
     Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
@@ -28,6 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pins))
         .routes(routes!(thread))
         .routes(routes!(changes))
+        .routes(routes!(presence))
 }
 
 /// # `PUT /api/messages/{id}/reactions/{emoji}`
@@ -169,4 +172,21 @@ async fn changes(
     let page =
         state.chat.changed_messages(&user, &id, query.after_revision, query.up_to_seq, query.limit).await?;
     Ok(Json(page).into_response())
+}
+
+/// # `GET /api/conversations/{id}/presence`
+/// Who is in the conversation now: members online (any node) and those looking at it;
+/// members who block the caller, or whom the caller blocks, are left out.
+#[utoipa::path(get, path = "/api/conversations/{id}/presence", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "Members online and focused", body = ConversationPresence),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 429, response = RateLimited), (status = 503, response = Unavailable)))]
+async fn presence(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    Ok(Json(state.chat.conversation_presence(&user, &id).await?).into_response())
 }
