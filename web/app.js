@@ -1853,7 +1853,7 @@
           }),
         );
       }
-      if (!deleted) parts.push(reactionRow(message, mine, key, picking));
+      if (!deleted) parts.push(reactionRow(message, mine, picking));
       const replies = message.thread?.reply_count || 0;
       if (where === "timeline" && replies > 0) {
         parts.push(
@@ -1889,6 +1889,20 @@
         else meta.push(h("span", { class: "receipt", dataset: { testid: "sent-mark" }, text: "✓ sent" }));
       }
       if (!deleted && !editing) {
+        meta.push(
+          h("button", {
+            type: "button",
+            class: "link",
+            "aria-label": "Add a reaction",
+            "aria-expanded": String(picking),
+            dataset: { testid: "react-button" },
+            onclick: () => {
+              state.picker = picking ? null : key;
+              scheduleRender();
+            },
+            text: "react",
+          }),
+        );
         if (where === "timeline" && !message.thread_id) {
           meta.push(
             h("button", {
@@ -1971,8 +1985,8 @@
     return mine;
   }
 
-  /** A message's reaction chips (click: toggle ours) and the quick-reaction picker. */
-  function reactionRow(message, mine, key, picking) {
+  /** A message's reaction chips (click: toggle ours) and, while open, the quick-reaction picker; null with neither. */
+  function reactionRow(message, mine, picking) {
     const counts = Object.entries(message.reaction_counts || {}).filter(([, n]) => Number.isInteger(n) && n > 0);
     const chips = counts.map(([emoji, n]) => {
       const ours = mine.has(emoji);
@@ -1986,19 +2000,6 @@
         onclick: () => react(message, emoji, !ours),
         text: `${emoji} ${n}`,
       });
-    });
-    const toggle = h("button", {
-      type: "button",
-      class: "reaction add",
-      "aria-label": "Add a reaction",
-      "aria-expanded": String(picking),
-      title: "Add a reaction",
-      dataset: { testid: "react-button" },
-      onclick: () => {
-        state.picker = picking ? null : key;
-        scheduleRender();
-      },
-      text: "☺+",
     });
     const picker = picking
       ? h(
@@ -2019,7 +2020,8 @@
           ),
         )
       : null;
-    return h("span", { class: "reactions", dataset: { testid: "reactions" } }, chips, toggle, picker);
+    if (!chips.length && !picker) return null;
+    return h("span", { class: "reactions", dataset: { testid: "reactions" } }, chips, picker);
   }
 
   /** What a pending file shows: its picture (or a chip), and its progress bar while uploading. */
