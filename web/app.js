@@ -109,6 +109,7 @@
       pending: new Map(),
       presence: new Map(), // user_id → {online, last_seen_at}
       typing: new Map(), // conversation_id → Map(user_id → fallback timer)
+      heads: new Map(), // conversation_id → its last_revision in the latest ready/sync head
       openId: null, // the conversation on screen
       focusedId: null, // what the server was last told we look at
       editing: null, // `${where}:${message id}` being edited (see messageItem)
@@ -133,6 +134,7 @@
       messages: new Map(), // seq → message
       top: 0, // every seq from the oldest loaded up to `top` is present
       loaded: false, // first page fetched
+      revision: 0, // the conversation's change counter as of which we hold its messages' state
       hasOlder: false,
       loadingOlder: false,
       fillingGap: false,
@@ -353,6 +355,9 @@
       case "thread:updated":
         applyMessage(data, false);
         break;
+      case "sync:required":
+        catchUpAgain(data.conversations || []);
+        break;
       case "reaction:added":
       case "reaction:removed":
         applyReaction(data);
@@ -422,21 +427,48 @@
    */
   async function catchUp(heads) {
     const since = {};
+    // Loaded chats also ask for the messages they hold that changed meanwhile (reactions,
+    // pins, edits, thread summaries: protocol.md, "Catching up on changes").
+    const revisions = {};
     for (const head of heads) {
       const conv = state.conversations.get(head.id);
       const chat = state.chats.get(head.id);
-      if (chat && chat.loaded) since[head.id] = chat.top;
-      else if (conv) since[head.id] = Math.min(conv.last_seq || 0, head.last_seq);
+      if (chat && chat.loaded) {
+        since[head.id] = chat.top;
+        if (chat.top > 0) revisions[head.id] = chat.revision;
+      } else if (conv) since[head.id] = Math.min(conv.last_seq || 0, head.last_seq);
       else since[head.id] = head.last_seq; // not on screen yet: the list refresh brings it
+      if (typeof head.last_revision === "number") state.heads.set(head.id, head.last_revision);
     }
     for (let round = 0; round < 100; round++) {
-      const page = await call("sync", { conversations: since });
+      const page = await call("sync", { conversations: since, revisions });
+      for (const message of page.changed || []) {
+        const id = message.conversation_id;
+        if (id in revisions) revisions[id] = Math.max(revisions[id], message.revision || 0);
+        applyMessage(message, false);
+      }
       for (const message of page.messages || []) {
         since[message.conversation_id] = Math.max(since[message.conversation_id] || 0, message.seq);
         applyMessage(message, false);
       }
-      if (!page.has_more) return;
+      if (!page.has_more) {
+        for (const head of page.conversations || []) {
+          const chat = state.chats.get(head.id);
+          if (head.id in revisions && chat && typeof head.last_revision === "number") chat.revision = head.last_revision;
+        }
+        return;
+      }
     }
+  }
+
+  /** `sync:required`: the server may have missed events for us; catch up (one run at a time). */
+  let catchingUp = Promise.resolve();
+  function catchUpAgain(heads) {
+    catchingUp = catchingUp
+      .then(() => (conn.ready ? catchUp(heads) : null))
+      .catch((err) => {
+        if (err.code !== "disconnected") console.warn("catch-up failed", err);
+      });
   }
 
   /** After a reconnect: unread badges, new conversations and edits made while away. */
@@ -712,6 +744,8 @@
 
   async function loadLatest(id) {
     const chat = state.chats.get(id);
+    // The head read before loading: what loads next is at least that fresh.
+    chat.revision = state.heads.get(id) ?? 0;
     try {
       const page = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=${PAGE}`);
       for (const message of page.messages) chat.messages.set(message.seq, newer(chat.messages.get(message.seq), message));

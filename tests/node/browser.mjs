@@ -559,7 +559,7 @@ const scenarios = {
 
   /** Reactions, threads, pins and search between a group's owner (Alice) and a member (Bob). */
   async social(browser) {
-    const [{ page: A }, { page: B }] = [await openUser(browser), await openUser(browser)];
+    const [{ page: A }, { page: B, context: bobContext }] = [await openUser(browser), await openUser(browser)];
     await signIn(A, "alice", "Alice");
     await signIn(B, "bob", "Bob");
 
@@ -675,6 +675,26 @@ const scenarios = {
     await B.click(byTestId("pins-toggle"));
     await pinListed("reloaded");
     await B.click(byTestId("pins-toggle"));
+
+    // Offline catch-up: while Bob is offline Alice adds ❤️ and unpins over REST; back online,
+    // his `sync` asks for what changed since the revision he holds and gets the root back.
+    const rootId = await rootOn(B).getAttribute("data-message-id");
+    const framesBefore = B.frames.length;
+    await bobContext.setOffline(true);
+    await until(B, "bob's status shows offline", () => document.querySelector('[data-testid="status"]')?.dataset.state === "offline");
+    await api("alice", "PUT", `/api/messages/${rootId}/reactions/${encodeURIComponent("❤️")}`);
+    await api("alice", "DELETE", `/api/messages/${rootId}/pin`);
+    await bobContext.setOffline(false);
+    await waitOnline(B, "bob again");
+    await chipIs(B, "bob", "❤️", 1, false);
+    await until(B, "bob's root is no longer marked pinned", (seq) =>
+      !document.querySelector(`[data-testid="message-list"] [data-testid="message"][data-seq="${seq}"] [data-testid="pinned-mark"]`), root.seq);
+    const frames = B.frames.slice(framesBefore);
+    const syncs = frames.filter((f) => f.dir === "sent" && f.event === "sync");
+    assert.ok(syncs.length >= 1 && Number.isInteger(syncs[0].data.revisions[conv]), "bob's sync names the revision he holds");
+    const changed = frames.filter((f) => f.dir === "received" && syncs.some((s) => s.id === f.id)).flatMap((f) => f.ack.changed || []);
+    assert.ok(changed.some((m) => m.id === rootId && m.reaction_counts["❤️"] === 1 && m.pinned_at === null),
+      `the root came back in 'changed': ${JSON.stringify(changed.map((m) => m.id))}`);
 
     // Search: from another chat, Bob searches 검색; both matches show with exactly 검색 marked
     // (offsets in code points: the 🚀 before it are two UTF-16 units each), markup as text.
