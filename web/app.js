@@ -21,6 +21,8 @@
   const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
   const SEARCH_PAGE = 20; // results per search page
   const SEARCH_DELAY_MS = 350; // typing pause before the search box asks the server
+  const SNIPPET_CHARS = 160; // a result longer than this (in characters) is shown from near its first match
+  const SNIPPET_LEAD = 40; // characters shown before that match
 
   const $ = (id) => document.getElementById(id);
 
@@ -123,7 +125,7 @@
       // The pins panel: {conversationId, messages: Map(id → message), versions: Map(id → newest
       // version seen), loading, error}, or null when closed.
       pins: null,
-      search: null, // {query, results: [{message, highlights}], nextCursor, loading, error, more}, or null
+      search: null, // {query, results: [{message, highlights}], nextCursor, loading, error}, or null
       reveal: null, // message id to scroll to once it is on screen (a search result)
     };
   }
@@ -953,16 +955,18 @@
     thread.sending = true;
     thread.error = null;
     scheduleRender();
+    // Sending the same text again after a failure reuses its client_id: never sent twice.
+    if (thread.attempt?.content !== content) thread.attempt = { content, clientId: newClientId() };
     const payload = {
       conversation_id: thread.conversationId,
-      client_id: thread.clientId || (thread.clientId = newClientId()), // a retry is the same send
+      client_id: thread.attempt.clientId,
       content,
       thread_id: thread.rootId,
       also_in_conversation: $("thread-also").checked,
     };
     try {
       const ack = await call("message:send", payload);
-      thread.clientId = null;
+      thread.attempt = null;
       if (state.thread === thread && input.value.trim() === content) {
         input.value = "";
         $("thread-also").checked = false;
@@ -1078,8 +1082,11 @@
       .map(([start, end]) => [clamp(start), clamp(end)])
       .filter(([start, end]) => end > start)
       .sort((a, b) => a[0] - b[0]);
-    const out = [];
-    let at = 0;
+    // A long text starts a little before its first match, so the match is in view.
+    const first = spans.length ? spans[0][0] : 0;
+    const lead = chars.length > SNIPPET_CHARS && first > SNIPPET_LEAD ? first - SNIPPET_LEAD : 0;
+    const out = lead ? ["…"] : [];
+    let at = lead;
     for (const [start, end] of spans) {
       if (end <= at) continue;
       const from = Math.max(start, at);

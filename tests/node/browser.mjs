@@ -575,7 +575,9 @@ const scenarios = {
     const root = await send(A, "alice", "Ship it today?");
     await send(A, "alice", "검색을 해보세요");
     await send(A, "alice", "🚀🚀 검색 결과 <b>ok</b>");
-    await waitMessage(B, "bob", "🚀🚀 검색 결과 <b>ok</b>");
+    const long = `${"가나다 🙂 ".repeat(50)}검색 끝`; // 300 characters before the match
+    await send(A, "alice", long);
+    await waitMessage(B, "bob", long);
     const rootOn = (page) => page.locator(`${byTestId("message-list")} ${byTestId("message")}[data-seq="${root.seq}"]`);
     const chip = (emoji) => `${byTestId("reaction-chip")}[data-emoji="${emoji}"]`;
     const chipIs = (page, who, emoji, count, mine) =>
@@ -696,12 +698,13 @@ const scenarios = {
     assert.ok(changed.some((m) => m.id === rootId && m.reaction_counts["❤️"] === 1 && m.pinned_at === null),
       `the root came back in 'changed': ${JSON.stringify(changed.map((m) => m.id))}`);
 
-    // Search: from another chat, Bob searches 검색; both matches show with exactly 검색 marked
-    // (offsets in code points: the 🚀 before it are two UTF-16 units each), markup as text.
+    // Search: from another chat, Bob searches 검색; every match shows with exactly 검색 marked
+    // (offsets in code points: 🚀 and 🙂 are two UTF-16 units each), markup as text, and a
+    // long text from a little before its match.
     await startDirect(B, "carol");
     await B.fill(byTestId("search-input"), "검색");
     await B.press(byTestId("search-input"), "Enter");
-    await until(B, "two results for 검색", () => document.querySelectorAll('[data-testid="search-result"]').length === 2);
+    await until(B, "three results for 검색", () => document.querySelectorAll('[data-testid="search-result"]').length === 3);
     const results = await B.$$eval(byTestId("search-result"), (els) => els.map((el) => ({
       conversation: el.dataset.conversationId,
       name: el.querySelector('[data-testid="search-result-conversation"]').textContent,
@@ -710,18 +713,29 @@ const scenarios = {
       elements: el.querySelector('[data-testid="search-result-content"]').querySelectorAll("*").length,
     })));
     assert.deepEqual(results, [
+      { conversation: conv, name: "Launch", text: `…${Array.from(long).slice(300 - 40).join("")}`, marks: ["검색"], elements: 1 },
       { conversation: conv, name: "Launch", text: "🚀🚀 검색 결과 <b>ok</b>", marks: ["검색"], elements: 1 },
       { conversation: conv, name: "Launch", text: "검색을 해보세요", marks: ["검색"], elements: 1 },
     ]);
     const searchShot = await screenshot(B, "bob-search.png");
-    await B.locator(byTestId("search-result")).nth(1).click();
+    await B.locator(byTestId("search-result")).nth(2).click();
     await until(B, "the result opened its conversation", (id) =>
       document.querySelector('[data-testid="chat-view"]')?.dataset.conversationId === id, conv);
     await waitMessage(B, "bob", "검색을 해보세요");
 
+    // At phone width the thread panel takes the whole screen, and closes back to the chat.
+    await B.setViewportSize({ width: 390, height: 844 });
+    await rootOn(B).locator(byTestId("thread-summary")).click();
+    await inPanel(B, "bob", alsoText);
+    assert.deepEqual(await B.locator(byTestId("thread-panel")).boundingBox(), { x: 0, y: 0, width: 390, height: 844 });
+    const phoneThreadShot = await screenshot(B, "bob-phone-thread.png");
+    await B.click(byTestId("thread-close"));
+    await until(B, "bob's thread panel closes", () => document.querySelector('[data-testid="thread-panel"]').hidden);
+    assert.ok(await B.locator(byTestId("composer-input")).isVisible(), "back to the chat");
+
     assert.deepEqual(trouble.dialogs, [], "no dialog fired");
     assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
-    return { conversation: conv, screenshots: [reactionsShot, threadShot, pinsShot, searchShot] };
+    return { conversation: conv, screenshots: [reactionsShot, threadShot, pinsShot, searchShot, phoneThreadShot] };
   },
 
   /** The read-only admin page: a wrong key is refused, the right one shows this node's live
