@@ -124,3 +124,13 @@ async fn photos_and_files_upload_with_progress_show_as_thumbnails_a_lightbox_and
     .await;
     scenario(&server, "media").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_react_reply_in_a_thread_pin_and_search_with_highlights_in_the_browser() {
+    let server = TestServer::start_with(|config| {
+        config.dev = true;
+        config.limits.messages_per_second = 0;
+    })
+    .await;
+    scenario(&server, "social").await;
+}

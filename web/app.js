@@ -17,6 +17,12 @@
   /** Image types every browser shows, so a pending upload can show its picture. */
   const PREVIEWABLE = new Set(["image/jpeg", "image/png", "image/gif", "image/webp"]);
   const KIND_ICONS = { image: "🖼️", video: "🎬", audio: "🎵", file: "📄" };
+  /** The reactions the picker offers (any emoji others used shows as a chip anyway). */
+  const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+  const SEARCH_PAGE = 20; // results per search page
+  const SEARCH_DELAY_MS = 350; // typing pause before the search box asks the server
+  const SNIPPET_CHARS = 160; // a result longer than this (in characters) is shown from near its first match
+  const SNIPPET_LEAD = 40; // characters shown before that match
 
   const $ = (id) => document.getElementById(id);
 
@@ -105,10 +111,22 @@
       pending: new Map(),
       presence: new Map(), // user_id → {online, last_seen_at}
       typing: new Map(), // conversation_id → Map(user_id → fallback timer)
+      heads: new Map(), // conversation_id → its last_revision in the latest ready/sync head
       openId: null, // the conversation on screen
       focusedId: null, // what the server was last told we look at
-      editing: null, // message id being edited
-      confirmDelete: null, // message id whose delete waits for a second click
+      editing: null, // `${where}:${message id}` being edited (see messageItem)
+      confirmDelete: null, // `${where}:${message id}` whose delete waits for a second click
+      picker: null, // `${where}:${message id}` whose reaction picker is open
+      messageErrors: new Map(), // message id → why the last action on it failed (shown on it)
+      reacted: new Map(), // message id → Map(emoji → ours?) from our own react/unreact acks
+      // The thread panel: {conversationId, rootId, root, replies: Map(seq → message), loading,
+      // error, sending}, or null when closed.
+      thread: null,
+      // The pins panel: {conversationId, messages: Map(id → message), versions: Map(id → newest
+      // version seen), loading, error}, or null when closed.
+      pins: null,
+      search: null, // {query, results: [{message, highlights}], nextCursor, loading, error}, or null
+      reveal: null, // message id to scroll to once it is on screen (a search result)
     };
   }
   let state = freshState();
@@ -118,6 +136,7 @@
       messages: new Map(), // seq → message
       top: 0, // every seq from the oldest loaded up to `top` is present
       loaded: false, // first page fetched
+      revision: 0, // the conversation's change counter as of which we hold its messages' state
       hasOlder: false,
       loadingOlder: false,
       fillingGap: false,
@@ -333,7 +352,17 @@
         break;
       case "message:updated":
       case "message:deleted":
+      case "message:pinned":
+      case "message:unpinned":
+      case "thread:updated":
         applyMessage(data, false);
+        break;
+      case "sync:required":
+        catchUpAgain(data.conversations || []);
+        break;
+      case "reaction:added":
+      case "reaction:removed":
+        applyReaction(data);
         break;
       case "message:read":
         applyRead(data.conversation_id, data.user_id, data.seq);
@@ -400,21 +429,48 @@
    */
   async function catchUp(heads) {
     const since = {};
+    // Loaded chats also ask for the messages they hold that changed meanwhile (reactions,
+    // pins, edits, thread summaries: protocol.md, "Catching up on changes").
+    const revisions = {};
     for (const head of heads) {
       const conv = state.conversations.get(head.id);
       const chat = state.chats.get(head.id);
-      if (chat && chat.loaded) since[head.id] = chat.top;
-      else if (conv) since[head.id] = Math.min(conv.last_seq || 0, head.last_seq);
+      if (chat && chat.loaded) {
+        since[head.id] = chat.top;
+        if (chat.top > 0) revisions[head.id] = chat.revision;
+      } else if (conv) since[head.id] = Math.min(conv.last_seq || 0, head.last_seq);
       else since[head.id] = head.last_seq; // not on screen yet: the list refresh brings it
+      if (typeof head.last_revision === "number") state.heads.set(head.id, head.last_revision);
     }
     for (let round = 0; round < 100; round++) {
-      const page = await call("sync", { conversations: since });
+      const page = await call("sync", { conversations: since, revisions });
+      for (const message of page.changed || []) {
+        const id = message.conversation_id;
+        if (id in revisions) revisions[id] = Math.max(revisions[id], message.revision || 0);
+        applyMessage(message, false);
+      }
       for (const message of page.messages || []) {
         since[message.conversation_id] = Math.max(since[message.conversation_id] || 0, message.seq);
         applyMessage(message, false);
       }
-      if (!page.has_more) return;
+      if (!page.has_more) {
+        for (const head of page.conversations || []) {
+          const chat = state.chats.get(head.id);
+          if (head.id in revisions && chat && typeof head.last_revision === "number") chat.revision = head.last_revision;
+        }
+        return;
+      }
     }
+  }
+
+  /** `sync:required`: the server may have missed events for us; catch up (one run at a time). */
+  let catchingUp = Promise.resolve();
+  function catchUpAgain(heads) {
+    catchingUp = catchingUp
+      .then(() => (conn.ready ? catchUp(heads) : null))
+      .catch((err) => {
+        if (err.code !== "disconnected") console.warn("catch-up failed", err);
+      });
   }
 
   /** After a reconnect: unread badges, new conversations and edits made while away. */
@@ -594,9 +650,12 @@
       fetchConversation(id);
     } else if (message.seq > (conv.last_seq || 0)) {
       conv.last_seq = message.seq;
-      conv.last_message = message;
-      conv.last_message_at = message.created_at;
-    } else if (message.seq === conv.last_seq) {
+      if (!threadOnly(message)) {
+        // A thread-only reply is not on the timeline, so not the list's preview either.
+        conv.last_message = message;
+        conv.last_message_at = message.created_at;
+      }
+    } else if (conv.last_message ? conv.last_message.id === message.id : message.seq === conv.last_seq && !threadOnly(message)) {
       conv.last_message = newer(conv.last_message, message);
     }
     const chat = state.chats.get(id);
@@ -604,6 +663,12 @@
       addToChat(chat, message);
       if (chat.loaded && maxSeq(chat) > chat.top) fillGap(id);
     }
+    const thread = state.thread;
+    if (thread && thread.conversationId === id) {
+      if (message.id === thread.rootId) thread.root = newer(thread.root, message);
+      else if (message.thread_id === thread.rootId) thread.replies.set(message.seq, newer(thread.replies.get(message.seq), message));
+    }
+    if (state.pins && state.pins.conversationId === id) applyPin(state.pins, message);
     if (message.sender_id === state.me && message.client_id) {
       const send = state.pending.get(message.client_id);
       if (send && send.conversation_id === id) forgetPending(message.client_id);
@@ -613,6 +678,44 @@
       if (id === state.openId) markRead();
     }
     scheduleRender();
+  }
+
+  /** A reply shown only in its thread (protocol.md, "Threads"), never on the timeline. */
+  function threadOnly(message) {
+    return !!message.thread_id && !message.also_in_conversation;
+  }
+
+  /** A `reaction:added` / `reaction:removed`: the whole message rides along (`message`). */
+  function applyReaction(data) {
+    if (data.message) {
+      applyMessage(data.message, false);
+      return;
+    }
+    // Older servers sent only the counts: patch what we hold when the event is newer.
+    const held = findMessage(data.conversation_id, data.message_id);
+    if (!held || (data.version || 0) <= (held.version || 0)) return;
+    applyMessage(
+      {
+        ...held,
+        reaction_counts: data.reaction_counts || {},
+        latest_reactions: data.latest_reactions || [],
+        version: data.version,
+        revision: data.revision ?? held.revision,
+      },
+      false,
+    );
+  }
+
+  /** A message we hold, by id (in its chat, or in the open thread). */
+  function findMessage(conversationId, messageId) {
+    const chat = state.chats.get(conversationId);
+    for (const message of chat?.messages.values() || []) if (message.id === messageId) return message;
+    const thread = state.thread;
+    if (thread && thread.conversationId === conversationId) {
+      if (thread.root?.id === messageId) return thread.root;
+      for (const message of thread.replies.values()) if (message.id === messageId) return message;
+    }
+    return null;
   }
 
   function maxSeq(chat) {
@@ -643,6 +746,8 @@
 
   async function loadLatest(id) {
     const chat = state.chats.get(id);
+    // The head read before loading: what loads next is at least that fresh.
+    chat.revision = state.heads.get(id) ?? 0;
     try {
       const page = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=${PAGE}`);
       for (const message of page.messages) chat.messages.set(message.seq, newer(chat.messages.get(message.seq), message));
@@ -752,6 +857,252 @@
       notice(`Could not delete: ${err.message}`);
     }
     scheduleRender();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Reactions, threads, pins (protocol.md, "Reactions, threads, pins and mentions")
+
+  /** Adds (`on`) or takes back our `emoji` on `message`; the ack carries the message after it. */
+  async function react(message, emoji, on) {
+    try {
+      const ack = await call(on ? "message:react" : "message:unreact", { message_id: message.id, emoji });
+      let ours = state.reacted.get(message.id);
+      if (!ours) state.reacted.set(message.id, (ours = new Map()));
+      ours.set(emoji, on);
+      applyMessage(ack.message, false);
+    } catch (err) {
+      showMessageError(message.id, `Could not ${on ? "react" : "take the reaction back"}: ${err.message}`);
+    }
+  }
+
+  /** An error shown on the message itself (and as a notice) for a while. */
+  function showMessageError(messageId, text) {
+    state.messageErrors.set(messageId, text);
+    notice(text);
+    scheduleRender();
+    setTimeout(() => {
+      if (state.messageErrors.get(messageId) !== text) return;
+      state.messageErrors.delete(messageId);
+      scheduleRender();
+    }, 8000);
+  }
+
+  /** Pins or unpins `message` (REST only); a group member who may not is told so on the message. */
+  async function setPinned(message, pin) {
+    state.messageErrors.delete(message.id);
+    try {
+      const updated = await api(pin ? "POST" : "DELETE", `/api/messages/${encodeURIComponent(message.id)}/pin`);
+      applyMessage(updated, false);
+    } catch (err) {
+      if (err.code === "stale") return;
+      const text =
+        err.status === 403
+          ? `Only the group's owner and admins can ${pin ? "pin" : "unpin"} messages.`
+          : `Could not ${pin ? "pin" : "unpin"}: ${err.message}`;
+      showMessageError(message.id, text);
+    }
+  }
+
+  /** Opens the thread of `rootId` (`root`: the root when we hold it) in the side panel. */
+  async function openThread(conversationId, rootId, root) {
+    if (state.thread?.rootId === rootId) {
+      $("thread-input").focus();
+      return;
+    }
+    const thread = { conversationId, rootId, root: root || null, replies: new Map(), loading: true, error: null, sending: false };
+    const chat = state.chats.get(conversationId);
+    for (const message of chat?.messages.values() || []) {
+      if (message.thread_id === rootId) thread.replies.set(message.seq, message);
+      else if (message.id === rootId) thread.root = newer(thread.root, message);
+    }
+    state.thread = thread;
+    state.picker = null;
+    $("thread-input").value = "";
+    $("thread-also").checked = false;
+    scheduleRender();
+    setTimeout(() => $("thread-input").focus(), 0);
+    try {
+      let after = 0;
+      for (let page = 0; page < 50; page++) {
+        const answer = await api("GET", `/api/messages/${encodeURIComponent(rootId)}/thread?after_seq=${after}&limit=100`);
+        if (state.thread !== thread) return;
+        if (answer.root) thread.root = newer(thread.root, answer.root);
+        for (const message of answer.messages || []) thread.replies.set(message.seq, newer(thread.replies.get(message.seq), message));
+        if (!answer.has_more || !answer.messages?.length) break;
+        after = answer.messages[answer.messages.length - 1].seq;
+      }
+    } catch (err) {
+      if (err.code === "stale" || state.thread !== thread) return;
+      thread.error = `Could not load the thread: ${err.message}`;
+    } finally {
+      thread.loading = false;
+      scheduleRender();
+    }
+  }
+
+  function closeThread() {
+    if (!state.thread) return;
+    state.thread = null;
+    scheduleRender();
+  }
+
+  /** Sends the thread composer's text as a reply (and to the timeline when the box is ticked). */
+  async function sendThreadReply() {
+    const thread = state.thread;
+    const input = $("thread-input");
+    const content = input.value.trim();
+    if (!thread || !content || thread.sending) return;
+    thread.sending = true;
+    thread.error = null;
+    scheduleRender();
+    // Sending the same text again after a failure reuses its client_id: never sent twice.
+    if (thread.attempt?.content !== content) thread.attempt = { content, clientId: newClientId() };
+    const payload = {
+      conversation_id: thread.conversationId,
+      client_id: thread.attempt.clientId,
+      content,
+      thread_id: thread.rootId,
+      also_in_conversation: $("thread-also").checked,
+    };
+    try {
+      const ack = await call("message:send", payload);
+      thread.attempt = null;
+      if (state.thread === thread && input.value.trim() === content) {
+        input.value = "";
+        $("thread-also").checked = false;
+      }
+      applyMessage(ack.message, false);
+    } catch (err) {
+      thread.error = `Not sent: ${err.message}`;
+    } finally {
+      thread.sending = false;
+      scheduleRender();
+    }
+  }
+
+  /** Opens the open conversation's pinned messages, or closes them. */
+  async function togglePins() {
+    const id = state.openId;
+    if (!id || state.pins?.conversationId === id) {
+      state.pins = null;
+      scheduleRender();
+      return;
+    }
+    const pins = { conversationId: id, messages: new Map(), versions: new Map(), loading: true, error: null };
+    state.pins = pins;
+    scheduleRender();
+    try {
+      const answer = await api("GET", `/api/conversations/${encodeURIComponent(id)}/pins`);
+      if (state.pins !== pins) return;
+      for (const message of answer.messages || []) applyPin(pins, message);
+    } catch (err) {
+      if (err.code === "stale" || state.pins !== pins) return;
+      pins.error = `Could not load the pinned messages: ${err.message}`;
+    } finally {
+      pins.loading = false;
+      scheduleRender();
+    }
+  }
+
+  /**
+   * Keeps the pins panel current with one state of a message: the newest state seen of each
+   * message decides (an unpin event that beat the list's answer wins over it).
+   */
+  function applyPin(pins, message) {
+    const version = message.version || 0;
+    if (version < (pins.versions.get(message.id) || 0)) return;
+    pins.versions.set(message.id, version);
+    if (message.pinned_at && !message.deleted_at) pins.messages.set(message.id, message);
+    else pins.messages.delete(message.id);
+  }
+
+  /** Scrolls the timeline to a message (once it is on screen) and flashes it. */
+  function revealMessage(messageId) {
+    state.reveal = messageId;
+    scheduleRender();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Search (protocol.md, "Search"): REST only, results newest first with highlight ranges.
+
+  let searchTimer = null;
+  let searchSeq = 0;
+
+  /** Asks the server for `query` (a fresh search), or for the next page (`more`). */
+  async function runSearch(query, more = false) {
+    clearTimeout(searchTimer);
+    const q = query.trim();
+    if (!q) {
+      closeSearch();
+      return;
+    }
+    const previous = state.search;
+    if (more && (!previous || !previous.nextCursor || previous.loading)) return;
+    const search = more ? previous : { query: q, results: [], nextCursor: null, loading: true, error: null };
+    search.loading = true;
+    state.search = search;
+    const mine = ++searchSeq;
+    scheduleRender();
+    try {
+      const cursor = more ? `&cursor=${encodeURIComponent(search.nextCursor)}` : "";
+      const answer = await api("GET", `/api/search?q=${encodeURIComponent(q)}&limit=${SEARCH_PAGE}${cursor}`);
+      if (mine !== searchSeq || state.search !== search) return;
+      for (const result of answer.results || []) {
+        if (result?.message?.id) search.results.push(result);
+        const convId = result?.message?.conversation_id;
+        if (convId && !state.conversations.has(convId)) fetchConversation(convId);
+      }
+      search.nextCursor = answer.next_cursor || null;
+      search.error = null;
+    } catch (err) {
+      if (err.code === "stale" || mine !== searchSeq) return;
+      search.error = `Search failed: ${err.message}`;
+    } finally {
+      if (mine === searchSeq) search.loading = false;
+      scheduleRender();
+    }
+  }
+
+  function closeSearch() {
+    clearTimeout(searchTimer);
+    searchSeq += 1;
+    state.search = null;
+    scheduleRender();
+  }
+
+  /**
+   * `content` as text nodes and <mark> elements, from `[start, end)` ranges counted in Unicode
+   * scalar values (Array.from splits a string into them; JS string indexes are UTF-16 units).
+   */
+  function highlighted(content, ranges) {
+    const chars = Array.from(content);
+    const clamp = (n) => Math.max(0, Math.min(n, chars.length));
+    const spans = (Array.isArray(ranges) ? ranges : [])
+      .filter((r) => Array.isArray(r) && Number.isInteger(r[0]) && Number.isInteger(r[1]))
+      .map(([start, end]) => [clamp(start), clamp(end)])
+      .filter(([start, end]) => end > start)
+      .sort((a, b) => a[0] - b[0]);
+    // A long text starts a little before its first match, so the match is in view.
+    const first = spans.length ? spans[0][0] : 0;
+    const lead = chars.length > SNIPPET_CHARS && first > SNIPPET_LEAD ? first - SNIPPET_LEAD : 0;
+    const out = lead ? ["…"] : [];
+    let at = lead;
+    for (const [start, end] of spans) {
+      if (end <= at) continue;
+      const from = Math.max(start, at);
+      if (from > at) out.push(chars.slice(at, from).join(""));
+      out.push(h("mark", { dataset: { testid: "search-mark" } }, chars.slice(from, end).join("")));
+      at = end;
+    }
+    if (at < chars.length) out.push(chars.slice(at).join(""));
+    return out;
+  }
+
+  /** Opens a search result's conversation, its thread when it is a thread-only reply, and shows the message. */
+  function openResult(message) {
+    openChat(message.conversation_id);
+    if (threadOnly(message)) openThread(message.conversation_id, message.thread_id);
+    else revealMessage(message.id);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1152,6 +1503,10 @@
       stopTyping();
       state.editing = null;
       state.confirmDelete = null;
+      state.picker = null;
+      state.reveal = null;
+      if (state.thread && state.thread.conversationId !== id) state.thread = null;
+      if (state.pins && state.pins.conversationId !== id) state.pins = null;
       $("composer-input").value = "";
     }
     state.openId = id;
@@ -1171,6 +1526,8 @@
   function closeChat() {
     stopTyping();
     state.openId = null;
+    state.thread = null;
+    state.pins = null;
     $("app").dataset.screen = "list";
     updateFocus();
     scheduleRender();
@@ -1214,8 +1571,157 @@
   }
 
   function render() {
+    renderSearch();
     renderList();
     renderChat();
+    renderPins();
+    renderThread();
+  }
+
+  const refillSigs = new WeakMap();
+  /** Replaces `el`'s children with `build()`'s, unless `sig` is what it was built from last. */
+  function refill(el, sig, build) {
+    if (refillSigs.get(el) === sig) return;
+    refillSigs.set(el, sig);
+    el.replaceChildren(...build());
+  }
+
+  /** The thread side panel: the root, its replies (oldest first) and the reply composer. */
+  const threadCache = new Map();
+  let renderedThread = null;
+  function renderThread() {
+    const thread = state.thread;
+    const panel = $("thread-panel");
+    panel.hidden = !thread;
+    $("app").classList.toggle("with-thread", !!thread);
+    const list = $("thread-items");
+    if (renderedThread !== (thread?.rootId ?? null)) {
+      list.replaceChildren();
+      threadCache.clear();
+      renderedThread = thread?.rootId ?? null;
+    }
+    if (!thread) return;
+    const conv = state.conversations.get(thread.conversationId) || { id: thread.conversationId, type: "group", members: [] };
+    const items = [];
+    if (thread.root) {
+      const root = messageItem(conv, thread.root, "root");
+      items.push({ ...root, key: `r${thread.root.id}` });
+    }
+    for (const seq of [...thread.replies.keys()].sort((a, b) => a - b)) items.push(messageItem(conv, thread.replies.get(seq), "reply"));
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    const before = list.childElementCount;
+    reconcile(list, threadCache, items);
+    if (atBottom || list.childElementCount > before) list.scrollTop = list.scrollHeight;
+    const count = thread.root?.thread?.reply_count ?? thread.replies.size;
+    $("thread-title").textContent = `Thread · ${conversationName(conv)}`;
+    let status = "";
+    if (thread.error) status = thread.error;
+    else if (thread.loading) status = "loading…";
+    else status = count ? `${count} ${count === 1 ? "reply" : "replies"}` : "No replies yet";
+    const statusEl = $("thread-status");
+    statusEl.textContent = status;
+    statusEl.classList.toggle("error", !!thread.error);
+    const root = thread.root;
+    const closed = !root || !!root.deleted_at;
+    $("thread-input").disabled = closed;
+    $("thread-send").disabled = closed || thread.sending || !conn.ready;
+  }
+
+  /** The pinned messages of the open conversation, most recently pinned first. */
+  function renderPins() {
+    const pins = state.pins;
+    const open = !!pins && pins.conversationId === state.openId;
+    $("pins-panel").hidden = !open;
+    $("pins-toggle").setAttribute("aria-expanded", String(open));
+    $("pins-toggle").classList.toggle("active", open);
+    if (!open) return;
+    const messages = [...pins.messages.values()].sort((a, b) => (a.pinned_at < b.pinned_at ? 1 : a.pinned_at > b.pinned_at ? -1 : 0));
+    const status = pins.error || (pins.loading && !messages.length ? "loading…" : messages.length ? "" : "No pinned messages.");
+    const sig = JSON.stringify([status, messages.map((m) => [m.id, m.version, m.content])]);
+    refill($("pins-items"), sig, () => {
+      if (status) return [h("li", { class: `muted pad${pins.error ? " error" : ""}`, dataset: { testid: "pins-status" }, text: status })];
+      return messages.map((m) =>
+        h(
+          "li",
+          { class: "pin", dataset: { testid: "pin-item", messageId: m.id, seq: String(m.seq) } },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "pin-open",
+              "aria-label": `Show the message pinned by ${m.pinned_by || "?"}`,
+              onclick: () => {
+                if (threadOnly(m)) openThread(m.conversation_id, m.thread_id);
+                else revealMessage(m.id);
+              },
+            },
+            h("span", { class: "sender", text: m.sender_id }),
+            h("span", { class: "pin-text", dataset: { testid: "pin-content" }, text: messagePreview(m) }),
+            h("span", { class: "muted small", text: `pinned by ${m.pinned_by || "?"} · ${clockTime(m.pinned_at)}` }),
+          ),
+          h("button", {
+            type: "button",
+            class: "link",
+            "aria-label": "Unpin this message",
+            dataset: { testid: "pin-unpin" },
+            onclick: () => setPinned(m, false),
+            text: "unpin",
+          }),
+        ),
+      );
+    });
+  }
+
+  /** The search results (in place of the conversation list while a search is shown). */
+  function renderSearch() {
+    const search = state.search;
+    $("search-results").hidden = !search;
+    $("conversations").hidden = !!search;
+    $("search-clear").hidden = !search && !$("search-input").value;
+    if (!search) return;
+    const names = search.results.map((r) => {
+      const conv = state.conversations.get(r.message.conversation_id);
+      return conv ? conversationName(conv) : r.message.conversation_id;
+    });
+    let status = "";
+    if (search.error) status = search.error;
+    else if (search.loading && !search.results.length) status = "searching…";
+    else if (!search.results.length) status = `Nothing found for “${search.query}”.`;
+    else status = `${search.results.length}${search.nextCursor ? "+" : ""} ${search.results.length === 1 ? "message" : "messages"} for “${search.query}”`;
+    const statusEl = $("search-status");
+    statusEl.textContent = status;
+    statusEl.classList.toggle("error", !!search.error);
+    $("search-more").hidden = !search.nextCursor;
+    $("search-more").disabled = !!search.loading;
+    const sig = JSON.stringify([search.query, search.results.map((r) => [r.message.id, r.message.version]), names, state.openId]);
+    refill($("search-items"), sig, () =>
+      search.results.map(({ message, highlights }, i) =>
+        h(
+          "li",
+          { class: `result${message.conversation_id === state.openId ? " active" : ""}` },
+          h(
+            "button",
+            {
+              type: "button",
+              dataset: { testid: "search-result", conversationId: message.conversation_id, messageId: message.id },
+              onclick: () => openResult(message),
+            },
+            h(
+              "span",
+              { class: "result-head" },
+              h("span", { class: "name", dataset: { testid: "search-result-conversation" }, text: names[i] }),
+              h("span", { class: "muted small", text: `${message.sender_id} · ${new Date(message.created_at).toLocaleString()}` }),
+            ),
+            h(
+              "span",
+              { class: "result-text", dataset: { testid: "search-result-content" } },
+              typeof message.content === "string" ? highlighted(message.content, highlights) : "",
+            ),
+            message.thread_id ? h("span", { class: "muted small", text: "in a thread" }) : null,
+          ),
+        ),
+      ),
+    );
   }
 
   function previewText(conv) {
@@ -1305,12 +1811,20 @@
     return { read: others.filter((m) => (m.last_read_seq || 0) >= seq).length, of: others.length };
   }
 
-  function messageItem(conv, message) {
+  /**
+   * One message as a list item. `where`: "timeline" (the chat), "root" (a thread's root, atop
+   * the thread panel) or "reply" (a reply in the thread panel).
+   */
+  function messageItem(conv, message, where = "timeline") {
     const own = message.sender_id === state.me;
     const deleted = !!message.deleted_at;
-    const editing = state.editing === message.id && !deleted;
-    const confirming = state.confirmDelete === message.id;
-    const receipt = own && !deleted ? readers(conv, message.seq) : null;
+    const key = `${where}:${message.id}`;
+    const editing = state.editing === key && !deleted;
+    const confirming = state.confirmDelete === key;
+    const receipt = own && !deleted && where === "timeline" ? readers(conv, message.seq) : null;
+    const picking = state.picker === key && !deleted;
+    const error = state.messageErrors.get(message.id) || null;
+    const mine = myReactions(message);
     const sig = JSON.stringify([
       message.id,
       message.content,
@@ -1320,10 +1834,16 @@
       receipt,
       editing,
       confirming,
+      message.reaction_counts,
+      [...mine],
+      message.thread?.reply_count,
+      message.pinned_at,
+      picking,
+      error,
     ]);
     const build = () => {
       const parts = [];
-      if (!own && conv.type === "group") parts.push(h("span", { class: "sender", text: message.sender_id }));
+      if (!own && (conv.type === "group" || where !== "timeline")) parts.push(h("span", { class: "sender", text: message.sender_id }));
       const media = deleted ? null : attachmentsBlock(message);
       if (media) parts.push(media);
       if (editing) {
@@ -1374,13 +1894,81 @@
           }),
         );
       }
+      if (!deleted) parts.push(reactionRow(message, mine, picking));
+      const replies = message.thread?.reply_count || 0;
+      if (where === "timeline" && replies > 0) {
+        parts.push(
+          h("button", {
+            type: "button",
+            class: "link thread-link",
+            "aria-label": `Open the thread: ${replies} ${replies === 1 ? "reply" : "replies"}`,
+            dataset: { testid: "thread-summary", count: String(replies) },
+            onclick: () => openThread(conv.id, message.id, message),
+            text: `${replies} ${replies === 1 ? "reply" : "replies"}`,
+          }),
+        );
+      }
       const meta = [h("time", { datetime: message.created_at, text: clockTime(message.created_at) })];
+      if (message.pinned_at && !deleted) meta.push(h("span", { class: "pinned", title: `Pinned by ${message.pinned_by || "?"}`, dataset: { testid: "pinned-mark" }, text: "📌 pinned" }));
       if (message.edited_at && !deleted) meta.push(h("span", { class: "edited", dataset: { testid: "edited-mark" }, text: "edited" }));
+      if (message.thread_id && message.also_in_conversation && where === "timeline") {
+        meta.push(
+          h("button", {
+            type: "button",
+            class: "link",
+            "aria-label": "Show this reply in its thread",
+            dataset: { testid: "in-thread" },
+            onclick: () => openThread(conv.id, message.thread_id),
+            text: "in thread",
+          }),
+        );
+      }
       if (receipt) {
         const all = receipt.of > 0 && receipt.read === receipt.of;
         if (all) meta.push(h("span", { class: "receipt read", dataset: { testid: "read-mark" }, text: "✓✓ read" }));
         else if (receipt.read > 0) meta.push(h("span", { class: "receipt", dataset: { testid: "read-mark-partial" }, text: `✓ read by ${receipt.read}` }));
         else meta.push(h("span", { class: "receipt", dataset: { testid: "sent-mark" }, text: "✓ sent" }));
+      }
+      if (!deleted && !editing) {
+        meta.push(
+          h("button", {
+            type: "button",
+            class: "link",
+            "aria-label": "Add a reaction",
+            "aria-expanded": String(picking),
+            dataset: { testid: "react-button" },
+            onclick: () => {
+              state.picker = picking ? null : key;
+              scheduleRender();
+            },
+            text: "react",
+          }),
+        );
+        if (where === "timeline" && !message.thread_id) {
+          meta.push(
+            h("button", {
+              type: "button",
+              class: "link",
+              "aria-label": "Reply in thread",
+              dataset: { testid: "reply-in-thread" },
+              onclick: () => openThread(conv.id, message.id, message),
+              text: "reply",
+            }),
+          );
+        }
+        if (where !== "reply") {
+          const pinned = !!message.pinned_at;
+          meta.push(
+            h("button", {
+              type: "button",
+              class: "link",
+              "aria-label": pinned ? "Unpin this message" : "Pin this message",
+              dataset: { testid: pinned ? "unpin-button" : "pin-button" },
+              onclick: () => setPinned(message, !pinned),
+              text: pinned ? "unpin" : "pin",
+            }),
+          );
+        }
       }
       if (own && !deleted && !editing) {
         meta.push(
@@ -1389,7 +1977,7 @@
             class: "link",
             dataset: { testid: "edit-button" },
             onclick: () => {
-              state.editing = message.id;
+              state.editing = key;
               state.confirmDelete = null;
               scheduleRender();
             },
@@ -1402,7 +1990,7 @@
             onclick: () => {
               if (confirming) deleteMessage(message.id);
               else {
-                state.confirmDelete = message.id;
+                state.confirmDelete = key;
                 scheduleRender();
               }
             },
@@ -1411,16 +1999,70 @@
         );
       }
       parts.push(h("span", { class: "meta" }, meta));
+      if (error) parts.push(h("span", { class: "error small", role: "alert", dataset: { testid: "message-error" }, text: error }));
+      const testid = where === "timeline" ? "message" : where === "root" ? "thread-root" : "thread-reply";
       return h(
         "li",
         {
-          class: `message${own ? " own" : ""}${deleted ? " is-deleted" : ""}`,
-          dataset: { testid: "message", seq: String(message.seq), messageId: message.id, own: String(own) },
+          class: `message${own ? " own" : ""}${deleted ? " is-deleted" : ""}${message.pinned_at && !deleted ? " is-pinned" : ""}`,
+          dataset: { testid, seq: String(message.seq), messageId: message.id, own: String(own) },
         },
         parts,
       );
     };
     return { key: `s${message.seq}`, sig, build };
+  }
+
+  /** The emoji the caller has put on `message` (read from `latest_reactions` and our own acks). */
+  function myReactions(message) {
+    const mine = new Set();
+    const latest = Array.isArray(message.latest_reactions) ? message.latest_reactions : [];
+    for (const r of latest) if (r && r.user_id === state.me && typeof r.emoji === "string") mine.add(r.emoji);
+    // Past the newest 10 the list no longer names us: trust what our own acks said.
+    const counts = message.reaction_counts || {};
+    for (const [emoji, on] of state.reacted.get(message.id) || []) {
+      if (on && latest.length >= 10 && counts[emoji] > 0) mine.add(emoji);
+    }
+    return mine;
+  }
+
+  /** A message's reaction chips (click: toggle ours) and, while open, the quick-reaction picker; null with neither. */
+  function reactionRow(message, mine, picking) {
+    const counts = Object.entries(message.reaction_counts || {}).filter(([, n]) => Number.isInteger(n) && n > 0);
+    const chips = counts.map(([emoji, n]) => {
+      const ours = mine.has(emoji);
+      return h("button", {
+        type: "button",
+        class: `reaction${ours ? " mine" : ""}`,
+        "aria-pressed": String(ours),
+        "aria-label": `${emoji} ${n}${ours ? ", yours: click to take it back" : ": click to add yours"}`,
+        title: ours ? "You reacted: click to take it back" : "Click to react too",
+        dataset: { testid: "reaction-chip", emoji, count: String(n), mine: String(ours) },
+        onclick: () => react(message, emoji, !ours),
+        text: `${emoji} ${n}`,
+      });
+    });
+    const picker = picking
+      ? h(
+          "span",
+          { class: "picker", role: "group", "aria-label": "Quick reactions", dataset: { testid: "reaction-picker" } },
+          QUICK_REACTIONS.map((emoji) =>
+            h("button", {
+              type: "button",
+              class: `pick${mine.has(emoji) ? " mine" : ""}`,
+              "aria-label": `React with ${emoji}`,
+              dataset: { testid: "reaction-option", emoji },
+              onclick: () => {
+                state.picker = null;
+                react(message, emoji, true);
+              },
+              text: emoji,
+            }),
+          ),
+        )
+      : null;
+    if (!chips.length && !picker) return null;
+    return h("span", { class: "reactions", dataset: { testid: "reactions" } }, chips, picker);
   }
 
   /** What a pending file shows: its picture (or a chip), and its progress bar while uploading. */
@@ -1533,7 +2175,10 @@
 
     const items = [];
     if (chat) {
-      for (const seq of [...chat.messages.keys()].sort((a, b) => a - b)) items.push(messageItem(conv, chat.messages.get(seq)));
+      for (const seq of [...chat.messages.keys()].sort((a, b) => a - b)) {
+        const message = chat.messages.get(seq);
+        if (!threadOnly(message)) items.push(messageItem(conv, message));
+      }
     }
     for (const [clientId, pending] of state.pending) {
       if (pending.conversation_id === id) items.push(pendingItem(clientId, pending));
@@ -1545,6 +2190,15 @@
     if (jumpToBottom || atBottom) box.scrollTop = box.scrollHeight;
     else if (firstBefore && list.firstChild !== firstBefore) box.scrollTop = box.scrollHeight - fromBottom;
     if (chat && chat.loaded) jumpToBottom = false;
+    if (state.reveal) {
+      const el = [...list.children].find((li) => li.dataset.messageId === state.reveal);
+      if (el) {
+        state.reveal = null;
+        el.scrollIntoView({ block: "center" });
+        el.classList.add("flash");
+        setTimeout(() => el.classList.remove("flash"), 2000);
+      }
+    }
     // A first page that does not fill the screen cannot be scrolled up: fetch more now.
     if (chat && chat.loaded && chat.hasOlder && box.scrollHeight <= box.clientHeight) loadOlder();
   }
@@ -1571,6 +2225,7 @@
     state.myName = typeof c.name === "string" ? c.name : null;
     sessionStorage.setItem(TOKEN_KEY, token);
     $("jwt").value = "";
+    $("search-input").value = "";
     listCache.clear();
     $("conversations").replaceChildren();
     renderedChat = undefined;
@@ -1732,9 +2387,18 @@
     if (carriesFiles(event)) event.preventDefault();
   });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && lightbox) {
+    if (event.key !== "Escape") return;
+    if (lightbox) {
       event.preventDefault();
       closeLightbox();
+    } else if (state.picker) {
+      state.picker = null;
+      scheduleRender();
+    } else if (state.pins) {
+      state.pins = null;
+      scheduleRender();
+    } else if (state.thread && $("thread-panel").contains(document.activeElement)) {
+      closeThread();
     }
   });
 
@@ -1746,6 +2410,45 @@
     composer.value = "";
     send(state.openId, content);
   });
+
+  $("thread-close").addEventListener("click", closeThread);
+  $("thread-composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendThreadReply();
+  });
+  $("thread-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("thread-composer").requestSubmit();
+    }
+  });
+  $("pins-toggle").addEventListener("click", togglePins);
+  $("pins-close").addEventListener("click", () => {
+    state.pins = null;
+    scheduleRender();
+  });
+
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    runSearch($("search-input").value);
+  });
+  $("search-input").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    const value = $("search-input").value;
+    if (!value.trim()) {
+      if (state.search) closeSearch();
+      else scheduleRender();
+      return;
+    }
+    searchTimer = setTimeout(() => runSearch(value), SEARCH_DELAY_MS);
+    scheduleRender();
+  });
+  $("search-clear").addEventListener("click", () => {
+    $("search-input").value = "";
+    closeSearch();
+    $("search-input").focus();
+  });
+  $("search-more").addEventListener("click", () => runSearch(state.search?.query || "", true));
 
   // ---------------------------------------------------------------------------------------
   // Boot

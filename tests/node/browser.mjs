@@ -557,6 +557,187 @@ const scenarios = {
     return { conversation: conv, screenshots: [uploadingShot, lightboxShot, chatShot, refusedShot] };
   },
 
+  /** Reactions, threads, pins and search between a group's owner (Alice) and a member (Bob). */
+  async social(browser) {
+    const [{ page: A }, { page: B, context: bobContext }] = [await openUser(browser), await openUser(browser)];
+    await signIn(A, "alice", "Alice");
+    await signIn(B, "bob", "Bob");
+
+    // Alice creates a group with Bob (she owns it); both open it.
+    await A.click(byTestId("new-chat"));
+    await A.fill(byTestId("new-group-name"), "Launch");
+    await A.fill(byTestId("new-group-members"), "bob");
+    await A.click(byTestId("new-group-submit"));
+    await until(A, "the group is open", () => document.querySelector('[data-testid="chat-title"]')?.textContent === "Launch");
+    const conv = await A.getAttribute(byTestId("chat-view"), "data-conversation-id");
+    await item(B, conv).waitFor();
+    await openConversation(B, conv);
+    const root = await send(A, "alice", "Ship it today?");
+    await send(A, "alice", "검색을 해보세요");
+    await send(A, "alice", "🚀🚀 검색 결과 <b>ok</b>");
+    const long = `${"가나다 🙂 ".repeat(50)}검색 끝`; // 300 characters before the match
+    await send(A, "alice", long);
+    await waitMessage(B, "bob", long);
+    const rootOn = (page) => page.locator(`${byTestId("message-list")} ${byTestId("message")}[data-seq="${root.seq}"]`);
+    const chip = (emoji) => `${byTestId("reaction-chip")}[data-emoji="${emoji}"]`;
+    const chipIs = (page, who, emoji, count, mine) =>
+      until(page, `${who} sees ${emoji} × ${count} (${mine ? "theirs" : "not theirs"}) on the root`, ([seq, emoji, count, mine]) => {
+        const el = document.querySelector(
+          `[data-testid="message-list"] [data-testid="message"][data-seq="${seq}"] [data-testid="reaction-chip"][data-emoji="${emoji}"]`);
+        if (count === 0) return !el;
+        return el?.textContent === `${emoji} ${count}` && el.getAttribute("aria-pressed") === String(mine);
+      }, [root.seq, emoji, count, mine]);
+
+    // Reactions: Bob picks 👍 from the picker; Alice's page shows the chip with 1, his is highlighted.
+    await rootOn(B).locator(byTestId("react-button")).click();
+    await rootOn(B).locator(byTestId("reaction-picker")).waitFor();
+    const options = await rootOn(B).locator(byTestId("reaction-option")).evaluateAll((els) =>
+      els.map((el) => [el.dataset.emoji, el.getAttribute("aria-label")]));
+    assert.deepEqual(options.map(([e]) => e), ["👍", "❤️", "😂", "😮", "😢", "🙏"]);
+    assert.equal(options[0][1], "React with 👍");
+    await rootOn(B).locator(`${byTestId("reaction-option")}[data-emoji="👍"]`).click();
+    await chipIs(A, "alice", "👍", 1, false);
+    await chipIs(B, "bob", "👍", 1, true);
+    assert.equal(await rootOn(B).locator(byTestId("reaction-picker")).count(), 0, "the picker closes after a pick");
+    const reacts = B.frames.filter((f) => f.dir === "sent" && f.event === "message:react").map((f) => f.data);
+    assert.deepEqual(reacts, [{ message_id: await rootOn(B).getAttribute("data-message-id"), emoji: "👍" }]);
+    // A click on the chip toggles Alice's own reaction: on (2 for both), then off again.
+    await rootOn(A).locator(chip("👍")).click();
+    await chipIs(B, "bob", "👍", 2, true);
+    await chipIs(A, "alice", "👍", 2, true);
+    await rootOn(A).locator(byTestId("react-button")).click();
+    await rootOn(A).locator(`${byTestId("reaction-option")}[data-emoji="🙏"]`).click();
+    await chipIs(B, "bob", "🙏", 1, false);
+    await rootOn(A).locator(chip("👍")).click();
+    await chipIs(B, "bob", "👍", 1, true);
+    await chipIs(A, "alice", "👍", 1, false);
+    const reactionsShot = await screenshot(A, "alice-reactions.png");
+
+    // Threads: Bob replies in the thread from the side panel; it is not on either timeline,
+    // Alice's root shows "1 reply", and her panel shows the reply.
+    await rootOn(B).locator(byTestId("reply-in-thread")).click();
+    await until(B, "bob's thread panel shows the root", () =>
+      !document.querySelector('[data-testid="thread-panel"]').hidden &&
+      document.querySelector('[data-testid="thread-root"] [data-testid="message-content"]')?.textContent === "Ship it today?");
+    const replyText = "On it, shipping at 5";
+    await B.fill(byTestId("thread-input"), replyText);
+    await B.press(byTestId("thread-input"), "Enter");
+    const inPanel = (page, who, text) => until(page, `${who}'s thread panel shows ${JSON.stringify(text)}`, (text) =>
+      [...document.querySelectorAll('[data-testid="thread-list"] [data-testid="thread-reply"] [data-testid="message-content"]')]
+        .some((el) => el.textContent === text), text);
+    await inPanel(B, "bob", replyText);
+    const summary = (page, who, text) => until(page, `${who}'s root reads ${JSON.stringify(text)}`, ([seq, text]) =>
+      document.querySelector(`[data-testid="message-list"] [data-testid="message"][data-seq="${seq}"] [data-testid="thread-summary"]`)
+        ?.textContent === text, [root.seq, text]);
+    await summary(A, "alice", "1 reply");
+    await summary(B, "bob", "1 reply");
+    const sentReply = B.frames.find((f) => f.dir === "sent" && f.event === "message:send" && f.data.content === replyText).data;
+    assert.equal(sentReply.thread_id, await rootOn(B).getAttribute("data-message-id"));
+    assert.equal(sentReply.also_in_conversation, false);
+    await sleep(300);
+    for (const [who, page] of [["alice", A], ["bob", B]]) {
+      assert.ok(!(await shownMessages(page)).some((m) => m.text === replyText), `${who}'s timeline does not show the thread-only reply`);
+    }
+    await rootOn(A).locator(byTestId("thread-summary")).click();
+    await inPanel(A, "alice", replyText);
+    assert.equal(await A.textContent(`${byTestId("thread-root")} ${byTestId("message-content")}`), "Ship it today?");
+    // Alice answers with "also send to the conversation": the timeline shows it too.
+    const alsoText = "Great, telling everyone";
+    await A.fill(byTestId("thread-input"), alsoText);
+    await A.check(byTestId("thread-also"));
+    await A.click(byTestId("thread-send"));
+    await waitMessage(B, "bob", alsoText);
+    await inPanel(B, "bob", alsoText);
+    await summary(B, "bob", "2 replies");
+    await until(A, "alice's box is cleared after the send", () => !document.querySelector('[data-testid="thread-also"]').checked);
+    assert.ok(!(await shownMessages(B)).some((m) => m.text === replyText), "still not the thread-only one");
+    const threadShot = await screenshot(A, "alice-thread.png");
+    await A.click(byTestId("thread-close"));
+    await until(A, "alice's thread panel closes", () => document.querySelector('[data-testid="thread-panel"]').hidden);
+
+    // Pins: Bob (a member) may not pin in a group, and is told so; Alice (the owner) pins, and
+    // Bob's open pins list shows it live, then again from the server.
+    await rootOn(B).locator(byTestId("pin-button")).click();
+    await until(B, "bob is told he may not pin", (seq) =>
+      /owner and admins/.test(document.querySelector(
+        `[data-testid="message-list"] [data-testid="message"][data-seq="${seq}"] [data-testid="message-error"]`)?.textContent || ""), root.seq);
+    await B.click(byTestId("pins-toggle"));
+    await until(B, "bob's pins list is empty", () =>
+      document.querySelector('[data-testid="pins-list"] [data-testid="pins-status"]')?.textContent === "No pinned messages.");
+    await rootOn(A).locator(byTestId("pin-button")).click();
+    const pinListed = (why) => until(B, `bob's pins list shows the root (${why})`, () => {
+      const items = [...document.querySelectorAll('[data-testid="pins-list"] [data-testid="pin-item"]')];
+      return items.length === 1 && items[0].querySelector('[data-testid="pin-content"]').textContent === "Ship it today?";
+    });
+    await pinListed("live");
+    await until(A, "alice's root is marked pinned", (seq) =>
+      !!document.querySelector(`[data-testid="message-list"] [data-testid="message"][data-seq="${seq}"] [data-testid="pinned-mark"]`), root.seq);
+    const pinsShot = await screenshot(B, "bob-pins.png");
+    await B.click(byTestId("pins-close"));
+    await B.click(byTestId("pins-toggle"));
+    await pinListed("reloaded");
+    await B.click(byTestId("pins-toggle"));
+
+    // Offline catch-up: while Bob is offline Alice adds ❤️ and unpins over REST; back online,
+    // his `sync` asks for what changed since the revision he holds and gets the root back.
+    const rootId = await rootOn(B).getAttribute("data-message-id");
+    const framesBefore = B.frames.length;
+    await bobContext.setOffline(true);
+    await until(B, "bob's status shows offline", () => document.querySelector('[data-testid="status"]')?.dataset.state === "offline");
+    await api("alice", "PUT", `/api/messages/${rootId}/reactions/${encodeURIComponent("❤️")}`);
+    await api("alice", "DELETE", `/api/messages/${rootId}/pin`);
+    await bobContext.setOffline(false);
+    await waitOnline(B, "bob again");
+    await chipIs(B, "bob", "❤️", 1, false);
+    await until(B, "bob's root is no longer marked pinned", (seq) =>
+      !document.querySelector(`[data-testid="message-list"] [data-testid="message"][data-seq="${seq}"] [data-testid="pinned-mark"]`), root.seq);
+    const frames = B.frames.slice(framesBefore);
+    const syncs = frames.filter((f) => f.dir === "sent" && f.event === "sync");
+    assert.ok(syncs.length >= 1 && Number.isInteger(syncs[0].data.revisions[conv]), "bob's sync names the revision he holds");
+    const changed = frames.filter((f) => f.dir === "received" && syncs.some((s) => s.id === f.id)).flatMap((f) => f.ack.changed || []);
+    assert.ok(changed.some((m) => m.id === rootId && m.reaction_counts["❤️"] === 1 && m.pinned_at === null),
+      `the root came back in 'changed': ${JSON.stringify(changed.map((m) => m.id))}`);
+
+    // Search: from another chat, Bob searches 검색; every match shows with exactly 검색 marked
+    // (offsets in code points: 🚀 and 🙂 are two UTF-16 units each), markup as text, and a
+    // long text from a little before its match.
+    await startDirect(B, "carol");
+    await B.fill(byTestId("search-input"), "검색");
+    await B.press(byTestId("search-input"), "Enter");
+    await until(B, "three results for 검색", () => document.querySelectorAll('[data-testid="search-result"]').length === 3);
+    const results = await B.$$eval(byTestId("search-result"), (els) => els.map((el) => ({
+      conversation: el.dataset.conversationId,
+      name: el.querySelector('[data-testid="search-result-conversation"]').textContent,
+      text: el.querySelector('[data-testid="search-result-content"]').textContent,
+      marks: [...el.querySelectorAll("mark")].map((m) => m.textContent),
+      elements: el.querySelector('[data-testid="search-result-content"]').querySelectorAll("*").length,
+    })));
+    assert.deepEqual(results, [
+      { conversation: conv, name: "Launch", text: `…${Array.from(long).slice(300 - 40).join("")}`, marks: ["검색"], elements: 1 },
+      { conversation: conv, name: "Launch", text: "🚀🚀 검색 결과 <b>ok</b>", marks: ["검색"], elements: 1 },
+      { conversation: conv, name: "Launch", text: "검색을 해보세요", marks: ["검색"], elements: 1 },
+    ]);
+    const searchShot = await screenshot(B, "bob-search.png");
+    await B.locator(byTestId("search-result")).nth(2).click();
+    await until(B, "the result opened its conversation", (id) =>
+      document.querySelector('[data-testid="chat-view"]')?.dataset.conversationId === id, conv);
+    await waitMessage(B, "bob", "검색을 해보세요");
+
+    // At phone width the thread panel takes the whole screen, and closes back to the chat.
+    await B.setViewportSize({ width: 390, height: 844 });
+    await rootOn(B).locator(byTestId("thread-summary")).click();
+    await inPanel(B, "bob", alsoText);
+    assert.deepEqual(await B.locator(byTestId("thread-panel")).boundingBox(), { x: 0, y: 0, width: 390, height: 844 });
+    const phoneThreadShot = await screenshot(B, "bob-phone-thread.png");
+    await B.click(byTestId("thread-close"));
+    await until(B, "bob's thread panel closes", () => document.querySelector('[data-testid="thread-panel"]').hidden);
+    assert.ok(await B.locator(byTestId("composer-input")).isVisible(), "back to the chat");
+
+    assert.deepEqual(trouble.dialogs, [], "no dialog fired");
+    assert.deepEqual(trouble.pageErrors, [], "no uncaught page error");
+    return { conversation: conv, screenshots: [reactionsShot, threadShot, pinsShot, searchShot, phoneThreadShot] };
+  },
+
   /** The read-only admin page: a wrong key is refused, the right one shows this node's live
    * figures, which move when a message is sent. */
   async admin(browser) {
