@@ -41,6 +41,7 @@ fn admin_routes() -> Vec<(Method, &'static str, Option<Value>)> {
             Some(json!({ "type": "group", "members": [], "owner": "a" })),
         ),
         (Method::GET, "/api/admin/conversations/x", None),
+        (Method::PATCH, "/api/admin/conversations/x", Some(json!({ "status": "blocked" }))),
         (Method::POST, "/api/admin/conversations/x/messages", Some(json!({ "content": "hi" }))),
         (Method::GET, "/api/admin/users/bob", None),
         (Method::POST, "/api/admin/users/bob/disconnect", None),
@@ -388,4 +389,10 @@ fn an_admin_key_shorter_than_16_bytes_is_refused_at_startup() {
     let err = settings("short-key").resolve().expect_err("refused");
     assert!(err.to_string().contains("--admin-key"), "{err}");
     assert!(settings(ADMIN_KEY).resolve().is_ok());
+}
+
+#[tokio::test]
+async fn conversations_archive_per_member_mute_until_and_go_read_only_when_archived_or_blocked() {
+    let server = server().await;
+    common::states::assert_conversation_states(&server, &admin(&server)).await;
 }

@@ -322,6 +322,7 @@ async fn a_bad_job_in_a_busy_group_fails_alone_and_the_others_commit() {
                 Ok(AppendOutcome::Duplicate(_)) => "duplicate",
                 Ok(AppendOutcome::ThreadNotFound) => "thread_not_found",
                 Ok(AppendOutcome::MentionsAllRefused) => "mentions_all_refused",
+                Ok(AppendOutcome::ReadOnly(..)) => "read_only",
                 Err(_) => "error",
             };
             assert_eq!(got, *expected, "round {round}, {:?}: {outcome:?}", new.content);

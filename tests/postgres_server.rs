@@ -235,3 +235,14 @@ async fn reactions_threads_pins_mentions_and_changes_work_on_postgresql() {
     common::annotations::assert_mentions_end_to_end(&server).await;
     common::annotations::assert_changes_end_to_end(&server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_states_work_on_postgresql() {
+    let schema = Schema::fresh();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config_on(&schema, data_dir.path());
+    config.admin_key = Some("states-admin-key-0123456789".into());
+    let server = TestServer::start_in(data_dir, config).await;
+    let admin = server.anonymous().with_token("states-admin-key-0123456789");
+    common::states::assert_conversation_states(&server, &admin).await;
+}

@@ -35,6 +35,11 @@ async fn an_expired_token_gets_auth_expired_and_a_server_disconnect_unless_auth_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_conversation_refuses_sends_and_reactions_until_reopened() {
+    scenario(&server().await, "read_only").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_and_deletes_reach_the_conversation() {
     scenario(&server().await, "edit_delete").await;
 }

@@ -685,3 +685,30 @@ async fn who_is_here_lists_online_and_focused_members_but_not_blockers() {
         .await;
     assert_eq!(refused["error"]["code"], "not_a_member");
 }
+
+/// A blocked conversation refuses sends over `/ws` with the platform's reason; members hear
+/// of the status with `conversation:updated`.
+#[tokio::test]
+async fn a_blocked_conversation_refuses_sends_with_the_reason() {
+    let server =
+        TestServer::start_with(|config| config.admin_key = Some("states-admin-key-0123456789".into())).await;
+    let conv = server.client("alice").create("group", &["bob"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let mut bob = Ws::connect(&server, "bob").await;
+    let admin = server.anonymous().with_token("states-admin-key-0123456789");
+    admin
+        .patch(
+            &format!("/api/admin/conversations/{id}"),
+            json!({ "status": "blocked", "status_reason": "scam" }),
+        )
+        .await
+        .expect(200);
+    let updated = bob.next("conversation:updated").await;
+    assert_eq!(
+        (updated["status"].as_str(), updated["status_reason"].as_str()),
+        (Some("blocked"), Some("scam"))
+    );
+    let refused = bob.call("message:send", json!({ "conversation_id": id, "content": "hi" })).await;
+    assert_eq!(refused["error"]["code"], "forbidden");
+    assert!(refused["error"]["message"].as_str().unwrap_or("").contains("scam"), "{refused}");
+}

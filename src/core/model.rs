@@ -46,6 +46,26 @@ pub enum ConversationType {
     Group,
 }
 
+/// Whether a conversation takes new messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    /// Open (the default).
+    #[default]
+    Active,
+    /// Closed by its owner or admins, or the platform: read-only for everyone.
+    Archived,
+    /// Closed by the platform (e.g. a fraudulent listing): read-only, with a reason.
+    Blocked,
+}
+
+impl ConversationStatus {
+    /// Whether members may still send, edit, react and pin.
+    pub fn is_read_only(self) -> bool {
+        self != ConversationStatus::Active
+    }
+}
+
 /// A member's role. Owners and admins manage the conversation; owners outrank admins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -274,6 +294,17 @@ pub struct Conversation {
     pub unread_mentions: i64,
     /// Pushes for this conversation never show message text (extension).
     pub private_preview: bool,
+    /// `active`, or read-only: `archived` or `blocked`.
+    pub status: ConversationStatus,
+    /// Why it is archived or blocked, when the one who closed it said.
+    #[schema(required = true)]
+    pub status_reason: Option<String>,
+    /// The viewer archived it (hidden from their default list until a new message comes,
+    /// unless they muted it).
+    pub archived: bool,
+    /// The viewer muted it until then (notifications come back on at that time).
+    #[schema(required = true)]
+    pub muted_until: Option<Timestamp>,
 }
 
 impl Conversation {
@@ -288,6 +319,8 @@ impl Conversation {
     pub fn shared(mut self) -> Conversation {
         self.unread_count = 0;
         self.unread_mentions = 0;
+        self.archived = false;
+        self.muted_until = None;
         for member in &mut self.members {
             member.shown_notifications = None;
         }
@@ -322,6 +355,7 @@ macro_rules! names {
 
 names!(ConversationType { Direct => "direct", Group => "group" });
 names!(Role { Member => "member", Admin => "admin", Owner => "owner" });
+names!(ConversationStatus { Active => "active", Archived => "archived", Blocked => "blocked" });
 names!(MessageType {
     Text => "text", Image => "image", File => "file",
     Location => "location", Product => "product", System => "system",

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 
-use super::model::{ConversationType, JsonObject, MessageType, Role};
+use super::model::{ConversationStatus, ConversationType, JsonObject, MessageType, Role};
 
 /// Create a conversation; the caller becomes its owner.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -50,6 +50,10 @@ pub struct UpdateConversation {
     /// Whether pushes for it may show message text.
     #[serde(default)]
     pub private_preview: Option<bool>,
+    /// `active` or `archived` (read-only for everyone); `blocked` is the platform's (admin
+    /// API), and a blocked conversation's status only the platform changes.
+    #[serde(default)]
+    pub status: Option<ConversationStatus>,
 }
 
 /// Change the caller's notification settings: fields present are changed.
@@ -170,6 +174,10 @@ pub struct MarkRead {
 pub struct SetNotifications {
     /// Whether pushes are sent for this conversation.
     pub enabled: bool,
+    /// With `enabled: false`: when the mute ends (notifications come back on then, within a
+    /// minute); absent: muted until turned back on. Must be in the future.
+    #[serde(default)]
+    pub until: Option<crate::core::time::Timestamp>,
 }
 
 /// A page of a message's reactions.
@@ -243,6 +251,9 @@ pub struct HistoryQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListConversations {
+    /// `true`: only the conversations the caller archived; absent or `false`: the others.
+    #[serde(default)]
+    pub archived: Option<bool>,
     /// Page size (default 20, at most 100).
     #[param(minimum = 1)]
     #[serde(default)]

@@ -65,6 +65,16 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Any RFC 3339 time (with an offset) is read; sub-millisecond digits are dropped.
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|at| Timestamp(at.timestamp_millis()))
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

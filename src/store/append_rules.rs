@@ -4,7 +4,7 @@
 //! and their order cannot drift apart between stores.
 
 use crate::core::error::StoreError;
-use crate::core::model::{MessageType, THREAD_PARTICIPANTS_SHOWN};
+use crate::core::model::{ConversationStatus, MessageType, THREAD_PARTICIPANTS_SHOWN};
 use crate::core::ports::{AppendOutcome, NewMessage};
 
 /// What a backend knows, or can look up, about one append. [`judge`] asks in the rules'
@@ -16,6 +16,9 @@ pub(crate) trait AppendFacts {
 
     /// Whether the conversation exists.
     fn conversation_exists(&mut self) -> Result<bool, StoreError>;
+
+    /// The conversation's status and its reason (asked once it exists).
+    fn conversation_status(&mut self) -> Result<(ConversationStatus, Option<String>), StoreError>;
 
     /// Whether the sender is a member of it.
     fn sender_is_member(&mut self) -> Result<bool, StoreError>;
@@ -50,7 +53,7 @@ pub(crate) enum Verdict<Earlier> {
 }
 
 /// Why the rules refused an append.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Refusal {
     /// The conversation does not exist.
     NoConversation,
@@ -64,6 +67,8 @@ pub(crate) enum Refusal {
     ThreadNotFound,
     /// `mentions_all` from someone who does not manage a group.
     MentionsAllRefused,
+    /// The conversation is read-only.
+    ReadOnly(ConversationStatus, Option<String>),
 }
 
 impl From<Refusal> for AppendOutcome {
@@ -75,13 +80,15 @@ impl From<Refusal> for AppendOutcome {
             Refusal::ReplyNotFound => AppendOutcome::ReplyNotFound,
             Refusal::ThreadNotFound => AppendOutcome::ThreadNotFound,
             Refusal::MentionsAllRefused => AppendOutcome::MentionsAllRefused,
+            Refusal::ReadOnly(status, reason) => AppendOutcome::ReadOnly(status, reason),
         }
     }
 }
 
 /// The append rules, in order: the conversation must exist; unless the message is a
-/// [`MessageType::System`] one (the operator's, which needs no membership and is never
-/// blocked) the sender must be a member and the direct conversation must not be blocked; a
+/// [`MessageType::System`] one (the operator's, which needs no membership, is never blocked
+/// and may go into a read-only conversation) the sender must be a member, the conversation
+/// active and the direct conversation not blocked; a
 /// repeated `client_id` answers with the original; a reply must point into the conversation,
 /// a thread reply at a root of it; only a group's owners and admins may mention everyone.
 pub(crate) fn judge<F: AppendFacts>(
@@ -94,6 +101,10 @@ pub(crate) fn judge<F: AppendFacts>(
     if new.kind != MessageType::System {
         if !facts.sender_is_member()? {
             return Ok(Verdict::Refuse(Refusal::NotMember));
+        }
+        let (status, reason) = facts.conversation_status()?;
+        if status.is_read_only() {
+            return Ok(Verdict::Refuse(Refusal::ReadOnly(status, reason)));
         }
         if facts.direct_members_block_each_other()? {
             return Ok(Verdict::Refuse(Refusal::Blocked));

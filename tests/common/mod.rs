@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod redis;
 pub mod search;
 pub mod sse;
+pub mod states;
 pub mod store;
 pub mod webhook;
 pub mod weed;

@@ -324,6 +324,25 @@ const scenarios = {
     bob.close();
   },
 
+  async read_only() {
+    const conv = await group("alice", ["bob"]);
+    const bob = await connect("bob");
+    const sent = await bob.ack("message:send", { conversation_id: conv.id, content: "before" });
+    assert.equal(sent.ok, true);
+    const closed = await api("alice", "PATCH", `/api/conversations/${conv.id}`, { status: "archived" });
+    assert.equal(closed.status, 200, JSON.stringify(closed.body));
+    const updated = await bob.next("conversation:updated");
+    assert.equal(updated.status, "archived");
+    const refused = await bob.ack("message:send", { conversation_id: conv.id, content: "after" });
+    assert.equal(refused.ok, false);
+    assert.equal(refused.error.code, "forbidden");
+    const react = await bob.ack("message:react", { message_id: sent.message.id, emoji: "👍" });
+    assert.equal(react.error.code, "forbidden");
+    await api("alice", "PATCH", `/api/conversations/${conv.id}`, { status: "active" });
+    assert.equal((await bob.ack("message:send", { conversation_id: conv.id, content: "again" })).ok, true);
+    bob.close();
+  },
+
   async read_receipts() {
     const conv = await group("alice", ["bob"]);
     const [alice, bob] = await Promise.all([connect("alice"), connect("bob")]);

@@ -114,7 +114,7 @@ async fn membership_tells_no_conversation_not_member_and_member_with_kind(store:
     assert!(matches!(store.membership("nope", "alice").await.expect("m"), Membership::NoConversation));
     assert!(matches!(store.membership(&id, "mallory").await.expect("m"), Membership::NotMember));
     match store.membership(&id, "alice").await.expect("m") {
-        Membership::Member { member, kind } => {
+        Membership::Member { member, kind, .. } => {
             assert_eq!(
                 (member.user_id.as_str(), member.role, kind),
                 ("alice", Role::Owner, ConversationType::Group)
@@ -137,8 +137,13 @@ async fn conversations_are_listed_newest_activity_first_with_a_cursor(store: Arc
     ids.push(create(&store, tie).await);
     create(&store, group("carol", &[])).await;
 
-    let listed: Vec<String> =
-        store.conversations_of("alice", None, 100).await.expect("list").into_iter().map(|c| c.id).collect();
+    let listed: Vec<String> = store
+        .conversations_of("alice", None, 100, None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let mut expected = vec![ids[5].clone(), ids[4].clone(), ids[3].clone(), ids[2].clone(), ids[1].clone()];
     expected.push(ids[0].clone());
     if ids[4] > ids[5] {
@@ -148,7 +153,7 @@ async fn conversations_are_listed_newest_activity_first_with_a_cursor(store: Arc
 
     // A message moves its conversation to the top, with the message and the viewer's count.
     let message = send(&store, &ids[0], "bob", "bump").await;
-    let page = store.conversations_of("alice", None, 2).await.expect("page");
+    let page = store.conversations_of("alice", None, 2, None).await.expect("page");
     assert_eq!(page.len(), 2);
     assert_eq!(page[0].id, ids[0]);
     assert_eq!(page[0].last_message.as_ref(), Some(&message));
@@ -163,7 +168,7 @@ async fn conversations_are_listed_newest_activity_first_with_a_cursor(store: Arc
         id: page[1].id.clone(),
     };
     loop {
-        let next = store.conversations_of("alice", Some(cursor.clone()), 2).await.expect("page");
+        let next = store.conversations_of("alice", Some(cursor.clone()), 2, None).await.expect("page");
         let Some(last) = next.last() else { break };
         cursor = ActivityCursor {
             activity_at: last.last_message_at.unwrap_or(last.created_at),
@@ -171,8 +176,13 @@ async fn conversations_are_listed_newest_activity_first_with_a_cursor(store: Arc
         };
         walked.extend(next.iter().map(|c| c.id.clone()));
     }
-    let all: Vec<String> =
-        store.conversations_of("alice", None, 100).await.expect("list").into_iter().map(|c| c.id).collect();
+    let all: Vec<String> = store
+        .conversations_of("alice", None, 100, None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     assert_eq!(walked, all);
     assert_eq!(all.len(), 6);
 }
@@ -196,7 +206,7 @@ async fn update_conversation_replaces_only_the_given_fields(store: Arc<dyn Store
     let read = store.conversation(&id, "alice").await.expect("read").expect("exists");
     assert!(read.private_preview, "private_preview set");
     assert_eq!(read.name.as_deref(), Some("renamed"), "the other fields kept");
-    let listed = store.conversations_of("alice", None, 10).await.expect("list");
+    let listed = store.conversations_of("alice", None, 10, None).await.expect("list");
     assert!(listed.iter().find(|c| c.id == id).expect("listed").private_preview, "listed with the flag");
     let rename = ConversationUpdate { name: Some("x".into()), ..Default::default() };
     assert!(!store.update_conversation("nope", rename).await.expect("update"));

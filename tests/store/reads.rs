@@ -6,6 +6,7 @@ use super::*;
 store_tests!(
     mark_read_raises_caps_and_never_lowers_the_marker,
     set_notifications_switches_a_members_notifications,
+    a_timed_mute_ends_at_its_time,
     unread_counts_list_only_conversations_with_unread_messages,
     conversation_heads_and_contacts_cover_the_users_conversations,
     read_markers_under_concurrent_appends_and_reads_stay_monotonic_and_counts_exact,
@@ -29,13 +30,35 @@ async fn mark_read_raises_caps_and_never_lowers_the_marker(store: Arc<dyn Store>
 
 async fn set_notifications_switches_a_members_notifications(store: Arc<dyn Store>, _db: Db) {
     let id = create(&store, group("alice", &["bob"])).await;
-    assert!(store.set_notifications(&id, "bob", false).await.expect("set"));
+    assert!(store.set_notifications(&id, "bob", false, None).await.expect("set"));
     let Membership::Member { member, .. } = store.membership(&id, "bob").await.expect("m") else { panic!() };
     assert!(!member.notifications);
-    assert!(store.set_notifications(&id, "bob", true).await.expect("set"));
+    assert!(store.set_notifications(&id, "bob", true, None).await.expect("set"));
     let conversation = store.conversation(&id, "bob").await.expect("read").expect("exists");
     assert!(conversation.member("bob").expect("bob").notifications);
-    assert!(!store.set_notifications(&id, "mallory", false).await.expect("set"));
+    assert!(!store.set_notifications(&id, "mallory", false, None).await.expect("set"));
+}
+
+async fn a_timed_mute_ends_at_its_time(store: Arc<dyn Store>, _db: Db) {
+    let id = create(&store, group("alice", &["bob", "carol"])).await;
+    let now = Timestamp::now();
+    assert!(
+        store
+            .set_notifications(&id, "bob", false, Some(now.plus(Duration::from_secs(60))))
+            .await
+            .expect("set")
+    );
+    assert!(store.set_notifications(&id, "carol", false, None).await.expect("set"));
+    assert_eq!(store.end_mutes(now).await.expect("end"), 0, "not yet");
+    assert_eq!(
+        store.conversation(&id, "bob").await.expect("read").expect("exists").muted_until,
+        Some(now.plus(Duration::from_secs(60)))
+    );
+    assert_eq!(store.end_mutes(now.plus(Duration::from_secs(61))).await.expect("end"), 1);
+    let conversation = store.conversation(&id, "bob").await.expect("read").expect("exists");
+    assert!(conversation.member("bob").expect("bob").notifications);
+    assert_eq!(conversation.muted_until, None);
+    assert!(!conversation.member("carol").expect("carol").notifications, "a mute without an end stays");
 }
 
 async fn unread_counts_list_only_conversations_with_unread_messages(store: Arc<dyn Store>, _db: Db) {

@@ -26,9 +26,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::{Chat, ConversationPage, LIST_DEFAULT, LIST_MAX, decode_cursor, page_of};
 use crate::core::error::ChatError;
 use crate::core::model::new_id;
-use crate::core::model::{Conversation, ConversationType, JsonObject, Message, MessageType, User};
+use crate::core::model::{
+    Conversation, ConversationStatus, ConversationType, JsonObject, Message, MessageType, User,
+};
 use crate::core::moderation::{BANS_RECHECK, DISCONNECTS_FOLLOWED};
-use crate::core::ports::{AppendOutcome, NewMessage, Topic};
+use crate::core::ports::{AppendOutcome, ConversationUpdate, NewMessage, Topic};
 use crate::core::ports::{BusMessage, DisconnectReason};
 use crate::core::presence::NodeConnections;
 use crate::core::requests::CreateConversation;
@@ -100,6 +102,17 @@ pub struct SystemMessage {
     #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub metadata: Option<JsonObject>,
+}
+
+/// A conversation's status, as the platform sets it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationStatusChange {
+    /// `active`, `archived` or `blocked`.
+    pub status: ConversationStatus,
+    /// Why (shown to members); absent clears an earlier reason.
+    #[serde(default)]
+    pub status_reason: Option<String>,
 }
 
 /// Which conversations the operator lists.
@@ -258,7 +271,7 @@ impl Chat {
         let conversations = match &req.user_id {
             Some(user_id) => {
                 validate::identifier("user_id", user_id)?;
-                self.store.conversations_of(user_id, after, limit + 1).await?
+                self.store.conversations_of(user_id, after, limit + 1, None).await?
             }
             None => self.store.all_conversations(after, limit + 1).await?,
         };
@@ -271,6 +284,24 @@ impl Chat {
     pub async fn inspect_conversation(&self, id: &str) -> Result<Conversation, ChatError> {
         validate::identifier("id", id)?;
         self.store.conversation(id, "").await?.ok_or_else(|| ChatError::not_found("no such conversation"))
+    }
+
+    /// Sets a conversation's status as the platform: `blocked` (closed, e.g. a fraudulent
+    /// listing), `archived` or `active` again, with an optional reason shown to members.
+    /// Members are told with `conversation:updated`.
+    pub async fn set_conversation_status(
+        &self,
+        id: &str,
+        req: ConversationStatusChange,
+    ) -> Result<Conversation, ChatError> {
+        validate::identifier("id", id)?;
+        if let Some(reason) = &req.status_reason {
+            validate::text("status_reason", reason, validate::MAX_LABEL_CHARS)?;
+        }
+        let operator = User { id: SYSTEM_SENDER.to_owned(), name: None, connection: None, arrival: 0 };
+        let update =
+            ConversationUpdate { status: Some((req.status, req.status_reason)), ..Default::default() };
+        self.apply_conversation_update(id, &operator, update).await.map(Conversation::shared)
     }
 
     /// Posts a system message.

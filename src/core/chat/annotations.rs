@@ -90,7 +90,7 @@ impl Chat {
         validate::identifier("message_id", message_id)?;
         validate::emoji(emoji)?;
         self.message_limiter.check(&user.id).await?;
-        let (message, _, kind) = self.message_as_member(user, message_id).await?;
+        let (message, _, kind) = self.message_to_change(user, message_id).await?;
         self.refuse_blocked_direct(user, &message.conversation_id, kind).await?;
         let outcome = self
             .store
@@ -112,7 +112,7 @@ impl Chat {
         validate::identifier("message_id", message_id)?;
         validate::emoji(emoji)?;
         self.message_limiter.check(&user.id).await?;
-        self.message_as_member(user, message_id).await?;
+        self.message_to_change(user, message_id).await?;
         let outcome = self.store.remove_reaction(message_id, &user.id, emoji).await?;
         let (message, changed) = Self::annotated(outcome, "")?;
         if changed {
@@ -189,7 +189,7 @@ impl Chat {
     /// At most 50 per conversation. Pinning a pinned message changes nothing.
     pub async fn pin(&self, user: &User, message_id: &str) -> Result<Message, ChatError> {
         self.message_limiter.check(&user.id).await?;
-        let (_, member, kind) = self.message_as_member(user, message_id).await?;
+        let (_, member, kind) = self.message_to_change(user, message_id).await?;
         if kind == ConversationType::Group && !member.role.is_manager() {
             return Err(ChatError::forbidden("only a group's owner or admins may pin messages"));
         }
@@ -206,7 +206,7 @@ impl Chat {
     /// # Unpin a message (who may pin it)
     pub async fn unpin(&self, user: &User, message_id: &str) -> Result<Message, ChatError> {
         self.message_limiter.check(&user.id).await?;
-        let (_, member, kind) = self.message_as_member(user, message_id).await?;
+        let (_, member, kind) = self.message_to_change(user, message_id).await?;
         if kind == ConversationType::Group && !member.role.is_manager() {
             return Err(ChatError::forbidden("only a group's owner or admins may unpin messages"));
         }

@@ -74,7 +74,8 @@ impl Chat {
     ) -> Result<ConversationPage, ChatError> {
         let limit = validate::page_limit(req.limit, LIST_DEFAULT, LIST_MAX)?;
         let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
-        let conversations = self.store.conversations_of(&user.id, after, limit + 1).await?;
+        let archived = Some(req.archived.unwrap_or(false));
+        let conversations = self.store.conversations_of(&user.id, after, limit + 1, archived).await?;
         let conversations = conversations.into_iter().map(|c| c.viewed_by(&user.id)).collect();
         Ok(page_of(conversations, limit))
     }
@@ -88,34 +89,56 @@ impl Chat {
         Ok(conversation.viewed_by(&user.id))
     }
 
-    /// # Rename or re-describe a conversation (owner/admin)
+    /// # Rename, re-describe, archive or reopen a conversation (owner/admin)
+    /// `status`: `active` or `archived`; a `blocked` conversation is the platform's to change.
     pub async fn update_conversation(
         &self,
         user: &User,
         id: &str,
         req: UpdateConversation,
     ) -> Result<Conversation, ChatError> {
-        let (member, _) = self.require_member(id, user).await?;
+        let (member, _, status) = self.membership_with_status(id, user).await?;
         if !member.role.is_manager() {
             return Err(ChatError::forbidden("only the owner or an admin may change the conversation"));
         }
         if let Some(name) = &req.name {
             validate::label("name", name, validate::MAX_LABEL_CHARS)?;
         }
-        let changed = req.name.is_some() || req.metadata.is_some() || req.private_preview.is_some();
-        if changed {
-            let update = ConversationUpdate {
-                name: req.name,
-                metadata: req.metadata,
-                private_preview: req.private_preview,
-            };
-            self.store.update_conversation(id, update).await?;
+        if req.status == Some(ConversationStatus::Blocked) {
+            return Err(ChatError::forbidden("only the platform (admin API) blocks a conversation"));
+        }
+        if status == ConversationStatus::Blocked {
+            return Err(read_only(status, None));
+        }
+        let update = ConversationUpdate {
+            name: req.name,
+            metadata: req.metadata,
+            private_preview: req.private_preview,
+            status: req.status.map(|status| (status, None)),
+        };
+        self.apply_conversation_update(id, user, update).await.map(|c| c.viewed_by(&user.id))
+    }
+
+    /// Writes `update` if it changes anything and tells the members (`conversation:updated`);
+    /// returns the conversation as `user` sees it.
+    pub(super) async fn apply_conversation_update(
+        &self,
+        id: &str,
+        user: &User,
+        update: ConversationUpdate,
+    ) -> Result<Conversation, ChatError> {
+        let changed = update.name.is_some()
+            || update.metadata.is_some()
+            || update.private_preview.is_some()
+            || update.status.is_some();
+        if changed && !self.store.update_conversation(id, update).await? {
+            return Err(ChatError::not_found("no such conversation"));
         }
         let conversation = self.load_conversation(id, user).await?;
         if changed {
             let event = ServerEvent::ConversationUpdated(conversation.clone().shared());
             self.deliver(Audience::Conversation(id.to_owned()), user, event);
         }
-        Ok(conversation.viewed_by(&user.id))
+        Ok(conversation)
     }
 }

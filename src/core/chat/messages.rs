@@ -189,6 +189,7 @@ impl Chat {
             AppendOutcome::ThreadNotFound => Err(ChatError::invalid(
                 "thread_id is not a live message of this conversation, or is a thread reply itself (threads do not nest)",
             )),
+            AppendOutcome::ReadOnly(status, reason) => Err(read_only(status, reason)),
             AppendOutcome::MentionsAllRefused => {
                 Err(ChatError::forbidden("only a group's owner or admins may mention everyone"))
             }
@@ -203,7 +204,7 @@ impl Chat {
             return Err(ChatError::invalid("content must not be blank"));
         }
         self.message_limiter.check(&user.id).await?;
-        let (message, _, kind) = self.message_as_member(user, &message_id).await?;
+        let (message, _, kind) = self.message_to_change(user, &message_id).await?;
         if message.sender_id != user.id {
             return Err(ChatError::forbidden("only the sender may edit a message"));
         }

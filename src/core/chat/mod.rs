@@ -11,8 +11,8 @@ use super::budget::{BudgetKind, BudgetLimiters, EventBudgets};
 use super::error::ChatError;
 use super::media::MediaLimits;
 use super::model::{
-    Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings, Platform,
-    Role, User, new_id,
+    Conversation, ConversationStatus, ConversationType, Device, Member, Message, MessageType,
+    NotificationSettings, Platform, Role, User, new_id,
 };
 use super::moderation::{Bans, DisconnectMarks};
 use super::notification_routing;
@@ -60,6 +60,19 @@ pub use messages::{MessagePage, Sent};
 pub use reads::Unread;
 pub use search::{SearchHit, SearchResults};
 pub use uploads::{AttachmentDownload, THUMBNAIL_EDGE, UploadTicket};
+
+/// The refusal of a change to a read-only conversation, with the reason given for closing
+/// it, if any.
+pub(crate) fn read_only(status: ConversationStatus, reason: Option<String>) -> ChatError {
+    let what = match status {
+        ConversationStatus::Blocked => "the conversation was closed by the platform",
+        _ => "the conversation is archived (read-only)",
+    };
+    match reason {
+        Some(reason) => ChatError::forbidden(format!("{what}: {reason}")),
+        None => ChatError::forbidden(what),
+    }
+}
 
 /// Why a group with, or an addition of, a user who blocks the caller is refused.
 pub(crate) const GROUP_WITH_BLOCKER: &str = "a user you named blocks you: no group with them";
@@ -285,7 +298,8 @@ impl Chat {
     }
 
     /// Periodic housekeeping (about once a minute, inside a Tokio runtime): forgets
-    /// rate-limit state of idle users and prunes notifications past the log's age limit.
+    /// rate-limit state of idle users, prunes notifications past the log's age limit, and
+    /// turns notifications back on where a timed mute ended.
     pub fn housekeeping(&self) {
         self.message_limiter.forget_idle();
         self.budgets.forget_idle();
@@ -306,6 +320,13 @@ impl Chat {
                 }
             }
         });
+        let store = self.store.clone();
+        self.tasks.spawn("end timed mutes", async move {
+            if let Err(err) = store.end_mutes(Timestamp::now()).await {
+                telemetry::store_error();
+                tracing::warn!(error = %err, "ending timed mutes failed");
+            }
+        });
     }
 
     /// The caller's member entry and the conversation type, or `not_found` / `not_a_member`.
@@ -314,11 +335,37 @@ impl Chat {
         conversation_id: &str,
         user: &User,
     ) -> Result<(Member, ConversationType), ChatError> {
+        let (member, kind, _) = self.membership_with_status(conversation_id, user).await?;
+        Ok((member, kind))
+    }
+
+    /// [`Chat::require_member`] with the conversation's status.
+    pub(super) async fn membership_with_status(
+        &self,
+        conversation_id: &str,
+        user: &User,
+    ) -> Result<(Member, ConversationType, ConversationStatus), ChatError> {
         match self.store.membership(conversation_id, &user.id).await? {
-            Membership::Member { member, kind } => Ok((member, kind)),
+            Membership::Member { member, kind, status } => Ok((member, kind, status)),
             Membership::NotMember => Err(ChatError::NotAMember),
             Membership::NoConversation => Err(ChatError::not_found("no such conversation")),
         }
+    }
+
+    /// [`Chat::message_as_member`] for a change to the message (edit, reaction, pin):
+    /// refused with `forbidden` in a read-only (archived or blocked) conversation.
+    pub(super) async fn message_to_change(
+        &self,
+        user: &User,
+        message_id: &str,
+    ) -> Result<(Message, Member, ConversationType), ChatError> {
+        let message =
+            self.store.message(message_id).await?.ok_or_else(|| ChatError::not_found("no such message"))?;
+        let (member, kind, status) = self.membership_with_status(&message.conversation_id, user).await?;
+        if status.is_read_only() {
+            return Err(read_only(status, None));
+        }
+        Ok((message, member, kind))
     }
 
     /// Loads the conversation as the caller sees it (after a write, to answer with it).

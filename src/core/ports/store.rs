@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::core::error::StoreError;
 use crate::core::model::{
-    Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType,
-    NotificationSettings, Platform, Role,
+    Block, Conversation, ConversationStatus, ConversationType, Device, JsonObject, Member, Message,
+    MessageType, NotificationSettings, Platform, Role,
 };
 use crate::core::ports::BusMessage;
 use crate::core::requests::NotificationSettingsUpdate;
@@ -63,6 +63,8 @@ pub struct ConversationUpdate {
     pub metadata: Option<JsonObject>,
     /// Whether pushes for it may show message text.
     pub private_preview: Option<bool>,
+    /// A new status, with its reason (none clears the reason).
+    pub status: Option<(ConversationStatus, Option<String>)>,
 }
 
 /// A message to append. The store assigns `seq` and `created_at` inside the transaction.
@@ -160,6 +162,8 @@ pub enum AppendOutcome {
     ThreadNotFound,
     /// `mentions_all` from a member who is not an owner or admin of a group.
     MentionsAllRefused,
+    /// The conversation is read-only (archived or blocked); the reason, if one was given.
+    ReadOnly(ConversationStatus, Option<String>),
 }
 
 /// What a committed thread reply changed besides itself.
@@ -229,6 +233,8 @@ pub enum Membership {
         member: Member,
         /// The conversation's type.
         kind: ConversationType,
+        /// The conversation's status.
+        status: ConversationStatus,
     },
 }
 
@@ -299,6 +305,8 @@ pub struct Recipient {
     /// The members of the conversation this member blocks: their messages send this member
     /// no `notification` and no push (see [`super::blocks`]).
     pub blocks: Vec<String>,
+    /// The member archived the conversation (a new message brings it back, unless muted).
+    pub archived: bool,
 }
 
 /// How long the store keeps an operator's disconnect mark ([`ModerationStore::mark_disconnected`]):
@@ -341,12 +349,14 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// The conversation as seen by `viewer` (their unread count), with members and last message.
     async fn conversation(&self, id: &str, viewer: &str) -> Result<Option<Conversation>, StoreError>;
 
-    /// The user's conversations, newest activity first, starting after `after`.
+    /// The user's conversations, newest activity first, starting after `after`: all of
+    /// them (`archived` none), or only those the user archived (`Some(true)`) or did not.
     async fn conversations_of(
         &self,
         user_id: &str,
         after: Option<ActivityCursor>,
         limit: usize,
+        archived: Option<bool>,
     ) -> Result<Vec<Conversation>, StoreError>;
 
     /// Replaces the given fields; false when the conversation does not exist.
@@ -393,13 +403,27 @@ pub trait MemberStore: Send + Sync + 'static {
     /// first listed). So concurrent leaves, the owner's among them, never leave it ownerless.
     async fn remove_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, StoreError>;
 
-    /// Sets the member's notification switch; false if not a member.
+    /// Sets the member's notification switch, and when a mute ends (`until`, only with
+    /// `enabled` false; none: until turned back on); false if not a member.
     async fn set_notifications(
         &self,
         conversation_id: &str,
         user_id: &str,
         enabled: bool,
+        until: Option<Timestamp>,
     ) -> Result<bool, StoreError>;
+
+    /// Archives the conversation for the member, or brings it back; false if not a member.
+    async fn set_archived(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        archived: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// Turns notifications back on for every mute that ended at or before `now`; returns how
+    /// many.
+    async fn end_mutes(&self, now: Timestamp) -> Result<usize, StoreError>;
 
     /// Raises the member's `last_read_seq` to `seq` (capped at the conversation's last seq,
     /// never lowered); returns the marker before and after, `None` if not a member.

@@ -79,6 +79,7 @@ impl ConversationStore for PostgresStore {
         user_id: &str,
         after: Option<ActivityCursor>,
         limit: usize,
+        archived: Option<bool>,
     ) -> Result<Vec<Conversation>, StoreError> {
         let (after_at, after_id) = cursor_bounds(after.as_ref());
         let client = self.client().await?;
@@ -87,12 +88,13 @@ impl ConversationStore for PostgresStore {
                 "SELECT {CONVERSATION_COLUMNS}, {MESSAGE_COLUMNS} FROM members v \
                  JOIN conversations c ON c.id = v.conversation_id \
                  LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
-                 WHERE v.user_id = $1 \
+                 WHERE v.user_id = $1 AND ($5::BOOLEAN IS NULL OR v.archived = $5) \
                    AND ($2::BIGINT IS NULL OR c.activity_at < $2 OR (c.activity_at = $2 AND c.id < $3)) \
                  ORDER BY c.activity_at DESC, c.id DESC LIMIT $4"
             ))
             .await?;
-        let rows = client.query(&statement, &[&user_id, &after_at, &after_id, &as_i64(limit)]).await?;
+        let rows =
+            client.query(&statement, &[&user_id, &after_at, &after_id, &as_i64(limit), &archived]).await?;
         conversations_from(&client, rows).await
     }
 
@@ -100,8 +102,16 @@ impl ConversationStore for PostgresStore {
         let changed = self
             .execute(
                 "UPDATE conversations SET name = COALESCE($2, name), metadata = COALESCE($3, metadata), \
-                   private_preview = COALESCE($4, private_preview) WHERE id = $1",
-                &[&id, &update.name, &update.metadata.as_ref().map(Json), &update.private_preview],
+                   private_preview = COALESCE($4, private_preview), status = COALESCE($5, status), \
+                   status_reason = CASE WHEN $5::TEXT IS NULL THEN status_reason ELSE $6 END WHERE id = $1",
+                &[
+                    &id,
+                    &update.name,
+                    &update.metadata.as_ref().map(Json),
+                    &update.private_preview,
+                    &update.status.as_ref().map(|(status, _)| status.as_str()),
+                    &update.status.as_ref().and_then(|(_, reason)| reason.as_deref()),
+                ],
             )
             .await?;
         Ok(changed == 1)

@@ -34,7 +34,7 @@ use tokio_postgres::types::{Json, ToSql};
 
 use super::{MESSAGE_COLUMNS, annotations, get, member_at, message_at, pool_error};
 use crate::core::error::StoreError;
-use crate::core::model::{Message, MessageType};
+use crate::core::model::{ConversationStatus, Message, MessageType};
 use crate::core::ports::{AppendOutcome, CommitHook, NewMessage, Publications, Recipient, ThreadReply};
 use crate::core::time::Timestamp;
 use crate::store::append_rules::{self, AppendFacts, Verdict};
@@ -219,8 +219,8 @@ fn settle(news: Vec<NewMessage>, decisions: Vec<Decision>) -> Vec<AppendOutcome>
 /// `FOR NO KEY UPDATE`, the lock an `UPDATE` of `last_seq` takes: it excludes other appends
 /// and the membership changes (`FOR UPDATE`), not the `FOR KEY SHARE` of foreign-key checks
 /// (a read marker's update takes one), which would deadlock against the members' rows.
-const LOCK_CONVERSATIONS: &str =
-    "SELECT id, last_seq, type FROM conversations WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+const LOCK_CONVERSATIONS: &str = "SELECT id, last_seq, type, status, status_reason FROM conversations WHERE id = ANY($1) ORDER BY id \
+     FOR NO KEY UPDATE";
 
 /// Per job (by 1-based ordinal): sender is a member; refused by a block (direct
 /// conversations, non-system messages: the sender and a member block each other, either
@@ -252,8 +252,13 @@ const LOAD_MEMBERS: &str = "SELECT mb.conversation_id, mb.user_id, mb.role, mb.j
        mb.notifications, EXISTS (SELECT 1 FROM devices d WHERE d.user_id = mb.user_id), mb.unread_count, \
        EXISTS (SELECT 1 FROM notification_counters n WHERE n.user_id = mb.user_id), \
        ARRAY(SELECT b.blocked_id FROM blocks b JOIN members o \
-         ON o.conversation_id = mb.conversation_id AND o.user_id = b.blocked_id WHERE b.blocker_id = mb.user_id) \
+         ON o.conversation_id = mb.conversation_id AND o.user_id = b.blocked_id WHERE b.blocker_id = mb.user_id), \
+       mb.archived \
      FROM members mb WHERE mb.conversation_id = ANY($1)";
+
+/// Brings a conversation back for the members who archived it, unless they muted it.
+const UNARCHIVE: &str = "UPDATE members SET archived = false \
+     WHERE conversation_id = ANY($1) AND archived AND notifications";
 
 const BUMP_SEQS: &str = "UPDATE conversations c SET last_seq = c.last_seq + v.n, last_message_at = $3, \
        activity_at = $3 \
@@ -284,6 +289,8 @@ struct ConversationState {
     last_seq: i64,
     /// A direct conversation (else a group).
     direct: bool,
+    /// Its status and the status's reason.
+    status: (ConversationStatus, Option<String>),
     /// Accepted messages so far.
     added: i64,
     /// Its members, unread counts as they stand after the accepted messages so far.
@@ -304,6 +311,8 @@ enum Earlier {
 struct Facts<'a> {
     check: Checked,
     exists: bool,
+    /// The conversation's status and reason.
+    status: (ConversationStatus, Option<String>),
     /// The conversation is a group and the sender one of its owners or admins.
     manages_group: bool,
     key: Option<(&'a str, &'a str, &'a str)>,
@@ -315,6 +324,10 @@ impl AppendFacts for Facts<'_> {
 
     fn conversation_exists(&mut self) -> Result<bool, StoreError> {
         Ok(self.exists)
+    }
+
+    fn conversation_status(&mut self) -> Result<(ConversationStatus, Option<String>), StoreError> {
+        Ok(self.status.clone())
     }
 
     fn sender_is_member(&mut self) -> Result<bool, StoreError> {
@@ -391,9 +404,14 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     for row in &locked {
         let id: &str = get(row, 0)?;
         let kind: &str = get(row, 2)?;
+        let status: &str = get(row, 3)?;
+        let status = ConversationStatus::parse(status).ok_or_else(|| {
+            StoreError::Backend(format!("unknown status {status:?} in the database").into())
+        })?;
         let state = ConversationState {
             last_seq: get(row, 1)?,
             direct: kind == "direct",
+            status: (status, get(row, 4)?),
             added: 0,
             recipients: Vec::new(),
             unread_added: Vec::new(),
@@ -409,6 +427,7 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
                 has_notification_log: get(row, 8)?,
                 unread_count: get(row, 7)?,
                 blocks: get(row, 9)?,
+                archived: get(row, 10)?,
             });
             state.unread_added.push(0);
         }
@@ -434,6 +453,8 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     let mut keys: HashMap<(&str, &str, &str), usize> = HashMap::new();
     // (member, conversation, seq) of every mention the group adds.
     let mut mentioned: Vec<(String, &str, i64)> = Vec::new();
+    // Conversations some member archived (and did not mute): a new message brings them back.
+    let mut unarchive: Vec<&str> = Vec::new();
     for (index, (new, check)) in news.iter().zip(checks).enumerate() {
         let key = new.client_id.as_deref().map(|c| (new.conversation_id.as_str(), new.sender_id.as_str(), c));
         let state = states.get_mut(new.conversation_id.as_str()).filter(|_| check.found);
@@ -443,7 +464,8 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
                     .iter()
                     .any(|r| r.member.user_id == new.sender_id && r.member.role.is_manager())
         });
-        let facts = &mut Facts { check, exists: state.is_some(), manages_group, key, keys: &keys };
+        let status = state.as_ref().map_or((ConversationStatus::Active, None), |s| s.status.clone());
+        let facts = &mut Facts { check, exists: state.is_some(), status, manages_group, key, keys: &keys };
         let verdict = append_rules::judge(new, facts)?;
         let state = match (verdict, state) {
             (Verdict::Accept, Some(state)) => state,
@@ -469,6 +491,12 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
         }
         state.added += 1;
         let seq = state.last_seq + state.added;
+        if state.recipients.iter().any(|r| r.archived && r.member.notifications) {
+            unarchive.push(new.conversation_id.as_str());
+            for recipient in state.recipients.iter_mut().filter(|r| r.member.notifications) {
+                recipient.archived = false;
+            }
+        }
         let unread = append_rules::shown_in_timeline(new);
         for (recipient, added) in state.recipients.iter_mut().zip(state.unread_added.iter_mut()) {
             if unread && recipient.member.user_id != new.sender_id {
@@ -583,6 +611,10 @@ async fn try_group(pool: &Pool, news: &[NewMessage]) -> Result<Vec<Decision>, Gr
     }
     if !expected.is_empty() || inserted != accepted.len() as u64 {
         return Err(StoreError::Backend("a group of appends wrote fewer rows than it accepted".into()).into());
+    }
+    if !unarchive.is_empty() {
+        let statement = tx.prepare_cached(UNARCHIVE).await?;
+        tx.execute(&statement, &[&unarchive]).await?;
     }
     if !mentioned.is_empty() {
         let users: Vec<&str> = mentioned.iter().map(|m| m.0.as_str()).collect();

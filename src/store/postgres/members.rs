@@ -7,7 +7,7 @@ impl MemberStore for PostgresStore {
     async fn membership(&self, conversation_id: &str, user_id: &str) -> Result<Membership, StoreError> {
         let rows = self
             .query(
-                "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications \
+                "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, c.status \
                  FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 \
                  WHERE c.id = $1",
                 &[&conversation_id, &user_id],
@@ -19,7 +19,9 @@ impl MemberStore for PostgresStore {
         if get::<Option<String>>(row, 1)?.is_none() {
             return Ok(Membership::NotMember);
         }
-        Ok(Membership::Member { member: member_at(row, 1)?, kind })
+        let status: &str = get(row, 6)?;
+        let status = ConversationStatus::parse(status).ok_or_else(|| unknown_name("status", status))?;
+        Ok(Membership::Member { member: member_at(row, 1)?, kind, status })
     }
 
     async fn add_members(
@@ -139,14 +141,42 @@ impl MemberStore for PostgresStore {
         conversation_id: &str,
         user_id: &str,
         enabled: bool,
+        until: Option<Timestamp>,
     ) -> Result<bool, StoreError> {
+        let until = until.filter(|_| !enabled).map(|t| t.millis());
         let changed = self
             .execute(
-                "UPDATE members SET notifications = $3 WHERE conversation_id = $1 AND user_id = $2",
-                &[&conversation_id, &user_id, &enabled],
+                "UPDATE members SET notifications = $3, muted_until = $4 WHERE conversation_id = $1 AND user_id = $2",
+                &[&conversation_id, &user_id, &enabled, &until],
             )
             .await?;
         Ok(changed == 1)
+    }
+
+    async fn set_archived(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        archived: bool,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(
+                "UPDATE members SET archived = $3 WHERE conversation_id = $1 AND user_id = $2",
+                &[&conversation_id, &user_id, &archived],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn end_mutes(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let ended = self
+            .execute(
+                "UPDATE members SET notifications = true, muted_until = NULL \
+                 WHERE muted_until IS NOT NULL AND muted_until <= $1",
+                &[&now.millis()],
+            )
+            .await?;
+        Ok(usize::try_from(ended).unwrap_or(usize::MAX))
     }
 
     async fn unread_counts(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {

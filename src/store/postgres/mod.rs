@@ -35,8 +35,8 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::core::error::StoreError;
 use crate::core::model::{
-    Block, Conversation, ConversationType, Device, JsonObject, Member, Message, MessageType,
-    NotificationSettings, Platform, ReactionRef, Role, ThreadSummary,
+    Block, Conversation, ConversationStatus, ConversationType, Device, JsonObject, Member, Message,
+    MessageType, NotificationSettings, Platform, ReactionRef, Role, ThreadSummary,
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationStore, ConversationUpdate,
@@ -62,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0010_uploads.sql"),
     include_str!("../../../migrations/postgres/0011_search.sql"),
     include_str!("../../../migrations/postgres/0012_reactions_threads_pins.sql"),
+    include_str!("../../../migrations/postgres/0013_conversation_states.sql"),
 ];
 
 /// Connections each node keeps at most, unless configured.
@@ -323,7 +324,7 @@ fn push_job_from(row: &Row) -> Result<PushJob, StoreError> {
 const CONVERSATION_COLUMNS: &str = "c.id, c.type, c.name, c.context, c.metadata, c.last_seq, \
      c.last_message_at, c.created_at, COALESCE(v.unread_count, 0), c.private_preview, \
      (SELECT count(*) FROM mentions mn WHERE mn.user_id = v.user_id AND mn.conversation_id = c.id \
-       AND mn.seq > v.last_read_seq)";
+       AND mn.seq > v.last_read_seq), c.status, c.status_reason, COALESCE(v.archived, false), v.muted_until";
 
 /// A page cursor as the two nullable query parameters (activity time, id) the listing
 /// queries compare against; both null for the first page.
@@ -367,7 +368,14 @@ async fn conversations_from(client: &Object, rows: Vec<Row>) -> Result<Vec<Conve
                 unread_count: get(row, 8)?,
                 private_preview: get(row, 9)?,
                 unread_mentions: get(row, 10)?,
-                last_message: message_at(row, 11)?,
+                status: {
+                    let status: &str = get(row, 11)?;
+                    ConversationStatus::parse(status).ok_or_else(|| unknown_name("status", status))?
+                },
+                status_reason: get(row, 12)?,
+                archived: get(row, 13)?,
+                muted_until: get::<Option<i64>>(row, 14)?.map(Timestamp),
+                last_message: message_at(row, 15)?,
                 id,
             })
         })

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{json_error, query_messages, threads, unknown_name};
 use crate::core::error::StoreError;
-use crate::core::model::{ConversationType, Member, Message, Role};
+use crate::core::model::{ConversationStatus, ConversationType, Member, Message, Role};
 use crate::core::ports::{AppendOutcome, NewMessage, Recipient};
 use crate::core::time::Timestamp;
 use crate::store::append_rules::{self, AppendFacts, Verdict};
@@ -34,6 +34,8 @@ const MAX_CACHED_RECIPIENTS: usize = 65_536;
 struct CachedConversation {
     /// A direct conversation (else a group).
     direct: bool,
+    /// Its status and the status's reason.
+    status: (ConversationStatus, Option<String>),
     /// A direct conversation of two members who block each other (either way): non-system
     /// messages are refused.
     blocked: bool,
@@ -224,6 +226,17 @@ impl Appends {
             }
             None => None,
         };
+        // A new message brings the conversation back for members who archived it, unless
+        // they muted it.
+        if cached.recipients.iter().any(|r| r.archived && r.member.notifications) {
+            conn.prepare_cached(
+                "UPDATE members SET archived = 0 WHERE conversation_id = ?1 AND archived AND notifications",
+            )?
+            .execute([&new.conversation_id])?;
+            for recipient in cached.recipients.iter_mut().filter(|r| r.member.notifications) {
+                recipient.archived = false;
+            }
+        }
         let unread = append_rules::shown_in_timeline(&new);
         for (recipient, added) in cached.recipients.iter_mut().zip(cached.unread_added.iter_mut()) {
             if unread && recipient.member.user_id != new.sender_id {
@@ -249,17 +262,22 @@ fn load_conversation(
            EXISTS (SELECT 1 FROM devices d WHERE d.user_id = m.user_id), m.unread_count, \
            EXISTS (SELECT 1 FROM notification_counters n WHERE n.user_id = m.user_id), \
            (SELECT json_group_array(b.blocked_id) FROM blocks b JOIN members o \
-              ON o.conversation_id = c.id AND o.user_id = b.blocked_id WHERE b.blocker_id = m.user_id) \
+              ON o.conversation_id = c.id AND o.user_id = b.blocked_id WHERE b.blocker_id = m.user_id), \
+           m.archived, c.status, c.status_reason \
          FROM conversations c LEFT JOIN members m ON m.conversation_id = c.id WHERE c.id = ?1",
     )?;
     let mut rows = statement.query([conversation_id])?;
     let mut found = false;
     let mut direct = false;
+    let mut status = (ConversationStatus::Active, None);
     let mut recipients = Vec::new();
     while let Some(row) = rows.next()? {
         found = true;
         direct = row.get_ref(0)?.as_str().map_err(|e| StoreError::Backend(Box::new(e)))?
             == ConversationType::Direct.as_str();
+        let name: String = row.get(11)?;
+        status =
+            (ConversationStatus::parse(&name).ok_or_else(|| unknown_name("status", &name))?, row.get(12)?);
         let Some(user_id) = row.get::<_, Option<String>>(1)? else { continue };
         let role = row.get_ref(2)?.as_str().map_err(|e| StoreError::Backend(Box::new(e)))?;
         recipients.push(Recipient {
@@ -275,6 +293,7 @@ fn load_conversation(
             has_notification_log: row.get(8)?,
             unread_count: row.get(7)?,
             blocks: serde_json::from_str(&row.get::<_, String>(9)?).map_err(json_error)?,
+            archived: row.get(10)?,
         });
     }
     if !found {
@@ -291,7 +310,7 @@ fn load_conversation(
         _ => false,
     };
     let unread_added = vec![0; recipients.len()];
-    Ok(Some(CachedConversation { direct, blocked, recipients, unread_added }))
+    Ok(Some(CachedConversation { direct, status, blocked, recipients, unread_added }))
 }
 
 /// What an append's rules ask, answered from the member cache and, for repeats and replies,
@@ -307,6 +326,10 @@ impl AppendFacts for Facts<'_> {
 
     fn conversation_exists(&mut self) -> Result<bool, StoreError> {
         Ok(self.cached.is_some())
+    }
+
+    fn conversation_status(&mut self) -> Result<(ConversationStatus, Option<String>), StoreError> {
+        Ok(self.cached.map_or((ConversationStatus::Active, None), |c| c.status.clone()))
     }
 
     fn sender_is_member(&mut self) -> Result<bool, StoreError> {

@@ -59,6 +59,7 @@ impl ConversationStore for SqliteStore {
         user_id: &str,
         after: Option<ActivityCursor>,
         limit: usize,
+        archived: Option<bool>,
     ) -> Result<Vec<Conversation>, StoreError> {
         let user_id = user_id.to_owned();
         self.read(move |conn| {
@@ -69,11 +70,13 @@ impl ConversationStore for SqliteStore {
             let ids = conn
                 .prepare_cached(
                     "SELECT c.id FROM members m JOIN conversations c ON c.id = m.conversation_id \
-                     WHERE m.user_id = ?1 \
+                     WHERE m.user_id = ?1 AND (?5 IS NULL OR m.archived = ?5) \
                        AND (?2 IS NULL OR c.activity_at < ?2 OR (c.activity_at = ?2 AND c.id < ?3)) \
                      ORDER BY c.activity_at DESC, c.id DESC LIMIT ?4",
                 )?
-                .query_map(params![user_id, after_at, after_id, limit as i64], |r| r.get::<_, String>(0))?
+                .query_map(params![user_id, after_at, after_id, limit as i64, archived], |r| {
+                    r.get::<_, String>(0)
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut conversations = Vec::with_capacity(ids.len());
             for id in ids {
@@ -91,13 +94,18 @@ impl ConversationStore for SqliteStore {
         self.write(move |conn| {
             let metadata =
                 update.metadata.map(|m| serde_json::to_string(&m)).transpose().map_err(json_error)?;
+            let (status, reason) = match update.status {
+                Some((status, reason)) => (Some(status.as_str()), reason),
+                None => (None, None),
+            };
             let changed = conn
                 .prepare_cached(
                     "UPDATE conversations SET name = COALESCE(?2, name), metadata = COALESCE(?3, metadata), \
-                       private_preview = COALESCE(?4, private_preview) \
+                       private_preview = COALESCE(?4, private_preview), status = COALESCE(?5, status), \
+                       status_reason = CASE WHEN ?5 IS NULL THEN status_reason ELSE ?6 END \
                      WHERE id = ?1",
                 )?
-                .execute(params![id, update.name, metadata, update.private_preview])?;
+                .execute(params![id, update.name, metadata, update.private_preview, status, reason])?;
             Ok(changed == 1)
         })
         .await

@@ -9,7 +9,7 @@ impl MemberStore for SqliteStore {
         self.read(move |conn| {
             let row = conn
                 .prepare_cached(
-                    "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications \
+                    "SELECT c.type, m.user_id, m.role, m.joined_at, m.last_read_seq, m.notifications, c.status \
                      FROM conversations c LEFT JOIN members m \
                        ON m.conversation_id = c.id AND m.user_id = ?2 \
                      WHERE c.id = ?1",
@@ -17,20 +17,22 @@ impl MemberStore for SqliteStore {
                 .query_row(params![conversation_id, user_id], |r| {
                     let kind: String = r.get(0)?;
                     let member: Option<String> = r.get(1)?;
+                    let status: String = r.get(6)?;
                     Ok((
-                        kind,
+                        (kind, status),
                         member.map(|uid| {
                             Ok::<_, rusqlite::Error>((uid, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
                         }),
                     ))
                 })
                 .optional()?;
-            let Some((kind, member)) = row else { return Ok(Membership::NoConversation) };
+            let Some(((kind, status), member)) = row else { return Ok(Membership::NoConversation) };
             let kind =
                 ConversationType::parse(&kind).ok_or_else(|| unknown_name("conversation type", &kind))?;
+            let status = ConversationStatus::parse(&status).ok_or_else(|| unknown_name("status", &status))?;
             match member {
                 None => Ok(Membership::NotMember),
-                Some(fields) => Ok(Membership::Member { member: into_member(fields?)?, kind }),
+                Some(fields) => Ok(Membership::Member { member: into_member(fields?)?, kind, status }),
             }
         })
         .await
@@ -121,15 +123,48 @@ impl MemberStore for SqliteStore {
         conversation_id: &str,
         user_id: &str,
         enabled: bool,
+        until: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
+        let until = until.filter(|_| !enabled).map(|t| t.millis());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE members SET notifications = ?3, muted_until = ?4 \
+                     WHERE conversation_id = ?1 AND user_id = ?2",
+                )?
+                .execute(params![conversation_id, user_id, enabled, until])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn set_archived(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        archived: bool,
     ) -> Result<bool, StoreError> {
         let (conversation_id, user_id) = (conversation_id.to_owned(), user_id.to_owned());
         self.write(move |conn| {
             let changed = conn
                 .prepare_cached(
-                    "UPDATE members SET notifications = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+                    "UPDATE members SET archived = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
                 )?
-                .execute(params![conversation_id, user_id, enabled])?;
+                .execute(params![conversation_id, user_id, archived])?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn end_mutes(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE members SET notifications = 1, muted_until = NULL \
+                     WHERE muted_until IS NOT NULL AND muted_until <= ?1",
+                )?
+                .execute([now.millis()])?)
         })
         .await
     }

@@ -24,8 +24,8 @@ use appends::Appends;
 
 use crate::core::error::StoreError;
 use crate::core::model::{
-    Block, Conversation, ConversationType, Device, Member, Message, MessageType, NotificationSettings,
-    Platform, ReactionRef, Role, ThreadSummary,
+    Block, Conversation, ConversationStatus, ConversationType, Device, Member, Message, MessageType,
+    NotificationSettings, Platform, ReactionRef, Role, ThreadSummary,
 };
 use crate::core::ports::{
     ActivityCursor, AppendOutcome, ClaimedPushJob, CommitHook, ConversationStore, ConversationUpdate,
@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0010_uploads.sql"),
     include_str!("../../../migrations/sqlite/0011_search.sql"),
     include_str!("../../../migrations/sqlite/0012_reactions_threads_pins.sql"),
+    include_str!("../../../migrations/sqlite/0013_conversation_states.sql"),
 ];
 
 /// The columns [`MessageRow::from_row`] reads, as a literal (for `concat!`).

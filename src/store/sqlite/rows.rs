@@ -193,7 +193,8 @@ pub(super) fn load_conversation(
 ) -> Result<Option<Conversation>, StoreError> {
     let head = conn
         .prepare_cached(
-            "SELECT type, name, context, metadata, last_seq, last_message_at, created_at, private_preview \
+            "SELECT type, name, context, metadata, last_seq, last_message_at, created_at, private_preview, \
+               status, status_reason \
              FROM conversations WHERE id = ?1",
         )?
         .query_row([id], |r| {
@@ -206,10 +207,12 @@ pub(super) fn load_conversation(
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, bool>(7)?,
+                (r.get::<_, String>(8)?, r.get::<_, Option<String>>(9)?),
             ))
         })
         .optional()?;
-    let Some((kind, name, context, metadata, last_seq, last_message_at, created_at, private_preview)) = head
+    let Some((kind, name, context, metadata, last_seq, last_message_at, created_at, private_preview, status)) =
+        head
     else {
         return Ok(None);
     };
@@ -220,15 +223,16 @@ pub(super) fn load_conversation(
     } else {
         None
     };
-    let (unread_count, unread_mentions): (i64, i64) = conn
+    let (unread_count, unread_mentions, archived, muted_until): (i64, i64, bool, Option<i64>) = conn
         .prepare_cached(
             "SELECT m.unread_count, (SELECT count(*) FROM mentions mn WHERE mn.user_id = m.user_id \
-               AND mn.conversation_id = m.conversation_id AND mn.seq > m.last_read_seq) \
+               AND mn.conversation_id = m.conversation_id AND mn.seq > m.last_read_seq), m.archived, m.muted_until \
              FROM members m WHERE m.conversation_id = ?1 AND m.user_id = ?2",
         )?
-        .query_row(params![id, viewer], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![id, viewer], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?
-        .unwrap_or((0, 0));
+        .unwrap_or((0, 0, false, None));
+    let (status, status_reason) = status;
     Ok(Some(Conversation {
         id: id.to_owned(),
         kind: ConversationType::parse(&kind).ok_or_else(|| unknown_name("conversation type", &kind))?,
@@ -243,6 +247,10 @@ pub(super) fn load_conversation(
         unread_count,
         unread_mentions,
         private_preview,
+        status: ConversationStatus::parse(&status).ok_or_else(|| unknown_name("status", &status))?,
+        status_reason,
+        archived,
+        muted_until: timestamp(muted_until),
     }))
 }
 

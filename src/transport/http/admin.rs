@@ -18,7 +18,8 @@ use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use crate::core::ChatError;
 use crate::core::chat::ConversationPage;
 use crate::core::chat::admin::{
-    BanRequest, CreateConversationFor, ListConversationsFor, Stats, SystemMessage, UserStatus,
+    BanRequest, ConversationStatusChange, CreateConversationFor, ListConversationsFor, Stats, SystemMessage,
+    UserStatus,
 };
 use crate::core::model::{Conversation, Message};
 use crate::state::AppState;
@@ -41,7 +42,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(stats))
         .routes(routes!(create_conversation, list_conversations))
-        .routes(routes!(inspect_conversation))
+        .routes(routes!(inspect_conversation, set_conversation_status))
         .routes(routes!(system_message))
         .routes(routes!(user_status))
         .routes(routes!(disconnect))
@@ -123,6 +124,24 @@ async fn inspect_conversation(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     Ok(Json(state.chat.inspect_conversation(&id).await?).into_response())
+}
+
+/// # `PATCH /api/admin/conversations/{id}`
+/// Sets a conversation's status as the platform: `blocked` (closed, e.g. a fraudulent
+/// listing), `archived`, or `active` again, with an optional reason shown to members.
+#[utoipa::path(patch, path = "/api/admin/conversations/{id}", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = ConversationStatusChange,
+    responses((status = 200, description = "The conversation (unread_count 0)", body = Conversation),
+        (status = 400, response = Invalid), (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound), (status = 503, response = Unavailable)))]
+async fn set_conversation_status(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<ConversationStatusChange>,
+) -> ApiResult<Response> {
+    Ok(Json(state.chat.set_conversation_status(&id, req).await?).into_response())
 }
 
 /// # `POST /api/admin/conversations/{id}/messages`

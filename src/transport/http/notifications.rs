@@ -19,11 +19,13 @@ use crate::transport::openapi::{Forbidden, Invalid, NotFound, TooLarge, Unauthor
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(set_notifications))
+        .routes(routes!(archive, unarchive))
         .routes(routes!(notification_settings, update_notification_settings))
 }
 
 /// # `PUT /api/conversations/{id}/notifications`
-/// Turns the caller's push notifications for the conversation on or off.
+/// Turns the caller's push notifications for the conversation on or off; `{enabled: false,
+/// until}` mutes it until then.
 #[utoipa::path(put, path = "/api/conversations/{id}/notifications", tag = "notifications", params(("id" = String, Path, description = "Conversation id")),
     request_body = SetNotifications,
     responses((status = 204, description = "Set"),
@@ -36,7 +38,7 @@ async fn set_notifications(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<SetNotifications>,
 ) -> ApiResult<StatusCode> {
-    state.chat.set_notifications(&user, &id, req.enabled).await?;
+    state.chat.set_notifications(&user, &id, req.enabled, req.until).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -65,4 +67,38 @@ async fn update_notification_settings(
     ApiJson(req): ApiJson<NotificationSettingsUpdate>,
 ) -> ApiResult<Response> {
     Ok(Json(state.chat.update_notification_settings(&user, req).await?).into_response())
+}
+
+/// # `PUT /api/conversations/{id}/archive`
+/// Archives the conversation for the caller: it leaves their default list
+/// (`GET /api/conversations?archived=true` lists it) until a new message comes, unless they
+/// muted it.
+#[utoipa::path(put, path = "/api/conversations/{id}/archive", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 204, description = "Archived for the caller"),
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 503, response = Unavailable)))]
+async fn archive(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.chat.set_archived(&user, &id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// # `DELETE /api/conversations/{id}/archive`
+/// Brings an archived conversation back to the caller's list.
+#[utoipa::path(delete, path = "/api/conversations/{id}/archive", tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 204, description = "Back in the caller's list"),
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 503, response = Unavailable)))]
+async fn unarchive(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.chat.set_archived(&user, &id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
