@@ -11,6 +11,7 @@ use super::*;
 use crate::core::model::{LATEST_REACTIONS, Reaction};
 use crate::core::ports::{Annotated, AnnotationStore, ReactionCursor, ThreadReply};
 use crate::store::append_rules;
+use crate::store::page_of_messages;
 
 /// Takes a conversation's next revision (see migrations/postgres/0012); the value the changed
 /// message carries.
@@ -174,13 +175,6 @@ async fn set_pin(
         .await?;
     tx.execute(&update, &[&message_id, &pin.map(|p| p.0), &pin.map(|p| p.1.millis()), &revision]).await?;
     current(tx, message_id).await
-}
-
-/// Pages fetch one row more than asked, to tell whether more follow.
-fn page(mut messages: Vec<Message>, limit: usize) -> (Vec<Message>, bool) {
-    let has_more = messages.len() > limit;
-    messages.truncate(limit);
-    (messages, has_more)
 }
 
 /// One reaction or pin change, as [`PostgresStore::annotate`] applies it.
@@ -365,7 +359,7 @@ impl AnnotationStore for PostgresStore {
                 &[&root_id, &after_seq, &as_i64(limit).saturating_add(1)],
             )
             .await?;
-        Ok(page(messages_from(&rows)?, limit))
+        Ok(page_of_messages(messages_from(&rows)?, limit))
     }
 
     async fn changed_messages(
@@ -384,7 +378,7 @@ impl AnnotationStore for PostgresStore {
                 &[&conversation_id, &after_revision, &up_to_seq, &as_i64(limit).saturating_add(1)],
             )
             .await?;
-        Ok(page(messages_from(&rows)?, limit))
+        Ok(page_of_messages(messages_from(&rows)?, limit))
     }
 
     async fn unread_mentions(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {

@@ -7,6 +7,7 @@ use super::threads::next_revision;
 use super::*;
 use crate::core::model::{LATEST_REACTIONS, Reaction};
 use crate::core::ports::{Annotated, AnnotationStore, ReactionCursor};
+use crate::store::page_of_messages;
 
 /// A message's conversation, whether it is deleted and whether it is pinned; `None` if
 /// there is no such message.
@@ -74,13 +75,6 @@ fn set_pin(
     )?
     .execute(params![message_id, pin.map(|p| p.0), pin.map(|p| p.1.millis()), revision])?;
     current(conn, message_id)
-}
-
-/// Ascending pages fetch one row more than asked, to tell whether more follow.
-fn page(mut messages: Vec<Message>, limit: usize) -> (Vec<Message>, bool) {
-    let has_more = messages.len() > limit;
-    messages.truncate(limit);
-    (messages, has_more)
 }
 
 #[async_trait]
@@ -240,7 +234,7 @@ impl AnnotationStore for SqliteStore {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
             );
-            Ok(page(query_messages(conn, &sql, params![root_id, after_seq, limit as i64 + 1])?, limit))
+            Ok(page_of_messages(query_messages(conn, &sql, params![root_id, after_seq, limit as i64 + 1])?, limit))
         })
         .await
     }
@@ -259,7 +253,7 @@ impl AnnotationStore for SqliteStore {
                  ORDER BY revision LIMIT ?4"
             );
             let rows = query_messages(conn, &sql, params![conversation_id, after_revision, up_to_seq, limit as i64 + 1])?;
-            Ok(page(rows, limit))
+            Ok(page_of_messages(rows, limit))
         })
         .await
     }
