@@ -7,8 +7,8 @@
 //! and messages in big transactions (SQLite: each message's text into the FTS5 index
 //! `messages_search` with the message's rowid, as `store/sqlite/appends.rs` does; PostgreSQL:
 //! `COPY`, the `pg_trgm` index maintained as rows arrive, then `VACUUM ANALYZE` as autovacuum
-//! would). The data is a marketplace: 20,000 conversations (60 % of two members, the rest 3
-//! to 20), users in about 50 conversations each, a few conversations much busier than most,
+//! would). The data is a marketplace: 20,000 group conversations (60 % of two members, the
+//! rest 3 to 20), users in about 50 conversations each, a few conversations much busier than most,
 //! messages over a year in Korean, English or both, made from word lists with a seeded RNG
 //! (the same data on both stores).
 //!
@@ -18,8 +18,8 @@
 //! English one (too short for a trigram index: `LIKE` over the caller's newest messages),
 //! a three-syllable Korean word, a common English word and a rare one (trigram indexes).
 //! The typical user (about 50 conversations) searches all of them and within their busiest;
-//! the shop (in one conversation in 40, 500 in all) searches all of theirs. Prints a
-//! markdown table; asserts nothing.
+//! the shop (a member of every 40th conversation and a few more: 542) searches all of
+//! theirs. Prints a markdown table; asserts nothing.
 //!
 //! `cargo bench --bench search`; env `BENCH_MESSAGES`, `BENCH_REQUESTS`, `BENCH_STORES`
 //! (`sqlite,postgres` by default), `CHATD_BENCH_PG` (default
