@@ -15,23 +15,23 @@ pub(crate) enum Bound {
 
 /// The conditions every search applies except the words (membership, deletion, filters,
 /// cursor), as SQL on `messages m`. Their values are appended to `params`, each written as
-/// `placeholder(n)` with `n` its 1-based position.
+/// `placeholder(n)` with `n` its 1-based position. `member_of` makes the membership
+/// condition on `m.conversation_id` from a query of the caller's conversation ids.
 pub(crate) fn scope_conditions(
     query: &SearchQuery,
     placeholder: fn(usize) -> String,
+    member_of: fn(&str) -> String,
     params: &mut Vec<Bound>,
 ) -> String {
     let mut bind = |value: Bound| {
         params.push(value);
         placeholder(params.len())
     };
-    let mut conditions = vec![
-        "m.deleted_at IS NULL".to_owned(),
-        format!(
-            "m.conversation_id IN (SELECT conversation_id FROM members WHERE user_id = {})",
-            bind(Bound::Text(query.user_id.clone()))
-        ),
-    ];
+    let conversations = format!(
+        "SELECT conversation_id FROM members WHERE user_id = {}",
+        bind(Bound::Text(query.user_id.clone()))
+    );
+    let mut conditions = vec!["m.deleted_at IS NULL".to_owned(), member_of(&conversations)];
     if let Some(conversation_id) = &query.conversation_id {
         conditions.push(format!("m.conversation_id = {}", bind(Bound::Text(conversation_id.clone()))));
     }

@@ -14,7 +14,18 @@ type Param = Box<dyn ToSql + Sync + Send>;
 /// [`crate::store::search_terms::scope_conditions`] with PostgreSQL's `$n` and values.
 fn scope_conditions(query: &SearchQuery, params: &mut Vec<Param>) -> String {
     let mut bound = Vec::new();
-    let conditions = crate::store::search_terms::scope_conditions(query, |n| format!("${n}"), &mut bound);
+    // The caller's conversations as an array (`= ANY`), not `IN (subquery)`: the planner
+    // can then look them up in `messages_by_time` as a bitmap and AND it with the trigram
+    // index's, so only matching messages in scope are read. With `IN` it either read every
+    // match in the whole store (a common word for a user in 500 conversations: ~420 ms at
+    // 1M messages) or every message in scope; see benches/RESULTS.md, "Search at 1M
+    // messages".
+    let conditions = crate::store::search_terms::scope_conditions(
+        query,
+        |n| format!("${n}"),
+        |conversations| format!("m.conversation_id = ANY(ARRAY({conversations}))"),
+        &mut bound,
+    );
     params.extend(bound.into_iter().map(|value| -> Param {
         match value {
             Bound::Text(text) => Box::new(text),
