@@ -159,52 +159,45 @@ async fn a_short_query_scans_a_bounded_number_of_messages_per_page(store: Arc<dy
     assert_eq!(search(&store, query("bob", &["검색을"])).await.messages.len(), 1);
 }
 
+/// The SQLite migrations before the search one (0011), applied by hand to make a database
+/// as an earlier chatd left it.
+const SQLITE_BEFORE_SEARCH: [&str; 10] = [
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_push.sql"),
+    include_str!("../../migrations/sqlite/0003_push_claims.sql"),
+    include_str!("../../migrations/sqlite/0004_notifications.sql"),
+    include_str!("../../migrations/sqlite/0005_notification_settings.sql"),
+    include_str!("../../migrations/sqlite/0006_bans_blocks.sql"),
+    include_str!("../../migrations/sqlite/0007_device_refresh.sql"),
+    include_str!("../../migrations/sqlite/0008_message_version.sql"),
+    include_str!("../../migrations/sqlite/0009_disconnects.sql"),
+    include_str!("../../migrations/sqlite/0010_uploads.sql"),
+];
+
 /// SQLite: messages written before the search migration are indexed by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_the_search_migration_indexes_existing_messages() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("chatd.db");
-    let id = {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Synchronous::Normal).expect("open"));
-        let id = create(&store, group("alice", &["bob"])).await;
-        send(&store, &id, "alice", "이전 메시지 검색을 해보세요").await;
-        id
-    };
-    // Undo the migrations from the search one (0011) on, as if the database predated them.
-    let conn = rusqlite::Connection::open(&path).expect("open raw");
-    let added_by_0012 = [
-        ("conversations", "last_revision"),
-        ("messages", "revision"),
-        ("messages", "thread_id"),
-        ("messages", "also_in_conversation"),
-        ("messages", "reply_count"),
-        ("messages", "last_reply_at"),
-        ("messages", "thread_participants"),
-        ("messages", "mentions"),
-        ("messages", "mentions_all"),
-        ("messages", "reaction_counts"),
-        ("messages", "latest_reactions"),
-        ("messages", "pinned_at"),
-        ("messages", "pinned_by"),
-        ("notifications", "type"),
-        ("notifications", "emoji"),
-    ];
-    let mut undo = String::from(
-        "DROP INDEX messages_by_thread; DROP INDEX messages_by_revision; DROP INDEX messages_pinned; \
-         DROP TABLE reactions; DROP TABLE thread_followers; DROP TABLE mentions;",
-    );
-    for (table, column) in added_by_0012 {
-        undo.push_str(&format!(" ALTER TABLE {table} DROP COLUMN {column};"));
+    let id = "c-before-search";
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        for migration in SQLITE_BEFORE_SEARCH {
+            conn.execute_batch(migration).expect("an earlier migration");
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = {}; \
+             INSERT INTO conversations (id, type, last_seq, activity_at, created_at) VALUES ('{id}', 'group', 1, 1, 1); \
+             INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ('{id}', 'alice', 'owner', 1), \
+               ('{id}', 'bob', 'member', 1); \
+             INSERT INTO messages (id, conversation_id, seq, sender_id, type, content, created_at) \
+               VALUES ('m-1', '{id}', 1, 'alice', 'text', '이전 메시지 검색을 해보세요', 1);",
+            SQLITE_BEFORE_SEARCH.len()
+        ))
+        .expect("a database from before the search migration");
     }
-    conn.execute_batch(&undo).expect("undo 0012");
-    conn.execute_batch(
-        "DROP TRIGGER messages_search_update; \
-         DROP TABLE messages_search; DROP INDEX messages_by_time; PRAGMA user_version = 10;",
-    )
-    .expect("undo 0011");
-    drop(conn);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Synchronous::Normal).expect("reopen"));
     assert_eq!(found(&store, "bob", &["검색을"]).await, vec!["이전 메시지 검색을 해보세요"]);
-    send(&store, &id, "alice", "이후 메시지 검색을").await;
+    send(&store, id, "alice", "이후 메시지 검색을").await;
     assert_eq!(found(&store, "bob", &["메시지", "검색을"]).await.len(), 2);
 }
