@@ -425,7 +425,7 @@ async fn the_admin_api_is_documented_with_its_own_security_only_when_served_and_
     let doc = document(&server).await;
     let admin_ops: Vec<(String, String)> =
         operations(&doc).into_iter().filter(|(_, path)| path.starts_with("/api/admin")).collect();
-    assert_eq!(admin_ops.len(), 9, "{admin_ops:?}");
+    assert_eq!(admin_ops.len(), 10, "{admin_ops:?}");
     let admin = server.client("alice").with_token(KEY);
     for (method, template) in &admin_ops {
         assert_eq!(

@@ -187,7 +187,7 @@ async fn every_client_event_works_over_plain_websocket() {
         sync["messages"].as_array().expect("messages").iter().filter_map(|m| m["seq"].as_i64()).collect();
     assert_eq!(seqs, vec![3, 4, 5]);
     assert_eq!(sync["has_more"], false);
-    assert_eq!(sync["conversations"], json!([{ "id": id, "last_seq": 5, "last_revision": 0 }]));
+    assert_eq!(sync["conversations"], json!([{ "id": id, "last_seq": 5, "last_revision": 2 }]));
 
     // Added to a new conversation: conversation:new, and its messages arrive at once.
     let later = server.client("carol").create("group", &["alice"]).await;
