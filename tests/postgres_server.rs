@@ -246,3 +246,16 @@ async fn conversation_states_work_on_postgresql() {
     let admin = server.anonymous().with_token("states-admin-key-0123456789");
     common::states::assert_conversation_states(&server, &admin).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_member_is_pushed_mentions_on_postgresql() {
+    let receiver = common::webhook::Receiver::bind(&[]).await;
+    let schema = Schema::fresh();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config_on(&schema, data_dir.path());
+    config.push.webhook_secret = Some("test-webhook-secret-0123456789".into());
+    config.push.worker.poll_interval = std::time::Duration::from_millis(50);
+    config.limits.push_endpoints.allow_private = true;
+    let server = TestServer::start_in(data_dir, config).await;
+    common::webhook::assert_mentions_pushed_through_a_mute(&server, &receiver).await;
+}

@@ -510,27 +510,5 @@ async fn push_requests_ignore_proxy_environment_variables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_class_mentions_and_mentions_all_are_pushed_through_a_mute_as_mentions() {
     let receiver = Receiver::bind(&[]).await;
-    let server = server().await;
-    let (alice, bob) = (server.client("alice"), server.client("bob"));
-    webhook_device(&bob, "bob-phone", &receiver.url("/hook")).await;
-    let conversation = id(&alice.create("group", &["bob", "carol"]).await);
-    let messages = format!("/api/conversations/{conversation}/messages");
-    bob.put(&format!("/api/conversations/{conversation}/notifications"), json!({"enabled": false}))
-        .await
-        .expect(204);
-
-    alice.send(&conversation, "not for bob").await;
-    let named =
-        alice.post(&messages, json!({"content": "@bob can you?", "mentions": ["bob"]})).await.expect(201);
-    let requests = receiver.wait_for(1).await;
-    assert_eq!(
-        (requests[0].json()["message_id"].clone(), requests[0].json()["type"].clone()),
-        (named["id"].clone(), json!("mention"))
-    );
-    let everyone =
-        alice.post(&messages, json!({"content": "@all standup", "mentions_all": true})).await.expect(201);
-    let requests = receiver.wait_for(2).await;
-    assert_eq!(requests[1].json()["message_id"], everyone["id"]);
-    assert_eq!(requests[1].json()["type"], "mention");
-    receiver.assert_no_more_than(2).await;
+    common::webhook::assert_mentions_pushed_through_a_mute(&server().await, &receiver).await;
 }

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
 /// Long enough for anything the test waits for; never reached when the code works.
@@ -223,4 +223,36 @@ pub async fn wait_until_no_devices(client: &super::Client) {
         assert!(tokio::time::Instant::now() < deadline, "the device was not removed: {devices}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A member who muted a group still gets a push, typed `mention`, for a message naming them in
+/// `mentions` and for `mentions_all`, and no other. `server` runs the push worker with webhook
+/// delivery to `receiver` allowed; shared by the push suite (SQLite) and PostgreSQL's.
+pub async fn assert_mentions_pushed_through_a_mute(server: &super::TestServer, receiver: &Receiver) {
+    let (alice, bob) = (server.client("alice"), server.client("bob"));
+    let endpoint = receiver.url("/hook");
+    bob.post("/api/devices", json!({"platform": "webhook", "token": "bob-phone", "endpoint": endpoint}))
+        .await
+        .expect(201);
+    let created = alice.create("group", &["bob", "carol"]).await;
+    let conversation = created["id"].as_str().expect("id");
+    let messages = format!("/api/conversations/{conversation}/messages");
+    bob.put(&format!("/api/conversations/{conversation}/notifications"), json!({"enabled": false}))
+        .await
+        .expect(204);
+
+    alice.send(conversation, "not for bob").await;
+    let named =
+        alice.post(&messages, json!({"content": "@bob can you?", "mentions": ["bob"]})).await.expect(201);
+    let requests = receiver.wait_for(1).await;
+    assert_eq!(
+        (requests[0].json()["message_id"].clone(), requests[0].json()["type"].clone()),
+        (named["id"].clone(), json!("mention"))
+    );
+    let everyone =
+        alice.post(&messages, json!({"content": "@all standup", "mentions_all": true})).await.expect(201);
+    let requests = receiver.wait_for(2).await;
+    assert_eq!(requests[1].json()["message_id"], everyone["id"]);
+    assert_eq!(requests[1].json()["type"], "mention");
+    receiver.assert_no_more_than(2).await;
 }
