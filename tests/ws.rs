@@ -712,3 +712,19 @@ async fn a_blocked_conversation_refuses_sends_with_the_reason() {
     assert_eq!(refused["error"]["code"], "forbidden");
     assert!(refused["error"]["message"].as_str().unwrap_or("").contains("scam"), "{refused}");
 }
+
+/// `search` over `/ws` answers as `GET /api/search` does, in the ack.
+#[tokio::test]
+async fn search_works_over_plain_websocket() {
+    let server = TestServer::start().await;
+    let conv = server.client("alice").create("group", &["bob"]).await;
+    let id = conv["id"].as_str().expect("id");
+    let mut bob = Ws::connect(&server, "bob").await;
+    server.client("alice").send(id, "검색을 해보세요").await;
+    let found = bob.ok("search", json!({ "q": "검색", "limit": 5 })).await;
+    assert_eq!(found["results"][0]["message"]["content"], "검색을 해보세요", "{found}");
+    assert_eq!(found["results"][0]["highlights"], json!([[0, 2]]));
+    assert_eq!(found["next_cursor"], Value::Null);
+    let refused = bob.call("search", json!({ "q": " " })).await;
+    assert_eq!(refused["error"]["code"], "invalid");
+}

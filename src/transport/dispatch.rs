@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Authenticator;
+use crate::core::chat::SearchResults;
 use crate::core::lease::Lease;
 use crate::core::model::{Message, User};
-use crate::core::requests::{ConversationRef, Empty, PresenceQuery, SyncRequest};
+use crate::core::requests::{ConversationRef, Empty, PresenceQuery, SearchMessages, SyncRequest};
 use crate::core::requests::{DeleteMessage, EditMessage, MarkRead, ReactToMessage, SendMessage};
 use crate::core::server_events::{ConversationPresence, PresenceInfo, SyncPage};
 use crate::core::time::Timestamp;
@@ -21,7 +22,7 @@ use crate::hub::Link;
 
 /// Every event name [`dispatch`] knows: the values of the `event` metric label (any other
 /// name counts as `unknown`, so clients cannot add label values).
-const CLIENT_EVENTS: [&str; 16] = [
+const CLIENT_EVENTS: [&str; 17] = [
     "auth:refresh",
     "message:send",
     "message:edit",
@@ -38,6 +39,7 @@ const CLIENT_EVENTS: [&str; 16] = [
     "sync",
     "presence:query",
     "presence:conversation",
+    "search",
 ];
 
 /// The metric label of a client event name.
@@ -97,6 +99,8 @@ pub enum ClientEvent {
     PresenceQuery(PresenceQuery),
     /// `presence:conversation`
     PresenceConversation(ConversationRef),
+    /// `search`
+    Search(SearchMessages),
 }
 
 impl ClientEvent {
@@ -124,6 +128,7 @@ impl ClientEvent {
             "sync" => ClientEvent::Sync(decode(data)?),
             "presence:query" => ClientEvent::PresenceQuery(decode(data)?),
             "presence:conversation" => ClientEvent::PresenceConversation(decode(data)?),
+            "search" => ClientEvent::Search(decode(data)?),
             other => return Err(ChatError::invalid(format!("unknown event {other:?}"))),
         })
     }
@@ -147,6 +152,7 @@ impl ClientEvent {
             ClientEvent::Sync(_) => "sync",
             ClientEvent::PresenceQuery(_) => "presence:query",
             ClientEvent::PresenceConversation(_) => "presence:conversation",
+            ClientEvent::Search(_) => "search",
         }
     }
 }
@@ -237,6 +243,8 @@ pub enum Done {
     Synced(SyncPage),
     /// `{online, focused}`: `presence:conversation`.
     Here(ConversationPresence),
+    /// `{results, next_cursor}`: `search`.
+    Found(SearchResults),
     /// `{presence}`: `presence:query`.
     Presence {
         /// Each asked user's presence.
@@ -324,6 +332,7 @@ pub async fn apply(
         ClientEvent::PresenceConversation(req) => {
             Done::Here(chat.conversation_presence(user, &req.conversation_id).await?)
         }
+        ClientEvent::Search(req) => Done::Found(chat.search_messages(user, req).await?),
     })
 }
 
