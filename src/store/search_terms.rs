@@ -13,12 +13,24 @@ pub(crate) enum Bound {
     Integer(i64),
 }
 
+/// Which rows a set of scope conditions describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The messages a search may return.
+    Rows,
+    /// What a short-word search scans, on the columns of `messages_by_time` alone
+    /// (conversation, creation time) so the window's start is found in the index: deleted
+    /// messages and other senders' included, the cursor's time inclusive.
+    Window,
+}
+
 /// The conditions every search applies except the words (membership, deletion, filters,
 /// cursor), as SQL on `messages m`. Their values are appended to `params`, each written as
 /// `placeholder(n)` with `n` its 1-based position. `member_of` makes the membership
 /// condition on `m.conversation_id` from a query of the caller's conversation ids.
 pub(crate) fn scope_conditions(
     query: &SearchQuery,
+    scope: Scope,
     placeholder: fn(usize) -> String,
     member_of: fn(&str) -> String,
     params: &mut Vec<Bound>,
@@ -31,11 +43,14 @@ pub(crate) fn scope_conditions(
         "SELECT conversation_id FROM members WHERE user_id = {}",
         bind(Bound::Text(query.user_id.clone()))
     );
-    let mut conditions = vec!["m.deleted_at IS NULL".to_owned(), member_of(&conversations)];
+    let mut conditions = vec![member_of(&conversations)];
+    if scope == Scope::Rows {
+        conditions.push("m.deleted_at IS NULL".to_owned());
+    }
     if let Some(conversation_id) = &query.conversation_id {
         conditions.push(format!("m.conversation_id = {}", bind(Bound::Text(conversation_id.clone()))));
     }
-    if let Some(sender_id) = &query.sender_id {
+    if let (Some(sender_id), Scope::Rows) = (&query.sender_id, scope) {
         conditions.push(format!("m.sender_id = {}", bind(Bound::Text(sender_id.clone()))));
     }
     if let Some(after) = query.after {
@@ -44,10 +59,16 @@ pub(crate) fn scope_conditions(
     if let Some(before) = query.before {
         conditions.push(format!("m.created_at < {}", bind(Bound::Integer(before.millis()))));
     }
-    if let Some(cursor) = &query.cursor {
-        let at = bind(Bound::Integer(cursor.created_at.millis()));
-        let id = bind(Bound::Text(cursor.id.clone()));
-        conditions.push(format!("(m.created_at < {at} OR (m.created_at = {at} AND m.id < {id}))"));
+    match (&query.cursor, scope) {
+        (Some(cursor), Scope::Rows) => {
+            let at = bind(Bound::Integer(cursor.created_at.millis()));
+            let id = bind(Bound::Text(cursor.id.clone()));
+            conditions.push(format!("(m.created_at < {at} OR (m.created_at = {at} AND m.id < {id}))"));
+        }
+        (Some(cursor), Scope::Window) => {
+            conditions.push(format!("m.created_at <= {}", bind(Bound::Integer(cursor.created_at.millis()))));
+        }
+        (None, _) => {}
     }
     conditions.join(" AND ")
 }
@@ -114,4 +135,11 @@ mod tests {
         assert!(!indexed("검색"));
         assert!(indexed("hel"));
     }
+}
+
+/// The cursor of the page after a short-word scan whose window started at `window_start`:
+/// everything older. An empty id sorts before every id, so the next page holds only
+/// messages created before `window_start` (those at it were all in this window).
+pub(crate) fn after_window(window_start: i64) -> SearchCursor {
+    SearchCursor { created_at: crate::core::time::Timestamp(window_start), id: String::new() }
 }

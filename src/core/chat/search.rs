@@ -42,14 +42,12 @@ fn encode_cursor(cursor: &SearchCursor) -> String {
     format!("{}.{}", cursor.created_at.millis(), cursor.id)
 }
 
-/// Reads a cursor made by [`encode_cursor`]; anything else is `invalid`.
+/// Reads a cursor made by [`encode_cursor`]; anything else is `invalid`. An empty id (after
+/// a short-word scan's window) means "everything created before that time".
 fn decode_cursor(cursor: &str) -> Result<SearchCursor, ChatError> {
     let bad = || ChatError::invalid("cursor is not one this server issued");
     let (millis, id) = cursor.split_once('.').ok_or_else(bad)?;
     let millis: i64 = millis.parse().map_err(|_| bad())?;
-    if id.is_empty() {
-        return Err(bad());
-    }
     Ok(SearchCursor { created_at: Timestamp(millis), id: id.to_owned() })
 }
 

@@ -5,14 +5,14 @@
 //! extract trigrams from Korean text.
 
 use super::*;
-use crate::core::ports::{SHORT_QUERY_SCAN, SearchCursor, SearchPage, SearchQuery, SearchStore};
-use crate::store::search_terms::{Bound, contains_pattern, indexed, page};
+use crate::core::ports::{SHORT_QUERY_SCAN, SearchPage, SearchQuery, SearchStore};
+use crate::store::search_terms::{Bound, Scope, after_window, contains_pattern, indexed, page};
 
 /// A query parameter owned by the query being built.
 type Param = Box<dyn ToSql + Sync + Send>;
 
 /// [`crate::store::search_terms::scope_conditions`] with PostgreSQL's `$n` and values.
-fn scope_conditions(query: &SearchQuery, params: &mut Vec<Param>) -> String {
+fn scope_conditions(query: &SearchQuery, scope: Scope, params: &mut Vec<Param>) -> String {
     let mut bound = Vec::new();
     // The caller's conversations as an array (`= ANY`), not `IN (subquery)`: the planner
     // can then look them up in `messages_by_time` as a bitmap and AND it with the trigram
@@ -22,6 +22,7 @@ fn scope_conditions(query: &SearchQuery, params: &mut Vec<Param>) -> String {
     // messages".
     let conditions = crate::store::search_terms::scope_conditions(
         query,
+        scope,
         |n| format!("${n}"),
         |conversations| format!("m.conversation_id = ANY(ARRAY({conversations}))"),
         &mut bound,
@@ -111,45 +112,48 @@ fn quote_identifier(name: &str) -> String {
 #[async_trait]
 impl SearchStore for PostgresStore {
     async fn search_messages(&self, query: SearchQuery) -> Result<SearchPage, StoreError> {
-        let mut params: Vec<Param> = Vec::new();
-        let scope = scope_conditions(&query, &mut params);
         let fetch = as_i64(query.limit).saturating_add(1);
+        let mut params: Vec<Param> = Vec::new();
+        let mut conditions = vec![scope_conditions(&query, Scope::Rows, &mut params)];
         if query.words.iter().any(|word| indexed(word)) {
-            let words = word_conditions(&query.words, &mut params);
+            conditions.push(word_conditions(&query.words, &mut params));
             params.push(Box::new(fetch));
             let sql = format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {scope} AND {words} \
-                 ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {} ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
+                conditions.join(" AND "),
                 params.len()
             );
             let rows = self.query_with_fresh_plan(&sql, &borrowed(&params)).await?;
             return Ok(page(messages_from(&rows)?, query.limit));
         }
-        // Only short words: no trigram to look up; scan the newest messages in scope.
-        let scope_len = params.len();
-        let words = word_conditions(&query.words, &mut params);
+        // Only short words: no trigram to look up. Scan a window of the newest messages in
+        // scope, found in `messages_by_time` alone (see the SQLite store).
+        let mut window_params: Vec<Param> = Vec::new();
+        let window = scope_conditions(&query, Scope::Window, &mut window_params);
+        let start = format!(
+            "SELECT m.created_at FROM messages m WHERE {window} ORDER BY m.created_at DESC LIMIT 1 OFFSET {}",
+            SHORT_QUERY_SCAN - 1
+        );
+        let rows = self.query_with_fresh_plan(&start, &borrowed(&window_params)).await?;
+        let window_start: Option<i64> = rows.first().map(|row| get(row, 0)).transpose()?;
+        if let Some(start) = window_start {
+            params.push(Box::new(start));
+            conditions.push(format!("m.created_at >= ${}", params.len()));
+        }
+        conditions.push(word_conditions(&query.words, &mut params));
         params.push(Box::new(fetch));
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM (SELECT * FROM messages m WHERE {scope} \
-             ORDER BY m.created_at DESC, m.id DESC LIMIT {SHORT_QUERY_SCAN}) m WHERE {words} \
-             ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {} ORDER BY m.created_at DESC, m.id DESC LIMIT ${}",
+            conditions.join(" AND "),
             params.len()
         );
         let rows = self.query_with_fresh_plan(&sql, &borrowed(&params)).await?;
         let found = page(messages_from(&rows)?, query.limit);
-        if found.next.is_some() {
-            return Ok(found);
+        match (found.next, window_start) {
+            (None, Some(start)) => {
+                Ok(SearchPage { messages: found.messages, next: Some(after_window(start)) })
+            }
+            (next, _) => Ok(SearchPage { messages: found.messages, next }),
         }
-        let last_scanned = format!(
-            "SELECT m.created_at, m.id FROM messages m WHERE {scope} ORDER BY m.created_at DESC, m.id DESC \
-             LIMIT 1 OFFSET {}",
-            SHORT_QUERY_SCAN - 1
-        );
-        let rows = self.query_with_fresh_plan(&last_scanned, &borrowed(&params[..scope_len])).await?;
-        let next = match rows.first() {
-            Some(row) => Some(SearchCursor { created_at: Timestamp(get(row, 0)?), id: get(row, 1)? }),
-            None => None,
-        };
-        Ok(SearchPage { messages: found.messages, next })
     }
 }
