@@ -115,6 +115,13 @@ pub(crate) fn fts_all_of<'a>(words: impl IntoIterator<Item = &'a str>) -> String
         .join(" AND ")
 }
 
+/// The cursor of the page after a short-word scan whose window started at `window_start`:
+/// everything older. An empty id sorts before every id, so the next page holds only
+/// messages created before `window_start` (those at it were all in this window).
+pub(crate) fn after_window(window_start: i64) -> SearchCursor {
+    SearchCursor { created_at: crate::core::time::Timestamp(window_start), id: String::new() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,11 +142,4 @@ mod tests {
         assert!(!indexed("검색"));
         assert!(indexed("hel"));
     }
-}
-
-/// The cursor of the page after a short-word scan whose window started at `window_start`:
-/// everything older. An empty id sorts before every id, so the next page holds only
-/// messages created before `window_start` (those at it were all in this window).
-pub(crate) fn after_window(window_start: i64) -> SearchCursor {
-    SearchCursor { created_at: crate::core::time::Timestamp(window_start), id: String::new() }
 }
