@@ -219,7 +219,7 @@ async fn in_a_shared_group_the_blocker_gets_no_push_for_the_blocked_users_messag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_messages_of_a_blocked_pairs_direct_conversation_cannot_be_edited() {
+async fn old_messages_of_a_blocked_pairs_direct_conversation_cannot_be_edited_reacted_to_or_pinned() {
     let server = server().await;
     let id = direct(&server, "alice", "mallory").await;
     let old = server.client("mallory").send(&id, "before").await;
@@ -236,6 +236,15 @@ async fn old_messages_of_a_blocked_pairs_direct_conversation_cannot_be_edited() 
     let history = server.client("alice").get(&messages_path(&id)).await.expect(200);
     assert_eq!(history["messages"][0]["content"], "before", "nothing was edited");
 
+    // Nor reacted to, unreacted or pinned, either way.
+    let reaction = |message: &Value| format!("{}/reactions/👍", edit(message));
+    let pin = |message: &Value| format!("{}/pin", edit(message));
+    server.client("mallory").put(&reaction(&mine), json!({})).await.assert_error(403, "forbidden");
+    server.client("alice").delete(&reaction(&old)).await.assert_error(403, "forbidden");
+    server.client("mallory").post(&pin(&mine), json!({})).await.assert_error(403, "forbidden");
+    server.client("alice").delete(&pin(&old)).await.assert_error(403, "forbidden");
+
     server.client("alice").delete("/api/blocks/mallory").await.expect(204);
     server.client("mallory").patch(&edit(&old), body).await.expect(200);
+    server.client("mallory").post(&pin(&mine), json!({})).await.expect(200);
 }

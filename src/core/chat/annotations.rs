@@ -112,7 +112,8 @@ impl Chat {
         validate::identifier("message_id", message_id)?;
         validate::emoji(emoji)?;
         self.message_limiter.check(&user.id).await?;
-        self.message_to_change(user, message_id).await?;
+        let (message, _, kind) = self.message_to_change(user, message_id).await?;
+        self.refuse_blocked_direct(user, &message.conversation_id, kind).await?;
         let outcome = self.store.remove_reaction(message_id, &user.id, emoji).await?;
         let (message, changed) = Self::annotated(outcome, "")?;
         if changed {
@@ -186,13 +187,15 @@ impl Chat {
     }
 
     /// # Pin a message (a group's owner or admins; either member of a direct chat)
-    /// At most 50 per conversation. Pinning a pinned message changes nothing.
+    /// At most 50 per conversation. Pinning a pinned message changes nothing. As for edits
+    /// and reactions, nothing is pinned in a direct chat whose members block each other.
     pub async fn pin(&self, user: &User, message_id: &str) -> Result<Message, ChatError> {
         self.message_limiter.check(&user.id).await?;
-        let (_, member, kind) = self.message_to_change(user, message_id).await?;
+        let (message, member, kind) = self.message_to_change(user, message_id).await?;
         if kind == ConversationType::Group && !member.role.is_manager() {
             return Err(ChatError::forbidden("only a group's owner or admins may pin messages"));
         }
+        self.refuse_blocked_direct(user, &message.conversation_id, kind).await?;
         let outcome = self.store.pin_message(message_id, &user.id, Timestamp::now(), MAX_PINS).await?;
         let (pinned, changed) =
             Self::annotated(outcome, &format!("at most {MAX_PINS} pinned messages per conversation"))?;
@@ -206,10 +209,11 @@ impl Chat {
     /// # Unpin a message (who may pin it)
     pub async fn unpin(&self, user: &User, message_id: &str) -> Result<Message, ChatError> {
         self.message_limiter.check(&user.id).await?;
-        let (_, member, kind) = self.message_to_change(user, message_id).await?;
+        let (message, member, kind) = self.message_to_change(user, message_id).await?;
         if kind == ConversationType::Group && !member.role.is_manager() {
             return Err(ChatError::forbidden("only a group's owner or admins may unpin messages"));
         }
+        self.refuse_blocked_direct(user, &message.conversation_id, kind).await?;
         let (unpinned, changed) = Self::annotated(self.store.unpin_message(message_id).await?, "")?;
         if changed {
             let to = Audience::Conversation(unpinned.conversation_id.clone());
