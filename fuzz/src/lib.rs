@@ -18,22 +18,9 @@ pub const CODES: [&str; 11] = [
     "internal",
 ];
 
-/// The client→server event names (docs/protocol.md, "Realtime events").
-pub const EVENTS: [&str; 13] = [
-    "auth:refresh",
-    "message:send",
-    "message:edit",
-    "message:delete",
-    "message:read",
-    "typing:start",
-    "typing:stop",
-    "conversation:focus",
-    "conversation:unfocus",
-    "conversation:join",
-    "conversation:leave",
-    "sync",
-    "presence:query",
-];
+/// The client→server event names (docs/protocol.md, "Realtime events"): the dispatcher's
+/// list, which its decoder must accept exactly.
+pub use chatd::transport::dispatch::CLIENT_EVENTS as EVENTS;
 
 /// Asserts `body` is `{code, message}` (plus `event` when given) with a contract code and a
 /// non-empty message, and returns the code.

@@ -21,8 +21,9 @@ use crate::core::{Chat, ChatError, telemetry};
 use crate::hub::Link;
 
 /// Every event name [`dispatch`] knows: the values of the `event` metric label (any other
-/// name counts as `unknown`, so clients cannot add label values).
-const CLIENT_EVENTS: [&str; 17] = [
+/// name counts as `unknown`, so clients cannot add label values). The fuzz targets check
+/// that [`ClientEvent::decode`] accepts exactly these.
+pub const CLIENT_EVENTS: [&str; 17] = [
     "auth:refresh",
     "message:send",
     "message:edit",
